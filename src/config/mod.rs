@@ -1,0 +1,531 @@
+//! Loads and validates `config.json`.
+//!
+//! The keys of Dynatrace's "Custom-Webhook-Python" sample load unchanged; the keys hub adds have
+//! defaults, so a sample config works as it is. Secrets may come from the environment instead of the
+//! file (see [`SECRET_ENV`]). Every problem is reported at once, each named by its key path.
+
+mod reader;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use reader::ConfigIssue;
+use reader::{type_name, Issues, Section};
+
+use crate::secret::Secret;
+
+/// Secret keys that an environment variable may set instead of the file; the variable wins.
+/// The name is `HUB_` and the key path in capitals with `.` as `_`.
+pub const SECRET_ENV: &[(&str, &str)] = &[
+    ("HUB_WEBHOOK_PASSWORD", "webhook.password"),
+    ("HUB_DYNATRACE_API_TOKEN", "dynatrace.api_token"),
+    (
+        "HUB_SMS_NOTIFICATION_TWILIO_TOKEN",
+        "sms_notification.twilio_token",
+    ),
+];
+
+/// Passwords that ship in example configs (ours and the sample's); hub warns loudly when one is used.
+pub const EXAMPLE_PASSWORDS: &[&str] = &["s3cr3t", "change-me"];
+
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dynatrace: DynatraceConfig,
+    pub webhook: WebhookConfig,
+    pub store: StoreConfig,
+    pub dir_received: PathBuf,
+    pub dir_sent: PathBuf,
+    pub log_dir: PathBuf,
+    pub log_file: String,
+    pub incident_notification: IncidentNotification,
+    pub sms_notification: SmsNotification,
+}
+
+#[derive(Debug, Clone)]
+pub struct DynatraceConfig {
+    /// Base URL of the environment; `None` when not configured (no enrichment).
+    pub tenant: Option<String>,
+    pub api_token: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub username: String,
+    pub password: Secret,
+    pub interface: IpAddr,
+    pub port: u16,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IncidentNotification {
+    pub active: bool,
+    pub exec_win: String,
+    pub exec_unix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmsNotification {
+    pub active: bool,
+    pub twilio_account: String,
+    pub twilio_token: Secret,
+    pub twilio_number: String,
+    pub to_numbers: Vec<String>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("config file {path} has {} problem(s):\n{}", issues.len(), list(issues))]
+    Invalid {
+        path: PathBuf,
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+fn list(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  - {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Reads the file, applies secrets from the process environment, validates everything.
+    /// Relative folders are resolved against the working directory, as the sample did.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let base = std::env::current_dir().unwrap_or_default();
+        Config::from_str(&text, &env, &base).map_err(|e| match e {
+            ParseError::Json(source) => ConfigError::Json {
+                path: path.to_path_buf(),
+                source,
+            },
+            ParseError::Invalid(issues) => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                issues,
+            },
+        })
+    }
+
+    /// The pure part of [`Config::load`]: text, environment and base folder in, config or issues out.
+    pub fn from_str(
+        text: &str,
+        env: &[(String, String)],
+        base: &Path,
+    ) -> Result<Config, ParseError> {
+        let mut doc: Value = serde_json::from_str(text).map_err(ParseError::Json)?;
+        if !doc.is_object() {
+            let mut issues = Issues::default();
+            Section::root(&doc, &mut issues);
+            return Err(ParseError::Invalid(issues.0));
+        }
+        apply_secret_env(&mut doc, env);
+        let mut issues = Issues::default();
+        let config = read(&doc, base, &mut issues);
+        if issues.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(ParseError::Invalid(issues.0))
+        }
+    }
+
+    /// Whether the webhook password is one of the published example passwords.
+    pub fn uses_example_password(&self) -> bool {
+        EXAMPLE_PASSWORDS.contains(&self.webhook.password.expose())
+    }
+
+    /// A one-line description of what this config sets up; carries no secret.
+    pub fn summary(&self) -> String {
+        let tenant = match &self.dynatrace.tenant {
+            Some(t) if self.dynatrace.api_token.is_empty() => format!("{t} (no API token)"),
+            Some(t) => format!("{t} (API token set)"),
+            None => "not configured".to_string(),
+        };
+        format!(
+            "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, incident script {}, sms {}",
+            self.webhook.interface,
+            self.webhook.port,
+            self.store.url,
+            self.dir_received.display(),
+            self.dir_sent.display(),
+            self.log_path().display(),
+            tenant,
+            on_off(self.incident_notification.active),
+            on_off(self.sms_notification.active),
+        )
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.log_dir.join(&self.log_file)
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+#[derive(Debug)]
+pub enum ParseError {
+    Json(serde_json::Error),
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn apply_secret_env(doc: &mut Value, env: &[(String, String)]) {
+    for (var, key_path) in SECRET_ENV {
+        let Some((_, value)) = env.iter().find(|(k, _)| k == var) else {
+            continue;
+        };
+        let Some((section, key)) = key_path.split_once('.') else {
+            continue;
+        };
+        let Value::Object(root) = doc else { return };
+        let entry = root
+            .entry(section.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(map) = entry {
+            map.insert(key.to_string(), Value::String(value.clone()));
+        }
+    }
+}
+
+fn read(doc: &Value, base: &Path, issues: &mut Issues) -> Config {
+    let mut root = Section::root(doc, issues);
+
+    let dynatrace = read_dynatrace(root.section("dynatrace", issues), issues);
+    let webhook = read_webhook(root.section("webhook", issues), issues);
+    let store = read_store(root.section("store", issues), issues);
+
+    let mut folder = |root: &mut Section, key: &'static str, default: &str| {
+        let path = root.path_of(key);
+        let value = root
+            .string(key, issues)
+            .unwrap_or_else(|| default.to_string());
+        if value.trim().is_empty() {
+            issues.push(path, "must not be empty");
+        }
+        base.join(value)
+    };
+    let dir_received = folder(&mut root, "dir_received", "problems_received");
+    let dir_sent = folder(&mut root, "dir_sent", "problems_sent");
+    let log_dir = folder(&mut root, "log_dir", "log");
+
+    let log_file = root
+        .string("log_file", issues)
+        .unwrap_or_else(|| "hub.log".to_string());
+    if log_file.trim().is_empty() {
+        issues.push("log_file", "must not be empty");
+    }
+
+    let incident_notification =
+        read_incident(root.section("incident_notification", issues), issues);
+    let sms_notification = read_sms(root.section("sms_notification", issues), issues);
+
+    if dir_received == dir_sent {
+        issues.push("dir_sent", "must be a different folder from dir_received");
+    }
+    root.finish(issues);
+
+    Config {
+        dynatrace,
+        webhook,
+        store,
+        dir_received,
+        dir_sent,
+        log_dir,
+        log_file,
+        incident_notification,
+        sms_notification,
+    }
+}
+
+fn read_dynatrace(mut s: Section, issues: &mut Issues) -> DynatraceConfig {
+    let tenant = s.string("tenant", issues).filter(|t| !t.trim().is_empty());
+    if let Some(t) = &tenant {
+        let lower = t.to_ascii_lowercase();
+        if !(lower.starts_with("https://") || lower.starts_with("http://")) || t.contains(' ') {
+            issues.push(
+                s.path_of("tenant"),
+                format!(
+                    "expected a URL such as https://abc12345.live.dynatrace.com or https://host/e/<env-id>, found {t:?}"
+                ),
+            );
+        }
+    }
+    let api_token = Secret::new(s.string("api_token", issues).unwrap_or_default());
+    s.finish(issues);
+    DynatraceConfig { tenant, api_token }
+}
+
+fn read_webhook(mut s: Section, issues: &mut Issues) -> WebhookConfig {
+    let username = s.string("username", issues).unwrap_or_default();
+    if username.is_empty() {
+        issues.push(
+            s.path_of("username"),
+            "missing: the Basic auth user name senders use",
+        );
+    } else if username.contains(':') {
+        issues.push(
+            s.path_of("username"),
+            "must not contain ':' (Basic auth cannot carry it)",
+        );
+    }
+    let password = Secret::new(s.string("password", issues).unwrap_or_default());
+    if password.is_empty() {
+        issues.push(
+            s.path_of("password"),
+            "missing: set it in the file or in HUB_WEBHOOK_PASSWORD",
+        );
+    }
+    let interface = match s.string("interface", issues) {
+        None => IpAddr::from([127, 0, 0, 1]),
+        Some(text) => match text.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) if text == "localhost" => IpAddr::from([127, 0, 0, 1]),
+            Err(_) => {
+                issues.push(
+                    s.path_of("interface"),
+                    format!("expected an IP address such as 127.0.0.1 or 0.0.0.0, found {text:?}"),
+                );
+                IpAddr::from([127, 0, 0, 1])
+            }
+        },
+    };
+    let port = s.integer("port", 0, 65535, issues).unwrap_or(5000) as u16;
+    let max_body_bytes = s
+        .integer("max_body_bytes", 1024, MAX_MAX_BODY_BYTES, issues)
+        .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    s.finish(issues);
+    WebhookConfig {
+        username,
+        password,
+        interface,
+        port,
+        max_body_bytes,
+    }
+}
+
+fn read_store(mut s: Section, issues: &mut Issues) -> StoreConfig {
+    let url = s
+        .string("url", issues)
+        .unwrap_or_else(|| "sqlite://hub.db".to_string());
+    if !url.starts_with("sqlite:") {
+        issues.push(
+            s.path_of("url"),
+            format!("expected a SQLite URL such as sqlite://hub.db, found {url:?}"),
+        );
+    }
+    s.finish(issues);
+    StoreConfig { url }
+}
+
+fn read_incident(mut s: Section, issues: &mut Issues) -> IncidentNotification {
+    let active = s.bool("active", issues).unwrap_or(false);
+    let exec_win = s.string("exec_win", issues).unwrap_or_default();
+    let exec_unix = s.string("exec_unix", issues).unwrap_or_default();
+    let needed = if cfg!(windows) {
+        ("exec_win", &exec_win)
+    } else {
+        ("exec_unix", &exec_unix)
+    };
+    if active && needed.1.trim().is_empty() {
+        issues.push(
+            s.path_of(needed.0),
+            "missing: the command to run when incident_notification is active",
+        );
+    }
+    s.finish(issues);
+    IncidentNotification {
+        active,
+        exec_win,
+        exec_unix,
+    }
+}
+
+fn read_sms(mut s: Section, issues: &mut Issues) -> SmsNotification {
+    let active = s.bool("active", issues).unwrap_or(false);
+    let twilio_account = s.string("twilio_account", issues).unwrap_or_default();
+    let twilio_token = Secret::new(s.string("twilio_token", issues).unwrap_or_default());
+    let twilio_number = s.string("twilio_number", issues).unwrap_or_default();
+    let to_path = s.path_of("to_number");
+    let to_numbers = match s.value("to_number") {
+        None => Vec::new(),
+        Some(Value::String(n)) if n.is_empty() => Vec::new(),
+        Some(Value::String(n)) => vec![n.clone()],
+        Some(Value::Array(items)) => {
+            let mut numbers = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(n) if !n.is_empty() => numbers.push(n.clone()),
+                    other => issues.push(
+                        format!("{to_path}[{i}]"),
+                        format!("expected a phone number string, found {}", type_name(other)),
+                    ),
+                }
+            }
+            numbers
+        }
+        Some(other) => {
+            issues.push(
+                to_path.clone(),
+                format!(
+                    "expected a phone number or a list of them, found {}",
+                    type_name(other)
+                ),
+            );
+            Vec::new()
+        }
+    };
+    if active {
+        for (key, empty) in [
+            ("twilio_account", twilio_account.is_empty()),
+            ("twilio_token", twilio_token.is_empty()),
+            ("twilio_number", twilio_number.is_empty()),
+            ("to_number", to_numbers.is_empty()),
+        ] {
+            if empty {
+                issues.push(
+                    s.path_of(key),
+                    "missing: required when sms_notification is active",
+                );
+            }
+        }
+    }
+    s.finish(issues);
+    SmsNotification {
+        active,
+        twilio_account,
+        twilio_token,
+        twilio_number,
+        to_numbers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn load(doc: Value, env: &[(&str, &str)]) -> Result<Config, ParseError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_str(&doc.to_string(), &env, Path::new("/srv/hub"))
+    }
+
+    fn issues(doc: Value) -> Vec<String> {
+        match load(doc, &[]) {
+            Err(ParseError::Invalid(issues)) => issues.iter().map(|i| i.to_string()).collect(),
+            other => panic!("expected issues, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_sane_defaults() {
+        let c = load(json!({"webhook": {"username": "u", "password": "p"}}), &[]).unwrap();
+        assert_eq!(c.webhook.interface.to_string(), "127.0.0.1");
+        assert_eq!(c.webhook.port, 5000);
+        assert_eq!(c.webhook.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.store.url, "sqlite://hub.db");
+        assert_eq!(c.dir_received, Path::new("/srv/hub/problems_received"));
+        assert_eq!(c.log_path(), Path::new("/srv/hub/log/hub.log"));
+        assert!(c.dynatrace.tenant.is_none());
+        assert!(!c.incident_notification.active && !c.sms_notification.active);
+    }
+
+    #[test]
+    fn secrets_from_the_environment_win_and_never_print() {
+        let c = load(
+            json!({"webhook": {"username": "u", "password": "file"}}),
+            &[
+                ("HUB_WEBHOOK_PASSWORD", "from-env"),
+                ("HUB_DYNATRACE_API_TOKEN", "dt0c01.tok"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.webhook.password.expose(), "from-env");
+        assert_eq!(c.dynatrace.api_token.expose(), "dt0c01.tok");
+        let shown = format!("{c:?} {}", c.summary());
+        assert!(
+            !shown.contains("from-env") && !shown.contains("dt0c01.tok"),
+            "{shown}"
+        );
+
+        // A password only in the environment is enough.
+        let c = load(
+            json!({"webhook": {"username": "u"}}),
+            &[("HUB_WEBHOOK_PASSWORD", "only-env")],
+        )
+        .unwrap();
+        assert_eq!(c.webhook.password.expose(), "only-env");
+    }
+
+    #[test]
+    fn several_sms_recipients_are_accepted() {
+        let c = load(
+            json!({"webhook": {"username": "u", "password": "p"},
+                   "sms_notification": {"active": true, "twilio_account": "AC1", "twilio_token": "t",
+                                        "twilio_number": "+1", "to_number": ["+2", "+3"]}}),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.sms_notification.to_numbers, ["+2", "+3"]);
+    }
+
+    #[test]
+    fn problems_are_all_reported_by_path() {
+        let found = issues(json!({
+            "webhook": {"username": "a:b", "port": -1},
+            "dir_received": "same", "dir_sent": "same",
+            "store": {"url": "postgres://x"}
+        }));
+        let expected = [
+            "webhook.username: must not contain ':'",
+            "webhook.password: missing",
+            "webhook.port: expected a whole number from 0 to 65535, found -1",
+            "store.url: expected a SQLite URL",
+            "dir_sent: must be a different folder",
+        ];
+        for e in expected {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "{e} not in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        assert_eq!(
+            issues(json!([1])),
+            ["(top level): expected an object, found an array"]
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! A path-tracking reader over a parsed JSON document.
+//!
+//! serde's derive stops at the first problem; an operator fixing a config file wants every problem at
+//! once, each named by its key path. This reader walks a `serde_json::Value`, records every missing
+//! key, wrong type and unknown key it meets, and lets the caller go on with defaults.
+
+use serde_json::{Map, Value};
+
+/// One problem found in the configuration, named by its key path (`webhook.port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Collects issues while a document is read.
+#[derive(Debug, Default)]
+pub struct Issues(pub Vec<ConfigIssue>);
+
+impl Issues {
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Names a JSON value's type the way an operator reads it.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One JSON object being read; remembers which keys were asked for so the rest can be reported.
+pub struct Section<'a> {
+    path: String,
+    map: Option<&'a Map<String, Value>>,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Section<'a> {
+    /// The document's top level, which must be an object.
+    pub fn root(value: &'a Value, issues: &mut Issues) -> Self {
+        let map = match value {
+            Value::Object(map) => Some(map),
+            other => {
+                issues.push(
+                    "(top level)",
+                    format!("expected an object, found {}", type_name(other)),
+                );
+                None
+            }
+        };
+        Section {
+            path: String::new(),
+            map,
+            known: Vec::new(),
+        }
+    }
+
+    /// The full path of a key in this section.
+    pub fn path_of(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{}", self.path, key)
+        }
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.known.push(key);
+        self.map.and_then(|m| m.get(key))
+    }
+
+    /// A nested object. A missing one reads as empty so that its keys fall back to defaults.
+    pub fn section(&mut self, key: &'static str, issues: &mut Issues) -> Section<'a> {
+        let path = self.path_of(key);
+        let map = match self.get(key) {
+            None => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(other) => {
+                issues.push(
+                    path.clone(),
+                    format!("expected an object, found {}", type_name(other)),
+                );
+                None
+            }
+        };
+        Section {
+            path,
+            map,
+            known: Vec::new(),
+        }
+    }
+
+    /// A raw value, for keys that accept more than one shape.
+    pub fn value(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn string(&mut self, key: &'static str, issues: &mut Issues) -> Option<String> {
+        match self.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                issues.push(
+                    self.path_of(key),
+                    format!("expected a string, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn bool(&mut self, key: &'static str, issues: &mut Issues) -> Option<bool> {
+        match self.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                issues.push(
+                    self.path_of(key),
+                    format!("expected true or false, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A whole number within `min..=max`.
+    pub fn integer(
+        &mut self,
+        key: &'static str,
+        min: u64,
+        max: u64,
+        issues: &mut Issues,
+    ) -> Option<u64> {
+        match self.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if (min..=max).contains(&v) => Some(v),
+                _ => {
+                    issues.push(
+                        self.path_of(key),
+                        format!("expected a whole number from {min} to {max}, found {n}"),
+                    );
+                    None
+                }
+            },
+            Some(other) => {
+                issues.push(
+                    self.path_of(key),
+                    format!("expected a whole number, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports every key of this section that no reader asked for.
+    pub fn finish(self, issues: &mut Issues) {
+        let Some(map) = self.map else { return };
+        for key in map.keys() {
+            if !self.known.contains(&key.as_str()) {
+                let mut known = self.known.clone();
+                known.sort_unstable();
+                issues.push(
+                    self.path_of(key),
+                    format!("unknown key (known here: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+}

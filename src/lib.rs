@@ -1,0 +1,12 @@
+//! hub: receives monitoring notifications durably and runs the actions an operations team uses.
+//! See DESIGN.md for how the parts fit together.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod logging;
+pub mod secret;
+pub mod sources;
+pub mod store;
+pub mod web;

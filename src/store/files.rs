@@ -1,0 +1,105 @@
+//! The `problems_received/` folder: safe names and atomic, durable writes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Replaces every character outside `[A-Za-z0-9._-]` with `_`, so no name can leave its folder.
+/// Leading dots become `_` too: a name is never `.` or `..`, and never a hidden file that a tool
+/// watching the folder would skip (hub's own temporary files are the hidden ones).
+pub fn sanitize(part: &str) -> String {
+    let mut leading = true;
+    part.chars()
+        .map(|c| {
+            let keep = c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            let hidden = leading && c == '.';
+            leading &= c == '.';
+            if keep && !hidden {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The `n`th file name candidate for a notification, in order of preference: the sample's
+/// `<ProblemID>-<State>.json` first, then numbered variants for a different body with the same
+/// ProblemID and State (or for two ids that sanitize to the same name).
+pub fn candidate(stem: &str, n: u32) -> String {
+    if n <= 1 {
+        format!("{stem}.json")
+    } else {
+        format!("{stem}.{n}.json")
+    }
+}
+
+/// The stem for a Dynatrace notification; other sources prefix their name.
+pub fn stem(source_prefix: Option<&str>, key: &str, state: &str) -> String {
+    match source_prefix {
+        None => format!("{}-{}", sanitize(key), sanitize(state)),
+        Some(p) => format!("{}-{}-{}", sanitize(p), sanitize(key), sanitize(state)),
+    }
+}
+
+/// Writes `bytes` as `dir/name` so that a reader sees either nothing or the whole file: a hidden
+/// temporary name first, fsync, then rename. The caller fsyncs the folder once per batch.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(name))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Makes renames in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_leave_the_folder() {
+        assert_eq!(sanitize("../../etc/passwd"), "___.._etc_passwd");
+        assert_eq!(sanitize("..."), "___");
+        assert_eq!(sanitize("a..b."), "a..b.");
+        assert_eq!(sanitize(".."), "__");
+        assert_eq!(sanitize("."), "_");
+        assert_eq!(sanitize("a\\b\0c"), "a_b_c");
+        assert_eq!(sanitize("$(touch x)"), "__touch_x_");
+        assert_eq!(sanitize("Ünï"), "_n_");
+        assert_eq!(stem(None, "P-1", "OPEN"), "P-1-OPEN");
+        assert_eq!(
+            stem(Some("alertmanager"), "ab/c", "firing"),
+            "alertmanager-ab_c-firing"
+        );
+        let names: Vec<String> = (1..=3).map(|n| candidate("P-1-OPEN", n)).collect();
+        assert_eq!(
+            names,
+            ["P-1-OPEN.json", "P-1-OPEN.2.json", "P-1-OPEN.3.json"]
+        );
+    }
+
+    #[test]
+    fn writes_whole_files_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "a.json", b"{\"x\":1}").unwrap();
+        write_atomic(dir.path(), "a.json", b"{\"x\":2}").unwrap();
+        sync_dir(dir.path()).unwrap();
+        assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"{\"x\":2}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

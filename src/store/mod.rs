@@ -1,0 +1,179 @@
+//! The durable inbox: every accepted notification in SQLite and, byte for byte, in `dir_received`.
+//!
+//! All writes go through one writer task ([`writer`]), which commits every notification waiting at
+//! that moment in one transaction (one fsync), then writes their files, then answers them all. Under
+//! light load a batch is a single notification; under a burst the cost of the fsync is shared.
+
+pub mod files;
+mod writer;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::ConnectOptions;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::Notification;
+
+/// How many notifications may wait for the writer before `accept` itself waits.
+const QUEUE_DEPTH: usize = 4096;
+
+/// What happened to an accepted notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Newly stored under this id and file name.
+    Stored { id: i64, file_name: String },
+    /// A byte-identical redelivery of an already stored notification; nothing new was stored.
+    Duplicate { id: i64, file_name: String },
+}
+
+impl Accepted {
+    pub fn file_name(&self) -> &str {
+        match self {
+            Accepted::Stored { file_name, .. } | Accepted::Duplicate { file_name, .. } => file_name,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("cannot prepare the store's tables: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot use folder {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The notification could not be made durable; the sender should retry.
+    #[error("{0}")]
+    NotStored(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+struct Job {
+    notification: Notification,
+    reply: oneshot::Sender<Result<Accepted, StoreError>>,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    jobs: mpsc::Sender<Job>,
+    dir_received: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating when missing) the database and the folder, applies migrations, starts the writer.
+    pub async fn open(url: &str, dir_received: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir_received).map_err(|source| StoreError::Folder {
+            path: dir_received.to_path_buf(),
+            source,
+        })?;
+        let opened = |source| StoreError::Open {
+            url: url.to_string(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(opened)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .disable_statement_logging();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .map_err(opened)?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let writer_conn = options.connect().await.map_err(opened)?;
+
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(writer::run(writer_conn, queue, dir_received.to_path_buf()));
+        Ok(Store {
+            pool,
+            jobs,
+            dir_received: dir_received.to_path_buf(),
+        })
+    }
+
+    /// Stores a notification durably. Returns only once its transaction has committed and its file
+    /// is in `dir_received`; an error means it was not made durable and must not be acknowledged.
+    pub async fn accept(&self, notification: Notification) -> Result<Accepted, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                notification,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Writes again every file the store has and the folder lacks (after a crash between commit and
+    /// file, or after someone deleted files). Returns how many were written.
+    pub async fn restore_missing_files(&self) -> Result<usize, StoreError> {
+        let dir = self.dir_received.clone();
+        let present = tokio::task::spawn_blocking(move || list_names(&dir))
+            .await
+            .map_err(|e| StoreError::NotStored(e.to_string()))?
+            .map_err(|source| StoreError::Folder {
+                path: self.dir_received.clone(),
+                source,
+            })?;
+        let known: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, file_name FROM notifications ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut restored = 0;
+        for (id, name) in known.into_iter().filter(|(_, n)| !present.contains(n)) {
+            let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM notifications WHERE id = ?")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+            let dir = self.dir_received.clone();
+            tokio::task::spawn_blocking(move || files::write_atomic(&dir, &name, &body))
+                .await
+                .map_err(|e| StoreError::NotStored(e.to_string()))?
+                .map_err(|source| StoreError::Folder {
+                    path: self.dir_received.clone(),
+                    source,
+                })?;
+            restored += 1;
+        }
+        if restored > 0 {
+            files::sync_dir(&self.dir_received).map_err(|source| StoreError::Folder {
+                path: self.dir_received.clone(),
+                source,
+            })?;
+        }
+        Ok(restored)
+    }
+
+    /// The read side, for queries that do not go through the writer.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn list_names(dir: &Path) -> std::io::Result<HashSet<String>> {
+    let mut names = HashSet::new();
+    for entry in std::fs::read_dir(dir)? {
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.insert(name);
+        }
+    }
+    Ok(names)
+}

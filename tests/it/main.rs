@@ -1,0 +1,6 @@
+//! Integration tests: the real `hub` binary, real sockets, real files. One binary so the crate links once.
+
+mod cli;
+mod crash;
+mod ingest;
+mod support;

@@ -1,0 +1,229 @@
+//! Starts the real `hub` binary in a temporary folder and talks to it over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+pub const USER: &str = "dynatrace";
+pub const PASSWORD: &str = "test-password-4f1c";
+
+pub fn hub_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hub")
+}
+
+pub fn fixture(rel: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A config that binds a free loopback port, with `patch` merged over it.
+pub fn config_with(patch: Value) -> Value {
+    let mut base = json!({
+        "dynatrace": { "tenant": "", "api_token": "" },
+        "webhook": { "username": USER, "password": PASSWORD, "interface": "127.0.0.1", "port": 0 },
+        "dir_received": "problems_received",
+        "dir_sent": "problems_sent",
+        "log_dir": "log",
+        "log_file": "hub.log",
+        "incident_notification": { "active": false, "exec_win": "", "exec_unix": "" },
+        "sms_notification": { "active": false, "twilio_account": "", "twilio_token": "",
+                              "twilio_number": "", "to_number": "" }
+    });
+    merge(&mut base, patch);
+    base
+}
+
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// A `hub` command with no HUB_* variables inherited from the machine.
+pub fn hub_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(hub_bin());
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+pub struct Hub {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub base_url: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Hub {
+    /// Writes `config.json` into `dir` and starts hub there.
+    pub fn start_in(dir: &Path, config: &Value, env: &[(&str, &str)]) -> Hub {
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let mut cmd = hub_command(dir);
+        cmd.arg("run")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start hub");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("hub did not start:\n{}", stderr.lock().unwrap());
+            }
+        };
+        Hub {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            base_url: format!("http://{addr}"),
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to flush or clean up anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn received(&self) -> PathBuf {
+        self.dir.join("problems_received")
+    }
+
+    /// Names of the files in `problems_received/`, sorted.
+    pub fn received_files(&self) -> Vec<String> {
+        list_files(&self.received())
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn list_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".gitkeep")
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Starts hub in a new temporary folder; keep the TempDir alive as long as the hub.
+pub fn start(patch: Value) -> (tempfile::TempDir, Hub) {
+    start_env(patch, &[])
+}
+
+pub fn start_env(patch: Value, env: &[(&str, &str)]) -> (tempfile::TempDir, Hub) {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start_in(dir.path(), &config_with(patch), env);
+    (dir, hub)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A POST with the right credentials and a JSON content type.
+pub fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .basic_auth(USER, Some(PASSWORD))
+        .header("content-type", "application/json")
+        .body(body)
+}
+
+/// The store, opened read-only beside the running hub.
+pub async fn db(dir: &Path) -> SqlitePool {
+    let options = SqliteConnectOptions::new()
+        .filename(dir.join("hub.db"))
+        .read_only(true);
+    SqlitePool::connect_with(options).await.unwrap()
+}
+
+pub async fn count(dir: &Path) -> i64 {
+    let pool = db(dir).await;
+    let n = sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// Asserts an error answer: status, JSON body with `error` and `detail`.
+pub async fn expect_error(response: reqwest::Response, status: u16, error: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some("application/json")
+    );
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], error, "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    body
+}
