@@ -69,6 +69,7 @@ pub struct Hub {
     pub dir: PathBuf,
     pub base_url: String,
     stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Hub {
@@ -85,7 +86,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel();
         let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest
@@ -112,6 +113,7 @@ impl Hub {
             dir: dir.to_path_buf(),
             base_url: format!("http://{addr}"),
             stderr,
+            reader: Some(reader),
         }
     }
 
@@ -129,6 +131,21 @@ impl Hub {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// SIGTERM, as a service manager stops hub; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let code = child.wait().unwrap().code();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        code
     }
 
     pub fn received(&self) -> PathBuf {
