@@ -21,6 +21,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         warn_example_password();
     }
     tracing::info!(summary = %config.summary(), "starting hub {}", env!("CARGO_PKG_VERSION"));
+    if config.incident_notification.active || config.sms_notification.active {
+        tracing::warn!(
+            "incident_notification and sms_notification are validated, but this version does not \
+             run actions yet: notifications are stored and answered only"
+        );
+    }
 
     let addr = format!("{}:{}", config.webhook.interface, config.webhook.port);
     match crate::web::build(&config, store).launch().await {

@@ -49,6 +49,7 @@ async fn dynatrace(
     body: Data<'_>,
 ) -> Result<JsonOk, ApiError> {
     let source = Source::Dynatrace;
+    let remote = remote.map_or_else(|| "-".to_string(), |ip| ip.to_string());
     let result = async {
         if !app.webhook_auth.allows(&auth) {
             return Err(ApiError::unauthorized());
@@ -66,7 +67,7 @@ async fn dynatrace(
         };
         tracing::info!(
             %source, problem_id = ?key, state = ?state, outcome, file = accepted.file_name(),
-            remote = ?remote, "notification"
+            remote = %remote, "notification"
         );
         if is_test && outcome == "test" {
             tracing::info!(%source, "test notification received; no actions run for it");
@@ -79,7 +80,7 @@ async fn dynatrace(
     if let Err(e) = &result {
         tracing::warn!(
             %source, outcome = "rejected", status = e.status.code, error = e.error,
-            detail = %e.detail, remote = ?remote, "notification"
+            detail = %e.detail, remote = %remote, "notification"
         );
     }
     result

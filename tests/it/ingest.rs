@@ -415,7 +415,10 @@ async fn start_up_writes_back_files_the_folder_lost() {
 async fn sigterm_stops_cleanly() {
     let (_tmp, mut hub) = support::start(json!({}));
     let c = client();
-    let r = post(&c, &hub.url("/"), fixture("dynatrace/minimal-open.json")).send().await.unwrap();
+    let r = post(&c, &hub.url("/"), fixture("dynatrace/minimal-open.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(hub.terminate(), Some(0));
     assert!(hub.stderr().contains("stopped"), "{}", hub.stderr());
