@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
+use crate::dynatrace::{Client, Window};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +35,29 @@ pub enum Command {
     Run,
     /// Validate the configuration: list every problem and exit 1, or print a summary and exit 0.
     CheckConfig,
+    /// Show Dynatrace's problem feed and whether hub received a notification for each problem.
+    Poll {
+        /// How far back: hour, 2hours, 6hours, day, 3days, week, month.
+        #[arg(long, default_value = "hour", value_parser = parse_window)]
+        relative: Window,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one problem's details from the Dynatrace API.
+    Problem {
+        /// The problem's PID (Dynatrace's {PID} placeholder, v2 problemId). PIDs often start with
+        /// '-', which is accepted as is.
+        #[arg(allow_hyphen_values = true)]
+        pid: String,
+        /// Print the API's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_window(s: &str) -> Result<Window, String> {
+    s.parse()
 }
 
 pub fn main() -> ExitCode {
@@ -41,6 +65,58 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&cli.config),
         Command::Run => run(&cli.config),
+        Command::Poll { relative, json } => api_command(&cli.config, |c, store_url| {
+            Box::pin(crate::poll::poll(c, store_url, relative, json))
+        }),
+        Command::Problem { pid, json } => api_command(&cli.config, move |c, _| {
+            Box::pin(crate::poll::problem(c, pid, json))
+        }),
+    }
+}
+
+type ApiFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>>>>;
+
+/// Runs a command that talks to Dynatrace: prints its output and exits 0, or prints a one-line
+/// reason (never a stack trace, never the token) and exits 1.
+fn api_command(
+    path: &std::path::Path,
+    command: impl FnOnce(Client, String) -> ApiFuture,
+) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return report_config_error(&e),
+    };
+    crate::logging::init_stderr();
+    let client = match Client::from_config(&config.dynatrace) {
+        Ok(Some(client)) => client,
+        Ok(None) => {
+            eprintln!("error: dynatrace.tenant is not set in {}", path.display());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(client, config.store.url.clone())) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -51,6 +51,14 @@ pub struct DynatraceConfig {
     /// Base URL of the environment; `None` when not configured (no enrichment).
     pub tenant: Option<String>,
     pub api_token: Secret,
+    /// Problems API version: 2 (default) or 1 for old Managed clusters.
+    pub api_version: u8,
+    pub connect_timeout_secs: u64,
+    pub timeout_secs: u64,
+    /// Tries per API call, the first included.
+    pub max_attempts: u32,
+    /// The longest hub waits for a rate limit to reset before trying again.
+    pub max_rate_limit_wait_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +172,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let tenant = match &self.dynatrace.tenant {
             Some(t) if self.dynatrace.api_token.is_empty() => format!("{t} (no API token)"),
-            Some(t) => format!("{t} (API token set)"),
+            Some(t) => format!("{t} (API v{}, token set)", self.dynatrace.api_version),
             None => "not configured".to_string(),
         };
         format!(
@@ -282,8 +290,25 @@ fn read_dynatrace(mut s: Section, issues: &mut Issues) -> DynatraceConfig {
         }
     }
     let api_token = Secret::new(s.string("api_token", issues).unwrap_or_default());
+    let api_version = s.integer("api_version", 1, 2, issues).unwrap_or(2) as u8;
+    let connect_timeout_secs = s
+        .integer("connect_timeout_secs", 1, 300, issues)
+        .unwrap_or(5);
+    let timeout_secs = s.integer("timeout_secs", 1, 600, issues).unwrap_or(30);
+    let max_attempts = s.integer("max_attempts", 1, 20, issues).unwrap_or(4) as u32;
+    let max_rate_limit_wait_secs = s
+        .integer("max_rate_limit_wait_secs", 0, 3600, issues)
+        .unwrap_or(60);
     s.finish(issues);
-    DynatraceConfig { tenant, api_token }
+    DynatraceConfig {
+        tenant,
+        api_token,
+        api_version,
+        connect_timeout_secs,
+        timeout_secs,
+        max_attempts,
+        max_rate_limit_wait_secs,
+    }
 }
 
 fn read_webhook(mut s: Section, issues: &mut Issues) -> WebhookConfig {

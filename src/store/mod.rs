@@ -168,6 +168,44 @@ impl Store {
     }
 }
 
+/// Opens an existing store for reading only, beside a running hub; `None` when it does not exist yet.
+pub async fn open_reader(url: &str) -> Result<Option<SqlitePool>, StoreError> {
+    let opened = |source| StoreError::Open {
+        url: url.to_string(),
+        source,
+    };
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(opened)?
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(10))
+        .disable_statement_logging();
+    if !options.get_filename().exists() {
+        return Ok(None);
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(opened)?;
+    Ok(Some(pool))
+}
+
+/// Which Dynatrace problems hub has received a notification for.
+pub async fn received(pool: &SqlitePool) -> Result<crate::feed::Received, StoreError> {
+    let rows: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT problem_key, pid FROM notifications WHERE source = 'dynatrace'")
+            .fetch_all(pool)
+            .await?;
+    let mut received = crate::feed::Received::default();
+    for (key, pid) in rows {
+        received.problem_keys.insert(key);
+        if let Some(pid) = pid {
+            received.pids.insert(pid);
+        }
+    }
+    Ok(received)
+}
+
 fn list_names(dir: &Path) -> std::io::Result<HashSet<String>> {
     let mut names = HashSet::new();
     for entry in std::fs::read_dir(dir)? {

@@ -48,7 +48,7 @@ fn a_config_written_for_the_python_sample_loads_unchanged() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("listen 0.0.0.0:5000"), "{stdout}");
     assert!(
-        stdout.contains("(API token set)") && stdout.contains("sms on"),
+        stdout.contains("(API v2, token set)") && stdout.contains("sms on"),
         "{stdout}"
     );
     // Secrets are never printed.

@@ -2,5 +2,6 @@
 
 mod cli;
 mod crash;
+mod dynatrace;
 mod ingest;
 mod support;

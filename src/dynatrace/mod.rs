@@ -1,0 +1,356 @@
+//! The Dynatrace Problems API client: v2 by default, v1 for old Managed clusters.
+//!
+//! Every call goes through one retry loop: connection errors, timeouts, 5xx and 429 are retried with
+//! exponential backoff and jitter (a 429 waits for `X-RateLimit-Reset`, within a cap); any other
+//! answer fails at once with Dynatrace's own message.
+
+pub mod problem;
+pub mod window;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{json, Value};
+
+use crate::config::DynatraceConfig;
+use crate::secret::Secret;
+pub use window::Window;
+
+/// Tries a paged feed at most this many pages, so a server that never stops cannot hold hub.
+const MAX_PAGES: u32 = 100;
+const PAGE_SIZE: &str = "500";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    V1,
+    V2,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Dynatrace answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("cannot reach Dynatrace: {0}")]
+    Transport(String),
+    #[error("Dynatrace did not answer within {0} s")]
+    Timeout(u64),
+    #[error("unexpected answer from Dynatrace: {0}")]
+    Decode(String),
+    #[error("Dynatrace kept sending pages; stopped after {0}")]
+    TooManyPages(u32),
+    #[error("dynatrace.tenant is not a usable URL: {0}")]
+    BadTenant(String),
+}
+
+impl ApiError {
+    /// Whether trying again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Status { status, .. } => *status == 429 || *status >= 500,
+            ApiError::Transport(_) | ApiError::Timeout(_) => true,
+            ApiError::Decode(_) | ApiError::TooManyPages(_) | ApiError::BadTenant(_) => false,
+        }
+    }
+}
+
+/// How calls are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    pub max_rate_limit_wait: Duration,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter over the upper half: attempt 1 waits 0.5–1 × first delay.
+    fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .first_delay
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        exp.min(self.max_delay).mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Secret,
+    version: ApiVersion,
+    timeout_secs: u64,
+    retry: RetryPolicy,
+}
+
+impl Client {
+    /// `None` when no tenant is configured.
+    pub fn from_config(c: &DynatraceConfig) -> Result<Option<Client>, ApiError> {
+        let Some(tenant) = &c.tenant else {
+            return Ok(None);
+        };
+        let retry = RetryPolicy {
+            max_attempts: c.max_attempts,
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_rate_limit_wait: Duration::from_secs(c.max_rate_limit_wait_secs),
+        };
+        let version = if c.api_version == 1 {
+            ApiVersion::V1
+        } else {
+            ApiVersion::V2
+        };
+        Client::new(
+            tenant,
+            c.api_token.clone(),
+            version,
+            Duration::from_secs(c.connect_timeout_secs),
+            c.timeout_secs,
+            retry,
+        )
+        .map(Some)
+    }
+
+    pub fn new(
+        tenant: &str,
+        token: Secret,
+        version: ApiVersion,
+        connect_timeout: Duration,
+        timeout_secs: u64,
+        retry: RetryPolicy,
+    ) -> Result<Client, ApiError> {
+        let base = Url::parse(tenant).map_err(|e| ApiError::BadTenant(e.to_string()))?;
+        if base.cannot_be_a_base() {
+            return Err(ApiError::BadTenant(tenant.to_string()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(Duration::from_secs(timeout_secs))
+            .user_agent(concat!("hub/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            token,
+            version,
+            timeout_secs,
+            retry,
+        })
+    }
+
+    pub fn version(&self) -> ApiVersion {
+        self.version
+    }
+
+    /// The tenant's URL for `segments`, each one percent-encoded; a trailing `/` on the tenant is fine.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// One problem's details by its PID: v2's problem object, or v1's `result`.
+    pub async fn problem(&self, pid: &str) -> Result<Value, ApiError> {
+        match self.version {
+            ApiVersion::V2 => {
+                let url = self.url(&["api", "v2", "problems", pid]);
+                self.call(Method::GET, url, None).await
+            }
+            ApiVersion::V1 => {
+                let url = self.url(&["api", "v1", "problem", "details", pid]);
+                let answer = self.call(Method::GET, url, None).await?;
+                take(answer, "result")
+            }
+        }
+    }
+
+    /// Every problem in the window, all pages followed.
+    pub async fn feed(&self, window: Window) -> Result<Vec<Value>, ApiError> {
+        match self.version {
+            ApiVersion::V1 => {
+                let mut url = self.url(&["api", "v1", "problem", "feed"]);
+                url.query_pairs_mut()
+                    .append_pair("relativeTime", window.name());
+                let answer = self.call(Method::GET, url, None).await?;
+                let problems = take(take(answer, "result")?, "problems")?;
+                array(problems)
+            }
+            ApiVersion::V2 => {
+                let mut problems = Vec::new();
+                let mut url = self.url(&["api", "v2", "problems"]);
+                url.query_pairs_mut()
+                    .append_pair("from", window.v2_from())
+                    .append_pair("pageSize", PAGE_SIZE);
+                for _ in 0..MAX_PAGES {
+                    let page = self.call(Method::GET, url.clone(), None).await?;
+                    let next = page
+                        .get("nextPageKey")
+                        .and_then(Value::as_str)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_string);
+                    problems.extend(array(take(page, "problems")?)?);
+                    let Some(key) = next else {
+                        return Ok(problems);
+                    };
+                    // Later pages carry the key alone: it encodes the original query.
+                    url = self.url(&["api", "v2", "problems"]);
+                    url.query_pairs_mut().append_pair("nextPageKey", &key);
+                }
+                Err(ApiError::TooManyPages(MAX_PAGES))
+            }
+        }
+    }
+
+    /// Writes a comment on the problem.
+    pub async fn comment(&self, pid: &str, message: &str, context: &str) -> Result<(), ApiError> {
+        let (url, body) = match self.version {
+            ApiVersion::V2 => (
+                self.url(&["api", "v2", "problems", pid, "comments"]),
+                json!({ "message": message, "context": context }),
+            ),
+            ApiVersion::V1 => (
+                self.url(&["api", "v1", "problem", "details", pid, "comments"]),
+                json!({ "comment": message, "user": "hub", "context": context }),
+            ),
+        };
+        self.call(Method::POST, url, Some(body)).await.map(|_| ())
+    }
+
+    async fn call(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value, ApiError> {
+        let mut attempt = 1;
+        loop {
+            match self.once(method.clone(), url.clone(), body.as_ref()).await {
+                Ok(value) => return Ok(value),
+                Err((e, wait)) if e.is_transient() && attempt < self.retry.max_attempts => {
+                    let wait = wait.unwrap_or_else(|| self.retry.delay(attempt));
+                    tracing::warn!(
+                        error = %e, attempt, retry_in_ms = wait.as_millis() as u64,
+                        path = url.path(), "Dynatrace call failed; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// One try. On failure, also how long the server asked us to wait, if it did.
+    async fn once(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Value, (ApiError, Option<Duration>)> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(
+                "Authorization",
+                format!("Api-Token {}", self.token.expose()),
+            )
+            .header("Accept", "application/json");
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| (self.transport(e), None))?;
+        let status = response.status();
+        let wait = rate_limit_wait(&response, &self.retry);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| (self.transport(e), None))?;
+        if !status.is_success() {
+            let error = ApiError::Status {
+                status: status.as_u16(),
+                message: error_message(status, &bytes),
+            };
+            return Err((error, wait));
+        }
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| (ApiError::Decode(e.to_string()), None))
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout(self.timeout_secs)
+        } else {
+            // reqwest's Display names the URL, never the headers: the token stays out.
+            ApiError::Transport(source_chain(&e))
+        }
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// For a 429: how long until `X-RateLimit-Reset` (microseconds since the epoch), within the cap.
+fn rate_limit_wait(response: &reqwest::Response, retry: &RetryPolicy) -> Option<Duration> {
+    if response.status() != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let reset_us: u64 = response
+        .headers()
+        .get("X-RateLimit-Reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let now_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_micros() as u64;
+    let wait = Duration::from_micros(reset_us.saturating_sub(now_us));
+    Some(wait.min(retry.max_rate_limit_wait))
+}
+
+/// Dynatrace's own words: `{"error":{"code":…,"message":…}}`, else the start of the body.
+fn error_message(status: StatusCode, body: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(message) = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(Value::as_str)
+    {
+        return message.to_string();
+    }
+    let text = String::from_utf8_lossy(body);
+    let text: String = text.chars().take(200).collect();
+    if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    }
+}
+
+fn take(mut value: Value, key: &str) -> Result<Value, ApiError> {
+    match value.get_mut(key) {
+        Some(v) => Ok(v.take()),
+        None => Err(ApiError::Decode(format!("the answer has no {key:?}"))),
+    }
+}
+
+fn array(value: Value) -> Result<Vec<Value>, ApiError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        Value::Null => Ok(Vec::new()),
+        _ => Err(ApiError::Decode("expected a list of problems".into())),
+    }
+}
