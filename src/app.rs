@@ -28,6 +28,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    match crate::dynatrace::Client::from_config(&config.dynatrace)? {
+        Some(client) => {
+            let dispatcher = crate::dispatch::Dispatcher {
+                wake: store.committed(),
+                store: store.clone(),
+                client,
+                dir_sent: config.dir_sent.clone(),
+            };
+            tokio::spawn(dispatcher.run());
+        }
+        None => tracing::info!("dynatrace.tenant is not set: notifications are not enriched"),
+    }
+
     let addr = format!("{}:{}", config.webhook.interface, config.webhook.port);
     match crate::web::build(&config, store).launch().await {
         Ok(_) => {

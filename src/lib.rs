@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod dynatrace;
 pub mod feed;

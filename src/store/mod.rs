@@ -16,7 +16,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::ConnectOptions;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::domain::Notification;
 
@@ -71,6 +73,8 @@ pub struct Store {
     pool: SqlitePool,
     jobs: mpsc::Sender<Job>,
     dir_received: PathBuf,
+    /// Signalled after every commit, so the dispatcher starts at once instead of at its next poll.
+    committed: Arc<Notify>,
 }
 
 impl Store {
@@ -100,11 +104,18 @@ impl Store {
         let writer_conn = options.connect().await.map_err(opened)?;
 
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(writer::run(writer_conn, queue, dir_received.to_path_buf()));
+        let committed = Arc::new(Notify::new());
+        tokio::spawn(writer::run(
+            writer_conn,
+            queue,
+            dir_received.to_path_buf(),
+            committed.clone(),
+        ));
         Ok(Store {
             pool,
             jobs,
             dir_received: dir_received.to_path_buf(),
+            committed,
         })
     }
 
@@ -162,10 +173,78 @@ impl Store {
         Ok(restored)
     }
 
+    /// Enrichments due now, oldest first.
+    pub async fn due_enrichments(&self, limit: i64) -> Result<Vec<DueEnrichment>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts
+             FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+             WHERE e.status = 'pending' AND e.next_attempt_at_ms <= ?
+             ORDER BY e.next_attempt_at_ms, e.notification_id LIMIT ?",
+        )
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records an attempt: done, failed for good, or pending again at `retry_at_ms`.
+    pub async fn record_enrichment(
+        &self,
+        notification_id: i64,
+        outcome: EnrichmentOutcome<'_>,
+    ) -> Result<(), StoreError> {
+        let (status, next, error) = match outcome {
+            EnrichmentOutcome::Done => ("done", 0, None),
+            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
+            EnrichmentOutcome::Retry { error, at_ms } => ("pending", at_ms, Some(error)),
+        };
+        sqlx::query(
+            "UPDATE enrichments SET status = ?, attempts = attempts + 1, next_attempt_at_ms = ?,
+                    last_error = ?, updated_at_ms = ?
+             WHERE notification_id = ?",
+        )
+        .bind(status)
+        .bind(next)
+        .bind(error)
+        .bind(now_ms())
+        .bind(notification_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Notified after every commit of new notifications.
+    pub fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+
     /// The read side, for queries that do not go through the writer.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// A Dynatrace notification waiting for its problem's details.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueEnrichment {
+    pub notification_id: i64,
+    pub problem_key: String,
+    pub state: String,
+    pub pid: Option<String>,
+    pub attempts: i64,
+}
+
+pub enum EnrichmentOutcome<'a> {
+    Done,
+    Failed(&'a str),
+    Retry { error: &'a str, at_ms: i64 },
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// Opens an existing store for reading only, beside a running hub; `None` when it does not exist yet.

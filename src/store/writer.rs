@@ -5,7 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, SqliteConnection};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify};
 
 use super::{files, Accepted, Job, StoreError};
 use crate::domain::{Notification, Source};
@@ -13,11 +15,17 @@ use crate::domain::{Notification, Source};
 /// Upper bound on one transaction, so one batch never holds the answers of a whole storm.
 const MAX_BATCH: usize = 512;
 
-pub(super) async fn run(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>, dir: PathBuf) {
+pub(super) async fn run(
+    mut conn: SqliteConnection,
+    mut queue: mpsc::Receiver<Job>,
+    dir: PathBuf,
+    committed: Arc<Notify>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let jobs = std::mem::take(&mut batch);
         let results = commit(&mut conn, &dir, &jobs).await;
+        committed.notify_one();
         for (job, result) in jobs.into_iter().zip(results) {
             // The requester may have gone away (client hung up); its notification is stored anyway.
             let _ = job.reply.send(result);
@@ -133,6 +141,17 @@ async fn insert_all(
         .bind(received_at_ms)
         .fetch_one(&mut *tx)
         .await?;
+        if needs_enrichment(n) {
+            sqlx::query(
+                "INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
+                 VALUES (?, ?, ?)",
+            )
+            .bind(id)
+            .bind(received_at_ms)
+            .bind(received_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
         planned.push(Planned {
             accepted: Accepted::Stored { id, file_name },
             new: true,
@@ -140,6 +159,11 @@ async fn insert_all(
     }
     tx.commit().await?;
     Ok(planned)
+}
+
+/// Real Dynatrace problems are enriched from the API; a sender's self-test never is.
+fn needs_enrichment(n: &Notification) -> bool {
+    n.source == Source::Dynatrace && !n.is_test && n.pid.is_some()
 }
 
 /// The first candidate name no stored notification uses. Only the writer inserts, so a name found

@@ -3,5 +3,6 @@
 mod cli;
 mod crash;
 mod dynatrace;
+mod enrich;
 mod ingest;
 mod support;
