@@ -1,7 +1,6 @@
 //! The single writer: group commit of whatever is waiting, then the files, then the answers.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, SqliteConnection};
@@ -92,10 +91,7 @@ async fn insert_all(
     conn: &mut SqliteConnection,
     jobs: &[Job],
 ) -> Result<Vec<Planned>, sqlx::Error> {
-    let received_at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
+    let received_at_ms = super::now_ms();
     let mut tx = conn.begin().await?;
     let mut planned = Vec::with_capacity(jobs.len());
     for job in jobs {

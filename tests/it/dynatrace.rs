@@ -13,14 +13,18 @@ use crate::support::{self, config_with, hub_command};
 const TOKEN: &str = "dt0c01.TEST-TOKEN";
 
 fn client(server: &MockServer, tenant_suffix: &str, version: ApiVersion) -> Client {
+    client_with(&format!("{}{tenant_suffix}", server.uri()), version, 4, 2)
+}
+
+fn client_with(tenant: &str, version: ApiVersion, max_attempts: u32, timeout_secs: u64) -> Client {
     Client::new(
-        &format!("{}{tenant_suffix}", server.uri()),
+        tenant,
         Secret::new(TOKEN),
         version,
-        Duration::from_secs(2),
-        2,
+        Duration::from_secs(1),
+        timeout_secs,
         RetryPolicy {
-            max_attempts: 4,
+            max_attempts,
             first_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
             max_rate_limit_wait: Duration::from_secs(5),
@@ -263,20 +267,7 @@ async fn a_hanging_tenant_times_out() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(10)))
         .mount(&server)
         .await;
-    let c = Client::new(
-        &server.uri(),
-        Secret::new(TOKEN),
-        ApiVersion::V2,
-        Duration::from_secs(1),
-        1,
-        RetryPolicy {
-            max_attempts: 1,
-            first_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-            max_rate_limit_wait: Duration::from_secs(1),
-        },
-    )
-    .unwrap();
+    let c = client_with(&server.uri(), ApiVersion::V2, 1, 1);
     let e = c.problem("x").await.unwrap_err();
     assert!(matches!(e, ApiError::Timeout(1)), "{e}");
 }
