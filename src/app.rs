@@ -21,28 +21,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         warn_example_password();
     }
     tracing::info!(summary = %config.summary(), "starting hub {}", env!("CARGO_PKG_VERSION"));
-    if config.incident_notification.active || config.sms_notification.active {
-        tracing::warn!(
-            "incident_notification and sms_notification are validated, but this version does not \
-             run actions yet: notifications are stored and answered only"
-        );
+    if config.dynatrace.tenant.is_none() {
+        tracing::info!("dynatrace.tenant is not set: notifications are not enriched");
     }
 
-    match crate::dynatrace::Client::from_config(&config.dynatrace)? {
-        Some(client) => {
-            let dispatcher = crate::dispatch::Dispatcher {
-                wake: store.committed(),
-                store: store.clone(),
-                client,
-                dir_sent: config.dir_sent.clone(),
-            };
-            tokio::spawn(dispatcher.run());
-        }
-        None => tracing::info!("dynatrace.tenant is not set: notifications are not enriched"),
-    }
+    let dispatcher =
+        crate::dispatch::Dispatcher::new(&config, store.clone()).map_err(anyhow::Error::msg)?;
+    dispatcher.recover().await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let dispatching = tokio::spawn(dispatcher.run(stopped));
 
     let addr = format!("{}:{}", config.webhook.interface, config.webhook.port);
-    match crate::web::build(&config, store).launch().await {
+    let served = crate::web::build(&config, store).launch().await;
+    // The server has stopped taking notifications; now let running actions finish.
+    let _ = stop.send(true);
+    let _ = dispatching.await;
+    match served {
         Ok(_) => {
             tracing::info!("stopped");
             Ok(())

@@ -7,6 +7,12 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: &'static [Source] = &[Source::Dynatrace];
+
+    pub fn parse(name: &str) -> Option<Source> {
+        Source::ALL.iter().copied().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Dynatrace => "dynatrace",

@@ -1,6 +1,7 @@
 //! hub: receives monitoring notifications durably and runs the actions an operations team uses.
 //! See DESIGN.md for how the parts fit together.
 
+pub mod actions;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -13,4 +14,5 @@ pub mod poll;
 pub mod secret;
 pub mod sources;
 pub mod store;
+pub mod template;
 pub mod web;

@@ -4,6 +4,7 @@
 //! defaults, so a sample config works as it is. Secrets may come from the environment instead of the
 //! file (see [`SECRET_ENV`]). Every problem is reported at once, each named by its key path.
 
+pub mod actions;
 mod reader;
 
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub use actions::{ActionConfig, ActionKind, Actions, DispatchConfig, RouteConfig};
 pub use reader::ConfigIssue;
 use reader::{type_name, Issues, Section};
 
@@ -44,6 +46,7 @@ pub struct Config {
     pub log_file: String,
     pub incident_notification: IncidentNotification,
     pub sms_notification: SmsNotification,
+    pub actions: Actions,
 }
 
 #[derive(Debug, Clone)]
@@ -155,7 +158,7 @@ impl Config {
         }
         apply_secret_env(&mut doc, env);
         let mut issues = Issues::default();
-        let config = read(&doc, base, &mut issues);
+        let config = read(&doc, env, base, &mut issues);
         if issues.0.is_empty() {
             Ok(config)
         } else {
@@ -176,7 +179,7 @@ impl Config {
             None => "not configured".to_string(),
         };
         format!(
-            "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, incident script {}, sms {}",
+            "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, actions {}",
             self.webhook.interface,
             self.webhook.port,
             self.store.url,
@@ -184,21 +187,25 @@ impl Config {
             self.dir_sent.display(),
             self.log_path().display(),
             tenant,
-            on_off(self.incident_notification.active),
-            on_off(self.sms_notification.active),
+            self.action_list(),
         )
+    }
+
+    /// `name (type), …` or `none`.
+    pub fn action_list(&self) -> String {
+        if self.actions.actions.is_empty() {
+            return "none".to_string();
+        }
+        self.actions
+            .actions
+            .iter()
+            .map(|a| format!("{} ({})", a.name, a.kind.type_name()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn log_path(&self) -> PathBuf {
         self.log_dir.join(&self.log_file)
-    }
-}
-
-fn on_off(b: bool) -> &'static str {
-    if b {
-        "on"
-    } else {
-        "off"
     }
 }
 
@@ -226,7 +233,7 @@ fn apply_secret_env(doc: &mut Value, env: &[(String, String)]) {
     }
 }
 
-fn read(doc: &Value, base: &Path, issues: &mut Issues) -> Config {
+fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues) -> Config {
     let mut root = Section::root(doc, issues);
 
     let dynatrace = read_dynatrace(root.section("dynatrace", issues), issues);
@@ -258,6 +265,19 @@ fn read(doc: &Value, base: &Path, issues: &mut Issues) -> Config {
         read_incident(root.section("incident_notification", issues), issues);
     let sms_notification = read_sms(root.section("sms_notification", issues), issues);
 
+    let actions = actions::read(
+        &mut root,
+        actions::Legacy {
+            incident: &incident_notification,
+            sms: &sms_notification,
+            tenant_set: dynatrace.tenant.is_some() && !dynatrace.api_token.is_empty(),
+            webhook_user: &webhook.username,
+        },
+        &actions::Env(env),
+        base,
+        issues,
+    );
+
     if dir_received == dir_sent {
         issues.push("dir_sent", "must be a different folder from dir_received");
     }
@@ -273,6 +293,7 @@ fn read(doc: &Value, base: &Path, issues: &mut Issues) -> Config {
         log_file,
         incident_notification,
         sms_notification,
+        actions,
     }
 }
 

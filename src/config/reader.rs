@@ -71,6 +71,25 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A section at any path: an entry of a map whose keys are names, or an item of a list.
+    pub fn at(path: String, value: &'a Value, issues: &mut Issues) -> Self {
+        let map = match value {
+            Value::Object(map) => Some(map),
+            other => {
+                issues.push(
+                    path.clone(),
+                    format!("expected an object, found {}", type_name(other)),
+                );
+                None
+            }
+        };
+        Section {
+            path,
+            map,
+            known: Vec::new(),
+        }
+    }
+
     /// The full path of a key in this section.
     pub fn path_of(&self, key: &str) -> String {
         if self.path.is_empty() {
@@ -119,6 +138,69 @@ impl<'a> Section<'a> {
                 issues.push(
                     self.path_of(key),
                     format!("expected a string, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// One string or a list of them; an empty string reads as an empty list.
+    pub fn string_list(&mut self, key: &'static str, issues: &mut Issues) -> Option<Vec<String>> {
+        let path = self.path_of(key);
+        match self.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => Some(Vec::new()),
+            Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        other => issues.push(
+                            format!("{path}[{i}]"),
+                            format!("expected a string, found {}", type_name(other)),
+                        ),
+                    }
+                }
+                Some(out)
+            }
+            Some(other) => {
+                issues.push(
+                    path,
+                    format!(
+                        "expected a string or a list of strings, found {}",
+                        type_name(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The entries of an object whose keys are free-form names.
+    pub fn entries(&mut self, key: &'static str, issues: &mut Issues) -> Vec<(String, &'a Value)> {
+        match self.get(key) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            Some(other) => {
+                issues.push(
+                    self.path_of(key),
+                    format!("expected an object, found {}", type_name(other)),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// The items of a list; `None` when the key is absent.
+    pub fn items(&mut self, key: &'static str, issues: &mut Issues) -> Option<Vec<&'a Value>> {
+        match self.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => Some(items.iter().collect()),
+            Some(other) => {
+                issues.push(
+                    self.path_of(key),
+                    format!("expected a list, found {}", type_name(other)),
                 );
                 None
             }

@@ -72,6 +72,7 @@ impl RetryPolicy {
     }
 }
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
@@ -202,8 +203,14 @@ impl Client {
         }
     }
 
-    /// Writes a comment on the problem.
-    pub async fn comment(&self, pid: &str, message: &str, context: &str) -> Result<(), ApiError> {
+    /// Writes a comment on the problem; `user` is the v1 API's author field (v2 takes the token's).
+    pub async fn comment(
+        &self,
+        pid: &str,
+        message: &str,
+        context: &str,
+        user: &str,
+    ) -> Result<(), ApiError> {
         let (url, body) = match self.version {
             ApiVersion::V2 => (
                 self.url(&["api", "v2", "problems", pid, "comments"]),
@@ -211,7 +218,7 @@ impl Client {
             ),
             ApiVersion::V1 => (
                 self.url(&["api", "v1", "problem", "details", pid, "comments"]),
-                json!({ "comment": message, "user": "hub", "context": context }),
+                json!({ "comment": message, "user": user, "context": context }),
             ),
         };
         self.call(Method::POST, url, Some(body)).await.map(|_| ())

@@ -5,7 +5,10 @@
 //! light load a batch is a single notification; under a burst the cost of the fsync is shared.
 
 pub mod files;
+mod runs;
 mod writer;
+
+pub use runs::{Finish, NewRun, RunRow, StoredNotification};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -92,7 +92,7 @@ async fn insert_all(
     jobs: &[Job],
 ) -> Result<Vec<Planned>, sqlx::Error> {
     let received_at_ms = super::now_ms();
-    let mut tx = conn.begin().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut planned = Vec::with_capacity(jobs.len());
     for job in jobs {
         let n = &job.notification;
@@ -147,6 +147,13 @@ async fn insert_all(
             .bind(received_at_ms)
             .execute(&mut *tx)
             .await?;
+        }
+        if !n.is_test {
+            sqlx::query("INSERT INTO plans (notification_id, updated_at_ms) VALUES (?, ?)")
+                .bind(id)
+                .bind(received_at_ms)
+                .execute(&mut *tx)
+                .await?;
         }
         planned.push(Planned {
             accepted: Accepted::Stored { id, file_name },

@@ -40,6 +40,8 @@ fn a_config_written_for_the_python_sample_loads_unchanged() {
         support::fixture("sample-config.json"),
     )
     .unwrap();
+    // The sample's users keep the script beside config.json and name it bare.
+    std::fs::write(dir.path().join("legacy_script.sh"), "#!/bin/sh\n").unwrap();
     let out = hub_command(dir.path())
         .arg("check-config")
         .output()
@@ -48,7 +50,9 @@ fn a_config_written_for_the_python_sample_loads_unchanged() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("listen 0.0.0.0:5000"), "{stdout}");
     assert!(
-        stdout.contains("(API v2, token set)") && stdout.contains("sms on"),
+        stdout.contains("(API v2, token set)")
+            && stdout.contains("incident_notification (script)")
+            && stdout.contains("sms_notification (sms)"),
         "{stdout}"
     );
     // Secrets are never printed.

@@ -149,7 +149,7 @@ async fn comments_carry_the_right_body_for_each_version() {
         .await;
     for version in [ApiVersion::V2, ApiVersion::V1] {
         client(&server, "", version)
-            .comment("-5_1V2", "script exit 0", "hub: script")
+            .comment("-5_1V2", "script exit 0", "hub: script", "hub")
             .await
             .unwrap();
     }

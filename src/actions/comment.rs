@@ -1,0 +1,110 @@
+//! `comment`: writes the outcomes of other actions on the Dynatrace problem.
+//!
+//! It runs once every run it reports on has finished (the dispatcher holds it back until then), so
+//! the comment carries every exit code, SMS SID and error, not only the last.
+
+use serde_json::{json, Value};
+
+use super::{Action, ActionError, Job, Outcome, RunFuture};
+use crate::config::actions::CommentConfig;
+use crate::dynatrace::Client;
+use crate::store::RunRow;
+
+pub struct Comment {
+    context: String,
+    user: String,
+    client: Client,
+}
+
+impl Comment {
+    pub fn new(c: &CommentConfig, client: Client) -> Comment {
+        Comment {
+            context: format!("hub: {}", c.after.join(", ")),
+            user: c.user.clone(),
+            client,
+        }
+    }
+
+    async fn post(&self, job: &Job<'_>) -> Result<Outcome, ActionError> {
+        let Some(pid) = job.problem.pid.as_deref() else {
+            return Err(ActionError::permanent(
+                "the problem has no PID to comment on",
+            ));
+        };
+        let text = message(job.problem.display_id(), &job.problem.state, &job.reports);
+        match self
+            .client
+            .comment(pid, &text, &self.context, &self.user)
+            .await
+        {
+            Ok(()) => Ok(Outcome {
+                summary: "comment posted".into(),
+                detail: json!({"context": self.context, "comment": text}),
+            }),
+            Err(e) if e.is_transient() => Err(ActionError::Transient {
+                message: e.to_string(),
+                detail: Value::Null,
+                retry_after: None,
+            }),
+            Err(e) => Err(ActionError::permanent(e.to_string())),
+        }
+    }
+}
+
+impl Action for Comment {
+    fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
+        Box::pin(self.post(job))
+    }
+
+    fn explain(&self, job: &Job) -> Value {
+        json!({
+            "pid": job.problem.pid,
+            "context": self.context,
+            "comment": "the outcomes of the reported actions, once they have finished",
+            "version": format!("{:?}", self.client.version()),
+        })
+    }
+}
+
+/// One line per reported run: what it acted on and how it ended.
+pub fn message(display_id: String, state: &str, runs: &[RunRow]) -> String {
+    let ok = runs.iter().filter(|r| r.status == "succeeded").count();
+    let mut text = format!(
+        "hub ran {} action(s) for problem {display_id} ({state}): {ok} succeeded, {} did not.",
+        runs.len(),
+        runs.len() - ok
+    );
+    for r in runs {
+        let what = if r.target_label.is_empty() {
+            r.action.clone()
+        } else {
+            format!("{} {}", r.action, r.target_label)
+        };
+        let how = match r.status.as_str() {
+            "succeeded" => summary(r),
+            "held_back" => r.last_error.clone().unwrap_or_else(|| "held back".into()),
+            _ => format!(
+                "{} after {} attempt(s): {}",
+                r.status,
+                r.attempts,
+                r.last_error.clone().unwrap_or_default()
+            ),
+        };
+        text.push_str(&format!("\n- {what}: {how}"));
+    }
+    text
+}
+
+fn summary(r: &RunRow) -> String {
+    let o = r.outcome_json();
+    if let Some(code) = o.get("exit_code").and_then(Value::as_i64) {
+        return format!("exit {code}");
+    }
+    if let Some(sid) = o.get("sid").and_then(Value::as_str) {
+        return format!("sent ({sid})");
+    }
+    if let Some(status) = o.get("http_status").and_then(Value::as_u64) {
+        return format!("delivered ({status})");
+    }
+    "succeeded".into()
+}

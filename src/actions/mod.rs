@@ -1,0 +1,220 @@
+//! Plugin actions: what hub does for a problem once it is stored.
+//!
+//! Each action turns one job (a problem, a target, a run id) into an outcome or a classified error;
+//! the dispatcher decides what to record and when to try again. `explain` shows what a run would do
+//! without doing it, for `hub explain`.
+
+pub mod comment;
+pub mod problem;
+pub mod route;
+pub mod script;
+pub mod sms;
+pub mod webhook;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ActionConfig, ActionKind, Config};
+use crate::store::RunRow;
+pub use problem::{Entity, Problem};
+
+/// What a run acts on: an impacted entity, a recipient, or nothing in particular (empty id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: String,
+    /// As it may be shown in logs, comments and pages.
+    pub label: String,
+    pub entity: Option<Entity>,
+}
+
+impl Target {
+    pub fn whole() -> Target {
+        Target {
+            id: String::new(),
+            label: String::new(),
+            entity: None,
+        }
+    }
+}
+
+/// One attempt of one run.
+pub struct Job<'a> {
+    /// Derived from the idempotency key: the same for every attempt, after a restart too.
+    pub run_id: String,
+    pub attempt: i64,
+    pub problem: &'a Problem,
+    pub target: Target,
+    /// For a comment: the runs it reports on.
+    pub reports: Vec<RunRow>,
+}
+
+impl Job<'_> {
+    /// Variables for templates: `problem`, `entity`, `run`.
+    pub fn template_data(&self) -> Value {
+        json!({
+            "problem": self.problem,
+            "entity": self.target.entity,
+            "run": {"id": self.run_id, "attempt": self.attempt},
+        })
+    }
+}
+
+/// A finished attempt: a line for comments and logs, and what to keep (exit code, SID, status).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub summary: String,
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ActionError {
+    /// Worth trying again (timeout, 408/429/5xx, connection error, exit 75).
+    #[error("{message}")]
+    Transient {
+        message: String,
+        detail: Value,
+        retry_after: Option<Duration>,
+    },
+    /// Trying again will not help (other 4xx, other exit codes, a template that cannot render).
+    #[error("{message}")]
+    Permanent { message: String, detail: Value },
+    /// Not attempted, on purpose (a rate limit); recorded, never silently dropped.
+    #[error("{0}")]
+    HeldBack(String),
+}
+
+impl ActionError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ActionError::Permanent {
+            message: message.into(),
+            detail: Value::Null,
+        }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        ActionError::Transient {
+            message: message.into(),
+            detail: Value::Null,
+            retry_after: None,
+        }
+    }
+}
+
+pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, ActionError>> + Send + 'a>>;
+
+/// One configured action at run time.
+pub trait Action: Send + Sync {
+    /// What one notification fans out to.
+    fn targets(&self, problem: &Problem) -> Vec<Target> {
+        let _ = problem;
+        vec![Target::whole()]
+    }
+    fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a>;
+    /// What `run` would do, without doing it.
+    fn explain(&self, job: &Job) -> Value;
+}
+
+/// Every configured action, built once from the config.
+pub struct Registry {
+    pub actions: Vec<(ActionConfig, Arc<dyn Action>)>,
+}
+
+impl Registry {
+    pub fn build(config: &Config) -> Result<Registry, String> {
+        let client =
+            crate::dynatrace::Client::from_config(&config.dynatrace).map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("hub/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut actions = Vec::new();
+        for a in &config.actions.actions {
+            let built: Arc<dyn Action> = match &a.kind {
+                ActionKind::Script(c) => Arc::new(script::Script::new(c)?),
+                ActionKind::Sms(c) => Arc::new(sms::Sms::new(c, http.clone())?),
+                ActionKind::Webhook(c) => Arc::new(webhook::Webhook::new(c, http.clone())?),
+                ActionKind::Comment(c) => match &client {
+                    Some(client) => Arc::new(comment::Comment::new(c, client.clone())),
+                    None => return Err(format!("action {} needs dynatrace.tenant", a.name)),
+                },
+            };
+            actions.push((a.clone(), built));
+        }
+        Ok(Registry { actions })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&(ActionConfig, Arc<dyn Action>)> {
+        self.actions.iter().find(|(c, _)| c.name == name)
+    }
+}
+
+/// The key that makes a run happen once: the same problem, state change, action and target.
+pub fn idem_key(problem: &Problem, action: &str, target: &Target) -> String {
+    format!(
+        "{}/{}/{}/{}/{}",
+        problem.source, problem.problem_id, problem.state, action, target.id
+    )
+}
+
+/// A short id for the far side (`HUB_RUN_ID`, `webhook-id`), safe in a header and an env value.
+pub fn run_id(idem_key: &str) -> String {
+    let digest = Sha256::digest(idem_key.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("run_{hex}")
+}
+
+/// `+4915112341111` → `+49*****1111`: enough to recognise a number, not to dial it.
+pub fn mask_number(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    if chars.len() <= 7 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}*****{tail}")
+}
+
+/// At most `max` bytes of text, cut on a character boundary, with a note when cut.
+pub fn bounded(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() <= max {
+        return text.into_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} more bytes]", &text[..end], text.len() - end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_masked() {
+        assert_eq!(mask_number("+4915112341111"), "+49*****1111");
+        assert_eq!(mask_number("+1234"), "*****");
+    }
+
+    #[test]
+    fn run_ids_are_stable_and_header_safe() {
+        let a = run_id("dynatrace/P-1/OPEN/x/HOST-1");
+        assert_eq!(a, run_id("dynatrace/P-1/OPEN/x/HOST-1"));
+        assert_ne!(a, run_id("dynatrace/P-1/RESOLVED/x/HOST-1"));
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    }
+
+    #[test]
+    fn output_is_bounded_on_a_char_boundary() {
+        assert_eq!(bounded(b"abc", 10), "abc");
+        let cut = bounded("ééé".as_bytes(), 3);
+        assert!(cut.starts_with('é') && cut.contains("more bytes"), "{cut}");
+    }
+}

@@ -1,0 +1,102 @@
+//! Routing: which actions run for a problem, and on which targets.
+
+use super::{Problem, Registry, Target};
+use crate::config::{ActionKind, Actions, RouteConfig};
+
+/// An action chosen for a problem, with what it fans out to.
+pub struct Chosen {
+    pub action: String,
+    pub targets: Vec<Target>,
+}
+
+/// The routing decision, with a reason for every action left out (for `hub explain` and logs).
+#[derive(Default)]
+pub struct Decision {
+    pub chosen: Vec<Chosen>,
+    pub skipped: Vec<(String, String)>,
+}
+
+pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test: bool) -> Decision {
+    let mut d = Decision::default();
+    if is_test {
+        for a in &actions.actions {
+            d.skipped.push((
+                a.name.clone(),
+                "a sender's test notification runs no action".into(),
+            ));
+        }
+        return d;
+    }
+    let mut matched: Vec<&str> = Vec::new();
+    for a in &actions.actions {
+        let reason = if a.dynatrace_only {
+            (problem.source != "dynatrace")
+                .then(|| "the sample's integrations act on Dynatrace problems only".to_string())
+        } else {
+            match &actions.routes {
+                None => None,
+                Some(routes) => {
+                    let named: Vec<&RouteConfig> = routes
+                        .iter()
+                        .filter(|r| r.actions.iter().any(|n| n == &a.name))
+                        .collect();
+                    if named.is_empty() {
+                        Some("no route names this action".into())
+                    } else if !named.iter().any(|r| matches(r, problem)) {
+                        Some("no route that names this action matches".into())
+                    } else {
+                        None
+                    }
+                }
+            }
+        };
+        match reason {
+            Some(r) => d.skipped.push((a.name.clone(), r)),
+            None => matched.push(&a.name),
+        }
+    }
+    for a in &actions.actions {
+        if !matched.contains(&a.name.as_str()) {
+            continue;
+        }
+        if let ActionKind::Comment(c) = &a.kind {
+            let skip = if problem.source != "dynatrace" {
+                Some(format!(
+                    "comment-back exists only for Dynatrace problems, not {}",
+                    problem.source
+                ))
+            } else if problem.pid.is_none() {
+                Some("the problem has no PID".into())
+            } else if !c.after.iter().any(|n| matched.contains(&n.as_str())) {
+                Some("none of the actions it reports runs".into())
+            } else {
+                None
+            };
+            if let Some(reason) = skip {
+                d.skipped.push((a.name.clone(), reason));
+                continue;
+            }
+        }
+        let targets = match registry.get(&a.name) {
+            Some((_, action)) => action.targets(problem),
+            None => continue,
+        };
+        if targets.is_empty() {
+            d.skipped.push((a.name.clone(), "nothing to act on".into()));
+            continue;
+        }
+        d.chosen.push(Chosen {
+            action: a.name.clone(),
+            targets,
+        });
+    }
+    d
+}
+
+fn matches(r: &RouteConfig, p: &Problem) -> bool {
+    let any = |list: &[String], f: &dyn Fn(&String) -> bool| list.is_empty() || list.iter().any(f);
+    any(&r.sources, &|s| s == &p.source)
+        && any(&r.states, &|s| s.eq_ignore_ascii_case(&p.state))
+        && any(&r.severities, &|s| s.eq_ignore_ascii_case(&p.severity))
+        && any(&r.tags, &|t| p.tags.iter().any(|pt| pt == t))
+}

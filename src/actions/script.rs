@@ -1,0 +1,392 @@
+//! `script`: runs a configured program once per impacted entity — never through a shell.
+//!
+//! The argv was split at config load; per-entity data goes in as whole argv elements, as `HUB_*`
+//! environment variables and as the problem's JSON on stdin, so an entity named `$(rm -rf /)` is just
+//! a string. The child gets a clean environment (hub's own secrets never reach it), its own process
+//! group (so a timeout stops its children too), and a bounded capture of its output.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{bounded, Action, ActionError, Job, Outcome, Problem, RunFuture, Target};
+use crate::config::actions::ScriptConfig;
+use crate::template::Template;
+
+/// The exit code a script uses to say "try again later" (sysexits.h EX_TEMPFAIL).
+pub const EX_TEMPFAIL: i32 = 75;
+/// Variables passed through from hub's own environment; everything else is left out.
+const PASSED_THROUGH: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "SYSTEMROOT",
+];
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+pub struct Script {
+    argv: Vec<String>,
+    args: Option<Vec<Template>>,
+    workdir: Option<PathBuf>,
+    timeout: Duration,
+    grace: Duration,
+    max_output: usize,
+    env: Vec<(String, String)>,
+}
+
+/// Everything about one invocation, decided before anything runs.
+struct Invocation {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Vec<u8>,
+}
+
+impl Script {
+    pub fn new(c: &ScriptConfig) -> Result<Script, String> {
+        let args = match &c.args {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|t| Template::new(t))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(Script {
+            argv: c.argv.clone(),
+            args,
+            workdir: c.workdir.clone(),
+            timeout: Duration::from_secs(c.timeout_secs),
+            grace: Duration::from_secs(c.kill_grace_secs),
+            max_output: c.max_output_bytes,
+            env: c.env.clone(),
+        })
+    }
+
+    fn invocation(&self, job: &Job) -> Result<Invocation, ActionError> {
+        let mut argv = self.argv.clone();
+        match &self.args {
+            None => argv.push(sample_message(job.problem, job.target.entity.as_ref())),
+            Some(templates) => {
+                let data = job.template_data();
+                for t in templates {
+                    argv.push(t.render(&data).map_err(|e| {
+                        ActionError::permanent(format!("cannot render an argument: {e}"))
+                    })?);
+                }
+            }
+        }
+        let mut env: Vec<(String, String)> = PASSED_THROUGH
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        let p = job.problem;
+        let entity = job.target.entity.clone().unwrap_or_default();
+        for (k, v) in [
+            ("HUB_SOURCE", p.source.clone()),
+            ("HUB_PROBLEM_ID", p.problem_id.clone()),
+            ("HUB_DISPLAY_ID", p.display_id()),
+            ("HUB_PID", p.pid.clone().unwrap_or_default()),
+            ("HUB_STATE", p.state.clone()),
+            ("HUB_TITLE", p.title.clone()),
+            ("HUB_SEVERITY", p.severity.clone()),
+            ("HUB_IMPACT", p.impact.clone()),
+            ("HUB_TAGS", p.tags.join(", ")),
+            ("HUB_ENTITY_ID", entity.id),
+            ("HUB_ENTITY_NAME", entity.name),
+            ("HUB_ENTITY_TYPE", entity.kind),
+            ("HUB_RUN_ID", job.run_id.clone()),
+            ("HUB_ATTEMPT", job.attempt.to_string()),
+        ] {
+            // A NUL cannot be passed in an environment; it is the one character that is dropped.
+            env.push((k.to_string(), v.replace('\0', "")));
+        }
+        env.extend(self.env.iter().cloned());
+        let stdin = serde_json::to_vec(p).unwrap_or_default();
+        for a in &mut argv {
+            if a.contains('\0') {
+                *a = a.replace('\0', "");
+            }
+        }
+        Ok(Invocation { argv, env, stdin })
+    }
+
+    async fn execute(&self, inv: Invocation) -> Result<Outcome, ActionError> {
+        let started = Instant::now();
+        let mut cmd = Command::new(&inv.argv[0]);
+        cmd.args(&inv.argv[1..])
+            .env_clear()
+            .envs(inv.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        cmd.process_group(0);
+        if let Some(w) = &self.workdir {
+            cmd.current_dir(w);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            let message = format!("cannot start {}: {e}", inv.argv[0]);
+            match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    ActionError::permanent(message)
+                }
+                _ => ActionError::transient(message),
+            }
+        })?;
+        let pid = child.id();
+        if let Some(mut stdin) = child.stdin.take() {
+            let data = inv.stdin;
+            // A script that does not read its stdin must not fail or hang because of it.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&data).await;
+            });
+        }
+        let stdout = tokio::spawn(capture(child.stdout.take(), self.max_output));
+        let stderr = tokio::spawn(capture(child.stderr.take(), self.max_output));
+
+        let (status, timed_out) = match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(status) => (status, false),
+            Err(_) => {
+                signal_group(pid, Signal::Term);
+                match tokio::time::timeout(self.grace, child.wait()).await {
+                    Ok(status) => (status, true),
+                    Err(_) => {
+                        signal_group(pid, Signal::Kill);
+                        (child.wait().await, true)
+                    }
+                }
+            }
+        };
+        // Whatever the script left behind in its group goes with it, so the pipes close.
+        signal_group(pid, Signal::Kill);
+        let stdout = collect(stdout).await;
+        let stderr = collect(stderr).await;
+        let status = status.map_err(|e| ActionError::transient(format!("cannot wait: {e}")))?;
+        let detail = json!({
+            "exit_code": status.code(),
+            "signal": signal_of(&status),
+            "timed_out": timed_out,
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "stdout": stdout,
+            "stderr": stderr,
+        });
+        classify(status, timed_out, self.timeout, detail)
+    }
+}
+
+fn classify(
+    status: ExitStatus,
+    timed_out: bool,
+    timeout: Duration,
+    detail: Value,
+) -> Result<Outcome, ActionError> {
+    if timed_out {
+        return Err(ActionError::Transient {
+            message: format!("timed out after {} s and was stopped", timeout.as_secs()),
+            detail,
+            retry_after: None,
+        });
+    }
+    match status.code() {
+        Some(0) => Ok(Outcome {
+            summary: "exit 0".into(),
+            detail,
+        }),
+        Some(EX_TEMPFAIL) => Err(ActionError::Transient {
+            message: format!("exit {EX_TEMPFAIL} (temporary failure)"),
+            detail,
+            retry_after: None,
+        }),
+        Some(code) => Err(ActionError::Permanent {
+            message: format!("exit {code}"),
+            detail,
+        }),
+        None => Err(ActionError::Permanent {
+            message: format!("killed by signal {}", signal_of(&status).unwrap_or(0)),
+            detail,
+        }),
+    }
+}
+
+impl Action for Script {
+    fn targets(&self, problem: &Problem) -> Vec<Target> {
+        if problem.entities.is_empty() {
+            return vec![Target::whole()];
+        }
+        problem
+            .entities
+            .iter()
+            .map(|e| Target {
+                id: if e.id.is_empty() {
+                    e.name.clone()
+                } else {
+                    e.id.clone()
+                },
+                label: if e.name.is_empty() {
+                    e.id.clone()
+                } else {
+                    e.name.clone()
+                },
+                entity: Some(e.clone()),
+            })
+            .collect()
+    }
+
+    fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
+        Box::pin(async move {
+            let inv = self.invocation(job)?;
+            self.execute(inv).await
+        })
+    }
+
+    fn explain(&self, job: &Job) -> Value {
+        match self.invocation(job) {
+            Ok(inv) => json!({
+                "argv": inv.argv,
+                "env": inv.env.iter().filter(|(k, _)| k.starts_with("HUB_") || self.env.iter().any(|(e, _)| e == k))
+                    .map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+                "workdir": self.workdir,
+                "stdin": "the problem as JSON",
+                "timeout_secs": self.timeout.as_secs(),
+            }),
+            Err(e) => json!({"error": e.to_string()}),
+        }
+    }
+}
+
+/// The sample's per-entity argument, with its swapped labels put right: the sample printed the
+/// entity's severity as `impactLevel` and its impact as `severity`.
+pub fn sample_message(p: &Problem, entity: Option<&super::Entity>) -> String {
+    let mut msg = format!(
+        "Problem [{}]: Status={}, Severity={}, ImpactLevel={}, Tags={}",
+        p.display_id(),
+        p.state,
+        p.severity,
+        p.impact,
+        p.tags.join(", ")
+    );
+    if let Some(e) = entity {
+        msg.push_str(&format!(
+            " Entity details: Entity={}, impactLevel={}, severity={}, eventType={}",
+            if e.name.is_empty() { &e.id } else { &e.name },
+            e.impact,
+            e.severity,
+            e.event_type
+        ));
+    }
+    msg
+}
+
+/// Reads a pipe to its end, keeping at most `max` bytes, so a chatty script cannot fill memory and
+/// a full pipe cannot stall it.
+async fn capture<R: AsyncRead + Unpin>(pipe: Option<R>, max: usize) -> String {
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n;
+                let room = max.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    let mut text = bounded(&kept, max);
+    if total > kept.len() {
+        text.push_str(&format!("… [{} more bytes]", total - kept.len()));
+    }
+    text
+}
+
+async fn collect(task: tokio::task::JoinHandle<String>) -> String {
+    match tokio::time::timeout(Duration::from_secs(2), task).await {
+        Ok(Ok(text)) => text,
+        _ => String::from("[output not collected]"),
+    }
+}
+
+enum Signal {
+    Term,
+    Kill,
+}
+
+#[cfg(unix)]
+fn signal_group(pid: Option<u32>, signal: Signal) {
+    let Some(pid) = pid else { return };
+    let sig = match signal {
+        Signal::Term => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+    };
+    // SAFETY: kill(2) with a negative pid signals the process group the child leads (it was started
+    // with process_group(0)); it touches no memory of ours.
+    unsafe {
+        libc::kill(-(pid as i32), sig);
+    }
+}
+
+#[cfg(not(unix))]
+fn signal_group(_pid: Option<u32>, _signal: Signal) {}
+
+#[cfg(unix)]
+fn signal_of(status: &ExitStatus) -> Option<i32> {
+    std::os::unix::process::ExitStatusExt::signal(status)
+}
+
+#[cfg(not(unix))]
+fn signal_of(_status: &ExitStatus) -> Option<i32> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::Entity;
+
+    #[test]
+    fn the_sample_message_has_its_labels_right() {
+        let p = Problem {
+            source: "dynatrace".into(),
+            problem_id: "2411021".into(),
+            pid: None,
+            state: "OPEN".into(),
+            title: "t".into(),
+            severity: "PERFORMANCE".into(),
+            impact: "SERVICE".into(),
+            tags: vec!["env:prod".into()],
+            url: None,
+            entities: vec![],
+            received_at_ms: 0,
+            notification: Value::Null,
+            details: None,
+        };
+        let e = Entity {
+            name: "web-1".into(),
+            severity: "ERROR".into(),
+            impact: "INFRASTRUCTURE".into(),
+            event_type: "CPU_SATURATED".into(),
+            ..Entity::default()
+        };
+        assert_eq!(
+            sample_message(&p, Some(&e)),
+            "Problem [P-2411021]: Status=OPEN, Severity=PERFORMANCE, ImpactLevel=SERVICE, \
+             Tags=env:prod Entity details: Entity=web-1, impactLevel=INFRASTRUCTURE, \
+             severity=ERROR, eventType=CPU_SATURATED"
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! `sms`: one text per recipient through Twilio's Messages API, with a rate limit per action.
+//!
+//! The API is called directly (a form POST with basic auth) against a configurable base URL, so it
+//! can be tested against a local server. Numbers are masked wherever they are shown.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{mask_number, Action, ActionError, Job, Outcome, Problem, RunFuture, Target};
+use crate::config::actions::SmsConfig;
+use crate::secret::Secret;
+use crate::template::Template;
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+pub struct Sms {
+    account_sid: String,
+    auth_token: Secret,
+    from: Option<String>,
+    messaging_service_sid: Option<String>,
+    to: Vec<String>,
+    api_url: String,
+    template: Option<Template>,
+    per_minute: usize,
+    timeout: Duration,
+    sent: Mutex<VecDeque<Instant>>,
+    http: reqwest::Client,
+}
+
+impl Sms {
+    pub fn new(c: &SmsConfig, http: reqwest::Client) -> Result<Sms, String> {
+        Ok(Sms {
+            account_sid: c.account_sid.clone(),
+            auth_token: c.auth_token.clone(),
+            from: c.from.clone(),
+            messaging_service_sid: c.messaging_service_sid.clone(),
+            to: c.to.clone(),
+            api_url: c.api_url.trim_end_matches('/').to_string(),
+            template: c.template.as_deref().map(Template::new).transpose()?,
+            per_minute: c.rate_limit_per_minute as usize,
+            timeout: Duration::from_secs(c.timeout_secs),
+            sent: Mutex::new(VecDeque::new()),
+            http,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.api_url, self.account_sid
+        )
+    }
+
+    fn body(&self, job: &Job) -> Result<String, ActionError> {
+        match &self.template {
+            Some(t) => t
+                .render(&job.template_data())
+                .map_err(|e| ActionError::permanent(format!("cannot render the text: {e}"))),
+            None => Ok(default_text(job.problem)),
+        }
+    }
+
+    fn form(&self, to: &str, body: &str) -> Vec<(&'static str, String)> {
+        let mut form = vec![("To", to.to_string())];
+        match (&self.messaging_service_sid, &self.from) {
+            (Some(sid), _) => form.push(("MessagingServiceSid", sid.clone())),
+            (None, Some(from)) => form.push(("From", from.clone())),
+            (None, None) => {}
+        }
+        form.push(("Body", body.to_string()));
+        form
+    }
+
+    /// Takes a slot in this minute's budget; `false` when the budget is spent.
+    fn take_slot(&self) -> bool {
+        let now = Instant::now();
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+        {
+            sent.pop_front();
+        }
+        if sent.len() >= self.per_minute {
+            return false;
+        }
+        sent.push_back(now);
+        true
+    }
+
+    async fn send(&self, job: &Job<'_>) -> Result<Outcome, ActionError> {
+        let to = job.target.id.clone();
+        let masked = mask_number(&to);
+        let body = self.body(job)?;
+        if !self.take_slot() {
+            return Err(ActionError::HeldBack(format!(
+                "held back: this action sends at most {} SMS a minute",
+                self.per_minute
+            )));
+        }
+        let response = self
+            .http
+            .post(self.url())
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .form(&self.form(&to, &body))
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| ActionError::transient(format!("Twilio unreachable: {}", plain(&e))))?;
+        let status = response.status();
+        let retry_after = super::webhook::retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.as_u16() == 201 || status.is_success() {
+            let sid = answer
+                .get("sid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Ok(Outcome {
+                summary: format!("SMS to {masked} sent ({sid})"),
+                detail: json!({"to": masked, "sid": sid, "status": answer.get("status")}),
+            });
+        }
+        let code = answer.get("code").cloned().unwrap_or(Value::Null);
+        let message = answer
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or(text.trim());
+        let error = format!(
+            "Twilio answered {}{}: {}",
+            status.as_u16(),
+            if code.is_null() {
+                String::new()
+            } else {
+                format!(" (error {code})")
+            },
+            mask_all(message, &to)
+        );
+        let detail = json!({"to": masked, "http_status": status.as_u16(), "code": code});
+        if status.as_u16() == 429 || status.is_server_error() {
+            Err(ActionError::Transient {
+                message: error,
+                detail,
+                retry_after,
+            })
+        } else {
+            Err(ActionError::Permanent {
+                message: error,
+                detail,
+            })
+        }
+    }
+}
+
+impl Action for Sms {
+    fn targets(&self, _problem: &Problem) -> Vec<Target> {
+        self.to
+            .iter()
+            .map(|n| Target {
+                id: n.clone(),
+                label: mask_number(n),
+                entity: None,
+            })
+            .collect()
+    }
+
+    fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
+        Box::pin(self.send(job))
+    }
+
+    fn explain(&self, job: &Job) -> Value {
+        let body = self.body(job).unwrap_or_else(|e| format!("(error: {e})"));
+        let form: Vec<(String, String)> = self
+            .form(&job.target.label, &body)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        json!({
+            "url": self.url(),
+            "auth": format!("{}:***", self.account_sid),
+            "form": form,
+            "rate_limit_per_minute": self.per_minute,
+        })
+    }
+}
+
+/// The sample's text: `Dynatrace notification - <impact> problem (<id>) <status>. Open in Dynatrace: <url>`.
+pub fn default_text(p: &Problem) -> String {
+    let url = p.url.clone().unwrap_or_default();
+    if p.source == "dynatrace" {
+        format!(
+            "Dynatrace notification - {} problem ({}) {}. Open in Dynatrace: {}",
+            p.impact.to_lowercase(),
+            p.display_id(),
+            p.state.to_lowercase(),
+            url
+        )
+        .trim_end_matches(": ")
+        .to_string()
+    } else {
+        format!(
+            "{} notification - {} problem ({}) {}. {}",
+            p.source,
+            p.severity.to_lowercase(),
+            p.display_id(),
+            p.state.to_lowercase(),
+            p.title
+        )
+    }
+}
+
+/// Twilio's messages quote the number; it must not reach a comment or a log unmasked.
+fn mask_all(text: &str, number: &str) -> String {
+    if number.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(number, &mask_number(number))
+    }
+}
+
+/// reqwest's errors name the URL; the URL carries the account SID only, but keep messages short.
+pub(crate) fn plain(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(s) => format!("{kind}: {s}"),
+        None => kind.to_string(),
+    }
+}

@@ -1,0 +1,61 @@
+//! Enrichment: fetch a Dynatrace problem's details after its notification was answered.
+//!
+//! A transient failure leaves the enrichment pending with a growing delay (1 s up to 5 min); routing
+//! waits for it, so the actions see the details whenever Dynatrace can give them. Without a tenant,
+//! or after a permanent failure, routing goes on with the notification alone.
+
+use crate::store::{now_ms, DueEnrichment, EnrichmentOutcome, StoreError};
+
+use super::Inner;
+
+const FIRST_RETRY_MS: i64 = 1_000;
+const MAX_RETRY_MS: i64 = 300_000;
+
+pub(super) async fn enrich(d: &Inner, item: &DueEnrichment) -> Result<(), StoreError> {
+    let (Some(pid), Some(client)) = (&item.pid, &d.client) else {
+        let why = if item.pid.is_none() {
+            "no PID"
+        } else {
+            "dynatrace.tenant is not set"
+        };
+        return d
+            .store
+            .record_enrichment(item.notification_id, EnrichmentOutcome::Failed(why))
+            .await;
+    };
+    let (error, transient) = match client.problem(pid).await {
+        Ok(details) => {
+            d.store
+                .store_details(item.notification_id, &details.to_string())
+                .await?;
+            d.store
+                .record_enrichment(item.notification_id, EnrichmentOutcome::Done)
+                .await?;
+            tracing::info!(problem_id = ?item.problem_key, pid = ?pid, "enriched");
+            d.write_sent("dynatrace", &item.problem_key).await;
+            return Ok(());
+        }
+        Err(e) => (e.to_string(), e.is_transient()),
+    };
+    if transient {
+        let delay = super::backoff(FIRST_RETRY_MS, MAX_RETRY_MS, item.attempts);
+        tracing::warn!(
+            problem_id = ?item.problem_key, error = %error, retry_in_ms = delay,
+            "enrichment failed; will retry"
+        );
+        d.store
+            .record_enrichment(
+                item.notification_id,
+                EnrichmentOutcome::Retry {
+                    error: &error,
+                    at_ms: now_ms() + delay,
+                },
+            )
+            .await
+    } else {
+        tracing::error!(problem_id = ?item.problem_key, error = %error, "enrichment failed for good");
+        d.store
+            .record_enrichment(item.notification_id, EnrichmentOutcome::Failed(&error))
+            .await
+    }
+}

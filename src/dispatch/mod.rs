@@ -1,0 +1,424 @@
+//! The dispatcher: everything that happens after a notification is answered.
+//!
+//! Its queue is the store. Each pass enriches what is due, routes what is ready into action runs,
+//! then starts the runs that are due, as far as each action's concurrency limit allows. A run is
+//! claimed in the store before it starts and its outcome recorded after, so a crash at any moment
+//! loses nothing, and only a run that was in flight can run a second time.
+
+mod enrich;
+pub mod sent;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::actions::route::route;
+use crate::actions::{idem_key, run_id, ActionError, Job, Problem, Registry, Target};
+use crate::config::{ActionKind, Actions, Config};
+use crate::dynatrace::Client;
+use crate::store::{now_ms, Finish, NewRun, RunRow, Store, StoreError, StoredNotification};
+
+/// How often the queue is looked at when nothing wakes the dispatcher.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+const BATCH: i64 = 64;
+/// How long a comment waits before looking again at the runs it reports.
+const DEPENDENCY_WAIT_MS: i64 = 500;
+
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    store: Store,
+    client: Option<Client>,
+    registry: Registry,
+    actions: Actions,
+    tenant: Option<String>,
+    dir_sent: PathBuf,
+    wake: Arc<Notify>,
+    limits: HashMap<String, Arc<Semaphore>>,
+    in_flight: Mutex<HashSet<i64>>,
+    /// One writer at a time for `problems_sent/`, whose temporary names are per file.
+    sent_lock: tokio::sync::Mutex<()>,
+}
+
+impl Dispatcher {
+    pub fn new(config: &Config, store: Store) -> Result<Dispatcher, String> {
+        let client = Client::from_config(&config.dynatrace).map_err(|e| e.to_string())?;
+        let registry = Registry::build(config)?;
+        let limits = config
+            .actions
+            .actions
+            .iter()
+            .map(|a| (a.name.clone(), Arc::new(Semaphore::new(a.max_concurrent))))
+            .collect();
+        Ok(Dispatcher {
+            inner: Arc::new(Inner {
+                wake: store.committed(),
+                store,
+                client,
+                registry,
+                actions: config.actions.clone(),
+                tenant: config.dynatrace.tenant.clone(),
+                dir_sent: config.dir_sent.clone(),
+                limits,
+                in_flight: Mutex::new(HashSet::new()),
+                sent_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Puts back in the queue what a crash left in flight. Call once, before `run`.
+    pub async fn recover(&self) -> Result<u64, StoreError> {
+        let n = self.inner.store.recover_in_flight(None).await?;
+        if n > 0 {
+            tracing::warn!(
+                runs = n,
+                "runs were in flight when hub last stopped; they run again now (each carries its \
+                 HUB_RUN_ID / webhook-id so the far side can tell)"
+            );
+        }
+        Ok(n)
+    }
+
+    /// Works until `shutdown` turns true, then lets running actions finish within `grace`; what is
+    /// still running after that is stopped and left pending for the next start.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tasks = JoinSet::new();
+        while !*shutdown.borrow() {
+            let started = match self.step(&mut tasks).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "dispatcher cannot read its queue; trying again");
+                    0
+                }
+            };
+            while tasks.try_join_next().is_some() {}
+            if started == 0 {
+                tokio::select! {
+                    _ = self.inner.wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        self.drain(tasks).await;
+    }
+
+    async fn drain(&self, mut tasks: JoinSet<()>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let grace = Duration::from_secs(self.inner.actions.dispatch.shutdown_grace_secs);
+        tracing::info!(
+            running = tasks.len(),
+            grace_secs = grace.as_secs(),
+            "waiting for running actions"
+        );
+        let finished =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            let left: Vec<i64> = self.inner.in_flight().into_iter().collect();
+            match self.inner.store.recover_in_flight(Some(&left)).await {
+                Ok(n) => tracing::warn!(
+                    runs = n,
+                    "stopped runs past the shutdown deadline; they run again at the next start"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot put stopped runs back; the next start will")
+                }
+            }
+        }
+    }
+
+    /// One pass over the queue; returns how many items it started or finished. Tests call it.
+    pub async fn step(&self, tasks: &mut JoinSet<()>) -> Result<usize, StoreError> {
+        let d = &self.inner;
+        let mut done = 0;
+        for item in d.store.due_enrichments(16).await? {
+            enrich::enrich(d, &item).await?;
+            done += 1;
+        }
+        for id in d.store.due_plans(BATCH).await? {
+            self.plan(id).await?;
+            done += 1;
+        }
+        for run in d.store.due_runs(BATCH).await? {
+            if d.in_flight().contains(&run.id) {
+                continue;
+            }
+            if !self.dependencies_done(&run).await? {
+                d.store.defer(run.id, now_ms() + DEPENDENCY_WAIT_MS).await?;
+                continue;
+            }
+            let Some(permit) = d.permit(&run.action) else {
+                continue;
+            };
+            let Some(attempt) = d.store.claim(run.id, false).await? else {
+                continue;
+            };
+            d.in_flight_insert(run.id);
+            let inner = self.inner.clone();
+            tasks.spawn(async move {
+                let id = run.id;
+                inner.execute(run, attempt, false).await;
+                inner.in_flight_remove(id);
+                drop(permit);
+                inner.wake.notify_one();
+            });
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Runs one run now, whatever its state (unless it is running elsewhere), as a manual attempt;
+    /// for `hub replay`. Returns the run as recorded afterwards, or `None` if it was in flight.
+    pub async fn run_now(&self, run_id: i64) -> Result<Option<RunRow>, StoreError> {
+        let d = &self.inner;
+        let run = d.store.run(run_id).await?;
+        let Some(attempt) = d.store.claim(run_id, true).await? else {
+            return Ok(None);
+        };
+        d.execute(run, attempt, true).await;
+        Ok(Some(d.store.run(run_id).await?))
+    }
+
+    /// A comment waits until every run it reports on has finished.
+    async fn dependencies_done(&self, run: &RunRow) -> Result<bool, StoreError> {
+        let Some((config, _)) = self.inner.registry.get(&run.action) else {
+            return Ok(true);
+        };
+        let ActionKind::Comment(c) = &config.kind else {
+            return Ok(true);
+        };
+        let reported = self
+            .inner
+            .store
+            .group_runs(&run.source, &run.problem_key, &run.state, &c.after)
+            .await?;
+        Ok(reported.iter().all(RunRow::is_final))
+    }
+
+    async fn plan(&self, notification_id: i64) -> Result<(), StoreError> {
+        let d = &self.inner;
+        let n = d.store.notification(notification_id).await?;
+        let problem = d.problem(&n);
+        let decision = route(&d.actions, &d.registry, &problem, n.is_test);
+        let runs: Vec<NewRun> = decision
+            .chosen
+            .iter()
+            .flat_map(|c| {
+                c.targets.iter().map(|t| NewRun {
+                    idem_key: idem_key(&problem, &c.action, t),
+                    action: c.action.clone(),
+                    target: t.id.clone(),
+                    target_label: t.label.clone(),
+                })
+            })
+            .collect();
+        let new = d.store.insert_runs(&n, &runs).await?;
+        if !runs.is_empty() {
+            tracing::info!(
+                source = %n.source, problem_id = ?n.problem_key, state = %n.state,
+                runs = runs.len(), new, already_known = runs.len() - new,
+                "routed"
+            );
+            d.write_sent(&n.source, &n.problem_key).await;
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn in_flight(&self) -> HashSet<i64> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn in_flight_insert(&self, id: i64) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    fn in_flight_remove(&self, id: i64) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    fn permit(&self, action: &str) -> Option<OwnedSemaphorePermit> {
+        self.limits.get(action)?.clone().try_acquire_owned().ok()
+    }
+
+    /// The problem as actions see it; a Dynatrace problem without `ProblemURL` gets the tenant's link.
+    fn problem(&self, n: &StoredNotification) -> Problem {
+        let mut p = Problem::from_stored(n);
+        if p.url.is_none() && p.source == "dynatrace" {
+            if let (Some(t), Some(pid)) = (&self.tenant, &p.pid) {
+                p.url = Some(format!(
+                    "{}/#problems/problemdetails;pid={pid}",
+                    t.trim_end_matches('/')
+                ));
+            }
+        }
+        p
+    }
+
+    /// One attempt of a claimed run, recorded whatever happens.
+    async fn execute(&self, run: RunRow, attempt: i64, manual: bool) {
+        let finish = match self.attempt(&run, attempt).await {
+            Ok(f) => f,
+            Err(e) => Finish::Retry {
+                error: format!("cannot prepare the run: {e}"),
+                outcome: "null".into(),
+                retry_at_ms: now_ms() + 5_000,
+            },
+        };
+        log_finish(&run, attempt, manual, &finish);
+        if let Err(e) = self.store.finish(run.id, attempt, &finish).await {
+            tracing::error!(run = run.id, error = %e, "cannot record the outcome; the run will be retried at the next start");
+        }
+        self.write_sent(&run.source, &run.problem_key).await;
+    }
+
+    async fn attempt(&self, run: &RunRow, attempt: i64) -> Result<Finish, StoreError> {
+        let n = self.store.notification(run.notification_id).await?;
+        let problem = self.problem(&n);
+        let Some((config, action)) = self.registry.get(&run.action) else {
+            return Ok(Finish::Failed {
+                error: format!("action {} is no longer configured", run.action),
+                outcome: "null".into(),
+            });
+        };
+        let target = action
+            .targets(&problem)
+            .into_iter()
+            .find(|t| t.id == run.target)
+            .unwrap_or_else(|| Target {
+                id: run.target.clone(),
+                label: run.target_label.clone(),
+                entity: None,
+            });
+        let reports = match &config.kind {
+            ActionKind::Comment(c) => {
+                self.store
+                    .group_runs(&run.source, &run.problem_key, &run.state, &c.after)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        let job = Job {
+            run_id: run_id(&run.idem_key),
+            attempt,
+            problem: &problem,
+            target,
+            reports,
+        };
+        let result = action.run(&job).await;
+        Ok(self.finish_for(result, attempt))
+    }
+
+    fn finish_for(
+        &self,
+        result: Result<crate::actions::Outcome, ActionError>,
+        attempt: i64,
+    ) -> Finish {
+        let policy = &self.actions.dispatch;
+        match result {
+            Ok(o) => Finish::Succeeded {
+                outcome: o.detail.to_string(),
+            },
+            Err(ActionError::HeldBack(reason)) => Finish::HeldBack { reason },
+            Err(ActionError::Permanent { message, detail }) => Finish::Failed {
+                error: message,
+                outcome: detail.to_string(),
+            },
+            Err(ActionError::Transient {
+                message,
+                detail,
+                retry_after,
+            }) => {
+                if attempt >= i64::from(policy.max_attempts) {
+                    return Finish::Failed {
+                        error: format!("gave up after {attempt} attempt(s): {message}"),
+                        outcome: detail.to_string(),
+                    };
+                }
+                let max_ms = (policy.max_retry_secs * 1000) as i64;
+                let mut delay =
+                    backoff((policy.first_retry_secs * 1000) as i64, max_ms, attempt - 1);
+                if let Some(asked) = retry_after {
+                    delay = delay.max((asked.as_millis() as i64).min(max_ms));
+                }
+                Finish::Retry {
+                    error: message,
+                    outcome: detail.to_string(),
+                    retry_at_ms: now_ms() + delay,
+                }
+            }
+        }
+    }
+
+    async fn write_sent(&self, source: &str, problem_key: &str) {
+        let _one = self.sent_lock.lock().await;
+        if let Err(e) = sent::write(&self.store, &self.dir_sent, source, problem_key).await {
+            tracing::error!(problem_id = ?problem_key, error = %e, "cannot write to dir_sent");
+        }
+    }
+}
+
+fn log_finish(run: &RunRow, attempt: i64, manual: bool, finish: &Finish) {
+    let (action, target, problem) = (&run.action, &run.target_label, &run.problem_key);
+    match finish {
+        Finish::Succeeded { .. } => {
+            tracing::info!(action = %action, target = %target, problem_id = ?problem, attempt, manual, "action succeeded")
+        }
+        Finish::Retry {
+            error, retry_at_ms, ..
+        } => tracing::warn!(
+            action = %action, target = %target, problem_id = ?problem, attempt, manual, error = %error,
+            retry_in_ms = retry_at_ms - now_ms(), "action failed; will retry"
+        ),
+        Finish::Failed { error, .. } => tracing::error!(
+            action = %action, target = %target, problem_id = ?problem, attempt, manual, error = %error,
+            "action failed for good"
+        ),
+        Finish::HeldBack { reason } => tracing::warn!(
+            action = %action, target = %target, problem_id = ?problem, reason = %reason, "action held back"
+        ),
+    }
+}
+
+/// `first` doubling per earlier attempt up to `max`, then a random half of it taken off, so a crowd
+/// of retries spreads out instead of arriving together.
+pub(crate) fn backoff(first_ms: i64, max_ms: i64, earlier_attempts: i64) -> i64 {
+    let exp = first_ms.saturating_mul(1_i64 << earlier_attempts.clamp(0, 30));
+    let capped = exp.min(max_ms).max(1);
+    capped / 2 + fastrand::i64(0..=capped / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+
+    #[test]
+    fn backoff_grows_and_stays_within_bounds() {
+        for attempts in 0..40 {
+            let d = backoff(1_000, 300_000, attempts);
+            let cap = (1_000_i64 << attempts.min(30)).min(300_000);
+            assert!(d >= cap / 2 && d <= cap, "{attempts}: {d}");
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! Plans and action runs: the dispatcher's durable work queue.
+//!
+//! A run is claimed (`running`, attempt row written) before it starts and finished after it ends, each
+//! in its own committed statement, so a `kill -9` at any moment leaves either a run that never started
+//! (`pending`) or one that was in flight (`running`), which the next start puts back in the queue.
+
+use sqlx::{Connection, Row};
+
+use super::{now_ms, Store, StoreError};
+
+/// A notification as the dispatcher reads it back, with its enriched details when there are any.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredNotification {
+    pub id: i64,
+    pub source: String,
+    pub problem_key: String,
+    pub state: String,
+    pub pid: Option<String>,
+    pub title: Option<String>,
+    pub is_test: bool,
+    pub body: Vec<u8>,
+    pub received_at_ms: i64,
+    pub details: Option<String>,
+}
+
+/// A run to create when a notification is routed.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub idem_key: String,
+    pub action: String,
+    pub target: String,
+    pub target_label: String,
+}
+
+/// A run as the queue and the pages see it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub notification_id: i64,
+    pub idem_key: String,
+    pub source: String,
+    pub problem_key: String,
+    pub state: String,
+    pub action: String,
+    #[serde(skip)]
+    pub target: String,
+    pub target_label: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub outcome: Option<String>,
+    pub manual: bool,
+    pub updated_at_ms: i64,
+}
+
+impl RunRow {
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "held_back")
+    }
+
+    pub fn outcome_json(&self) -> serde_json::Value {
+        self.outcome
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Succeeded {
+        outcome: String,
+    },
+    /// Try again at `retry_at_ms`.
+    Retry {
+        error: String,
+        outcome: String,
+        retry_at_ms: i64,
+    },
+    Failed {
+        error: String,
+        outcome: String,
+    },
+    HeldBack {
+        reason: String,
+    },
+}
+
+const RUN_COLUMNS: &str = "id, notification_id, idem_key, source, problem_key, state, action, target,
+     target_label, status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms";
+
+impl Store {
+    /// Notifications ready to be routed: not a test, and enrichment (if any) finished.
+    pub async fn due_plans(&self, limit: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT p.notification_id FROM plans p
+             WHERE p.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM enrichments e
+                               WHERE e.notification_id = p.notification_id AND e.status = 'pending')
+             ORDER BY p.notification_id LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT n.id, n.source, n.problem_key, n.state, n.pid, n.title, n.is_test, n.body,
+                    n.received_at_ms, e.details
+             FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id
+             WHERE n.id = ?",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The newest notification of a problem; `None` when hub never received one.
+    pub async fn latest_notification(
+        &self,
+        source: &str,
+        problem_key: &str,
+    ) -> Result<Option<StoredNotification>, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM notifications WHERE source = ? AND problem_key = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(source)
+        .bind(problem_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match id {
+            Some(id) => Ok(Some(self.notification(id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates the routed runs and closes the plan, in one transaction. A run whose key exists already
+    /// (the same change reached hub before) is left as it is. Returns how many runs were new.
+    pub async fn insert_runs(
+        &self,
+        n: &StoredNotification,
+        runs: &[NewRun],
+    ) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut inserted = 0;
+        for r in runs {
+            let done = sqlx::query(
+                "INSERT INTO action_runs (notification_id, idem_key, source, problem_key, state, action,
+                                          target, target_label, next_attempt_at_ms, created_at_ms,
+                                          updated_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (idem_key) DO NOTHING",
+            )
+            .bind(n.id)
+            .bind(&r.idem_key)
+            .bind(&n.source)
+            .bind(&n.problem_key)
+            .bind(&n.state)
+            .bind(&r.action)
+            .bind(&r.target)
+            .bind(&r.target_label)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            inserted += done.rows_affected() as usize;
+        }
+        sqlx::query(
+            "UPDATE plans SET status = 'done', updated_at_ms = ? WHERE notification_id = ?",
+        )
+        .bind(now)
+        .bind(n.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Runs due now, oldest first.
+    pub async fn due_runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {RUN_COLUMNS} FROM action_runs
+             WHERE status = 'pending' AND next_attempt_at_ms <= ?
+             ORDER BY next_attempt_at_ms, id LIMIT ?"
+        ))
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every run of a problem, for `problems_sent/` and the pages.
+    pub async fn problem_runs(
+        &self,
+        source: &str,
+        problem_key: &str,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {RUN_COLUMNS} FROM action_runs WHERE source = ? AND problem_key = ? ORDER BY id"
+        ))
+        .bind(source)
+        .bind(problem_key)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The runs of one state change of a problem by the named actions (what a comment reports).
+    pub async fn group_runs(
+        &self,
+        source: &str,
+        problem_key: &str,
+        state: &str,
+        actions: &[String],
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let rows: Vec<RunRow> = sqlx::query_as(&format!(
+            "SELECT {RUN_COLUMNS} FROM action_runs
+             WHERE source = ? AND problem_key = ? AND state = ? ORDER BY id"
+        ))
+        .bind(source)
+        .bind(problem_key)
+        .bind(state)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| actions.iter().any(|a| a == &r.action))
+            .collect())
+    }
+
+    /// Marks a run in flight and writes its attempt, before anything is done. Only a run that is not
+    /// in flight already can be claimed (`any_status` lets `hub replay` take a finished one), so two
+    /// dispatchers never start the same run. Returns the attempt number.
+    pub async fn claim(&self, run_id: i64, any_status: bool) -> Result<Option<i64>, StoreError> {
+        let now = now_ms();
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let condition = if any_status {
+            "status != 'running'"
+        } else {
+            "status = 'pending'"
+        };
+        let claimed = sqlx::query(&format!(
+            "UPDATE action_runs SET status = 'running', attempts = attempts + 1, updated_at_ms = ?
+             WHERE id = ? AND {condition}
+             RETURNING attempts, manual"
+        ))
+        .bind(now)
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = claimed else {
+            return Ok(None);
+        };
+        let attempt: i64 = row.try_get("attempts")?;
+        let manual: bool = row.try_get::<bool, _>("manual")? || any_status;
+        sqlx::query(
+            "INSERT INTO action_attempts (run_id, number, manual, started_at_ms) VALUES (?, ?, ?, ?)",
+        )
+        .bind(run_id)
+        .bind(attempt)
+        .bind(manual)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE action_runs SET manual = 0 WHERE id = ?")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(attempt))
+    }
+
+    /// Records how an attempt ended, on the run and on its attempt row.
+    pub async fn finish(
+        &self,
+        run_id: i64,
+        attempt: i64,
+        finish: &Finish,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let (status, next, error, outcome, result) = match finish {
+            Finish::Succeeded { outcome } => ("succeeded", 0, None, Some(outcome), "succeeded"),
+            Finish::Retry {
+                error,
+                outcome,
+                retry_at_ms,
+            } => (
+                "pending",
+                *retry_at_ms,
+                Some(error),
+                Some(outcome),
+                "transient",
+            ),
+            Finish::Failed { error, outcome } => {
+                ("failed", 0, Some(error), Some(outcome), "permanent")
+            }
+            Finish::HeldBack { reason } => ("held_back", 0, Some(reason), None, "held_back"),
+        };
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE action_runs SET status = ?, next_attempt_at_ms = ?, last_error = ?,
+                    outcome = COALESCE(?, outcome), updated_at_ms = ?
+             WHERE id = ?",
+        )
+        .bind(status)
+        .bind(next)
+        .bind(error)
+        .bind(outcome)
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE action_attempts SET finished_at_ms = ?, result = ?, detail = COALESCE(?, ?)
+             WHERE run_id = ? AND number = ?",
+        )
+        .bind(now)
+        .bind(result)
+        .bind(outcome)
+        .bind(error)
+        .bind(run_id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts runs left in flight (by a crash, or by a shutdown past its deadline) back in the queue.
+    /// Their open attempts are closed as interrupted. Returns how many runs were recovered.
+    pub async fn recover_in_flight(&self, only: Option<&[i64]>) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let ids: Vec<i64> = match only {
+            Some(ids) => ids.to_vec(),
+            None => {
+                sqlx::query_scalar("SELECT id FROM action_runs WHERE status = 'running'")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let mut recovered = 0;
+        for id in ids {
+            let mut conn = self.pool.acquire().await?;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let done = sqlx::query(
+                "UPDATE action_runs SET status = 'pending', next_attempt_at_ms = ?, updated_at_ms = ?,
+                        last_error = 'interrupted: hub stopped while this run was in flight'
+                 WHERE id = ? AND status = 'running'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE action_attempts SET finished_at_ms = ?, result = 'interrupted'
+                 WHERE run_id = ? AND finished_at_ms IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            recovered += done.rows_affected();
+        }
+        Ok(recovered)
+    }
+
+    /// Asks for the next attempt of these runs to happen now, as a manual one.
+    pub async fn request_replay(&self, run_ids: &[i64]) -> Result<(), StoreError> {
+        for id in run_ids {
+            sqlx::query(
+                "UPDATE action_runs SET manual = 1, updated_at_ms = ? WHERE id = ? AND status != 'running'",
+            )
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn run(&self, run_id: i64) -> Result<RunRow, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {RUN_COLUMNS} FROM action_runs WHERE id = ?"
+        ))
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Defers a run without counting an attempt (a comment waiting for the runs it reports).
+    pub async fn defer(&self, run_id: i64, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE action_runs SET next_attempt_at_ms = ? WHERE id = ? AND status = 'pending'",
+        )
+        .bind(at_ms)
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a notification's enrichment done (or failed) with the details it fetched.
+    pub async fn store_details(
+        &self,
+        notification_id: i64,
+        details: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE enrichments SET details = ? WHERE notification_id = ?")
+            .bind(details)
+            .bind(notification_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest enriched details of a problem, for `problems_sent/`.
+    pub async fn latest_details(
+        &self,
+        source: &str,
+        problem_key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT e.details FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+             WHERE n.source = ? AND n.problem_key = ? AND e.details IS NOT NULL
+             ORDER BY n.id DESC LIMIT 1",
+        )
+        .bind(source)
+        .bind(problem_key)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+}

@@ -1,0 +1,57 @@
+//! Operator-written templates (SMS text, script arguments, webhook bodies), compiled once at load.
+//!
+//! Tera, with autoescaping off: the output is an SMS, an argv element or a JSON body, never HTML.
+
+use serde_json::Value;
+use tera::{Context, Tera};
+
+const NAME: &str = "t";
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    tera: Tera,
+}
+
+impl Template {
+    pub fn new(source: &str) -> Result<Template, String> {
+        let mut tera = Tera::default();
+        tera.autoescape_on(vec![]);
+        tera.add_raw_template(NAME, source).map_err(describe)?;
+        Ok(Template { tera })
+    }
+
+    /// Renders with the keys of `data` (a JSON object) as variables.
+    pub fn render(&self, data: &Value) -> Result<String, String> {
+        let context = Context::from_value(data.clone()).map_err(describe)?;
+        self.tera.render(NAME, &context).map_err(describe)
+    }
+}
+
+/// Tera's errors nest their cause; the innermost one says what is wrong.
+fn describe(e: tera::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_without_escaping_and_reports_errors() {
+        let t = Template::new("{{ problem.title }} on {{ entity.name }}").unwrap();
+        let out = t
+            .render(&json!({"problem": {"title": "<b>CPU</b>"}, "entity": {"name": "$(x)"}}))
+            .unwrap();
+        assert_eq!(out, "<b>CPU</b> on $(x)");
+        assert!(Template::new("{{ unclosed").is_err());
+        let missing = t.render(&json!({})).unwrap_err();
+        assert!(missing.contains("problem.title"), "{missing}");
+    }
+}
