@@ -1,4 +1,5 @@
-//! The command line: `hub run`, `hub check-config`.
+//! The command line: `hub run`, `hub check-config`, `hub poll`, `hub problem`, `hub replay`,
+//! `hub explain`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
+use crate::domain::Source;
 use crate::dynatrace::{Client, Window};
 
 #[derive(Debug, Parser)]
@@ -43,6 +45,28 @@ pub enum Command {
         /// Print one JSON document instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also run the configured actions for every problem hub has not handled in its current
+        /// status, as if Dynatrace had sent the notification (what the sample's poll did).
+        #[arg(long)]
+        run_actions: bool,
+    },
+    /// Run a problem's actions again, on purpose (recorded as manual attempts).
+    Replay {
+        /// The problem's id as its notification carried it (Dynatrace: the {ProblemID} number).
+        problem_id: String,
+        /// Only this action's runs.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value = "dynatrace", value_parser = parse_source)]
+        source: Source,
+    },
+    /// Dry-run a payload through the pipeline: parsed notification, routes, and what every action
+    /// would run or send. Runs nothing, sends nothing, stores nothing.
+    Explain {
+        /// A file with the request body as the monitoring system would send it ('-' for stdin).
+        payload: PathBuf,
+        #[arg(long, default_value = "dynatrace", value_parser = parse_source)]
+        source: Source,
     },
     /// Show one problem's details from the Dynatrace API.
     Problem {
@@ -60,17 +84,94 @@ fn parse_window(s: &str) -> Result<Window, String> {
     s.parse()
 }
 
+fn parse_source(s: &str) -> Result<Source, String> {
+    Source::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown source {s:?} (known: {})", known.join(", "))
+    })
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&cli.config),
         Command::Run => run(&cli.config),
-        Command::Poll { relative, json } => api_command(&cli.config, |c, store_url| {
-            Box::pin(crate::poll::poll(c, store_url, relative, json))
+        Command::Poll {
+            relative,
+            json,
+            run_actions,
+        } => api_command(&cli.config, move |c, config| {
+            Box::pin(crate::poll::poll(c, config, relative, json, run_actions))
         }),
         Command::Problem { pid, json } => api_command(&cli.config, move |c, _| {
             Box::pin(crate::poll::problem(c, pid, json))
         }),
+        Command::Replay {
+            problem_id,
+            action,
+            source,
+        } => store_command(&cli.config, move |config| {
+            Box::pin(async move {
+                crate::replay::replay(config, source.as_str(), &problem_id, action.as_deref()).await
+            })
+        }),
+        Command::Explain { payload, source } => explain(&cli.config, &payload, source),
+    }
+}
+
+fn explain(path: &std::path::Path, payload: &std::path::Path, source: Source) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return report_config_error(&e),
+    };
+    let body = if payload == std::path::Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(payload)
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", payload.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::explain::explain(&config, &body, source) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command on the store beside (or instead of) a running hub.
+fn store_command(path: &std::path::Path, command: impl FnOnce(Config) -> ApiFuture) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return report_config_error(&e),
+    };
+    crate::logging::init_stderr();
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    print_result(runtime.block_on(command(config)))
+}
+
+fn print_result(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -80,7 +181,7 @@ type ApiFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Resu
 /// reason (never a stack trace, never the token) and exits 1.
 fn api_command(
     path: &std::path::Path,
-    command: impl FnOnce(Client, String) -> ApiFuture,
+    command: impl FnOnce(Client, Config) -> ApiFuture,
 ) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -98,19 +199,10 @@ fn api_command(
             return ExitCode::FAILURE;
         }
     };
-    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(command(client, config.store.url.clone())) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    print_result(runtime.block_on(command(client, config)))
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {

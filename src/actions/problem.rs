@@ -76,6 +76,19 @@ impl Problem {
         }
     }
 
+    /// A Dynatrace problem without `ProblemURL` gets its link on the tenant, as the sample built it.
+    pub fn with_tenant_link(mut self, tenant: Option<&str>) -> Problem {
+        if self.url.is_none() && self.source == "dynatrace" {
+            if let (Some(t), Some(pid)) = (tenant, &self.pid) {
+                self.url = Some(format!(
+                    "{}/#problems/problemdetails;pid={pid}",
+                    t.trim_end_matches('/')
+                ));
+            }
+        }
+        self
+    }
+
     /// The problem's id as people see it (`P-2411021` for Dynatrace).
     pub fn display_id(&self) -> String {
         if self.source == "dynatrace" && !self.problem_id.starts_with("P-") {

@@ -27,6 +27,8 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const BATCH: i64 = 64;
 /// How long a comment waits before looking again at the runs it reports.
 const DEPENDENCY_WAIT_MS: i64 = 500;
+/// Commands without a server wait for work due this soon; anything later is left to the hub.
+const SHORT_WAIT_MS: i64 = 10_000;
 
 pub struct Dispatcher {
     inner: Arc<Inner>,
@@ -178,6 +180,37 @@ impl Dispatcher {
         Ok(done)
     }
 
+    /// Works the queue until nothing is due (or `budget` is spent), for commands that run actions
+    /// without a server. Returns whether everything due got done; later retries stay in the queue.
+    pub async fn work_until_idle(&self, budget: Duration) -> Result<bool, StoreError> {
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut tasks = JoinSet::new();
+        loop {
+            let started = self.step(&mut tasks).await?;
+            if started == 0 {
+                if tasks.is_empty() {
+                    // A comment waiting for its runs, or a quick retry, is worth waiting for.
+                    match self.inner.store.earliest_pending_ms().await? {
+                        Some(at) if at - now_ms() <= SHORT_WAIT_MS => {
+                            let wait = (at - now_ms()).max(10) as u64;
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                            continue;
+                        }
+                        Some(_) => return Ok(false),
+                        None => return Ok(true),
+                    }
+                }
+                if tokio::time::timeout_at(deadline, tasks.join_next())
+                    .await
+                    .is_err()
+                {
+                    self.drain(tasks).await;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
     /// Runs one run now, whatever its state (unless it is running elsewhere), as a manual attempt;
     /// for `hub replay`. Returns the run as recorded afterwards, or `None` if it was in flight.
     pub async fn run_now(&self, run_id: i64) -> Result<Option<RunRow>, StoreError> {
@@ -262,18 +295,8 @@ impl Inner {
         self.limits.get(action)?.clone().try_acquire_owned().ok()
     }
 
-    /// The problem as actions see it; a Dynatrace problem without `ProblemURL` gets the tenant's link.
     fn problem(&self, n: &StoredNotification) -> Problem {
-        let mut p = Problem::from_stored(n);
-        if p.url.is_none() && p.source == "dynatrace" {
-            if let (Some(t), Some(pid)) = (&self.tenant, &p.pid) {
-                p.url = Some(format!(
-                    "{}/#problems/problemdetails;pid={pid}",
-                    t.trim_end_matches('/')
-                ));
-            }
-        }
-        p
+        Problem::from_stored(n).with_tenant_link(self.tenant.as_deref())
     }
 
     /// One attempt of a claimed run, recorded whatever happens.

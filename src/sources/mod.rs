@@ -12,3 +12,14 @@ pub enum ParseError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// Parses a body as the named source sends it (for `hub explain`; the web layer calls each source's
+/// own parser behind its endpoint).
+pub fn parse(
+    source: crate::domain::Source,
+    body: &[u8],
+) -> Result<crate::domain::Notification, ParseError> {
+    match source {
+        crate::domain::Source::Dynatrace => dynatrace::parse(body),
+    }
+}

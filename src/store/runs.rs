@@ -138,6 +138,36 @@ impl Store {
         }
     }
 
+    /// When the next pending run or enrichment is due; `None` when nothing is pending.
+    pub async fn earliest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(at) FROM (
+                SELECT MIN(next_attempt_at_ms) AS at FROM action_runs WHERE status = 'pending'
+                UNION ALL
+                SELECT MIN(next_attempt_at_ms) FROM enrichments WHERE status = 'pending')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Whether hub has a notification of this problem in this state.
+    pub async fn has_state(
+        &self,
+        source: &str,
+        problem_key: &str,
+        state: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM notifications WHERE source = ? AND problem_key = ? AND state = ? LIMIT 1",
+        )
+        .bind(source)
+        .bind(problem_key)
+        .bind(state)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Creates the routed runs and closes the plan, in one transaction. A run whose key exists already
     /// (the same change reached hub before) is left as it is. Returns how many runs were new.
     pub async fn insert_runs(

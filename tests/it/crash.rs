@@ -72,3 +72,87 @@ async fn every_acknowledged_notification_survives_kill_9() {
     assert_eq!(r.status(), 200);
     assert_eq!(support::count(tmp.path()).await, TOTAL as i64);
 }
+
+/// A `kill -9` in the middle of a burst of runs: after a restart every run completes, and the only
+/// runs that happen twice are those that were in flight at the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn actions_survive_kill_9_and_only_runs_in_flight_repeat() {
+    const TOTAL: usize = 200;
+    let tmp = tempfile::tempdir().unwrap();
+    support::script(
+        tmp.path(),
+        "slow.sh",
+        "sleep 0.05\necho \"$HUB_RUN_ID\" >> runs.log",
+    );
+    let config = support::config_with(json!({
+        "actions": {"slow": {"type": "script", "command": ["./slow.sh"], "max_concurrent": 4}}
+    }));
+    let mut hub = support::Hub::start_in(tmp.path(), &config, &[]);
+    let bodies: Vec<String> = (0..TOTAL)
+        .map(|i| {
+            json!({"State": "OPEN", "ProblemID": format!("K-{i}"), "PID": format!("{i}V2")})
+                .to_string()
+        })
+        .collect();
+    let send_all = |url: String| {
+        let bodies = bodies.clone();
+        tokio::spawn(async move {
+            let c = client();
+            let gate = Arc::new(Semaphore::new(16));
+            let mut tasks = Vec::new();
+            for body in bodies {
+                let (c, url, gate) = (c.clone(), url.clone(), gate.clone());
+                tasks.push(tokio::spawn(async move {
+                    let _permit = gate.acquire_owned().await.unwrap();
+                    let _ = post(&c, &url, body).send().await;
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+    };
+    let burst = send_all(hub.url("/"));
+    let log = tmp.path().join("runs.log");
+    support::eventually("runs under way", async || support::lines(&log).len() >= 20).await;
+    hub.kill9();
+    let _ = burst.await;
+
+    let pool = support::db(tmp.path()).await;
+    let in_flight: Vec<String> =
+        sqlx::query_scalar("SELECT idem_key FROM action_runs WHERE status = 'running'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert!(
+        in_flight.len() <= 4,
+        "at most max_concurrent in flight: {in_flight:?}"
+    );
+    let in_flight: Vec<String> = in_flight.iter().map(|k| hub::actions::run_id(k)).collect();
+    // Scripts started before the kill finish on their own.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    // The senders retry what was not acknowledged; hub picks up where it stopped.
+    let hub = support::Hub::start_in(tmp.path(), &config, &[]);
+    send_all(hub.url("/")).await.unwrap();
+    support::eventually("every run done", async || {
+        let r = support::runs(tmp.path()).await;
+        r.len() == TOTAL && r.iter().all(|r| r.2 == "succeeded")
+    })
+    .await;
+    let mut counts = std::collections::HashMap::new();
+    for line in support::lines(&log) {
+        *counts.entry(line).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), TOTAL, "every run ran");
+    for (id, n) in &counts {
+        if *n > 1 {
+            assert!(
+                in_flight.contains(id),
+                "{id} ran {n} times but was not in flight at the kill"
+            );
+            assert_eq!(*n, 2, "{id}");
+        }
+    }
+}

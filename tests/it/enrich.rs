@@ -1,26 +1,14 @@
 //! Enrichment: after the answer, the problem's details land in problems_sent/, retried until they do.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{self, client, fixture, post};
+use crate::support::{self, client, eventually, fixture, post};
 
 const PID: &str = "-5289617462338813532_1606920000000V2";
 
 /// Waits for a condition the hub reaches on its own (bounded; asserts behaviour, not speed).
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn details() -> Value {
     json!({"problemId": PID, "displayId": "P-2411021", "title": "Response time degradation",
            "status": "OPEN", "severityLevel": "PERFORMANCE", "impactLevel": "SERVICES",

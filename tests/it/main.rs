@@ -1,5 +1,6 @@
 //! Integration tests: the real `hub` binary, real sockets, real files. One binary so the crate links once.
 
+mod actions;
 mod cli;
 mod crash;
 mod dynatrace;

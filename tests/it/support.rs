@@ -244,3 +244,42 @@ pub async fn expect_error(response: reqwest::Response, status: u16, error: &str)
     );
     body
 }
+
+/// Waits (up to 30 s) until `check` holds.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Writes an executable script into `dir`.
+pub fn script(dir: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Lines of a file; none when it does not exist yet.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// `(action, target_label, status, attempts, last_error)` of every run, oldest first.
+pub async fn runs(dir: &Path) -> Vec<(String, String, String, i64, Option<String>)> {
+    let pool = db(dir).await;
+    let rows = sqlx::query_as(
+        "SELECT action, target_label, status, attempts, last_error FROM action_runs ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}

@@ -1,0 +1,81 @@
+//! `hub explain <payload-file>`: the whole pipeline as a dry run.
+//!
+//! Parses the payload as its source would, routes it, and shows every run it would start with its
+//! resolved argv, environment, URL and body. It runs nothing, sends nothing and writes nothing;
+//! Dynatrace is not asked for details, so entities come from the payload itself.
+
+use serde_json::{json, Value};
+
+use crate::actions::route::route;
+use crate::actions::{idem_key, run_id, Job, Problem, Registry};
+use crate::config::Config;
+use crate::domain::Source;
+use crate::store::{now_ms, StoredNotification};
+
+pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, String> {
+    let n = crate::sources::parse(source, body)
+        .map_err(|e| format!("{source} would refuse this payload: {e}"))?;
+    let stored = StoredNotification {
+        id: 0,
+        source: n.source.as_str().to_string(),
+        problem_key: n.problem_key.clone(),
+        state: n.state.clone(),
+        pid: n.pid.clone(),
+        title: n.title.clone(),
+        is_test: n.is_test,
+        body: n.body.clone(),
+        received_at_ms: now_ms(),
+        details: None,
+    };
+    let problem =
+        Problem::from_stored(&stored).with_tenant_link(config.dynatrace.tenant.as_deref());
+    let registry = Registry::build(config)?;
+    let decision = route(&config.actions, &registry, &problem, n.is_test);
+    let mut runs = Vec::new();
+    for chosen in &decision.chosen {
+        let Some((action_config, action)) = registry.get(&chosen.action) else {
+            continue;
+        };
+        for target in &chosen.targets {
+            let key = idem_key(&problem, &chosen.action, target);
+            let job = Job {
+                run_id: run_id(&key),
+                attempt: 1,
+                problem: &problem,
+                target: target.clone(),
+                reports: Vec::new(),
+            };
+            runs.push(json!({
+                "action": chosen.action,
+                "type": action_config.kind.type_name(),
+                "target": target.label,
+                "idempotency_key": key,
+                "run_id": job.run_id,
+                "would": action.explain(&job),
+            }));
+        }
+    }
+    let skipped: Vec<Value> = decision
+        .skipped
+        .iter()
+        .map(|(a, why)| json!({"action": a, "why": why}))
+        .collect();
+    let mut shown = serde_json::to_value(&problem).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut shown {
+        map.remove("notification");
+    }
+    Ok(json!({
+        "notification": {
+            "source": stored.source,
+            "problem_id": stored.problem_key,
+            "state": stored.state,
+            "pid": stored.pid,
+            "test": stored.is_test,
+        },
+        "problem": shown,
+        "routes": if config.actions.routes.is_some() { "as configured" } else { "none configured: every action for every notification" },
+        "runs": runs,
+        "skipped": skipped,
+        "note": "a dry run: nothing was run, sent or stored, and Dynatrace was not asked for details",
+    }))
+}
