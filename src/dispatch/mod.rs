@@ -406,20 +406,20 @@ fn log_finish(run: &RunRow, attempt: i64, manual: bool, finish: &Finish) {
     let (action, target, problem) = (&run.action, &run.target_label, &run.problem_key);
     match finish {
         Finish::Succeeded { .. } => {
-            tracing::info!(action = %action, target = %target, problem_id = ?problem, attempt, manual, "action succeeded")
+            tracing::info!(action = %action, target = ?target, problem_id = ?problem, attempt, manual, "action succeeded")
         }
         Finish::Retry {
             error, retry_at_ms, ..
         } => tracing::warn!(
-            action = %action, target = %target, problem_id = ?problem, attempt, manual, error = %error,
+            action = %action, target = ?target, problem_id = ?problem, attempt, manual, error = %error,
             retry_in_ms = retry_at_ms - now_ms(), "action failed; will retry"
         ),
         Finish::Failed { error, .. } => tracing::error!(
-            action = %action, target = %target, problem_id = ?problem, attempt, manual, error = %error,
+            action = %action, target = ?target, problem_id = ?problem, attempt, manual, error = %error,
             "action failed for good"
         ),
         Finish::HeldBack { reason } => tracing::warn!(
-            action = %action, target = %target, problem_id = ?problem, reason = %reason, "action held back"
+            action = %action, target = ?target, problem_id = ?problem, reason = %reason, "action held back"
         ),
     }
 }

@@ -664,3 +664,97 @@ async fn sigterm_lets_a_running_action_finish() {
     assert_eq!(lines(&dir.path().join("done.log")).len(), 1);
     assert_eq!(runs(dir.path()).await[0].2, "succeeded");
 }
+
+fn feed_problem(n: u32, status: &str) -> Value {
+    json!({"problemId": format!("-{n}_1V2"), "displayId": format!("P-{n}"), "title": format!("problem {n}"),
+           "status": status, "severityLevel": "PERFORMANCE", "impactLevel": "SERVICES",
+           "startTime": 1_700_000_000_000_i64, "endTime": -1,
+           "impactedEntities": [{"entityId": {"id": format!("SERVICE-{n}"), "type": "SERVICE"},
+                                 "name": format!("svc-{n}")}]})
+}
+
+#[tokio::test]
+async fn poll_run_actions_handles_each_problem_state_once() {
+    let server = MockServer::start().await;
+    let problems = [
+        feed_problem(2, "OPEN"),
+        feed_problem(3, "CLOSED"),
+        feed_problem(85, "OPEN"),
+    ];
+    Mock::given(method("GET"))
+        .and(path("/api/v2/problems"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"problems": problems})))
+        .mount(&server)
+        .await;
+    for p in &problems {
+        Mock::given(method("GET"))
+            .and(path(format!(
+                "/api/v2/problems/{}",
+                p["problemId"].as_str().unwrap()
+            )))
+            .respond_with(ResponseTemplate::new(200).set_body_json(p))
+            .mount(&server)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    script(dir.path(), "record.sh", RECORD);
+    let patch = json!({
+        "dynatrace": {"tenant": server.uri(), "api_token": "dt0c01.T"},
+        "actions": {"page": {"type": "script", "command": ["./record.sh"]}}
+    });
+    // hub got problem 85's notification itself.
+    let mut hub = start_with(dir.path(), patch, &[]);
+    deliver(
+        &hub,
+        json!({"State": "OPEN", "ProblemID": "85", "PID": "-85_1V2"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    let calls = dir.path().join("calls.log");
+    eventually("problem 85's run", async || lines(&calls).len() == 1).await;
+    hub.terminate();
+
+    let poll = || {
+        hub_command(dir.path())
+            .args(["poll", "--relative", "day", "--run-actions"])
+            .output()
+            .unwrap()
+    };
+    let out = poll();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("run-actions: 2 problem(s) handed to the actions, 1 already handled"),
+        "{stdout}"
+    );
+    let mut called: Vec<String> = lines(&calls)
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .collect();
+    called.sort();
+    assert_eq!(called, ["svc-2", "svc-3", "svc-85"]);
+    let states: Vec<String> = {
+        let pool = support::db(dir.path()).await;
+        sqlx::query_scalar(
+            "SELECT problem_key || '-' || state FROM action_runs ORDER BY problem_key",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(states, ["2-OPEN", "3-RESOLVED", "85-OPEN"]);
+
+    // Again: everything is handled in its current state; nothing runs twice.
+    let out = poll();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("0 problem(s) handed to the actions, 3 already handled"),
+        "{stdout}"
+    );
+    assert_eq!(lines(&calls).len(), 3);
+}
