@@ -145,6 +145,8 @@ impl Script {
             }
         })?;
         let pid = child.id();
+        // If this future is dropped (a shutdown past its deadline), the whole group goes with it.
+        let _group = GroupGuard(pid);
         if let Some(mut stdin) = child.stdin.take() {
             let data = inv.stdin;
             // A script that does not read its stdin must not fail or hang because of it.
@@ -318,6 +320,15 @@ async fn collect(task: tokio::task::JoinHandle<String>) -> String {
     match tokio::time::timeout(Duration::from_secs(2), task).await {
         Ok(Ok(text)) => text,
         _ => String::from("[output not collected]"),
+    }
+}
+
+/// Kills the script's process group when dropped.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::Kill);
     }
 }
 

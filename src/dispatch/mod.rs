@@ -29,6 +29,7 @@ const BATCH: i64 = 64;
 const DEPENDENCY_WAIT_MS: i64 = 500;
 /// Commands without a server wait for work due this soon; anything later is left to the hub.
 const SHORT_WAIT_MS: i64 = 10_000;
+const ENRICH_CONCURRENCY: usize = 8;
 
 pub struct Dispatcher {
     inner: Arc<Inner>,
@@ -44,6 +45,9 @@ pub(crate) struct Inner {
     wake: Arc<Notify>,
     limits: HashMap<String, Arc<Semaphore>>,
     in_flight: Mutex<HashSet<i64>>,
+    /// Enrichments run side by side, so one slow call to Dynatrace does not hold up the others.
+    enrich_limit: Arc<Semaphore>,
+    enriching: Mutex<HashSet<i64>>,
     /// One writer at a time for `problems_sent/`, whose temporary names are per file.
     sent_lock: tokio::sync::Mutex<()>,
 }
@@ -69,6 +73,8 @@ impl Dispatcher {
                 dir_sent: config.dir_sent.clone(),
                 limits,
                 in_flight: Mutex::new(HashSet::new()),
+                enrich_limit: Arc::new(Semaphore::new(ENRICH_CONCURRENCY)),
+                enriching: Mutex::new(HashSet::new()),
                 sent_lock: tokio::sync::Mutex::new(()),
             }),
         })
@@ -144,8 +150,23 @@ impl Dispatcher {
     pub async fn step(&self, tasks: &mut JoinSet<()>) -> Result<usize, StoreError> {
         let d = &self.inner;
         let mut done = 0;
-        for item in d.store.due_enrichments(16).await? {
-            enrich::enrich(d, &item).await?;
+        for item in d.store.due_enrichments(BATCH).await? {
+            if locked(&d.enriching).contains(&item.notification_id) {
+                continue;
+            }
+            let Ok(permit) = d.enrich_limit.clone().try_acquire_owned() else {
+                break;
+            };
+            locked(&d.enriching).insert(item.notification_id);
+            let inner = self.inner.clone();
+            tasks.spawn(async move {
+                if let Err(e) = enrich::enrich(&inner, &item).await {
+                    tracing::error!(error = %e, "cannot record an enrichment; it is tried again");
+                }
+                locked(&inner.enriching).remove(&item.notification_id);
+                drop(permit);
+                inner.wake.notify_one();
+            });
             done += 1;
         }
         for id in d.store.due_plans(BATCH).await? {
@@ -271,24 +292,15 @@ impl Dispatcher {
 
 impl Inner {
     fn in_flight(&self) -> HashSet<i64> {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        locked(&self.in_flight).clone()
     }
 
     fn in_flight_insert(&self, id: i64) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id);
+        locked(&self.in_flight).insert(id);
     }
 
     fn in_flight_remove(&self, id: i64) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        locked(&self.in_flight).remove(&id);
     }
 
     fn permit(&self, action: &str) -> Option<OwnedSemaphorePermit> {
@@ -400,6 +412,11 @@ impl Inner {
             tracing::error!(problem_id = ?problem_key, error = %e, "cannot write to dir_sent");
         }
     }
+}
+
+/// A set shared with the tasks; a task that panicked while holding it leaves it usable.
+fn locked(set: &Mutex<HashSet<i64>>) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn log_finish(run: &RunRow, attempt: i64, manual: bool, finish: &Finish) {

@@ -758,3 +758,86 @@ async fn poll_run_actions_handles_each_problem_state_once() {
     );
     assert_eq!(lines(&calls).len(), 3);
 }
+
+#[tokio::test]
+async fn a_run_past_the_shutdown_deadline_is_left_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        "slow.sh",
+        "echo start >> starts.log\n[ \"$(wc -l < starts.log)\" -ge 2 ] || { sleep 30 & echo $! > sleep.pid; wait; }\necho done >> done.log",
+    );
+    let config = json!({"actions": {"slow": {"type": "script", "command": ["./slow.sh"]}},
+                        "dispatch": {"shutdown_grace_secs": 1}});
+    let mut hub = start_with(dir.path(), config.clone(), &[]);
+    deliver(&hub, fixture("dynatrace/minimal-open.json")).await;
+    let starts = dir.path().join("starts.log");
+    eventually("the run to start", async || lines(&starts).len() == 1).await;
+    assert_eq!(hub.terminate(), Some(0));
+    let r = runs(dir.path()).await;
+    assert_eq!(r[0].2, "pending", "{r:?}");
+    assert!(r[0].4.clone().unwrap().contains("interrupted"), "{r:?}");
+    // The script's group was stopped with it.
+    let sleep_pid = std::fs::read_to_string(dir.path().join("sleep.pid")).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", sleep_pid.trim()));
+    assert!(
+        stat.map_or(true, |s| s.contains(") Z")),
+        "the script's child still runs"
+    );
+
+    let _hub = start_with(dir.path(), config, &[]);
+    eventually("the run to finish after the restart", async || {
+        runs(dir.path()).await[0].2 == "succeeded"
+    })
+    .await;
+    assert_eq!(lines(&dir.path().join("done.log")).len(), 1);
+    let pool = support::db(dir.path()).await;
+    let results: Vec<String> = sqlx::query_scalar("SELECT result FROM action_attempts ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(results, ["interrupted", "succeeded"]);
+}
+
+#[tokio::test]
+async fn script_output_is_bounded_and_a_webhook_4xx_is_final() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(410).set_body_string("gone"))
+        .mount(&receiver)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        "chatty.sh",
+        "head -c 100000 /dev/zero | tr '\\0' x\nexit 3",
+    );
+    let hub = start_with(
+        dir.path(),
+        json!({"actions": {
+            "chatty": {"type": "script", "command": ["./chatty.sh"], "max_output_bytes": 1000},
+            "hook": {"type": "webhook", "url": receiver.uri(),
+                     "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}}),
+        &[],
+    );
+    deliver(&hub, fixture("dynatrace/minimal-open.json")).await;
+    eventually("both runs failed", async || {
+        let r = runs(dir.path()).await;
+        r.len() == 2 && r.iter().all(|r| r.2 == "failed")
+    })
+    .await;
+    let r = runs(dir.path()).await;
+    assert!(
+        r.iter().all(|r| r.3 == 1),
+        "permanent failures are not retried: {r:?}"
+    );
+    assert_eq!(r[0].4.as_deref(), Some("exit 3"));
+    assert_eq!(r[1].4.as_deref(), Some("the receiver answered 410"));
+    let sent = read_json(&dir.path().join("problems_sent/85.json"));
+    let stdout = sent["runs"][0]["outcome"]["stdout"].as_str().unwrap();
+    assert!(
+        stdout.len() < 1100 && stdout.ends_with("[99000 more bytes]"),
+        "{}",
+        stdout.len()
+    );
+}
