@@ -107,21 +107,13 @@ impl<'a> Section<'a> {
     /// A nested object. A missing one reads as empty so that its keys fall back to defaults.
     pub fn section(&mut self, key: &'static str, issues: &mut Issues) -> Section<'a> {
         let path = self.path_of(key);
-        let map = match self.get(key) {
-            None => None,
-            Some(Value::Object(map)) => Some(map),
-            Some(other) => {
-                issues.push(
-                    path.clone(),
-                    format!("expected an object, found {}", type_name(other)),
-                );
-                None
-            }
-        };
-        Section {
-            path,
-            map,
-            known: Vec::new(),
+        match self.get(key) {
+            Some(value) => Section::at(path, value, issues),
+            None => Section {
+                path,
+                map: None,
+                known: Vec::new(),
+            },
         }
     }
 

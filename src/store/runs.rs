@@ -4,7 +4,7 @@
 //! in its own committed statement, so a `kill -9` at any moment leaves either a run that never started
 //! (`pending`) or one that was in flight (`running`), which the next start puts back in the queue.
 
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::{now_ms, Store, StoreError};
 
@@ -176,8 +176,7 @@ impl Store {
         runs: &[NewRun],
     ) -> Result<usize, StoreError> {
         let now = now_ms();
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut inserted = 0;
         for r in runs {
             let done = sqlx::query(
@@ -269,8 +268,7 @@ impl Store {
     /// dispatchers never start the same run. Returns the attempt number.
     pub async fn claim(&self, run_id: i64, any_status: bool) -> Result<Option<i64>, StoreError> {
         let now = now_ms();
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let condition = if any_status {
             "status != 'running'"
         } else {
@@ -333,8 +331,7 @@ impl Store {
             }
             Finish::HeldBack { reason } => ("held_back", 0, Some(reason), None, "held_back"),
         };
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE action_runs SET status = ?, next_attempt_at_ms = ?, last_error = ?,
                     outcome = COALESCE(?, outcome), updated_at_ms = ?
@@ -378,8 +375,7 @@ impl Store {
         };
         let mut recovered = 0;
         for id in ids {
-            let mut conn = self.pool.acquire().await?;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let done = sqlx::query(
                 "UPDATE action_runs SET status = 'pending', next_attempt_at_ms = ?, updated_at_ms = ?,
                         last_error = 'interrupted: hub stopped while this run was in flight'
