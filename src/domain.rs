@@ -1,13 +1,27 @@
 //! The normalized notification every source produces and the store keeps.
 
+use serde::{Deserialize, Serialize};
+
 /// The monitoring system a notification came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
     Dynatrace,
+    Alertmanager,
+    Pagerduty,
+    Monasca,
+    Cloudstack,
+    Ucloud,
 }
 
 impl Source {
-    pub const ALL: &'static [Source] = &[Source::Dynatrace];
+    pub const ALL: &'static [Source] = &[
+        Source::Dynatrace,
+        Source::Alertmanager,
+        Source::Pagerduty,
+        Source::Monasca,
+        Source::Cloudstack,
+        Source::Ucloud,
+    ];
 
     pub fn parse(name: &str) -> Option<Source> {
         Source::ALL.iter().copied().find(|s| s.as_str() == name)
@@ -16,6 +30,11 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Dynatrace => "dynatrace",
+            Source::Alertmanager => "alertmanager",
+            Source::Pagerduty => "pagerduty",
+            Source::Monasca => "monasca",
+            Source::Cloudstack => "cloudstack",
+            Source::Ucloud => "ucloud",
         }
     }
 }
@@ -41,4 +60,60 @@ pub struct Notification {
     /// A sender's self-test: stored and answered, never acted on.
     pub is_test: bool,
     pub body: Vec<u8>,
+    /// What routes and actions need, read from the body by its source.
+    pub facts: Facts,
+    /// The bytes that make two deliveries "the same one" when that is not the whole body: one alert
+    /// of an Alertmanager group, CloudStack's event id, UCloud's session id. `None`: the body.
+    pub identity: Option<Vec<u8>>,
+}
+
+/// The source-independent description of a problem, as far as one notification tells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub title: String,
+    pub severity: String,
+    pub impact: String,
+    pub tags: Vec<String>,
+    pub url: Option<String>,
+    pub entities: Vec<Entity>,
+}
+
+/// Something a problem affects: a host, a service, an instance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entity {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub severity: String,
+    pub impact: String,
+    pub event_type: String,
+}
+
+impl Entity {
+    /// An entity known only by one name (a host, an instance).
+    pub fn named(name: &str, kind: &str) -> Entity {
+        Entity {
+            id: name.to_string(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            ..Entity::default()
+        }
+    }
+}
+
+/// Keeps the first of entities that share an id (or, without one, a name); drops empty ones.
+pub fn dedup_entities(entities: Vec<Entity>) -> Vec<Entity> {
+    let mut seen = std::collections::HashSet::new();
+    entities
+        .into_iter()
+        .filter(|e| !(e.id.is_empty() && e.name.is_empty()))
+        .filter(|e| {
+            seen.insert(if e.id.is_empty() {
+                e.name.clone()
+            } else {
+                e.id.clone()
+            })
+        })
+        .collect()
 }

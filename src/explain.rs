@@ -9,12 +9,26 @@ use serde_json::{json, Value};
 use crate::actions::route::route;
 use crate::actions::{idem_key, run_id, Job, Problem, Registry};
 use crate::config::Config;
-use crate::domain::Source;
+use crate::domain::{Notification, Source};
+use crate::sources::Headers;
 use crate::store::{now_ms, StoredNotification};
 
 pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, String> {
-    let n = crate::sources::parse(source, body)
+    let notifications = crate::sources::parse(source, &Headers::default(), body)
         .map_err(|e| format!("{source} would refuse this payload: {e}"))?;
+    let registry = Registry::build(config)?;
+    let explained: Vec<Value> = notifications
+        .iter()
+        .map(|n| one(config, &registry, n))
+        .collect();
+    Ok(json!({
+        "notifications": explained,
+        "routes": if config.actions.routes.is_some() { "as configured" } else { "none configured: every action for every notification" },
+        "note": "a dry run: nothing was run, sent or stored, and Dynatrace was not asked for details",
+    }))
+}
+
+fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
     let stored = StoredNotification {
         id: 0,
         source: n.source.as_str().to_string(),
@@ -26,11 +40,11 @@ pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, St
         body: n.body.clone(),
         received_at_ms: now_ms(),
         details: None,
+        facts: serde_json::to_string(&n.facts).ok(),
     };
     let problem =
         Problem::from_stored(&stored).with_tenant_link(config.dynatrace.tenant.as_deref());
-    let registry = Registry::build(config)?;
-    let decision = route(&config.actions, &registry, &problem, n.is_test);
+    let decision = route(&config.actions, registry, &problem, n.is_test);
     let mut runs = Vec::new();
     for chosen in &decision.chosen {
         let Some((action_config, action)) = registry.get(&chosen.action) else {
@@ -64,7 +78,7 @@ pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, St
     if let Value::Object(map) = &mut shown {
         map.remove("notification");
     }
-    Ok(json!({
+    json!({
         "notification": {
             "source": stored.source,
             "problem_id": stored.problem_key,
@@ -73,9 +87,7 @@ pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, St
             "test": stored.is_test,
         },
         "problem": shown,
-        "routes": if config.actions.routes.is_some() { "as configured" } else { "none configured: every action for every notification" },
         "runs": runs,
         "skipped": skipped,
-        "note": "a dry run: nothing was run, sent or stored, and Dynatrace was not asked for details",
-    }))
+    })
 }

@@ -4,6 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+pub use crate::domain::Entity;
+use crate::domain::{dedup_entities, Facts};
 use crate::store::StoredNotification;
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,20 +27,15 @@ pub struct Problem {
     pub details: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Entity {
-    pub id: String,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub severity: String,
-    pub impact: String,
-    pub event_type: String,
-}
-
 impl Problem {
+    /// The notification's facts, with what Dynatrace's details add (their entities, levels, tags).
     pub fn from_stored(n: &StoredNotification) -> Problem {
         let notification: Value = serde_json::from_slice(&n.body).unwrap_or(Value::Null);
+        let facts: Facts = match n.facts.as_deref().map(serde_json::from_str) {
+            Some(Ok(f)) => f,
+            // Stored before sources recorded their facts: only Dynatrace existed then.
+            _ => crate::sources::dynatrace::facts(&notification),
+        };
         let details: Option<Value> = n
             .details
             .as_deref()
@@ -48,27 +45,29 @@ impl Problem {
         let title = n
             .title
             .clone()
+            .filter(|t| !t.is_empty())
             .or_else(|| from_details("title"))
-            .unwrap_or_default();
-        let severity =
-            from_details("severityLevel").unwrap_or_else(|| text(&notification, "ProblemSeverity"));
-        let impact =
-            from_details("impactLevel").unwrap_or_else(|| text(&notification, "ProblemImpact"));
+            .unwrap_or(facts.title);
         let mut entities = d.map(entities_from_details).unwrap_or_default();
         if entities.is_empty() {
-            entities = entities_from_notification(&notification);
+            entities = facts.entities;
         }
-        let url = Some(text(&notification, "ProblemURL")).filter(|u| !u.is_empty());
+        let mut tags = facts.tags;
+        for t in d.map(detail_tags).unwrap_or_default() {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
         Problem {
             source: n.source.clone(),
             problem_id: n.problem_key.clone(),
             pid: n.pid.clone(),
             state: n.state.clone(),
             title,
-            severity,
-            impact,
-            tags: tags(&notification, d),
-            url,
+            severity: from_details("severityLevel").unwrap_or(facts.severity),
+            impact: from_details("impactLevel").unwrap_or(facts.impact),
+            tags,
+            url: facts.url,
             entities,
             received_at_ms: n.received_at_ms,
             notification,
@@ -110,7 +109,7 @@ fn text(v: &Value, key: &str) -> String {
 /// v2 `impactedEntities`, else v1 `rankedImpacts`, else v1 `rankedEvents`.
 fn entities_from_details(d: &Value) -> Vec<Entity> {
     if let Some(Value::Array(items)) = d.get("impactedEntities") {
-        return dedup(
+        return dedup_entities(
             items
                 .iter()
                 .map(|i| Entity {
@@ -137,7 +136,7 @@ fn entities_from_details(d: &Value) -> Vec<Entity> {
             if items.is_empty() {
                 continue;
             }
-            return dedup(
+            return dedup_entities(
                 items
                     .iter()
                     .map(|i| Entity {
@@ -155,67 +154,14 @@ fn entities_from_details(d: &Value) -> Vec<Entity> {
     Vec::new()
 }
 
-/// Dynatrace's `{ImpactedEntities}` placeholder: `[{"type", "name", "entity"}]`.
-fn entities_from_notification(n: &Value) -> Vec<Entity> {
-    let Some(Value::Array(items)) = n.get("ImpactedEntities") else {
+/// The details' entity tags (v2 `entityTags[].stringRepresentation`).
+fn detail_tags(d: &Value) -> Vec<String> {
+    let Some(Value::Array(items)) = d.get("entityTags") else {
         return Vec::new();
     };
-    dedup(
-        items
-            .iter()
-            .filter(|i| i.is_object())
-            .map(|i| Entity {
-                id: text(i, "entity"),
-                name: text(i, "name"),
-                kind: text(i, "type"),
-                severity: text(n, "ProblemSeverity"),
-                impact: text(n, "ProblemImpact"),
-                event_type: String::new(),
-            })
-            .collect(),
-    )
-}
-
-/// One run per entity: the same entity listed twice (v1 ranks it once per event) runs once.
-fn dedup(entities: Vec<Entity>) -> Vec<Entity> {
-    let mut seen = std::collections::HashSet::new();
-    entities
-        .into_iter()
-        .filter(|e| !(e.id.is_empty() && e.name.is_empty()))
-        .filter(|e| {
-            seen.insert(if e.id.is_empty() {
-                e.name.clone()
-            } else {
-                e.id.clone()
-            })
-        })
+    items
+        .iter()
+        .filter_map(|t| t.get("stringRepresentation").and_then(Value::as_str))
+        .map(str::to_string)
         .collect()
-}
-
-/// `Tags` as Dynatrace sends it (`"a, b:c"`) or as a list; plus the details' entity tags.
-fn tags(n: &Value, details: Option<&Value>) -> Vec<String> {
-    let mut out: Vec<String> = match n.get("Tags") {
-        Some(Value::String(s)) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    };
-    if let Some(Value::Array(items)) = details.and_then(|d| d.get("entityTags")) {
-        for t in items {
-            if let Some(s) = t.get("stringRepresentation").and_then(Value::as_str) {
-                if !out.iter().any(|o| o == s) {
-                    out.push(s.to_string());
-                }
-            }
-        }
-    }
-    out
 }

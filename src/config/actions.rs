@@ -478,7 +478,7 @@ fn read_script(s: &mut Section, base: &Path, issues: &mut Issues) -> Option<Scri
 }
 
 /// A secret given in the file or, by `<key>_env`, named as an environment variable.
-fn secret(
+pub(super) fn secret(
     s: &mut Section,
     key: &'static str,
     env_key: &'static str,

@@ -6,6 +6,7 @@
 
 pub mod actions;
 mod reader;
+pub mod sources;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use serde_json::Value;
 pub use actions::{ActionConfig, ActionKind, Actions, DispatchConfig, RouteConfig};
 pub use reader::ConfigIssue;
 use reader::{type_name, Issues, Section};
+pub use sources::{SourceAuth, SourceConfig, SourcesConfig};
 
 use crate::secret::Secret;
 
@@ -47,6 +49,7 @@ pub struct Config {
     pub incident_notification: IncidentNotification,
     pub sms_notification: SmsNotification,
     pub actions: Actions,
+    pub sources: SourcesConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -179,7 +182,7 @@ impl Config {
             None => "not configured".to_string(),
         };
         format!(
-            "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, actions {}",
+            "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, sources {}, actions {}",
             self.webhook.interface,
             self.webhook.port,
             self.store.url,
@@ -187,8 +190,17 @@ impl Config {
             self.dir_sent.display(),
             self.log_path().display(),
             tenant,
+            self.source_list(),
             self.action_list(),
         )
+    }
+
+    /// The sources that may post: Dynatrace always, the others when configured.
+    pub fn source_list(&self) -> String {
+        std::iter::once("dynatrace")
+            .chain(self.sources.enabled.iter().map(|(s, _)| s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `name (type), …` or `none`.
@@ -278,6 +290,8 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         issues,
     );
 
+    let sources = sources::read(&mut root, &actions::Env(env), issues);
+
     if dir_received == dir_sent {
         issues.push("dir_sent", "must be a different folder from dir_received");
     }
@@ -294,6 +308,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         incident_notification,
         sms_notification,
         actions,
+        sources,
     }
 }
 

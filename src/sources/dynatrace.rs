@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::ParseError;
-use crate::domain::{Notification, Source};
+use crate::domain::{dedup_entities, Entity, Facts, Notification, Source};
 
 /// The title Dynatrace uses for "Send test notification".
 pub const TEST_TITLE: &str = "Dynatrace problem notification test run";
@@ -38,6 +38,7 @@ pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
     // Exact matches only: a real problem whose id merely contains 999 is not a test.
     let is_test = problem_key == TEST_PROBLEM_ID || title.as_deref() == Some(TEST_TITLE);
 
+    let facts = facts(&Value::Object(obj));
     Ok(Notification {
         source: Source::Dynatrace,
         problem_key,
@@ -46,7 +47,61 @@ pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
         title,
         is_test,
         body: body.to_vec(),
+        facts,
+        identity: None,
     })
+}
+
+/// What a custom-integration payload says beyond its ids: the placeholders `{ProblemTitle}`,
+/// `{ProblemSeverity}`, `{ProblemImpact}`, `{Tags}`, `{ProblemURL}`, `{ImpactedEntities}`.
+pub fn facts(n: &Value) -> Facts {
+    let text = |key: &str| match n.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(v)) => v.to_string(),
+        _ => String::new(),
+    };
+    let tags = match n.get("Tags") {
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let entities = match n.get("ImpactedEntities") {
+        Some(Value::Array(items)) => dedup_entities(
+            items
+                .iter()
+                .filter(|i| i.is_object())
+                .map(|i| {
+                    let field = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or_default();
+                    Entity {
+                        id: field("entity").to_string(),
+                        name: field("name").to_string(),
+                        kind: field("type").to_string(),
+                        severity: text("ProblemSeverity"),
+                        impact: text("ProblemImpact"),
+                        event_type: String::new(),
+                    }
+                })
+                .collect(),
+        ),
+        _ => Vec::new(),
+    };
+    Facts {
+        title: text("ProblemTitle"),
+        severity: text("ProblemSeverity"),
+        impact: text("ProblemImpact"),
+        tags,
+        url: Some(text("ProblemURL")).filter(|u| !u.is_empty()),
+        entities,
+    }
 }
 
 fn text_field(

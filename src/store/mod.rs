@@ -136,6 +136,31 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Stores several notifications of one request; they reach the writer together, so they usually
+    /// share one commit. Answers in order; the request is acknowledged only if all are stored.
+    pub async fn accept_all(
+        &self,
+        notifications: Vec<Notification>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        let mut answers = Vec::with_capacity(notifications.len());
+        for notification in notifications {
+            let (reply, answer) = oneshot::channel();
+            self.jobs
+                .send(Job {
+                    notification,
+                    reply,
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answers.push(answer);
+        }
+        let mut accepted = Vec::with_capacity(answers.len());
+        for answer in answers {
+            accepted.push(answer.await.map_err(|_| StoreError::Closed)??);
+        }
+        Ok(accepted)
+    }
+
     /// Writes again every file the store has and the folder lacks (after a crash between commit and
     /// file, or after someone deleted files). Returns how many were written.
     pub async fn restore_missing_files(&self) -> Result<usize, StoreError> {

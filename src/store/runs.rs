@@ -21,6 +21,8 @@ pub struct StoredNotification {
     pub body: Vec<u8>,
     pub received_at_ms: i64,
     pub details: Option<String>,
+    /// The source's facts as JSON (see `domain::Facts`).
+    pub facts: Option<String>,
 }
 
 /// A run to create when a notification is routed.
@@ -110,7 +112,7 @@ impl Store {
     pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
         Ok(sqlx::query_as(
             "SELECT n.id, n.source, n.problem_key, n.state, n.pid, n.title, n.is_test, n.body,
-                    n.received_at_ms, e.details
+                    n.received_at_ms, e.details, n.facts
              FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id
              WHERE n.id = ?",
         )

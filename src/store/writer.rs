@@ -96,7 +96,8 @@ async fn insert_all(
     let mut planned = Vec::with_capacity(jobs.len());
     for job in jobs {
         let n = &job.notification;
-        let sha = Sha256::digest(&n.body).to_vec();
+        let sha = Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec();
+        let facts = serde_json::to_string(&n.facts).ok();
         let existing: Option<(i64, String)> = sqlx::query_as(
             "SELECT id, file_name FROM notifications
              WHERE source = ? AND problem_key = ? AND state = ? AND body_sha256 = ?",
@@ -121,8 +122,9 @@ async fn insert_all(
         let file_name = free_name(&mut tx, n).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO notifications
-               (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name, received_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name,
+                received_at_ms, facts)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              RETURNING id",
         )
         .bind(n.source.as_str())
@@ -135,6 +137,7 @@ async fn insert_all(
         .bind(&sha)
         .bind(&file_name)
         .bind(received_at_ms)
+        .bind(facts)
         .fetch_one(&mut *tx)
         .await?;
         if needs_enrichment(n) {
@@ -172,9 +175,8 @@ fn needs_enrichment(n: &Notification) -> bool {
 /// The first candidate name no stored notification uses. Only the writer inserts, so a name found
 /// free here is still free when this transaction commits.
 async fn free_name(conn: &mut SqliteConnection, n: &Notification) -> Result<String, sqlx::Error> {
-    let prefix = match n.source {
-        Source::Dynatrace => None,
-    };
+    // Dynatrace keeps the sample's names; the others say where they came from.
+    let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
     let stem = files::stem(prefix, &n.problem_key, &n.state);
     let mut n = 1;
     loop {

@@ -92,3 +92,43 @@ mod tests {
         assert!(!auth.allows(&Presented::parse(None)));
     }
 }
+
+/// Compares a presented token with the expected one in constant time (digests, so length does not
+/// leak either).
+pub fn token_matches(presented: Option<&str>, expected: &Secret) -> bool {
+    let Some(presented) = presented else {
+        return false;
+    };
+    let a = Sha256::digest(presented.trim().as_bytes());
+    let b = Sha256::digest(expected.expose().as_bytes());
+    a.ct_eq(&b).into()
+}
+
+/// Checks a request against a source's configured auth; `Err` carries the challenge scheme.
+pub fn check_source_auth(
+    auth: &crate::config::SourceAuth,
+    headers: &crate::sources::Headers,
+) -> Result<(), &'static str> {
+    use crate::config::SourceAuth;
+    let authorization = headers.get("Authorization");
+    let ok = match auth {
+        SourceAuth::None => true,
+        SourceAuth::Bearer(token) => {
+            let presented = authorization.and_then(|h| {
+                let (scheme, value) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(value)
+            });
+            token_matches(presented, token)
+        }
+        SourceAuth::Basic { username, password } => {
+            BasicAuth::new(username, password).allows(&Presented::parse(authorization))
+        }
+        SourceAuth::Token(token) => token_matches(headers.get("X-Auth-Token"), token),
+    };
+    match (ok, auth) {
+        (true, _) => Ok(()),
+        (false, SourceAuth::Basic { .. }) => Err("Basic"),
+        (false, SourceAuth::Token(_)) => Err("X-Auth-Token"),
+        (false, _) => Err("Bearer"),
+    }
+}

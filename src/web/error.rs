@@ -13,8 +13,8 @@ pub struct ApiError {
     pub status: Status,
     pub error: &'static str,
     pub detail: String,
-    /// Adds `WWW-Authenticate`, so clients know to send Basic credentials.
-    pub challenge: bool,
+    /// Adds `WWW-Authenticate` with this scheme, so clients know what to send.
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -23,18 +23,21 @@ impl ApiError {
             status,
             error,
             detail: detail.into(),
-            challenge: false,
+            challenge: None,
         }
     }
 
     pub fn unauthorized() -> Self {
+        ApiError::unauthorized_for(
+            "Basic",
+            "send HTTP Basic credentials matching webhook.username and webhook.password",
+        )
+    }
+
+    pub fn unauthorized_for(scheme: &'static str, detail: impl Into<String>) -> Self {
         ApiError {
-            challenge: true,
-            ..ApiError::new(
-                Status::Unauthorized,
-                "unauthorized",
-                "send HTTP Basic credentials matching webhook.username and webhook.password",
-            )
+            challenge: Some(scheme),
+            ..ApiError::new(Status::Unauthorized, "unauthorized", detail)
         }
     }
 }
@@ -47,8 +50,11 @@ impl<'r> Responder<'r, 'static> for ApiError {
             .status(self.status)
             .header(ContentType::JSON)
             .sized_body(body.len(), Cursor::new(body));
-        if self.challenge {
-            response.header(Header::new("WWW-Authenticate", "Basic realm=\"hub\""));
+        if let Some(scheme) = self.challenge {
+            response.header(Header::new(
+                "WWW-Authenticate",
+                format!("{scheme} realm=\"hub\""),
+            ));
         }
         response.ok()
     }

@@ -88,7 +88,7 @@ async fn dynatrace(
 
 /// JSON bodies only. A missing Content-Type is accepted (some senders omit it); a form or any other
 /// declared type is refused, since it is almost always a misconfigured sender (curl's default `-d`).
-fn check_json_content_type(content_type: Option<&ContentType>) -> Result<(), ApiError> {
+pub(super) fn check_json_content_type(content_type: Option<&ContentType>) -> Result<(), ApiError> {
     match content_type {
         None => Ok(()),
         Some(ct) if ct.is_json() || ct.sub().as_str().ends_with("+json") => Ok(()),
@@ -104,7 +104,7 @@ fn check_json_content_type(content_type: Option<&ContentType>) -> Result<(), Api
     }
 }
 
-async fn read_capped(body: Data<'_>, limit: u64) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_capped(body: Data<'_>, limit: u64) -> Result<Vec<u8>, ApiError> {
     let capped = body
         .open(ByteUnit::from(limit))
         .into_bytes()
@@ -126,10 +126,10 @@ async fn read_capped(body: Data<'_>, limit: u64) -> Result<Vec<u8>, ApiError> {
     Ok(capped.into_inner())
 }
 
-fn parse_error(e: ParseError) -> ApiError {
+pub(super) fn parse_error(e: ParseError) -> ApiError {
     match e {
         ParseError::NotJson(_) => ApiError::new(Status::BadRequest, "invalid_json", e.to_string()),
-        ParseError::Invalid(_) => ApiError::new(
+        ParseError::Invalid(_) | ParseError::Fields(_) => ApiError::new(
             Status::UnprocessableEntity,
             "invalid_notification",
             e.to_string(),
@@ -137,7 +137,7 @@ fn parse_error(e: ParseError) -> ApiError {
     }
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(super) fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "notification not stored; answering 503 so the sender retries");
     ApiError::new(
         Status::ServiceUnavailable,

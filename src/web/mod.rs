@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod ingest;
+mod sources;
 
 use std::io::Cursor;
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ pub struct App {
     pub store: Store,
     pub webhook_auth: BasicAuth,
     pub max_body_bytes: u64,
+    pub sources: crate::config::SourcesConfig,
+    pub pagerduty_rate: sources::RateLimiter,
 }
 
 /// A 200 answer with a JSON body.
@@ -60,11 +63,14 @@ pub fn build(config: &Config, store: Store) -> Rocket<Build> {
         store,
         webhook_auth: BasicAuth::new(&config.webhook.username, &config.webhook.password),
         max_body_bytes: config.webhook.max_body_bytes,
+        sources: config.sources.clone(),
+        pagerduty_rate: sources::RateLimiter::default(),
     };
     rocket::custom(rocket_config)
         .manage(app)
         .mount("/", routes![healthz])
         .mount("/", ingest::routes())
+        .mount("/", sources::routes())
         .register("/", catchers![error::default_catcher])
         .attach(AdHoc::on_liftoff("announce", |rocket| {
             Box::pin(async move {

@@ -558,7 +558,7 @@ fn explain_shows_what_would_run_and_runs_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let runs = plan["runs"].as_array().unwrap();
+    let runs = plan["notifications"][0]["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 3, "two entities and one webhook: {plan:#}");
     let hostile = runs
         .iter()

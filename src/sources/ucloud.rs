@@ -1,0 +1,85 @@
+//! UCloud's alarm callback. `SessionID` identifies one delivery (UCloud retries it twice when the
+//! answer's RetCode is not 0); the problem is the resource's metric, so an alarm and its recovery
+//! meet on one problem.
+
+use serde_json::Value;
+
+use super::{object, required_text, text, ParseError, MAX_KEY_LEN};
+use crate::domain::{Entity, Facts, Notification, Source};
+
+/// The `SessionID` of a body, for answers to bodies that could not be parsed otherwise.
+pub fn session_id(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("SessionID")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
+    let obj = object(body, "a UCloud alarm")?;
+    let mut errors = Vec::new();
+    let session = required_text(&obj, "", "SessionID", MAX_KEY_LEN, &mut errors);
+    let resource = required_text(&obj, "", "ResourceId", 120, &mut errors);
+    let metric = required_text(&obj, "", "MetricName", 120, &mut errors);
+    let time = |key: &str, errors: &mut Vec<String>| match obj.get(key) {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
+        Some(_) => {
+            errors.push(format!(
+                "{key} must be a whole number (seconds since the epoch)"
+            ));
+            0
+        }
+    };
+    let alarm = time("AlarmTime", &mut errors);
+    let recovery = time("RecoveryTime", &mut errors);
+    let state = if recovery > 0 {
+        "RESOLVED"
+    } else if alarm > 0 {
+        "OPEN"
+    } else {
+        errors.push("one of AlarmTime and RecoveryTime must be set".to_string());
+        ""
+    };
+    if !errors.is_empty() {
+        return Err(ParseError::Fields(errors));
+    }
+    let content = text(&obj, "Content");
+    let title = if content.is_empty() {
+        format!("{metric} on {resource}")
+    } else {
+        content
+    };
+    let mut entity = Entity::named(&resource, &text(&obj, "ResourceType"));
+    entity.event_type = metric.clone();
+    let tags = ["Region", "ResourceType", "MetricName"]
+        .iter()
+        .filter_map(|k| {
+            Some(text(&obj, k))
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{}:{v}", k.to_lowercase()))
+        })
+        .collect();
+    Ok(Notification {
+        source: Source::Ucloud,
+        problem_key: format!("{resource}-{metric}"),
+        state: state.to_string(),
+        pid: None,
+        title: Some(title.clone()),
+        is_test: false,
+        body: body.to_vec(),
+        facts: Facts {
+            title,
+            severity: String::new(),
+            impact: String::new(),
+            tags,
+            url: None,
+            entities: vec![entity],
+        },
+        identity: Some(session.into_bytes()),
+    })
+}
