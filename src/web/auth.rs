@@ -63,36 +63,6 @@ impl<'r> FromRequest<'r> for Presented {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header(user_pass: &str) -> String {
-        format!("Basic {}", STANDARD.encode(user_pass))
-    }
-
-    #[test]
-    fn accepts_only_the_exact_pair() {
-        let auth = BasicAuth::new("dynatrace", &Secret::new("pw:with:colons"));
-        let ok = header("dynatrace:pw:with:colons");
-        assert!(auth.allows(&Presented::parse(Some(&ok))));
-        assert!(auth.allows(&Presented::parse(Some(&ok.replace("Basic", "basic")))));
-        for bad in [
-            header("dynatrace:pw"),
-            header("Dynatrace:pw:with:colons"),
-            header("dynatrace"),
-            header(":"),
-            "Basic !!!notbase64".to_string(),
-            "Bearer abc".to_string(),
-            format!("Basic {}", STANDARD.encode([0xff, b':', 0xfe])),
-            String::new(),
-        ] {
-            assert!(!auth.allows(&Presented::parse(Some(&bad))), "{bad}");
-        }
-        assert!(!auth.allows(&Presented::parse(None)));
-    }
-}
-
 /// Compares a presented token with the expected one in constant time (digests, so length does not
 /// leak either).
 pub fn token_matches(presented: Option<&str>, expected: &Secret) -> bool {
@@ -130,5 +100,35 @@ pub fn check_source_auth(
         (false, SourceAuth::Basic { .. }) => Err("Basic"),
         (false, SourceAuth::Token(_)) => Err("X-Auth-Token"),
         (false, _) => Err("Bearer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(user_pass: &str) -> String {
+        format!("Basic {}", STANDARD.encode(user_pass))
+    }
+
+    #[test]
+    fn accepts_only_the_exact_pair() {
+        let auth = BasicAuth::new("dynatrace", &Secret::new("pw:with:colons"));
+        let ok = header("dynatrace:pw:with:colons");
+        assert!(auth.allows(&Presented::parse(Some(&ok))));
+        assert!(auth.allows(&Presented::parse(Some(&ok.replace("Basic", "basic")))));
+        for bad in [
+            header("dynatrace:pw"),
+            header("Dynatrace:pw:with:colons"),
+            header("dynatrace"),
+            header(":"),
+            "Basic !!!notbase64".to_string(),
+            "Bearer abc".to_string(),
+            format!("Basic {}", STANDARD.encode([0xff, b':', 0xfe])),
+            String::new(),
+        ] {
+            assert!(!auth.allows(&Presented::parse(Some(&bad))), "{bad}");
+        }
+        assert!(!auth.allows(&Presented::parse(None)));
     }
 }
