@@ -6,4 +6,5 @@ mod crash;
 mod dynatrace;
 mod enrich;
 mod ingest;
+mod sources;
 mod support;
