@@ -1,6 +1,7 @@
 //! Integration tests: the real `hub` binary, real sockets, real files. One binary so the crate links once.
 
 mod actions;
+mod alertmanager;
 mod cli;
 mod crash;
 mod dynatrace;

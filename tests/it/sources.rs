@@ -34,7 +34,10 @@ async fn send(hub: &Hub, path: &str, body: impl Into<reqwest::Body>) -> reqwest:
 
 async fn json_of(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
-    (status, serde_json::from_str(&r.text().await.unwrap()).unwrap())
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -50,7 +53,10 @@ async fn a_source_that_is_not_configured_answers_404_and_stores_nothing() {
     ] {
         let r = send(&hub, path, "{}").await;
         let body = expect_error(r, 404, "not_found").await;
-        assert!(body["detail"].as_str().unwrap().contains("config.json"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("config.json"),
+            "{body}"
+        );
     }
     // UCloud reads RetCode, so its answers always carry one.
     let (status, body) = json_of(send(&hub, "/hooks/ucloud", "{}").await).await;
@@ -79,14 +85,22 @@ async fn alertmanager_groups_become_one_problem_per_alert_and_resends_run_nothin
         "Bearer realm=\"hub\""
     );
     expect_error(r, 401, "unauthorized").await;
-    expect_error(post(Some("wrong"), firing.clone()).await.unwrap(), 401, "unauthorized").await;
+    expect_error(
+        post(Some("wrong"), firing.clone()).await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
 
     let (status, body) = json_of(post(Some("am-token"), firing.clone()).await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["stored"], 2);
     assert_eq!(
         body["files"],
-        json!(["alertmanager-29545e98136dc911-OPEN.json", "alertmanager-06515bc5679c3ec6-OPEN.json"])
+        json!([
+            "alertmanager-29545e98136dc911-OPEN.json",
+            "alertmanager-06515bc5679c3ec6-OPEN.json"
+        ])
     );
     let file = dir
         .path()
@@ -102,14 +116,21 @@ async fn alertmanager_groups_become_one_problem_per_alert_and_resends_run_nothin
     called.sort();
     assert_eq!(
         called,
-        ["alertmanager OPEN host1:9100", "alertmanager OPEN host2:9100"]
+        [
+            "alertmanager OPEN host1:9100",
+            "alertmanager OPEN host2:9100"
+        ]
     );
 
     let resolved = fixture("alertmanager/webhook-resolved.json");
     let (status, _) = json_of(post(Some("am-token"), resolved).await.unwrap()).await;
     assert_eq!(status, 200);
     eventually("the resolved runs", async || {
-        lines(&calls).iter().filter(|l| l.contains("RESOLVED")).count() >= 1
+        lines(&calls)
+            .iter()
+            .filter(|l| l.contains("RESOLVED"))
+            .count()
+            >= 1
     })
     .await;
     let r = runs(dir.path()).await;
@@ -125,19 +146,45 @@ fn resolved_alerts() -> i64 {
 #[tokio::test]
 async fn malformed_alertmanager_bodies_get_their_error_and_write_nothing() {
     let (dir, hub) = start(json!({"sources": {"alertmanager": {}}}));
-    let firing: Value = serde_json::from_slice(&fixture("alertmanager/webhook-firing.json")).unwrap();
+    let firing: Value =
+        serde_json::from_slice(&fixture("alertmanager/webhook-firing.json")).unwrap();
     let variant = |f: &dyn Fn(&mut Value)| {
         let mut v = firing.clone();
         f(&mut v);
         v.to_string()
     };
     let cases: Vec<(String, u16, &str)> = vec![
-        (String::from_utf8(fixture("alertmanager/webhook-firing.json")).unwrap()[..120].to_string(), 400, "invalid_json"),
-        (variant(&|v| v["version"] = json!("3")), 422, "invalid_notification"),
-        (variant(&|v| v["alerts"] = json!([])), 422, "invalid_notification"),
-        (variant(&|v| v["alerts"][1]["fingerprint"] = json!(null)), 422, "invalid_notification"),
-        (variant(&|v| v["alerts"][0]["status"] = json!("pending")), 422, "invalid_notification"),
-        (variant(&|v| v["alerts"][0]["labels"] = json!("x")), 422, "invalid_notification"),
+        (
+            String::from_utf8(fixture("alertmanager/webhook-firing.json")).unwrap()[..120]
+                .to_string(),
+            400,
+            "invalid_json",
+        ),
+        (
+            variant(&|v| v["version"] = json!("3")),
+            422,
+            "invalid_notification",
+        ),
+        (
+            variant(&|v| v["alerts"] = json!([])),
+            422,
+            "invalid_notification",
+        ),
+        (
+            variant(&|v| v["alerts"][1]["fingerprint"] = json!(null)),
+            422,
+            "invalid_notification",
+        ),
+        (
+            variant(&|v| v["alerts"][0]["status"] = json!("pending")),
+            422,
+            "invalid_notification",
+        ),
+        (
+            variant(&|v| v["alerts"][0]["labels"] = json!("x")),
+            422,
+            "invalid_notification",
+        ),
         ("[1,2]".to_string(), 422, "invalid_notification"),
     ];
     for (body, status, error) in cases {
@@ -172,15 +219,47 @@ async fn pagerduty_events_are_validated_and_answered_as_pagerduty_does() {
         v.to_string()
     };
     let invalid = [
-        (variant(&|v| v["routing_key"] = json!("short")), "'routing_key' must be 32 characters"),
-        (variant(&|v| v["routing_key"] = json!("ffffffffffffffffffffffffffffffff")), "not one of this hub's integration keys"),
-        (variant(&|v| v["event_action"] = json!("explode")), "'event_action'"),
-        (variant(&|v| v["payload"]["summary"] = json!("")), "'payload.summary' is missing"),
-        (variant(&|v| v["payload"]["summary"] = json!("x".repeat(1025))), "longer than 1024"),
-        (variant(&|v| v["payload"]["severity"] = json!("fatal")), "'payload.severity' must be one of"),
-        (variant(&|v| { v["payload"].as_object_mut().unwrap().remove("source"); }), "'payload.source'"),
-        (variant(&|v| { v["event_action"] = json!("resolve"); v.as_object_mut().unwrap().remove("dedup_key"); }), "'dedup_key' is required"),
-        (variant(&|v| v["dedup_key"] = json!("k".repeat(256))), "'dedup_key' is longer than 255"),
+        (
+            variant(&|v| v["routing_key"] = json!("short")),
+            "'routing_key' must be 32 characters",
+        ),
+        (
+            variant(&|v| v["routing_key"] = json!("ffffffffffffffffffffffffffffffff")),
+            "not one of this hub's integration keys",
+        ),
+        (
+            variant(&|v| v["event_action"] = json!("explode")),
+            "'event_action'",
+        ),
+        (
+            variant(&|v| v["payload"]["summary"] = json!("")),
+            "'payload.summary' is missing",
+        ),
+        (
+            variant(&|v| v["payload"]["summary"] = json!("x".repeat(1025))),
+            "longer than 1024",
+        ),
+        (
+            variant(&|v| v["payload"]["severity"] = json!("fatal")),
+            "'payload.severity' must be one of",
+        ),
+        (
+            variant(&|v| {
+                v["payload"].as_object_mut().unwrap().remove("source");
+            }),
+            "'payload.source'",
+        ),
+        (
+            variant(&|v| {
+                v["event_action"] = json!("resolve");
+                v.as_object_mut().unwrap().remove("dedup_key");
+            }),
+            "'dedup_key' is required",
+        ),
+        (
+            variant(&|v| v["dedup_key"] = json!("k".repeat(256))),
+            "'dedup_key' is longer than 255",
+        ),
     ];
     for (body, expected) in invalid {
         let (status, answer) = json_of(send(&hub, "/hooks/pagerduty", body).await).await;
@@ -203,7 +282,10 @@ async fn pagerduty_events_are_validated_and_answered_as_pagerduty_does() {
             .await
             .unwrap();
     assert_eq!(states[1].0, states[0].0);
-    assert_eq!((states[0].1.as_str(), states[1].1.as_str()), ("OPEN", "RESOLVED"));
+    assert_eq!(
+        (states[0].1.as_str(), states[1].1.as_str()),
+        ("OPEN", "RESOLVED")
+    );
 
     // Past the per-key rate: 429 as PagerDuty answers it.
     let mut statuses = Vec::new();
@@ -247,9 +329,17 @@ async fn monasca_alarms_on_both_paths_with_an_openstack_token() {
     let bad = json!({"alarm_name": "x", "state": "ALARM"}).to_string();
     let r = post("/hooks/monasca", bad.into_bytes()).await.unwrap();
     let body = expect_error(r, 422, "invalid_notification").await;
-    assert!(body["detail"].as_str().unwrap().contains("alarm_id is missing"));
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("alarm_id is missing"));
     let bad = json!({"alarm_id": "a", "alarm_name": "x", "state": "BROKEN"}).to_string();
-    expect_error(post("/hooks/monasca", bad.into_bytes()).await.unwrap(), 422, "invalid_notification").await;
+    expect_error(
+        post("/hooks/monasca", bad.into_bytes()).await.unwrap(),
+        422,
+        "invalid_notification",
+    )
+    .await;
     assert_eq!(count(dir.path()).await, 2);
 }
 
@@ -282,13 +372,20 @@ async fn cloudstack_deliveries_must_be_signed_and_are_kept_once_per_event() {
     expect_error(r, 401, "unauthorized").await;
     let r = deliver(Some(good), format!("{body} ")).await.unwrap();
     let detail = expect_error(r, 401, "unauthorized").await;
-    assert!(detail["detail"].as_str().unwrap().contains("does not match"));
+    assert!(detail["detail"]
+        .as_str()
+        .unwrap()
+        .contains("does not match"));
     assert_eq!(count(dir.path()).await, 0);
 
     // CloudStack tries three times back to back; only exactly 200 counts, and one is kept.
     for expected in ["stored", "duplicate", "duplicate"] {
         let (status, answer) = json_of(deliver(Some(good), body.clone()).await.unwrap()).await;
-        assert_eq!((status, answer["status"].as_str()), (200, Some(expected)), "{answer}");
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some(expected)),
+            "{answer}"
+        );
     }
     assert_eq!(count(dir.path()).await, 1);
     let pool = support::db(dir.path()).await;
@@ -299,7 +396,11 @@ async fn cloudstack_deliveries_must_be_signed_and_are_kept_once_per_event() {
             .unwrap();
     assert_eq!(key, "0f5c3a8e-7d21-4c1b-9a4e-2b6d8f0e1a3c");
     assert_eq!(state, "COMPLETED");
-    assert!(facts.contains("event:VM.START") && facts.contains("account:a1b2c3d4-0000-4000-8000-000000000001"), "{facts}");
+    assert!(
+        facts.contains("event:VM.START")
+            && facts.contains("account:a1b2c3d4-0000-4000-8000-000000000001"),
+        "{facts}"
+    );
 }
 
 #[tokio::test]
@@ -314,18 +415,33 @@ async fn ucloud_gets_its_retcode_only_once_the_alarm_is_stored() {
             json!({"SessionID": "07a89fb8-5ee0-11e6-b059-00ffbeabee13", "RetCode": 0})
         );
     }
-    let (status, _) = json_of(send(&hub, "/hooks/ucloud", fixture("ucloud/recovery.json")).await).await;
+    let (status, _) =
+        json_of(send(&hub, "/hooks/ucloud", fixture("ucloud/recovery.json")).await).await;
     assert_eq!(status, 200);
-    assert_eq!(count(dir.path()).await, 2, "the same session is stored once");
+    assert_eq!(
+        count(dir.path()).await,
+        2,
+        "the same session is stored once"
+    );
     let calls = dir.path().join("calls.log");
     eventually("alarm and recovery", async || lines(&calls).len() == 2).await;
     let mut called = lines(&calls);
     called.sort();
-    assert_eq!(called, ["ucloud OPEN uhost-xxxx", "ucloud RESOLVED uhost-xxxx"]);
+    assert_eq!(
+        called,
+        ["ucloud OPEN uhost-xxxx", "ucloud RESOLVED uhost-xxxx"]
+    );
 
     for (body, status) in [
-        (json!({"SessionID": "s-1", "ResourceId": "r", "MetricName": "m"}).to_string(), 422),
-        (json!({"SessionID": "s-2", "ResourceId": "r", "MetricName": "m", "AlarmTime": "soon"}).to_string(), 422),
+        (
+            json!({"SessionID": "s-1", "ResourceId": "r", "MetricName": "m"}).to_string(),
+            422,
+        ),
+        (
+            json!({"SessionID": "s-2", "ResourceId": "r", "MetricName": "m", "AlarmTime": "soon"})
+                .to_string(),
+            422,
+        ),
         ("{\"SessionID\": \"s-3\"".to_string(), 400),
     ] {
         let (got, answer) = json_of(send(&hub, "/hooks/ucloud", body).await).await;
