@@ -32,7 +32,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let dispatching = tokio::spawn(dispatcher.run(stopped));
 
     let addr = format!("{}:{}", config.webhook.interface, config.webhook.port);
-    let served = crate::web::build(&config, store).launch().await;
+    let served = crate::web::build(&config, store)
+        .map_err(anyhow::Error::msg)?
+        .launch()
+        .await;
     // The server has stopped taking notifications; now let running actions finish.
     let _ = stop.send(true);
     let _ = dispatching.await;

@@ -24,6 +24,7 @@ use crate::secret::Secret;
 /// The name is `HUB_` and the key path in capitals with `.` as `_`.
 pub const SECRET_ENV: &[(&str, &str)] = &[
     ("HUB_WEBHOOK_PASSWORD", "webhook.password"),
+    ("HUB_STATUS_PAGE_PASSWORD", "status_page.password"),
     ("HUB_DYNATRACE_API_TOKEN", "dynatrace.api_token"),
     (
         "HUB_SMS_NOTIFICATION_TWILIO_TOKEN",
@@ -50,6 +51,8 @@ pub struct Config {
     pub sms_notification: SmsNotification,
     pub actions: Actions,
     pub sources: SourcesConfig,
+    /// Who may read the status page, the API and the metrics; `None`: the webhook credentials.
+    pub viewer: Option<(String, Secret)>,
 }
 
 #[derive(Debug, Clone)]
@@ -291,6 +294,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     );
 
     let sources = sources::read(&mut root, &actions::Env(env), issues);
+    let viewer = read_viewer(root.section("status_page", issues), issues);
 
     if dir_received == dir_sent {
         issues.push("dir_sent", "must be a different folder from dir_received");
@@ -309,6 +313,28 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         sms_notification,
         actions,
         sources,
+        viewer,
+    }
+}
+
+fn read_viewer(mut s: Section, issues: &mut Issues) -> Option<(String, Secret)> {
+    let username = s.string("username", issues).filter(|u| !u.is_empty());
+    let password = s.string("password", issues).filter(|p| !p.is_empty());
+    s.finish(issues);
+    match (username, password) {
+        (None, None) => None,
+        (Some(u), Some(p)) if !u.contains(':') => Some((u, Secret::new(p))),
+        (Some(_), Some(_)) => {
+            issues.push("status_page.username", "must not contain ':'");
+            None
+        }
+        _ => {
+            issues.push(
+                "status_page",
+                "give both username and password (or neither, to use the webhook's)",
+            );
+            None
+        }
     }
 }
 

@@ -6,9 +6,11 @@
 
 pub mod files;
 mod runs;
+mod views;
 mod writer;
 
 pub use runs::{Finish, NewRun, RunRow, StoredNotification};
+pub use views::{ActionCounts, HourCount, NotificationRow, ProblemRow, SourceCounts};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

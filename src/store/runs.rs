@@ -402,20 +402,6 @@ impl Store {
         Ok(recovered)
     }
 
-    /// Asks for the next attempt of these runs to happen now, as a manual one.
-    pub async fn request_replay(&self, run_ids: &[i64]) -> Result<(), StoreError> {
-        for id in run_ids {
-            sqlx::query(
-                "UPDATE action_runs SET manual = 1, updated_at_ms = ? WHERE id = ? AND status != 'running'",
-            )
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(())
-    }
-
     pub async fn run(&self, run_id: i64) -> Result<RunRow, StoreError> {
         Ok(sqlx::query_as(&format!(
             "SELECT {RUN_COLUMNS} FROM action_runs WHERE id = ?"

@@ -49,6 +49,7 @@ async fn dynatrace(
     body: Data<'_>,
 ) -> Result<JsonOk, ApiError> {
     let source = Source::Dynatrace;
+    let started = std::time::Instant::now();
     let remote = remote.map_or_else(|| "-".to_string(), |ip| ip.to_string());
     let result = async {
         if !app.webhook_auth.allows(&auth) {
@@ -69,6 +70,8 @@ async fn dynatrace(
             %source, problem_id = ?key, state = ?state, outcome, file = accepted.file_name(),
             remote = %remote, "notification"
         );
+        app.metrics
+            .answered(source, outcome, started.elapsed().as_secs_f64());
         if is_test && outcome == "test" {
             tracing::info!(%source, "test notification received; no actions run for it");
         }
@@ -78,6 +81,8 @@ async fn dynatrace(
     }
     .await;
     if let Err(e) = &result {
+        app.metrics
+            .answered(source, "rejected", started.elapsed().as_secs_f64());
         tracing::warn!(
             %source, outcome = "rejected", status = e.status.code, error = e.error,
             detail = %e.detail, remote = %remote, "notification"

@@ -2,8 +2,12 @@
 
 mod auth;
 mod error;
+mod api;
 mod ingest;
+mod metrics;
+mod page;
 mod sources;
+mod view;
 
 use std::io::Cursor;
 use std::net::SocketAddr;
@@ -28,6 +32,56 @@ pub struct App {
     pub max_body_bytes: u64,
     pub sources: crate::config::SourcesConfig,
     pub pagerduty_rate: sources::RateLimiter,
+    pub metrics: metrics::Metrics,
+    pub config: Config,
+    pub client: Option<crate::dynatrace::Client>,
+    pub started: std::time::Instant,
+    pub templates: page::Templates,
+    /// Who may read the page, the API and the metrics.
+    pub viewer: BasicAuth,
+    /// Signs the page's own forms (see `page::replay`); new at every start.
+    csrf_key: [u8; 32],
+}
+
+impl App {
+    pub fn viewer_allows(&self, presented: &Presented) -> Result<(), ApiError> {
+        if self.viewer.allows(presented) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized_for(
+                "Basic",
+                "send HTTP Basic credentials (status_page, else webhook username and password)",
+            ))
+        }
+    }
+
+    pub fn csrf_token(&self) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.csrf_key)
+            .expect("HMAC accepts any key length");
+        mac.update(b"hub page forms");
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.csrf_token().as_bytes().ct_eq(presented.as_bytes()).into()
+    }
+}
+
+/// 32 unpredictable bytes from the operating system.
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key));
+    if read.is_err() {
+        key.iter_mut().for_each(|b| *b = fastrand::u8(..));
+    }
+    key
 }
 
 /// A 200 answer with a JSON body.
@@ -50,7 +104,7 @@ fn healthz() -> JsonOk {
 
 /// Builds the server from the config. Rocket's own config files, environment and logging are not
 /// used: `config.json` is the one source of settings, and hub logs through `tracing`.
-pub fn build(config: &Config, store: Store) -> Rocket<Build> {
+pub fn build(config: &Config, store: Store) -> Result<Rocket<Build>, String> {
     let rocket_config = RocketConfig {
         address: config.webhook.interface,
         port: config.webhook.port,
@@ -65,17 +119,30 @@ pub fn build(config: &Config, store: Store) -> Rocket<Build> {
         max_body_bytes: config.webhook.max_body_bytes,
         sources: config.sources.clone(),
         pagerduty_rate: sources::RateLimiter::default(),
+        metrics: metrics::Metrics::default(),
+        config: config.clone(),
+        client: crate::dynatrace::Client::from_config(&config.dynatrace)
+            .map_err(|e| e.to_string())?,
+        started: std::time::Instant::now(),
+        templates: page::Templates::load()?,
+        viewer: match &config.viewer {
+            Some((user, password)) => BasicAuth::new(user, password),
+            None => BasicAuth::new(&config.webhook.username, &config.webhook.password),
+        },
+        csrf_key: random_key(),
     };
-    rocket::custom(rocket_config)
+    Ok(rocket::custom(rocket_config)
         .manage(app)
         .mount("/", routes![healthz])
         .mount("/", ingest::routes())
         .mount("/", sources::routes())
+        .mount("/", page::routes())
+        .mount("/", api::routes())
         .register("/", catchers![error::default_catcher])
         .attach(AdHoc::on_liftoff("announce", |rocket| {
             Box::pin(async move {
                 let addr = SocketAddr::new(rocket.config().address, rocket.config().port);
                 tracing::info!(address = %addr, "listening on http://{addr}");
             })
-        }))
+        })))
 }

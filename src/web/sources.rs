@@ -41,6 +41,7 @@ pub struct Meta {
     headers: Headers,
     content_type: Option<ContentType>,
     remote: String,
+    started: Instant,
 }
 
 #[rocket::async_trait]
@@ -59,6 +60,7 @@ impl<'r> FromRequest<'r> for Meta {
             remote: req
                 .client_ip()
                 .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            started: Instant::now(),
         })
     }
 }
@@ -154,11 +156,15 @@ async fn store(
             %source, problem_id = ?key, state = ?state, outcome, file = a.file_name(),
             remote = %meta.remote, "notification"
         );
+        app.metrics
+            .answered(source, outcome, meta.started.elapsed().as_secs_f64());
     }
     Ok(accepted)
 }
 
-fn log_rejected(source: Source, meta: &Meta, status: u16, detail: &str) {
+fn log_rejected(app: &App, source: Source, meta: &Meta, status: u16, detail: &str) {
+    app.metrics
+        .answered(source, "rejected", meta.started.elapsed().as_secs_f64());
     tracing::warn!(
         %source, outcome = "rejected", status, detail = %detail, remote = %meta.remote,
         "notification"
@@ -193,7 +199,7 @@ async fn generic(
     }
     .await;
     if let Err(e) = &result {
-        log_rejected(source, &meta, e.status.code, &e.detail);
+        log_rejected(app, source, &meta, e.status.code, &e.detail);
     }
     result
 }
@@ -253,14 +259,14 @@ async fn pagerduty(app: &App, meta: Meta, body: Data<'_>) -> Result<Answer, ApiE
     let (config, bytes) = match admit(app, source, &meta, body).await {
         Ok(x) => x,
         Err(e) => {
-            log_rejected(source, &meta, e.status.code, &e.detail);
+            log_rejected(app, source, &meta, e.status.code, &e.detail);
             return Err(e);
         }
     };
     let event = match sources::pagerduty::parse(&bytes) {
         Ok(event) => event,
         Err(e) => {
-            log_rejected(source, &meta, 400, &e.to_string());
+            log_rejected(app, source, &meta, 400, &e.to_string());
             return Ok(invalid(match e {
                 ParseError::Fields(errors) => errors,
                 other => vec![other.to_string()],
@@ -272,7 +278,7 @@ async fn pagerduty(app: &App, meta: Meta, body: Data<'_>) -> Result<Answer, ApiE
         .iter()
         .any(|k| token_matches(Some(&event.routing_key), k))
     {
-        log_rejected(source, &meta, 400, "unknown routing key");
+        log_rejected(app, source, &meta, 400, "unknown routing key");
         return Ok(invalid(vec![
             "'routing_key' is not one of this hub's integration keys".to_string(),
         ]));
@@ -281,7 +287,7 @@ async fn pagerduty(app: &App, meta: Meta, body: Data<'_>) -> Result<Answer, ApiE
         .pagerduty_rate
         .allow(&event.routing_key, config.rate_limit_per_minute)
     {
-        log_rejected(source, &meta, 429, "rate limit");
+        log_rejected(app, source, &meta, 429, "rate limit");
         return Ok(Answer(
             Status::TooManyRequests,
             json!({"status": "throttle event",
@@ -312,7 +318,7 @@ async fn ucloud(app: &State<App>, meta: Meta, body: Data<'_>) -> Answer {
     match result {
         Ok(_) => Answer(Status::Ok, json!({"SessionID": session, "RetCode": 0})),
         Err(e) => {
-            log_rejected(source, &meta, e.status.code, &e.detail);
+            log_rejected(app, source, &meta, e.status.code, &e.detail);
             Answer(
                 e.status,
                 json!({"SessionID": session, "RetCode": e.status.code, "Message": e.detail}),

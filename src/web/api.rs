@@ -1,0 +1,131 @@
+//! The JSON API, mirroring the pages, and `/metrics`. Same credentials as the page; JSON errors.
+
+use std::io::Cursor;
+
+use rocket::http::{ContentType, Status};
+use rocket::request::Request;
+use rocket::response::{self, Responder, Response};
+use rocket::{get, post, routes, Route, State};
+use serde_json::{json, Value};
+
+use super::auth::Presented;
+use super::error::ApiError;
+use super::sources::Answer;
+use super::{view, App, JsonOk};
+
+pub fn routes() -> Vec<Route> {
+    routes![problems, problem, replay, feed, stats, metrics]
+}
+
+#[get("/api/problems?<page>")]
+async fn problems(app: &State<App>, auth: Presented, page: Option<&str>) -> Result<JsonOk, ApiError> {
+    app.viewer_allows(&auth)?;
+    let page = view::page_number(page);
+    let rows = app
+        .store
+        .problems(page, view::PER_PAGE + 1)
+        .await
+        .map_err(view::store_error)?;
+    let has_next = rows.len() as i64 > view::PER_PAGE;
+    let rows: Vec<_> = rows.into_iter().take(view::PER_PAGE as usize).collect();
+    Ok(JsonOk(json!({
+        "page": page, "per_page": view::PER_PAGE, "has_next": has_next, "problems": rows
+    })))
+}
+
+#[get("/api/problems/<id>?<source>")]
+async fn problem(
+    app: &State<App>,
+    auth: Presented,
+    id: &str,
+    source: Option<&str>,
+) -> Result<JsonOk, ApiError> {
+    app.viewer_allows(&auth)?;
+    let mut data = view::problem(app, id, source).await?;
+    if let Value::Object(map) = &mut data {
+        // The page's renderings; the API gives the data.
+        map.remove("details");
+        if let Some(Value::Array(runs)) = map.get_mut("runs") {
+            for r in runs {
+                r["outcome"] = r["outcome_json"].take();
+                if let Value::Object(run) = r {
+                    run.remove("outcome_json");
+                }
+            }
+        }
+        if let Some(d) = map.remove("details_json") {
+            map.insert("details".into(), d);
+        }
+    }
+    Ok(JsonOk(data))
+}
+
+/// Schedules a replay. A JSON content type is required: a cross-site HTML form cannot send one,
+/// so a page elsewhere cannot make a logged-in browser post here.
+#[post("/api/problems/<id>/replay?<source>")]
+async fn replay(
+    app: &State<App>,
+    auth: Presented,
+    content_type: Option<&ContentType>,
+    id: &str,
+    source: Option<&str>,
+) -> Result<Answer, ApiError> {
+    app.viewer_allows(&auth)?;
+    if !content_type.is_some_and(|c| c.is_json()) {
+        return Err(ApiError::new(
+            Status::UnsupportedMediaType,
+            "unsupported_media_type",
+            "send Content-Type: application/json (a cross-site form cannot)",
+        ));
+    }
+    let (source, scheduled) = view::replay(app, id, source).await?;
+    tracing::info!(%source, problem_id = ?id, scheduled, "replay requested through the API");
+    Ok(Answer(
+        Status::Accepted,
+        json!({"status": "scheduled", "source": source, "problem_id": id, "runs": scheduled}),
+    ))
+}
+
+#[get("/api/feed?<relative>")]
+async fn feed(app: &State<App>, auth: Presented, relative: Option<&str>) -> Result<JsonOk, ApiError> {
+    app.viewer_allows(&auth)?;
+    let window = view::window(relative.unwrap_or("hour"))?;
+    view::feed(app, window)
+        .await
+        .map(JsonOk)
+        .map_err(|e| ApiError::new(Status::BadGateway, "dynatrace_unavailable", e))
+}
+
+#[get("/api/stats")]
+async fn stats(app: &State<App>, auth: Presented) -> Result<JsonOk, ApiError> {
+    app.viewer_allows(&auth)?;
+    let mut data = view::status(app, 0).await?;
+    if let Value::Object(map) = &mut data {
+        for page_only in ["chart", "notifications", "problems", "page", "has_next", "windows", "uptime"] {
+            map.remove(page_only);
+        }
+    }
+    Ok(JsonOk(data))
+}
+
+/// Prometheus text exposition.
+pub struct Text(String);
+
+impl<'r> Responder<'r, 'static> for Text {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        Response::build()
+            .header(ContentType::new("text", "plain").with_params([("version", "0.0.4"), ("charset", "utf-8")]))
+            .sized_body(self.0.len(), Cursor::new(self.0))
+            .ok()
+    }
+}
+
+#[get("/metrics")]
+async fn metrics(app: &State<App>, auth: Presented) -> Result<Text, ApiError> {
+    app.viewer_allows(&auth)?;
+    app.metrics
+        .render(&app.store)
+        .await
+        .map(Text)
+        .map_err(view::store_error)
+}

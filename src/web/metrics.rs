@@ -1,0 +1,118 @@
+//! `GET /metrics`: Prometheus text. Ingest counters and latency are counted as requests arrive (since
+//! start, as Prometheus expects); run counts are read from the store at each scrape.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::domain::Source;
+use crate::store::{Store, StoreError};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    source: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    action: String,
+    outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    notifications: Family<NotificationLabels, Counter>,
+    runs: Family<RunLabels, Gauge>,
+    pending: Gauge,
+    latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("hub");
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications answered since start, by source and outcome (stored, duplicate, test, rejected)",
+            notifications.clone(),
+        );
+        let runs = Family::<RunLabels, Gauge>::default();
+        registry.register(
+            "action_runs",
+            "Action runs in the store, by action and outcome",
+            runs.clone(),
+        );
+        let pending = Gauge::default();
+        registry.register(
+            "action_runs_pending",
+            "Action runs waiting to start or to be retried",
+            pending.clone(),
+        );
+        // 0.5 ms to about 4 s.
+        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "ingest_latency_seconds",
+            "Time from a notification's arrival to its answer",
+            latency.clone(),
+        );
+        Metrics {
+            registry,
+            notifications,
+            runs,
+            pending,
+            latency,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn answered(&self, source: Source, outcome: &str, seconds: f64) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                source: source.as_str().to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.latency.observe(seconds);
+    }
+
+    /// Notifications refused since start for this source.
+    pub fn rejected(&self, source: Source) -> u64 {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                source: source.as_str().to_string(),
+                outcome: "rejected".to_string(),
+            })
+            .get()
+    }
+
+    pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
+        self.runs.clear();
+        for a in store.action_counts().await? {
+            for (outcome, n) in [
+                ("succeeded", a.succeeded),
+                ("failed", a.failed),
+                ("pending", a.pending),
+                ("retrying", a.retrying),
+                ("running", a.running),
+                ("held_back", a.held_back),
+            ] {
+                self.runs
+                    .get_or_create(&RunLabels {
+                        action: a.action.clone(),
+                        outcome: outcome.to_string(),
+                    })
+                    .set(n);
+            }
+        }
+        self.pending.set(store.pending_runs().await?);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(|e| StoreError::NotStored(e.to_string()))?;
+        Ok(text)
+    }
+}

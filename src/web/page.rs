@@ -1,0 +1,167 @@
+//! The status page, the feed page and the problem pages: HTML rendered from `templates/` (compiled
+//! into the binary), every value escaped, no external asset, and a Content-Security-Policy that
+//! forbids scripts outright, so even a missed escape could not run one.
+
+use std::io::Cursor;
+use std::time::Instant;
+
+use rocket::form::{Form, FromForm};
+use rocket::http::{ContentType, Header, Status};
+use rocket::request::Request;
+use rocket::response::{self, Redirect, Responder, Response};
+use rocket::{get, post, routes, Route, State};
+use serde_json::{json, Value};
+use tera::Tera;
+
+use super::auth::Presented;
+use super::error::ApiError;
+use super::view;
+use super::App;
+use crate::dynatrace::Window;
+
+pub fn routes() -> Vec<Route> {
+    routes![index, feed, problem, replay]
+}
+
+/// The templates, compiled once at start.
+pub struct Templates(Tera);
+
+impl Templates {
+    pub fn load() -> Result<Templates, String> {
+        let mut tera = Tera::default();
+        tera.add_raw_templates(vec![
+            ("base.html", include_str!("../../templates/base.html")),
+            ("index.html", include_str!("../../templates/index.html")),
+            ("feed.html", include_str!("../../templates/feed.html")),
+            ("problem.html", include_str!("../../templates/problem.html")),
+        ])
+        .map_err(|e| format!("cannot compile the page templates: {e}"))?;
+        Ok(Templates(tera))
+    }
+
+    fn render(&self, name: &str, data: &Value) -> Result<Html, ApiError> {
+        let context = tera::Context::from_value(data.clone()).map_err(internal)?;
+        self.0.render(name, &context).map(Html).map_err(internal)
+    }
+}
+
+fn internal(e: tera::Error) -> ApiError {
+    tracing::error!(error = ?e, "cannot render a page");
+    ApiError::new(
+        Status::InternalServerError,
+        "internal_error",
+        "the page could not be rendered",
+    )
+}
+
+/// An HTML answer, with headers that keep it from running or embedding anything.
+pub struct Html(String);
+
+impl<'r> Responder<'r, 'static> for Html {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        Response::build()
+            .header(ContentType::HTML)
+            .header(Header::new(
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ))
+            .header(Header::new("X-Content-Type-Options", "nosniff"))
+            .header(Header::new("Referrer-Policy", "no-referrer"))
+            .header(Header::new("Cache-Control", "no-store"))
+            .sized_body(self.0.len(), Cursor::new(self.0))
+            .ok()
+    }
+}
+
+#[derive(FromForm)]
+struct IndexQuery<'r> {
+    /// The sample's feed URL: `/?relativeTime=week`.
+    #[field(name = "relativeTime")]
+    relative_time: Option<&'r str>,
+    page: Option<&'r str>,
+}
+
+#[get("/?<q..>")]
+async fn index(app: &State<App>, auth: Presented, q: IndexQuery<'_>) -> Result<Html, ApiError> {
+    app.viewer_allows(&auth)?;
+    if let Some(window) = q.relative_time {
+        return feed_page(app, window).await;
+    }
+    let page = view::page_number(q.page);
+    let data = view::status(app, page).await?;
+    app.templates.render("index.html", &data)
+}
+
+#[get("/feed?<relative>")]
+async fn feed(app: &State<App>, auth: Presented, relative: Option<&str>) -> Result<Html, ApiError> {
+    app.viewer_allows(&auth)?;
+    feed_page(app, relative.unwrap_or("hour")).await
+}
+
+async fn feed_page(app: &App, window: &str) -> Result<Html, ApiError> {
+    let window: Window = view::window(window)?;
+    let mut data = match view::feed(app, window).await {
+        Ok(feed) => feed,
+        Err(error) => json!({"error": error, "problems": [], "counts": {}}),
+    };
+    data["window"] = json!(window.name());
+    data["windows"] = json!(view::WINDOWS);
+    app.templates.render("feed.html", &data)
+}
+
+#[get("/problems/<id>?<source>")]
+async fn problem(
+    app: &State<App>,
+    auth: Presented,
+    id: &str,
+    source: Option<&str>,
+) -> Result<Html, ApiError> {
+    app.viewer_allows(&auth)?;
+    let mut data = view::problem(app, id, source).await?;
+    data["csrf"] = json!(app.csrf_token());
+    data["replay_url"] = json!(format!(
+        "/problems/{}/replay?source={}",
+        view::encode(id),
+        view::encode(data["source"].as_str().unwrap_or_default())
+    ));
+    app.templates.render("problem.html", &data)
+}
+
+#[derive(FromForm)]
+struct ReplayForm<'r> {
+    csrf: &'r str,
+}
+
+/// The replay button. Basic auth alone does not stop a cross-site form post (the browser sends the
+/// credentials along), so the form carries a token only this hub's own page knows, and an `Origin`
+/// from another site is refused.
+#[post("/problems/<id>/replay?<source>", data = "<form>")]
+async fn replay(
+    app: &State<App>,
+    auth: Presented,
+    origin: view::SameOrigin,
+    id: &str,
+    source: Option<&str>,
+    form: Form<ReplayForm<'_>>,
+) -> Result<Redirect, ApiError> {
+    app.viewer_allows(&auth)?;
+    if !origin.0 || !app.csrf_matches(form.csrf) {
+        return Err(ApiError::new(
+            Status::Forbidden,
+            "forbidden",
+            "this form must be sent from hub's own problem page",
+        ));
+    }
+    let started = Instant::now();
+    let (source, scheduled) = view::replay(app, id, source).await?;
+    tracing::info!(
+        %source, problem_id = ?id, scheduled, took_ms = started.elapsed().as_millis() as u64,
+        "replay requested from the status page"
+    );
+    Ok(Redirect::to(format!(
+        "/problems/{}?source={}",
+        view::encode(id),
+        view::encode(&source)
+    )))
+}

@@ -1,0 +1,471 @@
+//! What the pages and the JSON API show, gathered once for both: the status, the feed, a problem.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+
+use rocket::http::Status;
+use rocket::request::{FromRequest, Outcome, Request};
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::App;
+use crate::domain::Source;
+use crate::dynatrace::problem::Summary;
+use crate::dynatrace::Window;
+use crate::feed::{utc, Feed};
+use crate::store::{now_ms, StoreError};
+
+pub const WINDOWS: [&str; 6] = ["hour", "2hours", "6hours", "day", "week", "month"];
+pub const PER_PAGE: i64 = 25;
+
+pub fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "cannot read the store for a page");
+    ApiError::new(
+        Status::ServiceUnavailable,
+        "store_unavailable",
+        "the store cannot be read right now",
+    )
+}
+
+/// A page number from a query; anything unreadable is the first page.
+pub fn page_number(raw: Option<&str>) -> i64 {
+    raw.and_then(|p| p.parse::<i64>().ok())
+        .unwrap_or(0)
+        .clamp(0, 1_000_000)
+}
+
+/// A feed window from a query; an unknown one is a 400 that does not repeat what was sent.
+pub fn window(raw: &str) -> Result<Window, ApiError> {
+    raw.parse::<Window>().map_err(|_| {
+        ApiError::new(
+            Status::BadRequest,
+            "invalid_window",
+            format!("unknown time window; use one of {}", WINDOWS.join(", ")),
+        )
+    })
+}
+
+/// Percent-encodes everything but unreserved characters, for ids in links.
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        // '.' too: a segment of dots would be read as a path step by the browser.
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+pub fn problem_link(source: &str, key: &str) -> String {
+    format!("/problems/{}?source={}", encode(key), encode(source))
+}
+
+fn uptime(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m {}s", secs % 60),
+        (0, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// Everything on the status page.
+pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
+    let store = &app.store;
+    let sources: Vec<Value> = store
+        .source_counts()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|c| {
+            let rejected = Source::parse(&c.source).map_or(0, |s| app.metrics.rejected(s));
+            let mut v = json!(c);
+            v["rejected"] = json!(rejected);
+            v
+        })
+        .collect();
+    let actions = store.action_counts().await.map_err(store_error)?;
+    let notifications = store
+        .latest_notifications(page, PER_PAGE + 1)
+        .await
+        .map_err(store_error)?;
+    let has_next = notifications.len() as i64 > PER_PAGE;
+    let notifications: Vec<Value> = notifications
+        .into_iter()
+        .take(PER_PAGE as usize)
+        .map(|n| {
+            let mut v = json!(n);
+            v["received"] = json!(utc(n.received_at_ms));
+            v["link"] = json!(problem_link(&n.source, &n.problem_key));
+            v
+        })
+        .collect();
+    let problems: Vec<Value> = store
+        .problems(0, PER_PAGE)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|p| {
+            let mut v = json!(p);
+            v["last"] = json!(utc(p.last_received_at_ms));
+            v["link"] = json!(problem_link(&p.source, &p.problem_key));
+            v
+        })
+        .collect();
+    let hours = store.hourly_counts().await.map_err(store_error)?;
+    let c = &app.config;
+    Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime": uptime(app.started.elapsed().as_secs()),
+        "uptime_secs": app.started.elapsed().as_secs(),
+        "bind": format!("{}:{}", c.webhook.interface, c.webhook.port),
+        "tenant": c.dynatrace.tenant,
+        "store": c.store.url,
+        "dir_received": c.dir_received.display().to_string(),
+        "dir_sent": c.dir_sent.display().to_string(),
+        "log_file": c.log_path().display().to_string(),
+        "sources": sources,
+        "actions": actions,
+        "pending_runs": store.pending_runs().await.map_err(store_error)?,
+        "notifications": notifications,
+        "problems": problems,
+        "page": page,
+        "has_next": has_next,
+        "windows": WINDOWS,
+        "chart": chart(&hours),
+        "hourly": hours,
+    }))
+}
+
+/// The feed with "received by hub", or the reason it could not be read (shown, never a 500).
+pub async fn feed(app: &App, window: Window) -> Result<Value, String> {
+    let Some(client) = &app.client else {
+        return Err("dynatrace.tenant is not set in config.json".into());
+    };
+    let problems = client.feed(window).await.map_err(|e| e.to_string())?;
+    let received = crate::store::received(app.store.pool())
+        .await
+        .map_err(|e| e.to_string())?;
+    let summaries: Vec<Summary> = problems
+        .iter()
+        .map(|p| Summary::from_api(client.version(), p))
+        .collect();
+    let mut doc = Feed::new(window, summaries, &received).to_json();
+    if let Some(Value::Array(rows)) = doc.get_mut("problems") {
+        for row in rows {
+            row["start"] = json!(row["start_ms"].as_i64().map(utc).unwrap_or_default());
+            row["end"] = json!(row["end_ms"]
+                .as_i64()
+                .map(utc)
+                .unwrap_or_else(|| "still open".into()));
+        }
+    }
+    Ok(doc)
+}
+
+/// Which source a problem id belongs to: the one asked for, else whichever sent it last.
+async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<String, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            Status::NotFound,
+            "not_found",
+            "hub has received no notification for this problem",
+        )
+    };
+    match source.filter(|s| !s.is_empty()) {
+        Some(s) if Source::parse(s).is_some() => Ok(s.to_string()),
+        Some(_) => Err(ApiError::new(
+            Status::BadRequest,
+            "invalid_source",
+            "unknown source",
+        )),
+        None => app
+            .store
+            .source_of(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(not_found),
+    }
+}
+
+/// A problem: its notifications (raw), its details, its runs with their attempts.
+pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value, ApiError> {
+    let source = resolve_source(app, id, source).await?;
+    let store = &app.store;
+    let notifications = store
+        .problem_notifications(&source, id)
+        .await
+        .map_err(store_error)?;
+    let Some(latest) = notifications.last() else {
+        return Err(ApiError::new(
+            Status::NotFound,
+            "not_found",
+            "hub has received no notification for this problem",
+        ));
+    };
+    let stored = store
+        .notification(latest.id)
+        .await
+        .map_err(store_error)?;
+    let view = crate::actions::Problem::from_stored(&stored);
+    let mut shown = Vec::new();
+    for n in &notifications {
+        let full = store.notification(n.id).await.map_err(store_error)?;
+        let body = serde_json::from_slice::<Value>(&full.body)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| String::from_utf8_lossy(&full.body).into_owned());
+        let mut v = json!(n);
+        v["received"] = json!(utc(n.received_at_ms));
+        v["body"] = json!(body);
+        shown.push(v);
+    }
+    let details = store
+        .latest_details(&source, id)
+        .await
+        .map_err(store_error)?
+        .and_then(|d| serde_json::from_str::<Value>(&d).ok());
+    let mut runs = Vec::new();
+    for r in store.problem_runs(&source, id).await.map_err(store_error)? {
+        let attempts: Vec<Value> = store
+            .attempts(r.id)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(number, manual, started, result)| {
+                json!({"number": number, "manual": manual, "started": utc(started),
+                       "result": result.unwrap_or_else(|| "in flight".into())})
+            })
+            .collect();
+        let outcome = r.outcome_json();
+        let mut v = json!(r);
+        v["outcome"] = json!(if outcome.is_null() {
+            String::new()
+        } else {
+            serde_json::to_string_pretty(&outcome).unwrap_or_default()
+        });
+        v["outcome_json"] = outcome;
+        v["attempt_list"] = json!(attempts);
+        runs.push(v);
+    }
+    Ok(json!({
+        "source": source,
+        "problem_id": id,
+        "state": latest.state,
+        "title": view.title,
+        "entities": view.entities,
+        "notifications": shown,
+        "details": details.as_ref().map(details_html),
+        "details_json": details,
+        "runs": runs,
+    }))
+}
+
+/// Schedules the runs of the problem's latest state again; the dispatcher runs them after the answer.
+pub async fn replay(app: &App, id: &str, source: Option<&str>) -> Result<(String, u64), ApiError> {
+    let source = resolve_source(app, id, source).await?;
+    let latest = app
+        .store
+        .latest_notification(&source, id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::new(Status::NotFound, "not_found", "no such problem"))?;
+    let ids: Vec<i64> = app
+        .store
+        .problem_runs(&source, id)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|r| r.state == latest.state)
+        .map(|r| r.id)
+        .collect();
+    if ids.is_empty() {
+        return Err(ApiError::new(
+            Status::Conflict,
+            "nothing_to_replay",
+            "no action ran for this problem's latest state",
+        ));
+    }
+    let scheduled = app.store.schedule_replay(&ids).await.map_err(store_error)?;
+    Ok((source, scheduled))
+}
+
+/// Nested tables for the details, every text escaped; times (`…Time`, ms since the epoch) in UTC,
+/// and the `-1` of an open problem's end as "still open".
+pub fn details_html(v: &Value) -> String {
+    let mut out = String::new();
+    render(&mut out, None, v);
+    out
+}
+
+fn render(out: &mut String, key: Option<&str>, v: &Value) {
+    match v {
+        Value::Object(map) if !map.is_empty() => {
+            out.push_str("<table class=\"nested\">");
+            for (k, v) in map {
+                let _ = write!(out, "<tr><th>{}</th><td>", tera::escape_html(k));
+                render(out, Some(k), v);
+                out.push_str("</td></tr>");
+            }
+            out.push_str("</table>");
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push_str("<table class=\"nested\">");
+            for item in items {
+                out.push_str("<tr><td>");
+                render(out, key, item);
+                out.push_str("</td></tr>");
+            }
+            out.push_str("</table>");
+        }
+        Value::Number(n) if key.is_some_and(|k| k.ends_with("Time")) => match n.as_i64() {
+            Some(ms) if ms < 0 => out.push_str("still open"),
+            Some(ms) => {
+                let _ = write!(out, "{} UTC", utc(ms));
+            }
+            None => out.push_str(&n.to_string()),
+        },
+        Value::String(s) => out.push_str(&tera::escape_html(s)),
+        Value::Object(_) | Value::Array(_) => out.push_str("<span class=\"muted\">none</span>"),
+        other => out.push_str(&tera::escape_html(&other.to_string())),
+    }
+}
+
+const COLOURS: [&str; 6] = ["#3465a4", "#e9711c", "#4e9a06", "#a40000", "#75507b", "#c4a000"];
+
+/// Notifications per hour over the last 24 hours, stacked by source, as inline SVG.
+pub fn chart(hours: &[crate::store::HourCount]) -> String {
+    let now_hour = now_ms() / 3_600_000;
+    let first = now_hour - 23;
+    let (w, h, bar) = (720, 150, 30);
+    let max = (first..=now_hour)
+        .map(|hr| {
+            hours
+                .iter()
+                .filter(|c| c.hour == hr)
+                .map(|c| c.count)
+                .sum::<i64>()
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"chart\" width=\"{w}\" height=\"{}\" \
+         role=\"img\" aria-label=\"notifications per hour\">",
+        h + 40
+    );
+    for (i, hr) in (first..=now_hour).enumerate() {
+        let x = i as i64 * bar;
+        let mut y = h;
+        for (s, source) in Source::ALL.iter().enumerate() {
+            let count: i64 = hours
+                .iter()
+                .filter(|c| c.hour == hr && c.source == source.as_str())
+                .map(|c| c.count)
+                .sum();
+            if count == 0 {
+                continue;
+            }
+            let height = (count * h / max).max(1);
+            y -= height;
+            let _ = write!(
+                svg,
+                "<rect x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{height}\" fill=\"{}\">\
+                 <title>{} {}:00 UTC: {count}</title></rect>",
+                x + 2,
+                bar - 4,
+                COLOURS[s % COLOURS.len()],
+                source.as_str(),
+                (hr % 24)
+            );
+        }
+        if i % 3 == 0 {
+            let _ = write!(
+                svg,
+                "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#667085\">{:02}h</text>",
+                x + 4,
+                h + 14,
+                hr % 24
+            );
+        }
+    }
+    let mut lx = 0;
+    for (s, source) in Source::ALL.iter().enumerate() {
+        if hours.iter().any(|c| c.source == source.as_str()) {
+            let _ = write!(
+                svg,
+                "<rect x=\"{lx}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/>\
+                 <text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
+                h + 24,
+                COLOURS[s % COLOURS.len()],
+                lx + 14,
+                h + 33,
+                source.as_str()
+            );
+            lx += 110;
+        }
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{}\" y=\"12\" font-size=\"11\" fill=\"#667085\" text-anchor=\"end\">max {max}/h</text></svg>",
+        w - 4
+    );
+    svg
+}
+
+/// Whether a state-changing request comes from this hub's own pages: an `Origin` (or, without one,
+/// a `Referer`) naming another host is refused; none at all is allowed (not a browser).
+pub struct SameOrigin(pub bool);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SameOrigin {
+    type Error = Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let host = req.headers().get_one("Host").unwrap_or_default();
+        let from = req
+            .headers()
+            .get_one("Origin")
+            .or_else(|| req.headers().get_one("Referer"));
+        let same = match from {
+            None => true,
+            Some(url) => reqwest::Url::parse(url).is_ok_and(|u| {
+                let authority = match u.port() {
+                    Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
+                    None => u.host_str().unwrap_or_default().to_string(),
+                };
+                authority.eq_ignore_ascii_case(host)
+            }),
+        };
+        Outcome::Success(SameOrigin(same))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_are_escaped_and_times_readable() {
+        let html = details_html(&json!({
+            "title": "<script>alert(1)</script>",
+            "startTime": 1_700_000_000_000_i64,
+            "endTime": -1,
+            "impactedEntities": [{"name": "<img src=x onerror=alert(1)>"}]
+        }));
+        assert!(!html.contains("<script>") && !html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(html.contains("2023-11-14 22:13 UTC"), "{html}");
+        assert!(html.contains("still open"), "{html}");
+    }
+
+    #[test]
+    fn links_encode_everything_unsafe() {
+        assert_eq!(encode("../a b?c#d"), "%2E%2E%2Fa%20b%3Fc%23d");
+        assert_eq!(page_number(Some("-4")), 0);
+        assert_eq!(page_number(Some("x")), 0);
+    }
+}
