@@ -18,7 +18,11 @@ pub fn routes() -> Vec<Route> {
 }
 
 #[get("/api/problems?<page>")]
-async fn problems(app: &State<App>, auth: Presented, page: Option<&str>) -> Result<JsonOk, ApiError> {
+async fn problems(
+    app: &State<App>,
+    auth: Presented,
+    page: Option<&str>,
+) -> Result<JsonOk, ApiError> {
     app.viewer_allows(&auth)?;
     let page = view::page_number(page);
     let rows = app
@@ -87,7 +91,11 @@ async fn replay(
 }
 
 #[get("/api/feed?<relative>")]
-async fn feed(app: &State<App>, auth: Presented, relative: Option<&str>) -> Result<JsonOk, ApiError> {
+async fn feed(
+    app: &State<App>,
+    auth: Presented,
+    relative: Option<&str>,
+) -> Result<JsonOk, ApiError> {
     app.viewer_allows(&auth)?;
     let window = view::window(relative.unwrap_or("hour"))?;
     view::feed(app, window)
@@ -101,7 +109,15 @@ async fn stats(app: &State<App>, auth: Presented) -> Result<JsonOk, ApiError> {
     app.viewer_allows(&auth)?;
     let mut data = view::status(app, 0).await?;
     if let Value::Object(map) = &mut data {
-        for page_only in ["chart", "notifications", "problems", "page", "has_next", "windows", "uptime"] {
+        for page_only in [
+            "chart",
+            "notifications",
+            "problems",
+            "page",
+            "has_next",
+            "windows",
+            "uptime",
+        ] {
             map.remove(page_only);
         }
     }
@@ -114,7 +130,10 @@ pub struct Text(String);
 impl<'r> Responder<'r, 'static> for Text {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
         Response::build()
-            .header(ContentType::new("text", "plain").with_params([("version", "0.0.4"), ("charset", "utf-8")]))
+            .header(
+                ContentType::new("text", "plain")
+                    .with_params([("version", "0.0.4"), ("charset", "utf-8")]),
+            )
             .sized_body(self.0.len(), Cursor::new(self.0))
             .ok()
     }

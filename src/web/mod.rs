@@ -1,8 +1,8 @@
 //! HTTP: the only module that knows about it. Routes, guards and error answers.
 
+mod api;
 mod auth;
 mod error;
-mod api;
 mod ingest;
 mod metrics;
 mod page;
@@ -69,7 +69,10 @@ impl App {
 
     pub fn csrf_matches(&self, presented: &str) -> bool {
         use subtle::ConstantTimeEq;
-        self.csrf_token().as_bytes().ct_eq(presented.as_bytes()).into()
+        self.csrf_token()
+            .as_bytes()
+            .ct_eq(presented.as_bytes())
+            .into()
     }
 }
 

@@ -206,10 +206,7 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
             "hub has received no notification for this problem",
         ));
     };
-    let stored = store
-        .notification(latest.id)
-        .await
-        .map_err(store_error)?;
+    let stored = store.notification(latest.id).await.map_err(store_error)?;
     let view = crate::actions::Problem::from_stored(&stored);
     let mut shown = Vec::new();
     for n in &notifications {
@@ -334,7 +331,9 @@ fn render(out: &mut String, key: Option<&str>, v: &Value) {
     }
 }
 
-const COLOURS: [&str; 6] = ["#3465a4", "#e9711c", "#4e9a06", "#a40000", "#75507b", "#c4a000"];
+const COLOURS: [&str; 6] = [
+    "#3465a4", "#e9711c", "#4e9a06", "#a40000", "#75507b", "#c4a000",
+];
 
 /// Notifications per hour over the last 24 hours, stacked by source, as inline SVG.
 pub fn chart(hours: &[crate::store::HourCount]) -> String {
@@ -456,7 +455,10 @@ mod tests {
             "endTime": -1,
             "impactedEntities": [{"name": "<img src=x onerror=alert(1)>"}]
         }));
-        assert!(!html.contains("<script>") && !html.contains("<img"), "{html}");
+        assert!(
+            !html.contains("<script>") && !html.contains("<img"),
+            "{html}"
+        );
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(html.contains("2023-11-14 22:13 UTC"), "{html}");
         assert!(html.contains("still open"), "{html}");

@@ -7,5 +7,6 @@ mod crash;
 mod dynatrace;
 mod enrich;
 mod ingest;
+mod page;
 mod sources;
 mod support;
