@@ -67,7 +67,7 @@ impl<'r> Responder<'r, 'static> for Html {
                  form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
             ))
             .header(Header::new("X-Content-Type-Options", "nosniff"))
-            .header(Header::new("Referrer-Policy", "no-referrer"))
+            .header(Header::new("Referrer-Policy", "same-origin"))
             .header(Header::new("Cache-Control", "no-store"))
             .sized_body(self.0.len(), Cursor::new(self.0))
             .ok()

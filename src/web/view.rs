@@ -211,10 +211,8 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
     let mut shown = Vec::new();
     for n in &notifications {
         let full = store.notification(n.id).await.map_err(store_error)?;
-        let body = serde_json::from_slice::<Value>(&full.body)
-            .ok()
-            .and_then(|v| serde_json::to_string_pretty(&v).ok())
-            .unwrap_or_else(|| String::from_utf8_lossy(&full.body).into_owned());
+        // As received, byte for byte (what problems_received/ holds).
+        let body = String::from_utf8_lossy(&full.body).into_owned();
         let mut v = json!(n);
         v["received"] = json!(utc(n.received_at_ms));
         v["body"] = json!(body);

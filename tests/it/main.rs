@@ -2,6 +2,7 @@
 
 mod actions;
 mod alertmanager;
+mod browser;
 mod cli;
 mod crash;
 mod dynatrace;
