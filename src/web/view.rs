@@ -103,11 +103,14 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
             v
         })
         .collect();
-    let problems: Vec<Value> = store
-        .problems(0, PER_PAGE)
+    let problems = store
+        .problems(page, PER_PAGE + 1)
         .await
-        .map_err(store_error)?
+        .map_err(store_error)?;
+    let has_next = has_next || problems.len() as i64 > PER_PAGE;
+    let problems: Vec<Value> = problems
         .into_iter()
+        .take(PER_PAGE as usize)
         .map(|p| {
             let mut v = json!(p);
             v["last"] = json!(utc(p.last_received_at_ms));
