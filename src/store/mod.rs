@@ -127,15 +127,10 @@ impl Store {
     /// Stores a notification durably. Returns only once its transaction has committed and its file
     /// is in `dir_received`; an error means it was not made durable and must not be acknowledged.
     pub async fn accept(&self, notification: Notification) -> Result<Accepted, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job {
-                notification,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.accept_all(vec![notification])
+            .await?
+            .pop()
+            .ok_or(StoreError::Closed)
     }
 
     /// Stores several notifications of one request; they reach the writer together, so they usually

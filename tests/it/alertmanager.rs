@@ -3,33 +3,16 @@
 //! however often Alertmanager re-sends its groups.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{self, eventually, lines, script, Hub};
+use crate::support::{self, eventually, free_port, lines, script, Hub, Running};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 const AMTOOL: &str = "/usr/bin/amtool";
 const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn amtool(am_url: &str, args: &[&str]) {
     let out = Command::new(AMTOOL)

@@ -3,33 +3,16 @@
 //! check that it is text and that no script ran, click replay, and keep a screenshot.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::page::hub_with_tenant;
-use crate::support::{self, eventually, runs, PASSWORD, USER};
+use crate::support::{self, eventually, free_port, runs, Running, PASSWORD, USER};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
@@ -40,7 +23,7 @@ async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
     let (dir, hub, _tenant) = hub_with_tenant().await;
 
     let port = free_port();
-    let _driver = Driver(
+    let _driver = Running(
         Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

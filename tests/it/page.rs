@@ -276,7 +276,8 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
         .unwrap();
     assert_eq!(r.status(), 303);
     eventually("the manual attempt", async || {
-        runs(dir.path()).await[0].3 == 2
+        let r = runs(dir.path()).await;
+        r[0].3 == 2 && r[0].2 == "succeeded"
     })
     .await;
     let pool = support::db(dir.path()).await;
@@ -354,7 +355,8 @@ async fn the_api_mirrors_the_page_and_metrics_are_prometheus_text() {
         .unwrap();
     assert_eq!(r.status(), 202);
     eventually("the replayed run", async || {
-        runs(dir.path()).await[0].3 == 2
+        let r = runs(dir.path()).await;
+        r[0].3 == 2 && r[0].2 == "succeeded"
     })
     .await;
 

@@ -283,3 +283,22 @@ pub async fn runs(dir: &Path) -> Vec<(String, String, String, i64, Option<String
     pool.close().await;
     rows
 }
+
+/// A helper process (Alertmanager, chromedriver) stopped when the test ends, however it ends.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
