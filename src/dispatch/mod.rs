@@ -150,7 +150,16 @@ impl Dispatcher {
     pub async fn step(&self, tasks: &mut JoinSet<()>) -> Result<usize, StoreError> {
         let d = &self.inner;
         let mut done = 0;
-        for item in d.store.due_enrichments(BATCH).await? {
+        let due = d.store.due_enrichments(BATCH).await?;
+        if d.client.is_none() && !due.is_empty() {
+            // Nothing to ask: close them all at once, so routing goes on with the notifications.
+            let ids: Vec<i64> = due.iter().map(|e| e.notification_id).collect();
+            d.store
+                .fail_enrichments(&ids, "dynatrace.tenant is not set")
+                .await?;
+            done += ids.len();
+        }
+        for item in due.into_iter().filter(|_| d.client.is_some()) {
             if locked(&d.enriching).contains(&item.notification_id) {
                 continue;
             }
@@ -169,9 +178,10 @@ impl Dispatcher {
             });
             done += 1;
         }
-        for id in d.store.due_plans(BATCH).await? {
-            self.plan(id).await?;
-            done += 1;
+        let plans = d.store.due_plans(BATCH).await?;
+        if !plans.is_empty() {
+            self.plan(&plans).await?;
+            done += plans.len();
         }
         for run in d.store.due_runs(BATCH).await? {
             if d.in_flight().contains(&run.id) {
@@ -260,25 +270,35 @@ impl Dispatcher {
         Ok(reported.iter().all(RunRow::is_final))
     }
 
-    async fn plan(&self, notification_id: i64) -> Result<(), StoreError> {
+    /// Routes every plan that is ready, in one transaction.
+    async fn plan(&self, notification_ids: &[i64]) -> Result<(), StoreError> {
         let d = &self.inner;
-        let n = d.store.notification(notification_id).await?;
-        let problem = d.problem(&n);
-        let decision = route(&d.actions, &d.registry, &problem, n.is_test);
-        let runs: Vec<NewRun> = decision
-            .chosen
-            .iter()
-            .flat_map(|c| {
-                c.targets.iter().map(|t| NewRun {
-                    idem_key: idem_key(&problem, &c.action, t),
-                    action: c.action.clone(),
-                    target: t.id.clone(),
-                    target_label: t.label.clone(),
+        let mut planned = Vec::with_capacity(notification_ids.len());
+        for id in notification_ids {
+            let n = d.store.notification(*id).await?;
+            let problem = d.problem(&n);
+            let decision = route(&d.actions, &d.registry, &problem, n.is_test);
+            let runs: Vec<NewRun> = decision
+                .chosen
+                .iter()
+                .flat_map(|c| {
+                    c.targets.iter().map(|t| NewRun {
+                        idem_key: idem_key(&problem, &c.action, t),
+                        action: c.action.clone(),
+                        target: t.id.clone(),
+                        target_label: t.label.clone(),
+                    })
                 })
-            })
-            .collect();
-        let new = d.store.insert_runs(&n, &runs).await?;
-        if !runs.is_empty() {
+                .collect();
+            planned.push((n, runs));
+        }
+        let batch: Vec<(&StoredNotification, Vec<NewRun>)> =
+            planned.iter().map(|(n, r)| (n, r.clone())).collect();
+        let new = d.store.insert_runs(&batch).await?;
+        for ((n, runs), new) in planned.iter().zip(new) {
+            if runs.is_empty() {
+                continue;
+            }
             tracing::info!(
                 source = %n.source, problem_id = ?n.problem_key, state = %n.state,
                 runs = runs.len(), new, already_known = runs.len() - new,

@@ -45,6 +45,53 @@ pub fn stem(source_prefix: Option<&str>, key: &str, state: &str) -> String {
 /// Writes `bytes` as `dir/name` so that a reader sees either nothing or the whole file: a hidden
 /// temporary name first, fsync, then rename. The caller fsyncs the folder once per batch.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_via_temporary(dir, name, bytes, true)
+}
+
+/// Writes a batch of files, each through a temporary name, and makes all of them durable together:
+/// on Linux one `syncfs(2)` of the folder's file system replaces one fsync per file (the disk does
+/// only so many fsyncs a second, and a burst is exactly when they run out); elsewhere each file is
+/// fsynced, then the folder. Returns each file's result; a failed sync fails them all.
+pub fn write_batch(dir: &Path, files: &[(&str, &[u8])]) -> Vec<io::Result<()>> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let per_file_sync = !cfg!(target_os = "linux");
+    let mut results: Vec<io::Result<()>> = files
+        .iter()
+        .map(|(name, bytes)| write_via_temporary(dir, name, bytes, per_file_sync))
+        .collect();
+    let synced = if per_file_sync {
+        sync_dir(dir)
+    } else {
+        sync_filesystem(dir)
+    };
+    if let Err(e) = synced {
+        for r in results.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(io::Error::new(e.kind(), format!("cannot sync: {e}")));
+        }
+    }
+    results
+}
+
+#[cfg(target_os = "linux")]
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let folder = File::open(dir)?;
+    // SAFETY: syncfs(2) takes an open descriptor, which `folder` keeps open for the call.
+    if unsafe { libc::syncfs(folder.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    sync_dir(dir)
+}
+
+fn write_via_temporary(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -53,7 +100,9 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
             .truncate(true)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if fsync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, dir.join(name))
     })();
     if result.is_err() {
@@ -101,5 +150,9 @@ mod tests {
         sync_dir(dir.path()).unwrap();
         assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"{\"x\":2}");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let results = write_batch(dir.path(), &[("b.json", b"b"), ("c.json", b"c")]);
+        assert!(results.iter().all(|r| r.is_ok()));
+        assert_eq!(fs::read(dir.path().join("c.json")).unwrap(), b"c");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 }

@@ -170,48 +170,52 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Creates the routed runs and closes the plan, in one transaction. A run whose key exists already
-    /// (the same change reached hub before) is left as it is. Returns how many runs were new.
+    /// Creates the routed runs and closes the plans, all in one transaction (one fsync for a whole
+    /// burst). A run whose key exists already (the same change reached hub before) is left as it is.
+    /// Returns how many runs were new, per plan.
     pub async fn insert_runs(
         &self,
-        n: &StoredNotification,
-        runs: &[NewRun],
-    ) -> Result<usize, StoreError> {
+        plans: &[(&StoredNotification, Vec<NewRun>)],
+    ) -> Result<Vec<usize>, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut inserted = 0;
-        for r in runs {
-            let done = sqlx::query(
-                "INSERT INTO action_runs (notification_id, idem_key, source, problem_key, state, action,
-                                          target, target_label, next_attempt_at_ms, created_at_ms,
-                                          updated_at_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (idem_key) DO NOTHING",
+        let mut counts = Vec::with_capacity(plans.len());
+        for (n, runs) in plans {
+            let mut inserted = 0;
+            for r in runs {
+                let done = sqlx::query(
+                    "INSERT INTO action_runs (notification_id, idem_key, source, problem_key, state,
+                                              action, target, target_label, next_attempt_at_ms,
+                                              created_at_ms, updated_at_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (idem_key) DO NOTHING",
+                )
+                .bind(n.id)
+                .bind(&r.idem_key)
+                .bind(&n.source)
+                .bind(&n.problem_key)
+                .bind(&n.state)
+                .bind(&r.action)
+                .bind(&r.target)
+                .bind(&r.target_label)
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                inserted += done.rows_affected() as usize;
+            }
+            sqlx::query(
+                "UPDATE plans SET status = 'done', updated_at_ms = ? WHERE notification_id = ?",
             )
+            .bind(now)
             .bind(n.id)
-            .bind(&r.idem_key)
-            .bind(&n.source)
-            .bind(&n.problem_key)
-            .bind(&n.state)
-            .bind(&r.action)
-            .bind(&r.target)
-            .bind(&r.target_label)
-            .bind(now)
-            .bind(now)
-            .bind(now)
             .execute(&mut *tx)
             .await?;
-            inserted += done.rows_affected() as usize;
+            counts.push(inserted);
         }
-        sqlx::query(
-            "UPDATE plans SET status = 'done', updated_at_ms = ? WHERE notification_id = ?",
-        )
-        .bind(now)
-        .bind(n.id)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(inserted)
+        Ok(counts)
     }
 
     /// Runs due now, oldest first.
@@ -434,6 +438,26 @@ impl Store {
             .bind(notification_id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Marks enrichments failed for one reason, in one transaction.
+    pub async fn fail_enrichments(&self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE enrichments SET status = 'failed', attempts = attempts + 1, last_error = ?,
+                        updated_at_ms = ?
+                 WHERE notification_id = ? AND status = 'pending'",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

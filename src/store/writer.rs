@@ -194,22 +194,22 @@ async fn free_name(conn: &mut SqliteConnection, n: &Notification) -> Result<Stri
 }
 
 /// Writes new files; for a duplicate, writes its file only if it is missing (an earlier attempt
-/// committed but failed to write it, and the sender is retrying). Then one fsync of the folder.
+/// committed but failed to write it, and the sender is retrying). All made durable together.
 fn write_files(dir: &Path, writes: &[(String, Vec<u8>, bool)]) -> Vec<Result<(), String>> {
-    let mut results: Vec<Result<(), String>> = writes
-        .iter()
-        .map(|(name, body, new)| {
-            if !new && dir.join(name).is_file() {
-                return Ok(());
-            }
-            files::write_atomic(dir, name, body).map_err(|e| e.to_string())
+    let todo: Vec<usize> = (0..writes.len())
+        .filter(|&i| {
+            let (name, _, new) = &writes[i];
+            *new || !dir.join(name).is_file()
         })
         .collect();
-    if let Err(e) = files::sync_dir(dir) {
-        let reason = format!("cannot sync folder: {e}");
-        for r in results.iter_mut().filter(|r| r.is_ok()) {
-            *r = Err(reason.clone());
-        }
+    let batch: Vec<(&str, &[u8])> = todo
+        .iter()
+        .map(|&i| (writes[i].0.as_str(), writes[i].1.as_slice()))
+        .collect();
+    let written = files::write_batch(dir, &batch);
+    let mut results: Vec<Result<(), String>> = vec![Ok(()); writes.len()];
+    for (i, r) in todo.into_iter().zip(written) {
+        results[i] = r.map_err(|e| e.to_string());
     }
     results
 }
