@@ -12,7 +12,6 @@ mod writer;
 pub use runs::{Finish, NewRun, RunRow, StoredNotification};
 pub use views::{ActionCounts, HourCount, NotificationRow, ProblemRow, SourceCounts};
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -100,9 +99,14 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .disable_statement_logging();
+        // The pool records the dispatcher's work (claims, outcomes, routing) and serves the pages.
+        // Its commits are not fsynced one by one: in WAL mode they survive a crash of hub as they
+        // are, and reach the disk with the writer's next commit (which is fsynced, since answers
+        // depend on it) or the next checkpoint. Only a power cut in between can forget a run's
+        // last outcome, and then that run happens again: at least once, as for a crash mid-run.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.clone())
+            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(opened)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
@@ -158,23 +162,27 @@ impl Store {
         Ok(accepted)
     }
 
-    /// Writes again every file the store has and the folder lacks (after a crash between commit and
-    /// file, or after someone deleted files). Returns how many were written.
+    /// Writes again every file the store has and the folder lacks, or has with another size (cut
+    /// short by a power failure, or changed by hand). Returns how many were written.
     pub async fn restore_missing_files(&self) -> Result<usize, StoreError> {
+        let folder_error = |source| StoreError::Folder {
+            path: self.dir_received.clone(),
+            source,
+        };
         let dir = self.dir_received.clone();
-        let present = tokio::task::spawn_blocking(move || list_names(&dir))
+        let present = tokio::task::spawn_blocking(move || list_sizes(&dir))
             .await
             .map_err(|e| StoreError::NotStored(e.to_string()))?
-            .map_err(|source| StoreError::Folder {
-                path: self.dir_received.clone(),
-                source,
-            })?;
-        let known: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, file_name FROM notifications ORDER BY id")
+            .map_err(folder_error)?;
+        let known: Vec<(i64, String, i64)> =
+            sqlx::query_as("SELECT id, file_name, length(body) FROM notifications ORDER BY id")
                 .fetch_all(&self.pool)
                 .await?;
         let mut restored = 0;
-        for (id, name) in known.into_iter().filter(|(_, n)| !present.contains(n)) {
+        for (id, name, len) in known {
+            if present.get(&name) == Some(&(len as u64)) {
+                continue;
+            }
             let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM notifications WHERE id = ?")
                 .bind(id)
                 .fetch_one(&self.pool)
@@ -183,17 +191,11 @@ impl Store {
             tokio::task::spawn_blocking(move || files::write_atomic(&dir, &name, &body))
                 .await
                 .map_err(|e| StoreError::NotStored(e.to_string()))?
-                .map_err(|source| StoreError::Folder {
-                    path: self.dir_received.clone(),
-                    source,
-                })?;
+                .map_err(folder_error)?;
             restored += 1;
         }
         if restored > 0 {
-            files::sync_dir(&self.dir_received).map_err(|source| StoreError::Folder {
-                path: self.dir_received.clone(),
-                source,
-            })?;
+            files::sync_dir(&self.dir_received).map_err(folder_error)?;
         }
         Ok(restored)
     }
@@ -310,12 +312,14 @@ pub async fn received(pool: &SqlitePool) -> Result<crate::feed::Received, StoreE
     Ok(received)
 }
 
-fn list_names(dir: &Path) -> std::io::Result<HashSet<String>> {
-    let mut names = HashSet::new();
+/// File names in a folder with their sizes.
+fn list_sizes(dir: &Path) -> std::io::Result<std::collections::HashMap<String, u64>> {
+    let mut sizes = std::collections::HashMap::new();
     for entry in std::fs::read_dir(dir)? {
-        if let Ok(name) = entry?.file_name().into_string() {
-            names.insert(name);
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().into_string() {
+            sizes.insert(name, entry.metadata()?.len());
         }
     }
-    Ok(names)
+    Ok(sizes)
 }

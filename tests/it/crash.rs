@@ -156,3 +156,21 @@ async fn actions_survive_kill_9_and_only_runs_in_flight_repeat() {
         }
     }
 }
+
+/// A file cut short (as a power cut can leave one) is written again from the store at start.
+#[tokio::test]
+async fn a_file_cut_short_is_restored_at_start() {
+    let (tmp, mut hub) = support::start(json!({}));
+    let body = support::fixture("dynatrace/full-open.json");
+    let r = post(&client(), &hub.url("/"), body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    hub.terminate();
+    let file = tmp.path().join("problems_received/P-2411021-OPEN.json");
+    std::fs::write(&file, b"").unwrap();
+    let config = support::config_with(json!({}));
+    let _hub = support::Hub::start_in(tmp.path(), &config, &[]);
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+}
