@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::page::hub_with_tenant;
-use crate::support::{self, eventually, free_port, runs, Running, PASSWORD, USER};
+use crate::page::{hub_with_tenant, second_attempt_succeeded};
+use crate::support::{self, eventually, free_port, Running, PASSWORD, USER};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -74,19 +74,12 @@ async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
         .click()
         .await
         .unwrap();
-    let summary = browser.find(Locator::Id("feed-summary")).await.unwrap();
-    let text = summary.text().await.unwrap();
+    let text = text_of(&browser, "feed-summary").await;
     assert!(
         text.contains("2 problem(s) in the last week; 1 not received by hub"),
         "{text}"
     );
-    let feed = browser
-        .find(Locator::Id("feed"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let feed = text_of(&browser, "feed").await;
     assert!(
         feed.contains("P-31337") && feed.contains("<script>window.__xss=1</script>"),
         "{feed}"
@@ -99,13 +92,7 @@ async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
         ))
         .await
         .unwrap();
-    let entities = browser
-        .find(Locator::Id("entities"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let entities = text_of(&browser, "entities").await;
     assert!(
         entities.contains("<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">"),
         "the hostile name is shown as text: {entities}"
@@ -130,21 +117,9 @@ async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
         .click()
         .await
         .unwrap();
-    eventually("the manual attempt", async || {
-        runs(dir.path())
-            .await
-            .first()
-            .is_some_and(|r| r.3 == 2 && r.2 == "succeeded")
-    })
-    .await;
+    second_attempt_succeeded(dir.path()).await;
     browser.refresh().await.unwrap();
-    let runs_text = browser
-        .find(Locator::Id("runs"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let runs_text = text_of(&browser, "runs").await;
     assert!(runs_text.contains("#2 succeeded (manual)"), "{runs_text}");
 
     let png = browser.screenshot().await.unwrap();
@@ -156,4 +131,14 @@ async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
         shot.display()
     );
     browser.close().await.unwrap();
+}
+
+async fn text_of(browser: &fantoccini::Client, id: &str) -> String {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"))
+        .text()
+        .await
+        .unwrap()
 }

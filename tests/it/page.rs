@@ -70,6 +70,15 @@ pub async fn hub_with_tenant() -> (tempfile::TempDir, Hub, MockServer) {
     (dir, hub, server)
 }
 
+/// Waits until the first run's second attempt (a replay) has succeeded.
+pub async fn second_attempt_succeeded(dir: &std::path::Path) {
+    eventually("the replayed run to succeed", async || {
+        let r = runs(dir).await;
+        r[0].3 == 2 && r[0].2 == "succeeded"
+    })
+    .await;
+}
+
 async fn get(hub: &Hub, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
     let r = client()
         .get(hub.url(path))
@@ -275,11 +284,7 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    eventually("the manual attempt", async || {
-        let r = runs(dir.path()).await;
-        r[0].3 == 2 && r[0].2 == "succeeded"
-    })
-    .await;
+    second_attempt_succeeded(dir.path()).await;
     let pool = support::db(dir.path()).await;
     let manual: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM action_attempts WHERE manual = 1")
         .fetch_one(&pool)
@@ -354,11 +359,7 @@ async fn the_api_mirrors_the_page_and_metrics_are_prometheus_text() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    eventually("the replayed run", async || {
-        let r = runs(dir.path()).await;
-        r[0].3 == 2 && r[0].2 == "succeeded"
-    })
-    .await;
+    second_attempt_succeeded(dir.path()).await;
 
     let r = api("/metrics").await.unwrap();
     assert!(r.headers()["content-type"]
