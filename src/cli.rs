@@ -33,7 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the webhook endpoints (the default when no command is given).
+    /// Serve the endpoints and the status page, and run the actions (the default when no command
+    /// is given).
     Run,
     /// Validate the configuration: list every problem and exit 1, or print a summary and exit 0.
     CheckConfig,
