@@ -34,6 +34,22 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// `problems_sent/<name>` once every run in it has reached `status`: the file is rewritten just
+/// after each outcome is recorded, so it can trail the store by a moment.
+async fn sent_when_all(dir: &Path, name: &str, runs: usize, status: &str) -> Value {
+    let path = dir.join("problems_sent").join(name);
+    eventually(&format!("{name} with {runs} {status} run(s)"), async || {
+        path.exists() && {
+            let v = read_json(&path);
+            v["runs"]
+                .as_array()
+                .is_some_and(|r| r.len() == runs && r.iter().all(|r| r["status"] == status))
+        }
+    })
+    .await;
+    read_json(&path)
+}
+
 #[tokio::test]
 async fn a_script_runs_once_per_entity_never_through_a_shell_and_never_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,8 +100,7 @@ async fn a_script_runs_once_per_entity_never_through_a_shell_and_never_twice() {
         runs(dir.path()).await.iter().all(|r| r.2 == "succeeded")
     })
     .await;
-    let sent = read_json(&dir.path().join("problems_sent/P-2411021.json"));
-    assert_eq!(sent["runs"].as_array().unwrap().len(), 2, "{sent}");
+    let sent = sent_when_all(dir.path(), "P-2411021.json", 2, "succeeded").await;
     assert_eq!(sent["runs"][0]["outcome"]["exit_code"], 0, "{sent}");
 
     // A redelivery with another body, then a restart: nothing runs a second time.
@@ -237,7 +252,9 @@ async fn an_sms_is_retried_after_a_twilio_500_and_its_number_is_masked() {
     }
     let run = &runs(dir.path()).await[0];
     assert_eq!(run.1, "+49*****1111");
-    let sent = std::fs::read_to_string(dir.path().join("problems_sent/P-2411021.json")).unwrap();
+    let sent = sent_when_all(dir.path(), "P-2411021.json", 1, "succeeded")
+        .await
+        .to_string();
     assert!(sent.contains("SM0123456789abcdef"), "{sent}");
     let log = std::fs::read_to_string(dir.path().join("log/hub.log")).unwrap();
     for text in [&sent, &log, &hub.stderr()] {
@@ -833,7 +850,7 @@ async fn script_output_is_bounded_and_a_webhook_4xx_is_final() {
     );
     assert_eq!(r[0].4.as_deref(), Some("exit 3"));
     assert_eq!(r[1].4.as_deref(), Some("the receiver answered 410"));
-    let sent = read_json(&dir.path().join("problems_sent/85.json"));
+    let sent = sent_when_all(dir.path(), "85.json", 2, "failed").await;
     let stdout = sent["runs"][0]["outcome"]["stdout"].as_str().unwrap();
     assert!(
         stdout.len() < 1100 && stdout.ends_with("[99000 more bytes]"),
