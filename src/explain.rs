@@ -16,7 +16,9 @@ use crate::store::{now_ms, StoredNotification};
 pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, String> {
     let notifications = crate::sources::parse(source, &Headers::default(), body)
         .map_err(|e| format!("{source} would refuse this payload: {e}"))?;
-    let registry = Registry::build(config)?;
+    let client =
+        crate::dynatrace::Client::from_config(&config.dynatrace).map_err(|e| e.to_string())?;
+    let registry = Registry::build(config, client.as_ref())?;
     let explained: Vec<Value> = notifications
         .iter()
         .map(|n| one(config, &registry, n))

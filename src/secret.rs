@@ -31,6 +31,18 @@ impl std::fmt::Display for Secret {
     }
 }
 
+/// HMAC-SHA256 of the concatenated `parts` under `key`: one place for every signature hub makes.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    // HMAC takes a key of any length, so this cannot fail.
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

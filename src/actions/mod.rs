@@ -125,9 +125,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn build(config: &Config) -> Result<Registry, String> {
-        let client =
-            crate::dynatrace::Client::from_config(&config.dynatrace).map_err(|e| e.to_string())?;
+    /// `client` is the Dynatrace client comment actions post with (the dispatcher's own).
+    pub fn build(
+        config: &Config,
+        client: Option<&crate::dynatrace::Client>,
+    ) -> Result<Registry, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("hub/", env!("CARGO_PKG_VERSION")))
@@ -139,7 +141,7 @@ impl Registry {
                 ActionKind::Script(c) => Arc::new(script::Script::new(c)?),
                 ActionKind::Sms(c) => Arc::new(sms::Sms::new(c, http.clone())?),
                 ActionKind::Webhook(c) => Arc::new(webhook::Webhook::new(c, http.clone())?),
-                ActionKind::Comment(c) => match &client {
+                ActionKind::Comment(c) => match client {
                     Some(client) => Arc::new(comment::Comment::new(c, client.clone())),
                     None => return Err(format!("action {} needs dynatrace.tenant", a.name)),
                 },

@@ -6,10 +6,8 @@
 use std::time::Duration;
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use super::{Action, ActionError, Job, Outcome, RunFuture};
 use crate::config::actions::WebhookActionConfig;
@@ -42,15 +40,12 @@ impl Signer {
 
     /// The `webhook-signature` header value.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        // HMAC takes a key of any length, so this cannot fail.
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
-        mac.update(id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let timestamp = timestamp.to_string();
+        let mac = crate::secret::hmac_sha256(
+            &self.key,
+            &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+        );
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac);
         format!("v1,{sig}")
     }
 }

@@ -55,7 +55,7 @@ pub(crate) struct Inner {
 impl Dispatcher {
     pub fn new(config: &Config, store: Store) -> Result<Dispatcher, String> {
         let client = Client::from_config(&config.dynatrace).map_err(|e| e.to_string())?;
-        let registry = Registry::build(config)?;
+        let registry = Registry::build(config, client.as_ref())?;
         let limits = config
             .actions
             .actions

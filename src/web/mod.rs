@@ -56,12 +56,7 @@ impl App {
     }
 
     pub fn csrf_token(&self) -> String {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.csrf_key)
-            .expect("HMAC accepts any key length");
-        mac.update(b"hub page forms");
-        mac.finalize()
-            .into_bytes()
+        crate::secret::hmac_sha256(&self.csrf_key, &[b"hub page forms"])
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
