@@ -430,6 +430,11 @@ fn read_store(mut s: Section, issues: &mut Issues) -> StoreConfig {
             s.path_of("url"),
             format!("expected a SQLite URL such as sqlite://hub.db, found {url:?}"),
         );
+    } else if url.contains(":memory:") || url.contains("mode=memory") {
+        issues.push(
+            s.path_of("url"),
+            "an in-memory store forgets every notification when hub stops; name a file, such as sqlite://hub.db",
+        );
     }
     s.finish(issues);
     StoreConfig { url }
@@ -610,6 +615,14 @@ mod tests {
             );
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for url in ["sqlite::memory:", "sqlite://x.db?mode=memory"] {
+            let found = issues(json!({"webhook": {"username": "u", "password": "p"},
+                                      "store": {"url": url}}));
+            assert!(
+                found.len() == 1 && found[0].starts_with("store.url: an in-memory store forgets"),
+                "{url}: {found:#?}"
+            );
+        }
         assert_eq!(
             issues(json!([1])),
             ["(top level): expected an object, found an array"]

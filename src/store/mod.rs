@@ -50,6 +50,13 @@ impl Accepted {
 pub enum StoreError {
     #[error("cannot open the store at {url}: {source}")]
     Open { url: String, source: sqlx::Error },
+    #[error("cannot open the store's writer on {path}: {source}")]
+    OpenWriter {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot start the store's writer: {0}")]
+    StartWriter(std::io::Error),
     #[error("cannot prepare the store's tables: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot use folder {path}: {source}")]
@@ -110,16 +117,15 @@ impl Store {
             .await
             .map_err(opened)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let writer_conn = options.connect().await.map_err(opened)?;
 
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let committed = Arc::new(Notify::new());
-        tokio::spawn(writer::run(
-            writer_conn,
+        writer::start(
+            options.get_filename(),
             queue,
             dir_received.to_path_buf(),
             committed.clone(),
-        ));
+        )?;
         Ok(Store {
             pool,
             jobs,

@@ -1,11 +1,17 @@
 //! The single writer: group commit of whatever is waiting, then the files, then the answers.
+//!
+//! It runs on two threads of its own, with its own SQLite connection (rusqlite, prepared statements
+//! kept), so the hot path has no async hop per statement: sqlx's SQLite driver sends every statement
+//! to a worker thread and back, and under load those hops cost more CPU than the statements. The SQL
+//! thread commits batch N+1 while the file thread writes batch N's files; answers go out from the
+//! file thread, in order, once a notification is both committed and in the folder.
 
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
 
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, SqliteConnection};
-use std::sync::Arc;
-
 use tokio::sync::{mpsc, Notify};
 
 use super::{files, Accepted, Job, StoreError};
@@ -14,22 +20,50 @@ use crate::domain::{Notification, Source};
 /// Upper bound on one transaction, so one batch never holds the answers of a whole storm.
 const MAX_BATCH: usize = 512;
 
-pub(super) async fn run(
-    mut conn: SqliteConnection,
-    mut queue: mpsc::Receiver<Job>,
+/// Committed batches waiting for their files; a bound keeps memory flat if the disk stalls.
+const FILE_QUEUE: usize = 4;
+
+/// Opens the writer's connection and starts its two threads. They stop when every `Store` handle
+/// (and so the job queue's sender) is gone.
+pub(super) fn start(
+    db_path: &Path,
+    queue: mpsc::Receiver<Job>,
     dir: PathBuf,
     committed: Arc<Notify>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let jobs = std::mem::take(&mut batch);
-        let results = commit(&mut conn, &dir, &jobs).await;
-        committed.notify_one();
-        for (job, result) in jobs.into_iter().zip(results) {
-            // The requester may have gone away (client hung up); its notification is stored anyway.
-            let _ = job.reply.send(result);
-        }
-    }
+) -> Result<(), StoreError> {
+    let conn = open(db_path).map_err(|source| StoreError::OpenWriter {
+        path: db_path.to_path_buf(),
+        source,
+    })?;
+    let (to_files, batches) = std_mpsc::sync_channel::<Committed>(FILE_QUEUE);
+    std::thread::Builder::new()
+        .name("hub-files".into())
+        .spawn(move || write_files_loop(&dir, batches))
+        .map_err(StoreError::StartWriter)?;
+    std::thread::Builder::new()
+        .name("hub-writer".into())
+        .spawn(move || commit_loop(conn, queue, to_files, &committed))
+        .map_err(StoreError::StartWriter)?;
+    Ok(())
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // Answers depend on these commits: each one is fsynced before anyone hears of it.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// A committed batch on its way to the folder.
+struct Committed {
+    jobs: Vec<Job>,
+    /// One per job: what the transaction decided, or why it failed.
+    planned: Vec<Result<Planned, StoreError>>,
 }
 
 /// A row as decided inside the transaction.
@@ -39,132 +73,139 @@ struct Planned {
     new: bool,
 }
 
-async fn commit(
-    conn: &mut SqliteConnection,
-    dir: &Path,
-    jobs: &[Job],
-) -> Vec<Result<Accepted, StoreError>> {
-    let planned = match insert_all(conn, jobs).await {
-        Ok(planned) => planned,
-        Err(e) => {
-            tracing::error!(error = %e, batch = jobs.len(), "cannot commit notifications");
-            let reason = format!("cannot commit to the store: {e}");
-            return jobs
-                .iter()
-                .map(|_| Err(StoreError::NotStored(reason.clone())))
-                .collect();
+fn commit_loop(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<Job>,
+    to_files: std_mpsc::SyncSender<Committed>,
+    committed: &Notify,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut jobs = Vec::with_capacity(MAX_BATCH.min(queue.len() + 1));
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
         }
-    };
-
-    let writes: Vec<(String, Vec<u8>, bool)> = planned
-        .iter()
-        .zip(jobs)
-        .map(|(p, j)| {
-            (
-                p.accepted.file_name().to_string(),
-                j.notification.body.clone(),
-                p.new,
-            )
-        })
-        .collect();
-    let dir = dir.to_path_buf();
-    let file_results = tokio::task::spawn_blocking(move || write_files(&dir, &writes)).await;
-    let file_results = match file_results {
-        Ok(r) => r,
-        Err(e) => vec![Err(e.to_string()); planned.len()],
-    };
-
-    planned
-        .into_iter()
-        .zip(file_results)
-        .map(|(p, written)| match written {
-            Ok(()) => Ok(p.accepted),
-            Err(reason) => Err(StoreError::NotStored(format!(
-                "stored in the database but cannot write {}: {reason}",
-                p.accepted.file_name()
-            ))),
-        })
-        .collect()
+        let planned = match insert_all(&mut conn, &jobs) {
+            Ok(planned) => planned.into_iter().map(Ok).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, batch = jobs.len(), "cannot commit notifications");
+                let reason = format!("cannot commit to the store: {e}");
+                jobs.iter()
+                    .map(|_| Err(StoreError::NotStored(reason.clone())))
+                    .collect()
+            }
+        };
+        committed.notify_one();
+        if to_files.send(Committed { jobs, planned }).is_err() {
+            // The file thread is gone (it only stops by panicking): the answers' senders were
+            // dropped with the batch, so the requests fail with "not stored" rather than hang.
+            tracing::error!("the file writer stopped; notifications can no longer be accepted");
+            return;
+        }
+    }
 }
 
-async fn insert_all(
-    conn: &mut SqliteConnection,
-    jobs: &[Job],
-) -> Result<Vec<Planned>, sqlx::Error> {
+fn write_files_loop(dir: &Path, batches: std_mpsc::Receiver<Committed>) {
+    for Committed { jobs, planned } in batches {
+        for (job, planned) in jobs.into_iter().zip(planned) {
+            let result = planned.and_then(|p| {
+                let name = p.accepted.file_name();
+                // A duplicate's file is written again only if missing: an earlier attempt
+                // committed but could not write it, and the sender is retrying.
+                if p.new || !dir.join(name).is_file() {
+                    files::write_view(dir, name, &job.notification.body).map_err(|e| {
+                        StoreError::NotStored(format!(
+                            "stored in the database but cannot write {name}: {e}"
+                        ))
+                    })?;
+                }
+                Ok(p.accepted)
+            });
+            // The requester may have gone away (client hung up); its notification is stored anyway.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+fn insert_all(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Vec<Planned>> {
     let received_at_ms = super::now_ms();
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut planned = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let n = &job.notification;
-        let sha = Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec();
-        let facts = serde_json::to_string(&n.facts).ok();
-        let existing: Option<(i64, String)> = sqlx::query_as(
+        planned.push(insert_one(&tx, &job.notification, received_at_ms)?);
+    }
+    tx.commit()?;
+    Ok(planned)
+}
+
+fn insert_one(
+    conn: &Connection,
+    n: &Notification,
+    received_at_ms: i64,
+) -> rusqlite::Result<Planned> {
+    let sha = Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec();
+    let existing: Option<(i64, String)> = conn
+        .prepare_cached(
             "SELECT id, file_name FROM notifications
-             WHERE source = ? AND problem_key = ? AND state = ? AND body_sha256 = ?",
+             WHERE source = ?1 AND problem_key = ?2 AND state = ?3 AND body_sha256 = ?4",
+        )?
+        .query_row(
+            params![n.source.as_str(), n.problem_key, n.state, sha],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .bind(n.source.as_str())
-        .bind(&n.problem_key)
-        .bind(&n.state)
-        .bind(&sha)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((id, file_name)) = existing {
-            sqlx::query("UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            planned.push(Planned {
-                accepted: Accepted::Duplicate { id, file_name },
-                new: false,
-            });
-            continue;
-        }
-        let file_name = free_name(&mut tx, n).await?;
-        let id: i64 = sqlx::query_scalar(
+        .optional()?;
+    if let Some((id, file_name)) = existing {
+        conn.prepare_cached("UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ?1")?
+            .execute([id])?;
+        return Ok(Planned {
+            accepted: Accepted::Duplicate { id, file_name },
+            new: false,
+        });
+    }
+    let file_name = free_name(conn, n)?;
+    let facts = serde_json::to_string(&n.facts).ok();
+    let id: i64 = conn
+        .prepare_cached(
             "INSERT INTO notifications
                (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name,
                 received_at_ms, facts)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              RETURNING id",
-        )
-        .bind(n.source.as_str())
-        .bind(&n.problem_key)
-        .bind(&n.state)
-        .bind(&n.pid)
-        .bind(&n.title)
-        .bind(n.is_test)
-        .bind(&n.body)
-        .bind(&sha)
-        .bind(&file_name)
-        .bind(received_at_ms)
-        .bind(facts)
-        .fetch_one(&mut *tx)
-        .await?;
-        if needs_enrichment(n) {
-            sqlx::query(
-                "INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
-                 VALUES (?, ?, ?)",
-            )
-            .bind(id)
-            .bind(received_at_ms)
-            .bind(received_at_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !n.is_test {
-            sqlx::query("INSERT INTO plans (notification_id, updated_at_ms) VALUES (?, ?)")
-                .bind(id)
-                .bind(received_at_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
-        planned.push(Planned {
-            accepted: Accepted::Stored { id, file_name },
-            new: true,
-        });
+        )?
+        .query_row(
+            params![
+                n.source.as_str(),
+                n.problem_key,
+                n.state,
+                n.pid,
+                n.title,
+                n.is_test,
+                n.body,
+                sha,
+                file_name,
+                received_at_ms,
+                facts
+            ],
+            |r| r.get(0),
+        )?;
+    if needs_enrichment(n) {
+        conn.prepare_cached(
+            "INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?2)",
+        )?
+        .execute(params![id, received_at_ms])?;
     }
-    tx.commit().await?;
-    Ok(planned)
+    if !n.is_test {
+        conn.prepare_cached("INSERT INTO plans (notification_id, updated_at_ms) VALUES (?1, ?2)")?
+            .execute(params![id, received_at_ms])?;
+    }
+    Ok(Planned {
+        accepted: Accepted::Stored { id, file_name },
+        new: true,
+    })
 }
 
 /// Real Dynatrace problems are enriched from the API; a sender's self-test never is.
@@ -174,42 +215,17 @@ fn needs_enrichment(n: &Notification) -> bool {
 
 /// The first candidate name no stored notification uses. Only the writer inserts, so a name found
 /// free here is still free when this transaction commits.
-async fn free_name(conn: &mut SqliteConnection, n: &Notification) -> Result<String, sqlx::Error> {
+fn free_name(conn: &Connection, n: &Notification) -> rusqlite::Result<String> {
     // Dynatrace keeps the sample's names; the others say where they came from.
     let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
     let stem = files::stem(prefix, &n.problem_key, &n.state);
+    let mut taken = conn.prepare_cached("SELECT 1 FROM notifications WHERE file_name = ?1")?;
     let mut n = 1;
     loop {
         let name = files::candidate(&stem, n);
-        let taken: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM notifications WHERE file_name = ?")
-                .bind(&name)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if taken.is_none() {
+        if !taken.exists([&name])? {
             return Ok(name);
         }
         n += 1;
     }
-}
-
-/// Writes new files; for a duplicate, writes its file only if it is missing (an earlier attempt
-/// committed but failed to write it, and the sender is retrying). All made durable together.
-fn write_files(dir: &Path, writes: &[(String, Vec<u8>, bool)]) -> Vec<Result<(), String>> {
-    let todo: Vec<usize> = (0..writes.len())
-        .filter(|&i| {
-            let (name, _, new) = &writes[i];
-            *new || !dir.join(name).is_file()
-        })
-        .collect();
-    let batch: Vec<(&str, &[u8])> = todo
-        .iter()
-        .map(|&i| (writes[i].0.as_str(), writes[i].1.as_slice()))
-        .collect();
-    let written = files::write_batch(dir, &batch);
-    let mut results: Vec<Result<(), String>> = vec![Ok(()); writes.len()];
-    for (i, r) in todo.into_iter().zip(written) {
-        results[i] = r.map_err(|e| e.to_string());
-    }
-    results
 }
