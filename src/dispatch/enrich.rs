@@ -32,7 +32,7 @@ pub(super) async fn enrich(d: &Inner, item: &DueEnrichment) -> Result<(), StoreE
                 .record_enrichment(item.notification_id, EnrichmentOutcome::Done)
                 .await?;
             tracing::info!(problem_id = ?item.problem_key, pid = ?pid, "enriched");
-            d.write_sent("dynatrace", &item.problem_key).await;
+            d.write_sent("dynatrace", &item.problem_key);
             return Ok(());
         }
         Err(e) => (e.to_string(), e.is_transient()),

@@ -9,7 +9,6 @@ mod enrich;
 pub mod sent;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,15 +40,13 @@ pub(crate) struct Inner {
     registry: Registry,
     actions: Actions,
     tenant: Option<String>,
-    dir_sent: PathBuf,
     wake: Arc<Notify>,
     limits: HashMap<String, Arc<Semaphore>>,
     in_flight: Mutex<HashSet<i64>>,
     /// Enrichments run side by side, so one slow call to Dynatrace does not hold up the others.
     enrich_limit: Arc<Semaphore>,
     enriching: Mutex<HashSet<i64>>,
-    /// One writer at a time for `problems_sent/`, whose temporary names are per file.
-    sent_lock: tokio::sync::Mutex<()>,
+    sent: Arc<sent::SentFiles>,
 }
 
 impl Dispatcher {
@@ -65,23 +62,30 @@ impl Dispatcher {
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 wake: store.committed(),
+                sent: sent::SentFiles::new(store.clone(), config.dir_sent.clone()),
                 store,
                 client,
                 registry,
                 actions: config.actions.clone(),
                 tenant: config.dynatrace.tenant.clone(),
-                dir_sent: config.dir_sent.clone(),
                 limits,
                 in_flight: Mutex::new(HashSet::new()),
                 enrich_limit: Arc::new(Semaphore::new(ENRICH_CONCURRENCY)),
                 enriching: Mutex::new(HashSet::new()),
-                sent_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
 
-    /// Puts back in the queue what a crash left in flight. Call once, before `run`.
+    /// Puts back in the queue what a crash left in flight, and marks for rewriting the
+    /// `problems_sent/` files a crash left behind their problem. Call once, before `run`.
     pub async fn recover(&self) -> Result<u64, StoreError> {
+        let stale = sent::repair(&self.inner.sent).await?;
+        if stale > 0 {
+            tracing::info!(
+                files = stale,
+                "rewriting problems_sent/ files older than their problem"
+            );
+        }
         let n = self.inner.store.recover_in_flight(None).await?;
         if n > 0 {
             tracing::warn!(
@@ -118,7 +122,12 @@ impl Dispatcher {
         self.drain(tasks).await;
     }
 
-    async fn drain(&self, mut tasks: JoinSet<()>) {
+    async fn drain(&self, tasks: JoinSet<()>) {
+        self.stop_running(tasks).await;
+        self.inner.sent.flush().await;
+    }
+
+    async fn stop_running(&self, mut tasks: JoinSet<()>) {
         if tasks.is_empty() {
             return;
         }
@@ -227,8 +236,14 @@ impl Dispatcher {
                             tokio::time::sleep(Duration::from_millis(wait)).await;
                             continue;
                         }
-                        Some(_) => return Ok(false),
-                        None => return Ok(true),
+                        Some(_) => {
+                            self.inner.sent.flush().await;
+                            return Ok(false);
+                        }
+                        None => {
+                            self.inner.sent.flush().await;
+                            return Ok(true);
+                        }
                     }
                 }
                 if tokio::time::timeout_at(deadline, tasks.join_next())
@@ -251,6 +266,7 @@ impl Dispatcher {
             return Ok(None);
         };
         d.execute(run, attempt, true).await;
+        d.sent.flush().await;
         Ok(Some(d.store.run(run_id).await?))
     }
 
@@ -304,7 +320,7 @@ impl Dispatcher {
                 runs = runs.len(), new, already_known = runs.len() - new,
                 "routed"
             );
-            d.write_sent(&n.source, &n.problem_key).await;
+            d.write_sent(&n.source, &n.problem_key);
         }
         Ok(())
     }
@@ -345,7 +361,7 @@ impl Inner {
         if let Err(e) = self.store.finish(run.id, attempt, &finish).await {
             tracing::error!(run = run.id, error = %e, "cannot record the outcome; the run will be retried at the next start");
         }
-        self.write_sent(&run.source, &run.problem_key).await;
+        self.write_sent(&run.source, &run.problem_key);
     }
 
     async fn attempt(&self, run: &RunRow, attempt: i64) -> Result<Finish, StoreError> {
@@ -426,11 +442,8 @@ impl Inner {
         }
     }
 
-    async fn write_sent(&self, source: &str, problem_key: &str) {
-        let _one = self.sent_lock.lock().await;
-        if let Err(e) = sent::write(&self.store, &self.dir_sent, source, problem_key).await {
-            tracing::error!(problem_id = ?problem_key, error = %e, "cannot write to dir_sent");
-        }
+    fn write_sent(&self, source: &str, problem_key: &str) {
+        self.sent.mark(source, problem_key);
     }
 }
 

@@ -1,11 +1,129 @@
 //! `problems_sent/<problem>.json`: the enriched details and every action run, rewritten atomically
 //! whenever one of them changes.
+//!
+//! The files are views of the store, like `problems_received/`: a change marks its problem, and one
+//! background task rewrites the marked files, so a burst of outcomes for one problem costs one
+//! rewrite, and no run waits for a file. They are not fsynced one by one (that capped runs at the
+//! disk's fsync rate); after a crash, [`repair`] rewrites every file older than its problem's last
+//! change.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use crate::store::{files, now_ms, Store, StoreError};
+
+/// The problems whose file must be rewritten, and the one task that rewrites them.
+pub struct SentFiles {
+    store: Store,
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Signalled whenever the writer finishes a round, for [`SentFiles::flush`].
+    settled: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    dirty: BTreeSet<(String, String)>,
+    writing: bool,
+}
+
+impl SentFiles {
+    pub fn new(store: Store, dir: PathBuf) -> Arc<SentFiles> {
+        Arc::new(SentFiles {
+            store,
+            dir,
+            state: Mutex::new(State::default()),
+            settled: Notify::new(),
+        })
+    }
+
+    /// Marks a problem's file for rewriting, and starts the writer if it is not running.
+    pub fn mark(self: &Arc<Self>, source: &str, problem_key: &str) {
+        let start = {
+            let mut s = self.lock();
+            s.dirty
+                .insert((source.to_string(), problem_key.to_string()));
+            !std::mem::replace(&mut s.writing, true)
+        };
+        if start {
+            let me = self.clone();
+            tokio::spawn(async move { me.write_marked().await });
+        }
+    }
+
+    /// Waits until every marked file is written; for commands that exit once their work is done.
+    pub async fn flush(&self) {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            {
+                let s = self.lock();
+                if s.dirty.is_empty() && !s.writing {
+                    return;
+                }
+            }
+            settled.await;
+        }
+    }
+
+    async fn write_marked(&self) {
+        loop {
+            let batch = {
+                let mut s = self.lock();
+                if s.dirty.is_empty() {
+                    s.writing = false;
+                    break;
+                }
+                std::mem::take(&mut s.dirty)
+            };
+            for (source, key) in batch {
+                if let Err(e) = write(&self.store, &self.dir, &source, &key).await {
+                    tracing::error!(problem_id = ?key, error = %e, "cannot write to dir_sent");
+                }
+            }
+            self.settled.notify_waiters();
+        }
+        self.settled.notify_waiters();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a plain set behind; it is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Marks every problem whose file is missing, empty, or older than the problem's last recorded
+/// change (a crash or power cut came between the change and the rewrite). Returns how many.
+pub async fn repair(sent: &Arc<SentFiles>) -> Result<usize, StoreError> {
+    let changed = sent.store.last_sent_changes().await?;
+    let dir = sent.dir.clone();
+    let stale = tokio::task::spawn_blocking(move || {
+        changed
+            .into_iter()
+            .filter(|(source, key, changed_ms)| {
+                let meta = std::fs::metadata(dir.join(file_name(source, key)));
+                let written_ms = meta
+                    .ok()
+                    .filter(|m| m.len() > 0)
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64);
+                written_ms.map_or(true, |w| w < *changed_ms)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| StoreError::NotStored(e.to_string()))?;
+    for (source, key, _) in &stale {
+        sent.mark(source, key);
+    }
+    Ok(stale.len())
+}
 
 /// The file name for a problem: the sample's `<ProblemID>.json` for Dynatrace, `<source>-<key>.json`
 /// for the others.
@@ -63,15 +181,12 @@ pub async fn write(
         serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::NotStored(e.to_string()))?;
     let target = dir.to_path_buf();
     let file = name.clone();
-    tokio::task::spawn_blocking(move || {
-        files::write_atomic(&target, &file, &bytes)?;
-        files::sync_dir(&target)
-    })
-    .await
-    .map_err(|e| StoreError::NotStored(e.to_string()))?
-    .map_err(|source| StoreError::Folder {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    tokio::task::spawn_blocking(move || files::write_view(&target, &file, &bytes))
+        .await
+        .map_err(|e| StoreError::NotStored(e.to_string()))?
+        .map_err(|source| StoreError::Folder {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     Ok(name)
 }

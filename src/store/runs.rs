@@ -478,4 +478,20 @@ impl Store {
         .await?
         .flatten())
     }
+
+    /// Each problem that has a `problems_sent/` file, with the time of its last change (a run's
+    /// update, or details fetched), for the start-up check of those files.
+    pub async fn last_sent_changes(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT source, problem_key, MAX(changed_ms) FROM (
+                 SELECT source, problem_key, updated_at_ms AS changed_ms FROM action_runs
+                 UNION ALL
+                 SELECT n.source, n.problem_key, e.updated_at_ms
+                 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+                 WHERE e.details IS NOT NULL
+             ) GROUP BY source, problem_key",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }

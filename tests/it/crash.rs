@@ -174,3 +174,69 @@ async fn a_file_cut_short_is_restored_at_start() {
     let _hub = support::Hub::start_in(tmp.path(), &config, &[]);
     assert_eq!(std::fs::read(&file).unwrap(), body);
 }
+
+/// `problems_sent/` files are not synced one by one; a file that a crash left missing, empty or
+/// older than its problem's last change is written again at start.
+#[tokio::test]
+async fn sent_files_left_behind_their_problem_are_rewritten_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    support::script(tmp.path(), "ok.sh", "exit 0");
+    let config = support::config_with(json!({
+        "actions": {"ok": {"type": "script", "command": ["./ok.sh"]}}
+    }));
+    let mut hub = support::Hub::start_in(tmp.path(), &config, &[]);
+    for id in ["S-1", "S-2", "S-3", "S-4"] {
+        let body = json!({"State": "OPEN", "ProblemID": id, "PID": format!("{id}V2")});
+        let r = post(&client(), &hub.url("/"), body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let sent = tmp.path().join("problems_sent");
+    let done = |name: &str| {
+        let v: serde_json::Value = std::fs::read(sent.join(name))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        v["runs"][0]["status"] == "succeeded"
+    };
+    support::eventually("every run in problems_sent/", async || {
+        ["S-1", "S-2", "S-3", "S-4"]
+            .iter()
+            .all(|id| done(&format!("{id}.json")))
+    })
+    .await;
+    hub.terminate();
+
+    std::fs::remove_file(sent.join("S-1.json")).unwrap();
+    std::fs::write(sent.join("S-2.json"), b"").unwrap();
+    // What a power cut can leave: the content from before the run finished, with its old time.
+    let stale = std::fs::File::options()
+        .write(true)
+        .truncate(true)
+        .open(sent.join("S-3.json"))
+        .unwrap();
+    std::io::Write::write_all(&mut &stale, br#"{"runs":[{"status":"pending"}]}"#).unwrap();
+    stale
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+    drop(stale);
+    let untouched = std::fs::metadata(sent.join("S-4.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    let _hub = support::Hub::start_in(tmp.path(), &config, &[]);
+    support::eventually("the three files rewritten", async || {
+        ["S-1", "S-2", "S-3"]
+            .iter()
+            .all(|id| done(&format!("{id}.json")))
+    })
+    .await;
+    let after = std::fs::metadata(sent.join("S-4.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(after, untouched, "a file that is up to date is left alone");
+}
