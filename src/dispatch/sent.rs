@@ -4,8 +4,8 @@
 //! The files are views of the store, like `problems_received/`: a change marks its problem, and one
 //! background task rewrites the marked files, so a burst of outcomes for one problem costs one
 //! rewrite, and no run waits for a file. They are not fsynced one by one (that capped runs at the
-//! disk's fsync rate); after a crash, [`repair`] rewrites every file older than its problem's last
-//! change.
+//! disk's fsync rate). Each file is dated with the last change it shows, so after a crash
+//! [`repair`] finds every file that missed one.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -176,12 +176,15 @@ pub async fn write(
         "details": details,
         "runs": runs,
     });
+    let changed_ms = store.sent_changed_ms(source, problem_key).await?;
+    let dated = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(changed_ms.unwrap_or_else(now_ms).max(0) as u64);
     let name = file_name(source, problem_key);
     let bytes =
         serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::NotStored(e.to_string()))?;
     let target = dir.to_path_buf();
     let file = name.clone();
-    tokio::task::spawn_blocking(move || files::write_view(&target, &file, &bytes))
+    tokio::task::spawn_blocking(move || files::write_view_dated(&target, &file, &bytes, dated))
         .await
         .map_err(|e| StoreError::NotStored(e.to_string()))?
         .map_err(|source| StoreError::Folder {

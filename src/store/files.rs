@@ -3,6 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::SystemTime;
 
 /// Replaces every character outside `[A-Za-z0-9._-]` with `_`, so no name can leave its folder.
 /// Leading dots become `_` too: a name is never `.` or `..`, and never a hidden file that a tool
@@ -45,7 +46,7 @@ pub fn stem(source_prefix: Option<&str>, key: &str, state: &str) -> String {
 /// Writes `bytes` as `dir/name` so that a reader sees either nothing or the whole file: a hidden
 /// temporary name first, fsync, then rename. The caller fsyncs the folder once per batch.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    write_via_temporary(dir, name, bytes, true)
+    write_via_temporary(dir, name, bytes, true, None)
 }
 
 /// Writes one received file through a temporary name, without syncing it. The files are views of
@@ -56,10 +57,27 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 /// One thread writes them all: creating files in one folder from several threads only makes the
 /// threads spin on the folder's lock.
 pub fn write_view(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    write_via_temporary(dir, name, bytes, false)
+    write_via_temporary(dir, name, bytes, false, None)
 }
 
-fn write_via_temporary(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
+/// As [`write_view`], with the file's modification time set to `modified` (the time of the last
+/// change the file shows), so a later check can tell whether it missed one.
+pub fn write_view_dated(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    modified: SystemTime,
+) -> io::Result<()> {
+    write_via_temporary(dir, name, bytes, false, Some(modified))
+}
+
+fn write_via_temporary(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    fsync: bool,
+    modified: Option<SystemTime>,
+) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -68,6 +86,9 @@ fn write_via_temporary(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io:
             .truncate(true)
             .open(&tmp)?;
         f.write_all(bytes)?;
+        if let Some(t) = modified {
+            f.set_modified(t)?;
+        }
         if fsync {
             f.sync_all()?;
         }

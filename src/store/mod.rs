@@ -9,6 +9,8 @@ mod runs;
 mod views;
 mod writer;
 
+use writer::Job;
+
 pub use runs::{Finish, NewRun, RunRow, StoredNotification};
 pub use views::{ActionCounts, HourCount, NotificationRow, ProblemRow, SourceCounts};
 
@@ -66,16 +68,13 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Write(#[from] rusqlite::Error),
     /// The notification could not be made durable; the sender should retry.
     #[error("{0}")]
     NotStored(String),
     #[error("the store is shutting down")]
     Closed,
-}
-
-struct Job {
-    notification: Notification,
-    reply: oneshot::Sender<Result<Accepted, StoreError>>,
 }
 
 /// A handle to the store; cheap to clone.
@@ -106,14 +105,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .disable_statement_logging();
-        // The pool records the dispatcher's work (claims, outcomes, routing) and serves the pages.
-        // Its commits are not fsynced one by one: in WAL mode they survive a crash of hub as they
-        // are, and reach the disk with the writer's next commit (which is fsynced, since answers
-        // depend on it) or the next checkpoint. Only a power cut in between can forget a run's
-        // last outcome, and then that run happens again: at least once, as for a crash mid-run.
+        // The pool serves the reads (pages, API, the dispatcher's queries); every write of the
+        // running hub goes through the writer.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
+            .connect_with(options.clone())
             .await
             .map_err(opened)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
@@ -132,6 +128,34 @@ impl Store {
             dir_received: dir_received.to_path_buf(),
             committed,
         })
+    }
+
+    /// Runs `work` in the writer's next transaction and returns its result once that is committed
+    /// (fsynced). A failing `work` is rolled back alone; the rest of the batch is kept.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: writer::Work = Box::new(move |conn| match work(conn) {
+            Ok(value) => writer::Applied {
+                keep: true,
+                deliver: Box::new(move |committed| {
+                    let _ = reply.send(committed.map(|()| value));
+                }),
+            },
+            Err(e) => writer::Applied {
+                keep: false,
+                deliver: Box::new(move |_| {
+                    let _ = reply.send(Err(StoreError::Write(e)));
+                }),
+            },
+        });
+        self.jobs
+            .send(Job::Apply(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Stores a notification durably. Returns only once its transaction has committed and its file
@@ -153,7 +177,7 @@ impl Store {
         for notification in notifications {
             let (reply, answer) = oneshot::channel();
             self.jobs
-                .send(Job {
+                .send(Job::Accept {
                     notification,
                     reply,
                 })
@@ -231,17 +255,15 @@ impl Store {
             EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
             EnrichmentOutcome::Retry { error, at_ms } => ("pending", at_ms, Some(error)),
         };
-        sqlx::query(
-            "UPDATE enrichments SET status = ?, attempts = attempts + 1, next_attempt_at_ms = ?,
-                    last_error = ?, updated_at_ms = ?
-             WHERE notification_id = ?",
-        )
-        .bind(status)
-        .bind(next)
-        .bind(error)
-        .bind(now_ms())
-        .bind(notification_id)
-        .execute(&self.pool)
+        let error = error.map(str::to_string);
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE enrichments SET status = ?1, attempts = attempts + 1, next_attempt_at_ms = ?2,
+                        last_error = ?3, updated_at_ms = ?4
+                 WHERE notification_id = ?5",
+            )?
+            .execute(rusqlite::params![status, next, error, now_ms(), notification_id])
+        })
         .await?;
         Ok(())
     }

@@ -1,10 +1,10 @@
 //! Plans and action runs: the dispatcher's durable work queue.
 //!
 //! A run is claimed (`running`, attempt row written) before it starts and finished after it ends, each
-//! in its own committed statement, so a `kill -9` at any moment leaves either a run that never started
+//! committed (by the writer, with whatever else is waiting) before the dispatcher goes on, so a `kill -9` at any moment leaves either a run that never started
 //! (`pending`) or one that was in flight (`running`), which the next start puts back in the queue.
 
-use sqlx::Row;
+use rusqlite::OptionalExtension;
 
 use super::{now_ms, Store, StoreError};
 
@@ -178,44 +178,47 @@ impl Store {
         plans: &[(&StoredNotification, Vec<NewRun>)],
     ) -> Result<Vec<usize>, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut counts = Vec::with_capacity(plans.len());
-        for (n, runs) in plans {
-            let mut inserted = 0;
-            for r in runs {
-                let done = sqlx::query(
-                    "INSERT INTO action_runs (notification_id, idem_key, source, problem_key, state,
-                                              action, target, target_label, next_attempt_at_ms,
-                                              created_at_ms, updated_at_ms)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (idem_key) DO NOTHING",
-                )
-                .bind(n.id)
-                .bind(&r.idem_key)
-                .bind(&n.source)
-                .bind(&n.problem_key)
-                .bind(&n.state)
-                .bind(&r.action)
-                .bind(&r.target)
-                .bind(&r.target_label)
-                .bind(now)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                inserted += done.rows_affected() as usize;
+        let plans: Vec<(i64, String, String, String, Vec<NewRun>)> = plans
+            .iter()
+            .map(|(n, runs)| {
+                let (source, key, state) =
+                    (n.source.clone(), n.problem_key.clone(), n.state.clone());
+                (n.id, source, key, state, runs.clone())
+            })
+            .collect();
+        self.write(move |c| {
+            let mut insert = c.prepare_cached(
+                "INSERT INTO action_runs (notification_id, idem_key, source, problem_key, state,
+                                          action, target, target_label, next_attempt_at_ms,
+                                          created_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
+                 ON CONFLICT (idem_key) DO NOTHING",
+            )?;
+            let mut close = c.prepare_cached(
+                "UPDATE plans SET status = 'done', updated_at_ms = ?1 WHERE notification_id = ?2",
+            )?;
+            let mut counts = Vec::with_capacity(plans.len());
+            for (id, source, problem_key, state, runs) in &plans {
+                let mut inserted = 0;
+                for r in runs {
+                    inserted += insert.execute(rusqlite::params![
+                        id,
+                        r.idem_key,
+                        source,
+                        problem_key,
+                        state,
+                        r.action,
+                        r.target,
+                        r.target_label,
+                        now
+                    ])?;
+                }
+                close.execute(rusqlite::params![now, id])?;
+                counts.push(inserted);
             }
-            sqlx::query(
-                "UPDATE plans SET status = 'done', updated_at_ms = ? WHERE notification_id = ?",
-            )
-            .bind(now)
-            .bind(n.id)
-            .execute(&mut *tx)
-            .await?;
-            counts.push(inserted);
-        }
-        tx.commit().await?;
-        Ok(counts)
+            Ok(counts)
+        })
+        .await
     }
 
     /// Runs due now, oldest first.
@@ -273,42 +276,63 @@ impl Store {
     /// in flight already can be claimed (`any_status` lets `hub replay` take a finished one), so two
     /// dispatchers never start the same run. Returns the attempt number.
     pub async fn claim(&self, run_id: i64, any_status: bool) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .claim_many(vec![run_id], any_status)
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// Claims several runs in one transaction; the attempt number of each, or `None` for a run
+    /// that could not be claimed (another claim or a finish got there first).
+    pub async fn claim_many(
+        &self,
+        run_ids: Vec<i64>,
+        any_status: bool,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let condition = if any_status {
             "status != 'running'"
         } else {
             "status = 'pending'"
         };
-        let claimed = sqlx::query(&format!(
-            "UPDATE action_runs SET status = 'running', attempts = attempts + 1, updated_at_ms = ?
-             WHERE id = ? AND {condition}
+        let claim = format!(
+            "UPDATE action_runs SET status = 'running', attempts = attempts + 1, manual = 0,
+                    updated_at_ms = ?1
+             WHERE id = ?2 AND {condition}
              RETURNING attempts, manual"
-        ))
-        .bind(now)
-        .bind(run_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = claimed else {
-            return Ok(None);
-        };
-        let attempt: i64 = row.try_get("attempts")?;
-        let manual: bool = row.try_get::<bool, _>("manual")? || any_status;
-        sqlx::query(
-            "INSERT INTO action_attempts (run_id, number, manual, started_at_ms) VALUES (?, ?, ?, ?)",
-        )
-        .bind(run_id)
-        .bind(attempt)
-        .bind(manual)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE action_runs SET manual = 0 WHERE id = ?")
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(attempt))
+        );
+        self.write(move |c| {
+            // RETURNING gives the row as updated; `manual` is read first, since the claim clears it.
+            let mut was_manual =
+                c.prepare_cached("SELECT manual FROM action_runs WHERE id = ?1")?;
+            let mut claim = c.prepare_cached(&claim)?;
+            let mut attempt_row = c.prepare_cached(
+                "INSERT INTO action_attempts (run_id, number, manual, started_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut claimed = Vec::with_capacity(run_ids.len());
+            for id in run_ids {
+                let manual: bool = was_manual
+                    .query_row([id], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(false);
+                let attempt: Option<i64> = claim
+                    .query_row(rusqlite::params![now, id], |r| r.get(0))
+                    .optional()?;
+                if let Some(attempt) = attempt {
+                    attempt_row.execute(rusqlite::params![
+                        id,
+                        attempt,
+                        manual || any_status,
+                        now
+                    ])?;
+                }
+                claimed.push(attempt);
+            }
+            Ok(claimed)
+        })
+        .await
     }
 
     /// Records how an attempt ended, on the run and on its attempt row.
@@ -319,7 +343,7 @@ impl Store {
         finish: &Finish,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let (status, next, error, outcome, result) = match finish {
+        let (status, next, error, outcome, result) = match finish.clone() {
             Finish::Succeeded { outcome } => ("succeeded", 0, None, Some(outcome), "succeeded"),
             Finish::Retry {
                 error,
@@ -327,7 +351,7 @@ impl Store {
                 retry_at_ms,
             } => (
                 "pending",
-                *retry_at_ms,
+                retry_at_ms,
                 Some(error),
                 Some(outcome),
                 "transient",
@@ -337,34 +361,24 @@ impl Store {
             }
             Finish::HeldBack { reason } => ("held_back", 0, Some(reason), None, "held_back"),
         };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "UPDATE action_runs SET status = ?, next_attempt_at_ms = ?, last_error = ?,
-                    outcome = COALESCE(?, outcome), updated_at_ms = ?
-             WHERE id = ?",
-        )
-        .bind(status)
-        .bind(next)
-        .bind(error)
-        .bind(outcome)
-        .bind(now)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE action_attempts SET finished_at_ms = ?, result = ?, detail = COALESCE(?, ?)
-             WHERE run_id = ? AND number = ?",
-        )
-        .bind(now)
-        .bind(result)
-        .bind(outcome)
-        .bind(error)
-        .bind(run_id)
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE action_runs SET status = ?1, next_attempt_at_ms = ?2, last_error = ?3,
+                        outcome = COALESCE(?4, outcome), updated_at_ms = ?5
+                 WHERE id = ?6",
+            )?
+            .execute(rusqlite::params![status, next, error, outcome, now, run_id])?;
+            c.prepare_cached(
+                "UPDATE action_attempts SET finished_at_ms = ?1, result = ?2,
+                        detail = COALESCE(?3, ?4)
+                 WHERE run_id = ?5 AND number = ?6",
+            )?
+            .execute(rusqlite::params![
+                now, result, outcome, error, run_id, attempt
+            ])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Puts runs left in flight (by a crash, or by a shutdown past its deadline) back in the queue.
@@ -417,14 +431,14 @@ impl Store {
 
     /// Defers a run without counting an attempt (a comment waiting for the runs it reports).
     pub async fn defer(&self, run_id: i64, at_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE action_runs SET next_attempt_at_ms = ? WHERE id = ? AND status = 'pending'",
-        )
-        .bind(at_ms)
-        .bind(run_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE action_runs SET next_attempt_at_ms = ?1 WHERE id = ?2 AND status = 'pending'",
+            )?
+            .execute([at_ms, run_id])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Marks a notification's enrichment done (or failed) with the details it fetched.
@@ -433,32 +447,31 @@ impl Store {
         notification_id: i64,
         details: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE enrichments SET details = ? WHERE notification_id = ?")
-            .bind(details)
-            .bind(notification_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let details = details.to_string();
+        self.write(move |c| {
+            c.prepare_cached("UPDATE enrichments SET details = ?1 WHERE notification_id = ?2")?
+                .execute(rusqlite::params![details, notification_id])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Marks enrichments failed for one reason, in one transaction.
     pub async fn fail_enrichments(&self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for id in ids {
-            sqlx::query(
-                "UPDATE enrichments SET status = 'failed', attempts = attempts + 1, last_error = ?,
-                        updated_at_ms = ?
-                 WHERE notification_id = ? AND status = 'pending'",
-            )
-            .bind(reason)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (ids, reason) = (ids.to_vec(), reason.to_string());
+        self.write(move |c| {
+            let mut fail = c.prepare_cached(
+                "UPDATE enrichments SET status = 'failed', attempts = attempts + 1, last_error = ?1,
+                        updated_at_ms = ?2
+                 WHERE notification_id = ?3 AND status = 'pending'",
+            )?;
+            for id in ids {
+                fail.execute(rusqlite::params![reason, now, id])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The newest enriched details of a problem, for `problems_sent/`.
@@ -477,6 +490,29 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .flatten())
+    }
+
+    /// The time of a problem's last change that its `problems_sent/` file shows; the file is dated
+    /// with it, so the start-up check can tell a file that missed a change.
+    pub async fn sent_changed_ms(
+        &self,
+        source: &str,
+        problem_key: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(changed_ms) FROM (
+                 SELECT updated_at_ms AS changed_ms FROM action_runs
+                 WHERE source = ?1 AND problem_key = ?2
+                 UNION ALL
+                 SELECT e.updated_at_ms
+                 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+                 WHERE n.source = ?1 AND n.problem_key = ?2 AND e.details IS NOT NULL
+             )",
+        )
+        .bind(source)
+        .bind(problem_key)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Each problem that has a `problems_sent/` file, with the time of its last change (a run's

@@ -1,5 +1,10 @@
 //! The single writer: group commit of whatever is waiting, then the files, then the answers.
 //!
+//! Every write to the store goes through it: new notifications, and the dispatcher's claims,
+//! outcomes and routing. One writer means no one ever waits on SQLite's lock (whose busy handler
+//! sleeps, up to 100 ms a try, and starved the dispatcher while notifications poured in), and one
+//! fsync commits a whole burst of both.
+//!
 //! It runs on two threads of its own, with its own SQLite connection (rusqlite, prepared statements
 //! kept), so the hot path has no async hop per statement: sqlx's SQLite driver sends every statement
 //! to a worker thread and back, and under load those hops cost more CPU than the statements. The SQL
@@ -14,7 +19,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
-use super::{files, Accepted, Job, StoreError};
+use super::{files, Accepted, StoreError};
 use crate::domain::{Notification, Source};
 
 /// Upper bound on one transaction, so one batch never holds the answers of a whole storm.
@@ -22,6 +27,32 @@ const MAX_BATCH: usize = 512;
 
 /// Committed batches waiting for their files; a bound keeps memory flat if the disk stalls.
 const FILE_QUEUE: usize = 4;
+
+/// What the writer is asked to do.
+// Notifications are most of the jobs; boxing them to shrink the enum would allocate for each.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Job {
+    /// Store a new notification; answered once it is committed and its file written.
+    Accept {
+        notification: Notification,
+        reply: Reply,
+    },
+    /// Any other write, in a savepoint of the batch's transaction; told once it is committed.
+    Apply(Work),
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>;
+
+/// A write for the writer's transaction. It returns whether its changes are to be kept (they are
+/// rolled back to its savepoint otherwise) and how to tell its caller once the batch is committed.
+pub(super) type Work = Box<dyn FnOnce(&Connection) -> Applied + Send>;
+
+pub(super) struct Applied {
+    pub keep: bool,
+    pub deliver: Deliver,
+}
+
+pub(super) type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 /// Opens the writer's connection and starts its two threads. They stop when every `Store` handle
 /// (and so the job queue's sender) is gone.
@@ -59,11 +90,10 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// A committed batch on its way to the folder.
+/// A committed batch on its way to the folder: each notification, its answer, and what the
+/// transaction decided for it (or why it failed).
 struct Committed {
-    jobs: Vec<Job>,
-    /// One per job: what the transaction decided, or why it failed.
-    planned: Vec<Result<Planned, StoreError>>,
+    accepted: Vec<(Notification, Reply, Result<Planned, StoreError>)>,
 }
 
 /// A row as decided inside the transaction.
@@ -88,18 +118,27 @@ fn commit_loop(
                 Err(_) => break,
             }
         }
-        let planned = match insert_all(&mut conn, &jobs) {
-            Ok(planned) => planned.into_iter().map(Ok).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, batch = jobs.len(), "cannot commit notifications");
-                let reason = format!("cannot commit to the store: {e}");
-                jobs.iter()
-                    .map(|_| Err(StoreError::NotStored(reason.clone())))
-                    .collect()
+        let mut accepted = Vec::new();
+        let mut delivers = Vec::new();
+        let failure = run_batch(&mut conn, jobs, &mut accepted, &mut delivers).err();
+        if let Some(e) = &failure {
+            tracing::error!(error = %e, "cannot commit to the store");
+        }
+        let not_stored =
+            |e: &String| StoreError::NotStored(format!("cannot commit to the store: {e}"));
+        for deliver in delivers {
+            deliver(failure.as_ref().map_or(Ok(()), |e| Err(not_stored(e))));
+        }
+        if let Some(e) = &failure {
+            for (_, _, planned) in &mut accepted {
+                *planned = Err(not_stored(e));
             }
-        };
+        }
         committed.notify_one();
-        if to_files.send(Committed { jobs, planned }).is_err() {
+        if accepted.is_empty() {
+            continue;
+        }
+        if to_files.send(Committed { accepted }).is_err() {
             // The file thread is gone (it only stops by panicking): the answers' senders were
             // dropped with the batch, so the requests fail with "not stored" rather than hang.
             tracing::error!("the file writer stopped; notifications can no longer be accepted");
@@ -108,15 +147,66 @@ fn commit_loop(
     }
 }
 
+/// Runs one batch in one transaction, in the order the jobs came. A write that fails is rolled
+/// back to its savepoint alone; a notification that cannot be inserted fails the whole batch, and
+/// every sender is told to retry.
+fn run_batch(
+    conn: &mut Connection,
+    jobs: Vec<Job>,
+    accepted: &mut Vec<(Notification, Reply, Result<Planned, StoreError>)>,
+    delivers: &mut Vec<Deliver>,
+) -> Result<(), String> {
+    let received_at_ms = super::now_ms();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    let mut failed: Option<String> = None;
+    for job in jobs {
+        match job {
+            Job::Accept {
+                notification,
+                reply,
+            } => {
+                let planned = match &failed {
+                    Some(e) => Err(StoreError::NotStored(e.clone())),
+                    None => insert_one(&tx, &notification, received_at_ms).map_err(|e| {
+                        failed = Some(e.to_string());
+                        StoreError::NotStored(e.to_string())
+                    }),
+                };
+                accepted.push((notification, reply, planned));
+            }
+            Job::Apply(work) => {
+                let applied = in_savepoint(&tx, work).map_err(|e| e.to_string())?;
+                delivers.push(applied);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+fn in_savepoint(conn: &Connection, work: Work) -> rusqlite::Result<Deliver> {
+    conn.execute_batch("SAVEPOINT apply")?;
+    let applied = work(conn);
+    if !applied.keep {
+        conn.execute_batch("ROLLBACK TO apply")?;
+    }
+    conn.execute_batch("RELEASE apply")?;
+    Ok(applied.deliver)
+}
+
 fn write_files_loop(dir: &Path, batches: std_mpsc::Receiver<Committed>) {
-    for Committed { jobs, planned } in batches {
-        for (job, planned) in jobs.into_iter().zip(planned) {
+    for Committed { accepted } in batches {
+        for (notification, reply, planned) in accepted {
             let result = planned.and_then(|p| {
                 let name = p.accepted.file_name();
                 // A duplicate's file is written again only if missing: an earlier attempt
                 // committed but could not write it, and the sender is retrying.
                 if p.new || !dir.join(name).is_file() {
-                    files::write_view(dir, name, &job.notification.body).map_err(|e| {
+                    files::write_view(dir, name, &notification.body).map_err(|e| {
                         StoreError::NotStored(format!(
                             "stored in the database but cannot write {name}: {e}"
                         ))
@@ -125,20 +215,9 @@ fn write_files_loop(dir: &Path, batches: std_mpsc::Receiver<Committed>) {
                 Ok(p.accepted)
             });
             // The requester may have gone away (client hung up); its notification is stored anyway.
-            let _ = job.reply.send(result);
+            let _ = reply.send(result);
         }
     }
-}
-
-fn insert_all(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Vec<Planned>> {
-    let received_at_ms = super::now_ms();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut planned = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        planned.push(insert_one(&tx, &job.notification, received_at_ms)?);
-    }
-    tx.commit()?;
-    Ok(planned)
 }
 
 fn insert_one(
