@@ -192,8 +192,10 @@ impl Dispatcher {
             self.plan(&plans).await?;
             done += plans.len();
         }
+        // Everything that can start now is claimed in one write (one commit for the lot).
+        let mut chosen = Vec::new();
         for run in d.store.due_runs(BATCH).await? {
-            if d.in_flight().contains(&run.id) {
+            if locked(&d.in_flight).contains(&run.id) {
                 continue;
             }
             if !self.dependencies_done(&run).await? {
@@ -203,7 +205,15 @@ impl Dispatcher {
             let Some(permit) = d.permit(&run.action) else {
                 continue;
             };
-            let Some(attempt) = d.store.claim(run.id, false).await? else {
+            chosen.push((run, permit));
+        }
+        if chosen.is_empty() {
+            return Ok(done);
+        }
+        let ids = chosen.iter().map(|(run, _)| run.id).collect();
+        let attempts = d.store.claim_many(ids, false).await?;
+        for ((run, permit), attempt) in chosen.into_iter().zip(attempts) {
+            let Some(attempt) = attempt else {
                 continue;
             };
             d.in_flight_insert(run.id);

@@ -5,6 +5,7 @@
 //! light load a batch is a single notification; under a burst the cost of the fsync is shared.
 
 pub mod files;
+mod reader;
 mod runs;
 mod views;
 mod writer;
@@ -52,7 +53,7 @@ impl Accepted {
 pub enum StoreError {
     #[error("cannot open the store at {url}: {source}")]
     Open { url: String, source: sqlx::Error },
-    #[error("cannot open the store's writer on {path}: {source}")]
+    #[error("cannot open the store on {path}: {source}")]
     OpenWriter {
         path: PathBuf,
         source: rusqlite::Error,
@@ -81,6 +82,7 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    reader: Arc<reader::Reader>,
     jobs: mpsc::Sender<Job>,
     dir_received: PathBuf,
     /// Signalled after every commit, so the dispatcher starts at once instead of at its next poll.
@@ -114,6 +116,12 @@ impl Store {
             .map_err(opened)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
 
+        let reader = reader::Reader::open(options.get_filename()).map_err(|source| {
+            StoreError::OpenWriter {
+                path: options.get_filename().to_path_buf(),
+                source,
+            }
+        })?;
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let committed = Arc::new(Notify::new());
         writer::start(
@@ -124,6 +132,7 @@ impl Store {
         )?;
         Ok(Store {
             pool,
+            reader: Arc::new(reader),
             jobs,
             dir_received: dir_received.to_path_buf(),
             committed,

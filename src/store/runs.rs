@@ -91,7 +91,7 @@ pub enum Finish {
     },
 }
 
-const RUN_COLUMNS: &str = "id, notification_id, idem_key, source, problem_key, state, action, target,
+pub(super) const RUN_COLUMNS: &str = "id, notification_id, idem_key, source, problem_key, state, action, target,
      target_label, status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms";
 
 impl Store {
@@ -110,15 +110,7 @@ impl Store {
     }
 
     pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT n.id, n.source, n.problem_key, n.state, n.pid, n.title, n.is_test, n.body,
-                    n.received_at_ms, e.details, n.facts
-             FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id
-             WHERE n.id = ?",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?)
+        self.reader.read(|c| super::reader::notification(c, id))
     }
 
     /// The newest notification of a problem; `None` when hub never received one.
@@ -127,17 +119,8 @@ impl Store {
         source: &str,
         problem_key: &str,
     ) -> Result<Option<StoredNotification>, StoreError> {
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM notifications WHERE source = ? AND problem_key = ? ORDER BY id DESC LIMIT 1",
-        )
-        .bind(source)
-        .bind(problem_key)
-        .fetch_optional(&self.pool)
-        .await?;
-        match id {
-            Some(id) => Ok(Some(self.notification(id).await?)),
-            None => Ok(None),
-        }
+        self.reader
+            .read(|c| super::reader::latest_notification(c, source, problem_key))
     }
 
     /// When the next pending run or enrichment is due; `None` when nothing is pending.
@@ -240,13 +223,8 @@ impl Store {
         source: &str,
         problem_key: &str,
     ) -> Result<Vec<RunRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {RUN_COLUMNS} FROM action_runs WHERE source = ? AND problem_key = ? ORDER BY id"
-        ))
-        .bind(source)
-        .bind(problem_key)
-        .fetch_all(&self.pool)
-        .await?)
+        self.reader
+            .read(|c| super::reader::problem_runs(c, source, problem_key))
     }
 
     /// The runs of one state change of a problem by the named actions (what a comment reports).
@@ -480,16 +458,8 @@ impl Store {
         source: &str,
         problem_key: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT e.details FROM enrichments e JOIN notifications n ON n.id = e.notification_id
-             WHERE n.source = ? AND n.problem_key = ? AND e.details IS NOT NULL
-             ORDER BY n.id DESC LIMIT 1",
-        )
-        .bind(source)
-        .bind(problem_key)
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten())
+        self.reader
+            .read(|c| super::reader::latest_details(c, source, problem_key))
     }
 
     /// The time of a problem's last change that its `problems_sent/` file shows; the file is dated
@@ -499,20 +469,8 @@ impl Store {
         source: &str,
         problem_key: &str,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MAX(changed_ms) FROM (
-                 SELECT updated_at_ms AS changed_ms FROM action_runs
-                 WHERE source = ?1 AND problem_key = ?2
-                 UNION ALL
-                 SELECT e.updated_at_ms
-                 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
-                 WHERE n.source = ?1 AND n.problem_key = ?2 AND e.details IS NOT NULL
-             )",
-        )
-        .bind(source)
-        .bind(problem_key)
-        .fetch_one(&self.pool)
-        .await?)
+        self.reader
+            .read(|c| super::reader::sent_changed_ms(c, source, problem_key))
     }
 
     /// Each problem that has a `problems_sent/` file, with the time of its last change (a run's
