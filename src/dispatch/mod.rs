@@ -101,6 +101,18 @@ impl Dispatcher {
     /// still running after that is stopped and left pending for the next start.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks = JoinSet::new();
+        // Beside the work, not before it: with many problems, checking every file takes a while.
+        let sent = self.inner.sent.clone();
+        tasks.spawn(async move {
+            match sent::repair(&sent).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    files = n,
+                    "rewriting problems_sent/ files older than their problem"
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot check problems_sent/"),
+            }
+        });
         while !*shutdown.borrow() {
             let started = match self.step(&mut tasks).await {
                 Ok(n) => n,

@@ -141,6 +141,11 @@ pub async fn write(
     source: &str,
     problem_key: &str,
 ) -> Result<String, StoreError> {
+    // Read before the content: a change that lands in between makes the file look older than it
+    // is (and it is marked again anyway), never newer.
+    let changed_ms = store.sent_changed_ms(source, problem_key).await?;
+    let dated = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(changed_ms.unwrap_or_else(now_ms).max(0) as u64);
     let Some(n) = store.latest_notification(source, problem_key).await? else {
         return Ok(String::new());
     };
@@ -176,9 +181,6 @@ pub async fn write(
         "details": details,
         "runs": runs,
     });
-    let changed_ms = store.sent_changed_ms(source, problem_key).await?;
-    let dated = std::time::UNIX_EPOCH
-        + std::time::Duration::from_millis(changed_ms.unwrap_or_else(now_ms).max(0) as u64);
     let name = file_name(source, problem_key);
     let bytes =
         serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::NotStored(e.to_string()))?;
