@@ -110,7 +110,7 @@ impl Store {
         // The pool serves the reads (pages, API, the dispatcher's queries); every write of the
         // running hub goes through the writer.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(2)
             .connect_with(options.clone())
             .await
             .map_err(opened)?;
@@ -359,4 +359,76 @@ fn list_sizes(dir: &Path) -> std::io::Result<std::collections::HashMap<String, u
         }
     }
     Ok(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Facts, Source};
+
+    fn notification(key: &str) -> Notification {
+        Notification {
+            source: Source::Dynatrace,
+            problem_key: key.into(),
+            state: "OPEN".into(),
+            pid: None,
+            title: None,
+            is_test: false,
+            body: format!("{{\"ProblemID\":\"{key}\"}}").into_bytes(),
+            facts: Facts::default(),
+            identity: None,
+        }
+    }
+
+    async fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = Store::open(&url, &dir.path().join("received"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    /// A write that fails, or even panics, is rolled back alone: the writer goes on, and the
+    /// notifications and writes around it are kept.
+    #[tokio::test]
+    async fn a_failing_write_is_rolled_back_alone_and_the_writer_goes_on() {
+        let (_dir, store) = open().await;
+        store.accept(notification("P-1")).await.unwrap();
+        let failing = store.write(|c| {
+            c.execute("UPDATE notifications SET duplicates = 100", [])?;
+            c.execute("INSERT INTO no_such_table VALUES (1)", [])
+        });
+        let panicking = store.write(|c| -> rusqlite::Result<()> {
+            c.execute("UPDATE notifications SET duplicates = 200", [])?;
+            panic!("a bug in a write");
+        });
+        let kept = store.write(|c| c.execute("UPDATE notifications SET title = 'kept'", []));
+        let (failing, panicking, kept, accepted) =
+            tokio::join!(failing, panicking, kept, store.accept(notification("P-2")));
+        assert!(matches!(failing, Err(StoreError::Write(_))), "{failing:?}");
+        assert!(
+            matches!(panicking, Err(StoreError::Closed)),
+            "{panicking:?}"
+        );
+        assert_eq!(kept.unwrap(), 1);
+        assert!(
+            matches!(accepted, Ok(Accepted::Stored { .. })),
+            "{accepted:?}"
+        );
+        let rows: Vec<(String, Option<String>, i64)> =
+            sqlx::query_as("SELECT problem_key, title, duplicates FROM notifications ORDER BY id")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("P-1".into(), Some("kept".into()), 0),
+                ("P-2".into(), None, 0)
+            ]
+        );
+        let after = store.accept(notification("P-3")).await;
+        assert!(matches!(after, Ok(Accepted::Stored { .. })), "{after:?}");
+    }
 }

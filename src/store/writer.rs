@@ -190,7 +190,17 @@ fn run_batch(
 
 fn in_savepoint(conn: &Connection, work: Work) -> rusqlite::Result<Deliver> {
     conn.execute_batch("SAVEPOINT apply")?;
-    let applied = work(conn);
+    // A bug in one write must not take the writer (and with it every ingest) down: its changes
+    // are rolled back and its caller, whose answer channel went with the closure, sees the store
+    // as closed for that one call.
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+        .unwrap_or_else(|_| {
+            tracing::error!("a write to the store panicked; it was rolled back");
+            Applied {
+                keep: false,
+                deliver: Box::new(|_| {}),
+            }
+        });
     if !applied.keep {
         conn.execute_batch("ROLLBACK TO apply")?;
     }
