@@ -431,4 +431,39 @@ mod tests {
         let after = store.accept(notification("P-3")).await;
         assert!(matches!(after, Ok(Accepted::Stored { .. })), "{after:?}");
     }
+
+    /// A notification that cannot be inserted fails alone; the others of its batch are stored.
+    #[tokio::test]
+    async fn a_notification_that_cannot_be_inserted_fails_alone() {
+        let (dir, store) = open().await;
+        sqlx::query(
+            "CREATE TRIGGER reject BEFORE INSERT ON notifications WHEN NEW.problem_key = 'BAD'
+             BEGIN SELECT RAISE(ABORT, 'rejected by the test'); END",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let (before, bad, after) = tokio::join!(
+            store.accept(notification("P-1")),
+            store.accept(notification("BAD")),
+            store.accept(notification("P-2"))
+        );
+        assert!(matches!(before, Ok(Accepted::Stored { .. })), "{before:?}");
+        assert!(
+            matches!(&bad, Err(StoreError::NotStored(m)) if m.contains("rejected by the test")),
+            "{bad:?}"
+        );
+        assert!(matches!(after, Ok(Accepted::Stored { .. })), "{after:?}");
+        let mut files: Vec<String> = std::fs::read_dir(dir.path().join("received"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["P-1-OPEN.json", "P-2-OPEN.json"]);
+        let plans: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plans")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(plans, 2, "nothing of the rejected one is kept");
+    }
 }

@@ -147,9 +147,9 @@ fn commit_loop(
     }
 }
 
-/// Runs one batch in one transaction, in the order the jobs came. A write that fails is rolled
-/// back to its savepoint alone; a notification that cannot be inserted fails the whole batch, and
-/// every sender is told to retry.
+/// Runs one batch in one transaction, in the order the jobs came. Each job has a savepoint of its
+/// own: a notification that cannot be inserted, or a write that fails, is rolled back alone and
+/// told so, and the rest of the batch is kept.
 fn run_batch(
     conn: &mut Connection,
     jobs: Vec<Job>,
@@ -160,52 +160,63 @@ fn run_batch(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
-    let mut failed: Option<String> = None;
     for job in jobs {
         match job {
             Job::Accept {
                 notification,
                 reply,
             } => {
-                let planned = match &failed {
-                    Some(e) => Err(StoreError::NotStored(e.clone())),
-                    None => insert_one(&tx, &notification, received_at_ms).map_err(|e| {
-                        failed = Some(e.to_string());
-                        StoreError::NotStored(e.to_string())
-                    }),
-                };
+                let planned = in_savepoint(&tx, |c| insert_one(c, &notification, received_at_ms))
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot insert a notification");
+                        StoreError::NotStored(format!("cannot insert into the store: {e}"))
+                    });
                 accepted.push((notification, reply, planned));
             }
             Job::Apply(work) => {
-                let applied = in_savepoint(&tx, work).map_err(|e| e.to_string())?;
-                delivers.push(applied);
+                let applied = in_savepoint(&tx, |c| {
+                    // A bug in one write must not take the writer (and with it every ingest) down:
+                    // its caller, whose answer channel went with the closure, sees the store as
+                    // closed for that one call.
+                    let applied =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(c)))
+                            .unwrap_or_else(|_| {
+                                tracing::error!(
+                                    "a write to the store panicked; it was rolled back"
+                                );
+                                Applied {
+                                    keep: false,
+                                    deliver: Box::new(|_| {}),
+                                }
+                            });
+                    if applied.keep {
+                        Ok(applied.deliver)
+                    } else {
+                        Err(applied.deliver)
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+                delivers.push(applied.unwrap_or_else(|deliver| deliver));
             }
         }
-    }
-    if let Some(e) = failed {
-        return Err(e);
     }
     tx.commit().map_err(|e| e.to_string())
 }
 
-fn in_savepoint(conn: &Connection, work: Work) -> rusqlite::Result<Deliver> {
-    conn.execute_batch("SAVEPOINT apply")?;
-    // A bug in one write must not take the writer (and with it every ingest) down: its changes
-    // are rolled back and its caller, whose answer channel went with the closure, sees the store
-    // as closed for that one call.
-    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
-        .unwrap_or_else(|_| {
-            tracing::error!("a write to the store panicked; it was rolled back");
-            Applied {
-                keep: false,
-                deliver: Box::new(|_| {}),
-            }
-        });
-    if !applied.keep {
-        conn.execute_batch("ROLLBACK TO apply")?;
+/// Runs `f` in a savepoint, kept if it returns `Ok` and rolled back otherwise. The outer error is
+/// the savepoint's own (the transaction is then unusable).
+fn in_savepoint<T, E>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> rusqlite::Result<Result<T, E>> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let result = f(conn);
+    if result.is_err() {
+        conn.execute_batch("ROLLBACK TO job")?;
     }
-    conn.execute_batch("RELEASE apply")?;
-    Ok(applied.deliver)
+    conn.execute_batch("RELEASE job")?;
+    Ok(result)
 }
 
 fn write_files_loop(dir: &Path, batches: std_mpsc::Receiver<Committed>) {
