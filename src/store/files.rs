@@ -1,6 +1,7 @@
-//! The `problems_received/` folder: safe names and atomic, durable writes.
+//! The folders' files: safe names, and writes a reader never sees half done. The files are views
+//! of the store, so they are not fsynced; start-up rewrites what a crash left missing or short.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::SystemTime;
@@ -43,12 +44,6 @@ pub fn stem(source_prefix: Option<&str>, key: &str, state: &str) -> String {
     }
 }
 
-/// Writes `bytes` as `dir/name` so that a reader sees either nothing or the whole file: a hidden
-/// temporary name first, fsync, then rename. The caller fsyncs the folder once per batch.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    write_via_temporary(dir, name, bytes, true, None)
-}
-
 /// Writes one received file through a temporary name, without syncing it. The files are views of
 /// the store, whose commit is what makes a notification durable; after a power cut the start-up
 /// pass rewrites any file that is missing or not whole. Syncing each file would cap ingest at the
@@ -66,7 +61,7 @@ pub fn write_view(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     if write_unnamed_then_link(dir, name, bytes).is_ok() {
         return Ok(());
     }
-    write_via_temporary(dir, name, bytes, false, None)
+    write_via_temporary(dir, name, bytes, None)
 }
 
 #[cfg(target_os = "linux")]
@@ -109,14 +104,13 @@ pub fn write_view_dated(
     bytes: &[u8],
     modified: SystemTime,
 ) -> io::Result<()> {
-    write_via_temporary(dir, name, bytes, false, Some(modified))
+    write_via_temporary(dir, name, bytes, Some(modified))
 }
 
 fn write_via_temporary(
     dir: &Path,
     name: &str,
     bytes: &[u8],
-    fsync: bool,
     modified: Option<SystemTime>,
 ) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -130,20 +124,12 @@ fn write_via_temporary(
         if let Some(t) = modified {
             f.set_modified(t)?;
         }
-        if fsync {
-            f.sync_all()?;
-        }
         fs::rename(&tmp, dir.join(name))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
-}
-
-/// Makes renames in `dir` durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -175,9 +161,8 @@ mod tests {
     #[test]
     fn writes_whole_files_and_leaves_no_temporary() {
         let dir = tempfile::tempdir().unwrap();
-        write_atomic(dir.path(), "a.json", b"{\"x\":1}").unwrap();
-        write_atomic(dir.path(), "a.json", b"{\"x\":2}").unwrap();
-        sync_dir(dir.path()).unwrap();
+        write_view(dir.path(), "a.json", b"{\"x\":1}").unwrap();
+        write_view(dir.path(), "a.json", b"{\"x\":2}").unwrap();
         assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"{\"x\":2}");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         write_view(dir.path(), "b.json", b"{}").unwrap();

@@ -54,7 +54,7 @@ pub enum StoreError {
     #[error("cannot open the store at {url}: {source}")]
     Open { url: String, source: sqlx::Error },
     #[error("cannot open the store on {path}: {source}")]
-    OpenWriter {
+    OpenFile {
         path: PathBuf,
         source: rusqlite::Error,
     },
@@ -117,7 +117,7 @@ impl Store {
         sqlx::migrate!("./migrations").run(&pool).await?;
 
         let reader = reader::Reader::open(options.get_filename()).map_err(|source| {
-            StoreError::OpenWriter {
+            StoreError::OpenFile {
                 path: options.get_filename().to_path_buf(),
                 source,
             }
@@ -227,14 +227,11 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
             let dir = self.dir_received.clone();
-            tokio::task::spawn_blocking(move || files::write_atomic(&dir, &name, &body))
+            tokio::task::spawn_blocking(move || files::write_view(&dir, &name, &body))
                 .await
                 .map_err(|e| StoreError::NotStored(e.to_string()))?
                 .map_err(folder_error)?;
             restored += 1;
-        }
-        if restored > 0 {
-            files::sync_dir(&self.dir_received).map_err(folder_error)?;
         }
         Ok(restored)
     }

@@ -62,7 +62,7 @@ pub(super) fn start(
     dir: PathBuf,
     committed: Arc<Notify>,
 ) -> Result<(), StoreError> {
-    let conn = open(db_path).map_err(|source| StoreError::OpenWriter {
+    let conn = open(db_path).map_err(|source| StoreError::OpenFile {
         path: db_path.to_path_buf(),
         source,
     })?;
