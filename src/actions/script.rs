@@ -19,6 +19,9 @@ use crate::template::Template;
 
 /// The exit code a script uses to say "try again later" (sysexits.h EX_TEMPFAIL).
 pub const EX_TEMPFAIL: i32 = 75;
+/// Shown when a script's output could not be read within 2 s of its exit (a process outside its
+/// group kept the pipe open).
+const NOT_COLLECTED: &str = "[output not collected]";
 /// Variables passed through from hub's own environment; everything else is left out.
 const PASSED_THROUGH: &[&str] = &[
     "PATH",
@@ -120,6 +123,27 @@ impl Script {
         Ok(Invocation { argv, env, stdin })
     }
 
+    /// Waits for the script to exit; past its timeout it gets SIGTERM, and past the grace SIGKILL.
+    async fn wait(
+        &self,
+        child: &mut tokio::process::Child,
+        pid: Option<u32>,
+    ) -> (std::io::Result<ExitStatus>, bool) {
+        match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(status) => (status, false),
+            Err(_) => {
+                signal_group(pid, Signal::Term);
+                match tokio::time::timeout(self.grace, child.wait()).await {
+                    Ok(status) => (status, true),
+                    Err(_) => {
+                        signal_group(pid, Signal::Kill);
+                        (child.wait().await, true)
+                    }
+                }
+            }
+        }
+    }
+
     async fn execute(&self, inv: Invocation) -> Result<Outcome, ActionError> {
         let started = Instant::now();
         let mut cmd = Command::new(&inv.argv[0]);
@@ -147,33 +171,43 @@ impl Script {
         let pid = child.id();
         // If this future is dropped (a shutdown past its deadline), the whole group goes with it.
         let _group = GroupGuard(pid);
-        if let Some(mut stdin) = child.stdin.take() {
-            let data = inv.stdin;
+        // The pipes are fed and read in this same future rather than in tasks of their own: a run
+        // is then one task, however much its script writes.
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let data = inv.stdin;
+        let feed = async move {
             // A script that does not read its stdin must not fail or hang because of it.
-            tokio::spawn(async move {
+            if let Some(mut stdin) = stdin {
                 let _ = stdin.write_all(&data).await;
-            });
-        }
-        let stdout = tokio::spawn(capture(child.stdout.take(), self.max_output));
-        let stderr = tokio::spawn(capture(child.stderr.take(), self.max_output));
-
-        let (status, timed_out) = match tokio::time::timeout(self.timeout, child.wait()).await {
-            Ok(status) => (status, false),
-            Err(_) => {
-                signal_group(pid, Signal::Term);
-                match tokio::time::timeout(self.grace, child.wait()).await {
-                    Ok(status) => (status, true),
-                    Err(_) => {
-                        signal_group(pid, Signal::Kill);
-                        (child.wait().await, true)
-                    }
-                }
+            }
+        };
+        let io = async {
+            let (_, out, err) = tokio::join!(
+                feed,
+                capture(stdout, self.max_output),
+                capture(stderr, self.max_output)
+            );
+            (out, err)
+        };
+        let mut io = std::pin::pin!(io);
+        let mut output = None;
+        let exited = self.wait(&mut child, pid);
+        let mut exited = std::pin::pin!(exited);
+        let (status, timed_out) = loop {
+            tokio::select! {
+                done = &mut exited => break done,
+                captured = &mut io, if output.is_none() => output = Some(captured),
             }
         };
         // Whatever the script left behind in its group goes with it, so the pipes close.
         signal_group(pid, Signal::Kill);
-        let stdout = collect(stdout).await;
-        let stderr = collect(stderr).await;
+        let (stdout, stderr) = match output {
+            Some(captured) => captured,
+            None => tokio::time::timeout(Duration::from_secs(2), io)
+                .await
+                .unwrap_or_else(|_| (NOT_COLLECTED.into(), NOT_COLLECTED.into())),
+        };
         let status = status.map_err(|e| ActionError::transient(format!("cannot wait: {e}")))?;
         let detail = json!({
             "exit_code": status.code(),
@@ -314,13 +348,6 @@ async fn capture<R: AsyncRead + Unpin>(pipe: Option<R>, max: usize) -> String {
         text.push_str(&format!("… [{} more bytes]", total - kept.len()));
     }
     text
-}
-
-async fn collect(task: tokio::task::JoinHandle<String>) -> String {
-    match tokio::time::timeout(Duration::from_secs(2), task).await {
-        Ok(Ok(text)) => text,
-        _ => String::from("[output not collected]"),
-    }
 }
 
 /// Kills the script's process group when dropped.

@@ -238,16 +238,8 @@ impl Store {
 
     /// Enrichments due now, oldest first.
     pub async fn due_enrichments(&self, limit: i64) -> Result<Vec<DueEnrichment>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts
-             FROM enrichments e JOIN notifications n ON n.id = e.notification_id
-             WHERE e.status = 'pending' AND e.next_attempt_at_ms <= ?
-             ORDER BY e.next_attempt_at_ms, e.notification_id LIMIT ?",
-        )
-        .bind(now_ms())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        self.reader
+            .read(|c| reader::due_enrichments(c, now_ms(), limit))
     }
 
     /// Records an attempt: done, failed for good, or pending again at `retry_at_ms`.
@@ -286,7 +278,7 @@ impl Store {
 }
 
 /// A Dynatrace notification waiting for its problem's details.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DueEnrichment {
     pub notification_id: i64,
     pub problem_key: String,

@@ -1,5 +1,6 @@
-//! The dispatcher's hot reads, on a connection of its own and without sqlx's worker-thread hop:
-//! every run reads its notification, and every `problems_sent/` rewrite reads its problem's runs.
+//! The dispatcher's reads, on a connection of its own and without sqlx's worker-thread hop: each
+//! pass reads what is due, every run reads its notification, and every `problems_sent/` rewrite
+//! reads its problem's runs.
 //! Each is an indexed lookup of a few microseconds, less than the two context switches sqlx
 //! spends on handing it to its worker thread and back, so they run in place.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::runs::{RunRow, StoredNotification};
-use super::StoreError;
+use super::{DueEnrichment, StoreError};
 
 pub(super) struct Reader(Mutex<Connection>);
 
@@ -79,12 +80,48 @@ pub(super) fn problem_runs(
     source: &str,
     problem_key: &str,
 ) -> rusqlite::Result<Vec<RunRow>> {
+    runs(
+        c,
+        "WHERE source = ?1 AND problem_key = ?2 ORDER BY id",
+        (source, problem_key),
+    )
+}
+
+/// Runs due at `now_ms`, oldest first.
+pub(super) fn due_runs(c: &Connection, now_ms: i64, limit: i64) -> rusqlite::Result<Vec<RunRow>> {
+    runs(
+        c,
+        "WHERE status = 'pending' AND next_attempt_at_ms <= ?1
+         ORDER BY next_attempt_at_ms, id LIMIT ?2",
+        (now_ms, limit),
+    )
+}
+
+/// The runs of one state change of a problem.
+pub(super) fn state_runs(
+    c: &Connection,
+    source: &str,
+    problem_key: &str,
+    state: &str,
+) -> rusqlite::Result<Vec<RunRow>> {
+    runs(
+        c,
+        "WHERE source = ?1 AND problem_key = ?2 AND state = ?3 ORDER BY id",
+        (source, problem_key, state),
+    )
+}
+
+fn runs(
+    c: &Connection,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<RunRow>> {
     let sql = format!(
-        "SELECT {} FROM action_runs WHERE source = ?1 AND problem_key = ?2 ORDER BY id",
+        "SELECT {} FROM action_runs {filter}",
         super::runs::RUN_COLUMNS
     );
     let mut stmt = c.prepare_cached(&sql)?;
-    let rows = stmt.query_map([source, problem_key], |r| {
+    let rows = stmt.query_map(params, |r| {
         Ok(RunRow {
             id: r.get(0)?,
             notification_id: r.get(1)?,
@@ -105,6 +142,54 @@ pub(super) fn problem_runs(
         })
     })?;
     rows.collect()
+}
+
+/// Notifications ready to be routed: not a test, and enrichment (if any) finished.
+pub(super) fn due_plans(c: &Connection, limit: i64) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT p.notification_id FROM plans p
+         WHERE p.status = 'pending'
+           AND NOT EXISTS (SELECT 1 FROM enrichments e
+                           WHERE e.notification_id = p.notification_id AND e.status = 'pending')
+         ORDER BY p.notification_id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Enrichments due at `now_ms`, oldest first.
+pub(super) fn due_enrichments(
+    c: &Connection,
+    now_ms: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<DueEnrichment>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts
+         FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+         WHERE e.status = 'pending' AND e.next_attempt_at_ms <= ?1
+         ORDER BY e.next_attempt_at_ms, e.notification_id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map([now_ms, limit], |r| {
+        Ok(DueEnrichment {
+            notification_id: r.get(0)?,
+            problem_key: r.get(1)?,
+            state: r.get(2)?,
+            pid: r.get(3)?,
+            attempts: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// When the next pending run or enrichment is due; `None` when nothing is pending.
+pub(super) fn earliest_pending_ms(c: &Connection) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached(
+        "SELECT MIN(at) FROM (
+            SELECT MIN(next_attempt_at_ms) AS at FROM action_runs WHERE status = 'pending'
+            UNION ALL
+            SELECT MIN(next_attempt_at_ms) FROM enrichments WHERE status = 'pending')",
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 pub(super) fn latest_details(

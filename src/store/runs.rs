@@ -97,16 +97,7 @@ pub(super) const RUN_COLUMNS: &str = "id, notification_id, idem_key, source, pro
 impl Store {
     /// Notifications ready to be routed: not a test, and enrichment (if any) finished.
     pub async fn due_plans(&self, limit: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT p.notification_id FROM plans p
-             WHERE p.status = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM enrichments e
-                               WHERE e.notification_id = p.notification_id AND e.status = 'pending')
-             ORDER BY p.notification_id LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        self.reader.read(|c| super::reader::due_plans(c, limit))
     }
 
     pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
@@ -125,14 +116,7 @@ impl Store {
 
     /// When the next pending run or enrichment is due; `None` when nothing is pending.
     pub async fn earliest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(at) FROM (
-                SELECT MIN(next_attempt_at_ms) AS at FROM action_runs WHERE status = 'pending'
-                UNION ALL
-                SELECT MIN(next_attempt_at_ms) FROM enrichments WHERE status = 'pending')",
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        self.reader.read(super::reader::earliest_pending_ms)
     }
 
     /// Whether hub has a notification of this problem in this state.
@@ -206,15 +190,8 @@ impl Store {
 
     /// Runs due now, oldest first.
     pub async fn due_runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {RUN_COLUMNS} FROM action_runs
-             WHERE status = 'pending' AND next_attempt_at_ms <= ?
-             ORDER BY next_attempt_at_ms, id LIMIT ?"
-        ))
-        .bind(now_ms())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        self.reader
+            .read(|c| super::reader::due_runs(c, now_ms(), limit))
     }
 
     /// Every run of a problem, for `problems_sent/` and the pages.
@@ -235,15 +212,9 @@ impl Store {
         state: &str,
         actions: &[String],
     ) -> Result<Vec<RunRow>, StoreError> {
-        let rows: Vec<RunRow> = sqlx::query_as(&format!(
-            "SELECT {RUN_COLUMNS} FROM action_runs
-             WHERE source = ? AND problem_key = ? AND state = ? ORDER BY id"
-        ))
-        .bind(source)
-        .bind(problem_key)
-        .bind(state)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .reader
+            .read(|c| super::reader::state_runs(c, source, problem_key, state))?;
         Ok(rows
             .into_iter()
             .filter(|r| actions.iter().any(|a| a == &r.action))
