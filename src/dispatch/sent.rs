@@ -10,11 +10,15 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::store::{files, now_ms, Store, StoreError};
+/// How many problems one read covers: the dispatcher shares the reader and should not wait long.
+const CHUNK: usize = 64;
+
+use crate::store::{files, now_ms, SentView, Store, StoreError};
 
 /// The problems whose file must be rewritten, and the one task that rewrites them.
 pub struct SentFiles {
@@ -81,9 +85,10 @@ impl SentFiles {
                 }
                 std::mem::take(&mut s.dirty)
             };
-            for (source, key) in batch {
-                if let Err(e) = write(&self.store, &self.dir, &source, &key).await {
-                    tracing::error!(problem_id = ?key, error = %e, "cannot write to dir_sent");
+            let batch: Vec<(String, String)> = batch.into_iter().collect();
+            for chunk in batch.chunks(CHUNK) {
+                if let Err(e) = write(&self.store, &self.dir, chunk).await {
+                    tracing::error!(problems = chunk.len(), error = %e, "cannot write to dir_sent");
                 }
             }
             self.settled.notify_waiters();
@@ -135,28 +140,45 @@ pub fn file_name(source: &str, problem_key: &str) -> String {
     }
 }
 
-pub async fn write(
-    store: &Store,
-    dir: &Path,
-    source: &str,
-    problem_key: &str,
-) -> Result<String, StoreError> {
-    // Read before the content: a change that lands in between makes the file look older than it
-    // is (and it is marked again anyway), never newer.
-    let changed_ms = store.sent_changed_ms(source, problem_key).await?;
-    let dated = std::time::UNIX_EPOCH
-        + std::time::Duration::from_millis(changed_ms.unwrap_or_else(now_ms).max(0) as u64);
-    let Some(n) = store.latest_notification(source, problem_key).await? else {
-        return Ok(String::new());
-    };
-    let details: Value = store
-        .latest_details(source, problem_key)
+/// Rewrites the files of these problems: their content read in one transaction, then written in
+/// one blocking task. A file that cannot be written is logged and left for the next change.
+async fn write(store: &Store, dir: &Path, problems: &[(String, String)]) -> Result<(), StoreError> {
+    let files = store
+        .sent_views(problems)
         .await?
+        .into_iter()
+        .flatten()
+        .map(render)
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = dir.to_path_buf();
+    let failed = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .filter_map(|(name, bytes, dated)| {
+                files::write_view_dated(&target, &name, &bytes, dated)
+                    .err()
+                    .map(|e| (name, e))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| StoreError::NotStored(e.to_string()))?;
+    for (name, e) in failed {
+        tracing::error!(file = %name, dir = %dir.display(), error = %e, "cannot write to dir_sent");
+    }
+    Ok(())
+}
+
+/// A problem's file: its name, its content, and the time of the last change it shows.
+fn render(view: SentView) -> Result<(String, Vec<u8>, SystemTime), StoreError> {
+    let dated =
+        UNIX_EPOCH + Duration::from_millis(view.changed_ms.unwrap_or_else(now_ms).max(0) as u64);
+    let details: Value = view
+        .details
         .and_then(|d| serde_json::from_str(&d).ok())
         .unwrap_or(Value::Null);
-    let runs: Vec<Value> = store
-        .problem_runs(source, problem_key)
-        .await?
+    let runs: Vec<Value> = view
+        .runs
         .into_iter()
         .map(|r| {
             json!({
@@ -173,25 +195,15 @@ pub async fn write(
         })
         .collect();
     let doc = json!({
-        "source": source,
-        "problem_id": problem_key,
-        "pid": n.pid,
-        "state": n.state,
+        "source": view.source,
+        "problem_id": view.problem_key,
+        "pid": view.pid,
+        "state": view.state,
         "written_at_ms": now_ms(),
         "details": details,
         "runs": runs,
     });
-    let name = file_name(source, problem_key);
     let bytes =
         serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::NotStored(e.to_string()))?;
-    let target = dir.to_path_buf();
-    let file = name.clone();
-    tokio::task::spawn_blocking(move || files::write_view_dated(&target, &file, &bytes, dated))
-        .await
-        .map_err(|e| StoreError::NotStored(e.to_string()))?
-        .map_err(|source| StoreError::Folder {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    Ok(name)
+    Ok((file_name(&view.source, &view.problem_key), bytes, dated))
 }

@@ -12,7 +12,7 @@ mod writer;
 
 use writer::Job;
 
-pub use runs::{Finish, NewRun, RunRow, StoredNotification};
+pub use runs::{Finish, NewRun, RunRow, SentView, StoredNotification};
 pub use views::{ActionCounts, HourCount, NotificationRow, ProblemRow, SourceCounts};
 
 use std::path::{Path, PathBuf};

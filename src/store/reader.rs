@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::runs::{RunRow, StoredNotification};
+use super::runs::{RunRow, SentView, StoredNotification};
 use super::{DueEnrichment, StoreError};
 
 pub(super) struct Reader(Mutex<Connection>);
@@ -206,7 +206,37 @@ pub(super) fn latest_details(
     .optional()
 }
 
-pub(super) fn sent_changed_ms(
+/// What a problem's `problems_sent/` file shows; `None` when hub never received the problem.
+pub(super) fn sent_view(
+    c: &Connection,
+    source: &str,
+    problem_key: &str,
+) -> rusqlite::Result<Option<SentView>> {
+    // The change time is read first: a change that lands in between makes the file look older
+    // than it is (and it is marked again anyway), never newer.
+    let changed_ms = sent_changed_ms(c, source, problem_key)?;
+    let latest = c
+        .prepare_cached(
+            "SELECT pid, state FROM notifications WHERE source = ?1 AND problem_key = ?2
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row([source, problem_key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((pid, state)) = latest else {
+        return Ok(None);
+    };
+    Ok(Some(SentView {
+        source: source.to_string(),
+        problem_key: problem_key.to_string(),
+        changed_ms,
+        pid,
+        state,
+        details: latest_details(c, source, problem_key)?,
+        runs: problem_runs(c, source, problem_key)?,
+    }))
+}
+
+fn sent_changed_ms(
     c: &Connection,
     source: &str,
     problem_key: &str,

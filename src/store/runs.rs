@@ -34,6 +34,19 @@ pub struct NewRun {
     pub target_label: String,
 }
 
+/// What a problem's `problems_sent/` file shows, and the time of the last change among it, which
+/// dates the file so the start-up check can tell a file that missed a change.
+#[derive(Debug, Clone)]
+pub struct SentView {
+    pub source: String,
+    pub problem_key: String,
+    pub changed_ms: Option<i64>,
+    pub pid: Option<String>,
+    pub state: String,
+    pub details: Option<String>,
+    pub runs: Vec<RunRow>,
+}
+
 /// A run as the queue and the pages see it.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct RunRow {
@@ -433,15 +446,22 @@ impl Store {
             .read(|c| super::reader::latest_details(c, source, problem_key))
     }
 
-    /// The time of a problem's last change that its `problems_sent/` file shows; the file is dated
-    /// with it, so the start-up check can tell a file that missed a change.
-    pub async fn sent_changed_ms(
+    /// What the `problems_sent/` files of these problems show, read in one transaction (one look
+    /// at what changed since the last read, rather than one per query); `None` for a problem hub
+    /// never received.
+    pub async fn sent_views(
         &self,
-        source: &str,
-        problem_key: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        self.reader
-            .read(|c| super::reader::sent_changed_ms(c, source, problem_key))
+        problems: &[(String, String)],
+    ) -> Result<Vec<Option<SentView>>, StoreError> {
+        self.reader.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let views = problems
+                .iter()
+                .map(|(source, key)| super::reader::sent_view(&tx, source, key))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.finish()?;
+            Ok(views)
+        })
     }
 
     /// Each problem that has a `problems_sent/` file, with the time of its last change (a run's
