@@ -3,6 +3,7 @@
 //! forbids scripts outright, so even a missed escape could not run one.
 
 use std::io::Cursor;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use rocket::form::{Form, FromForm};
@@ -23,11 +24,13 @@ pub fn routes() -> Vec<Route> {
     routes![index, feed, problem, replay]
 }
 
-/// The templates, compiled once at start.
-pub struct Templates(Tera);
+/// The templates, compiled when the first page is asked for: a hub that only receives never
+/// loads the template engine's code or keeps the compiled templates in memory.
+#[derive(Default)]
+pub struct Templates(OnceLock<Result<Tera, String>>);
 
 impl Templates {
-    pub fn load() -> Result<Templates, String> {
+    fn compile() -> Result<Tera, String> {
         let mut tera = Tera::default();
         tera.add_raw_templates(vec![
             ("base.html", include_str!("../../templates/base.html")),
@@ -36,12 +39,32 @@ impl Templates {
             ("problem.html", include_str!("../../templates/problem.html")),
         ])
         .map_err(|e| format!("cannot compile the page templates: {e}"))?;
-        Ok(Templates(tera))
+        Ok(tera)
     }
 
     fn render(&self, name: &str, data: &Value) -> Result<Html, ApiError> {
+        let tera = self
+            .0
+            .get_or_init(Templates::compile)
+            .as_ref()
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot render a page");
+                ApiError::new(
+                    Status::InternalServerError,
+                    "internal_error",
+                    "the page could not be rendered",
+                )
+            })?;
         let context = tera::Context::from_value(data.clone()).map_err(internal)?;
-        self.0.render(name, &context).map(Html).map_err(internal)
+        tera.render(name, &context).map(Html).map_err(internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_templates_compile() {
+        super::Templates::compile().unwrap();
     }
 }
 
