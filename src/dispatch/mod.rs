@@ -342,7 +342,8 @@ impl Dispatcher {
                 runs = runs.len(), new, already_known = runs.len() - new,
                 "routed"
             );
-            d.write_sent(&n.source, &n.problem_key);
+            // No file yet: `problems_sent/` shows what was done, so a problem's file is written
+            // at its first outcome. Writing it here too cost each run a second file under load.
         }
         Ok(())
     }

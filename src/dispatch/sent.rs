@@ -1,5 +1,5 @@
-//! `problems_sent/<problem>.json`: the enriched details and every action run, rewritten atomically
-//! whenever one of them changes.
+//! `problems_sent/<problem>.json`: the enriched details and every action run, written at the
+//! problem's first outcome (or its details) and rewritten atomically whenever one of them changes.
 //!
 //! The files are views of the store, like `problems_received/`: a change marks its problem, and one
 //! background task rewrites the marked files, so a burst of outcomes for one problem costs one

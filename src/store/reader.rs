@@ -244,7 +244,7 @@ fn sent_changed_ms(
     c.prepare_cached(
         "SELECT MAX(changed_ms) FROM (
              SELECT updated_at_ms AS changed_ms FROM action_runs
-             WHERE source = ?1 AND problem_key = ?2
+             WHERE source = ?1 AND problem_key = ?2 AND attempts > 0
              UNION ALL
              SELECT e.updated_at_ms
              FROM enrichments e JOIN notifications n ON n.id = e.notification_id

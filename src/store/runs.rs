@@ -464,12 +464,14 @@ impl Store {
         })
     }
 
-    /// Each problem that has a `problems_sent/` file, with the time of its last change (a run's
-    /// update, or details fetched), for the start-up check of those files.
+    /// Each problem that has a `problems_sent/` file, with the time of its last change (an attempted
+    /// run's update, or details fetched), for the start-up check of those files. A problem whose runs
+    /// were routed but never attempted has no file yet.
     pub async fn last_sent_changes(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT source, problem_key, MAX(changed_ms) FROM (
                  SELECT source, problem_key, updated_at_ms AS changed_ms FROM action_runs
+                 WHERE attempts > 0
                  UNION ALL
                  SELECT n.source, n.problem_key, e.updated_at_ms
                  FROM enrichments e JOIN notifications n ON n.id = e.notification_id

@@ -858,3 +858,39 @@ async fn script_output_is_bounded_and_a_webhook_4xx_is_final() {
         stdout.len()
     );
 }
+
+/// `problems_sent/` shows what was done: a problem whose run is only routed (here, waiting for the
+/// action's one slot) has no file until its first outcome.
+#[tokio::test]
+async fn a_problem_gets_its_sent_file_at_its_first_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        "gate.sh",
+        "echo \"$HUB_PROBLEM_ID\" >> started.log\nwhile [ ! -e go ]; do sleep 0.05; done",
+    );
+    let config = json!({"actions": {"gate": {"type": "script", "command": ["./gate.sh"],
+                                             "max_concurrent": 1}}});
+    let hub = start_with(dir.path(), config, &[]);
+    let started = dir.path().join("started.log");
+    deliver(&hub, fixture("dynatrace/minimal-open.json")).await;
+    eventually("the first run to start", async || {
+        lines(&started).len() == 1
+    })
+    .await;
+    let second = br#"{"State": "OPEN", "ProblemID": "86", "PID": "-1_1V2"}"#.to_vec();
+    deliver(&hub, second).await;
+    eventually("the second run to be routed", async || {
+        runs(dir.path()).await.len() == 2
+    })
+    .await;
+    // Long enough for the file writer, which used to write a routed problem's file at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = dir.path().join("problems_sent");
+    assert_eq!(support::list_files(&sent), Vec::<String>::new());
+
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    sent_when_all(dir.path(), "85.json", 1, "succeeded").await;
+    sent_when_all(dir.path(), "86.json", 1, "succeeded").await;
+    assert_eq!(lines(&started), ["85", "86"]);
+}
