@@ -107,6 +107,9 @@ pub enum Finish {
 pub(super) const RUN_COLUMNS: &str = "id, notification_id, idem_key, source, problem_key, state, action, target,
      target_label, status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms";
 
+const CLOSE_PLAN: &str =
+    "UPDATE plans SET status = 'done', updated_at_ms = ?1 WHERE notification_id = ?2";
+
 impl Store {
     /// Notifications ready to be routed: not a test, and enrichment (if any) finished.
     pub async fn due_plans(&self, limit: i64) -> Result<Vec<i64>, StoreError> {
@@ -174,9 +177,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
                  ON CONFLICT (idem_key) DO NOTHING",
             )?;
-            let mut close = c.prepare_cached(
-                "UPDATE plans SET status = 'done', updated_at_ms = ?1 WHERE notification_id = ?2",
-            )?;
+            let mut close = c.prepare_cached(CLOSE_PLAN)?;
             let mut counts = Vec::with_capacity(plans.len());
             for (id, source, problem_key, state, runs) in &plans {
                 let mut inserted = 0;
@@ -197,6 +198,19 @@ impl Store {
                 counts.push(inserted);
             }
             Ok(counts)
+        })
+        .await
+    }
+
+    /// Closes plans that route to nothing, in one transaction.
+    pub async fn close_plans(&self, notification_ids: Vec<i64>) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.write(move |c| {
+            let mut close = c.prepare_cached(CLOSE_PLAN)?;
+            for id in notification_ids {
+                close.execute(rusqlite::params![now, id])?;
+            }
+            Ok(())
         })
         .await
     }

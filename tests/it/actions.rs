@@ -894,3 +894,31 @@ async fn a_problem_gets_its_sent_file_at_its_first_outcome() {
     sent_when_all(dir.path(), "86.json", 1, "succeeded").await;
     assert_eq!(lines(&started), ["85", "86"]);
 }
+
+/// A hub that only receives: its plans are closed with no run, and no file is written for them.
+#[tokio::test]
+async fn with_no_action_configured_plans_close_without_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_with(dir.path(), json!({}), &[]);
+    deliver(&hub, fixture("dynatrace/minimal-open.json")).await;
+    deliver(&hub, fixture("dynatrace/full-open.json")).await;
+    eventually("both plans closed", async || {
+        let pool = support::db(dir.path()).await;
+        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plans WHERE status != 'done'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plans WHERE status = 'done'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        open == 0 && done == 2
+    })
+    .await;
+    assert!(runs(dir.path()).await.is_empty());
+    assert_eq!(
+        support::list_files(&dir.path().join("problems_sent")),
+        Vec::<String>::new()
+    );
+}
