@@ -1,5 +1,6 @@
 //! Durability: what was acknowledged survives `kill -9`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -7,17 +8,23 @@ use tokio::sync::Semaphore;
 
 use crate::support::{self, client, post};
 
+/// `kill -9` while 32 clients are still sending: every notification acknowledged before the kill
+/// is on disk, whole, in the folder and in the store; a client that got no answer may or may not
+/// find its notification stored (it retries, and a duplicate is recognised). After a restart every
+/// stored notification has its file again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_acknowledged_notification_survives_kill_9() {
-    const TOTAL: usize = 500;
+async fn every_acknowledged_notification_survives_kill_9_at_full_load() {
+    const TOTAL: usize = 3000;
     const CLIENTS: usize = 32;
+    const KILL_AFTER: usize = 300;
     let (tmp, mut hub) = support::start(json!({}));
     let c = client();
     let url = hub.url("/");
     let gate = Arc::new(Semaphore::new(CLIENTS));
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..TOTAL {
-        let (c, url, gate) = (c.clone(), url.clone(), gate.clone());
+        let (c, url, gate, answered) = (c.clone(), url.clone(), gate.clone(), answered.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.unwrap();
             let body = json!({
@@ -26,9 +33,16 @@ async fn every_acknowledged_notification_survives_kill_9() {
             })
             .to_string();
             let status = post(&c, &url, body.clone()).send().await.map(|r| r.status().as_u16());
+            if matches!(status, Ok(200)) {
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
             (i, body, status)
         }));
     }
+    while answered.load(Ordering::SeqCst) < KILL_AFTER {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    hub.kill9();
     let mut acknowledged = Vec::new();
     for t in tasks {
         let (i, body, status) = t.await.unwrap();
@@ -36,11 +50,10 @@ async fn every_acknowledged_notification_survives_kill_9() {
             acknowledged.push((i, body));
         }
     }
-    hub.kill9();
-    assert_eq!(
-        acknowledged.len(),
-        TOTAL,
-        "with no fault injected, every notification is acknowledged"
+    assert!(
+        acknowledged.len() >= KILL_AFTER && acknowledged.len() < TOTAL,
+        "the kill came in the middle of the load: {} of {TOTAL} acknowledged",
+        acknowledged.len()
     );
 
     // Every acknowledged notification is on disk, whole, in the folder and in the store.
@@ -58,19 +71,20 @@ async fn every_acknowledged_notification_survives_kill_9() {
         .unwrap();
         assert_eq!(stored, body.as_bytes(), "row for P-{i}");
     }
-    assert_eq!(
-        hub.received_files().len(),
-        TOTAL,
+    pool.close().await;
+    assert!(
+        hub.received_files().iter().all(|n| !n.starts_with('.')),
         "no temporary file left behind"
     );
-    pool.close().await;
 
-    // And hub starts again on what the kill left.
+    // hub starts again on what the kill left, and writes back any file the kill cut off.
     let config = support::config_with(json!({}));
     let hub = support::Hub::start_in(tmp.path(), &config, &[]);
     let r = client().get(hub.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(support::count(tmp.path()).await, TOTAL as i64);
+    let stored = support::count(tmp.path()).await;
+    assert!(stored >= acknowledged.len() as i64);
+    assert_eq!(hub.received_files().len() as i64, stored);
 }
 
 /// A `kill -9` in the middle of a burst of runs: after a restart every run completes, and the only
