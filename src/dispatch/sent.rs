@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::store::{files, now_ms, SentView, Store, StoreError};
+
 /// How many problems one read covers: the dispatcher shares the reader and should not wait long.
 const CHUNK: usize = 64;
-
-use crate::store::{files, now_ms, SentView, Store, StoreError};
 
 /// The problems whose file must be rewritten, and the one task that rewrites them.
 pub struct SentFiles {

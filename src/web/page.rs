@@ -47,28 +47,13 @@ impl Templates {
             .0
             .get_or_init(Templates::compile)
             .as_ref()
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot render a page");
-                ApiError::new(
-                    Status::InternalServerError,
-                    "internal_error",
-                    "the page could not be rendered",
-                )
-            })?;
+            .map_err(internal)?;
         let context = tera::Context::from_value(data.clone()).map_err(internal)?;
         tera.render(name, &context).map(Html).map_err(internal)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_templates_compile() {
-        super::Templates::compile().unwrap();
-    }
-}
-
-fn internal(e: tera::Error) -> ApiError {
+fn internal(e: impl std::fmt::Debug) -> ApiError {
     tracing::error!(error = ?e, "cannot render a page");
     ApiError::new(
         Status::InternalServerError,
@@ -187,4 +172,12 @@ async fn replay(
         view::encode(id),
         view::encode(&source)
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_templates_compile() {
+        super::Templates::compile().unwrap();
+    }
 }
