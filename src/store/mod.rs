@@ -12,6 +12,10 @@ mod writer;
 
 use writer::Job;
 
+/// How many prepared statements each rusqlite connection (the writer, the reader) keeps: more than
+/// hub has, so none is ever prepared twice.
+const STATEMENTS_KEPT: usize = 64;
+
 pub use runs::{Finish, NewRun, RunRow, SentView, StoredNotification};
 pub use views::{ActionCounts, HourCount, NotificationRow, ProblemRow, SourceCounts};
 

@@ -23,7 +23,7 @@ impl Reader {
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "query_only", true)?;
-        conn.set_prepared_statement_cache_capacity(super::writer::STATEMENTS_KEPT);
+        conn.set_prepared_statement_cache_capacity(super::STATEMENTS_KEPT);
         Ok(Reader(Mutex::new(conn)))
     }
 

@@ -78,9 +78,6 @@ pub(super) fn start(
     Ok(())
 }
 
-/// How many prepared statements a connection keeps: more than hub has, so none is ever prepared twice.
-pub(super) const STATEMENTS_KEPT: usize = 64;
-
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -92,7 +89,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     // Every write of hub runs here (about twenty statements); rusqlite keeps 16 by default, so a
     // mix of notifications, claims and outcomes kept preparing them again.
-    conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
+    conn.set_prepared_statement_cache_capacity(super::STATEMENTS_KEPT);
     Ok(conn)
 }
 
