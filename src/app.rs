@@ -6,17 +6,14 @@ use crate::config::Config;
 use crate::store::Store;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before anything is touched: a second hub on this store would run the first one's in-flight
+    // actions again.
+    let _lock = crate::store::lock(&config.store.url)?;
     std::fs::create_dir_all(&config.dir_sent)
         .with_context(|| format!("cannot create dir_sent {}", config.dir_sent.display()))?;
     let store = Store::open(&config.store.url, &config.dir_received).await?;
-    let restored = store.restore_missing_files().await?;
-    if restored > 0 {
-        tracing::warn!(
-            restored,
-            folder = %config.dir_received.display(),
-            "wrote back files the store had and the folder lacked"
-        );
-    }
+    report_folder(&config, &store.check_folder().await?);
+    report_unconfigured_runs(&config, &store).await?;
     if config.uses_example_password() {
         warn_example_password();
     }
@@ -32,6 +29,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let dispatching = tokio::spawn(dispatcher.run(stopped));
 
     let addr = format!("{}:{}", config.webhook.interface, config.webhook.port);
+    let checkpoint = store.clone();
     let served = crate::web::build(&config, store)
         .map_err(anyhow::Error::msg)?
         .launch()
@@ -39,6 +37,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The server has stopped taking notifications; now let running actions finish.
     let _ = stop.send(true);
     let _ = dispatching.await;
+    // Everything acknowledged goes into the database file itself, so that file alone is a whole
+    // copy once hub has stopped.
+    if let Err(e) = checkpoint.checkpoint().await {
+        tracing::warn!(error = %e, "cannot empty the WAL at stop; hub.db-wal must stay beside hub.db");
+    }
     match served {
         Ok(_) => {
             tracing::info!("stopped");
@@ -46,6 +49,45 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         Err(e) => Err(anyhow::anyhow!("cannot serve on {addr}: {}", e.kind())),
     }
+}
+
+/// Says what the start-up check of the received folder found.
+fn report_folder(config: &Config, check: &crate::store::FolderCheck) {
+    let folder = config.dir_received.display();
+    if check.restored > 0 {
+        tracing::warn!(
+            restored = check.restored,
+            folder = %folder,
+            "wrote back files the store had and the folder lacked"
+        );
+    }
+    for problem in &check.unwritable {
+        tracing::error!(folder = %folder, problem = %problem, "cannot write back a received file; hub goes on without it");
+    }
+    if !check.unknown.is_empty() {
+        let shown: Vec<&str> = check.unknown.iter().take(5).map(String::as_str).collect();
+        tracing::warn!(
+            files = check.unknown.len(),
+            folder = %folder,
+            examples = ?shown,
+            "the received folder holds notification files the store does not have (left by the \
+             Python sample, or kept only in a WAL that was lost). `hub import {folder}` stores \
+             them (as history: no action runs for them); files already stored are skipped"
+        );
+    }
+}
+
+/// Runs of an action that is no longer configured wait, silently, until it is back: say so.
+async fn report_unconfigured_runs(config: &Config, store: &Store) -> anyhow::Result<()> {
+    for (action, waiting) in store.waiting_runs_by_action().await? {
+        if !config.actions.actions.iter().any(|a| a.name == action) {
+            tracing::warn!(
+                action = %action, runs = waiting,
+                "runs of an action that is no longer in the config wait until it is configured again"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn warn_example_password() {

@@ -28,7 +28,7 @@ pub fn sanitize(part: &str) -> String {
 /// The `n`th file name candidate for a notification, in order of preference: the sample's
 /// `<ProblemID>-<State>.json` first, then numbered variants for a different body with the same
 /// ProblemID and State (or for two ids that sanitize to the same name).
-pub fn candidate(stem: &str, n: u32) -> String {
+pub fn candidate(stem: &str, n: u64) -> String {
     if n <= 1 {
         format!("{stem}.json")
     } else {
@@ -38,29 +38,58 @@ pub fn candidate(stem: &str, n: u32) -> String {
 
 /// The stem for a Dynatrace notification; other sources prefix their name.
 pub fn stem(source_prefix: Option<&str>, key: &str, state: &str) -> String {
-    match source_prefix {
+    fit(match source_prefix {
         None => format!("{}-{}", sanitize(key), sanitize(state)),
         Some(p) => format!("{}-{}-{}", sanitize(p), sanitize(key), sanitize(state)),
-    }
+    })
 }
 
-/// Writes one received file through a temporary name, without syncing it. The files are views of
-/// the store, whose commit is what makes a notification durable; after a power cut the start-up
-/// pass rewrites any file that is missing or not whole. Syncing each file would cap ingest at the
-/// disk's fsync rate for no gain in what is kept.
-///
-/// One thread writes them all: creating files in one folder from several threads only makes the
-/// threads spin on the folder's lock.
+/// The longest stem kept as it is. File systems take names of at most 255 bytes; a stem this long
+/// still leaves room for `.<n>.json` and for the hidden temporary name (`.<name>.tmp`).
+pub const MAX_STEM: usize = 200;
+
+/// A sanitized stem that fits [`MAX_STEM`]: a longer one keeps its beginning and ends with a digest
+/// of the whole, so two long ids that share a beginning still get names of their own. An id of any
+/// length from any sender must make a name the file system takes, or its file could never be
+/// written (and a start-up that writes it back would fail).
+pub fn fit(stem: String) -> String {
+    if stem.len() <= MAX_STEM {
+        return stem;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(stem.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    // Sanitized stems are ASCII, so any byte index is a character boundary.
+    format!("{}-{hex}", &stem[..MAX_STEM - hex.len() - 1])
+}
+
+/// Writes a new received file under `name`, never replacing a file already there (one the Python
+/// sample left, say): that is an error of kind `AlreadyExists`, and the caller picks another name.
+/// The file is not synced: the files are views of the store, whose commit is what makes a
+/// notification durable, and the start-up pass rewrites any file that is missing or not whole.
+/// Syncing each file would cap ingest at the disk's fsync rate for no gain in what is kept.
 ///
 /// On Linux the file is written unnamed (`O_TMPFILE`) and then given its name (`linkat`): one
-/// entry added to the folder instead of a temporary name created, looked up and renamed, which
+/// entry added to the folder instead of a temporary name created, looked up and linked, which
 /// makes a file about a third cheaper here. Where that is not supported (another file system, no
-/// `/proc`) or the name is taken, it goes through a temporary name as before.
-pub fn write_view(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+/// `/proc`) it goes through a hidden temporary name, hard-linked into place (a link, unlike a
+/// rename, never replaces). Either way a reader never sees half a file.
+pub fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    if write_unnamed_then_link(dir, name, bytes).is_ok() {
-        return Ok(());
+    match write_unnamed_then_link(dir, name, bytes) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+        Err(_) => {}
     }
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = write_file(&tmp, bytes, None).and_then(|()| fs::hard_link(&tmp, dir.join(name)));
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// Writes the store's own file `name` again, replacing what is there (a file cut short by a power
+/// cut, say); for the start-up repair and a redelivery whose file went missing.
+pub fn write_view(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     write_via_temporary(dir, name, bytes, None)
 }
 
@@ -114,22 +143,24 @@ fn write_via_temporary(
     modified: Option<SystemTime>,
 ) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        if let Some(t) = modified {
-            f.set_modified(t)?;
-        }
-        fs::rename(&tmp, dir.join(name))
-    })();
+    let result = write_file(&tmp, bytes, modified).and_then(|()| fs::rename(&tmp, dir.join(name)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+fn write_file(path: &Path, bytes: &[u8], modified: Option<SystemTime>) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    if let Some(t) = modified {
+        f.set_modified(t)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -156,6 +187,34 @@ mod tests {
             names,
             ["P-1-OPEN.json", "P-1-OPEN.2.json", "P-1-OPEN.3.json"]
         );
+    }
+
+    #[test]
+    fn long_ids_make_names_that_fit_and_stay_apart() {
+        let long = "x".repeat(300);
+        let a = stem(Some("ucloud"), &format!("{long}a"), "OPEN");
+        let b = stem(Some("ucloud"), &format!("{long}b"), "OPEN");
+        assert_eq!(a.len(), MAX_STEM);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
+        let name = candidate(&a, 4_000_000_000);
+        assert!(format!(".{name}.tmp").len() <= 255, "{}", name.len());
+        let dir = tempfile::tempdir().unwrap();
+        write_new(dir.path(), &name, b"{}").unwrap();
+        assert_eq!(stem(None, "P-1", "OPEN"), "P-1-OPEN", "short ids keep the sample's names");
+    }
+
+    #[test]
+    fn a_new_file_never_replaces_one_already_there() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("P-1-OPEN.json"), b"left by the sample").unwrap();
+        let e = write_new(dir.path(), "P-1-OPEN.json", b"{}").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            fs::read(dir.path().join("P-1-OPEN.json")).unwrap(),
+            b"left by the sample"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! light load a batch is a single notification; under a burst the cost of the fsync is shared.
 
 pub mod files;
+pub mod lock;
 mod reader;
 mod runs;
 mod views;
@@ -80,6 +81,8 @@ pub enum StoreError {
     NotStored(String),
     #[error("the store is shutting down")]
     Closed,
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
 }
 
 /// A handle to the store; cheap to clone.
@@ -91,6 +94,7 @@ pub struct Store {
     dir_received: PathBuf,
     /// Signalled after every commit, so the dispatcher starts at once instead of at its next poll.
     committed: Arc<Notify>,
+    health: Arc<writer::Health>,
 }
 
 impl Store {
@@ -128,11 +132,13 @@ impl Store {
         })?;
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let committed = Arc::new(Notify::new());
+        let health = Arc::new(writer::Health::default());
         writer::start(
             options.get_filename(),
             queue,
             dir_received.to_path_buf(),
             committed.clone(),
+            health.clone(),
         )?;
         Ok(Store {
             pool,
@@ -140,7 +146,40 @@ impl Store {
             jobs,
             dir_received: dir_received.to_path_buf(),
             committed,
+            health,
         })
+    }
+
+    /// Whether the store can take a notification now: its writer runs, its last commit went
+    /// through, and the received folder is there (the writer makes it again when it is not, so a
+    /// missing folder that cannot be made is what counts). `Err` says what is wrong.
+    pub fn health(&self) -> Result<(), String> {
+        if self.jobs.is_closed() {
+            return Err("the store's writer has stopped".into());
+        }
+        if let Some(e) = self.health.last_failure() {
+            return Err(format!("the last write to the store failed: {e}"));
+        }
+        if !self.dir_received.is_dir() {
+            std::fs::create_dir_all(&self.dir_received).map_err(|e| {
+                format!(
+                    "the received folder {} is gone and cannot be made: {e}",
+                    self.dir_received.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Empties the WAL into the database file; at a graceful stop, so the database file alone
+    /// holds everything that was acknowledged.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Checkpoint(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `work` in the writer's next transaction and returns its result once that is committed
@@ -205,15 +244,18 @@ impl Store {
         Ok(accepted)
     }
 
-    /// Writes again every file the store has and the folder lacks, or has with another size (cut
-    /// short by a power failure, or changed by hand). Returns how many were written.
-    pub async fn restore_missing_files(&self) -> Result<usize, StoreError> {
+    /// Compares the received folder with the store. Writes again every file the store has and the
+    /// folder lacks, or has with another size (cut short by a power failure, or changed by hand),
+    /// and lists the notification files in the folder that the store does not know (left by the
+    /// Python sample, or kept only in a WAL that was lost). A file that cannot be written is
+    /// reported and skipped: no single notification may keep hub from starting.
+    pub async fn check_folder(&self) -> Result<FolderCheck, StoreError> {
         let folder_error = |source| StoreError::Folder {
             path: self.dir_received.clone(),
             source,
         };
         let dir = self.dir_received.clone();
-        let present = tokio::task::spawn_blocking(move || list_sizes(&dir))
+        let mut present = tokio::task::spawn_blocking(move || list_sizes(&dir))
             .await
             .map_err(|e| StoreError::NotStored(e.to_string()))?
             .map_err(folder_error)?;
@@ -221,9 +263,9 @@ impl Store {
             sqlx::query_as("SELECT id, file_name, length(body) FROM notifications ORDER BY id")
                 .fetch_all(&self.pool)
                 .await?;
-        let mut restored = 0;
+        let mut check = FolderCheck::default();
         for (id, name, len) in known {
-            if present.get(&name) == Some(&(len as u64)) {
+            if present.remove(&name) == Some(len as u64) {
                 continue;
             }
             let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM notifications WHERE id = ?")
@@ -231,13 +273,21 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
             let dir = self.dir_received.clone();
-            tokio::task::spawn_blocking(move || files::write_view(&dir, &name, &body))
+            let target = name.clone();
+            let written = tokio::task::spawn_blocking(move || files::write_view(&dir, &target, &body))
                 .await
-                .map_err(|e| StoreError::NotStored(e.to_string()))?
-                .map_err(folder_error)?;
-            restored += 1;
+                .map_err(|e| StoreError::NotStored(e.to_string()))?;
+            match written {
+                Ok(()) => check.restored += 1,
+                Err(e) => check.unwritable.push(format!("{name}: {e}")),
+            }
         }
-        Ok(restored)
+        check.unknown = present
+            .into_keys()
+            .filter(|name| name.ends_with(".json") && !name.starts_with('.'))
+            .collect();
+        check.unknown.sort();
+        Ok(check)
     }
 
     /// Enrichments due now, oldest first.
@@ -281,6 +331,17 @@ impl Store {
     }
 }
 
+/// What [`Store::check_folder`] found.
+#[derive(Debug, Default)]
+pub struct FolderCheck {
+    /// Files written back.
+    pub restored: usize,
+    /// Files that could not be written back, each with its reason.
+    pub unwritable: Vec<String>,
+    /// Notification files in the folder that the store does not hold.
+    pub unknown: Vec<String>,
+}
+
 /// A Dynatrace notification waiting for its problem's details.
 #[derive(Debug, Clone)]
 pub struct DueEnrichment {
@@ -302,6 +363,15 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// Takes the store's lock for this process's life (see [`lock`]), before anything is opened.
+pub fn lock(url: &str) -> Result<lock::StoreLock, StoreError> {
+    let options = SqliteConnectOptions::from_str(url).map_err(|source| StoreError::Open {
+        url: url.to_string(),
+        source,
+    })?;
+    Ok(lock::acquire(options.get_filename())?)
 }
 
 /// Opens an existing store for reading only, beside a running hub; `None` when it does not exist yet.
@@ -458,5 +528,84 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(plans, 2, "nothing of the rejected one is kept");
+    }
+
+    /// When the file cannot be written (the folder unusable, a full disk), the sender is told
+    /// "not stored", and indeed nothing is: no row, no plan, so no action runs.
+    #[tokio::test]
+    async fn a_notification_whose_file_cannot_be_written_is_not_stored() {
+        let (dir, store) = open().await;
+        let received = dir.path().join("received");
+        std::fs::remove_dir(&received).unwrap();
+        std::fs::write(&received, b"a file where the folder was").unwrap();
+        let refused = store.accept(notification("P-1")).await;
+        assert!(
+            matches!(&refused, Err(StoreError::NotStored(m)) if m.contains("P-1-OPEN.json")),
+            "{refused:?}"
+        );
+        let (rows, plans): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM notifications), (SELECT COUNT(*) FROM plans)",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!((rows, plans), (0, 0));
+        assert!(store.health().is_err(), "the folder cannot be made");
+
+        std::fs::remove_file(&received).unwrap();
+        let stored = store.accept(notification("P-1")).await.unwrap();
+        assert_eq!(stored.file_name(), "P-1-OPEN.json");
+        store.health().unwrap();
+    }
+
+    /// A file hub did not write is never replaced: the notification takes the next free name. And
+    /// each variant's name is found from the last number given, not by probing from the first.
+    #[tokio::test]
+    async fn names_skip_files_already_there_and_count_on() {
+        let (dir, store) = open().await;
+        let received = dir.path().join("received");
+        std::fs::write(received.join("P-1-OPEN.json"), b"left by the sample").unwrap();
+        let mut names = Vec::new();
+        for i in 0..4 {
+            let mut n = notification("P-1");
+            n.body = format!("{{\"ProblemID\":\"P-1\",\"variant\":{i}}}").into_bytes();
+            names.push(store.accept(n).await.unwrap().file_name().to_string());
+        }
+        assert_eq!(
+            names,
+            ["P-1-OPEN.2.json", "P-1-OPEN.3.json", "P-1-OPEN.4.json", "P-1-OPEN.5.json"]
+        );
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.json")).unwrap(),
+            b"left by the sample"
+        );
+        let last: i64 =
+            sqlx::query_scalar("SELECT last FROM file_name_counters WHERE stem = 'P-1-OPEN'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(last, 5);
+        let check = store.check_folder().await.unwrap();
+        assert_eq!(check.unknown, ["P-1-OPEN.json"]);
+        assert_eq!(check.restored, 0);
+    }
+
+    /// At a graceful stop the WAL is emptied into the database file.
+    #[tokio::test]
+    async fn a_checkpoint_leaves_everything_in_the_database_file() {
+        let (dir, store) = open().await;
+        for i in 0..20 {
+            store.accept(notification(&format!("P-{i}"))).await.unwrap();
+        }
+        store.checkpoint().await.unwrap();
+        let wal = dir.path().join("hub.db-wal");
+        assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(dir.path().join("hub.db"), &copy).unwrap();
+        let conn = rusqlite::Connection::open(&copy).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 20);
     }
 }

@@ -90,6 +90,16 @@ impl Store {
         .await?)
     }
 
+    /// Runs not finished yet (pending, retrying or running), per action.
+    pub async fn waiting_runs_by_action(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT action, COUNT(*) FROM action_runs
+             WHERE status IN ('pending', 'running') GROUP BY action ORDER BY action",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The newest notifications first; `page` counts from 0.
     pub async fn latest_notifications(
         &self,

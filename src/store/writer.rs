@@ -1,19 +1,20 @@
-//! The single writer: group commit of whatever is waiting, then the files, then the answers.
+//! The single writer: group commit of whatever is waiting, files written before the commit, then
+//! the answers.
 //!
 //! Every write to the store goes through it: new notifications, and the dispatcher's claims,
 //! outcomes and routing. One writer means no one ever waits on SQLite's lock (whose busy handler
 //! sleeps, up to 100 ms a try, and starved the dispatcher while notifications poured in), and one
 //! fsync commits a whole burst of both.
 //!
-//! It runs on two threads of its own, with its own SQLite connection (rusqlite, prepared statements
+//! It runs on a thread of its own, with its own SQLite connection (rusqlite, prepared statements
 //! kept), so the hot path has no async hop per statement: sqlx's SQLite driver sends every statement
-//! to a worker thread and back, and under load those hops cost more CPU than the statements. The SQL
-//! thread commits batch N+1 while the file thread writes batch N's files; answers go out from the
-//! file thread, in order, once a notification is both committed and in the folder.
+//! to a worker thread and back, and under load those hops cost more CPU than the statements. Each
+//! new notification's file is written inside the transaction that stores it, so the answer and the
+//! state always agree: a notification is answered 2xx exactly when it is committed with its file.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc as std_mpsc, Arc};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
@@ -25,20 +26,22 @@ use crate::domain::{Notification, Source};
 /// Upper bound on one transaction, so one batch never holds the answers of a whole storm.
 const MAX_BATCH: usize = 512;
 
-/// Committed batches waiting for their files; a bound keeps memory flat if the disk stalls.
-const FILE_QUEUE: usize = 4;
+/// A failing store (a full disk) fails every batch; one line per interval says so.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the writer is asked to do.
 // Notifications are most of the jobs; boxing them to shrink the enum would allocate for each.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Job {
-    /// Store a new notification; answered once it is committed and its file written.
+    /// Store a new notification; answered once it is committed with its file.
     Accept {
         notification: Notification,
         reply: Reply,
     },
     /// Any other write, in a savepoint of the batch's transaction; told once it is committed.
     Apply(Work),
+    /// Empty the WAL into the database file (at a graceful stop).
+    Checkpoint(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>;
@@ -54,26 +57,73 @@ pub(super) struct Applied {
 
 pub(super) type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// Opens the writer's connection and starts its two threads. They stop when every `Store` handle
-/// (and so the job queue's sender) is gone.
+/// Whether the last commit failed, and why; for the health check. A full disk fails every commit
+/// until space is back, and the first commit after that clears it.
+#[derive(Default)]
+pub(super) struct Health(Mutex<Option<String>>);
+
+impl Health {
+    fn write_failed(&self, error: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
+
+    fn write_succeeded(&self) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some() {
+            tracing::info!("the store takes writes again");
+            *last = None;
+        }
+    }
+
+    pub fn last_failure(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Lets a repeated error through once per interval, counting the ones held back in between.
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(how many were held back since the last one)` when this one may be logged.
+    pub fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < self.every) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Opens the writer's connection and starts its thread. It stops when every `Store` handle (and so
+/// the job queue's sender) is gone.
 pub(super) fn start(
     db_path: &Path,
     queue: mpsc::Receiver<Job>,
     dir: PathBuf,
     committed: Arc<Notify>,
+    health: Arc<Health>,
 ) -> Result<(), StoreError> {
     let conn = open(db_path).map_err(|source| StoreError::OpenFile {
         path: db_path.to_path_buf(),
         source,
     })?;
-    let (to_files, batches) = std_mpsc::sync_channel::<Committed>(FILE_QUEUE);
-    std::thread::Builder::new()
-        .name("hub-files".into())
-        .spawn(move || write_files_loop(&dir, batches))
-        .map_err(StoreError::StartWriter)?;
     std::thread::Builder::new()
         .name("hub-writer".into())
-        .spawn(move || commit_loop(conn, queue, to_files, &committed))
+        .spawn(move || commit_loop(conn, queue, &dir, &committed, &health))
         .map_err(StoreError::StartWriter)?;
     Ok(())
 }
@@ -93,71 +143,102 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// A committed batch on its way to the folder: each notification, its answer, and what the
-/// transaction decided for it (or why it failed).
-struct Committed {
-    accepted: Vec<(Notification, Reply, Result<Planned, StoreError>)>,
-}
-
-/// A row as decided inside the transaction.
-struct Planned {
-    accepted: Accepted,
-    /// Whether the file must be written (new) or only checked (duplicate).
-    new: bool,
-}
-
 fn commit_loop(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Job>,
-    to_files: std_mpsc::SyncSender<Committed>,
+    dir: &Path,
     committed: &Notify,
+    health: &Health,
 ) {
-    while let Some(first) = queue.blocking_recv() {
+    let mut errors = Throttle::new(ERROR_LOG_INTERVAL);
+    let mut next = None;
+    while let Some(first) = next.take().or_else(|| queue.blocking_recv()) {
+        if let Job::Checkpoint(reply) = first {
+            let _ = reply.send(checkpoint(&conn));
+            continue;
+        }
         let mut jobs = Vec::with_capacity(MAX_BATCH.min(queue.len() + 1));
         jobs.push(first);
         while jobs.len() < MAX_BATCH {
             match queue.try_recv() {
+                // A checkpoint waits for the batch before it: it cannot run inside a transaction.
+                Ok(job @ Job::Checkpoint(_)) => {
+                    next = Some(job);
+                    break;
+                }
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
-        let mut accepted = Vec::new();
-        let mut delivers = Vec::new();
-        let failure = run_batch(&mut conn, jobs, &mut accepted, &mut delivers).err();
-        if let Some(e) = &failure {
-            tracing::error!(error = %e, "cannot commit to the store");
+        let mut batch = Batch::default();
+        let failure = run_batch(&mut conn, jobs, dir, &mut batch).err();
+        match &failure {
+            Some(e) => {
+                // Nothing of the batch is stored, so none of the files it wrote may stay behind.
+                for name in &batch.written {
+                    let _ = std::fs::remove_file(dir.join(name));
+                }
+                health.write_failed(e);
+                if let Some(suppressed) = errors.ready() {
+                    tracing::error!(error = %e, similar_errors_since_last_line = suppressed, "cannot commit to the store");
+                }
+            }
+            None => health.write_succeeded(),
         }
         let not_stored =
             |e: &String| StoreError::NotStored(format!("cannot commit to the store: {e}"));
-        for deliver in delivers {
+        for deliver in batch.delivers {
             deliver(failure.as_ref().map_or(Ok(()), |e| Err(not_stored(e))));
         }
-        if let Some(e) = &failure {
-            for (_, _, planned) in &mut accepted {
-                *planned = Err(not_stored(e));
-            }
+        for (reply, planned) in batch.accepted {
+            let answer = match &failure {
+                Some(e) => Err(not_stored(e)),
+                None => planned,
+            };
+            // The requester may have gone away (client hung up); its notification is stored anyway.
+            let _ = reply.send(answer);
         }
         committed.notify_one();
-        if accepted.is_empty() {
-            continue;
-        }
-        if to_files.send(Committed { accepted }).is_err() {
-            // The file thread is gone (it only stops by panicking): the answers' senders were
-            // dropped with the batch, so the requests fail with "not stored" rather than hang.
-            tracing::error!("the file writer stopped; notifications can no longer be accepted");
-            return;
-        }
     }
 }
 
+/// Moves what the WAL holds into the database file and empties the WAL, so that `hub.db` alone
+/// is a whole copy once hub has stopped (a backup of that one file, say).
+fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
+    let (busy, _, _): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    if busy != 0 {
+        return Err(StoreError::NotStored(
+            "the checkpoint could not finish: another process is reading the store".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What one batch did: answers to give once its fate is known, and the files it wrote.
+#[derive(Default)]
+struct Batch {
+    accepted: Vec<(Reply, Result<Accepted, StoreError>)>,
+    delivers: Vec<Deliver>,
+    /// New files written for this batch; removed again if it is not committed.
+    written: Vec<String>,
+}
+
 /// Runs one batch in one transaction, in the order the jobs came. Each job has a savepoint of its
-/// own: a notification that cannot be inserted, or a write that fails, is rolled back alone and
-/// told so, and the rest of the batch is kept.
+/// own: a notification that cannot be inserted or whose file cannot be written, or a write that
+/// fails, is rolled back alone and told so, and the rest of the batch is kept.
+///
+/// A new notification's file is written inside its savepoint, before the commit: what is committed
+/// has its file, and what could not get its file is not committed (its sender gets 503 and retries,
+/// and nothing of it is stored or run). Writing the files after the commit would leave a row that
+/// runs its actions while its sender was told it was not stored.
 fn run_batch(
     conn: &mut Connection,
     jobs: Vec<Job>,
-    accepted: &mut Vec<(Notification, Reply, Result<Planned, StoreError>)>,
-    delivers: &mut Vec<Deliver>,
+    dir: &Path,
+    batch: &mut Batch,
 ) -> Result<(), String> {
     let received_at_ms = super::now_ms();
     let tx = conn
@@ -169,13 +250,23 @@ fn run_batch(
                 notification,
                 reply,
             } => {
-                let planned = in_savepoint(&tx, |c| insert_one(c, &notification, received_at_ms))
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "cannot insert a notification");
-                        StoreError::NotStored(format!("cannot insert into the store: {e}"))
-                    });
-                accepted.push((notification, reply, planned));
+                let mut written = None;
+                let planned = in_savepoint(&tx, |c| {
+                    insert_one(c, &notification, received_at_ms, dir, &mut written)
+                })
+                .map_err(|e| e.to_string())?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot store a notification");
+                    StoreError::NotStored(format!("cannot store the notification: {e}"))
+                });
+                if let Some(name) = written {
+                    if planned.is_ok() {
+                        batch.written.push(name);
+                    } else {
+                        let _ = std::fs::remove_file(dir.join(name));
+                    }
+                }
+                batch.accepted.push((reply, planned));
             }
             Job::Apply(work) => {
                 let applied = in_savepoint(&tx, |c| {
@@ -200,7 +291,14 @@ fn run_batch(
                     }
                 })
                 .map_err(|e| e.to_string())?;
-                delivers.push(applied.unwrap_or_else(|deliver| deliver));
+                batch
+                    .delivers
+                    .push(applied.unwrap_or_else(|deliver| deliver));
+            }
+            Job::Checkpoint(reply) => {
+                let _ = reply.send(Err(StoreError::NotStored(
+                    "a checkpoint cannot run inside a batch".into(),
+                )));
             }
         }
     }
@@ -223,25 +321,34 @@ fn in_savepoint<T, E>(
     Ok(result)
 }
 
-fn write_files_loop(dir: &Path, batches: std_mpsc::Receiver<Committed>) {
-    for Committed { accepted } in batches {
-        for (notification, reply, planned) in accepted {
-            let result = planned.and_then(|p| {
-                let name = p.accepted.file_name();
-                // A duplicate's file is written again only if missing: an earlier attempt
-                // committed but could not write it, and the sender is retrying.
-                if p.new || !dir.join(name).is_file() {
-                    files::write_view(dir, name, &notification.body).map_err(|e| {
-                        StoreError::NotStored(format!(
-                            "stored in the database but cannot write {name}: {e}"
-                        ))
-                    })?;
-                }
-                Ok(p.accepted)
-            });
-            // The requester may have gone away (client hung up); its notification is stored anyway.
-            let _ = reply.send(result);
+/// Why a notification could not be stored.
+#[derive(Debug, thiserror::Error)]
+enum InsertError {
+    #[error("{0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("cannot write {name} in the received folder: {source}")]
+    File {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+/// Writes a received file; a folder deleted while hub runs is made again first.
+fn write_received(dir: &Path, name: &str, body: &[u8], new: bool) -> std::io::Result<()> {
+    let write = || {
+        if new {
+            files::write_new(dir, name, body)
+        } else {
+            files::write_view(dir, name, body)
         }
+    };
+    match write() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() => {
+            tracing::warn!(folder = %dir.display(), "the received folder was gone; making it again");
+            std::fs::create_dir_all(dir)?;
+            write()
+        }
+        other => other,
     }
 }
 
@@ -249,7 +356,9 @@ fn insert_one(
     conn: &Connection,
     n: &Notification,
     received_at_ms: i64,
-) -> rusqlite::Result<Planned> {
+    dir: &Path,
+    written: &mut Option<String>,
+) -> Result<Accepted, InsertError> {
     let sha = Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec();
     let existing: Option<(i64, String)> = conn
         .prepare_cached(
@@ -264,12 +373,19 @@ fn insert_one(
     if let Some((id, file_name)) = existing {
         conn.prepare_cached("UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ?1")?
             .execute([id])?;
-        return Ok(Planned {
-            accepted: Accepted::Duplicate { id, file_name },
-            new: false,
-        });
+        // Written again only if missing: an earlier attempt was stored but its file was deleted
+        // since, and the sender is retrying. The name is the store's own, so it may be replaced.
+        if !dir.join(&file_name).is_file() {
+            let body = stored_body(conn, id)?;
+            write_received(dir, &file_name, &body, false).map_err(|source| InsertError::File {
+                name: file_name.clone(),
+                source,
+            })?;
+        }
+        return Ok(Accepted::Duplicate { id, file_name });
     }
-    let file_name = free_name(conn, n)?;
+    let file_name = write_new_file(conn, n, dir)?;
+    *written = Some(file_name.clone());
     let facts = serde_json::to_string(&n.facts).ok();
     let id: i64 = conn
         .prepare_cached(
@@ -306,10 +422,12 @@ fn insert_one(
         conn.prepare_cached("INSERT INTO plans (notification_id, updated_at_ms) VALUES (?1, ?2)")?
             .execute(params![id, received_at_ms])?;
     }
-    Ok(Planned {
-        accepted: Accepted::Stored { id, file_name },
-        new: true,
-    })
+    Ok(Accepted::Stored { id, file_name })
+}
+
+fn stored_body(conn: &Connection, id: i64) -> rusqlite::Result<Vec<u8>> {
+    conn.prepare_cached("SELECT body FROM notifications WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
 }
 
 /// Real Dynatrace problems are enriched from the API; a sender's self-test never is.
@@ -317,19 +435,41 @@ fn needs_enrichment(n: &Notification) -> bool {
     n.source == Source::Dynatrace && !n.is_test && n.pid.is_some()
 }
 
-/// The first candidate name no stored notification uses. Only the writer inserts, so a name found
-/// free here is still free when this transaction commits.
-fn free_name(conn: &Connection, n: &Notification) -> rusqlite::Result<String> {
+/// Writes the notification's file under the first name that neither a stored notification nor a
+/// file already in the folder uses (a file hub did not write is never replaced), and returns the
+/// name. Only this transaction inserts, so a name found free here is still free at its commit.
+///
+/// The last number a stem was given is kept, so a new variant costs one lookup whether the
+/// problem's state has one variant or thirteen thousand; probing every number from the first made
+/// the single writer, and every sender waiting on it, slower with each variant.
+fn write_new_file(conn: &Connection, n: &Notification, dir: &Path) -> Result<String, InsertError> {
     // Dynatrace keeps the sample's names; the others say where they came from.
     let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
     let stem = files::stem(prefix, &n.problem_key, &n.state);
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT last FROM file_name_counters WHERE stem = ?1")?
+        .query_row([&stem], |r| r.get(0))
+        .optional()?;
+    let first = last.map_or(1, |l| l.max(0) as u64 + 1);
     let mut taken = conn.prepare_cached("SELECT 1 FROM notifications WHERE file_name = ?1")?;
-    let mut n = 1;
-    loop {
-        let name = files::candidate(&stem, n);
+    let mut number = first;
+    let name = loop {
+        let name = files::candidate(&stem, number);
         if !taken.exists([&name])? {
-            return Ok(name);
+            match write_received(dir, &name, &n.body, true) {
+                Ok(()) => break name,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(InsertError::File { name, source }),
+            }
         }
-        n += 1;
+        number += 1;
+    };
+    if number > 1 {
+        conn.prepare_cached(
+            "INSERT INTO file_name_counters (stem, last) VALUES (?1, ?2)
+             ON CONFLICT (stem) DO UPDATE SET last = excluded.last",
+        )?
+        .execute(params![stem, number as i64])?;
     }
+    Ok(name)
 }

@@ -95,9 +95,18 @@ impl<'r> Responder<'r, 'static> for JsonOk {
     }
 }
 
+/// Healthy means a notification posted now would be stored: the store takes writes and the
+/// received folder is there. A load balancer then sends senders elsewhere instead of into 503s.
 #[get("/healthz")]
-fn healthz() -> JsonOk {
-    JsonOk(json!({ "status": "ok" }))
+fn healthz(app: &rocket::State<App>) -> Result<JsonOk, ApiError> {
+    match app.store.health() {
+        Ok(()) => Ok(JsonOk(json!({ "status": "ok" }))),
+        Err(reason) => Err(ApiError::new(
+            rocket::http::Status::ServiceUnavailable,
+            "unavailable",
+            reason,
+        )),
+    }
 }
 
 /// Builds the server from the config. Rocket's own config files, environment and logging are not

@@ -87,7 +87,20 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
             v
         })
         .collect();
-    let actions = store.action_counts().await.map_err(store_error)?;
+    let actions: Vec<Value> = store
+        .action_counts()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|a| {
+            // Runs of an action taken out of the config wait until it is back; say so.
+            let configured = app.config.actions.actions.iter().any(|c| c.name == a.action);
+            let mut v = json!(a);
+            v["configured"] = json!(configured);
+            v["waiting"] = json!(a.pending + a.retrying + a.running);
+            v
+        })
+        .collect();
     let notifications = store
         .latest_notifications(page, PER_PAGE + 1)
         .await
