@@ -101,10 +101,10 @@ pub fn main() -> ExitCode {
             relative,
             json,
             run_actions,
-        } => api_command(&cli.config, move |c, config| {
+        } => api_command(&cli.config, run_actions, move |c, config| {
             Box::pin(crate::poll::poll(c, config, relative, json, run_actions))
         }),
-        Command::Problem { pid, json } => api_command(&cli.config, move |c, _| {
+        Command::Problem { pid, json } => api_command(&cli.config, false, move |c, _| {
             Box::pin(crate::poll::problem(c, pid, json))
         }),
         Command::Replay {
@@ -182,9 +182,15 @@ type ApiFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Resu
 /// reason (never a stack trace, never the token) and exits 1.
 fn api_command(
     path: &std::path::Path,
+    runs_actions: bool,
     command: impl FnOnce(Client, Config) -> ApiFuture,
 ) -> ExitCode {
-    let config = match Config::load(path) {
+    let loaded = if runs_actions {
+        Config::load(path)
+    } else {
+        Config::load_without_running(path)
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => return report_config_error(&e),
     };

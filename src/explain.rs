@@ -61,11 +61,19 @@ fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
                 target: target.clone(),
                 reports: Vec::new(),
             };
+            // The key ends with the target; a phone number there is shown masked, as everywhere.
+            let masked = crate::actions::mask_number(&target.id);
+            let shown_key = match key.strip_suffix(target.id.as_str()) {
+                Some(head) if !target.id.is_empty() && target.label == masked => {
+                    format!("{head}{masked}")
+                }
+                _ => key.clone(),
+            };
             runs.push(json!({
                 "action": chosen.action,
                 "type": action_config.kind.type_name(),
                 "target": target.label,
-                "idempotency_key": key,
+                "idempotency_key": shown_key,
                 "run_id": job.run_id,
                 "would": action.explain(&job),
             }));

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
@@ -24,11 +25,77 @@ fn filter() -> Targets {
         .with_target("hub", level)
 }
 
+/// One event, one line: a value with a newline (a `State` of `"OPEN\n2026-… INFO forged"`, say)
+/// must not start a line of its own, and a control character must not reach a terminal. The
+/// formatter writes each event whole, in one call, ending in its newline; every control character
+/// before that end is written escaped (`\n`, `\r`, `\t`, `\x1b`…). Where colours are on, their
+/// escape character is left alone.
+pub struct Escaped<M> {
+    inner: M,
+    keep_escape: bool,
+}
+
+impl<M> Escaped<M> {
+    pub fn new(inner: M, ansi: bool) -> Self {
+        Escaped {
+            inner,
+            keep_escape: ansi,
+        }
+    }
+}
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a>
+    for Escaped<M>
+{
+    type Writer = EscapedWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EscapedWriter {
+            inner: self.inner.make_writer(),
+            keep_escape: self.keep_escape,
+        }
+    }
+}
+
+pub struct EscapedWriter<W> {
+    inner: W,
+    keep_escape: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for EscapedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        let needs = |b: u8| (b < 0x20 && !(self.keep_escape && b == 0x1b)) || b == 0x7f;
+        if !body.iter().any(|&b| needs(b)) {
+            self.inner.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                b if needs(b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+                b => out.push(b),
+            }
+        }
+        out.extend_from_slice(&buf[body.len()..]);
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Logs to stderr only (for commands that do not serve).
 pub fn init_stderr() {
+    let ansi = std::io::stderr().is_terminal();
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(Escaped::new(std::io::stderr, ansi))
+        .with_ansi(ansi)
         .with_target(false)
         .with_max_level(LevelFilter::WARN)
         .try_init();
@@ -41,13 +108,14 @@ pub fn init(log_dir: &Path, log_file: &str) -> std::io::Result<()> {
         .create(true)
         .append(true)
         .open(log_dir.join(log_file))?;
+    let ansi = std::io::stderr().is_terminal();
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(Escaped::new(std::io::stderr, ansi))
+        .with_ansi(ansi)
         .with_target(false)
         .with_filter(filter());
     let to_file = tracing_subscriber::fmt::layer()
-        .with_writer(Mutex::new(file))
+        .with_writer(Escaped::new(Mutex::new(file), false))
         .with_ansi(false)
         .with_target(false)
         .with_filter(filter());
@@ -56,4 +124,56 @@ pub fn init(log_dir: &Path, log_file: &str) -> std::io::Result<()> {
         .with(to_file)
         .try_init();
     Ok(())
+}
+
+/// Lets a repeated error through once per interval, counting the ones held back in between.
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(how many were held back since the last one)` when this one may be logged.
+    pub fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_value_cannot_start_a_line_of_its_own() {
+        let mut out = Vec::new();
+        let mut w = EscapedWriter {
+            inner: &mut out,
+            keep_escape: false,
+        };
+        w.write_all(b"state=OPEN\n2026-12-02 INFO forged\r\x1b[31m\n")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "state=OPEN\\n2026-12-02 INFO forged\\r\\x1b[31m\n"
+        );
+    }
 }

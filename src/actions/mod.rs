@@ -182,6 +182,26 @@ pub fn mask_number(number: &str) -> String {
     format!("{head}*****{tail}")
 }
 
+/// A URL as it may be shown: every query value and any password replaced with `***`. Receivers
+/// often take their key in the query (`?key=…`, `?token=…`), and a dry run's output gets pasted
+/// into tickets.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "(not a valid URL)".to_string();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<String> = parsed
+            .query_pairs()
+            .map(|(k, _)| format!("{k}=***"))
+            .collect();
+        parsed.set_query(Some(&pairs.join("&")));
+    }
+    parsed.to_string()
+}
+
 /// At most `max` bytes of text, cut on a character boundary, with a note when cut.
 pub fn bounded(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
@@ -198,6 +218,18 @@ pub fn bounded(bytes: &[u8], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_urls_keep_no_key() {
+        assert_eq!(
+            redact_url("https://user:pw@chat.example/hooks/x?key=abc123&token=t"),
+            "https://user:***@chat.example/hooks/x?key=***&token=***"
+        );
+        assert_eq!(
+            redact_url("https://chat.example/hooks"),
+            "https://chat.example/hooks"
+        );
+    }
 
     #[test]
     fn numbers_are_masked() {

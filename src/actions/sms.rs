@@ -173,10 +173,14 @@ impl Action for Sms {
 
     fn explain(&self, job: &Job) -> Value {
         let body = self.body(job).unwrap_or_else(|e| format!("(error: {e})"));
+        // Both numbers as they may be shown: the recipient is the target's masked label.
         let form: Vec<(String, String)> = self
             .form(&job.target.label, &body)
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| match k {
+                "From" => (k.to_string(), super::mask_number(&v)),
+                _ => (k.to_string(), v),
+            })
             .collect();
         json!({
             "url": self.url(),

@@ -139,7 +139,7 @@ impl Action for Webhook {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_else(|e| format!("(error: {e})"));
         json!({
-            "url": self.url,
+            "url": super::redact_url(&self.url),
             "headers": {"webhook-id": job.run_id, "webhook-timestamp": "(time of sending)",
                         "webhook-signature": "v1,(HMAC-SHA256 of id.timestamp.body)"},
             "body": body,

@@ -331,7 +331,7 @@ fn resolve_program(
         if beside.is_file() {
             argv[0] = beside.to_string_lossy().into_owned();
         } else if !on_path(&argv[0]) {
-            issues.push(
+            issues.push_missing_program(
                 key,
                 format!(
                     "program {:?} is neither in {} nor on PATH",
@@ -349,7 +349,7 @@ fn resolve_program(
         base.join(program)
     };
     if !full.is_file() {
-        issues.push(key, format!("program not found: {}", full.display()));
+        issues.push_missing_program(key, format!("program not found: {}", full.display()));
         return None;
     }
     argv[0] = full.to_string_lossy().into_owned();

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 pub use actions::{ActionConfig, ActionKind, Actions, DispatchConfig, RouteConfig};
 pub use reader::ConfigIssue;
-use reader::{type_name, Issues, Section};
+use reader::{duplicate_keys, type_name, Issues, Section};
 pub use sources::{SourceAuth, SourceConfig, SourcesConfig};
 
 use crate::secret::Secret;
@@ -36,6 +36,8 @@ pub const SECRET_ENV: &[(&str, &str)] = &[
 pub const EXAMPLE_PASSWORDS: &[&str] = &["s3cr3t", "change-me"];
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Paging never waits on Dynatrace for longer than this by default.
+pub const DEFAULT_ENRICH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
@@ -68,6 +70,8 @@ pub struct DynatraceConfig {
     pub max_attempts: u32,
     /// The longest hub waits for a rate limit to reset before trying again.
     pub max_rate_limit_wait_secs: u64,
+    /// How long actions wait for a problem's details before they run on the notification alone.
+    pub enrich_wait: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -132,13 +136,35 @@ impl Config {
     /// Reads the file, applies secrets from the process environment, validates everything.
     /// Relative folders are resolved against the working directory, as the sample did.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_checked(path, true)
+    }
+
+    /// As [`Config::load`], for commands that run no action (`hub poll` without
+    /// `--run-actions`, `hub problem`): a script missing from this folder is no reason to refuse.
+    pub fn load_without_running(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_checked(path, false)
+    }
+
+    fn load_checked(path: &Path, runs_actions: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         let env: Vec<(String, String)> = std::env::vars().collect();
         let base = std::env::current_dir().unwrap_or_default();
-        Config::from_str(&text, &env, &base).map_err(|e| match e {
+        let parsed = match Config::from_str(&text, &env, &base) {
+            Err(ParseError::Invalid(issues)) if !runs_actions => {
+                let left: Vec<ConfigIssue> =
+                    issues.into_iter().filter(|i| !i.missing_program).collect();
+                if left.is_empty() {
+                    Config::from_str_unchecked(&text, &env, &base)
+                } else {
+                    Err(ParseError::Invalid(left))
+                }
+            }
+            other => other,
+        };
+        parsed.map_err(|e| match e {
             ParseError::Json(source) => ConfigError::Json {
                 path: path.to_path_buf(),
                 source,
@@ -164,12 +190,30 @@ impl Config {
         }
         apply_secret_env(&mut doc, env);
         let mut issues = Issues::default();
+        for path in duplicate_keys(text) {
+            issues.push(
+                path,
+                "given more than once; keep one (JSON readers would silently take the last)",
+            );
+        }
         let config = read(&doc, env, base, &mut issues);
         if issues.0.is_empty() {
             Ok(config)
         } else {
             Err(ParseError::Invalid(issues.0))
         }
+    }
+
+    /// The config as read, whatever issues were found; for [`Config::load_without_running`]
+    /// once the only issues left are ones it may ignore.
+    fn from_str_unchecked(
+        text: &str,
+        env: &[(String, String)],
+        base: &Path,
+    ) -> Result<Config, ParseError> {
+        let mut doc: Value = serde_json::from_str(text).map_err(ParseError::Json)?;
+        apply_secret_env(&mut doc, env);
+        Ok(read(&doc, env, base, &mut Issues::default()))
     }
 
     /// Whether the webhook password is one of the published example passwords.
@@ -361,6 +405,14 @@ fn read_dynatrace(mut s: Section, issues: &mut Issues) -> DynatraceConfig {
     let max_rate_limit_wait_secs = s
         .integer("max_rate_limit_wait_secs", 0, 3600, issues)
         .unwrap_or(60);
+    let enrich_wait = s
+        .duration(
+            "enrich_wait",
+            std::time::Duration::ZERO,
+            std::time::Duration::from_secs(24 * 3600),
+            issues,
+        )
+        .unwrap_or(DEFAULT_ENRICH_WAIT);
     s.finish(issues);
     DynatraceConfig {
         tenant,
@@ -370,6 +422,7 @@ fn read_dynatrace(mut s: Section, issues: &mut Issues) -> DynatraceConfig {
         timeout_secs,
         max_attempts,
         max_rate_limit_wait_secs,
+        enrich_wait,
     }
 }
 
@@ -627,5 +680,21 @@ mod tests {
             issues(json!([1])),
             ["(top level): expected an object, found an array"]
         );
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let text = r#"{"webhook": {"username": "u", "password": "p", "port": 5000},
+                       "actions": {"a": {"type": "script", "command": "true", "command": "false"}},
+                       "webhook": {"username": "u", "password": "p", "port": 5001}}"#;
+        let found = match Config::from_str(text, &[], Path::new("/srv/hub")) {
+            Err(ParseError::Invalid(issues)) => issues
+                .iter()
+                .filter(|i| i.message.starts_with("given more than once"))
+                .map(|i| i.path.clone())
+                .collect::<Vec<_>>(),
+            other => panic!("expected issues, got {other:?}"),
+        };
+        assert_eq!(found, ["actions.a.command", "webhook"]);
     }
 }

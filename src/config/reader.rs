@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 pub struct ConfigIssue {
     pub path: String,
     pub message: String,
+    /// A program an action runs is missing: it matters only to commands that run actions.
+    pub missing_program: bool,
 }
 
 impl std::fmt::Display for ConfigIssue {
@@ -28,6 +30,16 @@ impl Issues {
         self.0.push(ConfigIssue {
             path: path.into(),
             message: message.into(),
+            missing_program: false,
+        });
+    }
+
+    /// An action's program that is not there; see [`ConfigIssue::missing_program`].
+    pub fn push_missing_program(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+            missing_program: true,
         });
     }
 }
@@ -243,6 +255,54 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A duration within `min..=max`: a string such as `"30s"`, `"10m"`, `"12h"` or `"90d"`, or a
+    /// whole number of seconds.
+    pub fn duration(
+        &mut self,
+        key: &'static str,
+        min: std::time::Duration,
+        max: std::time::Duration,
+        issues: &mut Issues,
+    ) -> Option<std::time::Duration> {
+        let path = self.path_of(key);
+        let found = match self.get(key) {
+            None | Some(Value::Null) => return None,
+            Some(Value::String(text)) => humantime::parse_duration(text.trim()).map_err(|e| {
+                format!(
+                    "expected a duration such as \"30s\", \"10m\" or \"12h\", found {text:?} ({e})"
+                )
+            }),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| format!("expected a whole number of seconds, found {n}")),
+            Some(other) => Err(format!(
+                "expected a duration such as \"30s\", found {}",
+                type_name(other)
+            )),
+        };
+        let show = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        match found {
+            Ok(d) if (min..=max).contains(&d) => Some(d),
+            Ok(d) => {
+                issues.push(
+                    path,
+                    format!(
+                        "must be from {} to {}, found {}",
+                        show(min),
+                        show(max),
+                        show(d)
+                    ),
+                );
+                None
+            }
+            Err(message) => {
+                issues.push(path, message);
+                None
+            }
+        }
+    }
+
     /// Reports every key of this section that no reader asked for.
     pub fn finish(self, issues: &mut Issues) {
         let Some(map) = self.map else { return };
@@ -257,4 +317,89 @@ impl<'a> Section<'a> {
             }
         }
     }
+}
+
+/// Every key given twice in one object, by path. JSON parsers keep the last one silently, so a
+/// section pasted twice (an old and a new `webhook`, say) would quietly drop one of them.
+pub fn duplicate_keys(text: &str) -> Vec<String> {
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Walk<'a> {
+        path: String,
+        found: &'a RefCell<Vec<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq
+                .next_element_seed(Walk {
+                    path: format!("{}[{i}]", self.path),
+                    found: self.found,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if !seen.insert(key) {
+                    self.found.borrow_mut().push(path.clone());
+                }
+                map.next_value_seed(Walk {
+                    path,
+                    found: self.found,
+                })?;
+            }
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_str(text);
+    // The text was parsed already; an error here cannot happen and would be reported there.
+    let _ = Walk {
+        path: String::new(),
+        found: &found,
+    }
+    .deserialize(&mut de);
+    found.into_inner()
 }

@@ -1,15 +1,17 @@
 //! Enrichment: fetch a Dynatrace problem's details after its notification was answered.
 //!
-//! A transient failure leaves the enrichment pending with a growing delay (1 s up to 5 min); routing
-//! waits for it, so the actions see the details whenever Dynatrace can give them. Without a tenant,
-//! or after a permanent failure, routing goes on with the notification alone.
+//! A transient failure leaves the enrichment pending with a growing delay (1 s up to 5 min). Routing
+//! waits for it up to `dynatrace.enrich_wait`, so the actions see the details whenever Dynatrace
+//! gives them in time; paging never waits on Dynatrace for longer. After that wait, without a
+//! tenant, or after a permanent failure, routing goes on with the notification alone, and details
+//! that arrive later still reach the page and `problems_sent/`.
 
 use crate::store::{now_ms, DueEnrichment, EnrichmentOutcome, StoreError};
 
 use super::Inner;
 
 const FIRST_RETRY_MS: i64 = 1_000;
-const MAX_RETRY_MS: i64 = 300_000;
+pub(super) const MAX_RETRY_MS: i64 = 300_000;
 
 pub(super) async fn enrich(d: &Inner, item: &DueEnrichment) -> Result<(), StoreError> {
     let (Some(pid), Some(client)) = (&item.pid, &d.client) else {

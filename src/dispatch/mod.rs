@@ -19,6 +19,7 @@ use crate::actions::route::route;
 use crate::actions::{idem_key, run_id, ActionError, Job, Problem, Registry, Target};
 use crate::config::{ActionKind, Actions, Config};
 use crate::dynatrace::Client;
+use crate::logging::Throttle;
 use crate::store::{now_ms, Finish, NewRun, RunRow, Store, StoreError, StoredNotification};
 
 /// How often the queue is looked at when nothing wakes the dispatcher.
@@ -29,6 +30,12 @@ const DEPENDENCY_WAIT_MS: i64 = 500;
 /// Commands without a server wait for work due this soon; anything later is left to the hub.
 const SHORT_WAIT_MS: i64 = 10_000;
 const ENRICH_CONCURRENCY: usize = 8;
+/// Backoff while the store refuses writes: from the first wait, doubling, up to the longest.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// The longest an enrichment waits between tries (see `enrich`).
+const ENRICH_MAX_WAIT_MS: i64 = enrich::MAX_RETRY_MS;
 
 pub struct Dispatcher {
     inner: Arc<Inner>,
@@ -41,6 +48,8 @@ pub(crate) struct Inner {
     actions: Actions,
     tenant: Option<String>,
     wake: Arc<Notify>,
+    /// How long routing waits for a Dynatrace problem's details before it goes on without them.
+    enrich_wait_ms: i64,
     limits: HashMap<String, Arc<Semaphore>>,
     in_flight: Mutex<HashSet<i64>>,
     /// Enrichments run side by side, so one slow call to Dynatrace does not hold up the others.
@@ -68,6 +77,7 @@ impl Dispatcher {
                 registry,
                 actions: config.actions.clone(),
                 tenant: config.dynatrace.tenant.clone(),
+                enrich_wait_ms: config.dynatrace.enrich_wait.as_millis() as i64,
                 limits,
                 in_flight: Mutex::new(HashSet::new()),
                 enrich_limit: Arc::new(Semaphore::new(ENRICH_CONCURRENCY)),
@@ -113,12 +123,35 @@ impl Dispatcher {
                 Err(e) => tracing::error!(error = %e, "cannot check problems_sent/"),
             }
         });
+        // A store that fails every write (a full disk) fails every pass: back off, say so once per
+        // interval, and go on by itself once it takes writes again.
+        let mut failures = 0u32;
+        let mut errors = Throttle::new(ERROR_LOG_INTERVAL);
         while !*shutdown.borrow() {
             let started = match self.step(&mut tasks).await {
-                Ok(n) => n,
+                Ok(n) => {
+                    if failures > 0 {
+                        tracing::info!(failed_passes = failures, "the dispatcher works again");
+                        failures = 0;
+                    }
+                    n
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "dispatcher cannot read its queue; trying again");
-                    0
+                    failures = failures.saturating_add(1);
+                    if let Some(held_back) = errors.ready() {
+                        tracing::error!(
+                            error = %e, similar_errors_since_last_line = held_back,
+                            "the dispatcher cannot use the store; trying again with backoff"
+                        );
+                    }
+                    let wait = STORE_RETRY_FIRST
+                        .saturating_mul(1 << failures.min(8))
+                        .min(STORE_RETRY_MAX);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
                 }
             };
             while tasks.try_join_next().is_some() {}
@@ -171,7 +204,7 @@ impl Dispatcher {
     pub async fn step(&self, tasks: &mut JoinSet<()>) -> Result<usize, StoreError> {
         let d = &self.inner;
         let mut done = 0;
-        let due = d.store.due_enrichments(BATCH).await?;
+        let due = d.store.due_enrichments(ENRICH_MAX_WAIT_MS, BATCH).await?;
         if d.client.is_none() && !due.is_empty() {
             // Nothing to ask: close them all at once, so routing goes on with the notifications.
             let ids: Vec<i64> = due.iter().map(|e| e.notification_id).collect();
@@ -199,14 +232,15 @@ impl Dispatcher {
             });
             done += 1;
         }
-        let plans = d.store.due_plans(BATCH).await?;
+        let plans = d.store.due_plans(d.enrich_wait_ms, BATCH).await?;
         if !plans.is_empty() {
             self.plan(&plans).await?;
             done += plans.len();
         }
         // Everything that can start now is claimed in one write (one commit for the lot).
         let mut chosen = Vec::new();
-        for run in d.store.due_runs(BATCH).await? {
+        let max_wait_ms = (d.actions.dispatch.max_retry_secs * 1000) as i64;
+        for run in d.store.due_runs(max_wait_ms, BATCH).await? {
             if locked(&d.in_flight).contains(&run.id) {
                 continue;
             }
@@ -343,8 +377,9 @@ impl Dispatcher {
                 continue;
             }
             tracing::info!(
-                source = %n.source, problem_id = ?n.problem_key, state = %n.state,
+                source = %n.source, problem_id = ?n.problem_key, state = ?n.state,
                 runs = runs.len(), new, already_known = runs.len() - new,
+                with_details = n.details.is_some(),
                 "routed"
             );
             // No file yet: `problems_sent/` shows what was done, so a problem's file is written
@@ -386,10 +421,35 @@ impl Inner {
             },
         };
         log_finish(&run, attempt, manual, &finish);
-        if let Err(e) = self.store.finish(run.id, attempt, &finish).await {
-            tracing::error!(run = run.id, error = %e, "cannot record the outcome; the run will be retried at the next start");
-        }
+        self.record(&run, attempt, &finish).await;
         self.write_sent(&run.source, &run.problem_key);
+    }
+
+    /// Records an attempt's outcome, trying again until the store takes it (a full disk that
+    /// clears): the run stays claimed meanwhile, so nothing starts it a second time. Only a stop
+    /// before the store takes it leaves the run in flight, to run again at the next start.
+    async fn record(&self, run: &RunRow, attempt: i64, finish: &Finish) {
+        let mut wait = STORE_RETRY_FIRST;
+        let mut errors = Throttle::new(ERROR_LOG_INTERVAL);
+        loop {
+            match self.store.finish(run.id, attempt, finish).await {
+                Ok(()) => return,
+                Err(StoreError::Closed) => {
+                    tracing::error!(run = run.id, "the store closed before the outcome was recorded; the run runs again at the next start");
+                    return;
+                }
+                Err(e) => {
+                    if let Some(held_back) = errors.ready() {
+                        tracing::error!(
+                            run = run.id, error = %e, similar_errors_since_last_line = held_back,
+                            "cannot record the outcome yet; trying again (the run is not started again)"
+                        );
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(STORE_RETRY_MAX);
+                }
+            }
+        }
     }
 
     async fn attempt(&self, run: &RunRow, attempt: i64) -> Result<Finish, StoreError> {

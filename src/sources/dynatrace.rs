@@ -20,8 +20,7 @@ const MAX_ID_LEN: usize = 128;
 const MAX_STATE_LEN: usize = 40;
 
 pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let value = super::json(body)?;
     let Value::Object(obj) = value else {
         return Err(ParseError::Invalid(
             "expected a JSON object with State, ProblemID and PID".into(),

@@ -9,7 +9,7 @@ use crate::domain::{Entity, Facts, Notification, Source};
 
 /// The `SessionID` of a body, for answers to bodies that could not be parsed otherwise.
 pub fn session_id(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
+    super::json(body)
         .ok()
         .and_then(|v| {
             v.get("SessionID")

@@ -196,12 +196,18 @@ mod tests {
         let b = stem(Some("ucloud"), &format!("{long}b"), "OPEN");
         assert_eq!(a.len(), MAX_STEM);
         assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
         let name = candidate(&a, 4_000_000_000);
         assert!(format!(".{name}.tmp").len() <= 255, "{}", name.len());
         let dir = tempfile::tempdir().unwrap();
         write_new(dir.path(), &name, b"{}").unwrap();
-        assert_eq!(stem(None, "P-1", "OPEN"), "P-1-OPEN", "short ids keep the sample's names");
+        assert_eq!(
+            stem(None, "P-1", "OPEN"),
+            "P-1-OPEN",
+            "short ids keep the sample's names"
+        );
     }
 
     #[test]
@@ -214,7 +220,11 @@ mod tests {
             fs::read(dir.path().join("P-1-OPEN.json")).unwrap(),
             b"left by the sample"
         );
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[test]

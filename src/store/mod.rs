@@ -274,9 +274,10 @@ impl Store {
                 .await?;
             let dir = self.dir_received.clone();
             let target = name.clone();
-            let written = tokio::task::spawn_blocking(move || files::write_view(&dir, &target, &body))
-                .await
-                .map_err(|e| StoreError::NotStored(e.to_string()))?;
+            let written =
+                tokio::task::spawn_blocking(move || files::write_view(&dir, &target, &body))
+                    .await
+                    .map_err(|e| StoreError::NotStored(e.to_string()))?;
             match written {
                 Ok(()) => check.restored += 1,
                 Err(e) => check.unwritable.push(format!("{name}: {e}")),
@@ -290,10 +291,15 @@ impl Store {
         Ok(check)
     }
 
-    /// Enrichments due now, oldest first.
-    pub async fn due_enrichments(&self, limit: i64) -> Result<Vec<DueEnrichment>, StoreError> {
+    /// Enrichments due now, oldest first; none waits longer than `max_wait_ms` from now.
+    pub async fn due_enrichments(
+        &self,
+        max_wait_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueEnrichment>, StoreError> {
+        let now = now_ms();
         self.reader
-            .read(|c| reader::due_enrichments(c, now_ms(), limit))
+            .read(|c| reader::due_enrichments(c, now, now + max_wait_ms, limit))
     }
 
     /// Records an attempt: done, failed for good, or pending again at `retry_at_ms`.
@@ -573,7 +579,12 @@ mod tests {
         }
         assert_eq!(
             names,
-            ["P-1-OPEN.2.json", "P-1-OPEN.3.json", "P-1-OPEN.4.json", "P-1-OPEN.5.json"]
+            [
+                "P-1-OPEN.2.json",
+                "P-1-OPEN.3.json",
+                "P-1-OPEN.4.json",
+                "P-1-OPEN.5.json"
+            ]
         );
         assert_eq!(
             std::fs::read(received.join("P-1-OPEN.json")).unwrap(),

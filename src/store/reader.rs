@@ -88,13 +88,20 @@ pub(super) fn problem_runs(
     )
 }
 
-/// Runs due at `now_ms`, oldest first.
-pub(super) fn due_runs(c: &Connection, now_ms: i64, limit: i64) -> rusqlite::Result<Vec<RunRow>> {
+/// Runs due at `now_ms`, oldest first. A run set for later than `latest_ms` was scheduled before
+/// the clock went back (no retry waits that long from now), so it is due too: a clock that jumped
+/// ahead and back must not hold a retry for as long as it jumped.
+pub(super) fn due_runs(
+    c: &Connection,
+    now_ms: i64,
+    latest_ms: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<RunRow>> {
     runs(
         c,
-        "WHERE status = 'pending' AND next_attempt_at_ms <= ?1
-         ORDER BY next_attempt_at_ms, id LIMIT ?2",
-        (now_ms, limit),
+        "WHERE status = 'pending' AND (next_attempt_at_ms <= ?1 OR next_attempt_at_ms > ?2)
+         ORDER BY next_attempt_at_ms, id LIMIT ?3",
+        (now_ms, latest_ms, limit),
     )
 }
 
@@ -145,32 +152,41 @@ fn runs(
     rows.collect()
 }
 
-/// Notifications ready to be routed: not a test, and enrichment (if any) finished.
-pub(super) fn due_plans(c: &Connection, limit: i64) -> rusqlite::Result<Vec<i64>> {
+/// Notifications ready to be routed: not a test, and enrichment (if any) finished or waited for
+/// long enough: one received after `waited_since_ms` (and not in the future, which only a clock
+/// that went back makes) still waits for its details.
+pub(super) fn due_plans(
+    c: &Connection,
+    now_ms: i64,
+    waited_since_ms: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<i64>> {
     let mut stmt = c.prepare_cached(
         "SELECT p.notification_id FROM plans p
          WHERE p.status = 'pending'
-           AND NOT EXISTS (SELECT 1 FROM enrichments e
-                           WHERE e.notification_id = p.notification_id AND e.status = 'pending')
-         ORDER BY p.notification_id LIMIT ?1",
+           AND NOT EXISTS (SELECT 1 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+                           WHERE e.notification_id = p.notification_id AND e.status = 'pending'
+                             AND n.received_at_ms > ?2 AND n.received_at_ms <= ?1)
+         ORDER BY p.notification_id LIMIT ?3",
     )?;
-    let rows = stmt.query_map([limit], |r| r.get(0))?;
+    let rows = stmt.query_map([now_ms, waited_since_ms, limit], |r| r.get(0))?;
     rows.collect()
 }
 
-/// Enrichments due at `now_ms`, oldest first.
+/// Enrichments due at `now_ms`, oldest first; as with runs, one set for after `latest_ms` is due.
 pub(super) fn due_enrichments(
     c: &Connection,
     now_ms: i64,
+    latest_ms: i64,
     limit: i64,
 ) -> rusqlite::Result<Vec<DueEnrichment>> {
     let mut stmt = c.prepare_cached(
         "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts
          FROM enrichments e JOIN notifications n ON n.id = e.notification_id
-         WHERE e.status = 'pending' AND e.next_attempt_at_ms <= ?1
-         ORDER BY e.next_attempt_at_ms, e.notification_id LIMIT ?2",
+         WHERE e.status = 'pending' AND (e.next_attempt_at_ms <= ?1 OR e.next_attempt_at_ms > ?2)
+         ORDER BY e.next_attempt_at_ms, e.notification_id LIMIT ?3",
     )?;
-    let rows = stmt.query_map([now_ms, limit], |r| {
+    let rows = stmt.query_map([now_ms, latest_ms, limit], |r| {
         Ok(DueEnrichment {
             notification_id: r.get(0)?,
             problem_key: r.get(1)?,

@@ -111,9 +111,12 @@ const CLOSE_PLAN: &str =
     "UPDATE plans SET status = 'done', updated_at_ms = ?1 WHERE notification_id = ?2";
 
 impl Store {
-    /// Notifications ready to be routed: not a test, and enrichment (if any) finished.
-    pub async fn due_plans(&self, limit: i64) -> Result<Vec<i64>, StoreError> {
-        self.reader.read(|c| super::reader::due_plans(c, limit))
+    /// Notifications ready to be routed: not a test, and enrichment (if any) finished or waited
+    /// for `enrich_wait_ms` since the notification came.
+    pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+        let now = now_ms();
+        self.reader
+            .read(|c| super::reader::due_plans(c, now, now - enrich_wait_ms, limit))
     }
 
     pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
@@ -215,10 +218,11 @@ impl Store {
         .await
     }
 
-    /// Runs due now, oldest first.
-    pub async fn due_runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+    /// Runs due now, oldest first; none waits longer than `max_wait_ms` from now.
+    pub async fn due_runs(&self, max_wait_ms: i64, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        let now = now_ms();
         self.reader
-            .read(|c| super::reader::due_runs(c, now_ms(), limit))
+            .read(|c| super::reader::due_runs(c, now, now + max_wait_ms, limit))
     }
 
     /// Every run of a problem, for `problems_sent/` and the pages.

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::{files, Accepted, StoreError};
 use crate::domain::{Notification, Source};
+use crate::logging::Throttle;
 
 /// Upper bound on one transaction, so one batch never holds the answers of a whole storm.
 const MAX_BATCH: usize = 512;
@@ -77,34 +78,6 @@ impl Health {
 
     pub fn last_failure(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// Lets a repeated error through once per interval, counting the ones held back in between.
-pub struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    pub fn new(every: Duration) -> Throttle {
-        Throttle {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(how many were held back since the last one)` when this one may be logged.
-    pub fn ready(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < self.every) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
     }
 }
 

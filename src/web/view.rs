@@ -94,7 +94,12 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         .into_iter()
         .map(|a| {
             // Runs of an action taken out of the config wait until it is back; say so.
-            let configured = app.config.actions.actions.iter().any(|c| c.name == a.action);
+            let configured = app
+                .config
+                .actions
+                .actions
+                .iter()
+                .any(|c| c.name == a.action);
             let mut v = json!(a);
             v["configured"] = json!(configured);
             v["waiting"] = json!(a.pending + a.retrying + a.running);
