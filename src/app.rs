@@ -9,6 +9,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything is touched: a second hub on this store would run the first one's in-flight
     // actions again.
     let _lock = crate::store::lock(&config.store.url)?;
+    let listener = crate::web::bind(&config)
+        .await
+        .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.dir_sent)
         .with_context(|| format!("cannot create dir_sent {}", config.dir_sent.display()))?;
     let store = Store::open(&config.store.url, &config.dir_received).await?;
@@ -28,12 +31,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let dispatching = tokio::spawn(dispatcher.run(stopped));
 
-    let addr = format!("{}:{}", config.webhook.interface, config.webhook.port);
     let checkpoint = store.clone();
-    let served = crate::web::build(&config, store)
-        .map_err(anyhow::Error::msg)?
-        .launch()
-        .await;
+    let served = crate::web::serve(&config, listener, store, stop_signal()).await;
     // The server has stopped taking notifications; now let running actions finish.
     let _ = stop.send(true);
     let _ = dispatching.await;
@@ -43,11 +42,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot empty the WAL at stop; hub.db-wal must stay beside hub.db");
     }
     match served {
-        Ok(_) => {
+        Ok(()) => {
             tracing::info!("stopped");
             Ok(())
         }
-        Err(e) => Err(anyhow::anyhow!("cannot serve on {addr}: {}", e.kind())),
+        Err(e) => Err(anyhow::anyhow!(e)),
+    }
+}
+
+/// Resolves at SIGTERM (a service manager's stop) or Ctrl-C.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for SIGTERM; stop hub with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
     }
 }
 

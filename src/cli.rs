@@ -1,5 +1,5 @@
 //! The command line: `hub run`, `hub check-config`, `hub poll`, `hub problem`, `hub replay`,
-//! `hub explain`.
+//! `hub explain`, `hub import`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +69,16 @@ pub enum Command {
         #[arg(long, default_value = "dynatrace", value_parser = parse_source)]
         source: Source,
     },
+    /// Store the notification files of a folder (the Python sample's problems_received/, say) as
+    /// history: shown on the page and in the API, never acted on. Files already stored are
+    /// skipped, so it is safe to run again.
+    Import {
+        /// The folder whose *.json files are notifications as their sender posted them.
+        dir: PathBuf,
+        /// Which sender's format the files are in.
+        #[arg(long, default_value = "dynatrace", value_parser = parse_source)]
+        source: Source,
+    },
     /// Show one problem's details from the Dynatrace API.
     Problem {
         /// The problem's PID (Dynatrace's {PID} placeholder, v2 problemId). PIDs often start with
@@ -117,6 +127,9 @@ pub fn main() -> ExitCode {
             })
         }),
         Command::Explain { payload, source } => explain(&cli.config, &payload, source),
+        Command::Import { dir, source } => store_command(&cli.config, move |config| {
+            Box::pin(crate::import::import(config, dir, source))
+        }),
     }
 }
 

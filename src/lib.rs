@@ -10,6 +10,7 @@ pub mod domain;
 pub mod dynatrace;
 pub mod explain;
 pub mod feed;
+pub mod import;
 pub mod logging;
 pub mod poll;
 pub mod replay;

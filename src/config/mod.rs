@@ -81,6 +81,12 @@ pub struct WebhookConfig {
     pub interface: IpAddr,
     pub port: u16,
     pub max_body_bytes: u64,
+    /// A request's headers must arrive within this (and an idle connection is closed after it).
+    pub header_timeout: std::time::Duration,
+    /// A request's body must arrive within this.
+    pub body_timeout: std::time::Duration,
+    /// Open connections at most; `None`: what the open-file limit allows.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -464,6 +470,17 @@ fn read_webhook(mut s: Section, issues: &mut Issues) -> WebhookConfig {
     let max_body_bytes = s
         .integer("max_body_bytes", 1024, MAX_MAX_BODY_BYTES, issues)
         .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let second = std::time::Duration::from_secs(1);
+    let hour = std::time::Duration::from_secs(3600);
+    let header_timeout = s
+        .duration("header_timeout", second, hour, issues)
+        .unwrap_or(std::time::Duration::from_secs(10));
+    let body_timeout = s
+        .duration("body_timeout", second, hour, issues)
+        .unwrap_or(std::time::Duration::from_secs(30));
+    let max_connections = s
+        .integer("max_connections", 1, 1_000_000, issues)
+        .map(|n| n as usize);
     s.finish(issues);
     WebhookConfig {
         username,
@@ -471,6 +488,9 @@ fn read_webhook(mut s: Section, issues: &mut Issues) -> WebhookConfig {
         interface,
         port,
         max_body_bytes,
+        header_timeout,
+        body_timeout,
+        max_connections,
     }
 }
 

@@ -12,6 +12,7 @@ mod views;
 mod writer;
 
 use writer::Job;
+pub use writer::Mode;
 
 /// How many prepared statements each rusqlite connection (the writer, the reader) keeps: more than
 /// hub has, so none is ever prepared twice.
@@ -225,12 +226,30 @@ impl Store {
         &self,
         notifications: Vec<Notification>,
     ) -> Result<Vec<Accepted>, StoreError> {
+        self.store_all(notifications, Mode::Live).await
+    }
+
+    /// Stores notifications as history (see [`Mode::Import`]): `Duplicate` for one stored already.
+    pub async fn import(
+        &self,
+        notifications: Vec<Notification>,
+        adopt: Option<String>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        self.store_all(notifications, Mode::Import { adopt }).await
+    }
+
+    async fn store_all(
+        &self,
+        notifications: Vec<Notification>,
+        mode: Mode,
+    ) -> Result<Vec<Accepted>, StoreError> {
         let mut answers = Vec::with_capacity(notifications.len());
         for notification in notifications {
             let (reply, answer) = oneshot::channel();
             self.jobs
                 .send(Job::Accept {
                     notification,
+                    mode: mode.clone(),
                     reply,
                 })
                 .await
@@ -334,6 +353,11 @@ impl Store {
     /// The read side, for queries that do not go through the writer.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The received folder.
+    pub fn dir_received(&self) -> &Path {
+        &self.dir_received
     }
 }
 

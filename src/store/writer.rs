@@ -37,6 +37,7 @@ pub(super) enum Job {
     /// Store a new notification; answered once it is committed with its file.
     Accept {
         notification: Notification,
+        mode: Mode,
         reply: Reply,
     },
     /// Any other write, in a savepoint of the batch's transaction; told once it is committed.
@@ -46,6 +47,17 @@ pub(super) enum Job {
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>;
+
+/// How a notification comes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// From a sender: deduplicated (a redelivery is counted), enriched and routed to actions.
+    Live,
+    /// From `hub import`, as history: stored and shown, never enriched or acted on, and a
+    /// notification already stored is left as it is. `adopt` names a file already in the received
+    /// folder that holds exactly this body, to be kept as the notification's file.
+    Import { adopt: Option<String> },
+}
 
 /// A write for the writer's transaction. It returns whether its changes are to be kept (they are
 /// rolled back to its savepoint otherwise) and how to tell its caller once the batch is committed.
@@ -221,11 +233,12 @@ fn run_batch(
         match job {
             Job::Accept {
                 notification,
+                mode,
                 reply,
             } => {
                 let mut written = None;
                 let planned = in_savepoint(&tx, |c| {
-                    insert_one(c, &notification, received_at_ms, dir, &mut written)
+                    insert_one(c, &notification, &mode, received_at_ms, dir, &mut written)
                 })
                 .map_err(|e| e.to_string())?
                 .map_err(|e| {
@@ -328,6 +341,7 @@ fn write_received(dir: &Path, name: &str, body: &[u8], new: bool) -> std::io::Re
 fn insert_one(
     conn: &Connection,
     n: &Notification,
+    mode: &Mode,
     received_at_ms: i64,
     dir: &Path,
     written: &mut Option<String>,
@@ -343,6 +357,13 @@ fn insert_one(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
+    let live = *mode == Mode::Live;
+    if let (Some((id, file_name)), false) = (&existing, live) {
+        return Ok(Accepted::Duplicate {
+            id: *id,
+            file_name: file_name.clone(),
+        });
+    }
     if let Some((id, file_name)) = existing {
         conn.prepare_cached("UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ?1")?
             .execute([id])?;
@@ -357,8 +378,20 @@ fn insert_one(
         }
         return Ok(Accepted::Duplicate { id, file_name });
     }
-    let file_name = write_new_file(conn, n, dir)?;
-    *written = Some(file_name.clone());
+    let file_name = match mode {
+        Mode::Import { adopt: Some(name) }
+            if !conn
+                .prepare_cached("SELECT 1 FROM notifications WHERE file_name = ?1")?
+                .exists([name])? =>
+        {
+            name.clone()
+        }
+        _ => {
+            let name = write_new_file(conn, n, dir)?;
+            *written = Some(name.clone());
+            name
+        }
+    };
     let facts = serde_json::to_string(&n.facts).ok();
     let id: i64 = conn
         .prepare_cached(
@@ -384,14 +417,14 @@ fn insert_one(
             ],
             |r| r.get(0),
         )?;
-    if needs_enrichment(n) {
+    if live && needs_enrichment(n) {
         conn.prepare_cached(
             "INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
              VALUES (?1, ?2, ?2)",
         )?
         .execute(params![id, received_at_ms])?;
     }
-    if !n.is_test {
+    if live && !n.is_test {
         conn.prepare_cached("INSERT INTO plans (notification_id, updated_at_ms) VALUES (?1, ?2)")?
             .execute(params![id, received_at_ms])?;
     }

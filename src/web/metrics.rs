@@ -18,6 +18,11 @@ struct NotificationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunLabels {
     action: String,
     outcome: String,
@@ -29,6 +34,7 @@ pub struct Metrics {
     runs: Family<RunLabels, Gauge>,
     pending: Gauge,
     latency: Histogram,
+    refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -59,12 +65,19 @@ impl Default for Metrics {
             "Time from a notification's arrival to its answer",
             latency.clone(),
         );
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections and requests the listener refused since start, by reason",
+            refused.clone(),
+        );
         Metrics {
             registry,
             notifications,
             runs,
             pending,
             latency,
+            refused,
         }
     }
 }
@@ -78,6 +91,18 @@ impl Metrics {
             })
             .inc();
         self.latency.observe(seconds);
+    }
+
+    /// Counts one refusal of the listener's; callable from outside the routes.
+    pub fn refused_counter(&self) -> impl Fn(super::server::Refused) + Send + Sync + 'static {
+        let refused = self.refused.clone();
+        move |reason| {
+            refused
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str().to_string(),
+                })
+                .inc();
+        }
     }
 
     /// Notifications refused since start for this source.

@@ -6,6 +6,7 @@ mod error;
 mod ingest;
 mod metrics;
 mod page;
+mod server;
 mod sources;
 mod view;
 
@@ -13,7 +14,6 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 
 use rocket::config::{Config as RocketConfig, Ident, LogLevel};
-use rocket::fairing::AdHoc;
 use rocket::http::ContentType;
 use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
@@ -109,9 +109,52 @@ fn healthz(app: &rocket::State<App>) -> Result<JsonOk, ApiError> {
     }
 }
 
-/// Builds the server from the config. Rocket's own config files, environment and logging are not
-/// used: `config.json` is the one source of settings, and hub logs through `tracing`.
-pub fn build(config: &Config, store: Store) -> Result<Rocket<Build>, String> {
+/// Takes `webhook.interface:webhook.port`, before anything else starts: a port that is taken is
+/// a clear error at once.
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, String> {
+    let addr = SocketAddr::new(config.webhook.interface, config.webhook.port);
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot serve on {addr}: {e}"))
+}
+
+/// Serves the endpoints on `listener` until `stop` resolves (see [`server`] for the listener's
+/// limits). Logs the address it listens on, which with port 0 is the one the system picked.
+pub async fn serve(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    store: Store,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let open_files = server::raise_open_file_limit();
+    let max_connections = server::connection_cap(config.webhook.max_connections, open_files);
+    let (rocket, refused) = build(config, store)?;
+    let client = rocket::local::asynchronous::Client::untracked(rocket)
+        .await
+        .map_err(|e| format!("cannot prepare the routes: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    tracing::info!(
+        address = %addr, max_connections, open_file_limit = open_files,
+        "listening on http://{addr}"
+    );
+    let limits = server::Limits {
+        header_timeout: config.webhook.header_timeout,
+        body_timeout: config.webhook.body_timeout,
+        max_body_bytes: config.webhook.max_body_bytes,
+    };
+    server::serve(listener, client, limits, max_connections, refused, stop).await;
+    Ok(())
+}
+
+/// Builds the routes from the config, and what counts the listener's refusals. Rocket's own
+/// config files, environment, logging and listener are not used: `config.json` is the one source
+/// of settings, hub logs through `tracing`, and [`server`] listens.
+fn build(
+    config: &Config,
+    store: Store,
+) -> Result<(Rocket<Build>, std::sync::Arc<server::RefusedLog>), String> {
     let rocket_config = RocketConfig {
         address: config.webhook.interface,
         port: config.webhook.port,
@@ -120,13 +163,15 @@ pub fn build(config: &Config, store: Store) -> Result<Rocket<Build>, String> {
         cli_colors: false,
         ..RocketConfig::release_default()
     };
+    let metrics = metrics::Metrics::default();
+    let refused = std::sync::Arc::new(server::RefusedLog::new(metrics.refused_counter()));
     let app = App {
         store,
         webhook_auth: BasicAuth::new(&config.webhook.username, &config.webhook.password),
         max_body_bytes: config.webhook.max_body_bytes,
         sources: config.sources.clone(),
         pagerduty_rate: sources::RateLimiter::default(),
-        metrics: metrics::Metrics::default(),
+        metrics,
         config: config.clone(),
         client: crate::dynatrace::Client::from_config(&config.dynatrace)
             .map_err(|e| e.to_string())?,
@@ -138,18 +183,13 @@ pub fn build(config: &Config, store: Store) -> Result<Rocket<Build>, String> {
         },
         csrf_key: random_key(),
     };
-    Ok(rocket::custom(rocket_config)
+    let rocket = rocket::custom(rocket_config)
         .manage(app)
         .mount("/", routes![healthz])
         .mount("/", ingest::routes())
         .mount("/", sources::routes())
         .mount("/", page::routes())
         .mount("/", api::routes())
-        .register("/", catchers![error::default_catcher])
-        .attach(AdHoc::on_liftoff("announce", |rocket| {
-            Box::pin(async move {
-                let addr = SocketAddr::new(rocket.config().address, rocket.config().port);
-                tracing::info!(address = %addr, "listening on http://{addr}");
-            })
-        })))
+        .register("/", catchers![error::default_catcher]);
+    Ok((rocket, refused))
 }
