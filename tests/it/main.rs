@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod crash;
 mod dynatrace;
+mod edges;
 mod enrich;
 mod ingest;
 mod page;
