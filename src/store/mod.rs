@@ -35,6 +35,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::domain::Notification;
 
+/// The longest file name kept; longer ones, from before names were shortened, are renamed at start.
+const MAX_NAME_LEN: usize = 250;
+
 /// How many notifications may wait for the writer before `accept` itself waits.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -283,9 +286,14 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
         let mut check = FolderCheck::default();
-        for (id, name, len) in known {
+        for (id, mut name, len) in known {
             if present.remove(&name) == Some(len as u64) {
                 continue;
+            }
+            if name.len() > MAX_NAME_LEN {
+                // Named before long ids were shortened: its file could never be written, and a
+                // sender retrying it got 503 for ever. It gets a name that fits.
+                name = self.rename_file(id, &name).await?;
             }
             let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM notifications WHERE id = ?")
                 .bind(id)
@@ -308,6 +316,29 @@ impl Store {
             .collect();
         check.unknown.sort();
         Ok(check)
+    }
+
+    /// Gives a stored notification whose file name is too long for the file system one that fits.
+    async fn rename_file(&self, id: i64, name: &str) -> Result<String, StoreError> {
+        let stem = files::fit(name.trim_end_matches(".json").to_string());
+        self.write(move |c| {
+            let mut taken = c.prepare("SELECT 1 FROM notifications WHERE file_name = ?1")?;
+            let mut number = 1;
+            let free = loop {
+                let candidate = files::candidate(&stem, number);
+                if !taken.exists([&candidate])? {
+                    break candidate;
+                }
+                number += 1;
+            };
+            c.execute(
+                "UPDATE notifications SET file_name = ?1 WHERE id = ?2",
+                rusqlite::params![free, id],
+            )?;
+            tracing::warn!(id, file = %free, "renamed a notification whose file name was too long");
+            Ok(free)
+        })
+        .await
     }
 
     /// Enrichments due now, oldest first; none waits longer than `max_wait_ms` from now.
@@ -642,5 +673,30 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 20);
+    }
+
+    /// A row named before long ids were shortened gets a name that fits, and its file, at start.
+    #[tokio::test]
+    async fn a_name_too_long_is_given_one_that_fits_at_start() {
+        let (dir, store) = open().await;
+        store.accept(notification("P-1")).await.unwrap();
+        let long = format!("{}-OPEN.json", "x".repeat(260));
+        sqlx::query("UPDATE notifications SET file_name = ?")
+            .bind(&long)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let check = store.check_folder().await.unwrap();
+        assert_eq!((check.restored, check.unwritable.len()), (1, 0));
+        let name: String = sqlx::query_scalar("SELECT file_name FROM notifications")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert!(name.len() <= 255 && dir.path().join("received").join(&name).is_file());
+        assert_eq!(
+            check.unknown,
+            ["P-1-OPEN.json"],
+            "the old file is not the store's any more"
+        );
     }
 }

@@ -168,7 +168,16 @@ fn commit_loop(
                     tracing::error!(error = %e, similar_errors_since_last_line = suppressed, "cannot commit to the store");
                 }
             }
-            None => health.write_succeeded(),
+            // A notification that could not be stored (its row or its file: a full disk fails
+            // them one by one while the empty commit around them goes through) counts as a
+            // failed write unless another of the batch was stored.
+            None => {
+                let stored = batch.accepted.iter().any(|(_, a)| a.is_ok());
+                match batch.accepted.iter().find_map(|(_, a)| a.as_ref().err()) {
+                    Some(e) if !stored => health.write_failed(&e.to_string()),
+                    _ => health.write_succeeded(),
+                }
+            }
         }
         let not_stored =
             |e: &String| StoreError::NotStored(format!("cannot commit to the store: {e}"));
