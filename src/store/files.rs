@@ -3,7 +3,8 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// Replaces every character outside `[A-Za-z0-9._-]` with `_`, so no name can leave its folder.
@@ -63,28 +64,72 @@ pub fn fit(stem: String) -> String {
     format!("{}-{hex}", &stem[..MAX_STEM - hex.len() - 1])
 }
 
-/// Writes a new received file under `name`, never replacing a file already there (one the Python
-/// sample left, say): that is an error of kind `AlreadyExists`, and the caller picks another name.
+/// Whether anything (a file, a folder, a link) is in `dir` under `name`.
+pub fn exists_in(dir: &Path, name: &str) -> bool {
+    fs::symlink_metadata(dir.join(name)).is_ok()
+}
+
+/// A new received file's bytes, written but not yet under a name, so that nothing is in the
+/// folder until the notification is committed: a crash or a failed commit leaves no file of a
+/// notification that was never stored. [`Unnamed::link`] then gives it its name, never replacing a
+/// file already there (one the Python sample left, say).
+///
 /// The file is not synced: the files are views of the store, whose commit is what makes a
 /// notification durable, and the start-up pass rewrites any file that is missing or not whole.
 /// Syncing each file would cap ingest at the disk's fsync rate for no gain in what is kept.
 ///
-/// On Linux the file is written unnamed (`O_TMPFILE`) and then given its name (`linkat`): one
-/// entry added to the folder instead of a temporary name created, looked up and linked, which
-/// makes a file about a third cheaper here. Where that is not supported (another file system, no
-/// `/proc`) it goes through a hidden temporary name, hard-linked into place (a link, unlike a
-/// rename, never replaces). Either way a reader never sees half a file.
-pub fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+/// On Linux the file is written unnamed (`O_TMPFILE`) and then linked (`linkat`): one entry added
+/// to the folder instead of a temporary name created, looked up and linked, which makes a file
+/// about a third cheaper here, and the kernel drops it if hub dies first. Elsewhere (another file
+/// system, no `/proc`) it is a hidden temporary name, hard-linked into place (a link, unlike a
+/// rename, never replaces) and removed. Either way a reader never sees half a file.
+pub struct Unnamed(Held);
+
+enum Held {
     #[cfg(target_os = "linux")]
-    match write_unnamed_then_link(dir, name, bytes) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-        Err(_) => {}
+    Open(fs::File),
+    Hidden(PathBuf),
+}
+
+impl Unnamed {
+    pub fn write(dir: &Path, bytes: &[u8]) -> io::Result<Unnamed> {
+        #[cfg(target_os = "linux")]
+        if proc_fd_available() {
+            if let Ok(f) = write_unnamed(dir, bytes) {
+                return Ok(Unnamed(Held::Open(f)));
+            }
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".hub-{}-{n}.tmp", std::process::id()));
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let held = Unnamed(Held::Hidden(tmp));
+        f.write_all(bytes)?;
+        Ok(held)
     }
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = write_file(&tmp, bytes, None).and_then(|()| fs::hard_link(&tmp, dir.join(name)));
-    let _ = fs::remove_file(&tmp);
-    result
+
+    /// Gives the file its name; an error of kind `AlreadyExists` if the name is taken.
+    pub fn link(self, dir: &Path, name: &str) -> io::Result<()> {
+        let target = dir.join(name);
+        match &self.0 {
+            #[cfg(target_os = "linux")]
+            Held::Open(f) => link_open(f, &target),
+            Held::Hidden(tmp) => fs::hard_link(tmp, &target),
+        }
+    }
+}
+
+impl Drop for Unnamed {
+    fn drop(&mut self) {
+        if let Held::Hidden(tmp) = &self.0 {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Writes a new received file under `name` at once (see [`Unnamed`]).
+pub fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    Unnamed::write(dir, bytes)?.link(dir, name)
 }
 
 /// Writes the store's own file `name` again, replacing what is there (a file cut short by a power
@@ -94,19 +139,30 @@ pub fn write_view(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(target_os = "linux")]
-fn write_unnamed_then_link(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::os::unix::io::AsRawFd;
+fn proc_fd_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| Path::new("/proc/self/fd").is_dir())
+}
 
+#[cfg(target_os = "linux")]
+fn write_unnamed(dir: &Path, bytes: &[u8]) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_TMPFILE)
         .open(dir)?;
     f.write_all(bytes)?;
+    Ok(f)
+}
+
+#[cfg(target_os = "linux")]
+fn link_open(f: &fs::File, target: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+
     let fd_path = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
-    let target = CString::new(dir.join(name).as_os_str().as_bytes())?;
+    let target = CString::new(target.as_os_str().as_bytes())?;
     // SAFETY: both paths are valid NUL-terminated strings that outlive the call; linkat reads
     // them and touches no other memory of ours.
     let linked = unsafe {
@@ -236,12 +292,11 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         write_view(dir.path(), "b.json", b"{}").unwrap();
         assert_eq!(fs::read(dir.path().join("b.json")).unwrap(), b"{}");
-        #[cfg(target_os = "linux")]
-        {
-            write_unnamed_then_link(dir.path(), "c.json", b"[]").unwrap();
-            assert_eq!(fs::read(dir.path().join("c.json")).unwrap(), b"[]");
-            fs::remove_file(dir.path().join("c.json")).unwrap();
-        }
+        write_new(dir.path(), "c.json", b"[]").unwrap();
+        assert_eq!(fs::read(dir.path().join("c.json")).unwrap(), b"[]");
+        fs::remove_file(dir.path().join("c.json")).unwrap();
+        // Written but never named (a commit that failed): nothing is left in the folder.
+        drop(Unnamed::write(dir.path(), b"{}").unwrap());
         // A name already taken (a file put there by hand) is replaced whole.
         write_view(dir.path(), "b.json", b"{\"y\":1}").unwrap();
         assert_eq!(fs::read(dir.path().join("b.json")).unwrap(), b"{\"y\":1}");

@@ -6,14 +6,15 @@
 //! sleeps, up to 100 ms a try, and starved the dispatcher while notifications poured in), and one
 //! fsync commits a whole burst of both.
 //!
-//! It runs on a thread of its own, with its own SQLite connection (rusqlite, prepared statements
+//! It runs on two threads of its own, with its own SQLite connection (rusqlite, prepared statements
 //! kept), so the hot path has no async hop per statement: sqlx's SQLite driver sends every statement
-//! to a worker thread and back, and under load those hops cost more CPU than the statements. Each
-//! new notification's file is written inside the transaction that stores it, so the answer and the
-//! state always agree: a notification is answered 2xx exactly when it is committed with its file.
+//! to a worker thread and back, and under load those hops cost more CPU than the statements. The
+//! SQL thread inserts a batch's notifications while the file thread writes their files, and commits
+//! only once every file is written: a notification is answered 2xx exactly when it is committed
+//! with its file, and one whose file could not be written is taken out of the transaction first.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -106,11 +107,72 @@ pub(super) fn start(
         path: db_path.to_path_buf(),
         source,
     })?;
+    let (files, to_write) = std_mpsc::channel::<FileWork>();
+    let file_dir = dir.clone();
+    std::thread::Builder::new()
+        .name("hub-files".into())
+        .spawn(move || write_files_loop(&file_dir, to_write))
+        .map_err(StoreError::StartWriter)?;
     std::thread::Builder::new()
         .name("hub-writer".into())
-        .spawn(move || commit_loop(conn, queue, &dir, &committed, &health))
+        .spawn(move || commit_loop(conn, queue, &dir, &files, &committed, &health))
         .map_err(StoreError::StartWriter)?;
     Ok(())
+}
+
+/// Work for the file thread: one thread writes every received file, since creating files in one
+/// folder from several threads only makes the threads spin on the folder's lock.
+enum FileWork {
+    /// Before the commit: a new notification's bytes into an unnamed file, or a redelivery's
+    /// missing file (the store's own name) written again.
+    Write {
+        /// The notification's place in its batch.
+        index: usize,
+        /// `None` for a new notification; the name to write again otherwise.
+        again: Option<String>,
+        body: Vec<u8>,
+        done: std_mpsc::Sender<(usize, std::io::Result<Option<files::Unnamed>>)>,
+    },
+    /// After the commit: the new files get their names, then the batch is answered, in order.
+    Publish {
+        named: Vec<(files::Unnamed, String)>,
+        answers: Vec<(Reply, Result<Accepted, StoreError>)>,
+    },
+}
+
+fn write_files_loop(dir: &Path, work: std_mpsc::Receiver<FileWork>) {
+    for job in work {
+        match job {
+            FileWork::Write {
+                index,
+                again,
+                body,
+                done,
+            } => {
+                let written = match again {
+                    None => in_folder(dir, || files::Unnamed::write(dir, &body)).map(Some),
+                    Some(name) => {
+                        in_folder(dir, || files::write_view(dir, &name, &body)).map(|()| None)
+                    }
+                };
+                let _ = done.send((index, written));
+            }
+            FileWork::Publish { named, answers } => {
+                for (file, name) in named {
+                    // Rare (a file put under this name since it was found free, or no room for
+                    // one more folder entry): the notification is committed, so it is answered
+                    // as stored, and the start-up pass writes its file.
+                    if let Err(e) = file.link(dir, &name) {
+                        tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start");
+                    }
+                }
+                for (reply, answer) in answers {
+                    // The requester may have gone away; its notification is stored anyway.
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+    }
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -132,6 +194,7 @@ fn commit_loop(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Job>,
     dir: &Path,
+    files: &std_mpsc::Sender<FileWork>,
     committed: &Notify,
     health: &Health,
 ) {
@@ -156,13 +219,11 @@ fn commit_loop(
             }
         }
         let mut batch = Batch::default();
-        let failure = run_batch(&mut conn, jobs, dir, &mut batch).err();
+        let failure = run_batch(&mut conn, jobs, dir, files, &mut batch).err();
         match &failure {
             Some(e) => {
-                // Nothing of the batch is stored, so none of the files it wrote may stay behind.
-                for name in &batch.written {
-                    let _ = std::fs::remove_file(dir.join(name));
-                }
+                // Nothing of the batch is stored: its files are dropped unnamed, leaving nothing.
+                batch.unnamed.clear();
                 health.write_failed(e);
                 if let Some(suppressed) = errors.ready() {
                     tracing::error!(error = %e, similar_errors_since_last_line = suppressed, "cannot commit to the store");
@@ -184,13 +245,23 @@ fn commit_loop(
         for deliver in batch.delivers {
             deliver(failure.as_ref().map_or(Ok(()), |e| Err(not_stored(e))));
         }
-        for (reply, planned) in batch.accepted {
-            let answer = match &failure {
-                Some(e) => Err(not_stored(e)),
-                None => planned,
-            };
-            // The requester may have gone away (client hung up); its notification is stored anyway.
-            let _ = reply.send(answer);
+        let answers: Vec<_> = match &failure {
+            Some(e) => batch
+                .accepted
+                .into_iter()
+                .map(|(reply, _)| (reply, Err(not_stored(e))))
+                .collect(),
+            None => batch.accepted,
+        };
+        let publish = FileWork::Publish {
+            named: batch.unnamed,
+            answers,
+        };
+        if let Err(std_mpsc::SendError(FileWork::Publish { answers, .. })) = files.send(publish) {
+            // The file thread is gone (it only stops by panicking): say so rather than hang.
+            for (reply, _) in answers {
+                let _ = reply.send(Err(StoreError::NotStored("the file writer stopped".into())));
+            }
         }
         committed.notify_one();
     }
@@ -216,52 +287,74 @@ fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
 struct Batch {
     accepted: Vec<(Reply, Result<Accepted, StoreError>)>,
     delivers: Vec<Deliver>,
-    /// New files written for this batch; removed again if it is not committed.
-    written: Vec<String>,
+    /// New files written for this batch, to be named once it is committed (dropped unnamed, and
+    /// so gone, if it is not).
+    unnamed: Vec<(files::Unnamed, String)>,
 }
 
 /// Runs one batch in one transaction, in the order the jobs came. Each job has a savepoint of its
-/// own: a notification that cannot be inserted or whose file cannot be written, or a write that
-/// fails, is rolled back alone and told so, and the rest of the batch is kept.
+/// own: a notification that cannot be inserted, or a write that fails, is rolled back alone and
+/// told so, and the rest of the batch is kept.
 ///
-/// A new notification's file is written inside its savepoint, before the commit: what is committed
-/// has its file, and what could not get its file is not committed (its sender gets 503 and retries,
-/// and nothing of it is stored or run). Writing the files after the commit would leave a row that
-/// runs its actions while its sender was told it was not stored.
+/// Every file is written before the commit (on the file thread, while the next notifications are
+/// inserted): what is committed has its file, and a notification whose file could not be written
+/// is taken out of the transaction again (its sender gets 503 and retries, and nothing of it is
+/// stored or run). Writing the files after the commit would leave a row that runs its actions while
+/// its sender was told it was not stored.
 fn run_batch(
     conn: &mut Connection,
     jobs: Vec<Job>,
     dir: &Path,
+    files: &std_mpsc::Sender<FileWork>,
     batch: &mut Batch,
 ) -> Result<(), String> {
     let received_at_ms = super::now_ms();
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
+    let (done, results) = std_mpsc::channel();
+    let mut waiting: Vec<Option<FileNeed>> = Vec::new();
     for job in jobs {
         match job {
             Job::Accept {
-                notification,
+                mut notification,
                 mode,
                 reply,
             } => {
-                let mut written = None;
                 let planned = in_savepoint(&tx, |c| {
-                    insert_one(c, &notification, &mode, received_at_ms, dir, &mut written)
+                    insert_one(c, &notification, &mode, received_at_ms, dir)
                 })
-                .map_err(|e| e.to_string())?
-                .map_err(|e| {
-                    tracing::error!(error = %e, "cannot store a notification");
-                    StoreError::NotStored(format!("cannot store the notification: {e}"))
-                });
-                if let Some(name) = written {
-                    if planned.is_ok() {
-                        batch.written.push(name);
-                    } else {
-                        let _ = std::fs::remove_file(dir.join(name));
+                .map_err(|e| e.to_string())?;
+                let index = batch.accepted.len();
+                let answer = match planned {
+                    Ok((accepted, need)) => {
+                        if let Some(need) = need {
+                            let (again, body) = match &need.stored_body {
+                                Some(body) => (Some(need.name.clone()), body.clone()),
+                                None => (None, std::mem::take(&mut notification.body)),
+                            };
+                            let work = FileWork::Write {
+                                index,
+                                again,
+                                body,
+                                done: done.clone(),
+                            };
+                            if files.send(work).is_err() {
+                                return Err("the file writer stopped".into());
+                            }
+                            waiting.resize_with(index + 1, || None);
+                            waiting[index] = Some(need);
+                        }
+                        Ok(accepted)
                     }
-                }
-                batch.accepted.push((reply, planned));
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store a notification");
+                        Err(StoreError::NotStored(format!(
+                            "cannot store the notification: {e}"
+                        )))
+                    }
+                };
+                batch.accepted.push((reply, answer));
             }
             Job::Apply(work) => {
                 let applied = in_savepoint(&tx, |c| {
@@ -297,7 +390,68 @@ fn run_batch(
             }
         }
     }
+    drop(done);
+    let mut undone = Vec::new();
+    let expected = waiting.iter().flatten().count();
+    for _ in 0..expected {
+        let Ok((index, written)) = results.recv() else {
+            return Err("the file writer stopped".into());
+        };
+        let Some(need) = waiting.get_mut(index).and_then(Option::take) else {
+            continue;
+        };
+        match written {
+            Ok(Some(file)) => batch.unnamed.push((file, need.name)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(file = %need.name, error = %e, "cannot write a received file; the notification is not stored");
+                undo(&tx, &need).map_err(|e| e.to_string())?;
+                undone.push(need.id);
+                batch.accepted[index].1 = Err(StoreError::NotStored(format!(
+                    "cannot write {} in the received folder: {e}",
+                    need.name
+                )));
+            }
+        }
+    }
+    // A redelivery in the same batch as a notification taken out again is not stored either.
+    for (_, answer) in &mut batch.accepted {
+        if let Ok(Accepted::Duplicate { id, file_name }) = answer {
+            if undone.contains(id) {
+                *answer = Err(StoreError::NotStored(format!(
+                    "cannot write {file_name} in the received folder"
+                )));
+            }
+        }
+    }
     tx.commit().map_err(|e| e.to_string())
+}
+
+/// A file a notification of the batch needs before the commit.
+struct FileNeed {
+    id: i64,
+    name: String,
+    /// `None` for a new notification (its body is the request's); the stored body for a
+    /// redelivery whose file went missing, to be written again.
+    stored_body: Option<Vec<u8>>,
+}
+
+/// Takes a notification whose file could not be written out of the transaction: a new one is
+/// removed with its enrichment and plan; a redelivery is not counted.
+fn undo(conn: &Connection, need: &FileNeed) -> rusqlite::Result<()> {
+    if need.stored_body.is_some() {
+        conn.prepare_cached("UPDATE notifications SET duplicates = duplicates - 1 WHERE id = ?1")?
+            .execute([need.id])?;
+        return Ok(());
+    }
+    for sql in [
+        "DELETE FROM enrichments WHERE notification_id = ?1",
+        "DELETE FROM plans WHERE notification_id = ?1",
+        "DELETE FROM notifications WHERE id = ?1",
+    ] {
+        conn.prepare_cached(sql)?.execute([need.id])?;
+    }
+    Ok(())
 }
 
 /// Runs `f` in a savepoint, kept if it returns `Ok` and rolled back otherwise. The outer error is
@@ -316,27 +470,8 @@ fn in_savepoint<T, E>(
     Ok(result)
 }
 
-/// Why a notification could not be stored.
-#[derive(Debug, thiserror::Error)]
-enum InsertError {
-    #[error("{0}")]
-    Db(#[from] rusqlite::Error),
-    #[error("cannot write {name} in the received folder: {source}")]
-    File {
-        name: String,
-        source: std::io::Error,
-    },
-}
-
-/// Writes a received file; a folder deleted while hub runs is made again first.
-fn write_received(dir: &Path, name: &str, body: &[u8], new: bool) -> std::io::Result<()> {
-    let write = || {
-        if new {
-            files::write_new(dir, name, body)
-        } else {
-            files::write_view(dir, name, body)
-        }
-    };
+/// Runs a write into the received folder; a folder deleted while hub runs is made again first.
+fn in_folder<T>(dir: &Path, write: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
     match write() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() => {
             tracing::warn!(folder = %dir.display(), "the received folder was gone; making it again");
@@ -347,14 +482,14 @@ fn write_received(dir: &Path, name: &str, body: &[u8], new: bool) -> std::io::Re
     }
 }
 
+/// Inserts a notification (or counts a redelivery), and says which file it needs written.
 fn insert_one(
     conn: &Connection,
     n: &Notification,
     mode: &Mode,
     received_at_ms: i64,
     dir: &Path,
-    written: &mut Option<String>,
-) -> Result<Accepted, InsertError> {
+) -> rusqlite::Result<(Accepted, Option<FileNeed>)> {
     let sha = Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec();
     let existing: Option<(i64, String)> = conn
         .prepare_cached(
@@ -367,39 +502,38 @@ fn insert_one(
         )
         .optional()?;
     let live = *mode == Mode::Live;
-    if let (Some((id, file_name)), false) = (&existing, live) {
-        return Ok(Accepted::Duplicate {
-            id: *id,
-            file_name: file_name.clone(),
-        });
-    }
     if let Some((id, file_name)) = existing {
+        if !live {
+            return Ok((Accepted::Duplicate { id, file_name }, None));
+        }
         conn.prepare_cached("UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ?1")?
             .execute([id])?;
         // Written again only if missing: an earlier attempt was stored but its file was deleted
         // since, and the sender is retrying. The name is the store's own, so it may be replaced.
-        if !dir.join(&file_name).is_file() {
-            let body = stored_body(conn, id)?;
-            write_received(dir, &file_name, &body, false).map_err(|source| InsertError::File {
+        let dir_has_it = files::exists_in(dir, &file_name);
+        let need = (!dir_has_it)
+            .then(|| stored_body(conn, id))
+            .transpose()?
+            .map(|body| FileNeed {
+                id,
                 name: file_name.clone(),
-                source,
-            })?;
-        }
-        return Ok(Accepted::Duplicate { id, file_name });
+                stored_body: Some(body),
+            });
+        return Ok((Accepted::Duplicate { id, file_name }, need));
     }
-    let file_name = match mode {
+    let adopted = match mode {
         Mode::Import { adopt: Some(name) }
             if !conn
                 .prepare_cached("SELECT 1 FROM notifications WHERE file_name = ?1")?
                 .exists([name])? =>
         {
-            name.clone()
+            Some(name.clone())
         }
-        _ => {
-            let name = write_new_file(conn, n, dir)?;
-            *written = Some(name.clone());
-            name
-        }
+        _ => None,
+    };
+    let file_name = match &adopted {
+        Some(name) => name.clone(),
+        None => free_name(conn, n, dir)?,
     };
     let facts = serde_json::to_string(&n.facts).ok();
     let id: i64 = conn
@@ -437,7 +571,12 @@ fn insert_one(
         conn.prepare_cached("INSERT INTO plans (notification_id, updated_at_ms) VALUES (?1, ?2)")?
             .execute(params![id, received_at_ms])?;
     }
-    Ok(Accepted::Stored { id, file_name })
+    let need = adopted.is_none().then(|| FileNeed {
+        id,
+        name: file_name.clone(),
+        stored_body: None,
+    });
+    Ok((Accepted::Stored { id, file_name }, need))
 }
 
 fn stored_body(conn: &Connection, id: i64) -> rusqlite::Result<Vec<u8>> {
@@ -450,14 +589,15 @@ fn needs_enrichment(n: &Notification) -> bool {
     n.source == Source::Dynatrace && !n.is_test && n.pid.is_some()
 }
 
-/// Writes the notification's file under the first name that neither a stored notification nor a
-/// file already in the folder uses (a file hub did not write is never replaced), and returns the
-/// name. Only this transaction inserts, so a name found free here is still free at its commit.
+/// The first name that neither a stored notification nor a file already in the folder uses (a file
+/// hub did not write is never replaced). Only this transaction inserts, so a name found free in
+/// the store is still free at its commit; a file that appears under it in between makes the write
+/// fail (it never replaces), and the sender's retry takes the next name.
 ///
 /// The last number a stem was given is kept, so a new variant costs one lookup whether the
 /// problem's state has one variant or thirteen thousand; probing every number from the first made
 /// the single writer, and every sender waiting on it, slower with each variant.
-fn write_new_file(conn: &Connection, n: &Notification, dir: &Path) -> Result<String, InsertError> {
+fn free_name(conn: &Connection, n: &Notification, dir: &Path) -> rusqlite::Result<String> {
     // Dynatrace keeps the sample's names; the others say where they came from.
     let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
     let stem = files::stem(prefix, &n.problem_key, &n.state);
@@ -465,17 +605,12 @@ fn write_new_file(conn: &Connection, n: &Notification, dir: &Path) -> Result<Str
         .prepare_cached("SELECT last FROM file_name_counters WHERE stem = ?1")?
         .query_row([&stem], |r| r.get(0))
         .optional()?;
-    let first = last.map_or(1, |l| l.max(0) as u64 + 1);
     let mut taken = conn.prepare_cached("SELECT 1 FROM notifications WHERE file_name = ?1")?;
-    let mut number = first;
+    let mut number = last.map_or(1, |l| l.max(0) as u64 + 1);
     let name = loop {
         let name = files::candidate(&stem, number);
-        if !taken.exists([&name])? {
-            match write_received(dir, &name, &n.body, true) {
-                Ok(()) => break name,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(InsertError::File { name, source }),
-            }
+        if !taken.exists([&name])? && !files::exists_in(dir, &name) {
+            break name;
         }
         number += 1;
     };

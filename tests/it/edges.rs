@@ -31,6 +31,17 @@ async fn send(hub: &Hub, body: Vec<u8>) -> reqwest::Response {
     post(&client(), &hub.url("/"), body).send().await.unwrap()
 }
 
+/// A page or API answer, read with the viewer's credentials.
+async fn viewed(hub: &Hub, path: &str) -> String {
+    let r = client()
+        .get(hub.url(path))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    r.text().await.unwrap()
+}
+
 fn calls(dir: &Path) -> Vec<String> {
     lines(&dir.join("calls.log"))
 }
@@ -297,15 +308,7 @@ async fn slow_clients_are_cut_off_and_health_stays_reachable() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(count(dir.path()).await, 0);
 
-    let metrics = client()
-        .get(hub.url("/metrics"))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = viewed(&hub, "/metrics").await;
     let counted = |reason: &str| -> u64 {
         metrics
             .lines()
@@ -463,15 +466,7 @@ async fn runs_of_a_removed_action_are_named() {
         hub.stderr().contains("no longer in the config")
     })
     .await;
-    let page = client()
-        .get(hub.url("/"))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = viewed(&hub, "/").await;
     assert!(
         page.contains("no longer configured: 1 run(s) wait"),
         "{page}"
