@@ -64,6 +64,18 @@ pub fn fit(stem: String) -> String {
     format!("{}-{hex}", &stem[..MAX_STEM - hex.len() - 1])
 }
 
+/// Runs a write into the received folder; a folder deleted while hub runs is made again first.
+pub fn in_folder<T>(dir: &Path, write: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    match write() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+            tracing::warn!(folder = %dir.display(), "the received folder was gone; making it again");
+            fs::create_dir_all(dir)?;
+            write()
+        }
+        other => other,
+    }
+}
+
 /// Whether anything (a file, a folder, a link) is in `dir` under `name`.
 pub fn exists_in(dir: &Path, name: &str) -> bool {
     fs::symlink_metadata(dir.join(name)).is_ok()

@@ -241,18 +241,45 @@ impl Store {
         self.store_all(notifications, Mode::Import { adopt }).await
     }
 
+    /// Each notification's bytes are written to an unnamed file here, on the requester's own
+    /// thread and before the writer sees it, so the files of the next batch are written while the
+    /// writer commits this one (and on both cores at once); the writer's file thread names them
+    /// after the commit. A file that cannot be written is a "not stored" at once: nothing of it
+    /// reaches the store.
     async fn store_all(
         &self,
         notifications: Vec<Notification>,
         mode: Mode,
     ) -> Result<Vec<Accepted>, StoreError> {
-        let mut answers = Vec::with_capacity(notifications.len());
+        let adopts = matches!(&mode, Mode::Import { adopt: Some(_) });
+        let dir = &self.dir_received;
+        let mut jobs = Vec::with_capacity(notifications.len());
         for notification in notifications {
+            // A small file, written without a sync: blocking this thread for it costs less than
+            // handing it to another.
+            let file = match adopts {
+                true => None,
+                false => Some(
+                    files::in_folder(dir, || files::Unnamed::write(dir, &notification.body))
+                        .map_err(|e| {
+                            tracing::error!(folder = %dir.display(), error = %e, "cannot write a received file");
+                            StoreError::NotStored(format!(
+                                "cannot write to the received folder {}: {e}",
+                                dir.display()
+                            ))
+                        })?,
+                ),
+            };
+            jobs.push((notification, file));
+        }
+        let mut answers = Vec::with_capacity(jobs.len());
+        for (notification, file) in jobs {
             let (reply, answer) = oneshot::channel();
             self.jobs
                 .send(Job::Accept {
                     notification,
                     mode: mode.clone(),
+                    file,
                     reply,
                 })
                 .await
@@ -286,19 +313,26 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
         let mut check = FolderCheck::default();
+        let mut foreign_files = Vec::new();
         for (id, mut name, len) in known {
-            if present.remove(&name) == Some(len as u64) {
+            let found = present.remove(&name);
+            if found == Some(len as u64) {
                 continue;
-            }
-            if name.len() > MAX_NAME_LEN {
-                // Named before long ids were shortened: its file could never be written, and a
-                // sender retrying it got 503 for ever. It gets a name that fits.
-                name = self.rename_file(id, &name).await?;
             }
             let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM notifications WHERE id = ?")
                 .bind(id)
                 .fetch_one(&self.pool)
                 .await?;
+            let foreign = found.is_some() && !cut_short(&self.dir_received.join(&name), &body);
+            if name.len() > MAX_NAME_LEN || foreign {
+                // Named before long ids were shortened (its file could never be written, and a
+                // sender retrying it got 503 for ever), or its name taken by a file hub did not
+                // write, which is kept: it gets a name of its own.
+                if foreign {
+                    foreign_files.push(name.clone());
+                }
+                name = self.rename_file(id, &name).await?;
+            }
             let dir = self.dir_received.clone();
             let target = name.clone();
             let written =
@@ -312,21 +346,24 @@ impl Store {
         }
         check.unknown = present
             .into_keys()
+            .chain(foreign_files)
             .filter(|name| name.ends_with(".json") && !name.starts_with('.'))
             .collect();
         check.unknown.sort();
         Ok(check)
     }
 
-    /// Gives a stored notification whose file name is too long for the file system one that fits.
+    /// Gives a stored notification a new file name: one that fits the file system, and that no
+    /// other notification or file in the folder has.
     async fn rename_file(&self, id: i64, name: &str) -> Result<String, StoreError> {
         let stem = files::fit(name.trim_end_matches(".json").to_string());
+        let dir = self.dir_received.clone();
         self.write(move |c| {
             let mut taken = c.prepare("SELECT 1 FROM notifications WHERE file_name = ?1")?;
             let mut number = 1;
             let free = loop {
                 let candidate = files::candidate(&stem, number);
-                if !taken.exists([&candidate])? {
+                if !taken.exists([&candidate])? && !files::exists_in(&dir, &candidate) {
                     break candidate;
                 }
                 number += 1;
@@ -335,7 +372,7 @@ impl Store {
                 "UPDATE notifications SET file_name = ?1 WHERE id = ?2",
                 rusqlite::params![free, id],
             )?;
-            tracing::warn!(id, file = %free, "renamed a notification whose file name was too long");
+            tracing::warn!(id, file = %free, "gave a notification a new file name (its old one was too long, or taken by a file hub did not write)");
             Ok(free)
         })
         .await
@@ -473,6 +510,15 @@ pub async fn received(pool: &SqlitePool) -> Result<crate::feed::Received, StoreE
     Ok(received)
 }
 
+/// Whether the file at `path` is what a power cut leaves of `body` (a beginning of it, or zeros),
+/// rather than a file of someone else's under the same name.
+fn cut_short(path: &Path, body: &[u8]) -> bool {
+    match std::fs::read(path) {
+        Ok(bytes) => body.starts_with(&bytes) || bytes.iter().all(|&b| b == 0),
+        Err(_) => true,
+    }
+}
+
 /// File names in a folder with their sizes.
 fn list_sizes(dir: &Path) -> std::io::Result<std::collections::HashMap<String, u64>> {
     let mut sizes = std::collections::HashMap::new();
@@ -601,7 +647,7 @@ mod tests {
         std::fs::write(&received, b"a file where the folder was").unwrap();
         let refused = store.accept(notification("P-1")).await;
         assert!(
-            matches!(&refused, Err(StoreError::NotStored(m)) if m.contains("P-1-OPEN.json")),
+            matches!(&refused, Err(StoreError::NotStored(m)) if m.contains("received folder")),
             "{refused:?}"
         );
         let (rows, plans): (i64, i64) = sqlx::query_as(
@@ -697,6 +743,33 @@ mod tests {
             check.unknown,
             ["P-1-OPEN.json"],
             "the old file is not the store's any more"
+        );
+    }
+
+    /// A file put under a notification's name before hub named it is kept, and the notification
+    /// gets another name at start; a file cut short by a power cut is written again.
+    #[tokio::test]
+    async fn a_foreign_file_under_a_stored_name_is_kept() {
+        let (dir, store) = open().await;
+        store.accept(notification("P-1")).await.unwrap();
+        store.accept(notification("P-2")).await.unwrap();
+        let received = dir.path().join("received");
+        std::fs::write(received.join("P-1-OPEN.json"), b"someone else's").unwrap();
+        std::fs::write(received.join("P-2-OPEN.json"), b"{\"Probl").unwrap();
+        let check = store.check_folder().await.unwrap();
+        assert_eq!(check.restored, 2);
+        assert_eq!(check.unknown, ["P-1-OPEN.json"]);
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.json")).unwrap(),
+            b"someone else's"
+        );
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.2.json")).unwrap(),
+            b"{\"ProblemID\":\"P-1\"}"
+        );
+        assert_eq!(
+            std::fs::read(received.join("P-2-OPEN.json")).unwrap(),
+            b"{\"ProblemID\":\"P-2\"}"
         );
     }
 }

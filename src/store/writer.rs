@@ -28,6 +28,9 @@ use crate::logging::Throttle;
 /// Upper bound on one transaction, so one batch never holds the answers of a whole storm.
 const MAX_BATCH: usize = 512;
 
+/// Committed batches waiting for their files to be named.
+const PUBLISH_QUEUE: usize = 4;
+
 /// A failing store (a full disk) fails every batch; one line per interval says so.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -35,10 +38,12 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 // Notifications are most of the jobs; boxing them to shrink the enum would allocate for each.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Job {
-    /// Store a new notification; answered once it is committed with its file.
+    /// Store a new notification; answered once it is committed and its file named.
     Accept {
         notification: Notification,
         mode: Mode,
+        /// Its bytes, written unnamed; `None` when its file is one already in the folder.
+        file: Option<files::Unnamed>,
         reply: Reply,
     },
     /// Any other write, in a savepoint of the batch's transaction; told once it is committed.
@@ -107,11 +112,12 @@ pub(super) fn start(
         path: db_path.to_path_buf(),
         source,
     })?;
-    let (files, to_write) = std_mpsc::channel::<FileWork>();
+    // Bounded, so memory stays flat if the disk stalls.
+    let (files, batches) = std_mpsc::sync_channel::<Publish>(PUBLISH_QUEUE);
     let file_dir = dir.clone();
     std::thread::Builder::new()
         .name("hub-files".into())
-        .spawn(move || write_files_loop(&file_dir, to_write))
+        .spawn(move || publish_loop(&file_dir, batches))
         .map_err(StoreError::StartWriter)?;
     std::thread::Builder::new()
         .name("hub-writer".into())
@@ -120,57 +126,28 @@ pub(super) fn start(
     Ok(())
 }
 
-/// Work for the file thread: one thread writes every received file, since creating files in one
-/// folder from several threads only makes the threads spin on the folder's lock.
-enum FileWork {
-    /// Before the commit: a new notification's bytes into an unnamed file, or a redelivery's
-    /// missing file (the store's own name) written again.
-    Write {
-        /// The notification's place in its batch.
-        index: usize,
-        /// `None` for a new notification; the name to write again otherwise.
-        again: Option<String>,
-        body: Vec<u8>,
-        done: std_mpsc::Sender<(usize, std::io::Result<Option<files::Unnamed>>)>,
-    },
-    /// After the commit: the new files get their names, then the batch is answered, in order.
-    Publish {
-        named: Vec<(files::Unnamed, String)>,
-        answers: Vec<(Reply, Result<Accepted, StoreError>)>,
-    },
+/// A committed batch for the file thread: its new files get their names, then it is answered, in
+/// order. One thread names every received file, since creating entries in one folder from several
+/// threads only makes the threads spin on the folder's lock; and it does so while the next batch
+/// is inserted and committed.
+struct Publish {
+    named: Vec<(files::Unnamed, String)>,
+    answers: Vec<(Reply, Result<Accepted, StoreError>)>,
 }
 
-fn write_files_loop(dir: &Path, work: std_mpsc::Receiver<FileWork>) {
-    for job in work {
-        match job {
-            FileWork::Write {
-                index,
-                again,
-                body,
-                done,
-            } => {
-                let written = match again {
-                    None => in_folder(dir, || files::Unnamed::write(dir, &body)).map(Some),
-                    Some(name) => {
-                        in_folder(dir, || files::write_view(dir, &name, &body)).map(|()| None)
-                    }
-                };
-                let _ = done.send((index, written));
+fn publish_loop(dir: &Path, batches: std_mpsc::Receiver<Publish>) {
+    for Publish { named, answers } in batches {
+        for (file, name) in named {
+            // Rare (a file put under this name since it was found free, or no room for one more
+            // folder entry): the notification is committed, so it is answered as stored, and the
+            // start-up pass writes its file.
+            if let Err(e) = file.link(dir, &name) {
+                tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start");
             }
-            FileWork::Publish { named, answers } => {
-                for (file, name) in named {
-                    // Rare (a file put under this name since it was found free, or no room for
-                    // one more folder entry): the notification is committed, so it is answered
-                    // as stored, and the start-up pass writes its file.
-                    if let Err(e) = file.link(dir, &name) {
-                        tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start");
-                    }
-                }
-                for (reply, answer) in answers {
-                    // The requester may have gone away; its notification is stored anyway.
-                    let _ = reply.send(answer);
-                }
-            }
+        }
+        for (reply, answer) in answers {
+            // The requester may have gone away; its notification is stored anyway.
+            let _ = reply.send(answer);
         }
     }
 }
@@ -194,7 +171,7 @@ fn commit_loop(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Job>,
     dir: &Path,
-    files: &std_mpsc::Sender<FileWork>,
+    files: &std_mpsc::SyncSender<Publish>,
     committed: &Notify,
     health: &Health,
 ) {
@@ -219,7 +196,7 @@ fn commit_loop(
             }
         }
         let mut batch = Batch::default();
-        let failure = run_batch(&mut conn, jobs, dir, files, &mut batch).err();
+        let failure = run_batch(&mut conn, jobs, dir, &mut batch).err();
         match &failure {
             Some(e) => {
                 // Nothing of the batch is stored: its files are dropped unnamed, leaving nothing.
@@ -253,11 +230,11 @@ fn commit_loop(
                 .collect(),
             None => batch.accepted,
         };
-        let publish = FileWork::Publish {
+        let publish = Publish {
             named: batch.unnamed,
             answers,
         };
-        if let Err(std_mpsc::SendError(FileWork::Publish { answers, .. })) = files.send(publish) {
+        if let Err(std_mpsc::SendError(Publish { answers, .. })) = files.send(publish) {
             // The file thread is gone (it only stops by panicking): say so rather than hang.
             for (reply, _) in answers {
                 let _ = reply.send(Err(StoreError::NotStored("the file writer stopped".into())));
@@ -296,54 +273,48 @@ struct Batch {
 /// own: a notification that cannot be inserted, or a write that fails, is rolled back alone and
 /// told so, and the rest of the batch is kept.
 ///
-/// Every file is written before the commit (on the file thread, while the next notifications are
-/// inserted): what is committed has its file, and a notification whose file could not be written
-/// is taken out of the transaction again (its sender gets 503 and retries, and nothing of it is
-/// stored or run). Writing the files after the commit would leave a row that runs its actions while
-/// its sender was told it was not stored.
+/// A new notification comes with its bytes already written to an unnamed file (see
+/// [`super::Store::accept_all`]); it is named after the commit, so what is committed has its file,
+/// and a notification whose file could not be written never reached the store (its sender gets
+/// 503 and retries, and nothing of it is stored or run). Writing the files after the commit would
+/// leave a row that runs its actions while its sender was told it was not stored.
 fn run_batch(
     conn: &mut Connection,
     jobs: Vec<Job>,
     dir: &Path,
-    files: &std_mpsc::Sender<FileWork>,
     batch: &mut Batch,
 ) -> Result<(), String> {
     let received_at_ms = super::now_ms();
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
-    let (done, results) = std_mpsc::channel();
-    let mut waiting: Vec<Option<FileNeed>> = Vec::new();
     for job in jobs {
         match job {
             Job::Accept {
-                mut notification,
+                notification,
                 mode,
+                file,
                 reply,
             } => {
                 let planned = in_savepoint(&tx, |c| {
                     insert_one(c, &notification, &mode, received_at_ms, dir)
                 })
                 .map_err(|e| e.to_string())?;
-                let index = batch.accepted.len();
                 let answer = match planned {
-                    Ok((accepted, need)) => {
-                        if let Some(need) = need {
-                            let (again, body) = match &need.stored_body {
-                                Some(body) => (Some(need.name.clone()), body.clone()),
-                                None => (None, std::mem::take(&mut notification.body)),
-                            };
-                            let work = FileWork::Write {
-                                index,
-                                again,
-                                body,
-                                done: done.clone(),
-                            };
-                            if files.send(work).is_err() {
-                                return Err("the file writer stopped".into());
+                    Ok((accepted, to_name)) => {
+                        // A redelivery's file was written already: this one is dropped unnamed.
+                        match (to_name, file) {
+                            (Some(name), Some(file)) => batch.unnamed.push((file, name)),
+                            // An imported file whose own name the store gave to another.
+                            (Some(name), None) => {
+                                match files::Unnamed::write(dir, &notification.body) {
+                                    Ok(file) => batch.unnamed.push((file, name)),
+                                    Err(e) => {
+                                        tracing::error!(file = %name, error = %e, "cannot write an imported file; it is written back at the next start")
+                                    }
+                                }
                             }
-                            waiting.resize_with(index + 1, || None);
-                            waiting[index] = Some(need);
+                            (None, _) => {}
                         }
                         Ok(accepted)
                     }
@@ -390,68 +361,19 @@ fn run_batch(
             }
         }
     }
-    drop(done);
-    let mut undone = Vec::new();
-    let expected = waiting.iter().flatten().count();
-    for _ in 0..expected {
-        let Ok((index, written)) = results.recv() else {
-            return Err("the file writer stopped".into());
-        };
-        let Some(need) = waiting.get_mut(index).and_then(Option::take) else {
-            continue;
-        };
-        match written {
-            Ok(Some(file)) => batch.unnamed.push((file, need.name)),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(file = %need.name, error = %e, "cannot write a received file; the notification is not stored");
-                undo(&tx, &need).map_err(|e| e.to_string())?;
-                undone.push(need.id);
-                batch.accepted[index].1 = Err(StoreError::NotStored(format!(
-                    "cannot write {} in the received folder: {e}",
-                    need.name
-                )));
-            }
-        }
-    }
-    // A redelivery in the same batch as a notification taken out again is not stored either.
-    for (_, answer) in &mut batch.accepted {
-        if let Ok(Accepted::Duplicate { id, file_name }) = answer {
-            if undone.contains(id) {
-                *answer = Err(StoreError::NotStored(format!(
-                    "cannot write {file_name} in the received folder"
-                )));
-            }
-        }
-    }
     tx.commit().map_err(|e| e.to_string())
 }
 
-/// A file a notification of the batch needs before the commit.
-struct FileNeed {
-    id: i64,
-    name: String,
-    /// `None` for a new notification (its body is the request's); the stored body for a
-    /// redelivery whose file went missing, to be written again.
-    stored_body: Option<Vec<u8>>,
-}
-
-/// Takes a notification whose file could not be written out of the transaction: a new one is
-/// removed with its enrichment and plan; a redelivery is not counted.
-fn undo(conn: &Connection, need: &FileNeed) -> rusqlite::Result<()> {
-    if need.stored_body.is_some() {
-        conn.prepare_cached("UPDATE notifications SET duplicates = duplicates - 1 WHERE id = ?1")?
-            .execute([need.id])?;
-        return Ok(());
-    }
-    for sql in [
-        "DELETE FROM enrichments WHERE notification_id = ?1",
-        "DELETE FROM plans WHERE notification_id = ?1",
-        "DELETE FROM notifications WHERE id = ?1",
-    ] {
-        conn.prepare_cached(sql)?.execute([need.id])?;
-    }
-    Ok(())
+/// Why a notification could not be stored.
+#[derive(Debug, thiserror::Error)]
+enum InsertError {
+    #[error("{0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("cannot write {name} in the received folder: {source}")]
+    File {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 /// Runs `f` in a savepoint, kept if it returns `Ok` and rolled back otherwise. The outer error is
@@ -470,18 +392,6 @@ fn in_savepoint<T, E>(
     Ok(result)
 }
 
-/// Runs a write into the received folder; a folder deleted while hub runs is made again first.
-fn in_folder<T>(dir: &Path, write: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
-    match write() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() => {
-            tracing::warn!(folder = %dir.display(), "the received folder was gone; making it again");
-            std::fs::create_dir_all(dir)?;
-            write()
-        }
-        other => other,
-    }
-}
-
 /// Inserts a notification (or counts a redelivery), and says which file it needs written.
 fn insert_one(
     conn: &Connection,
@@ -489,7 +399,7 @@ fn insert_one(
     mode: &Mode,
     received_at_ms: i64,
     dir: &Path,
-) -> rusqlite::Result<(Accepted, Option<FileNeed>)> {
+) -> Result<(Accepted, Option<String>), InsertError> {
     let sha = Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec();
     let existing: Option<(i64, String)> = conn
         .prepare_cached(
@@ -509,17 +419,18 @@ fn insert_one(
         conn.prepare_cached("UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ?1")?
             .execute([id])?;
         // Written again only if missing: an earlier attempt was stored but its file was deleted
-        // since, and the sender is retrying. The name is the store's own, so it may be replaced.
-        let dir_has_it = files::exists_in(dir, &file_name);
-        let need = (!dir_has_it)
-            .then(|| stored_body(conn, id))
-            .transpose()?
-            .map(|body| FileNeed {
-                id,
-                name: file_name.clone(),
-                stored_body: Some(body),
-            });
-        return Ok((Accepted::Duplicate { id, file_name }, need));
+        // since, and the sender is retrying. The name is the store's own, so it may be replaced;
+        // this is rare, so it is written here, inside the savepoint, which a failure rolls back.
+        if !files::exists_in(dir, &file_name) {
+            let body = stored_body(conn, id)?;
+            files::in_folder(dir, || files::write_view(dir, &file_name, &body)).map_err(
+                |source| InsertError::File {
+                    name: file_name.clone(),
+                    source,
+                },
+            )?;
+        }
+        return Ok((Accepted::Duplicate { id, file_name }, None));
     }
     let adopted = match mode {
         Mode::Import { adopt: Some(name) }
@@ -571,12 +482,8 @@ fn insert_one(
         conn.prepare_cached("INSERT INTO plans (notification_id, updated_at_ms) VALUES (?1, ?2)")?
             .execute(params![id, received_at_ms])?;
     }
-    let need = adopted.is_none().then(|| FileNeed {
-        id,
-        name: file_name.clone(),
-        stored_body: None,
-    });
-    Ok((Accepted::Stored { id, file_name }, need))
+    let to_name = adopted.is_none().then(|| file_name.clone());
+    Ok((Accepted::Stored { id, file_name }, to_name))
 }
 
 fn stored_body(conn: &Connection, id: i64) -> rusqlite::Result<Vec<u8>> {
@@ -591,8 +498,9 @@ fn needs_enrichment(n: &Notification) -> bool {
 
 /// The first name that neither a stored notification nor a file already in the folder uses (a file
 /// hub did not write is never replaced). Only this transaction inserts, so a name found free in
-/// the store is still free at its commit; a file that appears under it in between makes the write
-/// fail (it never replaces), and the sender's retry takes the next name.
+/// the store is still free at its commit. A file put in the folder under it in the moment before
+/// the name is linked is kept (a link never replaces); the start-up check then sees a file that is
+/// not the notification's and gives the notification another name.
 ///
 /// The last number a stem was given is kept, so a new variant costs one lookup whether the
 /// problem's state has one variant or thirteen thousand; probing every number from the first made
@@ -601,12 +509,17 @@ fn free_name(conn: &Connection, n: &Notification, dir: &Path) -> rusqlite::Resul
     // Dynatrace keeps the sample's names; the others say where they came from.
     let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
     let stem = files::stem(prefix, &n.problem_key, &n.state);
+    let mut taken = conn.prepare_cached("SELECT 1 FROM notifications WHERE file_name = ?1")?;
+    let plain = files::candidate(&stem, 1);
+    if !taken.exists([&plain])? && !files::exists_in(dir, &plain) {
+        // The common case, a state's first notification: no counter to read.
+        return Ok(plain);
+    }
     let last: Option<i64> = conn
         .prepare_cached("SELECT last FROM file_name_counters WHERE stem = ?1")?
         .query_row([&stem], |r| r.get(0))
         .optional()?;
-    let mut taken = conn.prepare_cached("SELECT 1 FROM notifications WHERE file_name = ?1")?;
-    let mut number = last.map_or(1, |l| l.max(0) as u64 + 1);
+    let mut number = last.map_or(2, |l| l.max(1) as u64 + 1);
     let name = loop {
         let name = files::candidate(&stem, number);
         if !taken.exists([&name])? && !files::exists_in(dir, &name) {
@@ -614,12 +527,10 @@ fn free_name(conn: &Connection, n: &Notification, dir: &Path) -> rusqlite::Resul
         }
         number += 1;
     };
-    if number > 1 {
-        conn.prepare_cached(
-            "INSERT INTO file_name_counters (stem, last) VALUES (?1, ?2)
-             ON CONFLICT (stem) DO UPDATE SET last = excluded.last",
-        )?
-        .execute(params![stem, number as i64])?;
-    }
+    conn.prepare_cached(
+        "INSERT INTO file_name_counters (stem, last) VALUES (?1, ?2)
+         ON CONFLICT (stem) DO UPDATE SET last = excluded.last",
+    )?
+    .execute(params![stem, number as i64])?;
     Ok(name)
 }
