@@ -37,6 +37,15 @@ pub fn candidate(stem: &str, n: u64) -> String {
     }
 }
 
+/// The stem a [`candidate`] name was made from: `P-1-OPEN.3.json` → `P-1-OPEN`.
+pub fn stem_of(name: &str) -> &str {
+    let stem = name.strip_suffix(".json").unwrap_or(name);
+    match stem.rsplit_once('.') {
+        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => stem,
+    }
+}
+
 /// The stem for a Dynatrace notification; other sources prefix their name.
 pub fn stem(source_prefix: Option<&str>, key: &str, state: &str) -> String {
     fit(match source_prefix {
@@ -251,6 +260,8 @@ mod tests {
             "alertmanager-ab_c-firing"
         );
         let names: Vec<String> = (1..=3).map(|n| candidate("P-1-OPEN", n)).collect();
+        assert!(names.iter().all(|n| stem_of(n) == "P-1-OPEN"));
+        assert_eq!(stem_of("v1.2.3-OPEN.json"), "v1.2.3-OPEN");
         assert_eq!(
             names,
             ["P-1-OPEN.json", "P-1-OPEN.2.json", "P-1-OPEN.3.json"]

@@ -99,6 +99,7 @@ pub struct Store {
     /// Signalled after every commit, so the dispatcher starts at once instead of at its next poll.
     committed: Arc<Notify>,
     health: Arc<writer::Health>,
+    foreign: Arc<writer::Foreign>,
 }
 
 impl Store {
@@ -137,12 +138,14 @@ impl Store {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let committed = Arc::new(Notify::new());
         let health = Arc::new(writer::Health::default());
+        let foreign = Arc::new(writer::Foreign::default());
         writer::start(
             options.get_filename(),
             queue,
             dir_received.to_path_buf(),
             committed.clone(),
             health.clone(),
+            foreign.clone(),
         )?;
         Ok(Store {
             pool,
@@ -151,6 +154,7 @@ impl Store {
             dir_received: dir_received.to_path_buf(),
             committed,
             health,
+            foreign,
         })
     }
 
@@ -350,13 +354,16 @@ impl Store {
             .filter(|name| name.ends_with(".json") && !name.starts_with('.'))
             .collect();
         check.unknown.sort();
+        // hub's names all end in `.json` and none is hidden, so these are the names it must
+        // not give.
+        self.foreign.set(check.unknown.iter().cloned());
         Ok(check)
     }
 
     /// Gives a stored notification a new file name: one that fits the file system, and that no
     /// other notification or file in the folder has.
     async fn rename_file(&self, id: i64, name: &str) -> Result<String, StoreError> {
-        let stem = files::fit(name.trim_end_matches(".json").to_string());
+        let stem = files::fit(files::stem_of(name).to_string());
         let dir = self.dir_received.clone();
         self.write(move |c| {
             let mut taken = c.prepare("SELECT 1 FROM notifications WHERE file_name = ?1")?;
@@ -672,6 +679,9 @@ mod tests {
         let (dir, store) = open().await;
         let received = dir.path().join("received");
         std::fs::write(received.join("P-1-OPEN.json"), b"left by the sample").unwrap();
+        // As `hub run` does at start.
+        let check = store.check_folder().await.unwrap();
+        assert_eq!(check.unknown, ["P-1-OPEN.json"]);
         let mut names = Vec::new();
         for i in 0..4 {
             let mut n = notification("P-1");
@@ -700,6 +710,26 @@ mod tests {
         let check = store.check_folder().await.unwrap();
         assert_eq!(check.unknown, ["P-1-OPEN.json"]);
         assert_eq!(check.restored, 0);
+
+        // A file put under the next name while hub runs is kept; the notification named so is
+        // stored, and the next start gives it a name of its own and its file.
+        std::fs::write(received.join("P-1-OPEN.6.json"), b"put there meanwhile").unwrap();
+        let mut n = notification("P-1");
+        n.body = b"{\"ProblemID\":\"P-1\",\"variant\":6}".to_vec();
+        assert_eq!(
+            store.accept(n).await.unwrap().file_name(),
+            "P-1-OPEN.6.json"
+        );
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.6.json")).unwrap(),
+            b"put there meanwhile"
+        );
+        let check = store.check_folder().await.unwrap();
+        assert_eq!(check.unknown, ["P-1-OPEN.6.json", "P-1-OPEN.json"]);
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.7.json")).unwrap(),
+            b"{\"ProblemID\":\"P-1\",\"variant\":6}"
+        );
     }
 
     /// At a graceful stop the WAL is emptied into the database file.

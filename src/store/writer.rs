@@ -76,6 +76,21 @@ pub(super) struct Applied {
 
 pub(super) type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
+/// Names of files in the received folder that the store does not hold (the Python sample's, say),
+/// as the start-up check found them: no new notification is given one of them.
+#[derive(Default)]
+pub(super) struct Foreign(Mutex<std::collections::HashSet<String>>);
+
+impl Foreign {
+    pub fn set(&self, names: impl IntoIterator<Item = String>) {
+        *self.names() = names.into_iter().collect();
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Whether the last commit failed, and why; for the health check. A full disk fails every commit
 /// until space is back, and the first commit after that clears it.
 #[derive(Default)]
@@ -107,6 +122,7 @@ pub(super) fn start(
     dir: PathBuf,
     committed: Arc<Notify>,
     health: Arc<Health>,
+    foreign: Arc<Foreign>,
 ) -> Result<(), StoreError> {
     let conn = open(db_path).map_err(|source| StoreError::OpenFile {
         path: db_path.to_path_buf(),
@@ -121,7 +137,7 @@ pub(super) fn start(
         .map_err(StoreError::StartWriter)?;
     std::thread::Builder::new()
         .name("hub-writer".into())
-        .spawn(move || commit_loop(conn, queue, &dir, &files, &committed, &health))
+        .spawn(move || commit_loop(conn, queue, &dir, &files, &foreign, &committed, &health))
         .map_err(StoreError::StartWriter)?;
     Ok(())
 }
@@ -172,6 +188,7 @@ fn commit_loop(
     mut queue: mpsc::Receiver<Job>,
     dir: &Path,
     files: &std_mpsc::SyncSender<Publish>,
+    foreign: &Foreign,
     committed: &Notify,
     health: &Health,
 ) {
@@ -196,7 +213,7 @@ fn commit_loop(
             }
         }
         let mut batch = Batch::default();
-        let failure = run_batch(&mut conn, jobs, dir, &mut batch).err();
+        let failure = run_batch(&mut conn, jobs, dir, foreign, &mut batch).err();
         match &failure {
             Some(e) => {
                 // Nothing of the batch is stored: its files are dropped unnamed, leaving nothing.
@@ -282,6 +299,7 @@ fn run_batch(
     conn: &mut Connection,
     jobs: Vec<Job>,
     dir: &Path,
+    foreign: &Foreign,
     batch: &mut Batch,
 ) -> Result<(), String> {
     let received_at_ms = super::now_ms();
@@ -297,7 +315,7 @@ fn run_batch(
                 reply,
             } => {
                 let planned = in_savepoint(&tx, |c| {
-                    insert_one(c, &notification, &mode, received_at_ms, dir)
+                    insert_one(c, &notification, &mode, received_at_ms, dir, foreign)
                 })
                 .map_err(|e| e.to_string())?;
                 let answer = match planned {
@@ -399,6 +417,7 @@ fn insert_one(
     mode: &Mode,
     received_at_ms: i64,
     dir: &Path,
+    foreign: &Foreign,
 ) -> Result<(Accepted, Option<String>), InsertError> {
     let sha = Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec();
     let existing: Option<(i64, String)> = conn
@@ -444,7 +463,7 @@ fn insert_one(
     };
     let file_name = match &adopted {
         Some(name) => name.clone(),
-        None => free_name(conn, n, dir)?,
+        None => free_name(conn, n, foreign)?,
     };
     let facts = serde_json::to_string(&n.facts).ok();
     let id: i64 = conn
@@ -496,22 +515,26 @@ fn needs_enrichment(n: &Notification) -> bool {
     n.source == Source::Dynatrace && !n.is_test && n.pid.is_some()
 }
 
-/// The first name that neither a stored notification nor a file already in the folder uses (a file
-/// hub did not write is never replaced). Only this transaction inserts, so a name found free in
-/// the store is still free at its commit. A file put in the folder under it in the moment before
-/// the name is linked is kept (a link never replaces); the start-up check then sees a file that is
-/// not the notification's and gives the notification another name.
+/// The first name that neither a stored notification nor a file found in the folder at start uses
+/// (a file hub did not write is never replaced). Only this transaction inserts, so a name found
+/// free in the store is still free at its commit. The folder is not asked for each name (that
+/// lookup cost a twentieth of ingest); a file put there under the name while hub runs is kept (a
+/// link never replaces), and the start-up check gives the notification another name.
 ///
 /// The last number a stem was given is kept, so a new variant costs one lookup whether the
 /// problem's state has one variant or thirteen thousand; probing every number from the first made
 /// the single writer, and every sender waiting on it, slower with each variant.
-fn free_name(conn: &Connection, n: &Notification, dir: &Path) -> rusqlite::Result<String> {
+fn free_name(conn: &Connection, n: &Notification, foreign: &Foreign) -> rusqlite::Result<String> {
     // Dynatrace keeps the sample's names; the others say where they came from.
     let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
     let stem = files::stem(prefix, &n.problem_key, &n.state);
     let mut taken = conn.prepare_cached("SELECT 1 FROM notifications WHERE file_name = ?1")?;
+    let foreign = foreign.names();
     let plain = files::candidate(&stem, 1);
-    if !taken.exists([&plain])? && !files::exists_in(dir, &plain) {
+    let mut free = |name: &str| -> rusqlite::Result<bool> {
+        Ok(!taken.exists([name])? && !foreign.contains(name))
+    };
+    if free(&plain)? {
         // The common case, a state's first notification: no counter to read.
         return Ok(plain);
     }
@@ -522,7 +545,7 @@ fn free_name(conn: &Connection, n: &Notification, dir: &Path) -> rusqlite::Resul
     let mut number = last.map_or(2, |l| l.max(1) as u64 + 1);
     let name = loop {
         let name = files::candidate(&stem, number);
-        if !taken.exists([&name])? && !files::exists_in(dir, &name) {
+        if free(&name)? {
             break name;
         }
         number += 1;
