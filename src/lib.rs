@@ -14,6 +14,7 @@ pub mod import;
 pub mod logging;
 pub mod poll;
 pub mod replay;
+pub mod retry;
 pub mod secret;
 pub mod sources;
 pub mod store;

@@ -73,7 +73,8 @@ pub struct Outcome {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ActionError {
-    /// Worth trying again (timeout, 408/429/5xx, connection error, exit 75).
+    /// Worth trying again (see `crate::retry`: a timeout, a connection error, 408, 425, 429, 5xx,
+    /// exit 75).
     #[error("{message}")]
     Transient {
         message: String,

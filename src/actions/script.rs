@@ -17,8 +17,7 @@ use super::{bounded, Action, ActionError, Job, Outcome, Problem, RunFuture, Targ
 use crate::config::actions::ScriptConfig;
 use crate::template::Template;
 
-/// The exit code a script uses to say "try again later" (sysexits.h EX_TEMPFAIL).
-pub const EX_TEMPFAIL: i32 = 75;
+use crate::retry::TRANSIENT_EXIT;
 /// Shown when a script's output could not be read within 2 s of its exit (a process outside its
 /// group kept the pipe open).
 const NOT_COLLECTED: &str = "[output not collected]";
@@ -239,8 +238,8 @@ fn classify(
             summary: "exit 0".into(),
             detail,
         }),
-        Some(EX_TEMPFAIL) => Err(ActionError::Transient {
-            message: format!("exit {EX_TEMPFAIL} (temporary failure)"),
+        Some(TRANSIENT_EXIT) => Err(ActionError::Transient {
+            message: format!("exit {TRANSIENT_EXIT} (temporary failure)"),
             detail,
             retry_after: None,
         }),

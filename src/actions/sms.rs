@@ -111,7 +111,7 @@ impl Sms {
             .await
             .map_err(|e| ActionError::transient(format!("Twilio unreachable: {}", plain(&e))))?;
         let status = response.status();
-        let retry_after = super::webhook::retry_after(response.headers());
+        let retry_after = crate::retry::server_wait(response.headers());
         let text = response.text().await.unwrap_or_default();
         let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.as_u16() == 201 || status.is_success() {
@@ -140,7 +140,7 @@ impl Sms {
             mask_all(message, &to)
         );
         let detail = json!({"to": masked, "http_status": status.as_u16(), "code": code});
-        if status.as_u16() == 429 || status.is_server_error() {
+        if crate::retry::transient_status(status.as_u16()) {
             Err(ActionError::Transient {
                 message: error,
                 detail,

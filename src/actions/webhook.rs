@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use base64::Engine;
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use super::{Action, ActionError, Job, Outcome, RunFuture};
@@ -106,7 +105,7 @@ impl Webhook {
                 ActionError::transient(format!("POST failed: {}", super::sms::plain(&e)))
             })?;
         let status = response.status().as_u16();
-        let retry = retry_after(response.headers());
+        let retry = crate::retry::server_wait(response.headers());
         let text = response.text().await.unwrap_or_default();
         let detail =
             json!({"http_status": status, "response": super::bounded(text.as_bytes(), 1024)});
@@ -115,7 +114,7 @@ impl Webhook {
                 summary: format!("delivered ({status})"),
                 detail,
             }),
-            408 | 429 | 500..=599 => Err(ActionError::Transient {
+            s if crate::retry::transient_status(s) => Err(ActionError::Transient {
                 message: format!("the receiver answered {status}"),
                 detail,
                 retry_after: retry,
@@ -145,18 +144,6 @@ impl Action for Webhook {
             "body": body,
         })
     }
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is rare from APIs and is ignored).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 #[cfg(test)]

@@ -40,7 +40,13 @@ pub(super) async fn enrich(d: &Inner, item: &DueEnrichment) -> Result<(), StoreE
         Err(e) => (e.to_string(), e.is_transient()),
     };
     if transient {
-        let delay = super::backoff(FIRST_RETRY_MS, MAX_RETRY_MS, item.attempts);
+        let earlier = u32::try_from(item.attempts).unwrap_or(u32::MAX);
+        let delay = crate::retry::backoff(
+            std::time::Duration::from_millis(FIRST_RETRY_MS as u64),
+            std::time::Duration::from_millis(MAX_RETRY_MS as u64),
+            earlier,
+        )
+        .as_millis() as i64;
         tracing::warn!(
             problem_id = ?item.problem_key, error = %error, retry_in_ms = delay,
             "enrichment failed; will retry"

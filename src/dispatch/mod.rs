@@ -515,12 +515,14 @@ impl Inner {
                         outcome: detail.to_string(),
                     };
                 }
-                let max_ms = (policy.max_retry_secs * 1000) as i64;
-                let mut delay =
-                    backoff((policy.first_retry_secs * 1000) as i64, max_ms, attempt - 1);
+                let max = Duration::from_secs(policy.max_retry_secs);
+                let first = Duration::from_secs(policy.first_retry_secs);
+                let earlier = u32::try_from(attempt - 1).unwrap_or(u32::MAX);
+                let mut delay = crate::retry::backoff(first, max, earlier);
                 if let Some(asked) = retry_after {
-                    delay = delay.max((asked.as_millis() as i64).min(max_ms));
+                    delay = delay.max(asked.min(max));
                 }
+                let delay = delay.as_millis() as i64;
                 Finish::Retry {
                     error: message,
                     outcome: detail.to_string(),
@@ -559,27 +561,5 @@ fn log_finish(run: &RunRow, attempt: i64, manual: bool, finish: &Finish) {
         Finish::HeldBack { reason } => tracing::warn!(
             action = %action, target = ?target, problem_id = ?problem, reason = %reason, "action held back"
         ),
-    }
-}
-
-/// `first` doubling per earlier attempt up to `max`, then a random half of it taken off, so a crowd
-/// of retries spreads out instead of arriving together.
-pub(crate) fn backoff(first_ms: i64, max_ms: i64, earlier_attempts: i64) -> i64 {
-    let exp = first_ms.saturating_mul(1_i64 << earlier_attempts.clamp(0, 30));
-    let capped = exp.min(max_ms).max(1);
-    capped / 2 + fastrand::i64(0..=capped / 2)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-
-    #[test]
-    fn backoff_grows_and_stays_within_bounds() {
-        for attempts in 0..40 {
-            let d = backoff(1_000, 300_000, attempts);
-            let cap = (1_000_i64 << attempts.min(30)).min(300_000);
-            assert!(d >= cap / 2 && d <= cap, "{attempts}: {d}");
-        }
     }
 }

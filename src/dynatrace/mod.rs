@@ -1,13 +1,14 @@
 //! The Dynatrace Problems API client: v2 by default, v1 for old Managed clusters.
 //!
-//! Every call goes through one retry loop: connection errors, timeouts, 5xx and 429 are retried with
-//! exponential backoff and jitter (a 429 waits for `X-RateLimit-Reset`, within a cap); any other
-//! answer fails at once with Dynatrace's own message.
+//! Every call goes through one retry loop under hub's one policy (`crate::retry`): connection
+//! errors, timeouts, 408, 425, 429 and 5xx are retried with backoff and jitter (waiting as long as
+//! `Retry-After` or `X-RateLimit-Reset` asks, within a cap); any other answer fails at once with
+//! Dynatrace's own message.
 
 pub mod problem;
 pub mod window;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
@@ -46,7 +47,7 @@ impl ApiError {
     /// Whether trying again later can succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Status { status, .. } => *status == 429 || *status >= 500,
+            ApiError::Status { status, .. } => crate::retry::transient_status(*status),
             ApiError::Transport(_) | ApiError::Timeout(_) => true,
             ApiError::Decode(_) | ApiError::TooManyPages(_) | ApiError::BadTenant(_) => false,
         }
@@ -63,12 +64,8 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Exponential backoff with full jitter over the upper half: attempt 1 waits 0.5–1 × first delay.
     fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .first_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        exp.min(self.max_delay).mul_f64(0.5 + fastrand::f64() * 0.5)
+        crate::retry::backoff(self.first_delay, self.max_delay, attempt.saturating_sub(1))
     }
 }
 
@@ -268,7 +265,8 @@ impl Client {
             .await
             .map_err(|e| (self.transport(e), None))?;
         let status = response.status();
-        let wait = rate_limit_wait(&response, &self.retry);
+        let wait = crate::retry::server_wait(response.headers())
+            .map(|w| w.min(self.retry.max_rate_limit_wait));
         let bytes = response
             .bytes()
             .await
@@ -305,27 +303,6 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// For a 429: how long until `X-RateLimit-Reset` (microseconds since the epoch), within the cap.
-fn rate_limit_wait(response: &reqwest::Response, retry: &RetryPolicy) -> Option<Duration> {
-    if response.status() != StatusCode::TOO_MANY_REQUESTS {
-        return None;
-    }
-    let reset_us: u64 = response
-        .headers()
-        .get("X-RateLimit-Reset")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let now_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_micros() as u64;
-    let wait = Duration::from_micros(reset_us.saturating_sub(now_us));
-    Some(wait.min(retry.max_rate_limit_wait))
 }
 
 /// Dynatrace's own words: `{"error":{"code":…,"message":…}}`, else the start of the body.

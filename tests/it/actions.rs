@@ -922,3 +922,43 @@ async fn with_no_action_configured_plans_close_without_runs() {
         Vec::<String>::new()
     );
 }
+
+/// One retry policy for every action: a 408 and a 425 from Twilio are tried again (they used to
+/// fail an SMS for good), and the wait Twilio asks for in `Retry-After` is kept.
+#[tokio::test]
+async fn an_sms_is_retried_after_408_and_425_as_the_one_policy_says() {
+    let twilio = MockServer::start().await;
+    let messages = "/2010-04-01/Accounts/AC123/Messages.json";
+    for status in [408, 425] {
+        Mock::given(method("POST"))
+            .and(path(messages))
+            .respond_with(ResponseTemplate::new(status).insert_header("Retry-After", "1"))
+            .up_to_n_times(1)
+            .with_priority(if status == 408 { 1 } else { 2 })
+            .mount(&twilio)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .and(path(messages))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM42"})))
+        .with_priority(3)
+        .mount(&twilio)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_with(
+        dir.path(),
+        sms_config(&twilio, json!("+4915112341111"), json!({})),
+        &[("TWILIO_TOKEN", "tw-secret-token")],
+    );
+    deliver(&hub, fixture("dynatrace/full-open.json")).await;
+    eventually("the SMS", async || {
+        runs(dir.path())
+            .await
+            .first()
+            .is_some_and(|r| r.2 == "succeeded")
+    })
+    .await;
+    let run = &runs(dir.path()).await[0];
+    assert_eq!(run.3, 3, "408, then 425, then sent");
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 3);
+}
