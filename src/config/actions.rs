@@ -259,16 +259,8 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
         if let Some(argv) = split_command(key, line, base, issues) {
             out.push(ActionConfig {
                 name: LEGACY_SCRIPT.to_string(),
-                kind: ActionKind::Script(ScriptConfig {
-                    argv,
-                    args: None,
-                    workdir: None,
-                    timeout_secs: 30,
-                    kill_grace_secs: 5,
-                    max_output_bytes: 16 * 1024,
-                    env: Vec::new(),
-                }),
-                max_concurrent: 4,
+                kind: ActionKind::Script(legacy.incident.options.clone().with_argv(argv)),
+                max_concurrent: legacy.incident.max_concurrent,
                 dynatrace_only: true,
             });
             if legacy.tenant_set {
@@ -286,12 +278,12 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
                 from: Some(sms.twilio_number.clone()),
                 messaging_service_sid: None,
                 to: sms.to_numbers.clone(),
-                api_url: TWILIO_API_URL.to_string(),
-                template: None,
-                rate_limit_per_minute: 10,
-                timeout_secs: 15,
+                api_url: sms.options.api_url.clone(),
+                template: sms.options.template.clone(),
+                rate_limit_per_minute: sms.options.rate_limit_per_minute,
+                timeout_secs: sms.options.timeout_secs,
             }),
-            max_concurrent: 4,
+            max_concurrent: sms.max_concurrent,
             dynatrace_only: true,
         });
         if legacy.tenant_set {
@@ -438,6 +430,55 @@ fn read_script(s: &mut Section, base: &Path, issues: &mut Issues) -> Option<Scri
             None
         }
     };
+    let options = read_script_options(s, base, issues);
+    Some(options.with_argv(argv?))
+}
+
+/// A script's keys besides its command, shared by the `script` action and the sample's
+/// `incident_notification` section.
+#[derive(Debug, Clone)]
+pub struct ScriptOptions {
+    pub args: Option<Vec<String>>,
+    pub workdir: Option<PathBuf>,
+    pub timeout_secs: u64,
+    pub kill_grace_secs: u64,
+    pub max_output_bytes: usize,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ScriptOptions {
+    fn default() -> Self {
+        ScriptOptions {
+            args: None,
+            workdir: None,
+            timeout_secs: 30,
+            kill_grace_secs: 5,
+            max_output_bytes: 16 * 1024,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl ScriptOptions {
+    fn with_argv(self, argv: Vec<String>) -> ScriptConfig {
+        ScriptConfig {
+            argv,
+            args: self.args,
+            workdir: self.workdir,
+            timeout_secs: self.timeout_secs,
+            kill_grace_secs: self.kill_grace_secs,
+            max_output_bytes: self.max_output_bytes,
+            env: self.env,
+        }
+    }
+}
+
+pub(super) fn read_script_options(
+    s: &mut Section,
+    base: &Path,
+    issues: &mut Issues,
+) -> ScriptOptions {
+    let defaults = ScriptOptions::default();
     let args = s.string_list("args", issues);
     for (i, t) in args.iter().flatten().enumerate() {
         check_template(&format!("{}[{i}]", s.path_of("args")), t, issues);
@@ -451,11 +492,15 @@ fn read_script(s: &mut Section, base: &Path, issues: &mut Issues) -> Option<Scri
             );
         }
     }
-    let timeout_secs = s.integer("timeout_secs", 1, 86_400, issues).unwrap_or(30);
-    let kill_grace_secs = s.integer("kill_grace_secs", 0, 600, issues).unwrap_or(5);
+    let timeout_secs = s
+        .integer("timeout_secs", 1, 86_400, issues)
+        .unwrap_or(defaults.timeout_secs);
+    let kill_grace_secs = s
+        .integer("kill_grace_secs", 0, 600, issues)
+        .unwrap_or(defaults.kill_grace_secs);
     let max_output_bytes = s
         .integer("max_output_bytes", 0, 16 * 1024 * 1024, issues)
-        .unwrap_or(16 * 1024) as usize;
+        .map_or(defaults.max_output_bytes, |n| n as usize);
     let mut env = Vec::new();
     for (k, v) in s.entries("env", issues) {
         match v {
@@ -466,15 +511,14 @@ fn read_script(s: &mut Section, base: &Path, issues: &mut Issues) -> Option<Scri
             ),
         }
     }
-    Some(ScriptConfig {
-        argv: argv?,
+    ScriptOptions {
         args,
         workdir,
         timeout_secs,
         kill_grace_secs,
         max_output_bytes,
         env,
-    })
+    }
 }
 
 /// A secret given in the file or, by `<key>_env`, named as an environment variable.
@@ -509,17 +553,7 @@ fn read_sms(s: &mut Section, env: &Env, issues: &mut Issues) -> SmsConfig {
         .string("messaging_service_sid", issues)
         .filter(|f| !f.is_empty());
     let to = s.string_list("to", issues).unwrap_or_default();
-    let api_url = s
-        .string("api_url", issues)
-        .unwrap_or_else(|| TWILIO_API_URL.to_string());
-    let template = s.string("template", issues);
-    if let Some(t) = &template {
-        check_template(&s.path_of("template"), t, issues);
-    }
-    let rate_limit_per_minute = s
-        .integer("rate_limit_per_minute", 1, 10_000, issues)
-        .unwrap_or(10) as u32;
-    let timeout_secs = s.integer("timeout_secs", 1, 600, issues).unwrap_or(15);
+    let options = read_sms_options(s, issues);
     for (key, missing) in [
         ("account_sid", account_sid.is_empty()),
         ("auth_token", auth_token.is_empty()),
@@ -535,13 +569,55 @@ fn read_sms(s: &mut Section, env: &Env, issues: &mut Issues) -> SmsConfig {
             "give exactly one of from (a Twilio number) and messaging_service_sid",
         );
     }
-    check_url(&s.path_of("api_url"), &api_url, issues);
     SmsConfig {
         account_sid,
         auth_token,
         from,
         messaging_service_sid,
         to,
+        api_url: options.api_url,
+        template: options.template,
+        rate_limit_per_minute: options.rate_limit_per_minute,
+        timeout_secs: options.timeout_secs,
+    }
+}
+
+/// An SMS's keys besides its credentials and numbers, shared by the `sms` action and the sample's
+/// `sms_notification` section.
+#[derive(Debug, Clone)]
+pub struct SmsOptions {
+    pub api_url: String,
+    pub template: Option<String>,
+    pub rate_limit_per_minute: u32,
+    pub timeout_secs: u64,
+}
+
+impl Default for SmsOptions {
+    fn default() -> Self {
+        SmsOptions {
+            api_url: TWILIO_API_URL.to_string(),
+            template: None,
+            rate_limit_per_minute: 10,
+            timeout_secs: 15,
+        }
+    }
+}
+
+pub(super) fn read_sms_options(s: &mut Section, issues: &mut Issues) -> SmsOptions {
+    let defaults = SmsOptions::default();
+    let api_url = s.string("api_url", issues).unwrap_or(defaults.api_url);
+    check_url(&s.path_of("api_url"), &api_url, issues);
+    let template = s.string("template", issues);
+    if let Some(t) = &template {
+        check_template(&s.path_of("template"), t, issues);
+    }
+    let rate_limit_per_minute = s
+        .integer("rate_limit_per_minute", 1, 10_000, issues)
+        .map_or(defaults.rate_limit_per_minute, |n| n as u32);
+    let timeout_secs = s
+        .integer("timeout_secs", 1, 600, issues)
+        .unwrap_or(defaults.timeout_secs);
+    SmsOptions {
         api_url,
         template,
         rate_limit_per_minute,

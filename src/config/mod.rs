@@ -99,6 +99,9 @@ pub struct IncidentNotification {
     pub active: bool,
     pub exec_win: String,
     pub exec_unix: String,
+    /// The `script` action's other keys, which the section takes too.
+    pub options: actions::ScriptOptions,
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +111,9 @@ pub struct SmsNotification {
     pub twilio_token: Secret,
     pub twilio_number: String,
     pub to_numbers: Vec<String>,
+    /// The `sms` action's other keys, which the section takes too.
+    pub options: actions::SmsOptions,
+    pub max_concurrent: usize,
 }
 
 /// Why a configuration could not be loaded.
@@ -327,7 +333,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     }
 
     let incident_notification =
-        read_incident(root.section("incident_notification", issues), issues);
+        read_incident(root.section("incident_notification", issues), base, issues);
     let sms_notification = read_sms(root.section("sms_notification", issues), issues);
 
     let actions = actions::read(
@@ -513,10 +519,12 @@ fn read_store(mut s: Section, issues: &mut Issues) -> StoreConfig {
     StoreConfig { url }
 }
 
-fn read_incident(mut s: Section, issues: &mut Issues) -> IncidentNotification {
+fn read_incident(mut s: Section, base: &Path, issues: &mut Issues) -> IncidentNotification {
     let active = s.bool("active", issues).unwrap_or(false);
     let exec_win = s.string("exec_win", issues).unwrap_or_default();
     let exec_unix = s.string("exec_unix", issues).unwrap_or_default();
+    let options = actions::read_script_options(&mut s, base, issues);
+    let max_concurrent = read_max_concurrent(&mut s, issues);
     let needed = if cfg!(windows) {
         ("exec_win", &exec_win)
     } else {
@@ -533,7 +541,13 @@ fn read_incident(mut s: Section, issues: &mut Issues) -> IncidentNotification {
         active,
         exec_win,
         exec_unix,
+        options,
+        max_concurrent,
     }
+}
+
+fn read_max_concurrent(s: &mut Section, issues: &mut Issues) -> usize {
+    s.integer("max_concurrent", 1, 256, issues).unwrap_or(4) as usize
 }
 
 fn read_sms(mut s: Section, issues: &mut Issues) -> SmsNotification {
@@ -541,6 +555,8 @@ fn read_sms(mut s: Section, issues: &mut Issues) -> SmsNotification {
     let twilio_account = s.string("twilio_account", issues).unwrap_or_default();
     let twilio_token = Secret::new(s.string("twilio_token", issues).unwrap_or_default());
     let twilio_number = s.string("twilio_number", issues).unwrap_or_default();
+    let options = actions::read_sms_options(&mut s, issues);
+    let max_concurrent = read_max_concurrent(&mut s, issues);
     let to_path = s.path_of("to_number");
     let to_numbers = match s.value("to_number") {
         None => Vec::new(),
@@ -592,6 +608,8 @@ fn read_sms(mut s: Section, issues: &mut Issues) -> SmsNotification {
         twilio_token,
         twilio_number,
         to_numbers,
+        options,
+        max_concurrent,
     }
 }
 
@@ -653,6 +671,56 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.webhook.password.expose(), "only-env");
+    }
+
+    #[test]
+    fn the_sample_sections_take_the_typed_actions_options() {
+        let c = load(
+            json!({"webhook": {"username": "u", "password": "p"},
+                   "incident_notification": {"active": true, "exec_unix": "/bin/true",
+                       "args": ["{{ problem.title }}"], "timeout_secs": 5, "env": {"TEAM": "ops"},
+                       "max_concurrent": 2},
+                   "sms_notification": {"active": true, "twilio_account": "AC1", "twilio_token": "t",
+                       "twilio_number": "+1", "to_number": "+2",
+                       "api_url": "http://gateway.example:8080", "template": "{{ problem.title }}",
+                       "rate_limit_per_minute": 30, "timeout_secs": 3}}),
+            &[],
+        )
+        .unwrap();
+        let script = c.actions.get("incident_notification").unwrap();
+        let ActionKind::Script(sc) = &script.kind else {
+            panic!("{script:?}")
+        };
+        assert_eq!(
+            sc.args.as_deref(),
+            Some(&["{{ problem.title }}".to_string()][..])
+        );
+        assert_eq!((sc.timeout_secs, script.max_concurrent), (5, 2));
+        assert_eq!(sc.env, [("TEAM".to_string(), "ops".to_string())]);
+        let sms = c.actions.get("sms_notification").unwrap();
+        let ActionKind::Sms(sm) = &sms.kind else {
+            panic!("{sms:?}")
+        };
+        assert_eq!(sm.api_url, "http://gateway.example:8080");
+        assert_eq!((sm.rate_limit_per_minute, sm.timeout_secs), (30, 3));
+
+        // Bad values are named by their path in the section; unknown keys still are errors.
+        let found = issues(json!({"webhook": {"username": "u", "password": "p"},
+            "incident_notification": {"exec_unix": "/bin/true", "timeout_secs": 0,
+                                      "args": ["{{ oops"], "shell": true},
+            "sms_notification": {"api_url": "ftp://x", "rate_limit_per_minute": "many"}}));
+        for expected in [
+            "incident_notification.timeout_secs:",
+            "incident_notification.args[0]:",
+            "incident_notification.shell: unknown key",
+            "sms_notification.api_url:",
+            "sms_notification.rate_limit_per_minute:",
+        ] {
+            assert!(
+                found.iter().any(|f| f.starts_with(expected)),
+                "{expected} not in {found:#?}"
+            );
+        }
     }
 
     #[test]

@@ -962,3 +962,42 @@ async fn an_sms_is_retried_after_408_and_425_as_the_one_policy_says() {
     assert_eq!(run.3, 3, "408, then 425, then sent");
     assert_eq!(twilio.received_requests().await.unwrap().len(), 3);
 }
+
+/// A user of the sample points its texts at a Twilio-compatible gateway and shortens the timeout
+/// without rewriting the section as an action.
+#[tokio::test]
+async fn the_samples_sms_section_takes_a_gateway_and_a_template() {
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/AC9/Messages.json"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM9"})))
+        .mount(&gateway)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_with(
+        dir.path(),
+        json!({"sms_notification": {"active": true, "twilio_account": "AC9",
+            "twilio_token": "gw-token", "twilio_number": "+15005550006",
+            "to_number": "+4915112341111", "api_url": gateway.uri(),
+            "template": "hub: {{ problem.title }} is {{ problem.state }}", "timeout_secs": 3}}),
+        &[],
+    );
+    deliver(&hub, fixture("dynatrace/full-open.json")).await;
+    eventually("the text", async || {
+        runs(dir.path())
+            .await
+            .first()
+            .is_some_and(|r| r.2 == "succeeded")
+    })
+    .await;
+    let requests = gateway.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    let body = form(&requests[0]);
+    assert!(
+        body.contains(&(
+            "Body".to_string(),
+            "hub: Response time degradation is OPEN".to_string()
+        )),
+        "{body:?}"
+    );
+}
