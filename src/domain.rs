@@ -1,6 +1,7 @@
 //! The normalized notification every source produces and the store keeps.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// The monitoring system a notification came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,4 +117,31 @@ pub fn dedup_entities(entities: Vec<Entity>) -> Vec<Entity> {
             })
         })
         .collect()
+}
+
+/// A JSON object, or a value that may be one, to read fields from.
+pub trait Fields {
+    fn field(&self, key: &str) -> Option<&Value>;
+}
+
+impl Fields for Value {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+}
+
+impl Fields for Map<String, Value> {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+}
+
+/// A field as text: a string as it is, a number written out, anything else (or nothing) empty.
+/// Senders and the Dynatrace API write ids sometimes as strings and sometimes as numbers.
+pub fn text(object: &impl Fields, key: &str) -> String {
+    match object.field(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
 }

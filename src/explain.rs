@@ -8,10 +8,11 @@ use serde_json::{json, Value};
 
 use crate::actions::route::route;
 use crate::actions::{idem_key, run_id, Job, Problem, Registry};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::{Notification, Source};
 use crate::sources::Headers;
-use crate::store::{now_ms, StoredNotification};
+use crate::store::StoredNotification;
 
 pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, String> {
     let notifications = crate::sources::parse(source, &Headers::default(), body)

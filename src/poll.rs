@@ -3,11 +3,12 @@
 use anyhow::Context;
 use serde_json::json;
 
+use crate::clock::utc;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::dynatrace::problem::Summary;
 use crate::dynatrace::{Client, Window};
-use crate::feed::{utc, Feed, Received};
+use crate::feed::{Feed, Received};
 use crate::store::{self, Store};
 
 /// How long `--run-actions` works the queue before leaving the rest to a running hub.

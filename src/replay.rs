@@ -1,12 +1,14 @@
 //! `hub replay <problem-id>`: runs a problem's actions again, on purpose.
 //!
-//! Takes the runs of the problem's latest state (optionally one action's), and runs each now as a
-//! manual attempt, recorded as such; comments go last so they report the fresh outcomes. A run that
-//! a running hub has in flight at that moment is left to it.
+//! Takes the runs of the problem's latest state (optionally one action's) and schedules each again
+//! as a manual attempt, recorded as such, exactly as the page's and the API's replay do. A running
+//! hub runs them; with none running, this command runs them itself. Either way it waits for the
+//! outcomes and prints them. A comment waits for the runs it reports, so it reports the fresh
+//! outcomes. A run that a running hub has in flight at that moment is left to it.
 
 use anyhow::Context;
 
-use crate::config::{ActionKind, Config};
+use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::store::Store;
 
@@ -22,10 +24,10 @@ pub async fn replay(
         .await?
         .with_context(|| format!("hub has no {source} notification for problem {problem_id}"))?;
     let all = store.problem_runs(source, problem_id).await?;
-    let mut runs: Vec<_> = all
+    let runs: Vec<_> = all
         .iter()
         .filter(|r| r.state == latest.state)
-        .filter(|r| action.map_or(true, |a| r.action == a))
+        .filter(|r| action.is_none_or(|a| r.action == a))
         .cloned()
         .collect();
     if runs.is_empty() {
@@ -43,24 +45,42 @@ pub async fn replay(
             }
         );
     }
-    let is_comment = |name: &str| {
-        config
-            .actions
-            .get(name)
-            .is_some_and(|a| matches!(a.kind, ActionKind::Comment(_)))
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let scheduled = store.schedule_replay(&ids).await?;
+    let waited = match crate::store::lock(&config.store.url) {
+        // No hub runs on this store: this command does the work itself, holding the store as
+        // `hub run` would, so one that starts meanwhile waits its turn.
+        Ok(_lock) => {
+            let dispatcher = Dispatcher::new(&config, store.clone()).map_err(anyhow::Error::msg)?;
+            dispatcher.work_until_idle(REPLAY_BUDGET).await?;
+            None
+        }
+        Err(crate::store::StoreError::Locked(held)) => {
+            wait_for_outcomes(&store, &ids).await?;
+            Some(held.to_string())
+        }
+        Err(e) => return Err(e.into()),
     };
-    runs.sort_by_key(|r| is_comment(&r.action));
-    let dispatcher = Dispatcher::new(&config, store).map_err(anyhow::Error::msg)?;
     let mut lines = Vec::new();
-    for run in runs {
-        let what = if run.target_label.is_empty() {
-            run.action.clone()
+    if let Some(held) = waited {
+        lines.push(format!(
+            "scheduled {scheduled} run(s) for the running hub: {}",
+            held.split(';').next().unwrap_or_default()
+        ));
+    }
+    for before in runs {
+        let after = store.run(before.id).await?;
+        let what = if after.target_label.is_empty() {
+            after.action.clone()
         } else {
-            format!("{} {}", run.action, run.target_label)
+            format!("{} {}", after.action, after.target_label)
         };
-        match dispatcher.run_now(run.id).await? {
-            None => lines.push(format!("{what}: in flight in the running hub; left to it")),
-            Some(after) => lines.push(format!(
+        lines.push(if before.status == "running" {
+            format!("{what}: in flight in the running hub; left to it")
+        } else if after.attempts == before.attempts {
+            format!("{what}: {} (not run yet; the hub runs it)", after.status)
+        } else {
+            format!(
                 "{what}: {} (attempt {}, manual){}",
                 after.status,
                 after.attempts,
@@ -68,8 +88,28 @@ pub async fn replay(
                     .last_error
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
-            )),
-        }
+            )
+        });
     }
     Ok(lines.join("\n"))
+}
+
+/// How long a replay works (or waits for the running hub) before it reports what it has.
+const REPLAY_BUDGET: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits until the running hub has finished the given runs (or the budget is spent).
+async fn wait_for_outcomes(store: &Store, ids: &[i64]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + REPLAY_BUDGET;
+    while tokio::time::Instant::now() < deadline {
+        let mut done = true;
+        for id in ids {
+            let run = store.run(*id).await?;
+            done &= run.is_final() && !run.manual;
+        }
+        if done {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
 }

@@ -43,6 +43,25 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Bytes as lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// The first `len` bytes of the SHA-256 of `bytes`, in hexadecimal: a short, stable name for
+/// them (run ids, ids for senders that send none, long file names).
+pub fn short_sha256(bytes: &[u8], len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    hex(&digest[..len.min(digest.len())])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::config::{ActionConfig, ActionKind, Config};
 use crate::store::RunRow;
@@ -167,9 +166,10 @@ pub fn idem_key(problem: &Problem, action: &str, target: &Target) -> String {
 
 /// A short id for the far side (`HUB_RUN_ID`, `webhook-id`), safe in a header and an env value.
 pub fn run_id(idem_key: &str) -> String {
-    let digest = Sha256::digest(idem_key.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("run_{hex}")
+    format!(
+        "run_{}",
+        crate::secret::short_sha256(idem_key.as_bytes(), 16)
+    )
 }
 
 /// `+4915112341111` → `+49*****1111`: enough to recognise a number, not to dial it.

@@ -1,6 +1,7 @@
 //! The problem as actions see it: one shape for every source, from the notification and, when
 //! Dynatrace answered, its details.
 
+use crate::domain::text;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -95,14 +96,6 @@ impl Problem {
         } else {
             self.problem_id.clone()
         }
-    }
-}
-
-fn text(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
     }
 }
 

@@ -178,7 +178,7 @@ impl Action for Sms {
             .form(&job.target.label, &body)
             .into_iter()
             .map(|(k, v)| match k {
-                "From" => (k.to_string(), super::mask_number(&v)),
+                "From" => (k.to_string(), mask_number(&v)),
                 _ => (k.to_string(), v),
             })
             .collect();

@@ -78,7 +78,7 @@ impl Webhook {
                 let p = job.problem;
                 let doc = json!({
                     "type": format!("problem.{}", p.state.to_lowercase()),
-                    "timestamp": crate::feed::utc(crate::store::now_ms()),
+                    "timestamp": crate::clock::utc(crate::clock::now_ms()),
                     "data": p,
                 });
                 serde_json::to_vec(&doc).map_err(|e| ActionError::permanent(e.to_string()))
@@ -88,7 +88,7 @@ impl Webhook {
 
     async fn post(&self, job: &Job<'_>) -> Result<Outcome, ActionError> {
         let body = self.body(job)?;
-        let timestamp = crate::store::now_ms() / 1000;
+        let timestamp = crate::clock::now_ms() / 1000;
         let signature = self.signer.sign(&job.run_id, timestamp, &body);
         let response = self
             .http

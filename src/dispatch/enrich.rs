@@ -6,7 +6,8 @@
 //! tenant, or after a permanent failure, routing goes on with the notification alone, and details
 //! that arrive later still reach the page and `problems_sent/`.
 
-use crate::store::{now_ms, DueEnrichment, EnrichmentOutcome, StoreError};
+use crate::clock::now_ms;
+use crate::store::{DueEnrichment, EnrichmentOutcome, StoreError};
 
 use super::Inner;
 

@@ -17,10 +17,11 @@ use tokio::task::JoinSet;
 
 use crate::actions::route::route;
 use crate::actions::{idem_key, run_id, ActionError, Job, Problem, Registry, Target};
+use crate::clock::now_ms;
 use crate::config::{ActionKind, Actions, Config};
 use crate::dynatrace::Client;
 use crate::logging::Throttle;
-use crate::store::{now_ms, Finish, NewRun, RunRow, Store, StoreError, StoredNotification};
+use crate::store::{Finish, NewRun, RunRow, Store, StoreError, StoredNotification};
 
 /// How often the queue is looked at when nothing wakes the dispatcher.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -86,16 +87,9 @@ impl Dispatcher {
         })
     }
 
-    /// Puts back in the queue what a crash left in flight, and marks for rewriting the
-    /// `problems_sent/` files a crash left behind their problem. Call once, before `run`.
+    /// Puts back in the queue what a crash left in flight. Call once, before `run` (which checks
+    /// the `problems_sent/` files beside its work).
     pub async fn recover(&self) -> Result<u64, StoreError> {
-        let stale = sent::repair(&self.inner.sent).await?;
-        if stale > 0 {
-            tracing::info!(
-                files = stale,
-                "rewriting problems_sent/ files older than their problem"
-            );
-        }
         let n = self.inner.store.recover_in_flight(None).await?;
         if n > 0 {
             tracing::warn!(
@@ -257,7 +251,7 @@ impl Dispatcher {
             return Ok(done);
         }
         let ids = chosen.iter().map(|(run, _)| run.id).collect();
-        let attempts = d.store.claim_many(ids, false).await?;
+        let attempts = d.store.claim_many(ids).await?;
         for ((run, permit), attempt) in chosen.into_iter().zip(attempts) {
             let Some(attempt) = attempt else {
                 continue;
@@ -311,19 +305,6 @@ impl Dispatcher {
                 }
             }
         }
-    }
-
-    /// Runs one run now, whatever its state (unless it is running elsewhere), as a manual attempt;
-    /// for `hub replay`. Returns the run as recorded afterwards, or `None` if it was in flight.
-    pub async fn run_now(&self, run_id: i64) -> Result<Option<RunRow>, StoreError> {
-        let d = &self.inner;
-        let run = d.store.run(run_id).await?;
-        let Some(attempt) = d.store.claim(run_id, true).await? else {
-            return Ok(None);
-        };
-        d.execute(run, attempt, true).await;
-        d.sent.flush().await;
-        Ok(Some(d.store.run(run_id).await?))
     }
 
     /// A comment waits until every run it reports on has finished.

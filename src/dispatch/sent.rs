@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::store::{files, now_ms, SentView, Store, StoreError};
+use crate::clock::now_ms;
+use crate::store::{files, SentView, Store, StoreError};
 
 /// How many problems one read covers: the dispatcher shares the reader and should not wait long.
 const CHUNK: usize = 64;
@@ -116,9 +117,9 @@ pub async fn repair(sent: &Arc<SentFiles>) -> Result<usize, StoreError> {
                     .ok()
                     .filter(|m| m.len() > 0)
                     .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_millis() as i64);
-                written_ms.map_or(true, |w| w < *changed_ms)
+                written_ms.is_none_or(|w| w < *changed_ms)
             })
             .collect::<Vec<_>>()
     })
@@ -190,7 +191,7 @@ fn render(view: SentView) -> Result<(String, Vec<u8>, SystemTime), StoreError> {
                 "last_error": r.last_error,
                 "outcome": r.outcome_json(),
                 "run_id": crate::actions::run_id(&r.idem_key),
-                "updated_at": crate::feed::utc(r.updated_at_ms),
+                "updated_at": crate::clock::utc(r.updated_at_ms),
             })
         })
         .collect();

@@ -3,6 +3,7 @@
 //! Read leniently: unknown enum values pass through as text and missing optional fields are empty,
 //! so a newer Dynatrace never breaks the feed.
 
+use crate::domain::text;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -96,14 +97,6 @@ fn end(status: &str, end_ms: Option<i64>) -> Option<i64> {
         _ if status == "OPEN" => None,
         Some(ms) if ms > 0 && ms < far_future => Some(ms),
         _ => None,
-    }
-}
-
-fn text(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
     }
 }
 

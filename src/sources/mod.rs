@@ -9,6 +9,7 @@ pub mod ucloud;
 
 use serde_json::{Map, Value};
 
+pub(crate) use crate::domain::text;
 use crate::domain::{Notification, Source};
 
 /// Why a body was refused; the web layer maps each kind to its HTTP status.
@@ -135,22 +136,9 @@ pub(crate) fn required_text(
     }
 }
 
-/// An optional string field; anything that is not a string reads as empty.
-pub(crate) fn text(obj: &Map<String, Value>, key: &str) -> String {
-    match obj.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
-    }
-}
-
 /// A short, stable id from bytes (for senders that send none).
 pub(crate) fn digest_id(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::secret::short_sha256(bytes, 16)
 }
 
 #[cfg(test)]

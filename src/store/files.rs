@@ -66,9 +66,7 @@ pub fn fit(stem: String) -> String {
     if stem.len() <= MAX_STEM {
         return stem;
     }
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(stem.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::secret::short_sha256(stem.as_bytes(), 8);
     // Sanitized stems are ASCII, so any byte index is a character boundary.
     format!("{}-{hex}", &stem[..MAX_STEM - hex.len() - 1])
 }

@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::clock::now_ms;
 use crate::domain::Notification;
 
 /// The longest file name kept; longer ones, from before names were shortened, are renamed at start.
@@ -461,13 +462,6 @@ pub enum EnrichmentOutcome<'a> {
     Done,
     Failed(&'a str),
     Retry { error: &'a str, at_ms: i64 },
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Takes the store's lock for this process's life (see [`lock`]), before anything is opened.

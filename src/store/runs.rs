@@ -6,7 +6,8 @@
 
 use rusqlite::OptionalExtension;
 
-use super::{now_ms, Store, StoreError};
+use super::{Store, StoreError};
+use crate::clock::now_ms;
 
 /// A notification as the dispatcher reads it back, with its enriched details when there are any.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -252,41 +253,22 @@ impl Store {
             .collect())
     }
 
-    /// Marks a run in flight and writes its attempt, before anything is done. Only a run that is not
-    /// in flight already can be claimed (`any_status` lets `hub replay` take a finished one), so two
-    /// dispatchers never start the same run. Returns the attempt number.
-    pub async fn claim(&self, run_id: i64, any_status: bool) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .claim_many(vec![run_id], any_status)
-            .await?
-            .pop()
-            .flatten())
-    }
-
-    /// Claims several runs in one transaction; the attempt number of each, or `None` for a run
-    /// that could not be claimed (another claim or a finish got there first).
-    pub async fn claim_many(
-        &self,
-        run_ids: Vec<i64>,
-        any_status: bool,
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+    /// Marks runs in flight and writes their attempts, before anything is done, in one
+    /// transaction. Only a pending run can be claimed, so two dispatchers never start the same
+    /// run. The attempt number of each, or `None` for a run that could not be claimed (another
+    /// claim or a finish got there first).
+    pub async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
         let now = now_ms();
-        let condition = if any_status {
-            "status != 'running'"
-        } else {
-            "status = 'pending'"
-        };
-        let claim = format!(
+        let claim =
             "UPDATE action_runs SET status = 'running', attempts = attempts + 1, manual = 0,
                     updated_at_ms = ?1
-             WHERE id = ?2 AND {condition}
-             RETURNING attempts, manual"
-        );
+             WHERE id = ?2 AND status = 'pending'
+             RETURNING attempts, manual";
         self.write(move |c| {
             // RETURNING gives the row as updated; `manual` is read first, since the claim clears it.
             let mut was_manual =
                 c.prepare_cached("SELECT manual FROM action_runs WHERE id = ?1")?;
-            let mut claim = c.prepare_cached(&claim)?;
+            let mut claim = c.prepare_cached(claim)?;
             let mut attempt_row = c.prepare_cached(
                 "INSERT INTO action_attempts (run_id, number, manual, started_at_ms)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -301,12 +283,7 @@ impl Store {
                     .query_row(rusqlite::params![now, id], |r| r.get(0))
                     .optional()?;
                 if let Some(attempt) = attempt {
-                    attempt_row.execute(rusqlite::params![
-                        id,
-                        attempt,
-                        manual || any_status,
-                        now
-                    ])?;
+                    attempt_row.execute(rusqlite::params![id, attempt, manual, now])?;
                 }
                 claimed.push(attempt);
             }

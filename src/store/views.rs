@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use super::{now_ms, Store, StoreError};
+use super::{Store, StoreError};
+use crate::clock::now_ms;
 
 /// Per source: what was stored, what was a sender's test, how many redeliveries were answered.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -201,26 +202,23 @@ impl Store {
         )
     }
 
-    /// Asks for every given run to run again now, as a manual attempt; runs in flight are left alone.
-    /// The dispatcher does the work, after the answer. Returns how many were scheduled.
+    /// Asks for every given run to run again now, as a manual attempt; runs in flight are left
+    /// alone. The dispatcher (of this hub, or of the one running on this store) does the work.
+    /// Returns how many were scheduled.
     pub async fn schedule_replay(&self, run_ids: &[i64]) -> Result<u64, StoreError> {
-        let mut scheduled = 0;
-        for id in run_ids {
-            let done = sqlx::query(
-                "UPDATE action_runs SET status = 'pending', manual = 1, next_attempt_at_ms = ?,
-                        updated_at_ms = ?
-                 WHERE id = ? AND status != 'running'",
-            )
-            .bind(now_ms())
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-            scheduled += done.rows_affected();
-        }
-        if scheduled > 0 {
-            self.committed.notify_one();
-        }
-        Ok(scheduled)
+        let (ids, now) = (run_ids.to_vec(), now_ms());
+        self.write(move |c| {
+            let mut schedule = c.prepare_cached(
+                "UPDATE action_runs SET status = 'pending', manual = 1, next_attempt_at_ms = ?1,
+                        updated_at_ms = ?1
+                 WHERE id = ?2 AND status != 'running'",
+            )?;
+            let mut scheduled = 0;
+            for id in ids {
+                scheduled += schedule.execute(rusqlite::params![now, id])? as u64;
+            }
+            Ok(scheduled)
+        })
+        .await
     }
 }

@@ -302,7 +302,7 @@ fn run_batch(
     foreign: &Foreign,
     batch: &mut Batch,
 ) -> Result<(), String> {
-    let received_at_ms = super::now_ms();
+    let received_at_ms = crate::clock::now_ms();
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;

@@ -56,10 +56,10 @@ impl App {
     }
 
     pub fn csrf_token(&self) -> String {
-        crate::secret::hmac_sha256(&self.csrf_key, &[b"hub page forms"])
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::secret::hex(&crate::secret::hmac_sha256(
+            &self.csrf_key,
+            &[b"hub page forms"],
+        ))
     }
 
     pub fn csrf_matches(&self, presented: &str) -> bool {

@@ -114,7 +114,7 @@ async fn feed_page(app: &App, window: &str) -> Result<Html, ApiError> {
         Err(error) => json!({"error": error, "problems": [], "counts": {}}),
     };
     data["window"] = json!(window.name());
-    data["windows"] = json!(view::WINDOWS);
+    data["windows"] = json!(view::window_names());
     app.templates.render("feed.html", &data)
 }
 

@@ -9,13 +9,13 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::App;
+use crate::clock::{now_ms, utc};
 use crate::domain::Source;
 use crate::dynatrace::problem::Summary;
 use crate::dynatrace::Window;
-use crate::feed::{utc, Feed};
-use crate::store::{now_ms, StoreError};
+use crate::feed::Feed;
+use crate::store::StoreError;
 
-pub const WINDOWS: [&str; 6] = ["hour", "2hours", "6hours", "day", "week", "month"];
 pub const PER_PAGE: i64 = 25;
 
 pub fn store_error(e: StoreError) -> ApiError {
@@ -25,6 +25,11 @@ pub fn store_error(e: StoreError) -> ApiError {
         "store_unavailable",
         "the store cannot be read right now",
     )
+}
+
+/// Every feed window's name, in order, for the page's buttons.
+pub fn window_names() -> Vec<&'static str> {
+    Window::ALL.iter().map(|w| w.name()).collect()
 }
 
 /// A page number from a query; anything unreadable is the first page.
@@ -40,7 +45,7 @@ pub fn window(raw: &str) -> Result<Window, ApiError> {
         ApiError::new(
             Status::BadRequest,
             "invalid_window",
-            format!("unknown time window; use one of {}", WINDOWS.join(", ")),
+            format!("unknown time window; use one of {}", Window::names()),
         )
     })
 }
@@ -155,7 +160,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         "problems": problems,
         "page": page,
         "has_next": has_next,
-        "windows": WINDOWS,
+        "windows": window_names(),
         "chart": chart(&hours),
         "hourly": hours,
     }))

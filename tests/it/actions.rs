@@ -1001,3 +1001,46 @@ async fn the_samples_sms_section_takes_a_gateway_and_a_template() {
         "{body:?}"
     );
 }
+
+/// One replay path: with a hub running, `hub replay` schedules the runs as the page does, the
+/// running hub runs them, and the command prints their outcomes.
+#[tokio::test]
+async fn replay_beside_a_running_hub_is_run_by_that_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    script(dir.path(), "record.sh", RECORD);
+    let config = json!({"actions": {"page": {"type": "script", "command": ["./record.sh"]}}});
+    let hub = start_with(dir.path(), config, &[]);
+    deliver(&hub, fixture("dynatrace/full-open.json")).await;
+    eventually("two runs", async || {
+        runs(dir.path())
+            .await
+            .iter()
+            .filter(|r| r.2 == "succeeded")
+            .count()
+            == 2
+    })
+    .await;
+    let out = hub_command(dir.path())
+        .args(["replay", "P-2411021"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "scheduled 2 run(s) for the running hub: the store"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("succeeded (attempt 2, manual)").count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(lines(&dir.path().join("calls.log")).len(), 4);
+    assert!(hub.stderr().contains("action succeeded"));
+}

@@ -1,5 +1,8 @@
 //! Integration tests: the real `hub` binary, real sockets, real files. One binary so the crate links once.
 
+// Tests fail loudly on purpose: an unwrap is the assertion.
+#![allow(clippy::unwrap_used)]
+
 mod actions;
 mod alertmanager;
 mod browser;
