@@ -1031,9 +1031,7 @@ async fn replay_beside_a_running_hub_is_run_by_that_hub() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains(&format!(
-            "scheduled 2 run(s) for the running hub: the store"
-        )),
+        stdout.contains("scheduled 2 run(s) for the running hub: the store"),
         "{stdout}"
     );
     assert_eq!(
