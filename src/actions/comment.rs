@@ -13,6 +13,7 @@ use crate::store::RunRow;
 pub struct Comment {
     context: String,
     user: String,
+    after: Vec<String>,
     client: Client,
 }
 
@@ -21,6 +22,7 @@ impl Comment {
         Comment {
             context: format!("hub: {}", c.after.join(", ")),
             user: c.user.clone(),
+            after: c.after.clone(),
             client,
         }
     }
@@ -56,6 +58,23 @@ impl Action for Comment {
         Box::pin(self.post(job))
     }
 
+    fn depends_on(&self) -> &[String] {
+        &self.after
+    }
+
+    fn refuses(&self, problem: &super::Problem) -> Option<String> {
+        if problem.source != "dynatrace" {
+            Some(format!(
+                "comment-back exists only for Dynatrace problems, not {}",
+                problem.source
+            ))
+        } else if problem.pid.is_none() {
+            Some("the problem has no PID".into())
+        } else {
+            None
+        }
+    }
+
     fn explain(&self, job: &Job) -> Value {
         json!({
             "pid": job.problem.pid,
@@ -81,7 +100,7 @@ pub fn message(display_id: String, state: &str, runs: &[RunRow]) -> String {
             format!("{} {}", r.action, r.target_label)
         };
         let how = match r.status.as_str() {
-            "succeeded" => summary(r),
+            "succeeded" => r.summary.clone().unwrap_or_else(|| summary(r)),
             "held_back" => r.last_error.clone().unwrap_or_else(|| "held back".into()),
             _ => format!(
                 "{} after {} attempt(s): {}",
@@ -95,6 +114,7 @@ pub fn message(display_id: String, state: &str, runs: &[RunRow]) -> String {
     text
 }
 
+/// For runs recorded before each outcome's summary was kept: read from the outcome's JSON.
 fn summary(r: &RunRow) -> String {
     let o = r.outcome_json();
     if let Some(code) = o.get("exit_code").and_then(Value::as_i64) {
@@ -107,4 +127,55 @@ fn summary(r: &RunRow) -> String {
         return format!("delivered ({status})");
     }
     "succeeded".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(action: &str, status: &str, summary: Option<&str>, outcome: &str) -> RunRow {
+        RunRow {
+            id: 1,
+            notification_id: 1,
+            idem_key: String::new(),
+            source: "dynatrace".into(),
+            problem_key: "1".into(),
+            state: "OPEN".into(),
+            action: action.into(),
+            target: String::new(),
+            target_label: String::new(),
+            status: status.into(),
+            attempts: 1,
+            next_attempt_at_ms: 0,
+            last_error: None,
+            outcome: Some(outcome.into()),
+            manual: false,
+            updated_at_ms: 0,
+            summary: summary.map(str::to_string),
+        }
+    }
+
+    /// A comment reports each run's own summary; only a run recorded before summaries were kept
+    /// is read from its outcome.
+    #[test]
+    fn reports_what_each_action_said() {
+        let text = message(
+            "P-1".into(),
+            "OPEN",
+            &[
+                run(
+                    "chat",
+                    "succeeded",
+                    Some("posted to #ops (ts 1712.5)"),
+                    "{\"ok\":true}",
+                ),
+                run("page", "succeeded", None, "{\"exit_code\":0}"),
+            ],
+        );
+        assert!(
+            text.contains("- chat: posted to #ops (ts 1712.5)"),
+            "{text}"
+        );
+        assert!(text.contains("- page: exit 0"), "{text}");
+    }
 }

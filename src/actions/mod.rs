@@ -117,6 +117,17 @@ pub trait Action: Send + Sync {
     fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a>;
     /// What `run` would do, without doing it.
     fn explain(&self, job: &Job) -> Value;
+    /// The actions whose runs of the same state change this one waits for, and is given (as
+    /// `Job::reports`) once they have all finished. It is routed only when one of them is.
+    fn depends_on(&self) -> &[String] {
+        &[]
+    }
+    /// Why this action cannot act on this problem at all, if it cannot (routing skips it, and
+    /// `hub explain` says why).
+    fn refuses(&self, problem: &Problem) -> Option<String> {
+        let _ = problem;
+        None
+    }
 }
 
 /// Every configured action, built once from the config.

@@ -1,7 +1,7 @@
 //! Routing: which actions run for a problem, and on which targets.
 
 use super::{Problem, Registry, Target};
-use crate::config::{ActionKind, Actions, RouteConfig};
+use crate::config::{Actions, RouteConfig};
 
 /// An action chosen for a problem, with what it fans out to.
 pub struct Chosen {
@@ -59,28 +59,19 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
         if !matched.contains(&a.name.as_str()) {
             continue;
         }
-        if let ActionKind::Comment(c) = &a.kind {
-            let skip = if problem.source != "dynatrace" {
-                Some(format!(
-                    "comment-back exists only for Dynatrace problems, not {}",
-                    problem.source
-                ))
-            } else if problem.pid.is_none() {
-                Some("the problem has no PID".into())
-            } else if !c.after.iter().any(|n| matched.contains(&n.as_str())) {
-                Some("none of the actions it reports runs".into())
-            } else {
-                None
-            };
-            if let Some(reason) = skip {
-                d.skipped.push((a.name.clone(), reason));
-                continue;
-            }
-        }
-        let targets = match registry.get(&a.name) {
-            Some((_, action)) => action.targets(problem),
-            None => continue,
+        let Some((_, action)) = registry.get(&a.name) else {
+            continue;
         };
+        let waits_for = action.depends_on();
+        let skip = action.refuses(problem).or_else(|| {
+            (!waits_for.is_empty() && !waits_for.iter().any(|n| matched.contains(&n.as_str())))
+                .then(|| "none of the actions it reports runs".to_string())
+        });
+        if let Some(reason) = skip {
+            d.skipped.push((a.name.clone(), reason));
+            continue;
+        }
+        let targets = action.targets(problem);
         if targets.is_empty() {
             d.skipped.push((a.name.clone(), "nothing to act on".into()));
             continue;

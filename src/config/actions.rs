@@ -35,6 +35,14 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// The actions this one waits for (see `crate::actions::Action::depends_on`).
+    pub fn depends_on(&self) -> &[String] {
+        match self {
+            ActionKind::Comment(c) => &c.after,
+            _ => &[],
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             ActionKind::Script(_) => "script",
@@ -180,26 +188,22 @@ pub(super) fn read(
         }
     }
 
+    // An action waits only for actions that exist and wait for nothing themselves, so no run can
+    // wait for ever.
     for a in &actions {
-        if let ActionKind::Comment(c) = &a.kind {
-            if !legacy.tenant_set {
-                issues.push(
-                    format!("actions.{}", a.name),
-                    "a comment action needs dynatrace.tenant and dynatrace.api_token",
-                );
-            }
-            for other in &c.after {
-                match actions.iter().find(|x| &x.name == other) {
-                    None => issues.push(
-                        format!("actions.{}.after", a.name),
-                        format!("no action is named {other:?}"),
+        for other in a.kind.depends_on() {
+            match actions.iter().find(|x| &x.name == other) {
+                None => issues.push(
+                    format!("actions.{}.after", a.name),
+                    format!("no action is named {other:?}"),
+                ),
+                Some(x) if !x.kind.depends_on().is_empty() => issues.push(
+                    format!("actions.{}.after", a.name),
+                    format!(
+                        "{other:?} waits for other actions itself; name the actions it waits for"
                     ),
-                    Some(x) if matches!(x.kind, ActionKind::Comment(_)) => issues.push(
-                        format!("actions.{}.after", a.name),
-                        format!("{other:?} is a comment itself; a comment reports other actions"),
-                    ),
-                    Some(_) => {}
-                }
+                ),
+                Some(_) => {}
             }
         }
     }
@@ -392,6 +396,12 @@ fn read_action(
             issues.push(
                 s.path_of("after"),
                 "missing: the names of the actions this comment reports",
+            );
+        }
+        if !legacy.tenant_set {
+            issues.push(
+                s.path(),
+                "a comment action needs dynatrace.tenant and dynatrace.api_token",
             );
         }
     }

@@ -102,6 +102,11 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// This section's own path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// The full path of a key in this section.
     pub fn path_of(&self, key: &str) -> String {
         if self.path.is_empty() {

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::actions::route::route;
 use crate::actions::{idem_key, run_id, ActionError, Job, Problem, Registry, Target};
 use crate::clock::now_ms;
-use crate::config::{ActionKind, Actions, Config};
+use crate::config::{Actions, Config};
 use crate::dynatrace::Client;
 use crate::logging::Throttle;
 use crate::store::{Finish, NewRun, RunRow, Store, StoreError, StoredNotification};
@@ -307,19 +307,15 @@ impl Dispatcher {
         }
     }
 
-    /// A comment waits until every run it reports on has finished.
+    /// An action that depends on others (a comment) waits until all their runs have finished.
     async fn dependencies_done(&self, run: &RunRow) -> Result<bool, StoreError> {
-        let Some((config, _)) = self.inner.registry.get(&run.action) else {
+        let Some((_, action)) = self.inner.registry.get(&run.action) else {
             return Ok(true);
         };
-        let ActionKind::Comment(c) = &config.kind else {
+        if action.depends_on().is_empty() {
             return Ok(true);
-        };
-        let reported = self
-            .inner
-            .store
-            .group_runs(&run.source, &run.problem_key, &run.state, &c.after)
-            .await?;
+        }
+        let reported = self.inner.reports(run, action.depends_on()).await?;
         Ok(reported.iter().all(RunRow::is_final))
     }
 
@@ -406,6 +402,16 @@ impl Inner {
         self.write_sent(&run.source, &run.problem_key);
     }
 
+    /// The runs of the same state change by the actions `run`'s action depends on.
+    async fn reports(&self, run: &RunRow, actions: &[String]) -> Result<Vec<RunRow>, StoreError> {
+        if actions.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store
+            .group_runs(&run.source, &run.problem_key, &run.state, actions)
+            .await
+    }
+
     /// Records an attempt's outcome, trying again until the store takes it (a full disk that
     /// clears): the run stays claimed meanwhile, so nothing starts it a second time. Only a stop
     /// before the store takes it leaves the run in flight, to run again at the next start.
@@ -436,7 +442,7 @@ impl Inner {
     async fn attempt(&self, run: &RunRow, attempt: i64) -> Result<Finish, StoreError> {
         let n = self.store.notification(run.notification_id).await?;
         let problem = self.problem(&n);
-        let Some((config, action)) = self.registry.get(&run.action) else {
+        let Some((_, action)) = self.registry.get(&run.action) else {
             return Ok(Finish::Failed {
                 error: format!("action {} is no longer configured", run.action),
                 outcome: "null".into(),
@@ -451,14 +457,7 @@ impl Inner {
                 label: run.target_label.clone(),
                 entity: None,
             });
-        let reports = match &config.kind {
-            ActionKind::Comment(c) => {
-                self.store
-                    .group_runs(&run.source, &run.problem_key, &run.state, &c.after)
-                    .await?
-            }
-            _ => Vec::new(),
-        };
+        let reports = self.reports(run, action.depends_on()).await?;
         let job = Job {
             run_id: run_id(&run.idem_key),
             attempt,
@@ -478,6 +477,7 @@ impl Inner {
         let policy = &self.actions.dispatch;
         match result {
             Ok(o) => Finish::Succeeded {
+                summary: o.summary,
                 outcome: o.detail.to_string(),
             },
             Err(ActionError::HeldBack(reason)) => Finish::HeldBack { reason },

@@ -147,6 +147,7 @@ fn runs(
             outcome: r.get(13)?,
             manual: r.get(14)?,
             updated_at_ms: r.get(15)?,
+            summary: r.get(16)?,
         })
     })?;
     rows.collect()

@@ -69,6 +69,8 @@ pub struct RunRow {
     pub outcome: Option<String>,
     pub manual: bool,
     pub updated_at_ms: i64,
+    /// The last attempt's one line, as the action gave it (or its error).
+    pub summary: Option<String>,
 }
 
 impl RunRow {
@@ -88,6 +90,7 @@ impl RunRow {
 #[derive(Debug, Clone)]
 pub enum Finish {
     Succeeded {
+        summary: String,
         outcome: String,
     },
     /// Try again at `retry_at_ms`.
@@ -105,8 +108,10 @@ pub enum Finish {
     },
 }
 
-pub(super) const RUN_COLUMNS: &str = "id, notification_id, idem_key, source, problem_key, state, action, target,
-     target_label, status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms";
+pub(super) const RUN_COLUMNS: &str =
+    "id, notification_id, idem_key, source, problem_key, state, action, target,
+     target_label, status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms,
+     summary";
 
 const CLOSE_PLAN: &str =
     "UPDATE plans SET status = 'done', updated_at_ms = ?1 WHERE notification_id = ?2";
@@ -300,8 +305,13 @@ impl Store {
         finish: &Finish,
     ) -> Result<(), StoreError> {
         let now = now_ms();
+        let summary = match finish {
+            Finish::Succeeded { summary, .. } => summary.clone(),
+            Finish::Retry { error, .. } | Finish::Failed { error, .. } => error.clone(),
+            Finish::HeldBack { reason } => reason.clone(),
+        };
         let (status, next, error, outcome, result) = match finish.clone() {
-            Finish::Succeeded { outcome } => ("succeeded", 0, None, Some(outcome), "succeeded"),
+            Finish::Succeeded { outcome, .. } => ("succeeded", 0, None, Some(outcome), "succeeded"),
             Finish::Retry {
                 error,
                 outcome,
@@ -321,10 +331,12 @@ impl Store {
         self.write(move |c| {
             c.prepare_cached(
                 "UPDATE action_runs SET status = ?1, next_attempt_at_ms = ?2, last_error = ?3,
-                        outcome = COALESCE(?4, outcome), updated_at_ms = ?5
+                        outcome = COALESCE(?4, outcome), updated_at_ms = ?5, summary = ?7
                  WHERE id = ?6",
             )?
-            .execute(rusqlite::params![status, next, error, outcome, now, run_id])?;
+            .execute(rusqlite::params![
+                status, next, error, outcome, now, run_id, summary
+            ])?;
             c.prepare_cached(
                 "UPDATE action_attempts SET finished_at_ms = ?1, result = ?2,
                         detail = COALESCE(?3, ?4)
