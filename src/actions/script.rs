@@ -52,7 +52,7 @@ struct Invocation {
 
 impl Script {
     pub fn new(c: &ScriptConfig) -> Result<Script, String> {
-        let args = match &c.args {
+        let args = match &c.options.args {
             None => None,
             Some(list) => Some(
                 list.iter()
@@ -63,11 +63,11 @@ impl Script {
         Ok(Script {
             argv: c.argv.clone(),
             args,
-            workdir: c.workdir.clone(),
-            timeout: Duration::from_secs(c.timeout_secs),
-            grace: Duration::from_secs(c.kill_grace_secs),
-            max_output: c.max_output_bytes,
-            env: c.env.clone(),
+            workdir: c.options.workdir.clone(),
+            timeout: Duration::from_secs(c.options.timeout_secs),
+            grace: Duration::from_secs(c.options.kill_grace_secs),
+            max_output: c.options.max_output_bytes,
+            env: c.options.env.clone(),
         })
     }
 

@@ -38,10 +38,15 @@ impl Sms {
             from: c.from.clone(),
             messaging_service_sid: c.messaging_service_sid.clone(),
             to: c.to.clone(),
-            api_url: c.api_url.trim_end_matches('/').to_string(),
-            template: c.template.as_deref().map(Template::new).transpose()?,
-            per_minute: c.rate_limit_per_minute as usize,
-            timeout: Duration::from_secs(c.timeout_secs),
+            api_url: c.options.api_url.trim_end_matches('/').to_string(),
+            template: c
+                .options
+                .template
+                .as_deref()
+                .map(Template::new)
+                .transpose()?,
+            per_minute: c.options.rate_limit_per_minute as usize,
+            timeout: Duration::from_secs(c.options.timeout_secs),
             sent: Mutex::new(VecDeque::new()),
             http,
         })

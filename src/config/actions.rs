@@ -57,13 +57,7 @@ impl ActionKind {
 pub struct ScriptConfig {
     /// The program and its fixed arguments, split once at load; never handed to a shell.
     pub argv: Vec<String>,
-    /// Per-entity arguments (templates); `None` means the sample's one message argument.
-    pub args: Option<Vec<String>>,
-    pub workdir: Option<PathBuf>,
-    pub timeout_secs: u64,
-    pub kill_grace_secs: u64,
-    pub max_output_bytes: usize,
-    pub env: Vec<(String, String)>,
+    pub options: ScriptOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -73,10 +67,7 @@ pub struct SmsConfig {
     pub from: Option<String>,
     pub messaging_service_sid: Option<String>,
     pub to: Vec<String>,
-    pub api_url: String,
-    pub template: Option<String>,
-    pub rate_limit_per_minute: u32,
-    pub timeout_secs: u64,
+    pub options: SmsOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -282,10 +273,7 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
                 from: Some(sms.twilio_number.clone()),
                 messaging_service_sid: None,
                 to: sms.to_numbers.clone(),
-                api_url: sms.options.api_url.clone(),
-                template: sms.options.template.clone(),
-                rate_limit_per_minute: sms.options.rate_limit_per_minute,
-                timeout_secs: sms.options.timeout_secs,
+                options: sms.options.clone(),
             }),
             max_concurrent: sms.max_concurrent,
             dynatrace_only: true,
@@ -448,6 +436,7 @@ fn read_script(s: &mut Section, base: &Path, issues: &mut Issues) -> Option<Scri
 /// `incident_notification` section.
 #[derive(Debug, Clone)]
 pub struct ScriptOptions {
+    /// Per-entity arguments (templates); `None` means the sample's one message argument.
     pub args: Option<Vec<String>>,
     pub workdir: Option<PathBuf>,
     pub timeout_secs: u64,
@@ -473,12 +462,7 @@ impl ScriptOptions {
     fn with_argv(self, argv: Vec<String>) -> ScriptConfig {
         ScriptConfig {
             argv,
-            args: self.args,
-            workdir: self.workdir,
-            timeout_secs: self.timeout_secs,
-            kill_grace_secs: self.kill_grace_secs,
-            max_output_bytes: self.max_output_bytes,
-            env: self.env,
+            options: self,
         }
     }
 }
@@ -585,10 +569,7 @@ fn read_sms(s: &mut Section, env: &Env, issues: &mut Issues) -> SmsConfig {
         from,
         messaging_service_sid,
         to,
-        api_url: options.api_url,
-        template: options.template,
-        rate_limit_per_minute: options.rate_limit_per_minute,
-        timeout_secs: options.timeout_secs,
+        options,
     }
 }
 

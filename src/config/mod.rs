@@ -692,17 +692,20 @@ mod tests {
             panic!("{script:?}")
         };
         assert_eq!(
-            sc.args.as_deref(),
+            sc.options.args.as_deref(),
             Some(&["{{ problem.title }}".to_string()][..])
         );
-        assert_eq!((sc.timeout_secs, script.max_concurrent), (5, 2));
-        assert_eq!(sc.env, [("TEAM".to_string(), "ops".to_string())]);
+        assert_eq!((sc.options.timeout_secs, script.max_concurrent), (5, 2));
+        assert_eq!(sc.options.env, [("TEAM".to_string(), "ops".to_string())]);
         let sms = c.actions.get("sms_notification").unwrap();
         let ActionKind::Sms(sm) = &sms.kind else {
             panic!("{sms:?}")
         };
-        assert_eq!(sm.api_url, "http://gateway.example:8080");
-        assert_eq!((sm.rate_limit_per_minute, sm.timeout_secs), (30, 3));
+        assert_eq!(sm.options.api_url, "http://gateway.example:8080");
+        assert_eq!(
+            (sm.options.rate_limit_per_minute, sm.options.timeout_secs),
+            (30, 3)
+        );
 
         // Bad values are named by their path in the section; unknown keys still are errors.
         let found = issues(json!({"webhook": {"username": "u", "password": "p"},
