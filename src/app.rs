@@ -14,7 +14,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.dir_sent)
         .with_context(|| format!("cannot create dir_sent {}", config.dir_sent.display()))?;
-    let store = Store::open(&config.store.url, &config.dir_received).await?;
+    let open_files = crate::web::raise_open_file_limit();
+    let mut store = Store::open(&config.store.url, &config.dir_received).await?;
+    store.set_file_slots(crate::web::file_slots(open_files));
     report_folder(&config, &store.check_folder().await?);
     report_unconfigured_runs(&config, &store).await?;
     if config.uses_example_password() {
@@ -32,7 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let dispatching = tokio::spawn(dispatcher.run(stopped));
 
     let checkpoint = store.clone();
-    let served = crate::web::serve(&config, listener, store, stop_signal()).await;
+    let served = crate::web::serve(&config, listener, store, open_files, stop_signal()).await;
     // The server has stopped taking notifications; now let running actions finish.
     let _ = stop.send(true);
     let _ = dispatching.await;

@@ -39,6 +39,9 @@ use crate::domain::Notification;
 /// The longest file name kept; longer ones, from before names were shortened, are renamed at start.
 const MAX_NAME_LEN: usize = 250;
 
+/// Files written and waiting for their names, at most, unless `set_file_slots` says otherwise.
+const DEFAULT_FILE_SLOTS: usize = 1024;
+
 /// How many notifications may wait for the writer before `accept` itself waits.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -101,6 +104,8 @@ pub struct Store {
     committed: Arc<Notify>,
     health: Arc<writer::Health>,
     foreign: Arc<writer::Foreign>,
+    /// Slots for files written and waiting for their names (each holds a descriptor until then).
+    file_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
@@ -156,7 +161,14 @@ impl Store {
             committed,
             health,
             foreign,
+            file_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_FILE_SLOTS)),
         })
+    }
+
+    /// Bounds the files written and waiting for their names (each holds a file descriptor until
+    /// it is named), so that with the connections they stay within the open-file limit.
+    pub fn set_file_slots(&mut self, slots: usize) {
+        self.file_slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
     }
 
     /// Whether the store can take a notification now: its writer runs, its last commit went
@@ -260,20 +272,31 @@ impl Store {
         let dir = &self.dir_received;
         let mut jobs = Vec::with_capacity(notifications.len());
         for notification in notifications {
-            // A small file, written without a sync: blocking this thread for it costs less than
-            // handing it to another.
             let file = match adopts {
                 true => None,
-                false => Some(
-                    files::in_folder(dir, || files::Unnamed::write(dir, &notification.body))
-                        .map_err(|e| {
-                            tracing::error!(folder = %dir.display(), error = %e, "cannot write a received file");
-                            StoreError::NotStored(format!(
-                                "cannot write to the received folder {}: {e}",
-                                dir.display()
-                            ))
-                        })?,
-                ),
+                false => {
+                    let slot = self
+                        .file_slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| StoreError::Closed)?;
+                    // A small file, written without a sync: blocking this thread for it costs
+                    // less than handing it to another.
+                    let file =
+                        files::in_folder(dir, || files::Unnamed::write(dir, &notification.body))
+                            .map_err(|e| {
+                                tracing::error!(folder = %dir.display(), error = %e, "cannot write a received file");
+                                StoreError::NotStored(format!(
+                                    "cannot write to the received folder {}: {e}",
+                                    dir.display()
+                                ))
+                            })?;
+                    Some(writer::Pending {
+                        file,
+                        _slot: Some(slot),
+                    })
+                }
             };
             jobs.push((notification, file));
         }

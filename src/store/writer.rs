@@ -43,7 +43,7 @@ pub(super) enum Job {
         notification: Notification,
         mode: Mode,
         /// Its bytes, written unnamed; `None` when its file is one already in the folder.
-        file: Option<files::Unnamed>,
+        file: Option<Pending>,
         reply: Reply,
     },
     /// Any other write, in a savepoint of the batch's transaction; told once it is committed.
@@ -53,6 +53,14 @@ pub(super) enum Job {
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>;
+
+/// A new notification's bytes in an unnamed file, with the slot it holds among the files waiting
+/// for their names: each one holds a file descriptor until it is named, so their number is bounded
+/// (see `Store::set_file_slots`).
+pub(super) struct Pending {
+    pub file: files::Unnamed,
+    pub _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 /// How a notification comes in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,13 +155,13 @@ pub(super) fn start(
 /// threads only makes the threads spin on the folder's lock; and it does so while the next batch
 /// is inserted and committed.
 struct Publish {
-    named: Vec<(files::Unnamed, String)>,
+    named: Vec<(Pending, String)>,
     answers: Vec<(Reply, Result<Accepted, StoreError>)>,
 }
 
 fn publish_loop(dir: &Path, batches: std_mpsc::Receiver<Publish>) {
     for Publish { named, answers } in batches {
-        for (file, name) in named {
+        for (Pending { file, .. }, name) in named {
             // Rare (a file put under this name since it was found free, or no room for one more
             // folder entry): the notification is committed, so it is answered as stored, and the
             // start-up pass writes its file.
@@ -283,7 +291,7 @@ struct Batch {
     delivers: Vec<Deliver>,
     /// New files written for this batch, to be named once it is committed (dropped unnamed, and
     /// so gone, if it is not).
-    unnamed: Vec<(files::Unnamed, String)>,
+    unnamed: Vec<(Pending, String)>,
 }
 
 /// Runs one batch in one transaction, in the order the jobs came. Each job has a savepoint of its
@@ -326,7 +334,9 @@ fn run_batch(
                             // An imported file whose own name the store gave to another.
                             (Some(name), None) => {
                                 match files::Unnamed::write(dir, &notification.body) {
-                                    Ok(file) => batch.unnamed.push((file, name)),
+                                    Ok(file) => {
+                                        batch.unnamed.push((Pending { file, _slot: None }, name))
+                                    }
                                     Err(e) => {
                                         tracing::error!(file = %name, error = %e, "cannot write an imported file; it is written back at the next start")
                                     }

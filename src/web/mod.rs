@@ -109,6 +109,16 @@ fn healthz(app: &rocket::State<App>) -> Result<JsonOk, ApiError> {
     }
 }
 
+/// Raises the open-file limit to what the system allows; returns the limit now in force.
+pub fn raise_open_file_limit() -> u64 {
+    server::raise_open_file_limit()
+}
+
+/// How many received files may wait for their names under this open-file limit.
+pub fn file_slots(open_files: u64) -> usize {
+    server::file_slots(open_files)
+}
+
 /// Takes `webhook.interface:webhook.port`, before anything else starts: a port that is taken is
 /// a clear error at once.
 pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, String> {
@@ -124,9 +134,9 @@ pub async fn serve(
     config: &Config,
     listener: tokio::net::TcpListener,
     store: Store,
+    open_files: u64,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let open_files = server::raise_open_file_limit();
     let max_connections = server::connection_cap(config.webhook.max_connections, open_files);
     let (rocket, refused) = build(config, store)?;
     let client = rocket::local::asynchronous::Client::untracked(rocket)

@@ -140,9 +140,20 @@ pub fn raise_open_file_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// What the open-file limit leaves for connections, and as much again for the files of
+/// notifications that are written and waiting for their names (a request holds one of each).
+fn half_the_room(open_files: u64) -> usize {
+    (open_files.saturating_sub(RESERVED_FDS) / 2).max(16) as usize
+}
+
+/// How many received files may wait for their names at once (see `Store::set_file_slots`).
+pub fn file_slots(open_files: u64) -> usize {
+    half_the_room(open_files).min(4096)
+}
+
 /// How many connections may be open: what is configured, within what the open-file limit leaves.
 pub fn connection_cap(configured: Option<usize>, open_files: u64) -> usize {
-    let room = open_files.saturating_sub(RESERVED_FDS).max(16) as usize;
+    let room = half_the_room(open_files);
     match configured {
         Some(n) if n > room => {
             tracing::warn!(
@@ -619,9 +630,10 @@ GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
 
     #[test]
     fn the_cap_leaves_room_for_the_rest() {
-        assert_eq!(connection_cap(None, 1024), 768);
+        assert_eq!(connection_cap(None, 1024), 384);
         assert_eq!(connection_cap(None, 1 << 20), 16_384);
         assert_eq!(connection_cap(Some(100), 1024), 100);
-        assert_eq!(connection_cap(Some(5000), 1024), 768);
+        assert_eq!(connection_cap(Some(5000), 1024), 384);
+        assert_eq!((file_slots(1024), file_slots(1 << 20)), (384, 4096));
     }
 }
