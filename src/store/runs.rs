@@ -53,6 +53,9 @@ pub struct SentView {
 pub struct RunRow {
     pub id: i64,
     pub notification_id: i64,
+    /// Ends with the target, a phone number unmasked for an SMS: never shown as it is (the pages
+    /// and the API show the run id made from it).
+    #[serde(skip)]
     pub idem_key: String,
     pub source: String,
     pub problem_key: String,

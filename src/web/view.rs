@@ -263,6 +263,7 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
             .collect();
         let outcome = r.outcome_json();
         let mut v = json!(r);
+        v["run_id"] = json!(crate::actions::run_id(&r.idem_key));
         v["outcome"] = json!(if outcome.is_null() {
             String::new()
         } else {

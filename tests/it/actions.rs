@@ -961,6 +961,20 @@ async fn an_sms_is_retried_after_408_and_425_as_the_one_policy_says() {
     let run = &runs(dir.path()).await[0];
     assert_eq!(run.3, 3, "408, then 425, then sent");
     assert_eq!(twilio.received_requests().await.unwrap().len(), 3);
+    // The API shows the run by its id, never by a key that ends with the number.
+    let api = client()
+        .get(hub.url("/api/problems/P-2411021"))
+        .basic_auth(support::USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        api.contains("\"run_id\":\"run_") && !api.contains("4915112341111"),
+        "{api}"
+    );
 }
 
 /// A user of the sample points its texts at a Twilio-compatible gateway and shortens the timeout
