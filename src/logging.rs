@@ -134,7 +134,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn new(every: Duration) -> Throttle {
+    pub const fn new(every: Duration) -> Throttle {
         Throttle {
             every,
             last: None,
@@ -154,6 +154,21 @@ impl Throttle {
         }
         self.last = Some(now);
         Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// A [`Throttle`] shared by every thread that may log the same failure (every request, while the
+/// disk is full).
+pub struct SharedThrottle(Mutex<Throttle>);
+
+impl SharedThrottle {
+    pub const fn new(every: Duration) -> Self {
+        SharedThrottle(Mutex::new(Throttle::new(every)))
+    }
+
+    /// As [`Throttle::ready`].
+    pub fn ready(&self) -> Option<u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).ready()
     }
 }
 

@@ -286,7 +286,7 @@ impl Store {
                     let file =
                         files::in_folder(dir, || files::Unnamed::write(dir, &notification.body))
                             .map_err(|e| {
-                                tracing::error!(folder = %dir.display(), error = %e, "cannot write a received file");
+                                // The answer's error line (once per interval) says why.
                                 StoreError::NotStored(format!(
                                     "cannot write to the received folder {}: {e}",
                                     dir.display()

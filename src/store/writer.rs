@@ -347,7 +347,11 @@ fn run_batch(
                         Ok(accepted)
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot store a notification");
+                        static WHY: crate::logging::SharedThrottle =
+                            crate::logging::SharedThrottle::new(ERROR_LOG_INTERVAL);
+                        if let Some(held_back) = WHY.ready() {
+                            tracing::error!(error = %e, similar_errors_since_last_line = held_back, "cannot store a notification");
+                        }
                         Err(StoreError::NotStored(format!(
                             "cannot store the notification: {e}"
                         )))

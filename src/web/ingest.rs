@@ -143,7 +143,16 @@ pub(super) fn parse_error(e: ParseError) -> ApiError {
 }
 
 pub(super) fn store_error(e: StoreError) -> ApiError {
-    tracing::error!(error = %e, "notification not stored; answering 503 so the sender retries");
+    // Each refused notification has its own warning line; while the store refuses everything (a
+    // full disk), why is said once per interval.
+    static WHY: crate::logging::SharedThrottle =
+        crate::logging::SharedThrottle::new(std::time::Duration::from_secs(10));
+    if let Some(held_back) = WHY.ready() {
+        tracing::error!(
+            error = %e, similar_errors_since_last_line = held_back,
+            "notification not stored; answering 503 so the sender retries"
+        );
+    }
     ApiError::new(
         Status::ServiceUnavailable,
         "not_stored",
