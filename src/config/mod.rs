@@ -165,23 +165,23 @@ impl Config {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let base = std::env::current_dir().unwrap_or_default();
         let parsed = match Config::from_str(&text, &env, &base) {
-            Err(ParseError::Invalid(issues)) if !runs_actions => {
+            Err(ConfigParseError::Invalid(issues)) if !runs_actions => {
                 let left: Vec<ConfigIssue> =
                     issues.into_iter().filter(|i| !i.missing_program).collect();
                 if left.is_empty() {
                     Config::from_str_unchecked(&text, &env, &base)
                 } else {
-                    Err(ParseError::Invalid(left))
+                    Err(ConfigParseError::Invalid(left))
                 }
             }
             other => other,
         };
         parsed.map_err(|e| match e {
-            ParseError::Json(source) => ConfigError::Json {
+            ConfigParseError::Json(source) => ConfigError::Json {
                 path: path.to_path_buf(),
                 source,
             },
-            ParseError::Invalid(issues) => ConfigError::Invalid {
+            ConfigParseError::Invalid(issues) => ConfigError::Invalid {
                 path: path.to_path_buf(),
                 issues,
             },
@@ -193,12 +193,12 @@ impl Config {
         text: &str,
         env: &[(String, String)],
         base: &Path,
-    ) -> Result<Config, ParseError> {
-        let mut doc: Value = serde_json::from_str(text).map_err(ParseError::Json)?;
+    ) -> Result<Config, ConfigParseError> {
+        let mut doc: Value = serde_json::from_str(text).map_err(ConfigParseError::Json)?;
         if !doc.is_object() {
             let mut issues = Issues::default();
             Section::root(&doc, &mut issues);
-            return Err(ParseError::Invalid(issues.0));
+            return Err(ConfigParseError::Invalid(issues.0));
         }
         apply_secret_env(&mut doc, env);
         let mut issues = Issues::default();
@@ -212,7 +212,7 @@ impl Config {
         if issues.0.is_empty() {
             Ok(config)
         } else {
-            Err(ParseError::Invalid(issues.0))
+            Err(ConfigParseError::Invalid(issues.0))
         }
     }
 
@@ -222,8 +222,8 @@ impl Config {
         text: &str,
         env: &[(String, String)],
         base: &Path,
-    ) -> Result<Config, ParseError> {
-        let mut doc: Value = serde_json::from_str(text).map_err(ParseError::Json)?;
+    ) -> Result<Config, ConfigParseError> {
+        let mut doc: Value = serde_json::from_str(text).map_err(ConfigParseError::Json)?;
         apply_secret_env(&mut doc, env);
         Ok(read(&doc, env, base, &mut Issues::default()))
     }
@@ -281,7 +281,7 @@ impl Config {
 }
 
 #[derive(Debug)]
-pub enum ParseError {
+pub enum ConfigParseError {
     Json(serde_json::Error),
     Invalid(Vec<ConfigIssue>),
 }
@@ -618,7 +618,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn load(doc: Value, env: &[(&str, &str)]) -> Result<Config, ParseError> {
+    fn load(doc: Value, env: &[(&str, &str)]) -> Result<Config, ConfigParseError> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -628,7 +628,9 @@ mod tests {
 
     fn issues(doc: Value) -> Vec<String> {
         match load(doc, &[]) {
-            Err(ParseError::Invalid(issues)) => issues.iter().map(|i| i.to_string()).collect(),
+            Err(ConfigParseError::Invalid(issues)) => {
+                issues.iter().map(|i| i.to_string()).collect()
+            }
             other => panic!("expected issues, got {other:?}"),
         }
     }
@@ -779,7 +781,7 @@ mod tests {
                        "actions": {"a": {"type": "script", "command": "true", "command": "false"}},
                        "webhook": {"username": "u", "password": "p", "port": 5001}}"#;
         let found = match Config::from_str(text, &[], Path::new("/srv/hub")) {
-            Err(ParseError::Invalid(issues)) => issues
+            Err(ConfigParseError::Invalid(issues)) => issues
                 .iter()
                 .filter(|i| i.message.starts_with("given more than once"))
                 .map(|i| i.path.clone())

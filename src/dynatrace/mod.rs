@@ -28,7 +28,7 @@ pub enum ApiVersion {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum DynatraceError {
     #[error("Dynatrace answered {status}: {message}")]
     Status { status: u16, message: String },
     #[error("cannot reach Dynatrace: {0}")]
@@ -43,13 +43,15 @@ pub enum ApiError {
     BadTenant(String),
 }
 
-impl ApiError {
+impl DynatraceError {
     /// Whether trying again later can succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Status { status, .. } => crate::retry::transient_status(*status),
-            ApiError::Transport(_) | ApiError::Timeout(_) => true,
-            ApiError::Decode(_) | ApiError::TooManyPages(_) | ApiError::BadTenant(_) => false,
+            DynatraceError::Status { status, .. } => crate::retry::transient_status(*status),
+            DynatraceError::Transport(_) | DynatraceError::Timeout(_) => true,
+            DynatraceError::Decode(_)
+            | DynatraceError::TooManyPages(_)
+            | DynatraceError::BadTenant(_) => false,
         }
     }
 }
@@ -81,7 +83,7 @@ pub struct Client {
 
 impl Client {
     /// `None` when no tenant is configured.
-    pub fn from_config(c: &DynatraceConfig) -> Result<Option<Client>, ApiError> {
+    pub fn from_config(c: &DynatraceConfig) -> Result<Option<Client>, DynatraceError> {
         let Some(tenant) = &c.tenant else {
             return Ok(None);
         };
@@ -114,17 +116,17 @@ impl Client {
         connect_timeout: Duration,
         timeout_secs: u64,
         retry: RetryPolicy,
-    ) -> Result<Client, ApiError> {
-        let base = Url::parse(tenant).map_err(|e| ApiError::BadTenant(e.to_string()))?;
+    ) -> Result<Client, DynatraceError> {
+        let base = Url::parse(tenant).map_err(|e| DynatraceError::BadTenant(e.to_string()))?;
         if base.cannot_be_a_base() {
-            return Err(ApiError::BadTenant(tenant.to_string()));
+            return Err(DynatraceError::BadTenant(tenant.to_string()));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .timeout(Duration::from_secs(timeout_secs))
             .user_agent(concat!("hub/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
+            .map_err(|e| DynatraceError::Transport(e.to_string()))?;
         Ok(Client {
             http,
             base,
@@ -149,7 +151,7 @@ impl Client {
     }
 
     /// One problem's details by its PID: v2's problem object, or v1's `result`.
-    pub async fn problem(&self, pid: &str) -> Result<Value, ApiError> {
+    pub async fn problem(&self, pid: &str) -> Result<Value, DynatraceError> {
         match self.version {
             ApiVersion::V2 => {
                 let url = self.url(&["api", "v2", "problems", pid]);
@@ -164,7 +166,7 @@ impl Client {
     }
 
     /// Every problem in the window, all pages followed.
-    pub async fn feed(&self, window: Window) -> Result<Vec<Value>, ApiError> {
+    pub async fn feed(&self, window: Window) -> Result<Vec<Value>, DynatraceError> {
         match self.version {
             ApiVersion::V1 => {
                 let mut url = self.url(&["api", "v1", "problem", "feed"]);
@@ -195,7 +197,7 @@ impl Client {
                     url = self.url(&["api", "v2", "problems"]);
                     url.query_pairs_mut().append_pair("nextPageKey", &key);
                 }
-                Err(ApiError::TooManyPages(MAX_PAGES))
+                Err(DynatraceError::TooManyPages(MAX_PAGES))
             }
         }
     }
@@ -207,7 +209,7 @@ impl Client {
         message: &str,
         context: &str,
         user: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), DynatraceError> {
         let (url, body) = match self.version {
             ApiVersion::V2 => (
                 self.url(&["api", "v2", "problems", pid, "comments"]),
@@ -221,7 +223,12 @@ impl Client {
         self.call(Method::POST, url, Some(body)).await.map(|_| ())
     }
 
-    async fn call(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value, ApiError> {
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<Value, DynatraceError> {
         let mut attempt = 1;
         loop {
             match self.once(method.clone(), url.clone(), body.as_ref()).await {
@@ -246,7 +253,7 @@ impl Client {
         method: Method,
         url: Url,
         body: Option<&Value>,
-    ) -> Result<Value, (ApiError, Option<Duration>)> {
+    ) -> Result<Value, (DynatraceError, Option<Duration>)> {
         let mut request = self
             .http
             .request(method, url)
@@ -272,7 +279,7 @@ impl Client {
             .await
             .map_err(|e| (self.transport(e), None))?;
         if !status.is_success() {
-            let error = ApiError::Status {
+            let error = DynatraceError::Status {
                 status: status.as_u16(),
                 message: error_message(status, &bytes),
             };
@@ -281,15 +288,15 @@ impl Client {
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&bytes).map_err(|e| (ApiError::Decode(e.to_string()), None))
+        serde_json::from_slice(&bytes).map_err(|e| (DynatraceError::Decode(e.to_string()), None))
     }
 
-    fn transport(&self, e: reqwest::Error) -> ApiError {
+    fn transport(&self, e: reqwest::Error) -> DynatraceError {
         if e.is_timeout() {
-            ApiError::Timeout(self.timeout_secs)
+            DynatraceError::Timeout(self.timeout_secs)
         } else {
             // reqwest's Display names the URL, never the headers: the token stays out.
-            ApiError::Transport(source_chain(&e))
+            DynatraceError::Transport(source_chain(&e))
         }
     }
 }
@@ -324,17 +331,17 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
-fn take(mut value: Value, key: &str) -> Result<Value, ApiError> {
+fn take(mut value: Value, key: &str) -> Result<Value, DynatraceError> {
     match value.get_mut(key) {
         Some(v) => Ok(v.take()),
-        None => Err(ApiError::Decode(format!("the answer has no {key:?}"))),
+        None => Err(DynatraceError::Decode(format!("the answer has no {key:?}"))),
     }
 }
 
-fn array(value: Value) -> Result<Vec<Value>, ApiError> {
+fn array(value: Value) -> Result<Vec<Value>, DynatraceError> {
     match value {
         Value::Array(items) => Ok(items),
         Value::Null => Ok(Vec::new()),
-        _ => Err(ApiError::Decode("expected a list of problems".into())),
+        _ => Err(DynatraceError::Decode("expected a list of problems".into())),
     }
 }

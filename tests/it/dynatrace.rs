@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hub::dynatrace::{ApiError, ApiVersion, Client, RetryPolicy, Window};
+use hub::dynatrace::{ApiVersion, Client, DynatraceError, RetryPolicy, Window};
 use hub::secret::Secret;
 use serde_json::{json, Value};
 use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};
@@ -235,7 +235,10 @@ async fn server_errors_are_retried_then_succeed_and_give_up_after_max_attempts()
         .problem("x")
         .await
         .unwrap_err();
-    assert!(matches!(e, ApiError::Status { status: 500, .. }), "{e}");
+    assert!(
+        matches!(e, DynatraceError::Status { status: 500, .. }),
+        "{e}"
+    );
     assert_eq!(down.received_requests().await.unwrap().len(), 4);
 }
 
@@ -269,7 +272,7 @@ async fn a_hanging_tenant_times_out() {
         .await;
     let c = client_with(&server.uri(), ApiVersion::V2, 1, 1);
     let e = c.problem("x").await.unwrap_err();
-    assert!(matches!(e, ApiError::Timeout(1)), "{e}");
+    assert!(matches!(e, DynatraceError::Timeout(1)), "{e}");
 }
 
 // ---- the CLI, end to end ----
