@@ -9,9 +9,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything is touched: a second hub on this store would run the first one's in-flight
     // actions again.
     let _lock = crate::store::lock(&config.store.url)?;
-    let listener = crate::web::bind(&config)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let listener = crate::web::bind(&config).await?;
     std::fs::create_dir_all(&config.dir_sent)
         .with_context(|| format!("cannot create dir_sent {}", config.dir_sent.display()))?;
     let open_files = crate::web::raise_open_file_limit();
@@ -27,8 +25,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("dynatrace.tenant is not set: notifications are not enriched");
     }
 
-    let dispatcher =
-        crate::dispatch::Dispatcher::new(&config, store.clone()).map_err(anyhow::Error::msg)?;
+    let dispatcher = crate::dispatch::Dispatcher::new(&config, store.clone())?;
     dispatcher.recover().await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let dispatching = tokio::spawn(dispatcher.run(stopped));

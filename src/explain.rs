@@ -14,12 +14,26 @@ use crate::domain::{Notification, Source};
 use crate::sources::Headers;
 use crate::store::StoredNotification;
 
-pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, String> {
+/// Why a dry run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("{source} would refuse this payload: {error}")]
+    Refused {
+        source: Source,
+        #[source]
+        error: crate::sources::ParseError,
+    },
+    #[error(transparent)]
+    Dispatcher(#[from] crate::dispatch::StartError),
+}
+
+pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, ExplainError> {
     let notifications = crate::sources::parse(source, &Headers::default(), body)
-        .map_err(|e| format!("{source} would refuse this payload: {e}"))?;
-    let client =
-        crate::dynatrace::Client::from_config(&config.dynatrace).map_err(|e| e.to_string())?;
-    let registry = Registry::build(config, client.as_ref())?;
+        .map_err(|error| ExplainError::Refused { source, error })?;
+    let client = crate::dynatrace::Client::from_config(&config.dynatrace)
+        .map_err(crate::dispatch::StartError::from)?;
+    let registry =
+        Registry::build(config, client.as_ref()).map_err(crate::dispatch::StartError::from)?;
     let explained: Vec<Value> = notifications
         .iter()
         .map(|n| one(config, &registry, n))

@@ -90,7 +90,7 @@ async fn run_actions_for(config: &Config, problems: &[Summary]) -> anyhow::Resul
         store.accept(n).await?;
         handed += 1;
     }
-    let dispatcher = Dispatcher::new(config, store).map_err(anyhow::Error::msg)?;
+    let dispatcher = Dispatcher::new(config, store)?;
     let finished = dispatcher.work_until_idle(RUN_ACTIONS_BUDGET).await?;
     Ok(format!(
         "run-actions: {handed} problem(s) handed to the actions, {known} already handled in their \

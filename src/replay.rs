@@ -51,7 +51,7 @@ pub async fn replay(
         // No hub runs on this store: this command does the work itself, holding the store as
         // `hub run` would, so one that starts meanwhile waits its turn.
         Ok(_lock) => {
-            let dispatcher = Dispatcher::new(&config, store.clone()).map_err(anyhow::Error::msg)?;
+            let dispatcher = Dispatcher::new(&config, store.clone())?;
             dispatcher.work_until_idle(REPLAY_BUDGET).await?;
             None
         }

@@ -13,7 +13,7 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn new(source: &str) -> Result<Template, String> {
+    pub fn new(source: &str) -> Result<Template, TemplateError> {
         let mut tera = Tera::default();
         tera.autoescape_on(vec![]);
         tera.add_raw_template(NAME, source).map_err(describe)?;
@@ -21,21 +21,30 @@ impl Template {
     }
 
     /// Renders with the keys of `data` (a JSON object) as variables.
-    pub fn render(&self, data: &Value) -> Result<String, String> {
+    pub fn render(&self, data: &Value) -> Result<String, TemplateError> {
         let context = Context::from_value(data.clone()).map_err(describe)?;
         self.tera.render(NAME, &context).map_err(describe)
     }
 }
 
-/// Tera's errors nest their cause; the innermost one says what is wrong.
-fn describe(e: tera::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
+/// A template that does not compile, or cannot render with the data it was given.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    /// Tera's error with its causes, innermost last: the innermost one says what is wrong.
+    message: String,
+    #[source]
+    source: tera::Error,
+}
+
+fn describe(source: tera::Error) -> TemplateError {
+    let mut message = source.to_string();
+    let mut cause = std::error::Error::source(&source);
+    while let Some(c) = cause {
+        message = format!("{message}: {c}");
+        cause = c.source();
     }
-    text
+    TemplateError { message, source }
 }
 
 #[cfg(test)]
@@ -51,7 +60,7 @@ mod tests {
             .unwrap();
         assert_eq!(out, "<b>CPU</b> on $(x)");
         assert!(Template::new("{{ unclosed").is_err());
-        let missing = t.render(&json!({})).unwrap_err();
+        let missing = t.render(&json!({})).unwrap_err().to_string();
         assert!(missing.contains("problem.title"), "{missing}");
     }
 }

@@ -130,6 +130,19 @@ pub trait Action: Send + Sync {
     }
 }
 
+/// Why the configured actions could not be built (the config was validated, so this is rare).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
+    #[error(transparent)]
+    Secret(#[from] webhook::SecretError),
+    #[error("cannot make the HTTP client for actions: {0}")]
+    Http(#[source] reqwest::Error),
+    #[error("action {0} needs dynatrace.tenant")]
+    NeedsTenant(String),
+}
+
 /// Every configured action, built once from the config.
 pub struct Registry {
     pub actions: Vec<(ActionConfig, Arc<dyn Action>)>,
@@ -140,12 +153,12 @@ impl Registry {
     pub fn build(
         config: &Config,
         client: Option<&crate::dynatrace::Client>,
-    ) -> Result<Registry, String> {
+    ) -> Result<Registry, BuildError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("hub/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(BuildError::Http)?;
         let mut actions = Vec::new();
         for a in &config.actions.actions {
             let built: Arc<dyn Action> = match &a.kind {
@@ -154,7 +167,7 @@ impl Registry {
                 ActionKind::Webhook(c) => Arc::new(webhook::Webhook::new(c, http.clone())?),
                 ActionKind::Comment(c) => match client {
                     Some(client) => Arc::new(comment::Comment::new(c, client.clone())),
-                    None => return Err(format!("action {} needs dynatrace.tenant", a.name)),
+                    None => return Err(BuildError::NeedsTenant(a.name.clone())),
                 },
             };
             actions.push((a.clone(), built));

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{bounded, Action, ActionError, Job, Outcome, Problem, RunFuture, Target};
+use super::{bounded, Action, ActionError, BuildError, Job, Outcome, Problem, RunFuture, Target};
 use crate::config::actions::ScriptConfig;
 use crate::template::Template;
 
@@ -51,7 +51,7 @@ struct Invocation {
 }
 
 impl Script {
-    pub fn new(c: &ScriptConfig) -> Result<Script, String> {
+    pub fn new(c: &ScriptConfig) -> Result<Script, BuildError> {
         let args = match &c.options.args {
             None => None,
             Some(list) => Some(

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{mask_number, Action, ActionError, Job, Outcome, Problem, RunFuture, Target};
+use super::{
+    mask_number, Action, ActionError, BuildError, Job, Outcome, Problem, RunFuture, Target,
+};
 use crate::config::actions::SmsConfig;
 use crate::secret::Secret;
 use crate::template::Template;
@@ -31,7 +33,7 @@ pub struct Sms {
 }
 
 impl Sms {
-    pub fn new(c: &SmsConfig, http: reqwest::Client) -> Result<Sms, String> {
+    pub fn new(c: &SmsConfig, http: reqwest::Client) -> Result<Sms, BuildError> {
         Ok(Sms {
             account_sid: c.account_sid.clone(),
             auth_token: c.auth_token.clone(),

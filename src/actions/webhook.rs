@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{Action, ActionError, Job, Outcome, RunFuture};
+use super::{Action, ActionError, BuildError, Job, Outcome, RunFuture};
 use crate::config::actions::WebhookActionConfig;
 use crate::secret::Secret;
 use crate::template::Template;
@@ -21,18 +21,27 @@ pub struct Signer {
     key: Vec<u8>,
 }
 
+/// Why a webhook secret cannot sign (the secret itself is never part of the message).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("expected a Standard Webhooks secret starting with whsec_")]
+    Prefix,
+    #[error("the part after whsec_ is not valid base64")]
+    Base64(#[source] base64::DecodeError),
+    #[error("the key is too short: use at least 16 random bytes (24 or 32 is usual)")]
+    TooShort,
+}
+
 impl Signer {
-    pub fn new(secret: &Secret) -> Result<Signer, String> {
+    pub fn new(secret: &Secret) -> Result<Signer, SecretError> {
         let Some(encoded) = secret.expose().strip_prefix(SECRET_PREFIX) else {
-            return Err("expected a Standard Webhooks secret starting with whsec_".into());
+            return Err(SecretError::Prefix);
         };
         let key = base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|_| "the part after whsec_ is not valid base64".to_string())?;
+            .map_err(SecretError::Base64)?;
         if key.len() < 16 {
-            return Err(
-                "the key is too short: use at least 16 random bytes (24 or 32 is usual)".into(),
-            );
+            return Err(SecretError::TooShort);
         }
         Ok(Signer { key })
     }
@@ -58,7 +67,7 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(c: &WebhookActionConfig, http: reqwest::Client) -> Result<Webhook, String> {
+    pub fn new(c: &WebhookActionConfig, http: reqwest::Client) -> Result<Webhook, BuildError> {
         Ok(Webhook {
             url: c.url.clone(),
             signer: Signer::new(&c.secret)?,

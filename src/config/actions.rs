@@ -621,7 +621,7 @@ fn read_webhook(s: &mut Section, env: &Env, issues: &mut Issues) -> WebhookActio
     check_url(&s.path_of("url"), &url, issues);
     let secret = secret(s, "secret", "secret_env", env, issues);
     if let Err(e) = crate::actions::webhook::Signer::new(&secret) {
-        issues.push(s.path_of("secret"), e);
+        issues.push(s.path_of("secret"), e.to_string());
     }
     let template = s.string("template", issues);
     if let Some(t) = &template {

@@ -59,9 +59,18 @@ pub(crate) struct Inner {
     sent: Arc<sent::SentFiles>,
 }
 
+/// Why a dispatcher could not be made from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Dynatrace(#[from] crate::dynatrace::DynatraceError),
+    #[error(transparent)]
+    Actions(#[from] crate::actions::BuildError),
+}
+
 impl Dispatcher {
-    pub fn new(config: &Config, store: Store) -> Result<Dispatcher, String> {
-        let client = Client::from_config(&config.dynatrace).map_err(|e| e.to_string())?;
+    pub fn new(config: &Config, store: Store) -> Result<Dispatcher, StartError> {
+        let client = Client::from_config(&config.dynatrace)?;
         let registry = Registry::build(config, client.as_ref())?;
         let limits = config
             .actions

@@ -101,7 +101,7 @@ async fn feed(
     view::feed(app, window)
         .await
         .map(JsonOk)
-        .map_err(|e| ApiError::new(Status::BadGateway, "dynatrace_unavailable", e))
+        .map_err(|e| ApiError::new(Status::BadGateway, "dynatrace_unavailable", e.to_string()))
 }
 
 #[get("/api/stats")]

@@ -121,11 +121,28 @@ pub fn file_slots(open_files: u64) -> usize {
 
 /// Takes `webhook.interface:webhook.port`, before anything else starts: a port that is taken is
 /// a clear error at once.
-pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, String> {
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, ServeError> {
     let addr = SocketAddr::new(config.webhook.interface, config.webhook.port);
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot serve on {addr}: {e}"))
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Why hub cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot serve on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the listening address: {0}")]
+    Address(#[source] std::io::Error),
+    /// Rocket's own error must be read where it is made, so its text is kept.
+    #[error("cannot prepare the routes: {0}")]
+    Routes(String),
+    #[error(transparent)]
+    Dynatrace(#[from] crate::dynatrace::DynatraceError),
 }
 
 /// Serves the endpoints on `listener` until `stop` resolves (see [`server`] for the listener's
@@ -136,15 +153,13 @@ pub async fn serve(
     store: Store,
     open_files: u64,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let max_connections = server::connection_cap(config.webhook.max_connections, open_files);
     let (rocket, refused) = build(config, store)?;
     let client = rocket::local::asynchronous::Client::untracked(rocket)
         .await
-        .map_err(|e| format!("cannot prepare the routes: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        .map_err(|e| ServeError::Routes(e.to_string()))?;
+    let addr = listener.local_addr().map_err(ServeError::Address)?;
     tracing::info!(
         address = %addr, max_connections, open_file_limit = open_files,
         "listening on http://{addr}"
@@ -164,7 +179,7 @@ pub async fn serve(
 fn build(
     config: &Config,
     store: Store,
-) -> Result<(Rocket<Build>, std::sync::Arc<server::RefusedLog>), String> {
+) -> Result<(Rocket<Build>, std::sync::Arc<server::RefusedLog>), ServeError> {
     let rocket_config = RocketConfig {
         address: config.webhook.interface,
         port: config.webhook.port,
@@ -183,8 +198,7 @@ fn build(
         pagerduty_rate: sources::RateLimiter::default(),
         metrics,
         config: config.clone(),
-        client: crate::dynatrace::Client::from_config(&config.dynatrace)
-            .map_err(|e| e.to_string())?,
+        client: crate::dynatrace::Client::from_config(&config.dynatrace)?,
         started: std::time::Instant::now(),
         templates: page::Templates::default(),
         viewer: match &config.viewer {

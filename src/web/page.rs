@@ -111,7 +111,7 @@ async fn feed_page(app: &App, window: &str) -> Result<Html, ApiError> {
     let window: Window = view::window(window)?;
     let mut data = match view::feed(app, window).await {
         Ok(feed) => feed,
-        Err(error) => json!({"error": error, "problems": [], "counts": {}}),
+        Err(error) => json!({"error": error.to_string(), "problems": [], "counts": {}}),
     };
     data["window"] = json!(window.name());
     data["windows"] = json!(view::window_names());

@@ -167,14 +167,23 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
 }
 
 /// The feed with "received by hub", or the reason it could not be read (shown, never a 500).
-pub async fn feed(app: &App, window: Window) -> Result<Value, String> {
+/// Why the feed cannot be shown; the page shows it in place of the feed.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("dynatrace.tenant is not set in config.json")]
+    NoTenant,
+    #[error(transparent)]
+    Dynatrace(#[from] crate::dynatrace::DynatraceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub async fn feed(app: &App, window: Window) -> Result<Value, FeedError> {
     let Some(client) = &app.client else {
-        return Err("dynatrace.tenant is not set in config.json".into());
+        return Err(FeedError::NoTenant);
     };
-    let problems = client.feed(window).await.map_err(|e| e.to_string())?;
-    let received = crate::store::received(app.store.pool())
-        .await
-        .map_err(|e| e.to_string())?;
+    let problems = client.feed(window).await?;
+    let received = crate::store::received(app.store.pool()).await?;
     let summaries: Vec<Summary> = problems
         .iter()
         .map(|p| Summary::from_api(client.version(), p))
