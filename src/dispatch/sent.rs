@@ -123,8 +123,7 @@ pub async fn repair(sent: &Arc<SentFiles>) -> Result<usize, StoreError> {
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .map_err(|e| StoreError::NotStored(e.to_string()))?;
+    .await?;
     for (source, key, _) in &stale {
         sent.mark(source, key);
     }
@@ -162,8 +161,7 @@ async fn write(store: &Store, dir: &Path, problems: &[(String, String)]) -> Resu
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .map_err(|e| StoreError::NotStored(e.to_string()))?;
+    .await?;
     for (name, e) in failed {
         tracing::error!(file = %name, dir = %dir.display(), error = %e, "cannot write to dir_sent");
     }
@@ -204,7 +202,9 @@ fn render(view: SentView) -> Result<(String, Vec<u8>, SystemTime), StoreError> {
         "details": details,
         "runs": runs,
     });
-    let bytes =
-        serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::NotStored(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::Encode {
+        what: "a problems_sent/ file",
+        detail: e.to_string(),
+    })?;
     Ok((file_name(&view.source, &view.problem_key), bytes, dated))
 }

@@ -87,6 +87,14 @@ pub enum StoreError {
     /// The notification could not be made durable; the sender should retry.
     #[error("{0}")]
     NotStored(String),
+    /// Work handed to a blocking thread did not come back (it panicked).
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A view of the store (a page, a `problems_sent/` file, the metrics) could not be encoded.
+    #[error("cannot encode {what}: {detail}")]
+    Encode { what: &'static str, detail: String },
+    #[error("the WAL could not be emptied: {0}")]
+    Checkpoint(&'static str),
     #[error("the store is shutting down")]
     Closed,
     #[error(transparent)]
@@ -333,8 +341,7 @@ impl Store {
         };
         let dir = self.dir_received.clone();
         let mut present = tokio::task::spawn_blocking(move || list_sizes(&dir))
-            .await
-            .map_err(|e| StoreError::NotStored(e.to_string()))?
+            .await?
             .map_err(folder_error)?;
         let known: Vec<(i64, String, i64)> =
             sqlx::query_as("SELECT id, file_name, length(body) FROM notifications ORDER BY id")
@@ -365,8 +372,7 @@ impl Store {
             let target = name.clone();
             let written =
                 tokio::task::spawn_blocking(move || files::write_view(&dir, &target, &body))
-                    .await
-                    .map_err(|e| StoreError::NotStored(e.to_string()))?;
+                    .await?;
             match written {
                 Ok(()) => check.restored += 1,
                 Err(e) => check.unwritable.push(format!("{name}: {e}")),

@@ -277,8 +277,8 @@ fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
     if busy != 0 {
-        return Err(StoreError::NotStored(
-            "the checkpoint could not finish: another process is reading the store".into(),
+        return Err(StoreError::Checkpoint(
+            "another process is reading the store",
         ));
     }
     Ok(())
@@ -387,8 +387,8 @@ fn run_batch(
                     .push(applied.unwrap_or_else(|deliver| deliver));
             }
             Job::Checkpoint(reply) => {
-                let _ = reply.send(Err(StoreError::NotStored(
-                    "a checkpoint cannot run inside a batch".into(),
+                let _ = reply.send(Err(StoreError::Checkpoint(
+                    "a checkpoint cannot run inside a batch",
                 )));
             }
         }

@@ -136,8 +136,12 @@ impl Metrics {
         }
         self.pending.set(store.pending_runs().await?);
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .map_err(|e| StoreError::NotStored(e.to_string()))?;
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).map_err(|e| {
+            StoreError::Encode {
+                what: "the metrics",
+                detail: e.to_string(),
+            }
+        })?;
         Ok(text)
     }
 }
