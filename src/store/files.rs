@@ -146,11 +146,6 @@ impl Drop for Unnamed {
     }
 }
 
-/// Writes a new received file under `name` at once (see [`Unnamed`]).
-pub fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    Unnamed::write(dir, bytes)?.link(dir, name)
-}
-
 /// Writes the store's own file `name` again, replacing what is there (a file cut short by a power
 /// cut, say); for the start-up repair and a redelivery whose file went missing.
 pub fn write_view(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -241,6 +236,10 @@ fn write_file(path: &Path, bytes: &[u8], modified: Option<SystemTime>) -> io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+        Unnamed::write(dir, bytes)?.link(dir, name)
+    }
 
     #[test]
     fn names_cannot_leave_the_folder() {

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct StoreLock {
     _file: File,
-    pub path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +68,7 @@ pub fn acquire(db: &Path) -> Result<StoreLock, LockError> {
     file.set_len(0).map_err(io)?;
     file.rewind().map_err(io)?;
     writeln!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(StoreLock { _file: file, path })
+    Ok(StoreLock { _file: file })
 }
 
 #[cfg(test)]
