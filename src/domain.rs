@@ -3,48 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The monitoring system a notification came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    Dynatrace,
-    Alertmanager,
-    Pagerduty,
-    Monasca,
-    Cloudstack,
-    Ucloud,
-}
-
-impl Source {
-    pub const ALL: &'static [Source] = &[
-        Source::Dynatrace,
-        Source::Alertmanager,
-        Source::Pagerduty,
-        Source::Monasca,
-        Source::Cloudstack,
-        Source::Ucloud,
-    ];
-
-    pub fn parse(name: &str) -> Option<Source> {
-        Source::ALL.iter().copied().find(|s| s.as_str() == name)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Dynatrace => "dynatrace",
-            Source::Alertmanager => "alertmanager",
-            Source::Pagerduty => "pagerduty",
-            Source::Monasca => "monasca",
-            Source::Cloudstack => "cloudstack",
-            Source::Ucloud => "ucloud",
-        }
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The monitoring system a notification came from; listed where the sources are.
+pub use crate::sources::Source;
 
 /// One notification as received: who sent it, which problem and state it speaks of, and the raw
 /// body byte for byte (the store keeps the bytes; the fields are what hub needs to act on them).

@@ -28,7 +28,8 @@ pub enum ExplainError {
 }
 
 pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, ExplainError> {
-    let notifications = crate::sources::parse(source, &Headers::default(), body)
+    let notifications = source
+        .read(&Headers::default(), body)
         .map_err(|error| ExplainError::Refused { source, error })?;
     let client = crate::dynatrace::Client::from_config(&config.dynatrace)
         .map_err(crate::dispatch::StartError::from)?;

@@ -65,7 +65,7 @@ async fn import_one(store: &Store, path: &Path, name: &str, source: Source, own:
         Ok(b) => b,
         Err(e) => return Fate::Refused(format!("cannot read it: {e}")),
     };
-    let notifications = match crate::sources::parse(source, &Headers::default(), &body) {
+    let notifications = match source.read(&Headers::default(), &body) {
         Ok(n) => n,
         Err(e) => return Fate::Refused(format!("not a {source} notification: {e}")),
     };

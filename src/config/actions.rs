@@ -133,7 +133,7 @@ impl Actions {
 }
 
 /// Environment given to [`read`] for `*_env` keys.
-pub(super) struct Env<'a>(pub &'a [(String, String)]);
+pub(crate) struct Env<'a>(pub &'a [(String, String)]);
 
 impl Env<'_> {
     fn get(&self, name: &str) -> Option<&str> {
@@ -516,7 +516,7 @@ pub(super) fn read_script_options(
 }
 
 /// A secret given in the file or, by `<key>_env`, named as an environment variable.
-pub(super) fn secret(
+pub(crate) fn secret(
     s: &mut Section,
     key: &'static str,
     env_key: &'static str,

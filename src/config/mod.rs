@@ -5,7 +5,7 @@
 //! file (see [`SECRET_ENV`]). Every problem is reported at once, each named by its key path.
 
 pub mod actions;
-mod reader;
+pub(crate) mod reader;
 pub mod sources;
 
 use std::net::IpAddr;
@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub(crate) use actions::{secret, Env};
 pub use actions::{ActionConfig, ActionKind, Actions, DispatchConfig, RouteConfig};
 pub use reader::ConfigIssue;
 use reader::{duplicate_keys, type_name, Issues, Section};
-pub use sources::{SourceAuth, SourceConfig, SourcesConfig};
+pub use sources::SourcesConfig;
 
 use crate::secret::Secret;
 
@@ -256,8 +257,10 @@ impl Config {
 
     /// The sources that may post: Dynatrace always, the others when configured.
     pub fn source_list(&self) -> String {
-        std::iter::once("dynatrace")
-            .chain(self.sources.enabled.iter().map(|(s, _)| s.as_str()))
+        self.sources
+            .enabled
+            .iter()
+            .map(|s| s.source().as_str())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -344,12 +347,17 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
             tenant_set: dynatrace.tenant.is_some() && !dynatrace.api_token.is_empty(),
             webhook_user: &webhook.username,
         },
-        &actions::Env(env),
+        &Env(env),
         base,
         issues,
     );
 
-    let sources = sources::read(&mut root, &actions::Env(env), issues);
+    let sources = sources::read(
+        &mut root,
+        (&webhook.username, &webhook.password),
+        &Env(env),
+        issues,
+    );
     let viewer = read_viewer(root.section("status_page", issues), issues);
 
     if dir_received == dir_sent {

@@ -7,8 +7,23 @@
 
 use serde_json::{Map, Value};
 
-use super::{object, required_text, text, ParseError, MAX_KEY_LEN};
-use crate::domain::{Entity, Facts, Notification, Source};
+use std::sync::Arc;
+
+use super::{object, required_text, text, Gate, Headers, ParseError, Plain, Source, SourcePlugin};
+use super::MAX_KEY_LEN;
+use crate::config::reader::{Issues, Section};
+use crate::config::Env;
+use crate::domain::{Entity, Facts, Notification};
+
+pub const PATHS: &[&str] = &["/hooks/alertmanager"];
+
+pub(super) fn read(_: &Headers, body: &[u8]) -> Result<Vec<Notification>, ParseError> {
+    parse(body)
+}
+
+pub(super) fn build(gate: Gate, _: &mut Section, _: &Env, _: &mut Issues) -> Arc<dyn SourcePlugin> {
+    Plain::build(Source::Alertmanager, gate)
+}
 
 /// Labels that name what an alert is about, in order of preference.
 const ENTITY_LABELS: &[&str] = &["instance", "hostname", "host", "node", "pod", "service"];

@@ -7,9 +7,55 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{digest_id, object, text, Headers, ParseError, MAX_KEY_LEN};
-use crate::domain::{Entity, Facts, Notification, Source};
+use std::sync::Arc;
+
+use super::{digest_id, object, text, Gate, Headers, ParseError, Refusal, Source, SourcePlugin};
+use super::MAX_KEY_LEN;
+use crate::config::reader::{Issues, Section};
+use crate::config::{secret, Env};
+use crate::domain::{Entity, Facts, Notification};
 use crate::secret::Secret;
+
+pub const PATHS: &[&str] = &["/hooks/cloudstack"];
+
+pub(super) fn read(headers: &Headers, body: &[u8]) -> Result<Vec<Notification>, ParseError> {
+    parse(headers, body).map(|n| vec![n])
+}
+
+/// `secret` (or `secret_env`): the webhook's secret key; when set, deliveries must be signed.
+pub(super) fn build(gate: Gate, s: &mut Section, env: &Env, issues: &mut Issues) -> Arc<dyn SourcePlugin> {
+    let secret = secret(s, "secret", "secret_env", env, issues);
+    Arc::new(Cloudstack {
+        gate,
+        secret: Some(secret).filter(|s| !s.is_empty()),
+    })
+}
+
+#[derive(Debug)]
+struct Cloudstack {
+    gate: Gate,
+    secret: Option<Secret>,
+}
+
+impl SourcePlugin for Cloudstack {
+    fn source(&self) -> Source {
+        Source::Cloudstack
+    }
+
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    fn verify(&self, headers: &Headers, body: &[u8]) -> Result<(), Refusal> {
+        match &self.secret {
+            Some(secret) => verify(secret, headers, body).map_err(|e| Refusal::Unauthorized {
+                scheme: "HMAC",
+                detail: e.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
 #[cfg(test)]
 use serde_json::Value;
 

@@ -7,8 +7,51 @@
 
 use serde_json::{Map, Value};
 
-use super::ParseError;
-use crate::domain::{dedup_entities, Entity, Facts, Notification, Source};
+use std::sync::Arc;
+
+use super::{Gate, Headers, ParseError, Receipt, Reply, Source, SourcePlugin};
+use crate::config::reader::{Issues, Section};
+use crate::config::Env;
+use crate::domain::{dedup_entities, Entity, Facts, Notification};
+
+/// The sample's path (Dynatrace custom integrations already point here) and hub's own.
+pub const PATHS: &[&str] = &["/", "/hooks/dynatrace"];
+
+pub(super) fn read(_: &Headers, body: &[u8]) -> Result<Vec<Notification>, ParseError> {
+    parse(body).map(|n| vec![n])
+}
+
+/// Dynatrace is always on and has no entry of its own: its gate is the sample's
+/// `webhook.username` and `webhook.password`.
+pub(super) fn build(gate: Gate, _: &mut Section, _: &Env, _: &mut Issues) -> Arc<dyn SourcePlugin> {
+    Arc::new(Dynatrace { gate })
+}
+
+#[derive(Debug)]
+struct Dynatrace {
+    gate: Gate,
+}
+
+impl SourcePlugin for Dynatrace {
+    fn source(&self) -> Source {
+        Source::Dynatrace
+    }
+
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// The sample answered one notification with its outcome; hub adds the file it was kept in.
+    fn accepted(&self, _: &[u8], receipts: &[Receipt]) -> Reply {
+        match receipts {
+            [one] => Reply {
+                status: 200,
+                body: serde_json::json!({ "status": one.outcome, "file": one.file }),
+            },
+            _ => Reply::counts(receipts),
+        }
+    }
+}
 
 /// The title Dynatrace uses for "Send test notification".
 pub const TEST_TITLE: &str = "Dynatrace problem notification test run";

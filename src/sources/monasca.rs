@@ -5,8 +5,24 @@
 
 use serde_json::Value;
 
-use super::{object, required_text, text, ParseError, MAX_KEY_LEN};
-use crate::domain::{dedup_entities, Entity, Facts, Notification, Source};
+use std::sync::Arc;
+
+use super::{object, required_text, text, Gate, Headers, ParseError, Plain, Source, SourcePlugin};
+use super::MAX_KEY_LEN;
+use crate::config::reader::{Issues, Section};
+use crate::config::Env;
+use crate::domain::{dedup_entities, Entity, Facts, Notification};
+
+/// hub's path, and the one Monasca's webhook notifier examples use.
+pub const PATHS: &[&str] = &["/hooks/monasca", "/openstack/alerts"];
+
+pub(super) fn read(_: &Headers, body: &[u8]) -> Result<Vec<Notification>, ParseError> {
+    parse(body).map(|n| vec![n])
+}
+
+pub(super) fn build(gate: Gate, _: &mut Section, _: &Env, _: &mut Issues) -> Arc<dyn SourcePlugin> {
+    Plain::build(Source::Monasca, gate)
+}
 
 pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
     let obj = object(body, "a Monasca alarm notification")?;

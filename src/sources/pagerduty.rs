@@ -2,17 +2,149 @@
 //! at hub. Validated as PagerDuty validates; `dedup_key` is the problem's identity, and acknowledge
 //! and resolve apply to the problem with that key.
 
-use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use super::{digest_id, object, text, ParseError};
-use crate::domain::{Entity, Facts, Notification, Source};
+use serde_json::{json, Map, Value};
+
+use super::{digest_id, object, text, Failure, Gate, Headers, ParseError, Receipt, Refusal};
+use super::{Reply, Source, SourcePlugin};
+use crate::config::reader::{Issues, Section};
+use crate::config::Env;
+use crate::credentials::token_matches;
+use crate::domain::{Entity, Facts, Notification};
+use crate::secret::Secret;
+
+/// PagerDuty Events API v2's own path, so a PagerDuty client needs only a URL change; and hub's.
+pub const PATHS: &[&str] = &["/v2/enqueue", "/hooks/pagerduty"];
+
+pub(super) fn read(_: &Headers, body: &[u8]) -> Result<Vec<Notification>, ParseError> {
+    parse(body).map(|e| vec![e.notification])
+}
+
+/// `routing_keys`: the 32-character integration keys events must carry (required);
+/// `rate_limit_per_minute`: events a minute per key before 429 (default 120).
+pub(super) fn build(gate: Gate, s: &mut Section, _: &Env, issues: &mut Issues) -> Arc<dyn SourcePlugin> {
+    let keys = s.string_list("routing_keys", issues).unwrap_or_default();
+    if keys.is_empty() {
+        issues.push(
+            s.path_of("routing_keys"),
+            "missing: the 32-character integration keys senders use",
+        );
+    }
+    if keys.iter().any(|k| k.chars().count() != ROUTING_KEY_LEN) {
+        issues.push(
+            s.path_of("routing_keys"),
+            "every routing key is 32 characters, as PagerDuty's are",
+        );
+    }
+    let per_minute = s
+        .integer("rate_limit_per_minute", 1, 100_000, issues)
+        .unwrap_or(120) as usize;
+    Arc::new(Pagerduty {
+        gate,
+        routing_keys: keys.into_iter().map(Secret::new).collect(),
+        per_minute,
+        sent: Mutex::default(),
+    })
+}
+
+/// Answers as PagerDuty does: 202 with the dedup key, 400 with the list of what is invalid, 429
+/// when a routing key sends too fast. Failures before the event is read (not enabled, auth, size)
+/// and storage failures keep hub's own error shape.
+#[derive(Debug)]
+struct Pagerduty {
+    gate: Gate,
+    routing_keys: Vec<Secret>,
+    per_minute: usize,
+    /// When each routing key's events of the last minute came.
+    sent: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Pagerduty {
+    fn allow(&self, key: &str) -> bool {
+        let now = Instant::now();
+        let mut map = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let times = map.entry(key.to_string()).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            times.pop_front();
+        }
+        if times.len() >= self.per_minute {
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
+}
+
+impl SourcePlugin for Pagerduty {
+    fn source(&self) -> Source {
+        Source::Pagerduty
+    }
+
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    fn receive(&self, _: &Headers, body: &[u8]) -> Result<Vec<Notification>, Refusal> {
+        let event = parse(body)?;
+        if !self
+            .routing_keys
+            .iter()
+            .any(|k| token_matches(Some(&event.routing_key), k))
+        {
+            return Err(ParseError::Fields(vec![
+                "'routing_key' is not one of this hub's integration keys".to_string(),
+            ])
+            .into());
+        }
+        if !self.allow(&event.routing_key) {
+            return Err(Refusal::Throttled(
+                "Requests for this service are arriving too quickly. Please retry later."
+                    .to_string(),
+            ));
+        }
+        Ok(vec![event.notification])
+    }
+
+    fn accepted(&self, _: &[u8], receipts: &[Receipt]) -> Reply {
+        let dedup_key = receipts.first().map(|r| r.problem_key.as_str());
+        Reply {
+            status: 202,
+            body: json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key}),
+        }
+    }
+
+    fn refused(&self, _: &[u8], failure: &Failure) -> Option<Reply> {
+        let body = match failure.refusal? {
+            Refusal::Parse(ParseError::Fields(errors)) => invalid(errors.clone()),
+            Refusal::Parse(other) => invalid(vec![other.to_string()]),
+            Refusal::Throttled(message) => {
+                return Some(Reply {
+                    status: 429,
+                    body: json!({"status": "throttle event", "message": message}),
+                })
+            }
+            Refusal::Unauthorized { .. } => return None,
+        };
+        Some(Reply { status: 400, body })
+    }
+}
+
+fn invalid(errors: Vec<String>) -> Value {
+    json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors})
+}
 
 pub const SEVERITIES: &[&str] = &["critical", "error", "warning", "info"];
 const MAX_SUMMARY: usize = 1024;
 const MAX_DEDUP_KEY: usize = 255;
 const ROUTING_KEY_LEN: usize = 32;
 
-/// One event, with what the web layer checks and answers.
+/// One event, with what the source checks and answers.
 #[derive(Debug)]
 pub struct Event {
     pub notification: Notification,

@@ -2,10 +2,59 @@
 //! answer's RetCode is not 0); the problem is the resource's metric, so an alarm and its recovery
 //! meet on one problem.
 
-use serde_json::Value;
+use std::sync::Arc;
 
-use super::{object, required_text, text, ParseError, MAX_KEY_LEN};
-use crate::domain::{Entity, Facts, Notification, Source};
+use serde_json::{json, Value};
+
+use super::{object, required_text, text, Failure, Gate, Headers, ParseError, Receipt, Reply};
+use super::{Source, SourcePlugin, MAX_KEY_LEN};
+use crate::config::reader::{Issues, Section};
+use crate::config::Env;
+use crate::domain::{Entity, Facts, Notification};
+
+pub const PATHS: &[&str] = &["/hooks/ucloud"];
+
+pub(super) fn read(_: &Headers, body: &[u8]) -> Result<Vec<Notification>, ParseError> {
+    parse(body).map(|n| vec![n])
+}
+
+pub(super) fn build(gate: Gate, _: &mut Section, _: &Env, _: &mut Issues) -> Arc<dyn SourcePlugin> {
+    Arc::new(Ucloud { gate })
+}
+
+/// UCloud reads `RetCode`: 0 only once the alarm is stored; anything else makes it retry.
+#[derive(Debug)]
+struct Ucloud {
+    gate: Gate,
+}
+
+impl SourcePlugin for Ucloud {
+    fn source(&self) -> Source {
+        Source::Ucloud
+    }
+
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    fn accepted(&self, body: &[u8], _: &[Receipt]) -> Reply {
+        Reply {
+            status: 200,
+            body: json!({"SessionID": session_id(body), "RetCode": 0}),
+        }
+    }
+
+    fn refused(&self, body: &[u8], failure: &Failure) -> Option<Reply> {
+        Some(Reply {
+            status: failure.status,
+            body: json!({
+                "SessionID": session_id(body),
+                "RetCode": failure.status,
+                "Message": failure.detail,
+            }),
+        })
+    }
+}
 
 /// The `SessionID` of a body, for answers to bodies that could not be parsed otherwise.
 pub fn session_id(body: &[u8]) -> String {

@@ -10,8 +10,7 @@ use serde_json::{json, Value};
 
 use super::auth::Presented;
 use super::error::ApiError;
-use super::sources::Answer;
-use super::{view, App, JsonOk};
+use super::{view, App, JsonOk, StatusJson};
 
 pub fn routes() -> Vec<Route> {
     routes![problems, problem, replay, feed, stats, metrics]
@@ -25,11 +24,7 @@ async fn problems(
 ) -> Result<JsonOk, ApiError> {
     app.viewer_allows(&auth)?;
     let page = view::page_number(page);
-    let rows = app
-        .store
-        .problems(page, view::PER_PAGE + 1)
-        .await
-        .map_err(view::store_error)?;
+    let rows = app.store.problems(page, view::PER_PAGE + 1).await?;
     let has_next = rows.len() as i64 > view::PER_PAGE;
     let rows: Vec<_> = rows.into_iter().take(view::PER_PAGE as usize).collect();
     Ok(JsonOk(json!({
@@ -73,7 +68,7 @@ async fn replay(
     content_type: Option<&ContentType>,
     id: &str,
     source: Option<&str>,
-) -> Result<Answer, ApiError> {
+) -> Result<StatusJson, ApiError> {
     app.viewer_allows(&auth)?;
     if !content_type.is_some_and(|c| c.is_json()) {
         return Err(ApiError::new(
@@ -84,7 +79,7 @@ async fn replay(
     }
     let (source, scheduled) = view::replay(app, id, source).await?;
     tracing::info!(%source, problem_id = ?id, scheduled, "replay requested through the API");
-    Ok(Answer(
+    Ok(StatusJson(
         Status::Accepted,
         json!({"status": "scheduled", "source": source, "problem_id": id, "runs": scheduled}),
     ))
@@ -146,5 +141,5 @@ async fn metrics(app: &State<App>, auth: Presented) -> Result<Text, ApiError> {
         .render(&app.store)
         .await
         .map(Text)
-        .map_err(view::store_error)
+        .map_err(ApiError::from)
 }

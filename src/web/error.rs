@@ -7,6 +7,11 @@ use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 use serde_json::json;
 
+use crate::logging::SharedThrottle;
+use crate::sources::{ParseError, Refusal};
+use crate::store::StoreError;
+use std::time::Duration;
+
 /// An error answer: `{"error": <short code>, "detail": <one sentence>}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -25,13 +30,6 @@ impl ApiError {
             detail: detail.into(),
             challenge: None,
         }
-    }
-
-    pub fn unauthorized() -> Self {
-        ApiError::unauthorized_for(
-            "Basic",
-            "send HTTP Basic credentials matching webhook.username and webhook.password",
-        )
     }
 
     pub fn unauthorized_for(scheme: &'static str, detail: impl Into<String>) -> Self {
@@ -57,6 +55,55 @@ impl<'r> Responder<'r, 'static> for ApiError {
             ));
         }
         response.ok()
+    }
+}
+
+/// A source's refusal: 401 with its challenge, 400 for what is not JSON, 422 for JSON that is not
+/// a notification, 429 for a sender over its rate.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        match refusal {
+            Refusal::Unauthorized { scheme, detail } => ApiError::unauthorized_for(scheme, detail),
+            Refusal::Parse(e @ ParseError::NotJson(_)) => {
+                ApiError::new(Status::BadRequest, "invalid_json", e.to_string())
+            }
+            Refusal::Parse(e) => ApiError::new(
+                Status::UnprocessableEntity,
+                "invalid_notification",
+                e.to_string(),
+            ),
+            Refusal::Throttled(detail) => {
+                ApiError::new(Status::TooManyRequests, "rate_limited", detail)
+            }
+        }
+    }
+}
+
+/// The store failed: 503 either way. A notification that was not stored tells its sender to retry
+/// (each refused one has its own warning line; while the store refuses everything, a full disk,
+/// why is said once per interval); anything else is a read that failed.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        if matches!(e, StoreError::NotStored(_) | StoreError::Closed) {
+            static WHY: SharedThrottle = SharedThrottle::new(Duration::from_secs(10));
+            if let Some(held_back) = WHY.ready() {
+                tracing::error!(
+                    error = %e, similar_errors_since_last_line = held_back,
+                    "notification not stored; answering 503 so the sender retries"
+                );
+            }
+            return ApiError::new(
+                Status::ServiceUnavailable,
+                "not_stored",
+                "the notification could not be stored durably; retry later",
+            );
+        }
+        tracing::error!(error = %e, "cannot read the store");
+        ApiError::new(
+            Status::ServiceUnavailable,
+            "store_unavailable",
+            "the store cannot be read right now",
+        )
     }
 }
 

@@ -1,99 +1,189 @@
-//! Ingest endpoints: authenticate, read a capped body, parse, store, and only then answer.
+//! The one ingest handler, mounted at every path of every source: is the source enabled, may this
+//! sender post, is the body JSON within the size limit, does the source accept it? Then store, and
+//! only then answer, in the shape that source's senders read.
 
-use std::net::IpAddr;
+use std::time::Instant;
 
 use rocket::data::{ByteUnit, Data};
-use rocket::http::{ContentType, Status};
-use rocket::{post, routes, Route, State};
-use serde_json::json;
+use rocket::http::{ContentType, Method, Status};
+use rocket::request::Request;
+use rocket::response::{self, Responder};
+use rocket::route::{Handler, Outcome, Route};
 
-use super::auth::Presented;
 use super::error::ApiError;
-use super::{App, JsonOk};
-use crate::domain::Source;
-use crate::sources::{self, ParseError};
-use crate::store::{Accepted, StoreError};
+use super::{App, StatusJson};
+use crate::domain::Notification;
+use crate::sources::{Failure, Headers, Receipt, Refusal, Reply, Source};
+use crate::store::Accepted;
 
+/// A route for each path of each source; a source that is not enabled answers 404 saying so.
 pub fn routes() -> Vec<Route> {
-    routes![dynatrace_root, dynatrace_hook]
+    Source::ALL
+        .iter()
+        .flat_map(|&source| {
+            source
+                .paths()
+                .iter()
+                .map(move |path| Route::new(Method::Post, path, Ingest(source)))
+        })
+        .collect()
 }
 
-/// The sample's path: Dynatrace custom integrations already point here.
-#[post("/", data = "<body>")]
-async fn dynatrace_root(
-    app: &State<App>,
-    auth: Presented,
-    content_type: Option<&ContentType>,
-    remote: Option<IpAddr>,
-    body: Data<'_>,
-) -> Result<JsonOk, ApiError> {
-    dynatrace(app, auth, content_type, remote, body).await
-}
+#[derive(Clone)]
+struct Ingest(Source);
 
-#[post("/hooks/dynatrace", data = "<body>")]
-async fn dynatrace_hook(
-    app: &State<App>,
-    auth: Presented,
-    content_type: Option<&ContentType>,
-    remote: Option<IpAddr>,
-    body: Data<'_>,
-) -> Result<JsonOk, ApiError> {
-    dynatrace(app, auth, content_type, remote, body).await
-}
-
-async fn dynatrace(
-    app: &App,
-    auth: Presented,
-    content_type: Option<&ContentType>,
-    remote: Option<IpAddr>,
-    body: Data<'_>,
-) -> Result<JsonOk, ApiError> {
-    let source = Source::Dynatrace;
-    let started = std::time::Instant::now();
-    let remote = remote.map_or_else(|| "-".to_string(), |ip| ip.to_string());
-    let result = async {
-        if !app.webhook_auth.allows(&auth) {
-            return Err(ApiError::unauthorized());
-        }
-        check_json_content_type(content_type)?;
-        let bytes = read_capped(body, app.max_body_bytes).await?;
-        let notification = sources::dynatrace::parse(&bytes).map_err(parse_error)?;
-        let is_test = notification.is_test;
-        let (key, state) = (notification.problem_key.clone(), notification.state.clone());
-        let accepted = app.store.accept(notification).await.map_err(store_error)?;
-        let outcome = match (&accepted, is_test) {
-            (Accepted::Duplicate { .. }, _) => "duplicate",
-            (Accepted::Stored { .. }, true) => "test",
-            (Accepted::Stored { .. }, false) => "stored",
+#[rocket::async_trait]
+impl Handler for Ingest {
+    async fn handle<'r>(&self, req: &'r Request<'_>, data: Data<'r>) -> Outcome<'r> {
+        let Some(app) = req.rocket().state::<App>() else {
+            return Outcome::error(Status::InternalServerError);
         };
-        tracing::info!(
-            %source, problem_id = ?key, state = ?state, outcome, file = accepted.file_name(),
-            remote = %remote, "notification"
-        );
-        app.metrics
-            .answered(source, outcome, started.elapsed().as_secs_f64());
-        if is_test && outcome == "test" {
-            tracing::info!(%source, "test notification received; no actions run for it");
-        }
-        Ok(JsonOk(
-            json!({ "status": outcome, "file": accepted.file_name() }),
-        ))
+        Outcome::from(req, receive(app, self.0, req, data).await)
+    }
+}
+
+/// Who sent a request, for its log lines and metrics.
+struct Sender {
+    source: Source,
+    remote: String,
+    started: Instant,
+}
+
+async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -> Answer {
+    let sender = Sender {
+        source,
+        remote: req
+            .client_ip()
+            .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        started: Instant::now(),
+    };
+    let headers = Headers(
+        req.headers()
+            .iter()
+            .map(|h| (h.name().to_string(), h.value().to_string()))
+            .collect(),
+    );
+    let plugin = app.sources.get(source);
+    let mut body = Vec::new();
+    let mut refusal = None;
+    let result = async {
+        let plugin = plugin.ok_or_else(|| {
+            ApiError::new(
+                Status::NotFound,
+                "not_found",
+                format!("the {source} source is not enabled (add sources.{source} to config.json)"),
+            )
+        })?;
+        let refused = |r: Refusal, refusal: &mut Option<Refusal>| {
+            *refusal = Some(r.clone());
+            ApiError::from(r)
+        };
+        plugin
+            .gate()
+            .check(&headers)
+            .map_err(|r| refused(r, &mut refusal))?;
+        check_json_content_type(req.content_type())?;
+        body = read_capped(data, app.max_body_bytes).await?;
+        plugin
+            .verify(&headers, &body)
+            .map_err(|r| refused(r, &mut refusal))?;
+        let notifications = plugin
+            .receive(&headers, &body)
+            .map_err(|r| refused(r, &mut refusal))?;
+        let receipts = store(app, &sender, notifications).await?;
+        Ok::<_, ApiError>(plugin.accepted(&body, &receipts))
     }
     .await;
-    if let Err(e) = &result {
-        app.metrics
-            .answered(source, "rejected", started.elapsed().as_secs_f64());
-        tracing::warn!(
-            %source, outcome = "rejected", status = e.status.code, error = e.error,
-            detail = %e.detail, remote = %remote, "notification"
-        );
+    match result {
+        Ok(reply) => Answer::Reply(reply),
+        Err(e) => {
+            let failure = Failure {
+                status: e.status.code,
+                detail: &e.detail,
+                refusal: refusal.as_ref(),
+            };
+            let own = app
+                .sources
+                .answering(source)
+                .and_then(|p| p.refused(&body, &failure));
+            let status = own.as_ref().map_or(e.status.code, |r| r.status);
+            app.metrics
+                .answered(source, "rejected", sender.started.elapsed().as_secs_f64());
+            tracing::warn!(
+                %source, outcome = "rejected", status, error = e.error, detail = %e.detail,
+                remote = %sender.remote, "notification"
+            );
+            match own {
+                Some(reply) => Answer::Reply(reply),
+                None => Answer::Error(e),
+            }
+        }
     }
-    result
+}
+
+/// Stores what a request carried and logs each notification; the answer waits for this.
+async fn store(
+    app: &App,
+    sender: &Sender,
+    notifications: Vec<Notification>,
+) -> Result<Vec<Receipt>, ApiError> {
+    let described: Vec<(String, String, bool)> = notifications
+        .iter()
+        .map(|n| (n.problem_key.clone(), n.state.clone(), n.is_test))
+        .collect();
+    let accepted = app.store.accept_all(notifications).await?;
+    let source = sender.source;
+    let receipts: Vec<Receipt> = described
+        .into_iter()
+        .zip(accepted)
+        .map(|((problem_key, state, is_test), a)| {
+            let outcome = match (&a, is_test) {
+                (Accepted::Duplicate { .. }, _) => "duplicate",
+                (Accepted::Stored { .. }, true) => "test",
+                (Accepted::Stored { .. }, false) => "stored",
+            };
+            Receipt {
+                problem_key,
+                state,
+                outcome,
+                file: a.file_name().to_string(),
+            }
+        })
+        .collect();
+    for r in &receipts {
+        tracing::info!(
+            %source, problem_id = ?r.problem_key, state = ?r.state, outcome = r.outcome,
+            file = r.file, remote = %sender.remote, "notification"
+        );
+        app.metrics
+            .answered(source, r.outcome, sender.started.elapsed().as_secs_f64());
+        if r.outcome == "test" {
+            tracing::info!(%source, "test notification received; no actions run for it");
+        }
+    }
+    Ok(receipts)
+}
+
+/// A source's own answer, or hub's error answer.
+enum Answer {
+    Reply(Reply),
+    Error(ApiError),
+}
+
+impl<'r> Responder<'r, 'static> for Answer {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        match self {
+            Answer::Error(e) => e.respond_to(req),
+            Answer::Reply(Reply { status, body }) => {
+                StatusJson(Status::new(status), body).respond_to(req)
+            }
+        }
+    }
 }
 
 /// JSON bodies only. A missing Content-Type is accepted (some senders omit it); a form or any other
 /// declared type is refused, since it is almost always a misconfigured sender (curl's default `-d`).
-pub(super) fn check_json_content_type(content_type: Option<&ContentType>) -> Result<(), ApiError> {
+fn check_json_content_type(content_type: Option<&ContentType>) -> Result<(), ApiError> {
     match content_type {
         None => Ok(()),
         Some(ct) if ct.is_json() || ct.sub().as_str().ends_with("+json") => Ok(()),
@@ -109,7 +199,7 @@ pub(super) fn check_json_content_type(content_type: Option<&ContentType>) -> Res
     }
 }
 
-pub(super) async fn read_capped(body: Data<'_>, limit: u64) -> Result<Vec<u8>, ApiError> {
+async fn read_capped(body: Data<'_>, limit: u64) -> Result<Vec<u8>, ApiError> {
     let capped = body
         .open(ByteUnit::from(limit))
         .into_bytes()
@@ -129,33 +219,4 @@ pub(super) async fn read_capped(body: Data<'_>, limit: u64) -> Result<Vec<u8>, A
         ));
     }
     Ok(capped.into_inner())
-}
-
-pub(super) fn parse_error(e: ParseError) -> ApiError {
-    match e {
-        ParseError::NotJson(_) => ApiError::new(Status::BadRequest, "invalid_json", e.to_string()),
-        ParseError::Invalid(_) | ParseError::Fields(_) => ApiError::new(
-            Status::UnprocessableEntity,
-            "invalid_notification",
-            e.to_string(),
-        ),
-    }
-}
-
-pub(super) fn store_error(e: StoreError) -> ApiError {
-    // Each refused notification has its own warning line; while the store refuses everything (a
-    // full disk), why is said once per interval.
-    static WHY: crate::logging::SharedThrottle =
-        crate::logging::SharedThrottle::new(std::time::Duration::from_secs(10));
-    if let Some(held_back) = WHY.ready() {
-        tracing::error!(
-            error = %e, similar_errors_since_last_line = held_back,
-            "notification not stored; answering 503 so the sender retries"
-        );
-    }
-    ApiError::new(
-        Status::ServiceUnavailable,
-        "not_stored",
-        "the notification could not be stored durably; retry later",
-    )
 }

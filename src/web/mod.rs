@@ -7,7 +7,6 @@ mod ingest;
 mod metrics;
 mod page;
 mod server;
-mod sources;
 mod view;
 
 use std::io::Cursor;
@@ -28,10 +27,8 @@ pub use error::ApiError;
 /// What every route can reach.
 pub struct App {
     pub store: Store,
-    pub webhook_auth: BasicAuth,
     pub max_body_bytes: u64,
     pub sources: crate::config::SourcesConfig,
-    pub pagerduty_rate: sources::RateLimiter,
     pub metrics: metrics::Metrics,
     pub config: Config,
     pub client: Option<crate::dynatrace::Client>,
@@ -89,6 +86,20 @@ impl<'r> Responder<'r, 'static> for JsonOk {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
         let body = self.0.to_string();
         Response::build()
+            .header(ContentType::JSON)
+            .sized_body(body.len(), Cursor::new(body))
+            .ok()
+    }
+}
+
+/// A JSON answer with any status.
+pub struct StatusJson(pub rocket::http::Status, pub Value);
+
+impl<'r> Responder<'r, 'static> for StatusJson {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let body = self.1.to_string();
+        Response::build()
+            .status(self.0)
             .header(ContentType::JSON)
             .sized_body(body.len(), Cursor::new(body))
             .ok()
@@ -192,10 +203,8 @@ fn build(
     let refused = std::sync::Arc::new(server::RefusedLog::new(metrics.refused_counter()));
     let app = App {
         store,
-        webhook_auth: BasicAuth::new(&config.webhook.username, &config.webhook.password),
         max_body_bytes: config.webhook.max_body_bytes,
         sources: config.sources.clone(),
-        pagerduty_rate: sources::RateLimiter::default(),
         metrics,
         config: config.clone(),
         client: crate::dynatrace::Client::from_config(&config.dynatrace)?,
@@ -211,7 +220,6 @@ fn build(
         .manage(app)
         .mount("/", routes![healthz])
         .mount("/", ingest::routes())
-        .mount("/", sources::routes())
         .mount("/", page::routes())
         .mount("/", api::routes())
         .register("/", catchers![error::default_catcher]);

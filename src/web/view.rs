@@ -18,15 +18,6 @@ use crate::store::StoreError;
 
 pub const PER_PAGE: i64 = 25;
 
-pub fn store_error(e: StoreError) -> ApiError {
-    tracing::error!(error = %e, "cannot read the store for a page");
-    ApiError::new(
-        Status::ServiceUnavailable,
-        "store_unavailable",
-        "the store cannot be read right now",
-    )
-}
-
 /// Every feed window's name, in order, for the page's buttons.
 pub fn window_names() -> Vec<&'static str> {
     Window::ALL.iter().map(|w| w.name()).collect()
@@ -82,8 +73,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
     let store = &app.store;
     let sources: Vec<Value> = store
         .source_counts()
-        .await
-        .map_err(store_error)?
+        .await?
         .into_iter()
         .map(|c| {
             let rejected = Source::parse(&c.source).map_or(0, |s| app.metrics.rejected(s));
@@ -94,8 +84,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         .collect();
     let actions: Vec<Value> = store
         .action_counts()
-        .await
-        .map_err(store_error)?
+        .await?
         .into_iter()
         .map(|a| {
             // Runs of an action taken out of the config wait until it is back; say so.
@@ -111,10 +100,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
             v
         })
         .collect();
-    let notifications = store
-        .latest_notifications(page, PER_PAGE + 1)
-        .await
-        .map_err(store_error)?;
+    let notifications = store.latest_notifications(page, PER_PAGE + 1).await?;
     let has_next = notifications.len() as i64 > PER_PAGE;
     let notifications: Vec<Value> = notifications
         .into_iter()
@@ -126,10 +112,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
             v
         })
         .collect();
-    let problems = store
-        .problems(page, PER_PAGE + 1)
-        .await
-        .map_err(store_error)?;
+    let problems = store.problems(page, PER_PAGE + 1).await?;
     let has_next = has_next || problems.len() as i64 > PER_PAGE;
     let problems: Vec<Value> = problems
         .into_iter()
@@ -141,7 +124,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
             v
         })
         .collect();
-    let hours = store.hourly_counts().await.map_err(store_error)?;
+    let hours = store.hourly_counts().await?;
     let c = &app.config;
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -155,7 +138,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         "log_file": c.log_path().display().to_string(),
         "sources": sources,
         "actions": actions,
-        "pending_runs": store.pending_runs().await.map_err(store_error)?,
+        "pending_runs": store.pending_runs().await?,
         "notifications": notifications,
         "problems": problems,
         "page": page,
@@ -166,7 +149,6 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
     }))
 }
 
-/// The feed with "received by hub", or the reason it could not be read (shown, never a 500).
 /// Why the feed cannot be shown; the page shows it in place of the feed.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
@@ -217,12 +199,7 @@ async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<Str
             "invalid_source",
             "unknown source",
         )),
-        None => app
-            .store
-            .source_of(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(not_found),
+        None => app.store.source_of(id).await?.ok_or_else(not_found),
     }
 }
 
@@ -230,10 +207,7 @@ async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<Str
 pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value, ApiError> {
     let source = resolve_source(app, id, source).await?;
     let store = &app.store;
-    let notifications = store
-        .problem_notifications(&source, id)
-        .await
-        .map_err(store_error)?;
+    let notifications = store.problem_notifications(&source, id).await?;
     let Some(latest) = notifications.last() else {
         return Err(ApiError::new(
             Status::NotFound,
@@ -241,11 +215,11 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
             "hub has received no notification for this problem",
         ));
     };
-    let stored = store.notification(latest.id).await.map_err(store_error)?;
+    let stored = store.notification(latest.id).await?;
     let view = crate::actions::Problem::from_stored(&stored);
     let mut shown = Vec::new();
     for n in &notifications {
-        let full = store.notification(n.id).await.map_err(store_error)?;
+        let full = store.notification(n.id).await?;
         // As received, byte for byte (what problems_received/ holds).
         let body = String::from_utf8_lossy(&full.body).into_owned();
         let mut v = json!(n);
@@ -255,15 +229,13 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
     }
     let details = store
         .latest_details(&source, id)
-        .await
-        .map_err(store_error)?
+        .await?
         .and_then(|d| serde_json::from_str::<Value>(&d).ok());
     let mut runs = Vec::new();
-    for r in store.problem_runs(&source, id).await.map_err(store_error)? {
+    for r in store.problem_runs(&source, id).await? {
         let attempts: Vec<Value> = store
             .attempts(r.id)
-            .await
-            .map_err(store_error)?
+            .await?
             .into_iter()
             .map(|(number, manual, started, result)| {
                 json!({"number": number, "manual": manual, "started": utc(started),
@@ -301,14 +273,12 @@ pub async fn replay(app: &App, id: &str, source: Option<&str>) -> Result<(String
     let latest = app
         .store
         .latest_notification(&source, id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| ApiError::new(Status::NotFound, "not_found", "no such problem"))?;
     let ids: Vec<i64> = app
         .store
         .problem_runs(&source, id)
-        .await
-        .map_err(store_error)?
+        .await?
         .into_iter()
         .filter(|r| r.state == latest.state)
         .map(|r| r.id)
@@ -320,7 +290,7 @@ pub async fn replay(app: &App, id: &str, source: Option<&str>) -> Result<(String
             "no action ran for this problem's latest state",
         ));
     }
-    let scheduled = app.store.schedule_replay(&ids).await.map_err(store_error)?;
+    let scheduled = app.store.schedule_replay(&ids).await?;
     Ok((source, scheduled))
 }
 
@@ -365,10 +335,6 @@ fn render(out: &mut String, key: Option<&str>, v: &Value) {
     }
 }
 
-const COLOURS: [&str; 6] = [
-    "#3465a4", "#e9711c", "#4e9a06", "#a40000", "#75507b", "#c4a000",
-];
-
 /// Notifications per hour over the last 24 hours, stacked by source, as inline SVG.
 pub fn chart(hours: &[crate::store::HourCount]) -> String {
     let now_hour = now_ms() / 3_600_000;
@@ -393,7 +359,7 @@ pub fn chart(hours: &[crate::store::HourCount]) -> String {
     for (i, hr) in (first..=now_hour).enumerate() {
         let x = i as i64 * bar;
         let mut y = h;
-        for (s, source) in Source::ALL.iter().enumerate() {
+        for source in Source::ALL {
             let count: i64 = hours
                 .iter()
                 .filter(|c| c.hour == hr && c.source == source.as_str())
@@ -410,7 +376,7 @@ pub fn chart(hours: &[crate::store::HourCount]) -> String {
                  <title>{} {}:00 UTC: {count}</title></rect>",
                 x + 2,
                 bar - 4,
-                COLOURS[s % COLOURS.len()],
+                source.colour(),
                 source.as_str(),
                 (hr % 24)
             );
@@ -426,14 +392,14 @@ pub fn chart(hours: &[crate::store::HourCount]) -> String {
         }
     }
     let mut lx = 0;
-    for (s, source) in Source::ALL.iter().enumerate() {
+    for source in Source::ALL {
         if hours.iter().any(|c| c.source == source.as_str()) {
             let _ = write!(
                 svg,
                 "<rect x=\"{lx}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/>\
                  <text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
                 h + 24,
-                COLOURS[s % COLOURS.len()],
+                source.colour(),
                 lx + 14,
                 h + 33,
                 source.as_str()
