@@ -58,7 +58,7 @@ pub enum Command {
         /// Only this action's runs.
         #[arg(long)]
         action: Option<String>,
-        #[arg(long, default_value = "dynatrace", value_parser = parse_source)]
+        #[arg(long, default_value = "dynatrace")]
         source: Source,
     },
     /// Dry-run a payload through the pipeline: parsed notification, routes, and what every action
@@ -66,7 +66,7 @@ pub enum Command {
     Explain {
         /// A file with the request body as the monitoring system would send it ('-' for stdin).
         payload: PathBuf,
-        #[arg(long, default_value = "dynatrace", value_parser = parse_source)]
+        #[arg(long, default_value = "dynatrace")]
         source: Source,
     },
     /// Store the notification files of a folder (the Python sample's problems_received/, say) as
@@ -76,7 +76,7 @@ pub enum Command {
         /// The folder whose *.json files are notifications as their sender posted them.
         dir: PathBuf,
         /// Which sender's format the files are in.
-        #[arg(long, default_value = "dynatrace", value_parser = parse_source)]
+        #[arg(long, default_value = "dynatrace")]
         source: Source,
     },
     /// Show one problem's details from the Dynatrace API.
@@ -93,13 +93,6 @@ pub enum Command {
 
 fn parse_window(s: &str) -> Result<Window, String> {
     s.parse()
-}
-
-fn parse_source(s: &str) -> Result<Source, String> {
-    Source::parse(s).ok_or_else(|| {
-        let known: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown source {s:?} (known: {})", known.join(", "))
-    })
 }
 
 pub fn main() -> ExitCode {
@@ -123,7 +116,7 @@ pub fn main() -> ExitCode {
             source,
         } => store_command(&cli.config, move |config| {
             Box::pin(async move {
-                crate::replay::replay(config, source.as_str(), &problem_id, action.as_deref()).await
+                crate::replay::replay(config, source, &problem_id, action.as_deref()).await
             })
         }),
         Command::Explain { payload, source } => explain(&cli.config, &payload, source),

@@ -49,7 +49,7 @@ pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, Ex
 fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
     let stored = StoredNotification {
         id: 0,
-        source: n.source.as_str().to_string(),
+        source: n.source,
         problem_key: n.problem_key.clone(),
         state: n.state.clone(),
         pid: n.pid.clone(),

@@ -6,6 +6,7 @@ use serde_json::json;
 use crate::clock::utc;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::domain::Source;
 use crate::dynatrace::problem::Summary;
 use crate::dynatrace::{Client, Window};
 use crate::feed::{Feed, Received};
@@ -71,7 +72,7 @@ async fn run_actions_for(config: &Config, problems: &[Summary]) -> anyhow::Resul
         if key.is_empty() || p.pid.is_empty() {
             continue;
         }
-        if store.has_state("dynatrace", key, state).await? {
+        if store.has_state(Source::Dynatrace, key, state).await? {
             known += 1;
             continue;
         }

@@ -10,11 +10,12 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::domain::Source;
 use crate::store::Store;
 
 pub async fn replay(
     config: Config,
-    source: &str,
+    source: Source,
     problem_id: &str,
     action: Option<&str>,
 ) -> anyhow::Result<String> {

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::{Action, ActionError, Job, Outcome, RunFuture};
 use crate::config::actions::CommentConfig;
+use crate::domain::Source;
 use crate::dynatrace::Client;
 use crate::store::RunRow;
 
@@ -63,7 +64,7 @@ impl Action for Comment {
     }
 
     fn refuses(&self, problem: &super::Problem) -> Option<String> {
-        if problem.source != "dynatrace" {
+        if problem.source != Source::Dynatrace {
             Some(format!(
                 "comment-back exists only for Dynatrace problems, not {}",
                 problem.source
@@ -138,7 +139,7 @@ mod tests {
             id: 1,
             notification_id: 1,
             idem_key: String::new(),
-            source: "dynatrace".into(),
+            source: Source::Dynatrace,
             problem_key: "1".into(),
             state: "OPEN".into(),
             action: action.into(),

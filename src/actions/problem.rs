@@ -2,6 +2,7 @@
 //! Dynatrace answered, its details.
 
 use crate::domain::text;
+use crate::domain::Source;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -11,7 +12,7 @@ use crate::store::StoredNotification;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    pub source: String,
+    pub source: Source,
     pub problem_id: String,
     pub pid: Option<String>,
     pub state: String,
@@ -60,7 +61,7 @@ impl Problem {
             }
         }
         Problem {
-            source: n.source.clone(),
+            source: n.source,
             problem_id: n.problem_key.clone(),
             pid: n.pid.clone(),
             state: n.state.clone(),
@@ -78,7 +79,7 @@ impl Problem {
 
     /// A Dynatrace problem without `ProblemURL` gets its link on the tenant, as the sample built it.
     pub fn with_tenant_link(mut self, tenant: Option<&str>) -> Problem {
-        if self.url.is_none() && self.source == "dynatrace" {
+        if self.url.is_none() && self.source == Source::Dynatrace {
             if let (Some(t), Some(pid)) = (tenant, &self.pid) {
                 self.url = Some(format!(
                     "{}/#problems/problemdetails;pid={pid}",
@@ -91,7 +92,7 @@ impl Problem {
 
     /// The problem's id as people see it (`P-2411021` for Dynatrace).
     pub fn display_id(&self) -> String {
-        if self.source == "dynatrace" && !self.problem_id.starts_with("P-") {
+        if self.source == Source::Dynatrace && !self.problem_id.starts_with("P-") {
             format!("P-{}", self.problem_id)
         } else {
             self.problem_id.clone()

@@ -2,6 +2,7 @@
 
 use super::{Problem, Registry, Target};
 use crate::config::{Actions, RouteConfig};
+use crate::domain::Source;
 
 /// An action chosen for a problem, with what it fans out to.
 pub struct Chosen {
@@ -30,7 +31,7 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
     let mut matched: Vec<&str> = Vec::new();
     for a in &actions.actions {
         let reason = if a.dynatrace_only {
-            (problem.source != "dynatrace")
+            (problem.source != Source::Dynatrace)
                 .then(|| "the sample's integrations act on Dynatrace problems only".to_string())
         } else {
             match &actions.routes {
@@ -86,7 +87,7 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
 
 fn matches(r: &RouteConfig, p: &Problem) -> bool {
     let any = |list: &[String], f: &dyn Fn(&String) -> bool| list.is_empty() || list.iter().any(f);
-    any(&r.sources, &|s| s == &p.source)
+    (r.sources.is_empty() || r.sources.contains(&p.source))
         && any(&r.states, &|s| s.eq_ignore_ascii_case(&p.state))
         && any(&r.severities, &|s| s.eq_ignore_ascii_case(&p.severity))
         && any(&r.tags, &|t| p.tags.iter().any(|pt| pt == t))

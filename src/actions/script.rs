@@ -94,7 +94,7 @@ impl Script {
         let p = job.problem;
         let entity = job.target.entity.clone().unwrap_or_default();
         for (k, v) in [
-            ("HUB_SOURCE", p.source.clone()),
+            ("HUB_SOURCE", p.source.to_string()),
             ("HUB_PROBLEM_ID", p.problem_id.clone()),
             ("HUB_DISPLAY_ID", p.display_id()),
             ("HUB_PID", p.pid.clone().unwrap_or_default()),
@@ -394,11 +394,12 @@ fn signal_of(_status: &ExitStatus) -> Option<i32> {
 mod tests {
     use super::*;
     use crate::actions::Entity;
+    use crate::domain::Source;
 
     #[test]
     fn the_sample_message_has_its_labels_right() {
         let p = Problem {
-            source: "dynatrace".into(),
+            source: Source::Dynatrace,
             problem_id: "2411021".into(),
             pid: None,
             state: "OPEN".into(),

@@ -13,6 +13,7 @@ use super::{
     mask_number, Action, ActionError, BuildError, Job, Outcome, Problem, RunFuture, Target,
 };
 use crate::config::actions::SmsConfig;
+use crate::domain::Source;
 use crate::secret::Secret;
 use crate::template::Template;
 
@@ -201,7 +202,7 @@ impl Action for Sms {
 /// The sample's text: `Dynatrace notification - <impact> problem (<id>) <status>. Open in Dynatrace: <url>`.
 pub fn default_text(p: &Problem) -> String {
     let url = p.url.clone().unwrap_or_default();
-    if p.source == "dynatrace" {
+    if p.source == Source::Dynatrace {
         format!(
             "Dynatrace notification - {} problem ({}) {}. Open in Dynatrace: {}",
             p.impact.to_lowercase(),

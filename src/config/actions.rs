@@ -89,7 +89,7 @@ pub struct WebhookActionConfig {
 /// Which notifications run which actions. Every criterion given must match; within one, any value.
 #[derive(Debug, Clone, Default)]
 pub struct RouteConfig {
-    pub sources: Vec<String>,
+    pub sources: Vec<crate::domain::Source>,
     pub states: Vec<String>,
     pub severities: Vec<String>,
     pub tags: Vec<String>,
@@ -659,8 +659,9 @@ fn read_route(
     issues: &mut Issues,
 ) -> RouteConfig {
     let mut list = |s: &mut Section, key| s.string_list(key, issues).unwrap_or_default();
+    let sources = list(&mut s, "sources");
     let route = RouteConfig {
-        sources: list(&mut s, "sources"),
+        sources: sources.iter().filter_map(|s| s.parse().ok()).collect(),
         states: list(&mut s, "states"),
         severities: list(&mut s, "severities"),
         tags: list(&mut s, "tags"),
@@ -680,19 +681,9 @@ fn read_route(
             );
         }
     }
-    for source in &route.sources {
-        if crate::domain::Source::parse(source).is_none() {
-            issues.push(
-                format!("routes[{index}].sources"),
-                format!(
-                    "unknown source {source:?} (known: {})",
-                    crate::domain::Source::ALL
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
+    for source in &sources {
+        if let Err(e) = source.parse::<crate::domain::Source>() {
+            issues.push(format!("routes[{index}].sources"), e.to_string());
         }
     }
     s.finish(issues);

@@ -7,6 +7,7 @@
 //! that arrive later still reach the page and `problems_sent/`.
 
 use crate::clock::now_ms;
+use crate::domain::Source;
 use crate::store::{DueEnrichment, EnrichmentOutcome, StoreError};
 
 use super::Inner;
@@ -35,7 +36,7 @@ pub(super) async fn enrich(d: &Inner, item: &DueEnrichment) -> Result<(), StoreE
                 .record_enrichment(item.notification_id, EnrichmentOutcome::Done)
                 .await?;
             tracing::info!(problem_id = ?item.problem_key, pid = ?pid, "enriched");
-            d.write_sent("dynatrace", &item.problem_key);
+            d.write_sent(Source::Dynatrace, &item.problem_key);
             return Ok(());
         }
         Err(e) => (e.to_string(), e.is_transient()),

@@ -19,6 +19,7 @@ use crate::actions::route::route;
 use crate::actions::{idem_key, run_id, ActionError, Job, Problem, Registry, Target};
 use crate::clock::now_ms;
 use crate::config::{Actions, Config};
+use crate::domain::Source;
 use crate::dynatrace::Client;
 use crate::logging::Throttle;
 use crate::store::{Finish, NewRun, RunRow, Store, StoreError, StoredNotification};
@@ -408,7 +409,7 @@ impl Inner {
         };
         log_finish(&run, attempt, manual, &finish);
         self.record(&run, attempt, &finish).await;
-        self.write_sent(&run.source, &run.problem_key);
+        self.write_sent(run.source, &run.problem_key);
     }
 
     /// The runs of the same state change by the actions `run`'s action depends on.
@@ -417,7 +418,7 @@ impl Inner {
             return Ok(Vec::new());
         }
         self.store
-            .group_runs(&run.source, &run.problem_key, &run.state, actions)
+            .group_runs(run.source, &run.problem_key, &run.state, actions)
             .await
     }
 
@@ -522,7 +523,7 @@ impl Inner {
         }
     }
 
-    fn write_sent(&self, source: &str, problem_key: &str) {
+    fn write_sent(&self, source: Source, problem_key: &str) {
         self.sent.mark(source, problem_key);
     }
 }

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::clock::now_ms;
+use crate::domain::Source;
 use crate::store::{files, SentView, Store, StoreError};
 
 /// How many problems one read covers: the dispatcher shares the reader and should not wait long.
@@ -32,7 +33,7 @@ pub struct SentFiles {
 
 #[derive(Default)]
 struct State {
-    dirty: BTreeSet<(String, String)>,
+    dirty: BTreeSet<(Source, String)>,
     writing: bool,
 }
 
@@ -47,11 +48,10 @@ impl SentFiles {
     }
 
     /// Marks a problem's file for rewriting, and starts the writer if it is not running.
-    pub fn mark(self: &Arc<Self>, source: &str, problem_key: &str) {
+    pub fn mark(self: &Arc<Self>, source: Source, problem_key: &str) {
         let start = {
             let mut s = self.lock();
-            s.dirty
-                .insert((source.to_string(), problem_key.to_string()));
+            s.dirty.insert((source, problem_key.to_string()));
             !std::mem::replace(&mut s.writing, true)
         };
         if start {
@@ -86,7 +86,7 @@ impl SentFiles {
                 }
                 std::mem::take(&mut s.dirty)
             };
-            let batch: Vec<(String, String)> = batch.into_iter().collect();
+            let batch: Vec<(Source, String)> = batch.into_iter().collect();
             for chunk in batch.chunks(CHUNK) {
                 if let Err(e) = write(&self.store, &self.dir, chunk).await {
                     tracing::error!(problems = chunk.len(), error = %e, "cannot write to dir_sent");
@@ -112,7 +112,7 @@ pub async fn repair(sent: &Arc<SentFiles>) -> Result<usize, StoreError> {
         changed
             .into_iter()
             .filter(|(source, key, changed_ms)| {
-                let meta = std::fs::metadata(dir.join(file_name(source, key)));
+                let meta = std::fs::metadata(dir.join(file_name(*source, key)));
                 let written_ms = meta
                     .ok()
                     .filter(|m| m.len() > 0)
@@ -125,24 +125,26 @@ pub async fn repair(sent: &Arc<SentFiles>) -> Result<usize, StoreError> {
     })
     .await?;
     for (source, key, _) in &stale {
-        sent.mark(source, key);
+        sent.mark(*source, key);
     }
     Ok(stale.len())
 }
 
 /// The file name for a problem: the sample's `<ProblemID>.json` for Dynatrace, `<source>-<key>.json`
 /// for the others.
-pub fn file_name(source: &str, problem_key: &str) -> String {
-    let prefix = (source != "dynatrace").then_some(source);
-    match prefix {
-        Some(p) => format!("{}.json", files::sanitize(&format!("{p}-{problem_key}"))),
-        None => format!("{}.json", files::sanitize(problem_key)),
+pub fn file_name(source: Source, problem_key: &str) -> String {
+    match source {
+        Source::Dynatrace => format!("{}.json", files::sanitize(problem_key)),
+        other => format!(
+            "{}.json",
+            files::sanitize(&format!("{other}-{problem_key}"))
+        ),
     }
 }
 
 /// Rewrites the files of these problems: their content read in one transaction, then written in
 /// one blocking task. A file that cannot be written is logged and left for the next change.
-async fn write(store: &Store, dir: &Path, problems: &[(String, String)]) -> Result<(), StoreError> {
+async fn write(store: &Store, dir: &Path, problems: &[(Source, String)]) -> Result<(), StoreError> {
     let files = store
         .sent_views(problems)
         .await?
@@ -206,5 +208,5 @@ fn render(view: SentView) -> Result<(String, Vec<u8>, SystemTime), StoreError> {
         what: "a problems_sent/ file",
         detail: e.to_string(),
     })?;
-    Ok((file_name(&view.source, &view.problem_key), bytes, dated))
+    Ok((file_name(view.source, &view.problem_key), bytes, dated))
 }

@@ -8,6 +8,7 @@ pub mod files;
 pub mod lock;
 mod reader;
 mod runs;
+mod source_sql;
 mod views;
 mod writer;
 

@@ -4,6 +4,7 @@
 //! Each is an indexed lookup of a few microseconds, less than the two context switches sqlx
 //! spends on handing it to its worker thread and back, so they run in place.
 
+use crate::domain::Source;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -63,7 +64,7 @@ pub(super) fn notification(c: &Connection, id: i64) -> rusqlite::Result<StoredNo
 
 pub(super) fn latest_notification(
     c: &Connection,
-    source: &str,
+    source: Source,
     problem_key: &str,
 ) -> rusqlite::Result<Option<StoredNotification>> {
     let id: Option<i64> = c
@@ -71,14 +72,14 @@ pub(super) fn latest_notification(
             "SELECT id FROM notifications WHERE source = ?1 AND problem_key = ?2
              ORDER BY id DESC LIMIT 1",
         )?
-        .query_row([source, problem_key], |r| r.get(0))
+        .query_row((source, problem_key), |r| r.get(0))
         .optional()?;
     id.map(|id| notification(c, id)).transpose()
 }
 
 pub(super) fn problem_runs(
     c: &Connection,
-    source: &str,
+    source: Source,
     problem_key: &str,
 ) -> rusqlite::Result<Vec<RunRow>> {
     runs(
@@ -108,7 +109,7 @@ pub(super) fn due_runs(
 /// The runs of one state change of a problem.
 pub(super) fn state_runs(
     c: &Connection,
-    source: &str,
+    source: Source,
     problem_key: &str,
     state: &str,
 ) -> rusqlite::Result<Vec<RunRow>> {
@@ -212,7 +213,7 @@ pub(super) fn earliest_pending_ms(c: &Connection) -> rusqlite::Result<Option<i64
 
 pub(super) fn latest_details(
     c: &Connection,
-    source: &str,
+    source: Source,
     problem_key: &str,
 ) -> rusqlite::Result<Option<String>> {
     c.prepare_cached(
@@ -220,14 +221,14 @@ pub(super) fn latest_details(
          WHERE n.source = ?1 AND n.problem_key = ?2 AND e.details IS NOT NULL
          ORDER BY n.id DESC LIMIT 1",
     )?
-    .query_row([source, problem_key], |r| r.get(0))
+    .query_row((source, problem_key), |r| r.get(0))
     .optional()
 }
 
 /// What a problem's `problems_sent/` file shows; `None` when hub never received the problem.
 pub(super) fn sent_view(
     c: &Connection,
-    source: &str,
+    source: Source,
     problem_key: &str,
 ) -> rusqlite::Result<Option<SentView>> {
     // The change time is read first: a change that lands in between makes the file look older
@@ -238,13 +239,13 @@ pub(super) fn sent_view(
             "SELECT pid, state FROM notifications WHERE source = ?1 AND problem_key = ?2
              ORDER BY id DESC LIMIT 1",
         )?
-        .query_row([source, problem_key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row((source, problem_key), |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((pid, state)) = latest else {
         return Ok(None);
     };
     Ok(Some(SentView {
-        source: source.to_string(),
+        source,
         problem_key: problem_key.to_string(),
         changed_ms,
         pid,
@@ -256,7 +257,7 @@ pub(super) fn sent_view(
 
 fn sent_changed_ms(
     c: &Connection,
-    source: &str,
+    source: Source,
     problem_key: &str,
 ) -> rusqlite::Result<Option<i64>> {
     c.prepare_cached(
@@ -269,5 +270,5 @@ fn sent_changed_ms(
              WHERE n.source = ?1 AND n.problem_key = ?2 AND e.details IS NOT NULL
          )",
     )?
-    .query_row([source, problem_key], |r| r.get(0))
+    .query_row((source, problem_key), |r| r.get(0))
 }

@@ -4,6 +4,7 @@
 //! committed (by the writer, with whatever else is waiting) before the dispatcher goes on, so a `kill -9` at any moment leaves either a run that never started
 //! (`pending`) or one that was in flight (`running`), which the next start puts back in the queue.
 
+use crate::domain::Source;
 use rusqlite::OptionalExtension;
 
 use super::{Store, StoreError};
@@ -13,7 +14,7 @@ use crate::clock::now_ms;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredNotification {
     pub id: i64,
-    pub source: String,
+    pub source: Source,
     pub problem_key: String,
     pub state: String,
     pub pid: Option<String>,
@@ -39,7 +40,7 @@ pub struct NewRun {
 /// dates the file so the start-up check can tell a file that missed a change.
 #[derive(Debug, Clone)]
 pub struct SentView {
-    pub source: String,
+    pub source: Source,
     pub problem_key: String,
     pub changed_ms: Option<i64>,
     pub pid: Option<String>,
@@ -57,7 +58,7 @@ pub struct RunRow {
     /// and the API show the run id made from it).
     #[serde(skip)]
     pub idem_key: String,
-    pub source: String,
+    pub source: Source,
     pub problem_key: String,
     pub state: String,
     pub action: String,
@@ -135,7 +136,7 @@ impl Store {
     /// The newest notification of a problem; `None` when hub never received one.
     pub async fn latest_notification(
         &self,
-        source: &str,
+        source: Source,
         problem_key: &str,
     ) -> Result<Option<StoredNotification>, StoreError> {
         self.reader
@@ -150,7 +151,7 @@ impl Store {
     /// Whether hub has a notification of this problem in this state.
     pub async fn has_state(
         &self,
-        source: &str,
+        source: Source,
         problem_key: &str,
         state: &str,
     ) -> Result<bool, StoreError> {
@@ -173,11 +174,10 @@ impl Store {
         plans: &[(&StoredNotification, Vec<NewRun>)],
     ) -> Result<Vec<usize>, StoreError> {
         let now = now_ms();
-        let plans: Vec<(i64, String, String, String, Vec<NewRun>)> = plans
+        let plans: Vec<(i64, Source, String, String, Vec<NewRun>)> = plans
             .iter()
             .map(|(n, runs)| {
-                let (source, key, state) =
-                    (n.source.clone(), n.problem_key.clone(), n.state.clone());
+                let (source, key, state) = (n.source, n.problem_key.clone(), n.state.clone());
                 (n.id, source, key, state, runs.clone())
             })
             .collect();
@@ -237,7 +237,7 @@ impl Store {
     /// Every run of a problem, for `problems_sent/` and the pages.
     pub async fn problem_runs(
         &self,
-        source: &str,
+        source: Source,
         problem_key: &str,
     ) -> Result<Vec<RunRow>, StoreError> {
         self.reader
@@ -247,7 +247,7 @@ impl Store {
     /// The runs of one state change of a problem by the named actions (what a comment reports).
     pub async fn group_runs(
         &self,
-        source: &str,
+        source: Source,
         problem_key: &str,
         state: &str,
         actions: &[String],
@@ -449,7 +449,7 @@ impl Store {
     /// The newest enriched details of a problem, for `problems_sent/`.
     pub async fn latest_details(
         &self,
-        source: &str,
+        source: Source,
         problem_key: &str,
     ) -> Result<Option<String>, StoreError> {
         self.reader
@@ -461,13 +461,13 @@ impl Store {
     /// never received.
     pub async fn sent_views(
         &self,
-        problems: &[(String, String)],
+        problems: &[(Source, String)],
     ) -> Result<Vec<Option<SentView>>, StoreError> {
         self.reader.read(|c| {
             let tx = c.unchecked_transaction()?;
             let views = problems
                 .iter()
-                .map(|(source, key)| super::reader::sent_view(&tx, source, key))
+                .map(|(source, key)| super::reader::sent_view(&tx, *source, key))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             tx.finish()?;
             Ok(views)
@@ -477,7 +477,7 @@ impl Store {
     /// Each problem that has a `problems_sent/` file, with the time of its last change (an attempted
     /// run's update, or details fetched), for the start-up check of those files. A problem whose runs
     /// were routed but never attempted has no file yet.
-    pub async fn last_sent_changes(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+    pub async fn last_sent_changes(&self) -> Result<Vec<(Source, String, i64)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT source, problem_key, MAX(changed_ms) FROM (
                  SELECT source, problem_key, updated_at_ms AS changed_ms FROM action_runs

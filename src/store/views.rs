@@ -1,5 +1,6 @@
 //! Read-only queries for the status page, the JSON API and the metrics.
 
+use crate::domain::Source;
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -8,7 +9,7 @@ use crate::clock::now_ms;
 /// Per source: what was stored, what was a sender's test, how many redeliveries were answered.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SourceCounts {
-    pub source: String,
+    pub source: Source,
     pub received: i64,
     pub test: i64,
     pub duplicate: i64,
@@ -29,7 +30,7 @@ pub struct ActionCounts {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NotificationRow {
     pub id: i64,
-    pub source: String,
+    pub source: Source,
     pub problem_key: String,
     pub state: String,
     pub title: Option<String>,
@@ -42,7 +43,7 @@ pub struct NotificationRow {
 /// A problem: the newest notification of a (source, id), and how its runs stand.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ProblemRow {
-    pub source: String,
+    pub source: Source,
     pub problem_key: String,
     pub state: String,
     pub title: Option<String>,
@@ -57,7 +58,7 @@ pub struct ProblemRow {
 /// Notifications in one hour of the last day, per source.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct HourCount {
-    pub source: String,
+    pub source: Source,
     /// Hours since the epoch.
     pub hour: i64,
     pub count: i64,
@@ -144,7 +145,7 @@ impl Store {
     /// Every notification of a problem, oldest first.
     pub async fn problem_notifications(
         &self,
-        source: &str,
+        source: Source,
         problem_key: &str,
     ) -> Result<Vec<NotificationRow>, StoreError> {
         Ok(sqlx::query_as(
@@ -159,7 +160,7 @@ impl Store {
     }
 
     /// The source of the newest notification with this problem id, whichever source sent it.
-    pub async fn source_of(&self, problem_key: &str) -> Result<Option<String>, StoreError> {
+    pub async fn source_of(&self, problem_key: &str) -> Result<Option<Source>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT source FROM notifications WHERE problem_key = ? ORDER BY id DESC LIMIT 1",
         )

@@ -170,7 +170,7 @@ async fn replay(
     Ok(Redirect::to(format!(
         "/problems/{}?source={}",
         view::encode(id),
-        view::encode(&source)
+        view::encode(source.as_str())
     )))
 }
 

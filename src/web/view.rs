@@ -14,6 +14,7 @@ use crate::domain::Source;
 use crate::dynatrace::problem::Summary;
 use crate::dynatrace::Window;
 use crate::feed::Feed;
+use crate::sources::UnknownSource;
 use crate::store::StoreError;
 
 pub const PER_PAGE: i64 = 25;
@@ -55,8 +56,8 @@ pub fn encode(text: &str) -> String {
     out
 }
 
-pub fn problem_link(source: &str, key: &str) -> String {
-    format!("/problems/{}?source={}", encode(key), encode(source))
+pub fn problem_link(source: Source, key: &str) -> String {
+    format!("/problems/{}?source={source}", encode(key))
 }
 
 fn uptime(secs: u64) -> String {
@@ -76,7 +77,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         .await?
         .into_iter()
         .map(|c| {
-            let rejected = Source::parse(&c.source).map_or(0, |s| app.metrics.rejected(s));
+            let rejected = app.metrics.rejected(c.source);
             let mut v = json!(c);
             v["rejected"] = json!(rejected);
             v
@@ -108,7 +109,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         .map(|n| {
             let mut v = json!(n);
             v["received"] = json!(utc(n.received_at_ms));
-            v["link"] = json!(problem_link(&n.source, &n.problem_key));
+            v["link"] = json!(problem_link(n.source, &n.problem_key));
             v
         })
         .collect();
@@ -120,7 +121,7 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         .map(|p| {
             let mut v = json!(p);
             v["last"] = json!(utc(p.last_received_at_ms));
-            v["link"] = json!(problem_link(&p.source, &p.problem_key));
+            v["link"] = json!(problem_link(p.source, &p.problem_key));
             v
         })
         .collect();
@@ -184,7 +185,7 @@ pub async fn feed(app: &App, window: Window) -> Result<Value, FeedError> {
 }
 
 /// Which source a problem id belongs to: the one asked for, else whichever sent it last.
-async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<String, ApiError> {
+async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<Source, ApiError> {
     let not_found = || {
         ApiError::new(
             Status::NotFound,
@@ -193,12 +194,9 @@ async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<Str
         )
     };
     match source.filter(|s| !s.is_empty()) {
-        Some(s) if Source::parse(s).is_some() => Ok(s.to_string()),
-        Some(_) => Err(ApiError::new(
-            Status::BadRequest,
-            "invalid_source",
-            "unknown source",
-        )),
+        Some(s) => s.parse().map_err(|e: UnknownSource| {
+            ApiError::new(Status::BadRequest, "invalid_source", e.to_string())
+        }),
         None => app.store.source_of(id).await?.ok_or_else(not_found),
     }
 }
@@ -207,7 +205,7 @@ async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<Str
 pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value, ApiError> {
     let source = resolve_source(app, id, source).await?;
     let store = &app.store;
-    let notifications = store.problem_notifications(&source, id).await?;
+    let notifications = store.problem_notifications(source, id).await?;
     let Some(latest) = notifications.last() else {
         return Err(ApiError::new(
             Status::NotFound,
@@ -228,11 +226,11 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
         shown.push(v);
     }
     let details = store
-        .latest_details(&source, id)
+        .latest_details(source, id)
         .await?
         .and_then(|d| serde_json::from_str::<Value>(&d).ok());
     let mut runs = Vec::new();
-    for r in store.problem_runs(&source, id).await? {
+    for r in store.problem_runs(source, id).await? {
         let attempts: Vec<Value> = store
             .attempts(r.id)
             .await?
@@ -268,16 +266,16 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
 }
 
 /// Schedules the runs of the problem's latest state again; the dispatcher runs them after the answer.
-pub async fn replay(app: &App, id: &str, source: Option<&str>) -> Result<(String, u64), ApiError> {
+pub async fn replay(app: &App, id: &str, source: Option<&str>) -> Result<(Source, u64), ApiError> {
     let source = resolve_source(app, id, source).await?;
     let latest = app
         .store
-        .latest_notification(&source, id)
+        .latest_notification(source, id)
         .await?
         .ok_or_else(|| ApiError::new(Status::NotFound, "not_found", "no such problem"))?;
     let ids: Vec<i64> = app
         .store
-        .problem_runs(&source, id)
+        .problem_runs(source, id)
         .await?
         .into_iter()
         .filter(|r| r.state == latest.state)
@@ -362,7 +360,7 @@ pub fn chart(hours: &[crate::store::HourCount]) -> String {
         for source in Source::ALL {
             let count: i64 = hours
                 .iter()
-                .filter(|c| c.hour == hr && c.source == source.as_str())
+                .filter(|c| c.hour == hr && c.source == *source)
                 .map(|c| c.count)
                 .sum();
             if count == 0 {
@@ -393,7 +391,7 @@ pub fn chart(hours: &[crate::store::HourCount]) -> String {
     }
     let mut lx = 0;
     for source in Source::ALL {
-        if hours.iter().any(|c| c.source == source.as_str()) {
+        if hours.iter().any(|c| c.source == *source) {
             let _ = write!(
                 svg,
                 "<rect x=\"{lx}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/>\
