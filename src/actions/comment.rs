@@ -5,11 +5,59 @@
 
 use serde_json::{json, Value};
 
-use super::{Action, ActionError, Job, Outcome, RunFuture};
-use crate::config::actions::CommentConfig;
+use std::sync::Arc;
+
+use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
+use super::{ReadContext, RunFuture};
+use crate::config::reader::{Issues, Section};
 use crate::domain::Source;
 use crate::dynatrace::Client;
 use crate::store::RunRow;
+
+/// `type: "comment"`: `after` (the actions it reports on) and `user` (default `webhook.username`);
+/// needs `dynatrace.tenant` and `dynatrace.api_token`.
+#[derive(Debug, Clone)]
+pub struct CommentConfig {
+    /// The actions whose outcomes this comment reports; it runs once they have all finished.
+    pub after: Vec<String>,
+    /// The v1 API's `user` field.
+    pub user: String,
+}
+
+impl ActionType for CommentConfig {
+    const TYPE: &'static str = "comment";
+
+    fn read(s: &mut Section, ctx: &ReadContext, issues: &mut Issues) -> Option<Self> {
+        let after = s.string_list("after", issues).unwrap_or_default();
+        if after.is_empty() {
+            issues.push(
+                s.path_of("after"),
+                "missing: the names of the actions this comment reports",
+            );
+        }
+        if !ctx.tenant_set {
+            issues.push(
+                s.path(),
+                "a comment action needs dynatrace.tenant and dynatrace.api_token",
+            );
+        }
+        let user = s
+            .string("user", issues)
+            .unwrap_or_else(|| ctx.webhook_user.to_string());
+        Some(CommentConfig { after, user })
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Action>, BuildError> {
+        match ctx.dynatrace {
+            Some(client) => Ok(Arc::new(Comment::new(self, client.clone()))),
+            None => Err(BuildError::NeedsTenant(ctx.name.to_string())),
+        }
+    }
+
+    fn depends_on(&self) -> &[String] {
+        &self.after
+    }
+}
 
 pub struct Comment {
     context: String,

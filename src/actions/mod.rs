@@ -4,12 +4,8 @@
 //! the dispatcher decides what to record and when to try again. `explain` shows what a run would do
 //! without doing it, for `hub explain`.
 
-pub mod comment;
 pub mod problem;
 pub mod route;
-pub mod script;
-pub mod sms;
-pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +14,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::{ActionConfig, ActionKind, Config};
+use crate::config::reader::{Env, Issues, Section};
+use crate::config::{ActionConfig, Config};
 use crate::store::RunRow;
 pub use problem::{Entity, Problem};
 
@@ -130,6 +127,98 @@ pub trait Action: Send + Sync {
     }
 }
 
+/// Lists the action types: each line is the enum variant and the module with its config type,
+/// whose [`ActionType::TYPE`] is the `type` users write. Reading, building and `hub check-config`'s
+/// list of known types follow from it.
+macro_rules! actions {
+    ($($variant:ident = $module:ident :: $config:ident;)*) => {
+        $(pub mod $module;)*
+
+        /// A configured action's own keys, by type.
+        #[derive(Debug, Clone)]
+        pub enum ActionKind {
+            $($variant($module::$config)),*
+        }
+
+        impl ActionKind {
+            /// Every `type` an action may have.
+            pub const TYPES: &'static [&'static str] = &[$(<$module::$config as ActionType>::TYPE),*];
+
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(ActionKind::$variant(_) => <$module::$config as ActionType>::TYPE),*
+                }
+            }
+
+            /// The actions this one waits for (see [`Action::depends_on`]).
+            pub fn depends_on(&self) -> &[String] {
+                match self {
+                    $(ActionKind::$variant(c) => c.depends_on()),*
+                }
+            }
+
+            /// Reads the keys of an action of this `type`; `None` for a type no action has.
+            pub(crate) fn read(
+                type_name: &str,
+                s: &mut Section,
+                ctx: &ReadContext,
+                issues: &mut Issues,
+            ) -> Option<Option<ActionKind>> {
+                $(
+                    if type_name == <$module::$config as ActionType>::TYPE {
+                        return Some(<$module::$config>::read(s, ctx, issues).map(ActionKind::$variant));
+                    }
+                )*
+                None
+            }
+
+            pub fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Action>, BuildError> {
+                match self {
+                    $(ActionKind::$variant(c) => c.build(ctx)),*
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    Script = script::ScriptConfig;
+    Sms = sms::SmsConfig;
+    Comment = comment::CommentConfig;
+    Webhook = webhook::WebhookConfig;
+}
+
+/// An action type's config: read from its `actions.<name>` entry (every problem reported to
+/// `issues`), and built into the runtime action.
+pub trait ActionType: Sized {
+    /// The `type` users write.
+    const TYPE: &'static str;
+    fn read(s: &mut Section, ctx: &ReadContext, issues: &mut Issues) -> Option<Self>;
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Action>, BuildError>;
+    /// The actions whose runs this one waits for (see [`Action::depends_on`]).
+    fn depends_on(&self) -> &[String] {
+        &[]
+    }
+}
+
+/// What reading an action's keys may need besides them.
+pub struct ReadContext<'a> {
+    pub env: &'a Env<'a>,
+    /// The folder relative paths are taken from (config.json's).
+    pub base: &'a std::path::Path,
+    /// `webhook.username`, the default user of a comment.
+    pub webhook_user: &'a str,
+    /// Whether the Dynatrace API can be called (tenant and token set).
+    pub tenant_set: bool,
+}
+
+/// What building an action may need: one HTTP client for all, and the Dynatrace client.
+pub struct BuildContext<'a> {
+    pub name: &'a str,
+    pub http: &'a reqwest::Client,
+    pub dynatrace: Option<&'a crate::dynatrace::Client>,
+}
+
 /// Why the configured actions could not be built (the config was validated, so this is rare).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -161,15 +250,11 @@ impl Registry {
             .map_err(BuildError::Http)?;
         let mut actions = Vec::new();
         for a in &config.actions.actions {
-            let built: Arc<dyn Action> = match &a.kind {
-                ActionKind::Script(c) => Arc::new(script::Script::new(c)?),
-                ActionKind::Sms(c) => Arc::new(sms::Sms::new(c, http.clone())?),
-                ActionKind::Webhook(c) => Arc::new(webhook::Webhook::new(c, http.clone())?),
-                ActionKind::Comment(c) => match client {
-                    Some(client) => Arc::new(comment::Comment::new(c, client.clone())),
-                    None => return Err(BuildError::NeedsTenant(a.name.clone())),
-                },
-            };
+            let built = a.kind.build(&BuildContext {
+                name: &a.name,
+                http: &http,
+                dynatrace: client,
+            })?;
             actions.push((a.clone(), built));
         }
         Ok(Registry { actions })

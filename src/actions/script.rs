@@ -5,7 +5,8 @@
 //! a string. The child gets a clean environment (hub's own secrets never reach it), its own process
 //! group (so a timeout stops its children too), and a bounded capture of its output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,11 +14,206 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{bounded, Action, ActionError, BuildError, Job, Outcome, Problem, RunFuture, Target};
-use crate::config::actions::ScriptConfig;
+use super::{bounded, Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
+use super::{Problem, ReadContext, RunFuture, Target};
+use crate::config::reader::{check_template, Issues, Section};
+use crate::retry::TRANSIENT_EXIT;
 use crate::template::Template;
 
-use crate::retry::TRANSIENT_EXIT;
+/// `type: "script"`: `command` (a command line or a list), and the [`ScriptOptions`].
+#[derive(Debug, Clone)]
+pub struct ScriptConfig {
+    /// The program and its fixed arguments, split once at load; never handed to a shell.
+    pub argv: Vec<String>,
+    pub options: ScriptOptions,
+}
+
+impl ActionType for ScriptConfig {
+    const TYPE: &'static str = "script";
+
+    fn read(s: &mut Section, ctx: &ReadContext, issues: &mut Issues) -> Option<Self> {
+        read_script(s, ctx.base, issues)
+    }
+
+    fn build(&self, _: &BuildContext) -> Result<Arc<dyn Action>, BuildError> {
+        Ok(Arc::new(Script::new(self)?))
+    }
+}
+
+fn read_script(s: &mut Section, base: &Path, issues: &mut Issues) -> Option<ScriptConfig> {
+    let key = s.path_of("command");
+    let argv = match s.value("command") {
+        None => {
+            issues.push(
+                key.clone(),
+                "missing: the program to run (a string or a list)",
+            );
+            None
+        }
+        Some(Value::String(line)) => split_command(&key, line, base, issues),
+        Some(Value::Array(_)) => match s.string_list("command", issues) {
+            Some(argv) if !argv.is_empty() => resolve_program(&key, argv, base, issues),
+            _ => {
+                issues.push(key.clone(), "must name the program to run");
+                None
+            }
+        },
+        Some(_) => {
+            issues.push(
+                key.clone(),
+                "expected a command line or a list of arguments",
+            );
+            None
+        }
+    };
+    let options = read_options(s, base, issues);
+    Some(options.with_argv(argv?))
+}
+
+/// A script's keys besides its command, shared by the `script` action and the sample's
+/// `incident_notification` section.
+#[derive(Debug, Clone)]
+pub struct ScriptOptions {
+    /// Per-entity arguments (templates); `None` means the sample's one message argument.
+    pub args: Option<Vec<String>>,
+    pub workdir: Option<PathBuf>,
+    pub timeout_secs: u64,
+    pub kill_grace_secs: u64,
+    pub max_output_bytes: usize,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ScriptOptions {
+    fn default() -> Self {
+        ScriptOptions {
+            args: None,
+            workdir: None,
+            timeout_secs: 30,
+            kill_grace_secs: 5,
+            max_output_bytes: 16 * 1024,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl ScriptOptions {
+    pub(crate) fn with_argv(self, argv: Vec<String>) -> ScriptConfig {
+        ScriptConfig {
+            argv,
+            options: self,
+        }
+    }
+}
+
+pub(crate) fn read_options(
+    s: &mut Section,
+    base: &Path,
+    issues: &mut Issues,
+) -> ScriptOptions {
+    let defaults = ScriptOptions::default();
+    let args = s.string_list("args", issues);
+    for (i, t) in args.iter().flatten().enumerate() {
+        check_template(&format!("{}[{i}]", s.path_of("args")), t, issues);
+    }
+    let workdir = s.string("workdir", issues).map(|w| base.join(w));
+    if let Some(w) = &workdir {
+        if !w.is_dir() {
+            issues.push(
+                s.path_of("workdir"),
+                format!("not a folder: {}", w.display()),
+            );
+        }
+    }
+    let timeout_secs = s
+        .integer("timeout_secs", 1, 86_400, issues)
+        .unwrap_or(defaults.timeout_secs);
+    let kill_grace_secs = s
+        .integer("kill_grace_secs", 0, 600, issues)
+        .unwrap_or(defaults.kill_grace_secs);
+    let max_output_bytes = s
+        .integer("max_output_bytes", 0, 16 * 1024 * 1024, issues)
+        .map_or(defaults.max_output_bytes, |n| n as usize);
+    let mut env = Vec::new();
+    for (k, v) in s.entries("env", issues) {
+        match v {
+            Value::String(v) if !k.is_empty() && !k.contains('=') => env.push((k, v.clone())),
+            _ => issues.push(
+                format!("{}.{k}", s.path_of("env")),
+                "expected a string value under a variable name",
+            ),
+        }
+    }
+    ScriptOptions {
+        args,
+        workdir,
+        timeout_secs,
+        kill_grace_secs,
+        max_output_bytes,
+        env,
+    }
+}
+
+/// Splits a configured command line into argv the way a POSIX shell would quote it, without ever
+/// running one. A relative program path is taken from the folder hub starts in, as the sample did.
+pub(crate) fn split_command(key: &str, line: &str, base: &Path, issues: &mut Issues) -> Option<Vec<String>> {
+    match shell_words::split(line) {
+        Ok(argv) if argv.is_empty() => {
+            issues.push(key, "must name the program to run");
+            None
+        }
+        Ok(argv) => resolve_program(key, argv, base, issues),
+        Err(e) => {
+            issues.push(key, format!("cannot split the command line: {e}"));
+            None
+        }
+    }
+}
+
+fn resolve_program(
+    key: &str,
+    mut argv: Vec<String>,
+    base: &Path,
+    issues: &mut Issues,
+) -> Option<Vec<String>> {
+    let program = Path::new(&argv[0]);
+    let path_like = argv[0].contains('/') || argv[0].contains('\\');
+    if !path_like {
+        // The sample's users keep the script beside config.json and name it bare.
+        let beside = base.join(program);
+        if beside.is_file() {
+            argv[0] = beside.to_string_lossy().into_owned();
+        } else if !on_path(&argv[0]) {
+            issues.push_missing_program(
+                key,
+                format!(
+                    "program {:?} is neither in {} nor on PATH",
+                    argv[0],
+                    base.display()
+                ),
+            );
+            return None;
+        }
+        return Some(argv);
+    }
+    let full = if program.is_absolute() {
+        program.to_path_buf()
+    } else {
+        base.join(program)
+    };
+    if !full.is_file() {
+        issues.push_missing_program(key, format!("program not found: {}", full.display()));
+        return None;
+    }
+    argv[0] = full.to_string_lossy().into_owned();
+    Some(argv)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
 /// Shown when a script's output could not be read within 2 s of its exit (a process outside its
 /// group kept the pipe open).
 const NOT_COLLECTED: &str = "[output not collected]";

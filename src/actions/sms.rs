@@ -4,18 +4,120 @@
 //! can be tested against a local server. Numbers are masked wherever they are shown.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{
-    mask_number, Action, ActionError, BuildError, Job, Outcome, Problem, RunFuture, Target,
-};
-use crate::config::actions::SmsConfig;
+use super::{mask_number, Action, ActionError, ActionType, BuildContext, BuildError, Job};
+use super::{Outcome, Problem, ReadContext, RunFuture, Target};
+use crate::config::reader::{check_template, check_url, secret, Env, Issues, Section};
 use crate::domain::Source;
 use crate::secret::Secret;
 use crate::template::Template;
+
+/// `type: "sms"`: Twilio credentials, `from` or `messaging_service_sid`, `to`, and the
+/// [`SmsOptions`].
+#[derive(Debug, Clone)]
+pub struct SmsConfig {
+    pub account_sid: String,
+    pub auth_token: Secret,
+    pub from: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub to: Vec<String>,
+    pub options: SmsOptions,
+}
+
+pub const TWILIO_API_URL: &str = "https://api.twilio.com";
+
+impl ActionType for SmsConfig {
+    const TYPE: &'static str = "sms";
+
+    fn read(s: &mut Section, ctx: &ReadContext, issues: &mut Issues) -> Option<Self> {
+        Some(read_sms(s, ctx.env, issues))
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Action>, BuildError> {
+        Ok(Arc::new(Sms::new(self, ctx.http.clone())?))
+    }
+}
+
+fn read_sms(s: &mut Section, env: &Env, issues: &mut Issues) -> SmsConfig {
+    let account_sid = s.string("account_sid", issues).unwrap_or_default();
+    let auth_token = secret(s, "auth_token", "auth_token_env", env, issues);
+    let from = s.string("from", issues).filter(|f| !f.is_empty());
+    let messaging_service_sid = s
+        .string("messaging_service_sid", issues)
+        .filter(|f| !f.is_empty());
+    let to = s.string_list("to", issues).unwrap_or_default();
+    let options = read_options(s, issues);
+    for (key, missing) in [
+        ("account_sid", account_sid.is_empty()),
+        ("auth_token", auth_token.is_empty()),
+        ("to", to.is_empty()),
+    ] {
+        if missing {
+            issues.push(s.path_of(key), "missing: required for an sms action");
+        }
+    }
+    if from.is_none() == messaging_service_sid.is_none() {
+        issues.push(
+            s.path_of("from"),
+            "give exactly one of from (a Twilio number) and messaging_service_sid",
+        );
+    }
+    SmsConfig {
+        account_sid,
+        auth_token,
+        from,
+        messaging_service_sid,
+        to,
+        options,
+    }
+}
+
+/// An SMS's keys besides its credentials and numbers, shared by the `sms` action and the sample's
+/// `sms_notification` section.
+#[derive(Debug, Clone)]
+pub struct SmsOptions {
+    pub api_url: String,
+    pub template: Option<String>,
+    pub rate_limit_per_minute: u32,
+    pub timeout_secs: u64,
+}
+
+impl Default for SmsOptions {
+    fn default() -> Self {
+        SmsOptions {
+            api_url: TWILIO_API_URL.to_string(),
+            template: None,
+            rate_limit_per_minute: 10,
+            timeout_secs: 15,
+        }
+    }
+}
+
+pub(crate) fn read_options(s: &mut Section, issues: &mut Issues) -> SmsOptions {
+    let defaults = SmsOptions::default();
+    let api_url = s.string("api_url", issues).unwrap_or(defaults.api_url);
+    check_url(&s.path_of("api_url"), &api_url, issues);
+    let template = s.string("template", issues);
+    if let Some(t) = &template {
+        check_template(&s.path_of("template"), t, issues);
+    }
+    let rate_limit_per_minute = s
+        .integer("rate_limit_per_minute", 1, 10_000, issues)
+        .map_or(defaults.rate_limit_per_minute, |n| n as u32);
+    let timeout_secs = s
+        .integer("timeout_secs", 1, 600, issues)
+        .unwrap_or(defaults.timeout_secs);
+    SmsOptions {
+        api_url,
+        template,
+        rate_limit_per_minute,
+        timeout_secs,
+    }
+}
 
 const WINDOW: Duration = Duration::from_secs(60);
 

@@ -3,15 +3,59 @@
 //! `webhook-id` is the run's id, the same on every retry, so the receiver can drop a repeat;
 //! `webhook-signature` is `v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">` under the `whsec_` key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{Action, ActionError, BuildError, Job, Outcome, RunFuture};
-use crate::config::actions::WebhookActionConfig;
+use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
+use super::{ReadContext, RunFuture};
+use crate::config::reader::{check_template, check_url, secret, Env, Issues, Section};
 use crate::secret::Secret;
 use crate::template::Template;
+
+/// `type: "webhook"`: `url`, `secret` (or `secret_env`, a `whsec_` key), optional `template` and
+/// `timeout_secs`.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: Secret,
+    pub template: Option<String>,
+    pub timeout_secs: u64,
+}
+
+impl ActionType for WebhookConfig {
+    const TYPE: &'static str = "webhook";
+
+    fn read(s: &mut Section, ctx: &ReadContext, issues: &mut Issues) -> Option<Self> {
+        Some(read_webhook(s, ctx.env, issues))
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Action>, BuildError> {
+        Ok(Arc::new(Webhook::new(self, ctx.http.clone())?))
+    }
+}
+
+fn read_webhook(s: &mut Section, env: &Env, issues: &mut Issues) -> WebhookConfig {
+    let url = s.string("url", issues).unwrap_or_default();
+    check_url(&s.path_of("url"), &url, issues);
+    let secret = secret(s, "secret", "secret_env", env, issues);
+    if let Err(e) = Signer::new(&secret) {
+        issues.push(s.path_of("secret"), e.to_string());
+    }
+    let template = s.string("template", issues);
+    if let Some(t) = &template {
+        check_template(&s.path_of("template"), t, issues);
+    }
+    let timeout_secs = s.integer("timeout_secs", 1, 600, issues).unwrap_or(15);
+    WebhookConfig {
+        url,
+        secret,
+        template,
+        timeout_secs,
+    }
+}
 
 const SECRET_PREFIX: &str = "whsec_";
 
@@ -67,7 +111,7 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(c: &WebhookActionConfig, http: reqwest::Client) -> Result<Webhook, BuildError> {
+    pub fn new(c: &WebhookConfig, http: reqwest::Client) -> Result<Webhook, BuildError> {
         Ok(Webhook {
             url: c.url.clone(),
             signer: Signer::new(&c.secret)?,

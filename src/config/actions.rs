@@ -3,18 +3,18 @@
 //! Every action is named and `type`-tagged. Command lines are split into argv here, once, and every
 //! template is compiled here, so a bad one is a config error at start and never a surprise at 3 a.m.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde_json::Value;
-
-use super::reader::{Issues, Section};
+use super::reader::{Env, Issues, Section};
 use super::{IncidentNotification, SmsNotification};
-use crate::secret::Secret;
+use crate::actions::comment::CommentConfig;
+use crate::actions::script::split_command;
+use crate::actions::sms::SmsConfig;
+use crate::actions::{ActionKind, ReadContext};
 
 /// Name of the action the sample's `incident_notification` becomes, and of its comment-back.
 pub const LEGACY_SCRIPT: &str = "incident_notification";
 pub const LEGACY_SMS: &str = "sms_notification";
-pub const TWILIO_API_URL: &str = "https://api.twilio.com";
 
 #[derive(Debug, Clone)]
 pub struct ActionConfig {
@@ -24,66 +24,6 @@ pub struct ActionConfig {
     pub max_concurrent: usize,
     /// Set for the sample's integrations, which only ever acted on Dynatrace problems.
     pub dynatrace_only: bool,
-}
-
-#[derive(Debug, Clone)]
-pub enum ActionKind {
-    Script(ScriptConfig),
-    Sms(SmsConfig),
-    Comment(CommentConfig),
-    Webhook(WebhookActionConfig),
-}
-
-impl ActionKind {
-    /// The actions this one waits for (see `crate::actions::Action::depends_on`).
-    pub fn depends_on(&self) -> &[String] {
-        match self {
-            ActionKind::Comment(c) => &c.after,
-            _ => &[],
-        }
-    }
-
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            ActionKind::Script(_) => "script",
-            ActionKind::Sms(_) => "sms",
-            ActionKind::Comment(_) => "comment",
-            ActionKind::Webhook(_) => "webhook",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ScriptConfig {
-    /// The program and its fixed arguments, split once at load; never handed to a shell.
-    pub argv: Vec<String>,
-    pub options: ScriptOptions,
-}
-
-#[derive(Debug, Clone)]
-pub struct SmsConfig {
-    pub account_sid: String,
-    pub auth_token: Secret,
-    pub from: Option<String>,
-    pub messaging_service_sid: Option<String>,
-    pub to: Vec<String>,
-    pub options: SmsOptions,
-}
-
-#[derive(Debug, Clone)]
-pub struct CommentConfig {
-    /// The actions whose outcomes this comment reports; it runs once they have all finished.
-    pub after: Vec<String>,
-    /// The v1 API's `user` field.
-    pub user: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct WebhookActionConfig {
-    pub url: String,
-    pub secret: Secret,
-    pub template: Option<String>,
-    pub timeout_secs: u64,
 }
 
 /// Which notifications run which actions. Every criterion given must match; within one, any value.
@@ -129,18 +69,6 @@ pub struct Actions {
 impl Actions {
     pub fn get(&self, name: &str) -> Option<&ActionConfig> {
         self.actions.iter().find(|a| a.name == name)
-    }
-}
-
-/// Environment given to [`read`] for `*_env` keys.
-pub(crate) struct Env<'a>(pub &'a [(String, String)]);
-
-impl Env<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -285,67 +213,6 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
     out
 }
 
-/// Splits a configured command line into argv the way a POSIX shell would quote it, without ever
-/// running one. A relative program path is taken from the folder hub starts in, as the sample did.
-fn split_command(key: &str, line: &str, base: &Path, issues: &mut Issues) -> Option<Vec<String>> {
-    match shell_words::split(line) {
-        Ok(argv) if argv.is_empty() => {
-            issues.push(key, "must name the program to run");
-            None
-        }
-        Ok(argv) => resolve_program(key, argv, base, issues),
-        Err(e) => {
-            issues.push(key, format!("cannot split the command line: {e}"));
-            None
-        }
-    }
-}
-
-fn resolve_program(
-    key: &str,
-    mut argv: Vec<String>,
-    base: &Path,
-    issues: &mut Issues,
-) -> Option<Vec<String>> {
-    let program = Path::new(&argv[0]);
-    let path_like = argv[0].contains('/') || argv[0].contains('\\');
-    if !path_like {
-        // The sample's users keep the script beside config.json and name it bare.
-        let beside = base.join(program);
-        if beside.is_file() {
-            argv[0] = beside.to_string_lossy().into_owned();
-        } else if !on_path(&argv[0]) {
-            issues.push_missing_program(
-                key,
-                format!(
-                    "program {:?} is neither in {} nor on PATH",
-                    argv[0],
-                    base.display()
-                ),
-            );
-            return None;
-        }
-        return Some(argv);
-    }
-    let full = if program.is_absolute() {
-        program.to_path_buf()
-    } else {
-        base.join(program)
-    };
-    if !full.is_file() {
-        issues.push_missing_program(key, format!("program not found: {}", full.display()));
-        return None;
-    }
-    argv[0] = full.to_string_lossy().into_owned();
-    Some(argv)
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
-}
-
 fn read_action(
     name: String,
     mut s: Section,
@@ -357,42 +224,29 @@ fn read_action(
     let type_path = s.path_of("type");
     let kind_name = s.string("type", issues);
     let max_concurrent = s.integer("max_concurrent", 1, 256, issues).unwrap_or(4) as usize;
+    let ctx = ReadContext {
+        env,
+        base,
+        webhook_user: legacy.webhook_user,
+        tenant_set: legacy.tenant_set,
+    };
+    let known = ActionKind::TYPES.join(", ");
     let kind = match kind_name.as_deref() {
-        Some("script") => read_script(&mut s, base, issues).map(ActionKind::Script),
-        Some("sms") => Some(ActionKind::Sms(read_sms(&mut s, env, issues))),
-        Some("comment") => Some(ActionKind::Comment(CommentConfig {
-            after: s.string_list("after", issues).unwrap_or_default(),
-            user: s
-                .string("user", issues)
-                .unwrap_or_else(|| legacy.webhook_user.to_string()),
-        })),
-        Some("webhook") => Some(ActionKind::Webhook(read_webhook(&mut s, env, issues))),
-        Some(other) => {
-            issues.push(
-                type_path,
-                format!("unknown action type {other:?} (known: script, sms, comment, webhook)"),
-            );
-            None
-        }
+        Some(type_name) => match ActionKind::read(type_name, &mut s, &ctx, issues) {
+            Some(kind) => kind,
+            None => {
+                issues.push(
+                    type_path,
+                    format!("unknown action type {type_name:?} (known: {known})"),
+                );
+                None
+            }
+        },
         None => {
-            issues.push(type_path, "missing: one of script, sms, comment, webhook");
+            issues.push(type_path, format!("missing: one of {known}"));
             None
         }
     };
-    if let Some(ActionKind::Comment(c)) = &kind {
-        if c.after.is_empty() {
-            issues.push(
-                s.path_of("after"),
-                "missing: the names of the actions this comment reports",
-            );
-        }
-        if !legacy.tenant_set {
-            issues.push(
-                s.path(),
-                "a comment action needs dynatrace.tenant and dynatrace.api_token",
-            );
-        }
-    }
     s.finish(issues);
     Some(ActionConfig {
         name,
@@ -400,256 +254,6 @@ fn read_action(
         max_concurrent,
         dynatrace_only: false,
     })
-}
-
-fn read_script(s: &mut Section, base: &Path, issues: &mut Issues) -> Option<ScriptConfig> {
-    let key = s.path_of("command");
-    let argv = match s.value("command") {
-        None => {
-            issues.push(
-                key.clone(),
-                "missing: the program to run (a string or a list)",
-            );
-            None
-        }
-        Some(Value::String(line)) => split_command(&key, line, base, issues),
-        Some(Value::Array(_)) => match s.string_list("command", issues) {
-            Some(argv) if !argv.is_empty() => resolve_program(&key, argv, base, issues),
-            _ => {
-                issues.push(key.clone(), "must name the program to run");
-                None
-            }
-        },
-        Some(_) => {
-            issues.push(
-                key.clone(),
-                "expected a command line or a list of arguments",
-            );
-            None
-        }
-    };
-    let options = read_script_options(s, base, issues);
-    Some(options.with_argv(argv?))
-}
-
-/// A script's keys besides its command, shared by the `script` action and the sample's
-/// `incident_notification` section.
-#[derive(Debug, Clone)]
-pub struct ScriptOptions {
-    /// Per-entity arguments (templates); `None` means the sample's one message argument.
-    pub args: Option<Vec<String>>,
-    pub workdir: Option<PathBuf>,
-    pub timeout_secs: u64,
-    pub kill_grace_secs: u64,
-    pub max_output_bytes: usize,
-    pub env: Vec<(String, String)>,
-}
-
-impl Default for ScriptOptions {
-    fn default() -> Self {
-        ScriptOptions {
-            args: None,
-            workdir: None,
-            timeout_secs: 30,
-            kill_grace_secs: 5,
-            max_output_bytes: 16 * 1024,
-            env: Vec::new(),
-        }
-    }
-}
-
-impl ScriptOptions {
-    fn with_argv(self, argv: Vec<String>) -> ScriptConfig {
-        ScriptConfig {
-            argv,
-            options: self,
-        }
-    }
-}
-
-pub(super) fn read_script_options(
-    s: &mut Section,
-    base: &Path,
-    issues: &mut Issues,
-) -> ScriptOptions {
-    let defaults = ScriptOptions::default();
-    let args = s.string_list("args", issues);
-    for (i, t) in args.iter().flatten().enumerate() {
-        check_template(&format!("{}[{i}]", s.path_of("args")), t, issues);
-    }
-    let workdir = s.string("workdir", issues).map(|w| base.join(w));
-    if let Some(w) = &workdir {
-        if !w.is_dir() {
-            issues.push(
-                s.path_of("workdir"),
-                format!("not a folder: {}", w.display()),
-            );
-        }
-    }
-    let timeout_secs = s
-        .integer("timeout_secs", 1, 86_400, issues)
-        .unwrap_or(defaults.timeout_secs);
-    let kill_grace_secs = s
-        .integer("kill_grace_secs", 0, 600, issues)
-        .unwrap_or(defaults.kill_grace_secs);
-    let max_output_bytes = s
-        .integer("max_output_bytes", 0, 16 * 1024 * 1024, issues)
-        .map_or(defaults.max_output_bytes, |n| n as usize);
-    let mut env = Vec::new();
-    for (k, v) in s.entries("env", issues) {
-        match v {
-            Value::String(v) if !k.is_empty() && !k.contains('=') => env.push((k, v.clone())),
-            _ => issues.push(
-                format!("{}.{k}", s.path_of("env")),
-                "expected a string value under a variable name",
-            ),
-        }
-    }
-    ScriptOptions {
-        args,
-        workdir,
-        timeout_secs,
-        kill_grace_secs,
-        max_output_bytes,
-        env,
-    }
-}
-
-/// A secret given in the file or, by `<key>_env`, named as an environment variable.
-pub(crate) fn secret(
-    s: &mut Section,
-    key: &'static str,
-    env_key: &'static str,
-    env: &Env,
-    issues: &mut Issues,
-) -> Secret {
-    let direct = s.string(key, issues);
-    match s.string(env_key, issues) {
-        Some(var) => match env.get(&var) {
-            Some(v) if !v.is_empty() => Secret::new(v),
-            _ => {
-                issues.push(
-                    s.path_of(env_key),
-                    format!("environment variable {var} is not set"),
-                );
-                Secret::default()
-            }
-        },
-        None => Secret::new(direct.unwrap_or_default()),
-    }
-}
-
-fn read_sms(s: &mut Section, env: &Env, issues: &mut Issues) -> SmsConfig {
-    let account_sid = s.string("account_sid", issues).unwrap_or_default();
-    let auth_token = secret(s, "auth_token", "auth_token_env", env, issues);
-    let from = s.string("from", issues).filter(|f| !f.is_empty());
-    let messaging_service_sid = s
-        .string("messaging_service_sid", issues)
-        .filter(|f| !f.is_empty());
-    let to = s.string_list("to", issues).unwrap_or_default();
-    let options = read_sms_options(s, issues);
-    for (key, missing) in [
-        ("account_sid", account_sid.is_empty()),
-        ("auth_token", auth_token.is_empty()),
-        ("to", to.is_empty()),
-    ] {
-        if missing {
-            issues.push(s.path_of(key), "missing: required for an sms action");
-        }
-    }
-    if from.is_none() == messaging_service_sid.is_none() {
-        issues.push(
-            s.path_of("from"),
-            "give exactly one of from (a Twilio number) and messaging_service_sid",
-        );
-    }
-    SmsConfig {
-        account_sid,
-        auth_token,
-        from,
-        messaging_service_sid,
-        to,
-        options,
-    }
-}
-
-/// An SMS's keys besides its credentials and numbers, shared by the `sms` action and the sample's
-/// `sms_notification` section.
-#[derive(Debug, Clone)]
-pub struct SmsOptions {
-    pub api_url: String,
-    pub template: Option<String>,
-    pub rate_limit_per_minute: u32,
-    pub timeout_secs: u64,
-}
-
-impl Default for SmsOptions {
-    fn default() -> Self {
-        SmsOptions {
-            api_url: TWILIO_API_URL.to_string(),
-            template: None,
-            rate_limit_per_minute: 10,
-            timeout_secs: 15,
-        }
-    }
-}
-
-pub(super) fn read_sms_options(s: &mut Section, issues: &mut Issues) -> SmsOptions {
-    let defaults = SmsOptions::default();
-    let api_url = s.string("api_url", issues).unwrap_or(defaults.api_url);
-    check_url(&s.path_of("api_url"), &api_url, issues);
-    let template = s.string("template", issues);
-    if let Some(t) = &template {
-        check_template(&s.path_of("template"), t, issues);
-    }
-    let rate_limit_per_minute = s
-        .integer("rate_limit_per_minute", 1, 10_000, issues)
-        .map_or(defaults.rate_limit_per_minute, |n| n as u32);
-    let timeout_secs = s
-        .integer("timeout_secs", 1, 600, issues)
-        .unwrap_or(defaults.timeout_secs);
-    SmsOptions {
-        api_url,
-        template,
-        rate_limit_per_minute,
-        timeout_secs,
-    }
-}
-
-fn read_webhook(s: &mut Section, env: &Env, issues: &mut Issues) -> WebhookActionConfig {
-    let url = s.string("url", issues).unwrap_or_default();
-    check_url(&s.path_of("url"), &url, issues);
-    let secret = secret(s, "secret", "secret_env", env, issues);
-    if let Err(e) = crate::actions::webhook::Signer::new(&secret) {
-        issues.push(s.path_of("secret"), e.to_string());
-    }
-    let template = s.string("template", issues);
-    if let Some(t) = &template {
-        check_template(&s.path_of("template"), t, issues);
-    }
-    let timeout_secs = s.integer("timeout_secs", 1, 600, issues).unwrap_or(15);
-    WebhookActionConfig {
-        url,
-        secret,
-        template,
-        timeout_secs,
-    }
-}
-
-fn check_url(path: &str, url: &str, issues: &mut Issues) {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => issues.push(
-            path,
-            format!("expected an http:// or https:// URL, found {url:?}"),
-        ),
-    }
-}
-
-fn check_template(path: &str, source: &str, issues: &mut Issues) {
-    if let Err(e) = crate::template::Template::new(source) {
-        issues.push(path, format!("bad template: {e}"));
-    }
 }
 
 fn read_route(

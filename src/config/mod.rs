@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub(crate) use actions::{secret, Env};
-pub use actions::{ActionConfig, ActionKind, Actions, DispatchConfig, RouteConfig};
+pub use crate::actions::ActionKind;
+pub use actions::{ActionConfig, Actions, DispatchConfig, RouteConfig};
 pub use reader::ConfigIssue;
 use reader::{duplicate_keys, type_name, Issues, Section};
+pub(crate) use reader::{secret, Env};
 pub use sources::SourcesConfig;
 
 use crate::secret::Secret;
@@ -101,7 +102,7 @@ pub struct IncidentNotification {
     pub exec_win: String,
     pub exec_unix: String,
     /// The `script` action's other keys, which the section takes too.
-    pub options: actions::ScriptOptions,
+    pub options: crate::actions::script::ScriptOptions,
     pub max_concurrent: usize,
 }
 
@@ -113,7 +114,7 @@ pub struct SmsNotification {
     pub twilio_number: String,
     pub to_numbers: Vec<String>,
     /// The `sms` action's other keys, which the section takes too.
-    pub options: actions::SmsOptions,
+    pub options: crate::actions::sms::SmsOptions,
     pub max_concurrent: usize,
 }
 
@@ -531,7 +532,7 @@ fn read_incident(mut s: Section, base: &Path, issues: &mut Issues) -> IncidentNo
     let active = s.bool("active", issues).unwrap_or(false);
     let exec_win = s.string("exec_win", issues).unwrap_or_default();
     let exec_unix = s.string("exec_unix", issues).unwrap_or_default();
-    let options = actions::read_script_options(&mut s, base, issues);
+    let options = crate::actions::script::read_options(&mut s, base, issues);
     let max_concurrent = read_max_concurrent(&mut s, issues);
     let needed = if cfg!(windows) {
         ("exec_win", &exec_win)
@@ -563,7 +564,7 @@ fn read_sms(mut s: Section, issues: &mut Issues) -> SmsNotification {
     let twilio_account = s.string("twilio_account", issues).unwrap_or_default();
     let twilio_token = Secret::new(s.string("twilio_token", issues).unwrap_or_default());
     let twilio_number = s.string("twilio_number", issues).unwrap_or_default();
-    let options = actions::read_sms_options(&mut s, issues);
+    let options = crate::actions::sms::read_options(&mut s, issues);
     let max_concurrent = read_max_concurrent(&mut s, issues);
     let to_path = s.path_of("to_number");
     let to_numbers = match s.value("to_number") {

@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::secret::Secret;
+
 /// One problem found in the configuration, named by its key path (`webhook.port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -407,4 +409,57 @@ pub fn duplicate_keys(text: &str) -> Vec<String> {
     }
     .deserialize(&mut de);
     found.into_inner()
+}
+/// The process environment, for `*_env` keys (given, not read, so tests can set it).
+pub struct Env<'a>(pub &'a [(String, String)]);
+
+impl Env<'_> {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A secret given in the file or, by `<key>_env`, named as an environment variable.
+pub(crate) fn secret(
+    s: &mut Section,
+    key: &'static str,
+    env_key: &'static str,
+    env: &Env,
+    issues: &mut Issues,
+) -> Secret {
+    let direct = s.string(key, issues);
+    match s.string(env_key, issues) {
+        Some(var) => match env.get(&var) {
+            Some(v) if !v.is_empty() => Secret::new(v),
+            _ => {
+                issues.push(
+                    s.path_of(env_key),
+                    format!("environment variable {var} is not set"),
+                );
+                Secret::default()
+            }
+        },
+        None => Secret::new(direct.unwrap_or_default()),
+    }
+}
+
+/// An http:// or https:// URL with a host.
+pub(crate) fn check_url(path: &str, url: &str, issues: &mut Issues) {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => issues.push(
+            path,
+            format!("expected an http:// or https:// URL, found {url:?}"),
+        ),
+    }
+}
+
+/// A template that compiles.
+pub(crate) fn check_template(path: &str, source: &str, issues: &mut Issues) {
+    if let Err(e) = crate::template::Template::new(source) {
+        issues.push(path, format!("bad template: {e}"));
+    }
 }

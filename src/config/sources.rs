@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::actions::Env;
+use super::reader::Env;
 use super::reader::{Issues, Section};
 use crate::credentials::BasicAuth;
 use crate::secret::Secret;
