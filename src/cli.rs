@@ -41,7 +41,7 @@ pub enum Command {
     /// Show Dynatrace's problem feed and whether hub received a notification for each problem.
     Poll {
         /// How far back: hour, 2hours, 6hours, day, 3days, week, month.
-        #[arg(long, default_value = "hour", value_parser = parse_window)]
+        #[arg(long, default_value = "hour")]
         relative: Window,
         /// Print one JSON document instead of a table.
         #[arg(long)]
@@ -89,10 +89,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn parse_window(s: &str) -> Result<Window, String> {
-    s.parse()
 }
 
 pub fn main() -> ExitCode {

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::config::DynatraceConfig;
 use crate::secret::Secret;
-pub use window::Window;
+pub use window::{UnknownWindow, Window};
 
 /// Tries a paged feed at most this many pages, so a server that never stops cannot hold hub.
 const MAX_PAGES: u32 = 100;

@@ -55,14 +55,19 @@ impl Window {
     }
 }
 
+/// A window name that is not one of [`Window::ALL`]; the name itself is not repeated.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown window; valid windows: {}", Window::names())]
+pub struct UnknownWindow;
+
 impl std::str::FromStr for Window {
-    type Err = String;
+    type Err = UnknownWindow;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Window::ALL
             .into_iter()
             .find(|w| w.name() == s)
-            .ok_or_else(|| format!("unknown window; valid windows: {}", Window::names()))
+            .ok_or(UnknownWindow)
     }
 }
 
@@ -78,7 +83,7 @@ mod tests {
         }
         assert_eq!(Window::ThreeDays.v2_from(), "now-3d");
         assert_eq!(Window::Month.v2_from(), "now-1M");
-        let err = "fortnight".parse::<Window>().unwrap_err();
+        let err = "fortnight".parse::<Window>().unwrap_err().to_string();
         assert!(
             err.contains("hour, 2hours, 6hours, day, 3days, week, month"),
             "{err}"

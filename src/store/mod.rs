@@ -102,6 +102,21 @@ pub enum StoreError {
     Locked(#[from] lock::LockError),
 }
 
+/// Why a notification posted now would not be stored (see [`Store::health`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("the store's writer has stopped")]
+    WriterStopped,
+    /// The last commit's error, kept as text since it outlives the batch it failed.
+    #[error("the last write to the store failed: {0}")]
+    LastWriteFailed(String),
+    #[error("the received folder {} is gone and cannot be made: {source}", path.display())]
+    FolderGone {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -183,19 +198,19 @@ impl Store {
     /// Whether the store can take a notification now: its writer runs, its last commit went
     /// through, and the received folder is there (the writer makes it again when it is not, so a
     /// missing folder that cannot be made is what counts). `Err` says what is wrong.
-    pub fn health(&self) -> Result<(), String> {
+    pub fn health(&self) -> Result<(), Unhealthy> {
         if self.jobs.is_closed() {
-            return Err("the store's writer has stopped".into());
+            return Err(Unhealthy::WriterStopped);
         }
         if let Some(e) = self.health.last_failure() {
-            return Err(format!("the last write to the store failed: {e}"));
+            return Err(Unhealthy::LastWriteFailed(e));
         }
         if !self.dir_received.is_dir() {
-            std::fs::create_dir_all(&self.dir_received).map_err(|e| {
-                format!(
-                    "the received folder {} is gone and cannot be made: {e}",
-                    self.dir_received.display()
-                )
+            std::fs::create_dir_all(&self.dir_received).map_err(|source| {
+                Unhealthy::FolderGone {
+                    path: self.dir_received.clone(),
+                    source,
+                }
             })?;
         }
         Ok(())

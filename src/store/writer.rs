@@ -226,7 +226,7 @@ fn commit_loop(
             Some(e) => {
                 // Nothing of the batch is stored: its files are dropped unnamed, leaving nothing.
                 batch.unnamed.clear();
-                health.write_failed(e);
+                health.write_failed(&e.to_string());
                 if let Some(suppressed) = errors.ready() {
                     tracing::error!(error = %e, similar_errors_since_last_line = suppressed, "cannot commit to the store");
                 }
@@ -243,7 +243,7 @@ fn commit_loop(
             }
         }
         let not_stored =
-            |e: &String| StoreError::NotStored(format!("cannot commit to the store: {e}"));
+            |e: &rusqlite::Error| StoreError::NotStored(format!("cannot commit to the store: {e}"));
         for deliver in batch.delivers {
             deliver(failure.as_ref().map_or(Ok(()), |e| Err(not_stored(e))));
         }
@@ -309,11 +309,9 @@ fn run_batch(
     dir: &Path,
     foreign: &Foreign,
     batch: &mut Batch,
-) -> Result<(), String> {
+) -> Result<(), rusqlite::Error> {
     let received_at_ms = crate::clock::now_ms();
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| e.to_string())?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for job in jobs {
         match job {
             Job::Accept {
@@ -324,8 +322,7 @@ fn run_batch(
             } => {
                 let planned = in_savepoint(&tx, |c| {
                     insert_one(c, &notification, &mode, received_at_ms, dir, foreign)
-                })
-                .map_err(|e| e.to_string())?;
+                })?;
                 let answer = match planned {
                     Ok((accepted, to_name)) => {
                         // A redelivery's file was written already: this one is dropped unnamed.
@@ -380,8 +377,7 @@ fn run_batch(
                     } else {
                         Err(applied.deliver)
                     }
-                })
-                .map_err(|e| e.to_string())?;
+                })?;
                 batch
                     .delivers
                     .push(applied.unwrap_or_else(|deliver| deliver));
@@ -393,7 +389,7 @@ fn run_batch(
             }
         }
     }
-    tx.commit().map_err(|e| e.to_string())
+    tx.commit()
 }
 
 /// Why a notification could not be stored.

@@ -96,7 +96,7 @@ async fn feed(
     view::feed(app, window)
         .await
         .map(JsonOk)
-        .map_err(|e| ApiError::new(Status::BadGateway, "dynatrace_unavailable", e.to_string()))
+        .map_err(ApiError::from)
 }
 
 #[get("/api/stats")]

@@ -7,8 +7,10 @@ use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 use serde_json::json;
 
+use super::view::FeedError;
+use crate::dynatrace::UnknownWindow;
 use crate::logging::SharedThrottle;
-use crate::sources::{ParseError, Refusal};
+use crate::sources::{ParseError, Refusal, Source, UnknownSource};
 use crate::store::StoreError;
 use std::time::Duration;
 
@@ -104,6 +106,36 @@ impl From<StoreError> for ApiError {
             "store_unavailable",
             "the store cannot be read right now",
         )
+    }
+}
+
+/// A feed window from a query that is none: 400, without repeating what was sent.
+impl From<UnknownWindow> for ApiError {
+    fn from(e: UnknownWindow) -> ApiError {
+        ApiError::new(Status::BadRequest, "invalid_window", e.to_string())
+    }
+}
+
+/// A source from a query that is none: 400, without repeating what was sent.
+impl From<UnknownSource> for ApiError {
+    fn from(_: UnknownSource) -> ApiError {
+        let known: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+        ApiError::new(
+            Status::BadRequest,
+            "invalid_source",
+            format!("unknown source; use one of {}", known.join(", ")),
+        )
+    }
+}
+
+/// The feed could not be fetched: 502 when Dynatrace is not there (or not configured), 503 when
+/// the store could not be read.
+impl From<FeedError> for ApiError {
+    fn from(e: FeedError) -> ApiError {
+        match e {
+            FeedError::Store(e) => e.into(),
+            e => ApiError::new(Status::BadGateway, "dynatrace_unavailable", e.to_string()),
+        }
     }
 }
 

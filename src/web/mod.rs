@@ -115,7 +115,7 @@ fn healthz(app: &rocket::State<App>) -> Result<JsonOk, ApiError> {
         Err(reason) => Err(ApiError::new(
             rocket::http::Status::ServiceUnavailable,
             "unavailable",
-            reason,
+            reason.to_string(),
         )),
     }
 }

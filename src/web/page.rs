@@ -27,18 +27,17 @@ pub fn routes() -> Vec<Route> {
 /// The templates, compiled when the first page is asked for: a hub that only receives never
 /// loads the template engine's code or keeps the compiled templates in memory.
 #[derive(Default)]
-pub struct Templates(OnceLock<Result<Tera, String>>);
+pub struct Templates(OnceLock<Result<Tera, tera::Error>>);
 
 impl Templates {
-    fn compile() -> Result<Tera, String> {
+    fn compile() -> Result<Tera, tera::Error> {
         let mut tera = Tera::default();
         tera.add_raw_templates(vec![
             ("base.html", include_str!("../../templates/base.html")),
             ("index.html", include_str!("../../templates/index.html")),
             ("feed.html", include_str!("../../templates/feed.html")),
             ("problem.html", include_str!("../../templates/problem.html")),
-        ])
-        .map_err(|e| format!("cannot compile the page templates: {e}"))?;
+        ])?;
         Ok(tera)
     }
 

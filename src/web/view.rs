@@ -14,7 +14,6 @@ use crate::domain::Source;
 use crate::dynatrace::problem::Summary;
 use crate::dynatrace::Window;
 use crate::feed::Feed;
-use crate::sources::UnknownSource;
 use crate::store::StoreError;
 
 pub const PER_PAGE: i64 = 25;
@@ -31,15 +30,9 @@ pub fn page_number(raw: Option<&str>) -> i64 {
         .clamp(0, 1_000_000)
 }
 
-/// A feed window from a query; an unknown one is a 400 that does not repeat what was sent.
+/// A feed window from a query.
 pub fn window(raw: &str) -> Result<Window, ApiError> {
-    raw.parse::<Window>().map_err(|_| {
-        ApiError::new(
-            Status::BadRequest,
-            "invalid_window",
-            format!("unknown time window; use one of {}", Window::names()),
-        )
-    })
+    Ok(raw.parse::<Window>()?)
 }
 
 /// Percent-encodes everything but unreserved characters, for ids in links.
@@ -194,9 +187,7 @@ async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<Sou
         )
     };
     match source.filter(|s| !s.is_empty()) {
-        Some(s) => s.parse().map_err(|e: UnknownSource| {
-            ApiError::new(Status::BadRequest, "invalid_source", e.to_string())
-        }),
+        Some(s) => Ok(s.parse::<Source>()?),
         None => app.store.source_of(id).await?.ok_or_else(not_found),
     }
 }

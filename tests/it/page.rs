@@ -334,6 +334,10 @@ async fn the_api_mirrors_the_page_and_metrics_are_prometheus_text() {
     assert_eq!(feed["problems"][1]["received_by_hub"], false);
     let r = api("/api/feed?relative=fortnight").await.unwrap();
     expect_error(r, 400, "invalid_window").await;
+    let r = api("/api/problems/P-1?source=%3Cscript%3E").await.unwrap();
+    let body = expect_error(r, 400, "invalid_source").await;
+    assert!(!body.to_string().contains("script"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("alertmanager"), "{body}");
     let r = api("/api/problems/nope").await.unwrap();
     expect_error(r, 404, "not_found").await;
     let stats: Value = api("/api/stats")
