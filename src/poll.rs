@@ -9,7 +9,7 @@ use crate::dispatch::Dispatcher;
 use crate::domain::Source;
 use crate::dynatrace::problem::Summary;
 use crate::dynatrace::{Client, Window};
-use crate::feed::{Feed, Received};
+use crate::feed::Feed;
 use crate::store::{self, Store};
 
 /// How long `--run-actions` works the queue before leaving the rest to a running hub.
@@ -35,10 +35,9 @@ pub async fn poll(
     } else {
         None
     };
-    let received = match store::open_reader(&config.store.url).await? {
-        Some(pool) => store::received(&pool).await?,
-        None => Received::default(),
-    };
+    let received = store::received(&config.store.url)
+        .await?
+        .unwrap_or_default();
     let feed = Feed::new(window, summaries, &received);
     let mut out = if json {
         let mut doc = feed.to_json();

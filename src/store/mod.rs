@@ -6,7 +6,9 @@
 
 pub mod files;
 pub mod lock;
+mod migrate;
 mod reader;
+mod rows;
 mod runs;
 mod source_sql;
 mod views;
@@ -23,14 +25,8 @@ pub use runs::{Finish, NewRun, RunRow, SentView, StoredNotification};
 pub use views::{ActionCounts, HourCount, NotificationRow, ProblemRow, SourceCounts};
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::ConnectOptions;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -65,8 +61,8 @@ impl Accepted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store at {url}: {source}")]
-    Open { url: String, source: sqlx::Error },
+    #[error("store.url {url:?}: {reason}")]
+    Url { url: String, reason: &'static str },
     #[error("cannot open the store on {path}: {source}")]
     OpenFile {
         path: PathBuf,
@@ -74,17 +70,23 @@ pub enum StoreError {
     },
     #[error("cannot start the store's writer: {0}")]
     StartWriter(std::io::Error),
-    #[error("cannot prepare the store's tables: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot bring the store's tables up to date (migration {version}): {source}")]
+    Migrate {
+        version: i64,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the store was made by a newer hub (schema {found}; this hub knows up to {known}); \
+         run that release, or restore a backup made before it"
+    )]
+    NewerSchema { found: i64, known: i64 },
     #[error("cannot use folder {path}: {source}")]
     Folder {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("database error: {0}")]
-    Write(#[from] rusqlite::Error),
+    Db(#[from] rusqlite::Error),
     /// The notification could not be made durable; the sender should retry.
     #[error("{0}")]
     NotStored(String),
@@ -120,8 +122,8 @@ pub enum Unhealthy {
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
     reader: Arc<reader::Reader>,
+    views: Arc<reader::ReadPool>,
     jobs: mpsc::Sender<Job>,
     dir_received: PathBuf,
     /// Signalled after every commit, so the dispatcher starts at once instead of at its next poll.
@@ -139,38 +141,38 @@ impl Store {
             path: dir_received.to_path_buf(),
             source,
         })?;
-        let opened = |source| StoreError::Open {
-            url: url.to_string(),
+        let path = sqlite_path(url)?;
+        let prepare = {
+            let path = path.clone();
+            move || -> Result<usize, StoreError> {
+                let opened = |source| StoreError::OpenFile {
+                    path: path.clone(),
+                    source,
+                };
+                let mut conn = rusqlite::Connection::open(&path).map_err(opened)?;
+                conn.busy_timeout(Duration::from_secs(10)).map_err(opened)?;
+                // WAL is kept by the file itself, so every later connection reads beside the writer.
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(opened)?;
+                migrate::run(&mut conn)
+            }
+        };
+        let ran = tokio::task::spawn_blocking(prepare).await??;
+        if ran > 0 {
+            tracing::info!(migrations = ran, "brought the store's tables up to date");
+        }
+        let opened = |source| StoreError::OpenFile {
+            path: path.clone(),
             source,
         };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(opened)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .disable_statement_logging();
-        // The pool serves the reads (pages, API, the dispatcher's queries); every write of the
-        // running hub goes through the writer.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.clone())
-            .await
-            .map_err(opened)?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
 
-        let reader = reader::Reader::open(options.get_filename()).map_err(|source| {
-            StoreError::OpenFile {
-                path: options.get_filename().to_path_buf(),
-                source,
-            }
-        })?;
+        let reader = reader::Reader::open(&path).map_err(opened)?;
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let committed = Arc::new(Notify::new());
         let health = Arc::new(writer::Health::default());
         let foreign = Arc::new(writer::Foreign::default());
         writer::start(
-            options.get_filename(),
+            &path,
             queue,
             dir_received.to_path_buf(),
             committed.clone(),
@@ -178,8 +180,8 @@ impl Store {
             foreign.clone(),
         )?;
         Ok(Store {
-            pool,
             reader: Arc::new(reader),
+            views: reader::ReadPool::new(&path),
             jobs,
             dir_received: dir_received.to_path_buf(),
             committed,
@@ -244,7 +246,7 @@ impl Store {
             Err(e) => writer::Applied {
                 keep: false,
                 deliver: Box::new(move |_| {
-                    let _ = reply.send(Err(StoreError::Write(e)));
+                    let _ = reply.send(Err(StoreError::Db(e)));
                 }),
             },
         });
@@ -359,10 +361,16 @@ impl Store {
         let mut present = tokio::task::spawn_blocking(move || list_sizes(&dir))
             .await?
             .map_err(folder_error)?;
-        let known: Vec<(i64, String, i64)> =
-            sqlx::query_as("SELECT id, file_name, length(body) FROM notifications ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+        let known: Vec<(i64, String, i64)> = self
+            .views
+            .read(|c| {
+                rows::all(
+                    c,
+                    "SELECT id, file_name, length(body) FROM notifications ORDER BY id",
+                    [],
+                )
+            })
+            .await?;
         let mut check = FolderCheck::default();
         let mut foreign_files = Vec::new();
         for (id, mut name, len) in known {
@@ -370,9 +378,9 @@ impl Store {
             if found == Some(len as u64) {
                 continue;
             }
-            let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM notifications WHERE id = ?")
-                .bind(id)
-                .fetch_one(&self.pool)
+            let body: Vec<u8> = self
+                .views
+                .read(move |c| rows::one(c, "SELECT body FROM notifications WHERE id = ?1", [id]))
                 .await?;
             let foreign = found.is_some() && !cut_short(&self.dir_received.join(&name), &body);
             if name.len() > MAX_NAME_LEN || foreign {
@@ -471,9 +479,9 @@ impl Store {
         self.committed.clone()
     }
 
-    /// The read side, for queries that do not go through the writer.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Which Dynatrace problems hub has received a notification for.
+    pub async fn received(&self) -> Result<crate::feed::Received, StoreError> {
+        self.views.read(received_from).await
     }
 
     /// The received folder.
@@ -511,41 +519,45 @@ pub enum EnrichmentOutcome<'a> {
 
 /// Takes the store's lock for this process's life (see [`lock`]), before anything is opened.
 pub fn lock(url: &str) -> Result<lock::StoreLock, StoreError> {
-    let options = SqliteConnectOptions::from_str(url).map_err(|source| StoreError::Open {
-        url: url.to_string(),
-        source,
-    })?;
-    Ok(lock::acquire(options.get_filename())?)
+    Ok(lock::acquire(&sqlite_path(url)?)?)
 }
 
-/// Opens an existing store for reading only, beside a running hub; `None` when it does not exist yet.
-pub async fn open_reader(url: &str) -> Result<Option<SqlitePool>, StoreError> {
-    let opened = |source| StoreError::Open {
+/// The database file a `sqlite:` URL names (`sqlite://hub.db`, `sqlite:hub.db`,
+/// `sqlite:///var/lib/hub/hub.db`); a query such as `?mode=rwc` is ignored.
+fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
+    let bad = |reason| StoreError::Url {
         url: url.to_string(),
-        source,
+        reason,
     };
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(opened)?
-        .read_only(true)
-        .busy_timeout(Duration::from_secs(10))
-        .disable_statement_logging();
-    if !options.get_filename().exists() {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| bad("expected a SQLite URL such as sqlite://hub.db"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(bad("name the database file, such as sqlite://hub.db"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Which Dynatrace problems an existing store has received a notification for, read beside a
+/// running hub without starting anything; `None` when there is no store yet.
+pub async fn received(url: &str) -> Result<Option<crate::feed::Received>, StoreError> {
+    let path = sqlite_path(url)?;
+    if !path.exists() {
         return Ok(None);
     }
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .map_err(opened)?;
-    Ok(Some(pool))
+    Ok(Some(
+        reader::ReadPool::new(&path).read(received_from).await?,
+    ))
 }
 
-/// Which Dynatrace problems hub has received a notification for.
-pub async fn received(pool: &SqlitePool) -> Result<crate::feed::Received, StoreError> {
-    let rows: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT problem_key, pid FROM notifications WHERE source = 'dynatrace'")
-            .fetch_all(pool)
-            .await?;
+fn received_from(c: &rusqlite::Connection) -> rusqlite::Result<crate::feed::Received> {
+    let rows: Vec<(String, Option<String>)> = rows::all(
+        c,
+        "SELECT problem_key, pid FROM notifications WHERE source = ?1",
+        [crate::domain::Source::Dynatrace],
+    )?;
     let mut received = crate::feed::Received::default();
     for (key, pid) in rows {
         received.problem_keys.insert(key);
@@ -596,6 +608,11 @@ mod tests {
         }
     }
 
+    /// A connection of the test's own to the store's database.
+    fn db(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.path().join("hub.db")).unwrap()
+    }
+
     async fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("hub.db").display());
@@ -609,7 +626,7 @@ mod tests {
     /// notifications and writes around it are kept.
     #[tokio::test]
     async fn a_failing_write_is_rolled_back_alone_and_the_writer_goes_on() {
-        let (_dir, store) = open().await;
+        let (dir, store) = open().await;
         store.accept(notification("P-1")).await.unwrap();
         let failing = store.write(|c| {
             c.execute("UPDATE notifications SET duplicates = 100", [])?;
@@ -622,7 +639,7 @@ mod tests {
         let kept = store.write(|c| c.execute("UPDATE notifications SET title = 'kept'", []));
         let (failing, panicking, kept, accepted) =
             tokio::join!(failing, panicking, kept, store.accept(notification("P-2")));
-        assert!(matches!(failing, Err(StoreError::Write(_))), "{failing:?}");
+        assert!(matches!(failing, Err(StoreError::Db(_))), "{failing:?}");
         assert!(
             matches!(panicking, Err(StoreError::Closed)),
             "{panicking:?}"
@@ -632,11 +649,12 @@ mod tests {
             matches!(accepted, Ok(Accepted::Stored { .. })),
             "{accepted:?}"
         );
-        let rows: Vec<(String, Option<String>, i64)> =
-            sqlx::query_as("SELECT problem_key, title, duplicates FROM notifications ORDER BY id")
-                .fetch_all(store.pool())
-                .await
-                .unwrap();
+        let rows: Vec<(String, Option<String>, i64)> = rows::all(
+            &db(&dir),
+            "SELECT problem_key, title, duplicates FROM notifications ORDER BY id",
+            [],
+        )
+        .unwrap();
         assert_eq!(
             rows,
             [
@@ -652,13 +670,12 @@ mod tests {
     #[tokio::test]
     async fn a_notification_that_cannot_be_inserted_fails_alone() {
         let (dir, store) = open().await;
-        sqlx::query(
-            "CREATE TRIGGER reject BEFORE INSERT ON notifications WHEN NEW.problem_key = 'BAD'
-             BEGIN SELECT RAISE(ABORT, 'rejected by the test'); END",
-        )
-        .execute(store.pool())
-        .await
-        .unwrap();
+        db(&dir)
+            .execute_batch(
+                "CREATE TRIGGER reject BEFORE INSERT ON notifications WHEN NEW.problem_key = 'BAD'
+                 BEGIN SELECT RAISE(ABORT, 'rejected by the test'); END",
+            )
+            .unwrap();
         let (before, bad, after) = tokio::join!(
             store.accept(notification("P-1")),
             store.accept(notification("BAD")),
@@ -676,10 +693,7 @@ mod tests {
             .collect();
         files.sort();
         assert_eq!(files, ["P-1-OPEN.json", "P-2-OPEN.json"]);
-        let plans: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plans")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        let plans: i64 = rows::one(&db(&dir), "SELECT COUNT(*) FROM plans", []).unwrap();
         assert_eq!(plans, 2, "nothing of the rejected one is kept");
     }
 
@@ -696,11 +710,11 @@ mod tests {
             matches!(&refused, Err(StoreError::NotStored(m)) if m.contains("received folder")),
             "{refused:?}"
         );
-        let (rows, plans): (i64, i64) = sqlx::query_as(
+        let (rows, plans): (i64, i64) = rows::one(
+            &db(&dir),
             "SELECT (SELECT COUNT(*) FROM notifications), (SELECT COUNT(*) FROM plans)",
+            [],
         )
-        .fetch_one(store.pool())
-        .await
         .unwrap();
         assert_eq!((rows, plans), (0, 0));
         assert!(store.health().is_err(), "the folder cannot be made");
@@ -740,11 +754,12 @@ mod tests {
             std::fs::read(received.join("P-1-OPEN.json")).unwrap(),
             b"left by the sample"
         );
-        let last: i64 =
-            sqlx::query_scalar("SELECT last FROM file_name_counters WHERE stem = 'P-1-OPEN'")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
+        let last: i64 = rows::one(
+            &db(&dir),
+            "SELECT last FROM file_name_counters WHERE stem = 'P-1-OPEN'",
+            [],
+        )
+        .unwrap();
         assert_eq!(last, 5);
         let check = store.check_folder().await.unwrap();
         assert_eq!(check.unknown, ["P-1-OPEN.json"]);
@@ -796,17 +811,12 @@ mod tests {
         let (dir, store) = open().await;
         store.accept(notification("P-1")).await.unwrap();
         let long = format!("{}-OPEN.json", "x".repeat(260));
-        sqlx::query("UPDATE notifications SET file_name = ?")
-            .bind(&long)
-            .execute(store.pool())
-            .await
+        db(&dir)
+            .execute("UPDATE notifications SET file_name = ?1", [&long])
             .unwrap();
         let check = store.check_folder().await.unwrap();
         assert_eq!((check.restored, check.unwritable.len()), (1, 0));
-        let name: String = sqlx::query_scalar("SELECT file_name FROM notifications")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        let name: String = rows::one(&db(&dir), "SELECT file_name FROM notifications", []).unwrap();
         assert!(name.len() <= 255 && dir.path().join("received").join(&name).is_file());
         assert_eq!(
             check.unknown,

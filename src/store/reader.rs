@@ -1,12 +1,12 @@
-//! The dispatcher's reads, on a connection of its own and without sqlx's worker-thread hop: each
-//! pass reads what is due, every run reads its notification, and every `problems_sent/` rewrite
-//! reads its problem's runs.
-//! Each is an indexed lookup of a few microseconds, less than the two context switches sqlx
-//! spends on handing it to its worker thread and back, so they run in place.
+//! Reads. The dispatcher's run in place on a connection of their own: each pass reads what is due,
+//! every run reads its notification, and every `problems_sent/` rewrite reads its problem's runs.
+//! Each is an indexed lookup of a few microseconds, less than two context switches to a blocking
+//! thread and back. The pages', the API's and the commands' reads may scan a whole table, so they
+//! run on blocking threads ([`ReadPool`]), never on the runtime's own.
 
 use crate::domain::Source;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -14,18 +14,23 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use super::runs::{RunRow, SentView, StoredNotification};
 use super::{DueEnrichment, StoreError};
 
+/// A connection that can only read.
+fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "query_only", true)?;
+    conn.set_prepared_statement_cache_capacity(super::STATEMENTS_KEPT);
+    Ok(conn)
+}
+
 pub(super) struct Reader(Mutex<Connection>);
 
 impl Reader {
     pub fn open(path: &Path) -> rusqlite::Result<Reader> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "query_only", true)?;
-        conn.set_prepared_statement_cache_capacity(super::STATEMENTS_KEPT);
-        Ok(Reader(Mutex::new(conn)))
+        Ok(Reader(Mutex::new(open_read_only(path)?)))
     }
 
     pub fn read<T>(
@@ -35,6 +40,45 @@ impl Reader {
         // A panic in a read leaves the connection as it was (reads change nothing).
         let conn = self.0.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&conn)?)
+    }
+}
+
+/// Read-only connections for reads that may take a while, each run on a blocking thread. A
+/// connection is opened when none is idle, and at most [`ReadPool::IDLE`] are kept.
+pub(super) struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    const IDLE: usize = 4;
+
+    pub fn new(path: &Path) -> Arc<ReadPool> {
+        Arc::new(ReadPool {
+            path: path.to_path_buf(),
+            idle: Mutex::default(),
+        })
+    }
+
+    pub async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_read_only(&pool.path)?,
+            };
+            let result = f(&conn);
+            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < Self::IDLE {
+                idle.push(conn);
+            }
+            Ok(result?)
+        })
+        .await?
     }
 }
 
@@ -118,6 +162,12 @@ pub(super) fn state_runs(
         "WHERE source = ?1 AND problem_key = ?2 AND state = ?3 ORDER BY id",
         (source, problem_key, state),
     )
+}
+
+pub(super) fn run(c: &Connection, id: i64) -> rusqlite::Result<RunRow> {
+    runs(c, "WHERE id = ?1", [id])?
+        .pop()
+        .ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
 fn runs(

@@ -7,11 +7,12 @@
 use crate::domain::Source;
 use rusqlite::OptionalExtension;
 
+use super::rows::{all, optional};
 use super::{Store, StoreError};
 use crate::clock::now_ms;
 
 /// A notification as the dispatcher reads it back, with its enriched details when there are any.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredNotification {
     pub id: i64,
     pub source: Source,
@@ -50,7 +51,7 @@ pub struct SentView {
 }
 
 /// A run as the queue and the pages see it.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RunRow {
     pub id: i64,
     pub notification_id: i64,
@@ -155,14 +156,18 @@ impl Store {
         problem_key: &str,
         state: &str,
     ) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM notifications WHERE source = ? AND problem_key = ? AND state = ? LIMIT 1",
-        )
-        .bind(source)
-        .bind(problem_key)
-        .bind(state)
-        .fetch_optional(&self.pool)
-        .await?;
+        let (problem_key, state) = (problem_key.to_string(), state.to_string());
+        let found: Option<i64> = self
+            .views
+            .read(move |c| {
+                optional(
+                    c,
+                    "SELECT 1 FROM notifications
+                     WHERE source = ?1 AND problem_key = ?2 AND state = ?3 LIMIT 1",
+                    (source, problem_key, state),
+                )
+            })
+            .await?;
         Ok(found.is_some())
     }
 
@@ -356,49 +361,35 @@ impl Store {
     /// Puts runs left in flight (by a crash, or by a shutdown past its deadline) back in the queue.
     /// Their open attempts are closed as interrupted. Returns how many runs were recovered.
     pub async fn recover_in_flight(&self, only: Option<&[i64]>) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let ids: Vec<i64> = match only {
-            Some(ids) => ids.to_vec(),
-            None => {
-                sqlx::query_scalar("SELECT id FROM action_runs WHERE status = 'running'")
-                    .fetch_all(&self.pool)
-                    .await?
+        let (only, now) = (only.map(<[i64]>::to_vec), now_ms());
+        self.write(move |c| {
+            let ids: Vec<i64> = match only {
+                Some(ids) => ids,
+                None => all(c, "SELECT id FROM action_runs WHERE status = 'running'", [])?,
+            };
+            let mut recovered = 0;
+            for id in ids {
+                recovered += c
+                    .prepare_cached(
+                        "UPDATE action_runs SET status = 'pending', next_attempt_at_ms = ?1,
+                                updated_at_ms = ?1,
+                                last_error = 'interrupted: hub stopped while this run was in flight'
+                         WHERE id = ?2 AND status = 'running'",
+                    )?
+                    .execute([now, id])? as u64;
+                c.prepare_cached(
+                    "UPDATE action_attempts SET finished_at_ms = ?1, result = 'interrupted'
+                     WHERE run_id = ?2 AND finished_at_ms IS NULL",
+                )?
+                .execute([now, id])?;
             }
-        };
-        let mut recovered = 0;
-        for id in ids {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let done = sqlx::query(
-                "UPDATE action_runs SET status = 'pending', next_attempt_at_ms = ?, updated_at_ms = ?,
-                        last_error = 'interrupted: hub stopped while this run was in flight'
-                 WHERE id = ? AND status = 'running'",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE action_attempts SET finished_at_ms = ?, result = 'interrupted'
-                 WHERE run_id = ? AND finished_at_ms IS NULL",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            recovered += done.rows_affected();
-        }
-        Ok(recovered)
+            Ok(recovered)
+        })
+        .await
     }
 
     pub async fn run(&self, run_id: i64) -> Result<RunRow, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {RUN_COLUMNS} FROM action_runs WHERE id = ?"
-        ))
-        .bind(run_id)
-        .fetch_one(&self.pool)
-        .await?)
+        self.reader.read(|c| super::reader::run(c, run_id))
     }
 
     /// Defers a run without counting an attempt (a comment waiting for the runs it reports).
@@ -478,17 +469,21 @@ impl Store {
     /// run's update, or details fetched), for the start-up check of those files. A problem whose runs
     /// were routed but never attempted has no file yet.
     pub async fn last_sent_changes(&self) -> Result<Vec<(Source, String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT source, problem_key, MAX(changed_ms) FROM (
-                 SELECT source, problem_key, updated_at_ms AS changed_ms FROM action_runs
-                 WHERE attempts > 0
-                 UNION ALL
-                 SELECT n.source, n.problem_key, e.updated_at_ms
-                 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
-                 WHERE e.details IS NOT NULL
-             ) GROUP BY source, problem_key",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        self.views
+            .read(|c| {
+                all(
+                    c,
+                    "SELECT source, problem_key, MAX(changed_ms) FROM (
+                         SELECT source, problem_key, updated_at_ms AS changed_ms FROM action_runs
+                         WHERE attempts > 0
+                         UNION ALL
+                         SELECT n.source, n.problem_key, e.updated_at_ms
+                         FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+                         WHERE e.details IS NOT NULL
+                     ) GROUP BY source, problem_key",
+                    [],
+                )
+            })
+            .await
     }
 }

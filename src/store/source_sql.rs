@@ -2,8 +2,6 @@
 //! release) is a decode error, not a guess.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use sqlx::sqlite::{Sqlite, SqliteArgumentValue, SqliteTypeInfo, SqliteValueRef};
-use sqlx::{Decode, Encode, Type};
 
 use crate::domain::Source;
 
@@ -17,31 +15,5 @@ impl FromSql for Source {
 impl ToSql for Source {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl Type<Sqlite> for Source {
-    fn type_info() -> SqliteTypeInfo {
-        <&str as Type<Sqlite>>::type_info()
-    }
-
-    fn compatible(ty: &SqliteTypeInfo) -> bool {
-        <&str as Type<Sqlite>>::compatible(ty)
-    }
-}
-
-impl<'r> Decode<'r, Sqlite> for Source {
-    fn decode(value: SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let name = <&str as Decode<Sqlite>>::decode(value)?;
-        Ok(name.parse()?)
-    }
-}
-
-impl<'q> Encode<'q, Sqlite> for Source {
-    fn encode_by_ref(
-        &self,
-        buf: &mut Vec<SqliteArgumentValue<'q>>,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <&str as Encode<Sqlite>>::encode(self.as_str(), buf)
     }
 }

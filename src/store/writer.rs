@@ -6,9 +6,9 @@
 //! sleeps, up to 100 ms a try, and starved the dispatcher while notifications poured in), and one
 //! fsync commits a whole burst of both.
 //!
-//! It runs on two threads of its own, with its own SQLite connection (rusqlite, prepared statements
-//! kept), so the hot path has no async hop per statement: sqlx's SQLite driver sends every statement
-//! to a worker thread and back, and under load those hops cost more CPU than the statements. The
+//! It runs on two threads of its own, with its own SQLite connection (prepared statements kept), so
+//! the hot path has no async hop per statement (an async driver that sends every statement to a
+//! worker thread and back cost more CPU under load than the statements themselves). The
 //! SQL thread inserts a batch's notifications while the file thread writes their files, and commits
 //! only once every file is written: a notification is answered 2xx exactly when it is committed
 //! with its file, and one whose file could not be written is taken out of the transaction first.

@@ -159,7 +159,7 @@ pub async fn feed(app: &App, window: Window) -> Result<Value, FeedError> {
         return Err(FeedError::NoTenant);
     };
     let problems = client.feed(window).await?;
-    let received = crate::store::received(app.store.pool()).await?;
+    let received = app.store.received().await?;
     let summaries: Vec<Summary> = problems
         .iter()
         .map(|p| Summary::from_api(client.version(), p))

@@ -644,11 +644,8 @@ async fn replay_runs_again_on_purpose_and_says_so() {
         "{stdout}"
     );
     assert_eq!(lines(&calls).len(), 4);
-    let pool = support::db(dir.path()).await;
-    let manual: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM action_attempts WHERE manual = 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let db = support::db(dir.path()).await;
+    let manual: i64 = db.one("SELECT COUNT(*) FROM action_attempts WHERE manual = 1", []);
     assert_eq!(manual, 2);
 
     let out = hub_command(dir.path())
@@ -756,13 +753,11 @@ async fn poll_run_actions_handles_each_problem_state_once() {
     called.sort();
     assert_eq!(called, ["svc-2", "svc-3", "svc-85"]);
     let states: Vec<String> = {
-        let pool = support::db(dir.path()).await;
-        sqlx::query_scalar(
+        let db = support::db(dir.path()).await;
+        db.all(
             "SELECT problem_key || '-' || state FROM action_runs ORDER BY problem_key",
+            [],
         )
-        .fetch_all(&pool)
-        .await
-        .unwrap()
     };
     assert_eq!(states, ["2-OPEN", "3-RESOLVED", "85-OPEN"]);
 
@@ -808,11 +803,8 @@ async fn a_run_past_the_shutdown_deadline_is_left_for_the_next_start() {
     })
     .await;
     assert_eq!(lines(&dir.path().join("done.log")).len(), 1);
-    let pool = support::db(dir.path()).await;
-    let results: Vec<String> = sqlx::query_scalar("SELECT result FROM action_attempts ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let db = support::db(dir.path()).await;
+    let results: Vec<String> = db.all("SELECT result FROM action_attempts ORDER BY id", []);
     assert_eq!(results, ["interrupted", "succeeded"]);
 }
 
@@ -903,16 +895,9 @@ async fn with_no_action_configured_plans_close_without_runs() {
     deliver(&hub, fixture("dynatrace/minimal-open.json")).await;
     deliver(&hub, fixture("dynatrace/full-open.json")).await;
     eventually("both plans closed", async || {
-        let pool = support::db(dir.path()).await;
-        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plans WHERE status != 'done'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plans WHERE status = 'done'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
+        let db = support::db(dir.path()).await;
+        let open: i64 = db.one("SELECT COUNT(*) FROM plans WHERE status != 'done'", []);
+        let done: i64 = db.one("SELECT COUNT(*) FROM plans WHERE status = 'done'", []);
         open == 0 && done == 2
     })
     .await;

@@ -29,15 +29,10 @@ fn amtool(am_url: &str, args: &[&str]) {
 
 /// (source, problem_key, state, duplicates) of every stored notification.
 async fn stored(dir: &Path) -> Vec<(String, String, String, i64)> {
-    let pool = support::db(dir).await;
-    let rows = sqlx::query_as(
+    support::db(dir).await.all(
         "SELECT source, problem_key, state, duplicates FROM notifications ORDER BY id",
+        [],
     )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    rows
 }
 
 #[tokio::test]

@@ -57,21 +57,17 @@ async fn every_acknowledged_notification_survives_kill_9_at_full_load() {
     );
 
     // Every acknowledged notification is on disk, whole, in the folder and in the store.
-    let pool = support::db(tmp.path()).await;
+    let db = support::db(tmp.path()).await;
     for (i, body) in &acknowledged {
         let file = hub.received().join(format!("P-{i}-OPEN.json"));
         let on_disk = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert_eq!(on_disk, body.as_bytes(), "file for P-{i}");
-        let stored: Vec<u8> = sqlx::query_scalar(
+        let stored: Vec<u8> = db.one(
             "SELECT body FROM notifications WHERE problem_key = ? AND state = 'OPEN'",
-        )
-        .bind(format!("P-{i}"))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+            [format!("P-{i}")],
+        );
         assert_eq!(stored, body.as_bytes(), "row for P-{i}");
     }
-    pool.close().await;
     assert!(
         hub.received_files().iter().all(|n| !n.starts_with('.')),
         "no temporary file left behind"
@@ -132,13 +128,11 @@ async fn actions_survive_kill_9_and_only_runs_in_flight_repeat() {
     hub.kill9();
     let _ = burst.await;
 
-    let pool = support::db(tmp.path()).await;
-    let in_flight: Vec<String> =
-        sqlx::query_scalar("SELECT idem_key FROM action_runs WHERE status = 'running'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    pool.close().await;
+    let db = support::db(tmp.path()).await;
+    let in_flight: Vec<String> = db.all(
+        "SELECT idem_key FROM action_runs WHERE status = 'running'",
+        [],
+    );
     assert!(
         in_flight.len() <= 4,
         "at most max_concurrent in flight: {in_flight:?}"

@@ -142,11 +142,8 @@ async fn paging_does_not_wait_on_an_unreachable_dynatrace() {
         calls(dir.path()) == ["31 OPEN"]
     })
     .await;
-    let pool = support::db(dir.path()).await;
-    let status: String = sqlx::query_scalar("SELECT status FROM enrichments")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let db = support::db(dir.path()).await;
+    let status: String = db.one("SELECT status FROM enrichments", []);
     assert_eq!(status, "pending", "the details are still asked for");
     assert!(
         hub.stderr().contains("with_details=false"),

@@ -80,13 +80,9 @@ async fn an_unreachable_tenant_keeps_the_problem_pending_across_a_restart() {
 
     let dir = tmp.path().to_path_buf();
     eventually("a recorded failed attempt", async || {
-        let pool = support::db(&dir).await;
+        let db = support::db(&dir).await;
         let row: Option<(String, i64, Option<String>)> =
-            sqlx::query_as("SELECT status, attempts, last_error FROM enrichments")
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-        pool.close().await;
+            db.optional("SELECT status, attempts, last_error FROM enrichments", []);
         matches!(row, Some((s, n, Some(e))) if s == "pending" && n >= 1 && e.contains("503"))
     })
     .await;
@@ -104,12 +100,9 @@ async fn an_unreachable_tenant_keeps_the_problem_pending_across_a_restart() {
     let hub = support::Hub::start_in(tmp.path(), &config, &[]);
     let sent = hub.dir.join("problems_sent/P-2411021.json");
     eventually("enrichment after the restart", async || sent.exists()).await;
-    let pool = support::db(tmp.path()).await;
+    let db = support::db(tmp.path()).await;
     let (status, error): (String, Option<String>) =
-        sqlx::query_as("SELECT status, last_error FROM enrichments")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        db.one("SELECT status, last_error FROM enrichments", []);
     assert_eq!(status, "done");
     assert!(error.is_none());
 }

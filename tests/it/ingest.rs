@@ -37,8 +37,7 @@ async fn stores_the_notification_then_answers() {
         minimal
     );
 
-    let pool = support::db(&hub.dir).await;
-    #[derive(sqlx::FromRow)]
+    let db = support::db(&hub.dir).await;
     struct Row {
         source: String,
         problem_key: String,
@@ -47,12 +46,21 @@ async fn stores_the_notification_then_answers() {
         is_test: bool,
         body: Vec<u8>,
     }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT source, problem_key, state, pid, is_test, body FROM notifications ORDER BY id",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let rows: Vec<Row> = db
+        .all(
+            "SELECT source, problem_key, state, pid, is_test, body FROM notifications ORDER BY id",
+            [],
+        )
+        .into_iter()
+        .map(|(source, problem_key, state, pid, is_test, body)| Row {
+            source,
+            problem_key,
+            state,
+            pid,
+            is_test,
+            body,
+        })
+        .collect();
     assert_eq!(rows.len(), 2);
     let first = &rows[0];
     assert_eq!(first.source, "dynatrace");
@@ -313,11 +321,8 @@ async fn redelivery_is_a_duplicate_and_a_new_body_never_overwrites() {
         second
     );
 
-    let pool = support::db(&hub.dir).await;
-    let dups: Vec<i64> = sqlx::query_scalar("SELECT duplicates FROM notifications ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let db = support::db(&hub.dir).await;
+    let dups: Vec<i64> = db.all("SELECT duplicates FROM notifications ORDER BY id", []);
     assert_eq!(dups, [2, 0]);
 }
 
@@ -346,12 +351,11 @@ async fn test_notifications_are_stored_and_marked_exactly() {
         .await;
     assert_eq!(answer["status"], "stored");
 
-    let pool = support::db(&hub.dir).await;
-    let flags: Vec<(String, bool)> =
-        sqlx::query_as("SELECT problem_key, is_test FROM notifications ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let db = support::db(&hub.dir).await;
+    let flags: Vec<(String, bool)> = db.all(
+        "SELECT problem_key, is_test FROM notifications ORDER BY id",
+        [],
+    );
     assert_eq!(
         flags,
         [("999".to_string(), true), ("1999".to_string(), false)]

@@ -285,11 +285,8 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
         .unwrap();
     assert_eq!(r.status(), 303);
     second_attempt_succeeded(dir.path()).await;
-    let pool = support::db(dir.path()).await;
-    let manual: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM action_attempts WHERE manual = 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let db = support::db(dir.path()).await;
+    let manual: i64 = db.one("SELECT COUNT(*) FROM action_attempts WHERE manual = 1", []);
     assert_eq!(manual, 1);
 }
 
@@ -337,7 +334,10 @@ async fn the_api_mirrors_the_page_and_metrics_are_prometheus_text() {
     let r = api("/api/problems/P-1?source=%3Cscript%3E").await.unwrap();
     let body = expect_error(r, 400, "invalid_source").await;
     assert!(!body.to_string().contains("script"), "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("alertmanager"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("alertmanager"),
+        "{body}"
+    );
     let r = api("/api/problems/nope").await.unwrap();
     expect_error(r, 404, "not_found").await;
     let stats: Value = api("/api/stats")

@@ -275,12 +275,11 @@ async fn pagerduty_events_are_validated_and_answered_as_pagerduty_does() {
     let resolve = fixture("pagerduty/alertmanager-resolve.json");
     let (status, _) = json_of(send(&hub, "/v2/enqueue", resolve).await).await;
     assert_eq!(status, 202);
-    let pool = support::db(dir.path()).await;
-    let states: Vec<(String, String)> =
-        sqlx::query_as("SELECT problem_key, state FROM notifications ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let db = support::db(dir.path()).await;
+    let states: Vec<(String, String)> = db.all(
+        "SELECT problem_key, state FROM notifications ORDER BY id",
+        [],
+    );
     assert_eq!(states[1].0, states[0].0);
     assert_eq!(
         (states[0].1.as_str(), states[1].1.as_str()),
@@ -388,12 +387,9 @@ async fn cloudstack_deliveries_must_be_signed_and_are_kept_once_per_event() {
         );
     }
     assert_eq!(count(dir.path()).await, 1);
-    let pool = support::db(dir.path()).await;
+    let db = support::db(dir.path()).await;
     let (key, state, facts): (String, String, String) =
-        sqlx::query_as("SELECT problem_key, state, facts FROM notifications")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        db.one("SELECT problem_key, state, facts FROM notifications", []);
     assert_eq!(key, "0f5c3a8e-7d21-4c1b-9a4e-2b6d8f0e1a3c");
     assert_eq!(state, "COMPLETED");
     assert!(

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
 pub const USER: &str = "dynatrace";
 pub const PASSWORD: &str = "test-password-4f1c";
@@ -214,21 +213,67 @@ pub fn post(
 }
 
 /// The store, opened read-only beside the running hub.
-pub async fn db(dir: &Path) -> SqlitePool {
-    let options = SqliteConnectOptions::new()
-        .filename(dir.join("hub.db"))
-        .read_only(true);
-    SqlitePool::connect_with(options).await.unwrap()
+pub async fn db(dir: &Path) -> Db {
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join("hub.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    Db(conn)
 }
 
+/// A read-only connection to a store, with rows read as tuples or single values.
+pub struct Db(rusqlite::Connection);
+
+impl Db {
+    pub fn all<T: FromRow>(&self, sql: &str, params: impl rusqlite::Params) -> Vec<T> {
+        let mut statement = self.0.prepare(sql).unwrap();
+        let rows = statement.query_map(params, T::from_row).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    pub fn one<T: FromRow>(&self, sql: &str, params: impl rusqlite::Params) -> T {
+        self.0.query_row(sql, params, T::from_row).unwrap()
+    }
+
+    pub fn optional<T: FromRow>(&self, sql: &str, params: impl rusqlite::Params) -> Option<T> {
+        use rusqlite::OptionalExtension;
+        self.0
+            .query_row(sql, params, T::from_row)
+            .optional()
+            .unwrap()
+    }
+}
+
+pub trait FromRow: Sized {
+    fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Self>;
+}
+
+macro_rules! scalars {
+    ($($t:ty),*) => {
+        $(impl FromRow for $t {
+            fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Self> {
+                r.get(0)
+            }
+        })*
+    };
+}
+scalars!(i64, bool, String, Vec<u8>);
+
+macro_rules! tuples {
+    ($(($($t:ident $i:tt),+)),*) => {
+        $(impl<$($t: rusqlite::types::FromSql),+> FromRow for ($($t,)+) {
+            fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Self> {
+                Ok(($(r.get::<_, $t>($i)?,)+))
+            }
+        })*
+    };
+}
+tuples!((A 0, B 1), (A 0, B 1, C 2), (A 0, B 1, C 2, D 3), (A 0, B 1, C 2, D 3, E 4), (A 0, B 1, C 2, D 3, E 4, F 5));
+
 pub async fn count(dir: &Path) -> i64 {
-    let pool = db(dir).await;
-    let n = sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    n
+    db(dir).await.one("SELECT COUNT(*) FROM notifications", [])
 }
 
 /// Asserts an error answer: status, JSON body with `error` and `detail`.
@@ -278,15 +323,10 @@ pub fn lines(path: &Path) -> Vec<String> {
 
 /// `(action, target_label, status, attempts, last_error)` of every run, oldest first.
 pub async fn runs(dir: &Path) -> Vec<(String, String, String, i64, Option<String>)> {
-    let pool = db(dir).await;
-    let rows = sqlx::query_as(
+    db(dir).await.all(
         "SELECT action, target_label, status, attempts, last_error FROM action_runs ORDER BY id",
+        [],
     )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    rows
 }
 
 /// A helper process (Alertmanager, chromedriver) stopped when the test ends, however it ends.
