@@ -14,7 +14,7 @@ pub(super) trait FromRow: Sized {
 /// Implements [`FromRow`] for a struct whose fields are named as the query's columns.
 macro_rules! by_name {
     ($name:ident { $($field:ident),* $(,)? }) => {
-        impl $crate::store::rows::FromRow for $name {
+        impl $crate::store::sqlite::rows::FromRow for $name {
             fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Self> {
                 Ok($name { $($field: r.get(stringify!($field))?),* })
             }

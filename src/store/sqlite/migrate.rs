@@ -12,28 +12,28 @@ use super::StoreError;
 const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
-        include_str!("../../migrations/sqlite/0001_notifications.sql"),
+        include_str!("../../../migrations/sqlite/0001_notifications.sql"),
     ),
     (
         2,
-        include_str!("../../migrations/sqlite/0002_enrichments.sql"),
+        include_str!("../../../migrations/sqlite/0002_enrichments.sql"),
     ),
     (
         3,
-        include_str!("../../migrations/sqlite/0003_action_runs.sql"),
+        include_str!("../../../migrations/sqlite/0003_action_runs.sql"),
     ),
-    (4, include_str!("../../migrations/sqlite/0004_facts.sql")),
+    (4, include_str!("../../../migrations/sqlite/0004_facts.sql")),
     (
         5,
-        include_str!("../../migrations/sqlite/0005_drop_redundant_index.sql"),
+        include_str!("../../../migrations/sqlite/0005_drop_redundant_index.sql"),
     ),
     (
         6,
-        include_str!("../../migrations/sqlite/0006_file_name_counters.sql"),
+        include_str!("../../../migrations/sqlite/0006_file_name_counters.sql"),
     ),
     (
         7,
-        include_str!("../../migrations/sqlite/0007_run_summary.sql"),
+        include_str!("../../../migrations/sqlite/0007_run_summary.sql"),
     ),
 ];
 

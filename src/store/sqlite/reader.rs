@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::runs::{RunRow, SentView, StoredNotification};
 use super::{DueEnrichment, StoreError};
+use crate::store::{RunRow, SentView, StoredNotification};
 
 /// A connection that can only read.
 fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {

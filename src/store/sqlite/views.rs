@@ -1,77 +1,20 @@
 //! Read-only queries for the status page, the JSON API and the metrics.
 
 use crate::domain::Source;
-use serde::Serialize;
 
-use super::rows::{all, one, optional};
-use super::{Store, StoreError};
+use super::rows::{all, by_name, one, optional};
+use super::Sqlite;
 use crate::clock::now_ms;
+use crate::store::StoreError;
+use crate::store::{ActionCounts, HourCount, NotificationRow, ProblemRow, SourceCounts};
 
-/// Per source: what was stored, what was a sender's test, how many redeliveries were answered.
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceCounts {
-    pub source: Source,
-    pub received: i64,
-    pub test: i64,
-    pub duplicate: i64,
-}
-
-/// Per action: runs by status; `retrying` are pending runs that failed at least once.
-#[derive(Debug, Clone, Serialize)]
-pub struct ActionCounts {
-    pub action: String,
-    pub succeeded: i64,
-    pub failed: i64,
-    pub pending: i64,
-    pub retrying: i64,
-    pub running: i64,
-    pub held_back: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NotificationRow {
-    pub id: i64,
-    pub source: Source,
-    pub problem_key: String,
-    pub state: String,
-    pub title: Option<String>,
-    pub is_test: bool,
-    pub duplicates: i64,
-    pub file_name: String,
-    pub received_at_ms: i64,
-}
-
-/// A problem: the newest notification of a (source, id), and how its runs stand.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProblemRow {
-    pub source: Source,
-    pub problem_key: String,
-    pub state: String,
-    pub title: Option<String>,
-    pub last_received_at_ms: i64,
-    pub notifications: i64,
-    pub runs: i64,
-    pub runs_succeeded: i64,
-    pub runs_failed: i64,
-    pub runs_open: i64,
-}
-
-/// Notifications in one hour of the last day, per source.
-#[derive(Debug, Clone, Serialize)]
-pub struct HourCount {
-    pub source: Source,
-    /// Hours since the epoch.
-    pub hour: i64,
-    pub count: i64,
-}
-
-super::rows::by_name!(SourceCounts {
+by_name!(SourceCounts {
     source,
     received,
     test,
     duplicate
 });
-super::rows::by_name!(ActionCounts {
+by_name!(ActionCounts {
     action,
     succeeded,
     failed,
@@ -80,7 +23,7 @@ super::rows::by_name!(ActionCounts {
     running,
     held_back
 });
-super::rows::by_name!(NotificationRow {
+by_name!(NotificationRow {
     id,
     source,
     problem_key,
@@ -91,7 +34,7 @@ super::rows::by_name!(NotificationRow {
     file_name,
     received_at_ms
 });
-super::rows::by_name!(ProblemRow {
+by_name!(ProblemRow {
     source,
     problem_key,
     state,
@@ -103,13 +46,13 @@ super::rows::by_name!(ProblemRow {
     runs_failed,
     runs_open
 });
-super::rows::by_name!(HourCount {
+by_name!(HourCount {
     source,
     hour,
     count
 });
 
-impl Store {
+impl Sqlite {
     pub async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
         self.views
             .read(|c| {

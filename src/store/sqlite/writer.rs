@@ -56,7 +56,7 @@ type Reply = tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>;
 
 /// A new notification's bytes in an unnamed file, with the slot it holds among the files waiting
 /// for their names: each one holds a file descriptor until it is named, so their number is bounded
-/// (see `Store::set_file_slots`).
+/// (see `Sqlite::set_file_slots`).
 pub(super) struct Pending {
     pub file: files::Unnamed,
     pub _slot: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -122,7 +122,7 @@ impl Health {
     }
 }
 
-/// Opens the writer's connection and starts its thread. It stops when every `Store` handle (and so
+/// Opens the writer's connection and starts its thread. It stops when every `Sqlite` handle (and so
 /// the job queue's sender) is gone.
 pub(super) fn start(
     db_path: &Path,
@@ -299,7 +299,7 @@ struct Batch {
 /// told so, and the rest of the batch is kept.
 ///
 /// A new notification comes with its bytes already written to an unnamed file (see
-/// [`super::Store::accept_all`]); it is named after the commit, so what is committed has its file,
+/// [`super::Sqlite::accept_all`]); it is named after the commit, so what is committed has its file,
 /// and a notification whose file could not be written never reached the store (its sender gets
 /// 503 and retries, and nothing of it is stored or run). Writing the files after the commit would
 /// leave a row that runs its actions while its sender was told it was not stored.

@@ -8,110 +8,9 @@ use crate::domain::Source;
 use rusqlite::OptionalExtension;
 
 use super::rows::{all, optional};
-use super::{Store, StoreError};
+use super::Sqlite;
 use crate::clock::now_ms;
-
-/// A notification as the dispatcher reads it back, with its enriched details when there are any.
-#[derive(Debug, Clone)]
-pub struct StoredNotification {
-    pub id: i64,
-    pub source: Source,
-    pub problem_key: String,
-    pub state: String,
-    pub pid: Option<String>,
-    pub title: Option<String>,
-    pub is_test: bool,
-    pub body: Vec<u8>,
-    pub received_at_ms: i64,
-    pub details: Option<String>,
-    /// The source's facts as JSON (see `domain::Facts`).
-    pub facts: Option<String>,
-}
-
-/// A run to create when a notification is routed.
-#[derive(Debug, Clone)]
-pub struct NewRun {
-    pub idem_key: String,
-    pub action: String,
-    pub target: String,
-    pub target_label: String,
-}
-
-/// What a problem's `problems_sent/` file shows, and the time of the last change among it, which
-/// dates the file so the start-up check can tell a file that missed a change.
-#[derive(Debug, Clone)]
-pub struct SentView {
-    pub source: Source,
-    pub problem_key: String,
-    pub changed_ms: Option<i64>,
-    pub pid: Option<String>,
-    pub state: String,
-    pub details: Option<String>,
-    pub runs: Vec<RunRow>,
-}
-
-/// A run as the queue and the pages see it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunRow {
-    pub id: i64,
-    pub notification_id: i64,
-    /// Ends with the target, a phone number unmasked for an SMS: never shown as it is (the pages
-    /// and the API show the run id made from it).
-    #[serde(skip)]
-    pub idem_key: String,
-    pub source: Source,
-    pub problem_key: String,
-    pub state: String,
-    pub action: String,
-    #[serde(skip)]
-    pub target: String,
-    pub target_label: String,
-    pub status: String,
-    pub attempts: i64,
-    pub next_attempt_at_ms: i64,
-    pub last_error: Option<String>,
-    #[serde(skip)]
-    pub outcome: Option<String>,
-    pub manual: bool,
-    pub updated_at_ms: i64,
-    /// The last attempt's one line, as the action gave it (or its error).
-    pub summary: Option<String>,
-}
-
-impl RunRow {
-    pub fn is_final(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "held_back")
-    }
-
-    pub fn outcome_json(&self) -> serde_json::Value {
-        self.outcome
-            .as_deref()
-            .and_then(|o| serde_json::from_str(o).ok())
-            .unwrap_or(serde_json::Value::Null)
-    }
-}
-
-/// How one attempt ended.
-#[derive(Debug, Clone)]
-pub enum Finish {
-    Succeeded {
-        summary: String,
-        outcome: String,
-    },
-    /// Try again at `retry_at_ms`.
-    Retry {
-        error: String,
-        outcome: String,
-        retry_at_ms: i64,
-    },
-    Failed {
-        error: String,
-        outcome: String,
-    },
-    HeldBack {
-        reason: String,
-    },
-}
+use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification};
 
 pub(super) const RUN_COLUMNS: &str =
     "id, notification_id, idem_key, source, problem_key, state, action, target,
@@ -121,7 +20,7 @@ pub(super) const RUN_COLUMNS: &str =
 const CLOSE_PLAN: &str =
     "UPDATE plans SET status = 'done', updated_at_ms = ?1 WHERE notification_id = ?2";
 
-impl Store {
+impl Sqlite {
     /// Notifications ready to be routed: not a test, and enrichment (if any) finished or waited
     /// for `enrich_wait_ms` since the notification came.
     pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {

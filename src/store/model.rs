@@ -1,0 +1,165 @@
+//! What the store holds and hands out, whichever database keeps it.
+
+use serde::Serialize;
+
+use crate::domain::Source;
+
+/// A notification as the dispatcher reads it back, with its enriched details when there are any.
+#[derive(Debug, Clone)]
+pub struct StoredNotification {
+    pub id: i64,
+    pub source: Source,
+    pub problem_key: String,
+    pub state: String,
+    pub pid: Option<String>,
+    pub title: Option<String>,
+    pub is_test: bool,
+    pub body: Vec<u8>,
+    pub received_at_ms: i64,
+    pub details: Option<String>,
+    /// The source's facts as JSON (see `domain::Facts`).
+    pub facts: Option<String>,
+}
+
+/// A run to create when a notification is routed.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub idem_key: String,
+    pub action: String,
+    pub target: String,
+    pub target_label: String,
+}
+
+/// What a problem's `problems_sent/` file shows, and the time of the last change among it, which
+/// dates the file so the start-up check can tell a file that missed a change.
+#[derive(Debug, Clone)]
+pub struct SentView {
+    pub source: Source,
+    pub problem_key: String,
+    pub changed_ms: Option<i64>,
+    pub pid: Option<String>,
+    pub state: String,
+    pub details: Option<String>,
+    pub runs: Vec<RunRow>,
+}
+
+/// A run as the queue and the pages see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub notification_id: i64,
+    /// Ends with the target, a phone number unmasked for an SMS: never shown as it is (the pages
+    /// and the API show the run id made from it).
+    #[serde(skip)]
+    pub idem_key: String,
+    pub source: Source,
+    pub problem_key: String,
+    pub state: String,
+    pub action: String,
+    #[serde(skip)]
+    pub target: String,
+    pub target_label: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub outcome: Option<String>,
+    pub manual: bool,
+    pub updated_at_ms: i64,
+    /// The last attempt's one line, as the action gave it (or its error).
+    pub summary: Option<String>,
+}
+
+impl RunRow {
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "held_back")
+    }
+
+    pub fn outcome_json(&self) -> serde_json::Value {
+        self.outcome
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Succeeded {
+        summary: String,
+        outcome: String,
+    },
+    /// Try again at `retry_at_ms`.
+    Retry {
+        error: String,
+        outcome: String,
+        retry_at_ms: i64,
+    },
+    Failed {
+        error: String,
+        outcome: String,
+    },
+    HeldBack {
+        reason: String,
+    },
+}
+
+/// Per source: what was stored, what was a sender's test, how many redeliveries were answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceCounts {
+    pub source: Source,
+    pub received: i64,
+    pub test: i64,
+    pub duplicate: i64,
+}
+
+/// Per action: runs by status; `retrying` are pending runs that failed at least once.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionCounts {
+    pub action: String,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub pending: i64,
+    pub retrying: i64,
+    pub running: i64,
+    pub held_back: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub source: Source,
+    pub problem_key: String,
+    pub state: String,
+    pub title: Option<String>,
+    pub is_test: bool,
+    pub duplicates: i64,
+    pub file_name: String,
+    pub received_at_ms: i64,
+}
+
+/// A problem: the newest notification of a (source, id), and how its runs stand.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemRow {
+    pub source: Source,
+    pub problem_key: String,
+    pub state: String,
+    pub title: Option<String>,
+    pub last_received_at_ms: i64,
+    pub notifications: i64,
+    pub runs: i64,
+    pub runs_succeeded: i64,
+    pub runs_failed: i64,
+    pub runs_open: i64,
+}
+
+/// Notifications in one hour of the last day, per source.
+#[derive(Debug, Clone, Serialize)]
+pub struct HourCount {
+    pub source: Source,
+    /// Hours since the epoch.
+    pub hour: i64,
+    pub count: i64,
+}

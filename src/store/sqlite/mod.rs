@@ -1,0 +1,746 @@
+//! The embedded store: SQLite (WAL, `synchronous=FULL`) in one file, every write through one
+//! writer thread ([`writer`]) that commits whatever is waiting in one transaction (group commit),
+//! reads on connections of their own ([`reader`]).
+
+pub mod lock;
+mod migrate;
+mod reader;
+mod rows;
+mod runs;
+mod source_sql;
+mod views;
+mod writer;
+
+use writer::Job;
+pub use writer::Mode;
+
+/// How many prepared statements each connection (the writer, the reader) keeps: more than hub
+/// has, so none is ever prepared twice.
+const STATEMENTS_KEPT: usize = 64;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::files;
+use super::{Accepted, DueEnrichment, EnrichmentOutcome, FolderCheck, StoreError, Unhealthy};
+use crate::clock::now_ms;
+use crate::domain::Notification;
+
+/// The longest file name kept; longer ones, from before names were shortened, are renamed at start.
+const MAX_NAME_LEN: usize = 250;
+
+/// Files written and waiting for their names, at most, unless `set_file_slots` says otherwise.
+const DEFAULT_FILE_SLOTS: usize = 1024;
+
+/// How many notifications may wait for the writer before `accept` itself waits.
+const QUEUE_DEPTH: usize = 4096;
+
+/// The embedded store: one SQLite file, written by one writer thread.
+#[derive(Clone)]
+pub struct Sqlite {
+    reader: Arc<reader::Reader>,
+    views: Arc<reader::ReadPool>,
+    jobs: mpsc::Sender<Job>,
+    dir_received: PathBuf,
+    /// Signalled after every commit, so the dispatcher starts at once instead of at its next poll.
+    committed: Arc<Notify>,
+    health: Arc<writer::Health>,
+    foreign: Arc<writer::Foreign>,
+    /// Slots for files written and waiting for their names (each holds a descriptor until then).
+    file_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Sqlite {
+    /// Opens (creating when missing) the database and the folder, applies migrations, starts the writer.
+    pub async fn open(url: &str, dir_received: &Path) -> Result<Sqlite, StoreError> {
+        std::fs::create_dir_all(dir_received).map_err(|source| StoreError::Folder {
+            path: dir_received.to_path_buf(),
+            source,
+        })?;
+        let path = sqlite_path(url)?;
+        let prepare = {
+            let path = path.clone();
+            move || -> Result<usize, StoreError> {
+                let opened = |source| StoreError::OpenFile {
+                    path: path.clone(),
+                    source,
+                };
+                let mut conn = rusqlite::Connection::open(&path).map_err(opened)?;
+                conn.busy_timeout(Duration::from_secs(10)).map_err(opened)?;
+                // WAL is kept by the file itself, so every later connection reads beside the writer.
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(opened)?;
+                migrate::run(&mut conn)
+            }
+        };
+        let ran = tokio::task::spawn_blocking(prepare).await??;
+        if ran > 0 {
+            tracing::info!(migrations = ran, "brought the store's tables up to date");
+        }
+        let opened = |source| StoreError::OpenFile {
+            path: path.clone(),
+            source,
+        };
+
+        let reader = reader::Reader::open(&path).map_err(opened)?;
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let committed = Arc::new(Notify::new());
+        let health = Arc::new(writer::Health::default());
+        let foreign = Arc::new(writer::Foreign::default());
+        writer::start(
+            &path,
+            queue,
+            dir_received.to_path_buf(),
+            committed.clone(),
+            health.clone(),
+            foreign.clone(),
+        )?;
+        Ok(Sqlite {
+            reader: Arc::new(reader),
+            views: reader::ReadPool::new(&path),
+            jobs,
+            dir_received: dir_received.to_path_buf(),
+            committed,
+            health,
+            foreign,
+            file_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_FILE_SLOTS)),
+        })
+    }
+
+    /// Bounds the files written and waiting for their names (each holds a file descriptor until
+    /// it is named), so that with the connections they stay within the open-file limit.
+    pub fn set_file_slots(&mut self, slots: usize) {
+        self.file_slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
+    }
+
+    /// Whether the store can take a notification now: its writer runs, its last commit went
+    /// through, and the received folder is there (the writer makes it again when it is not, so a
+    /// missing folder that cannot be made is what counts). `Err` says what is wrong.
+    pub fn health(&self) -> Result<(), Unhealthy> {
+        if self.jobs.is_closed() {
+            return Err(Unhealthy::WriterStopped);
+        }
+        if let Some(e) = self.health.last_failure() {
+            return Err(Unhealthy::LastWriteFailed(e));
+        }
+        if !self.dir_received.is_dir() {
+            std::fs::create_dir_all(&self.dir_received).map_err(|source| {
+                Unhealthy::FolderGone {
+                    path: self.dir_received.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Empties the WAL into the database file; at a graceful stop, so the database file alone
+    /// holds everything that was acknowledged.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Checkpoint(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `work` in the writer's next transaction and returns its result once that is committed
+    /// (fsynced). A failing `work` is rolled back alone; the rest of the batch is kept.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: writer::Work = Box::new(move |conn| match work(conn) {
+            Ok(value) => writer::Applied {
+                keep: true,
+                deliver: Box::new(move |committed| {
+                    let _ = reply.send(committed.map(|()| value));
+                }),
+            },
+            Err(e) => writer::Applied {
+                keep: false,
+                deliver: Box::new(move |_| {
+                    let _ = reply.send(Err(StoreError::Db(e)));
+                }),
+            },
+        });
+        self.jobs
+            .send(Job::Apply(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores a notification durably. Returns only once its transaction has committed and its file
+    /// is in `dir_received`; an error means it was not made durable and must not be acknowledged.
+    pub async fn accept(&self, notification: Notification) -> Result<Accepted, StoreError> {
+        self.accept_all(vec![notification])
+            .await?
+            .pop()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Stores several notifications of one request; they reach the writer together, so they usually
+    /// share one commit. Answers in order; the request is acknowledged only if all are stored.
+    pub async fn accept_all(
+        &self,
+        notifications: Vec<Notification>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        self.store_all(notifications, Mode::Live).await
+    }
+
+    /// Stores notifications as history (see [`Mode::Import`]): `Duplicate` for one stored already.
+    pub async fn import(
+        &self,
+        notifications: Vec<Notification>,
+        adopt: Option<String>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        self.store_all(notifications, Mode::Import { adopt }).await
+    }
+
+    /// Each notification's bytes are written to an unnamed file here, on the requester's own
+    /// thread and before the writer sees it, so the files of the next batch are written while the
+    /// writer commits this one (and on both cores at once); the writer's file thread names them
+    /// after the commit. A file that cannot be written is a "not stored" at once: nothing of it
+    /// reaches the store.
+    async fn store_all(
+        &self,
+        notifications: Vec<Notification>,
+        mode: Mode,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        let adopts = matches!(&mode, Mode::Import { adopt: Some(_) });
+        let dir = &self.dir_received;
+        let mut jobs = Vec::with_capacity(notifications.len());
+        for notification in notifications {
+            let file = match adopts {
+                true => None,
+                false => {
+                    let slot = self
+                        .file_slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| StoreError::Closed)?;
+                    // A small file, written without a sync: blocking this thread for it costs
+                    // less than handing it to another.
+                    let file =
+                        files::in_folder(dir, || files::Unnamed::write(dir, &notification.body))
+                            .map_err(|e| {
+                                // The answer's error line (once per interval) says why.
+                                StoreError::NotStored(format!(
+                                    "cannot write to the received folder {}: {e}",
+                                    dir.display()
+                                ))
+                            })?;
+                    Some(writer::Pending {
+                        file,
+                        _slot: Some(slot),
+                    })
+                }
+            };
+            jobs.push((notification, file));
+        }
+        let mut answers = Vec::with_capacity(jobs.len());
+        for (notification, file) in jobs {
+            let (reply, answer) = oneshot::channel();
+            self.jobs
+                .send(Job::Accept {
+                    notification,
+                    mode: mode.clone(),
+                    file,
+                    reply,
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answers.push(answer);
+        }
+        let mut accepted = Vec::with_capacity(answers.len());
+        for answer in answers {
+            accepted.push(answer.await.map_err(|_| StoreError::Closed)??);
+        }
+        Ok(accepted)
+    }
+
+    /// Compares the received folder with the store. Writes again every file the store has and the
+    /// folder lacks, or has with another size (cut short by a power failure, or changed by hand),
+    /// and lists the notification files in the folder that the store does not know (left by the
+    /// Python sample, or kept only in a WAL that was lost). A file that cannot be written is
+    /// reported and skipped: no single notification may keep hub from starting.
+    pub async fn check_folder(&self) -> Result<FolderCheck, StoreError> {
+        let folder_error = |source| StoreError::Folder {
+            path: self.dir_received.clone(),
+            source,
+        };
+        let dir = self.dir_received.clone();
+        let mut present = tokio::task::spawn_blocking(move || list_sizes(&dir))
+            .await?
+            .map_err(folder_error)?;
+        let known: Vec<(i64, String, i64)> = self
+            .views
+            .read(|c| {
+                rows::all(
+                    c,
+                    "SELECT id, file_name, length(body) FROM notifications ORDER BY id",
+                    [],
+                )
+            })
+            .await?;
+        let mut check = FolderCheck::default();
+        let mut foreign_files = Vec::new();
+        for (id, mut name, len) in known {
+            let found = present.remove(&name);
+            if found == Some(len as u64) {
+                continue;
+            }
+            let body: Vec<u8> = self
+                .views
+                .read(move |c| rows::one(c, "SELECT body FROM notifications WHERE id = ?1", [id]))
+                .await?;
+            let foreign = found.is_some() && !cut_short(&self.dir_received.join(&name), &body);
+            if name.len() > MAX_NAME_LEN || foreign {
+                // Named before long ids were shortened (its file could never be written, and a
+                // sender retrying it got 503 for ever), or its name taken by a file hub did not
+                // write, which is kept: it gets a name of its own.
+                if foreign {
+                    foreign_files.push(name.clone());
+                }
+                name = self.rename_file(id, &name).await?;
+            }
+            let dir = self.dir_received.clone();
+            let target = name.clone();
+            let written =
+                tokio::task::spawn_blocking(move || files::write_view(&dir, &target, &body))
+                    .await?;
+            match written {
+                Ok(()) => check.restored += 1,
+                Err(e) => check.unwritable.push(format!("{name}: {e}")),
+            }
+        }
+        check.unknown = present
+            .into_keys()
+            .chain(foreign_files)
+            .filter(|name| name.ends_with(".json") && !name.starts_with('.'))
+            .collect();
+        check.unknown.sort();
+        // hub's names all end in `.json` and none is hidden, so these are the names it must
+        // not give.
+        self.foreign.set(check.unknown.iter().cloned());
+        Ok(check)
+    }
+
+    /// Gives a stored notification a new file name: one that fits the file system, and that no
+    /// other notification or file in the folder has.
+    async fn rename_file(&self, id: i64, name: &str) -> Result<String, StoreError> {
+        let stem = files::fit(files::stem_of(name).to_string());
+        let dir = self.dir_received.clone();
+        self.write(move |c| {
+            let mut taken = c.prepare("SELECT 1 FROM notifications WHERE file_name = ?1")?;
+            let mut number = 1;
+            let free = loop {
+                let candidate = files::candidate(&stem, number);
+                if !taken.exists([&candidate])? && !files::exists_in(&dir, &candidate) {
+                    break candidate;
+                }
+                number += 1;
+            };
+            c.execute(
+                "UPDATE notifications SET file_name = ?1 WHERE id = ?2",
+                rusqlite::params![free, id],
+            )?;
+            tracing::warn!(id, file = %free, "gave a notification a new file name (its old one was too long, or taken by a file hub did not write)");
+            Ok(free)
+        })
+        .await
+    }
+
+    /// Enrichments due now, oldest first; none waits longer than `max_wait_ms` from now.
+    pub async fn due_enrichments(
+        &self,
+        max_wait_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueEnrichment>, StoreError> {
+        let now = now_ms();
+        self.reader
+            .read(|c| reader::due_enrichments(c, now, now + max_wait_ms, limit))
+    }
+
+    /// Records an attempt: done, failed for good, or pending again at `retry_at_ms`.
+    pub async fn record_enrichment(
+        &self,
+        notification_id: i64,
+        outcome: EnrichmentOutcome<'_>,
+    ) -> Result<(), StoreError> {
+        let (status, next, error) = match outcome {
+            EnrichmentOutcome::Done => ("done", 0, None),
+            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
+            EnrichmentOutcome::Retry { error, at_ms } => ("pending", at_ms, Some(error)),
+        };
+        let error = error.map(str::to_string);
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE enrichments SET status = ?1, attempts = attempts + 1, next_attempt_at_ms = ?2,
+                        last_error = ?3, updated_at_ms = ?4
+                 WHERE notification_id = ?5",
+            )?
+            .execute(rusqlite::params![status, next, error, now_ms(), notification_id])
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Notified after every commit of new notifications.
+    pub fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+
+    /// Which Dynatrace problems hub has received a notification for.
+    pub async fn received(&self) -> Result<crate::feed::Received, StoreError> {
+        self.views.read(received_from).await
+    }
+
+    /// The received folder.
+    pub fn dir_received(&self) -> &Path {
+        &self.dir_received
+    }
+}
+
+/// Takes the store's lock for this process's life (see [`lock`]), before anything is opened.
+pub fn lock(url: &str) -> Result<lock::StoreLock, StoreError> {
+    Ok(lock::acquire(&sqlite_path(url)?)?)
+}
+
+/// The database file a `sqlite:` URL names (`sqlite://hub.db`, `sqlite:hub.db`,
+/// `sqlite:///var/lib/hub/hub.db`); a query such as `?mode=rwc` is ignored.
+fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
+    let bad = |reason| StoreError::Url {
+        url: url.to_string(),
+        reason,
+    };
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| bad("expected a SQLite URL such as sqlite://hub.db"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(bad("name the database file, such as sqlite://hub.db"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Which Dynatrace problems an existing store has received a notification for, read beside a
+/// running hub without starting anything; `None` when there is no store yet.
+pub async fn received(url: &str) -> Result<Option<crate::feed::Received>, StoreError> {
+    let path = sqlite_path(url)?;
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(
+        reader::ReadPool::new(&path).read(received_from).await?,
+    ))
+}
+
+fn received_from(c: &rusqlite::Connection) -> rusqlite::Result<crate::feed::Received> {
+    let rows: Vec<(String, Option<String>)> = rows::all(
+        c,
+        "SELECT problem_key, pid FROM notifications WHERE source = ?1",
+        [crate::domain::Source::Dynatrace],
+    )?;
+    let mut received = crate::feed::Received::default();
+    for (key, pid) in rows {
+        received.problem_keys.insert(key);
+        if let Some(pid) = pid {
+            received.pids.insert(pid);
+        }
+    }
+    Ok(received)
+}
+
+/// Whether the file at `path` is what a power cut leaves of `body` (a beginning of it, or zeros),
+/// rather than a file of someone else's under the same name.
+fn cut_short(path: &Path, body: &[u8]) -> bool {
+    match std::fs::read(path) {
+        Ok(bytes) => body.starts_with(&bytes) || bytes.iter().all(|&b| b == 0),
+        Err(_) => true,
+    }
+}
+
+/// File names in a folder with their sizes.
+fn list_sizes(dir: &Path) -> std::io::Result<std::collections::HashMap<String, u64>> {
+    let mut sizes = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().into_string() {
+            sizes.insert(name, entry.metadata()?.len());
+        }
+    }
+    Ok(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Facts, Source};
+
+    fn notification(key: &str) -> Notification {
+        Notification {
+            source: Source::Dynatrace,
+            problem_key: key.into(),
+            state: "OPEN".into(),
+            pid: None,
+            title: None,
+            is_test: false,
+            body: format!("{{\"ProblemID\":\"{key}\"}}").into_bytes(),
+            facts: Facts::default(),
+            identity: None,
+        }
+    }
+
+    /// A connection of the test's own to the store's database.
+    fn db(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.path().join("hub.db")).unwrap()
+    }
+
+    async fn open() -> (tempfile::TempDir, Sqlite) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = Sqlite::open(&url, &dir.path().join("received"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    /// A write that fails, or even panics, is rolled back alone: the writer goes on, and the
+    /// notifications and writes around it are kept.
+    #[tokio::test]
+    async fn a_failing_write_is_rolled_back_alone_and_the_writer_goes_on() {
+        let (dir, store) = open().await;
+        store.accept(notification("P-1")).await.unwrap();
+        let failing = store.write(|c| {
+            c.execute("UPDATE notifications SET duplicates = 100", [])?;
+            c.execute("INSERT INTO no_such_table VALUES (1)", [])
+        });
+        let panicking = store.write(|c| -> rusqlite::Result<()> {
+            c.execute("UPDATE notifications SET duplicates = 200", [])?;
+            panic!("a bug in a write");
+        });
+        let kept = store.write(|c| c.execute("UPDATE notifications SET title = 'kept'", []));
+        let (failing, panicking, kept, accepted) =
+            tokio::join!(failing, panicking, kept, store.accept(notification("P-2")));
+        assert!(matches!(failing, Err(StoreError::Db(_))), "{failing:?}");
+        assert!(
+            matches!(panicking, Err(StoreError::Closed)),
+            "{panicking:?}"
+        );
+        assert_eq!(kept.unwrap(), 1);
+        assert!(
+            matches!(accepted, Ok(Accepted::Stored { .. })),
+            "{accepted:?}"
+        );
+        let rows: Vec<(String, Option<String>, i64)> = rows::all(
+            &db(&dir),
+            "SELECT problem_key, title, duplicates FROM notifications ORDER BY id",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("P-1".into(), Some("kept".into()), 0),
+                ("P-2".into(), None, 0)
+            ]
+        );
+        let after = store.accept(notification("P-3")).await;
+        assert!(matches!(after, Ok(Accepted::Stored { .. })), "{after:?}");
+    }
+
+    /// A notification that cannot be inserted fails alone; the others of its batch are stored.
+    #[tokio::test]
+    async fn a_notification_that_cannot_be_inserted_fails_alone() {
+        let (dir, store) = open().await;
+        db(&dir)
+            .execute_batch(
+                "CREATE TRIGGER reject BEFORE INSERT ON notifications WHEN NEW.problem_key = 'BAD'
+                 BEGIN SELECT RAISE(ABORT, 'rejected by the test'); END",
+            )
+            .unwrap();
+        let (before, bad, after) = tokio::join!(
+            store.accept(notification("P-1")),
+            store.accept(notification("BAD")),
+            store.accept(notification("P-2"))
+        );
+        assert!(matches!(before, Ok(Accepted::Stored { .. })), "{before:?}");
+        assert!(
+            matches!(&bad, Err(StoreError::NotStored(m)) if m.contains("rejected by the test")),
+            "{bad:?}"
+        );
+        assert!(matches!(after, Ok(Accepted::Stored { .. })), "{after:?}");
+        let mut files: Vec<String> = std::fs::read_dir(dir.path().join("received"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["P-1-OPEN.json", "P-2-OPEN.json"]);
+        let plans: i64 = rows::one(&db(&dir), "SELECT COUNT(*) FROM plans", []).unwrap();
+        assert_eq!(plans, 2, "nothing of the rejected one is kept");
+    }
+
+    /// When the file cannot be written (the folder unusable, a full disk), the sender is told
+    /// "not stored", and indeed nothing is: no row, no plan, so no action runs.
+    #[tokio::test]
+    async fn a_notification_whose_file_cannot_be_written_is_not_stored() {
+        let (dir, store) = open().await;
+        let received = dir.path().join("received");
+        std::fs::remove_dir(&received).unwrap();
+        std::fs::write(&received, b"a file where the folder was").unwrap();
+        let refused = store.accept(notification("P-1")).await;
+        assert!(
+            matches!(&refused, Err(StoreError::NotStored(m)) if m.contains("received folder")),
+            "{refused:?}"
+        );
+        let (rows, plans): (i64, i64) = rows::one(
+            &db(&dir),
+            "SELECT (SELECT COUNT(*) FROM notifications), (SELECT COUNT(*) FROM plans)",
+            [],
+        )
+        .unwrap();
+        assert_eq!((rows, plans), (0, 0));
+        assert!(store.health().is_err(), "the folder cannot be made");
+
+        std::fs::remove_file(&received).unwrap();
+        let stored = store.accept(notification("P-1")).await.unwrap();
+        assert_eq!(stored.file_name(), "P-1-OPEN.json");
+        store.health().unwrap();
+    }
+
+    /// A file hub did not write is never replaced: the notification takes the next free name. And
+    /// each variant's name is found from the last number given, not by probing from the first.
+    #[tokio::test]
+    async fn names_skip_files_already_there_and_count_on() {
+        let (dir, store) = open().await;
+        let received = dir.path().join("received");
+        std::fs::write(received.join("P-1-OPEN.json"), b"left by the sample").unwrap();
+        // As `hub run` does at start.
+        let check = store.check_folder().await.unwrap();
+        assert_eq!(check.unknown, ["P-1-OPEN.json"]);
+        let mut names = Vec::new();
+        for i in 0..4 {
+            let mut n = notification("P-1");
+            n.body = format!("{{\"ProblemID\":\"P-1\",\"variant\":{i}}}").into_bytes();
+            names.push(store.accept(n).await.unwrap().file_name().to_string());
+        }
+        assert_eq!(
+            names,
+            [
+                "P-1-OPEN.2.json",
+                "P-1-OPEN.3.json",
+                "P-1-OPEN.4.json",
+                "P-1-OPEN.5.json"
+            ]
+        );
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.json")).unwrap(),
+            b"left by the sample"
+        );
+        let last: i64 = rows::one(
+            &db(&dir),
+            "SELECT last FROM file_name_counters WHERE stem = 'P-1-OPEN'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(last, 5);
+        let check = store.check_folder().await.unwrap();
+        assert_eq!(check.unknown, ["P-1-OPEN.json"]);
+        assert_eq!(check.restored, 0);
+
+        // A file put under the next name while hub runs is kept; the notification named so is
+        // stored, and the next start gives it a name of its own and its file.
+        std::fs::write(received.join("P-1-OPEN.6.json"), b"put there meanwhile").unwrap();
+        let mut n = notification("P-1");
+        n.body = b"{\"ProblemID\":\"P-1\",\"variant\":6}".to_vec();
+        assert_eq!(
+            store.accept(n).await.unwrap().file_name(),
+            "P-1-OPEN.6.json"
+        );
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.6.json")).unwrap(),
+            b"put there meanwhile"
+        );
+        let check = store.check_folder().await.unwrap();
+        assert_eq!(check.unknown, ["P-1-OPEN.6.json", "P-1-OPEN.json"]);
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.7.json")).unwrap(),
+            b"{\"ProblemID\":\"P-1\",\"variant\":6}"
+        );
+    }
+
+    /// At a graceful stop the WAL is emptied into the database file.
+    #[tokio::test]
+    async fn a_checkpoint_leaves_everything_in_the_database_file() {
+        let (dir, store) = open().await;
+        for i in 0..20 {
+            store.accept(notification(&format!("P-{i}"))).await.unwrap();
+        }
+        store.checkpoint().await.unwrap();
+        let wal = dir.path().join("hub.db-wal");
+        assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(dir.path().join("hub.db"), &copy).unwrap();
+        let conn = rusqlite::Connection::open(&copy).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 20);
+    }
+
+    /// A row named before long ids were shortened gets a name that fits, and its file, at start.
+    #[tokio::test]
+    async fn a_name_too_long_is_given_one_that_fits_at_start() {
+        let (dir, store) = open().await;
+        store.accept(notification("P-1")).await.unwrap();
+        let long = format!("{}-OPEN.json", "x".repeat(260));
+        db(&dir)
+            .execute("UPDATE notifications SET file_name = ?1", [&long])
+            .unwrap();
+        let check = store.check_folder().await.unwrap();
+        assert_eq!((check.restored, check.unwritable.len()), (1, 0));
+        let name: String = rows::one(&db(&dir), "SELECT file_name FROM notifications", []).unwrap();
+        assert!(name.len() <= 255 && dir.path().join("received").join(&name).is_file());
+        assert_eq!(
+            check.unknown,
+            ["P-1-OPEN.json"],
+            "the old file is not the store's any more"
+        );
+    }
+
+    /// A file put under a notification's name before hub named it is kept, and the notification
+    /// gets another name at start; a file cut short by a power cut is written again.
+    #[tokio::test]
+    async fn a_foreign_file_under_a_stored_name_is_kept() {
+        let (dir, store) = open().await;
+        store.accept(notification("P-1")).await.unwrap();
+        store.accept(notification("P-2")).await.unwrap();
+        let received = dir.path().join("received");
+        std::fs::write(received.join("P-1-OPEN.json"), b"someone else's").unwrap();
+        std::fs::write(received.join("P-2-OPEN.json"), b"{\"Probl").unwrap();
+        let check = store.check_folder().await.unwrap();
+        assert_eq!(check.restored, 2);
+        assert_eq!(check.unknown, ["P-1-OPEN.json"]);
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.json")).unwrap(),
+            b"someone else's"
+        );
+        assert_eq!(
+            std::fs::read(received.join("P-1-OPEN.2.json")).unwrap(),
+            b"{\"ProblemID\":\"P-1\"}"
+        );
+        assert_eq!(
+            std::fs::read(received.join("P-2-OPEN.json")).unwrap(),
+            b"{\"ProblemID\":\"P-2\"}"
+        );
+    }
+}
