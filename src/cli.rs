@@ -237,7 +237,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return report_config_error(&e),
     };
-    if let Err(e) = crate::logging::init(&config.log_dir, &config.log_file) {
+    if let Err(e) = crate::logging::init(&config.log_dir, &config.log_file, config.log_format) {
         crate::logging::init_stderr();
         eprintln!(
             "error: cannot open log file {}: {e}",

@@ -1,4 +1,5 @@
-//! Logs go to stderr and to `log_dir/log_file`, as one key/value line per event.
+//! Logs go to stderr and to `log_dir/log_file`, one line per event: `key=value` text, or with
+//! `log_format: "json"` (or `HUB_LOG_FORMAT=json`) one JSON object with the same fields.
 
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
@@ -90,39 +91,89 @@ impl<W: std::io::Write> std::io::Write for EscapedWriter<W> {
     }
 }
 
-/// Logs to stderr only (for commands that do not serve).
+/// How each event is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// `2026-12-02T05:00:00Z  INFO notification source=dynatrace problem_id="P-1" …`
+    #[default]
+    Text,
+    /// `{"timestamp":"…","level":"INFO","message":"notification","source":"dynatrace",…}`
+    Json,
+}
+
+/// A log format that is neither `text` nor `json`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("expected text or json")]
+pub struct UnknownFormat;
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Format, UnknownFormat> {
+        match s {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            _ => Err(UnknownFormat),
+        }
+    }
+}
+
+type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// One destination's layer in the chosen format. JSON escapes every control character itself;
+/// the text lines go through [`Escaped`].
+fn layer<W>(format: Format, writer: W, ansi: bool) -> BoxedLayer
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let writer = Escaped::new(writer, ansi);
+    match format {
+        Format::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .with_target(false)
+            .boxed(),
+        Format::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .with_target(false)
+            .boxed(),
+    }
+}
+
+/// Logs warnings and errors to stderr only (for commands that do not serve), as text unless
+/// `HUB_LOG_FORMAT=json`.
 pub fn init_stderr() {
-    let ansi = std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt()
-        .with_writer(Escaped::new(std::io::stderr, ansi))
-        .with_ansi(ansi)
-        .with_target(false)
-        .with_max_level(LevelFilter::WARN)
+    let format = std::env::var("HUB_LOG_FORMAT")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_default();
+    let ansi = format == Format::Text && std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::registry()
+        .with(layer(format, std::io::stderr, ansi).with_filter(LevelFilter::WARN))
         .try_init();
 }
 
 /// Logs to stderr and appends to the log file, creating its folder when missing.
-pub fn init(log_dir: &Path, log_file: &str) -> std::io::Result<()> {
+pub fn init(log_dir: &Path, log_file: &str, format: Format) -> std::io::Result<()> {
     std::fs::create_dir_all(log_dir)?;
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(log_dir.join(log_file))?;
-    let ansi = std::io::stderr().is_terminal();
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(Escaped::new(std::io::stderr, ansi))
-        .with_ansi(ansi)
-        .with_target(false)
-        .with_filter(filter());
-    let to_file = tracing_subscriber::fmt::layer()
-        .with_writer(Escaped::new(Mutex::new(file), false))
-        .with_ansi(false)
-        .with_target(false)
-        .with_filter(filter());
-    let _ = tracing_subscriber::registry()
-        .with(stderr)
-        .with(to_file)
-        .try_init();
+    let ansi = format == Format::Text && std::io::stderr().is_terminal();
+    let layers = vec![
+        layer(format, std::io::stderr, ansi)
+            .with_filter(filter())
+            .boxed(),
+        layer(format, Mutex::new(file), false)
+            .with_filter(filter())
+            .boxed(),
+    ];
+    let _ = tracing_subscriber::registry().with(layers).try_init();
     Ok(())
 }
 

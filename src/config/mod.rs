@@ -51,6 +51,8 @@ pub struct Config {
     pub dir_sent: PathBuf,
     pub log_dir: PathBuf,
     pub log_file: String,
+    /// `text` (default) or `json`; `HUB_LOG_FORMAT` wins over the file.
+    pub log_format: crate::logging::Format,
     pub incident_notification: IncidentNotification,
     pub sms_notification: SmsNotification,
     pub actions: Actions,
@@ -335,6 +337,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     if log_file.trim().is_empty() {
         issues.push("log_file", "must not be empty");
     }
+    let log_format = read_log_format(&mut root, env, issues);
 
     let incident_notification =
         read_incident(root.section("incident_notification", issues), base, issues);
@@ -374,6 +377,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         dir_sent,
         log_dir,
         log_file,
+        log_format,
         incident_notification,
         sms_notification,
         actions,
@@ -622,6 +626,28 @@ fn read_sms(mut s: Section, issues: &mut Issues) -> SmsNotification {
     }
 }
 
+/// `log_format`, or `HUB_LOG_FORMAT`, which wins: `text` or `json`.
+fn read_log_format(
+    root: &mut Section,
+    env: &[(String, String)],
+    issues: &mut Issues,
+) -> crate::logging::Format {
+    let in_file = root.string("log_format", issues);
+    let from_env = env
+        .iter()
+        .find(|(k, _)| k == "HUB_LOG_FORMAT")
+        .map(|(_, v)| v.clone());
+    let (key, value) = match (from_env, in_file) {
+        (Some(v), _) => ("HUB_LOG_FORMAT", v),
+        (None, Some(v)) => ("log_format", v),
+        (None, None) => return crate::logging::Format::default(),
+    };
+    value.parse().unwrap_or_else(|e| {
+        issues.push(key, format!("{e}, found {value:?}"));
+        crate::logging::Format::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,6 +681,34 @@ mod tests {
         assert_eq!(c.log_path(), Path::new("/srv/hub/log/hub.log"));
         assert!(c.dynatrace.tenant.is_none());
         assert!(!c.incident_notification.active && !c.sms_notification.active);
+    }
+
+    #[test]
+    fn the_log_format_comes_from_the_file_or_the_environment() {
+        use crate::logging::Format;
+        let base = json!({"webhook": {"username": "u", "password": "p"}});
+        assert_eq!(load(base.clone(), &[]).unwrap().log_format, Format::Text);
+        let mut json_file = base.clone();
+        json_file["log_format"] = json!("json");
+        assert_eq!(
+            load(json_file.clone(), &[]).unwrap().log_format,
+            Format::Json
+        );
+        let env = [("HUB_LOG_FORMAT", "text")];
+        assert_eq!(load(json_file, &env).unwrap().log_format, Format::Text);
+        let mut bad = base.clone();
+        bad["log_format"] = json!("xml");
+        assert_eq!(
+            issues(bad),
+            ["log_format: expected text or json, found \"xml\""]
+        );
+        match load(base, &[("HUB_LOG_FORMAT", "<script>")]) {
+            Err(ConfigParseError::Invalid(found)) => assert_eq!(
+                found[0].to_string(),
+                "HUB_LOG_FORMAT: expected text or json, found \"<script>\""
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub(super) async fn enrich(d: &Inner, item: &DueEnrichment) -> Result<(), StoreE
             d.store
                 .record_enrichment(item.notification_id, EnrichmentOutcome::Done)
                 .await?;
-            tracing::info!(problem_id = ?item.problem_key, pid = ?pid, "enriched");
+            tracing::info!(problem_id = item.problem_key.as_str(), pid, "enriched");
             d.write_sent(Source::Dynatrace, &item.problem_key);
             return Ok(());
         }
@@ -50,7 +50,7 @@ pub(super) async fn enrich(d: &Inner, item: &DueEnrichment) -> Result<(), StoreE
         )
         .as_millis() as i64;
         tracing::warn!(
-            problem_id = ?item.problem_key, error = %error, retry_in_ms = delay,
+            problem_id = item.problem_key.as_str(), error = %error, retry_in_ms = delay,
             "enrichment failed; will retry"
         );
         d.store
@@ -63,7 +63,7 @@ pub(super) async fn enrich(d: &Inner, item: &DueEnrichment) -> Result<(), StoreE
             )
             .await
     } else {
-        tracing::error!(problem_id = ?item.problem_key, error = %error, "enrichment failed for good");
+        tracing::error!(problem_id = item.problem_key.as_str(), error = %error, "enrichment failed for good");
         d.store
             .record_enrichment(item.notification_id, EnrichmentOutcome::Failed(&error))
             .await

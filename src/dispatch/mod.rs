@@ -364,7 +364,7 @@ impl Dispatcher {
                 continue;
             }
             tracing::info!(
-                source = %n.source, problem_id = ?n.problem_key, state = ?n.state,
+                source = %n.source, problem_id = n.problem_key.as_str(), state = n.state.as_str(),
                 runs = runs.len(), new, already_known = runs.len() - new,
                 with_details = n.details.is_some(),
                 "routed"
@@ -534,23 +534,27 @@ fn locked(set: &Mutex<HashSet<i64>>) -> std::sync::MutexGuard<'_, HashSet<i64>> 
 }
 
 fn log_finish(run: &RunRow, attempt: i64, manual: bool, finish: &Finish) {
-    let (action, target, problem) = (&run.action, &run.target_label, &run.problem_key);
+    let (action, target, problem) = (
+        run.action.as_str(),
+        run.target_label.as_str(),
+        run.problem_key.as_str(),
+    );
     match finish {
         Finish::Succeeded { .. } => {
-            tracing::info!(action = %action, target = ?target, problem_id = ?problem, attempt, manual, "action succeeded")
+            tracing::info!(action = %action, target, problem_id = problem, attempt, manual, "action succeeded")
         }
         Finish::Retry {
             error, retry_at_ms, ..
         } => tracing::warn!(
-            action = %action, target = ?target, problem_id = ?problem, attempt, manual, error = %error,
+            action = %action, target, problem_id = problem, attempt, manual, error = %error,
             retry_in_ms = retry_at_ms - now_ms(), "action failed; will retry"
         ),
         Finish::Failed { error, .. } => tracing::error!(
-            action = %action, target = ?target, problem_id = ?problem, attempt, manual, error = %error,
+            action = %action, target, problem_id = problem, attempt, manual, error = %error,
             "action failed for good"
         ),
         Finish::HeldBack { reason } => tracing::warn!(
-            action = %action, target = ?target, problem_id = ?problem, reason = %reason, "action held back"
+            action = %action, target, problem_id = problem, reason = %reason, "action held back"
         ),
     }
 }

@@ -78,7 +78,7 @@ async fn replay(
         ));
     }
     let (source, scheduled) = view::replay(app, id, source).await?;
-    tracing::info!(%source, problem_id = ?id, scheduled, "replay requested through the API");
+    tracing::info!(%source, problem_id = id, scheduled, "replay requested through the API");
     Ok(StatusJson(
         Status::Accepted,
         json!({"status": "scheduled", "source": source, "problem_id": id, "runs": scheduled}),

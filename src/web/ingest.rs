@@ -152,7 +152,7 @@ async fn store(
         .collect();
     for r in &receipts {
         tracing::info!(
-            %source, problem_id = ?r.problem_key, state = ?r.state, outcome = r.outcome,
+            %source, problem_id = r.problem_key.as_str(), state = r.state.as_str(), outcome = r.outcome,
             file = r.file, remote = %sender.remote, "notification"
         );
         app.metrics

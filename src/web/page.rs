@@ -163,7 +163,7 @@ async fn replay(
     let started = Instant::now();
     let (source, scheduled) = view::replay(app, id, source).await?;
     tracing::info!(
-        %source, problem_id = ?id, scheduled, took_ms = started.elapsed().as_millis() as u64,
+        %source, problem_id = id, scheduled, took_ms = started.elapsed().as_millis() as u64,
         "replay requested from the status page"
     );
     Ok(Redirect::to(format!(

@@ -473,6 +473,70 @@ async fn logs_one_line_per_notification_and_never_a_secret() {
     }
 }
 
+/// With `HUB_LOG_FORMAT=json` every line of the file and of stderr is one JSON object, with the
+/// same fields as the text lines; a hostile value stays inside its string, and no secret appears.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_same_fields() {
+    let token = "dt0c01.SECRET-TOKEN-MARKER";
+    let (tmp, hub) = support::start_env(
+        json!({
+            "log_format": "text",
+            "dynatrace": {"tenant": "https://abc12345.live.dynatrace.com", "api_token": token}
+        }),
+        &[("HUB_LOG_FORMAT", "json")],
+    );
+    let c = client();
+    post(&c, &hub.url("/"), fixture("dynatrace/full-open.json"))
+        .send()
+        .await
+        .unwrap();
+    let hostile = json!({"State": "OPEN\n{\"level\":\"ERROR\"}", "ProblemID": "P-9", "PID": "1"});
+    post(&c, &hub.url("/"), hostile.to_string())
+        .send()
+        .await
+        .unwrap();
+    c.post(hub.url("/"))
+        .basic_auth(USER, Some("a-wrong-password-marker"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let file = std::fs::read_to_string(tmp.path().join("log/hub.log")).unwrap();
+    let events: Vec<Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for e in &events {
+        assert!(e["timestamp"].is_string() && e["level"].is_string(), "{e}");
+    }
+    let stored = events
+        .iter()
+        .find(|e| e["problem_id"] == "P-2411021")
+        .expect("an event for the notification");
+    assert_eq!(stored["message"], "notification");
+    assert_eq!(stored["source"], "dynatrace");
+    assert_eq!(stored["state"], "OPEN");
+    assert_eq!(stored["outcome"], "stored");
+    assert_eq!(stored["file"], "P-2411021-OPEN.json");
+    assert_eq!(stored["remote"], "127.0.0.1");
+    let forged = events
+        .iter()
+        .find(|e| e["problem_id"] == "P-9")
+        .expect("an event for the hostile one");
+    assert_eq!(forged["state"], "OPEN\n{\"level\":\"ERROR\"}");
+    assert!(events
+        .iter()
+        .any(|e| e["outcome"] == "rejected" && e["status"] == 401));
+    for line in hub.stderr().lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    for text in [file, hub.stderr()] {
+        for secret in [token, PASSWORD, "a-wrong-password-marker"] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn secrets_can_come_from_the_environment() {
     let (_tmp, hub) = support::start_env(
