@@ -7,14 +7,16 @@
 //! transaction (group commit) and answers only then.
 
 pub mod files;
+mod inbox;
 mod model;
 mod sqlite;
 
+pub use inbox::Mode;
 pub use model::{
     ActionCounts, Finish, HourCount, NewRun, NotificationRow, ProblemRow, RunRow, SentView,
     SourceCounts, StoredNotification,
 };
-pub use sqlite::{lock, received, Mode};
+pub use sqlite::{lock, received};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -12,7 +12,6 @@ mod views;
 mod writer;
 
 use writer::Job;
-pub use writer::Mode;
 
 /// How many prepared statements each connection (the writer, the reader) keeps: more than hub
 /// has, so none is ever prepared twice.
@@ -25,12 +24,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::files;
+use super::inbox::{self, FolderRows, Foreign, Health, Mode};
 use super::{Accepted, DueEnrichment, EnrichmentOutcome, FolderCheck, StoreError, Unhealthy};
 use crate::clock::now_ms;
 use crate::domain::Notification;
-
-/// The longest file name kept; longer ones, from before names were shortened, are renamed at start.
-const MAX_NAME_LEN: usize = 250;
 
 /// Files written and waiting for their names, at most, unless `set_file_slots` says otherwise.
 const DEFAULT_FILE_SLOTS: usize = 1024;
@@ -47,8 +44,8 @@ pub struct Sqlite {
     dir_received: PathBuf,
     /// Signalled after every commit, so the dispatcher starts at once instead of at its next poll.
     committed: Arc<Notify>,
-    health: Arc<writer::Health>,
-    foreign: Arc<writer::Foreign>,
+    health: Arc<Health>,
+    foreign: Arc<Foreign>,
     /// Slots for files written and waiting for their names (each holds a descriptor until then).
     file_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -88,8 +85,8 @@ impl Sqlite {
         let reader = reader::Reader::open(&path).map_err(opened)?;
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let committed = Arc::new(Notify::new());
-        let health = Arc::new(writer::Health::default());
-        let foreign = Arc::new(writer::Foreign::default());
+        let health = Arc::new(Health::default());
+        let foreign = Arc::new(Foreign::default());
         writer::start(
             &path,
             queue,
@@ -213,38 +210,8 @@ impl Sqlite {
         notifications: Vec<Notification>,
         mode: Mode,
     ) -> Result<Vec<Accepted>, StoreError> {
-        let adopts = matches!(&mode, Mode::Import { adopt: Some(_) });
-        let dir = &self.dir_received;
-        let mut jobs = Vec::with_capacity(notifications.len());
-        for notification in notifications {
-            let file = match adopts {
-                true => None,
-                false => {
-                    let slot = self
-                        .file_slots
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| StoreError::Closed)?;
-                    // A small file, written without a sync: blocking this thread for it costs
-                    // less than handing it to another.
-                    let file =
-                        files::in_folder(dir, || files::Unnamed::write(dir, &notification.body))
-                            .map_err(|e| {
-                                // The answer's error line (once per interval) says why.
-                                StoreError::NotStored(format!(
-                                    "cannot write to the received folder {}: {e}",
-                                    dir.display()
-                                ))
-                            })?;
-                    Some(writer::Pending {
-                        file,
-                        _slot: Some(slot),
-                    })
-                }
-            };
-            jobs.push((notification, file));
-        }
+        let jobs = inbox::write_unnamed(&self.dir_received, &self.file_slots, notifications, &mode)
+            .await?;
         let mut answers = Vec::with_capacity(jobs.len());
         for (notification, file) in jobs {
             let (reply, answer) = oneshot::channel();
@@ -266,96 +233,9 @@ impl Sqlite {
         Ok(accepted)
     }
 
-    /// Compares the received folder with the store. Writes again every file the store has and the
-    /// folder lacks, or has with another size (cut short by a power failure, or changed by hand),
-    /// and lists the notification files in the folder that the store does not know (left by the
-    /// Python sample, or kept only in a WAL that was lost). A file that cannot be written is
-    /// reported and skipped: no single notification may keep hub from starting.
+    /// See [`inbox::check_folder`].
     pub async fn check_folder(&self) -> Result<FolderCheck, StoreError> {
-        let folder_error = |source| StoreError::Folder {
-            path: self.dir_received.clone(),
-            source,
-        };
-        let dir = self.dir_received.clone();
-        let mut present = tokio::task::spawn_blocking(move || list_sizes(&dir))
-            .await?
-            .map_err(folder_error)?;
-        let known: Vec<(i64, String, i64)> = self
-            .views
-            .read(|c| {
-                rows::all(
-                    c,
-                    "SELECT id, file_name, length(body) FROM notifications ORDER BY id",
-                    [],
-                )
-            })
-            .await?;
-        let mut check = FolderCheck::default();
-        let mut foreign_files = Vec::new();
-        for (id, mut name, len) in known {
-            let found = present.remove(&name);
-            if found == Some(len as u64) {
-                continue;
-            }
-            let body: Vec<u8> = self
-                .views
-                .read(move |c| rows::one(c, "SELECT body FROM notifications WHERE id = ?1", [id]))
-                .await?;
-            let foreign = found.is_some() && !cut_short(&self.dir_received.join(&name), &body);
-            if name.len() > MAX_NAME_LEN || foreign {
-                // Named before long ids were shortened (its file could never be written, and a
-                // sender retrying it got 503 for ever), or its name taken by a file hub did not
-                // write, which is kept: it gets a name of its own.
-                if foreign {
-                    foreign_files.push(name.clone());
-                }
-                name = self.rename_file(id, &name).await?;
-            }
-            let dir = self.dir_received.clone();
-            let target = name.clone();
-            let written =
-                tokio::task::spawn_blocking(move || files::write_view(&dir, &target, &body))
-                    .await?;
-            match written {
-                Ok(()) => check.restored += 1,
-                Err(e) => check.unwritable.push(format!("{name}: {e}")),
-            }
-        }
-        check.unknown = present
-            .into_keys()
-            .chain(foreign_files)
-            .filter(|name| name.ends_with(".json") && !name.starts_with('.'))
-            .collect();
-        check.unknown.sort();
-        // hub's names all end in `.json` and none is hidden, so these are the names it must
-        // not give.
-        self.foreign.set(check.unknown.iter().cloned());
-        Ok(check)
-    }
-
-    /// Gives a stored notification a new file name: one that fits the file system, and that no
-    /// other notification or file in the folder has.
-    async fn rename_file(&self, id: i64, name: &str) -> Result<String, StoreError> {
-        let stem = files::fit(files::stem_of(name).to_string());
-        let dir = self.dir_received.clone();
-        self.write(move |c| {
-            let mut taken = c.prepare("SELECT 1 FROM notifications WHERE file_name = ?1")?;
-            let mut number = 1;
-            let free = loop {
-                let candidate = files::candidate(&stem, number);
-                if !taken.exists([&candidate])? && !files::exists_in(&dir, &candidate) {
-                    break candidate;
-                }
-                number += 1;
-            };
-            c.execute(
-                "UPDATE notifications SET file_name = ?1 WHERE id = ?2",
-                rusqlite::params![free, id],
-            )?;
-            tracing::warn!(id, file = %free, "gave a notification a new file name (its old one was too long, or taken by a file hub did not write)");
-            Ok(free)
-        })
-        .await
+        inbox::check_folder(self).await
     }
 
     /// Enrichments due now, oldest first; none waits longer than `max_wait_ms` from now.
@@ -409,6 +289,57 @@ impl Sqlite {
     }
 }
 
+impl FolderRows for Sqlite {
+    fn dir(&self) -> &Path {
+        &self.dir_received
+    }
+
+    fn foreign(&self) -> &Foreign {
+        &self.foreign
+    }
+
+    async fn known_files(&self) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        self.views
+            .read(|c| {
+                rows::all(
+                    c,
+                    "SELECT id, file_name, length(body) FROM notifications ORDER BY id",
+                    [],
+                )
+            })
+            .await
+    }
+
+    async fn body(&self, id: i64) -> Result<Vec<u8>, StoreError> {
+        self.views
+            .read(move |c| rows::one(c, "SELECT body FROM notifications WHERE id = ?1", [id]))
+            .await
+    }
+
+    async fn rename_file(&self, id: i64, name: &str) -> Result<String, StoreError> {
+        let stem = files::fit(files::stem_of(name).to_string());
+        let dir = self.dir_received.clone();
+        self.write(move |c| {
+            let mut taken = c.prepare("SELECT 1 FROM notifications WHERE file_name = ?1")?;
+            let mut number = 1;
+            let free = loop {
+                let candidate = files::candidate(&stem, number);
+                if !taken.exists([&candidate])? && !files::exists_in(&dir, &candidate) {
+                    break candidate;
+                }
+                number += 1;
+            };
+            c.execute(
+                "UPDATE notifications SET file_name = ?1 WHERE id = ?2",
+                rusqlite::params![free, id],
+            )?;
+            tracing::warn!(id, file = %free, "gave a notification a new file name (its old one was too long, or taken by a file hub did not write)");
+            Ok(free)
+        })
+        .await
+    }
+}
+
 /// Takes the store's lock for this process's life (see [`lock`]), before anything is opened.
 pub fn lock(url: &str) -> Result<lock::StoreLock, StoreError> {
     Ok(lock::acquire(&sqlite_path(url)?)?)
@@ -458,27 +389,6 @@ fn received_from(c: &rusqlite::Connection) -> rusqlite::Result<crate::feed::Rece
         }
     }
     Ok(received)
-}
-
-/// Whether the file at `path` is what a power cut leaves of `body` (a beginning of it, or zeros),
-/// rather than a file of someone else's under the same name.
-fn cut_short(path: &Path, body: &[u8]) -> bool {
-    match std::fs::read(path) {
-        Ok(bytes) => body.starts_with(&bytes) || bytes.iter().all(|&b| b == 0),
-        Err(_) => true,
-    }
-}
-
-/// File names in a folder with their sizes.
-fn list_sizes(dir: &Path) -> std::io::Result<std::collections::HashMap<String, u64>> {
-    let mut sizes = std::collections::HashMap::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if let Ok(name) = entry.file_name().into_string() {
-            sizes.insert(name, entry.metadata()?.len());
-        }
-    }
-    Ok(sizes)
 }
 
 #[cfg(test)]

@@ -14,16 +14,17 @@
 //! with its file, and one whose file could not be written is taken out of the transaction first.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
-use super::{files, Accepted, StoreError};
 use crate::domain::{Notification, Source};
 use crate::logging::Throttle;
+use crate::store::inbox::{Foreign, Health, Mode, Pending};
+use crate::store::{files, Accepted, StoreError};
 
 /// Upper bound on one transaction, so one batch never holds the answers of a whole storm.
 const MAX_BATCH: usize = 512;
@@ -54,25 +55,6 @@ pub(super) enum Job {
 
 type Reply = tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>;
 
-/// A new notification's bytes in an unnamed file, with the slot it holds among the files waiting
-/// for their names: each one holds a file descriptor until it is named, so their number is bounded
-/// (see `Sqlite::set_file_slots`).
-pub(super) struct Pending {
-    pub file: files::Unnamed,
-    pub _slot: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-/// How a notification comes in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    /// From a sender: deduplicated (a redelivery is counted), enriched and routed to actions.
-    Live,
-    /// From `hub import`, as history: stored and shown, never enriched or acted on, and a
-    /// notification already stored is left as it is. `adopt` names a file already in the received
-    /// folder that holds exactly this body, to be kept as the notification's file.
-    Import { adopt: Option<String> },
-}
-
 /// A write for the writer's transaction. It returns whether its changes are to be kept (they are
 /// rolled back to its savepoint otherwise) and how to tell its caller once the batch is committed.
 pub(super) type Work = Box<dyn FnOnce(&Connection) -> Applied + Send>;
@@ -83,44 +65,6 @@ pub(super) struct Applied {
 }
 
 pub(super) type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-
-/// Names of files in the received folder that the store does not hold (the Python sample's, say),
-/// as the start-up check found them: no new notification is given one of them.
-#[derive(Default)]
-pub(super) struct Foreign(Mutex<std::collections::HashSet<String>>);
-
-impl Foreign {
-    pub fn set(&self, names: impl IntoIterator<Item = String>) {
-        *self.names() = names.into_iter().collect();
-    }
-
-    fn names(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Whether the last commit failed, and why; for the health check. A full disk fails every commit
-/// until space is back, and the first commit after that clears it.
-#[derive(Default)]
-pub(super) struct Health(Mutex<Option<String>>);
-
-impl Health {
-    fn write_failed(&self, error: &str) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
-    }
-
-    fn write_succeeded(&self) {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some() {
-            tracing::info!("the store takes writes again");
-            *last = None;
-        }
-    }
-
-    pub fn last_failure(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
 
 /// Opens the writer's connection and starts its thread. It stops when every `Sqlite` handle (and so
 /// the job queue's sender) is gone.

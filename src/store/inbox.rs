@@ -1,0 +1,198 @@
+//! What every backend shares on the way in: notifications' bytes written unnamed before the
+//! store sees them, the names hub must not give, the health of the last write, and the start-up
+//! check of the received folder against the store.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use super::{files, FolderCheck, StoreError};
+use crate::domain::Notification;
+
+/// The longest file name kept; longer ones, from before names were shortened, are renamed at start.
+const MAX_NAME_LEN: usize = 250;
+
+/// How a notification comes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// From a sender: deduplicated (a redelivery is counted), enriched and routed to actions.
+    Live,
+    /// From `hub import`, as history: stored and shown, never enriched or acted on, and a
+    /// notification already stored is left as it is. `adopt` names a file already in the received
+    /// folder that holds exactly this body, to be kept as the notification's file.
+    Import { adopt: Option<String> },
+}
+
+/// A new notification's bytes in an unnamed file, with the slot it holds among the files waiting
+/// for their names: each one holds a file descriptor until it is named, so their number is bounded
+/// (see `Store::set_file_slots`).
+pub(crate) struct Pending {
+    pub file: files::Unnamed,
+    pub _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Names of files in the received folder that the store does not hold (the Python sample's, say),
+/// as the start-up check found them: no new notification is given one of them.
+#[derive(Default)]
+pub(crate) struct Foreign(Mutex<std::collections::HashSet<String>>);
+
+impl Foreign {
+    pub fn set(&self, names: impl IntoIterator<Item = String>) {
+        *self.names() = names.into_iter().collect();
+    }
+
+    pub fn names(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether the last commit failed, and why; for the health check. A full disk fails every commit
+/// until space is back, and the first commit after that clears it.
+#[derive(Default)]
+pub(crate) struct Health(Mutex<Option<String>>);
+
+impl Health {
+    pub fn write_failed(&self, error: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
+
+    pub fn write_succeeded(&self) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some() {
+            tracing::info!("the store takes writes again");
+            *last = None;
+        }
+    }
+
+    pub fn last_failure(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Writes each notification's bytes to an unnamed file in `dir` (none when it is imported under
+/// the name of a file already there), holding a slot among the files waiting for their names.
+/// `NotStored` when the folder cannot take it: the sender is told to retry, and nothing of it
+/// reaches the store.
+pub(crate) async fn write_unnamed(
+    dir: &Path,
+    slots: &Arc<Semaphore>,
+    notifications: Vec<Notification>,
+    mode: &Mode,
+) -> Result<Vec<(Notification, Option<Pending>)>, StoreError> {
+    let adopts = matches!(mode, Mode::Import { adopt: Some(_) });
+    let mut jobs = Vec::with_capacity(notifications.len());
+    for notification in notifications {
+        let file = if adopts {
+            None
+        } else {
+            let slot = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            // A small file, written without a sync: blocking this thread for it costs less than
+            // handing it to another.
+            let file = files::in_folder(dir, || files::Unnamed::write(dir, &notification.body))
+                .map_err(|e| {
+                    // The answer's error line (once per interval) says why.
+                    StoreError::NotStored(format!(
+                        "cannot write to the received folder {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+            Some(Pending {
+                file,
+                _slot: Some(slot),
+            })
+        };
+        jobs.push((notification, file));
+    }
+    Ok(jobs)
+}
+
+/// What the start-up check needs of a backend.
+pub(crate) trait FolderRows {
+    fn dir(&self) -> &Path;
+    fn foreign(&self) -> &Foreign;
+    /// Every stored notification's id, file name and body length, by id.
+    async fn known_files(&self) -> Result<Vec<(i64, String, i64)>, StoreError>;
+    async fn body(&self, id: i64) -> Result<Vec<u8>, StoreError>;
+    /// Gives a stored notification a new file name: one that fits the file system, and that no
+    /// other notification or file in the folder has.
+    async fn rename_file(&self, id: i64, name: &str) -> Result<String, StoreError>;
+}
+
+/// Compares the received folder with the store. Writes again every file the store has and the
+/// folder lacks, or has with another size (cut short by a power failure, or changed by hand), and
+/// lists the notification files in the folder that the store does not know (left by the Python
+/// sample, or kept only in a WAL that was lost). A file that cannot be written is reported and
+/// skipped: no single notification may keep hub from starting.
+pub(crate) async fn check_folder(b: &impl FolderRows) -> Result<FolderCheck, StoreError> {
+    let dir = b.dir().to_path_buf();
+    let folder_error = |source| StoreError::Folder {
+        path: dir.clone(),
+        source,
+    };
+    let listed = dir.clone();
+    let mut present = tokio::task::spawn_blocking(move || list_sizes(&listed))
+        .await?
+        .map_err(folder_error)?;
+    let mut check = FolderCheck::default();
+    let mut foreign_files = Vec::new();
+    for (id, mut name, len) in b.known_files().await? {
+        let found = present.remove(&name);
+        if found == Some(len as u64) {
+            continue;
+        }
+        let body = b.body(id).await?;
+        let foreign = found.is_some() && !cut_short(&dir.join(&name), &body);
+        if name.len() > MAX_NAME_LEN || foreign {
+            // Named before long ids were shortened (its file could never be written, and a sender
+            // retrying it got 503 for ever), or its name taken by a file hub did not write, which
+            // is kept: it gets a name of its own.
+            if foreign {
+                foreign_files.push(name.clone());
+            }
+            name = b.rename_file(id, &name).await?;
+        }
+        let (dir, target) = (dir.clone(), name.clone());
+        let written =
+            tokio::task::spawn_blocking(move || files::write_view(&dir, &target, &body)).await?;
+        match written {
+            Ok(()) => check.restored += 1,
+            Err(e) => check.unwritable.push(format!("{name}: {e}")),
+        }
+    }
+    check.unknown = present
+        .into_keys()
+        .chain(foreign_files)
+        .filter(|name| name.ends_with(".json") && !name.starts_with('.'))
+        .collect();
+    check.unknown.sort();
+    // hub's names all end in `.json` and none is hidden, so these are the names it must not give.
+    b.foreign().set(check.unknown.iter().cloned());
+    Ok(check)
+}
+
+/// Whether the file at `path` is what a power cut leaves of `body` (a beginning of it, or zeros),
+/// rather than a file of someone else's under the same name.
+fn cut_short(path: &Path, body: &[u8]) -> bool {
+    match std::fs::read(path) {
+        Ok(bytes) => body.starts_with(&bytes) || bytes.iter().all(|&b| b == 0),
+        Err(_) => true,
+    }
+}
+
+/// File names in a folder with their sizes.
+fn list_sizes(dir: &Path) -> std::io::Result<HashMap<String, u64>> {
+    let mut sizes = HashMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().into_string() {
+            sizes.insert(name, entry.metadata()?.len());
+        }
+    }
+    Ok(sizes)
+}
