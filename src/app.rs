@@ -8,12 +8,12 @@ use crate::store::Store;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything is touched: a second hub on this store would run the first one's in-flight
     // actions again.
-    let _lock = crate::store::lock(&config.store.url)?;
+    let _lock = crate::store::lock(&config.store)?;
     let listener = crate::web::bind(&config).await?;
     std::fs::create_dir_all(&config.dir_sent)
         .with_context(|| format!("cannot create dir_sent {}", config.dir_sent.display()))?;
     let open_files = crate::web::raise_open_file_limit();
-    let mut store = Store::open(&config.store.url, &config.dir_received).await?;
+    let mut store = Store::open(&config.store, &config.dir_received).await?;
     store.set_file_slots(crate::web::file_slots(open_files));
     report_folder(&config, &store.check_folder().await?);
     report_unconfigured_runs(&config, &store).await?;

@@ -35,9 +35,7 @@ pub async fn poll(
     } else {
         None
     };
-    let received = store::received(&config.store.url)
-        .await?
-        .unwrap_or_default();
+    let received = store::received(&config.store).await?.unwrap_or_default();
     let feed = Feed::new(window, summaries, &received);
     let mut out = if json {
         let mut doc = feed.to_json();
@@ -59,7 +57,7 @@ pub async fn poll(
 /// Dynatrace could have sent, then works the queue. Idempotency keys make this safe to repeat: a
 /// problem already handled in that status runs nothing again.
 async fn run_actions_for(config: &Config, problems: &[Summary]) -> anyhow::Result<String> {
-    let store = Store::open(&config.store.url, &config.dir_received).await?;
+    let store = Store::open(&config.store, &config.dir_received).await?;
     let (mut handed, mut known) = (0, 0);
     for p in problems {
         let state = if p.status == "OPEN" {

@@ -19,7 +19,7 @@ pub async fn replay(
     problem_id: &str,
     action: Option<&str>,
 ) -> anyhow::Result<String> {
-    let store = Store::open(&config.store.url, &config.dir_received).await?;
+    let store = Store::open(&config.store, &config.dir_received).await?;
     let latest = store
         .latest_notification(source, problem_id)
         .await?
@@ -48,13 +48,18 @@ pub async fn replay(
     }
     let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
     let scheduled = store.schedule_replay(&ids).await?;
-    let waited = match crate::store::lock(&config.store.url) {
+    let waited = match crate::store::lock(&config.store) {
         // No hub runs on this store: this command does the work itself, holding the store as
         // `hub run` would, so one that starts meanwhile waits its turn.
-        Ok(_lock) => {
+        Ok(Some(_lock)) => {
             let dispatcher = Dispatcher::new(&config, store.clone())?;
             dispatcher.work_until_idle(REPLAY_BUDGET).await?;
             None
+        }
+        // A store several instances share: whichever runs claims the runs.
+        Ok(None) => {
+            wait_for_outcomes(&store, &ids).await?;
+            Some("the hubs running on this store ran them".to_string())
         }
         Err(crate::store::StoreError::Locked(held)) => {
             wait_for_outcomes(&store, &ids).await?;

@@ -44,6 +44,9 @@ pub struct DispatchConfig {
     pub max_attempts: u32,
     /// On SIGTERM, how long running actions may take to finish before they are left for the next start.
     pub shutdown_grace_secs: u64,
+    /// How long a run claimed by one instance is held for it, renewed while it runs (see
+    /// `StoreConfig::lease`).
+    pub lease_secs: u64,
 }
 
 impl Default for DispatchConfig {
@@ -53,6 +56,7 @@ impl Default for DispatchConfig {
             max_retry_secs: 300,
             max_attempts: 10,
             shutdown_grace_secs: 10,
+            lease_secs: 60,
         }
     }
 }
@@ -310,6 +314,9 @@ fn read_dispatch(mut s: Section, issues: &mut Issues) -> DispatchConfig {
         shutdown_grace_secs: s
             .integer("shutdown_grace_secs", 0, 3600, issues)
             .unwrap_or(d.shutdown_grace_secs),
+        lease_secs: s
+            .integer("lease_secs", 5, 3600, issues)
+            .unwrap_or(d.lease_secs),
     };
     if c.max_retry_secs < c.first_retry_secs {
         issues.push(

@@ -95,7 +95,53 @@ pub struct WebhookConfig {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// `sqlite://FILE` or `postgres://USER@HOST:PORT/DB`, as it may be shown: a password in it
+    /// is `***` here.
     pub url: String,
+    /// The URL as given, password included (from the file or `HUB_STORE_URL`).
+    pub connect_url: Secret,
+    /// From `store.password_env`; wins over a password in the URL.
+    pub password: Option<Secret>,
+    /// This instance's name among those sharing a PostgreSQL store (`store.instance`, default the
+    /// host name); shown on the page and in logs.
+    pub instance: String,
+    /// How long a claimed run is held for the instance running it before another may take it
+    /// over (`dispatch.lease_secs`); renewed while the action runs.
+    pub lease: std::time::Duration,
+}
+
+impl StoreConfig {
+    pub fn is_postgres(&self) -> bool {
+        is_postgres_url(&self.url)
+    }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A URL with the password of its user part, if any, replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// The machine's host name, the default instance name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hub".to_string())
 }
 
 #[derive(Debug, Clone)]
@@ -315,7 +361,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
 
     let dynatrace = read_dynatrace(root.section("dynatrace", issues), issues);
     let webhook = read_webhook(root.section("webhook", issues), issues);
-    let store = read_store(root.section("store", issues), issues);
+    let mut store = read_store(root.section("store", issues), env, issues);
 
     let mut folder = |root: &mut Section, key: &'static str, default: &str| {
         let path = root.path_of(key);
@@ -355,6 +401,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         base,
         issues,
     );
+    store.lease = std::time::Duration::from_secs(actions.dispatch.lease_secs);
 
     let sources = sources::read(
         &mut root,
@@ -513,14 +560,31 @@ fn read_webhook(mut s: Section, issues: &mut Issues) -> WebhookConfig {
     }
 }
 
-fn read_store(mut s: Section, issues: &mut Issues) -> StoreConfig {
-    let url = s
-        .string("url", issues)
+fn read_store(mut s: Section, env: &[(String, String)], issues: &mut Issues) -> StoreConfig {
+    let in_file = s.string("url", issues);
+    let from_env = env
+        .iter()
+        .find(|(k, _)| k == "HUB_STORE_URL")
+        .map(|(_, v)| v.clone());
+    let url = from_env
+        .or(in_file)
         .unwrap_or_else(|| "sqlite://hub.db".to_string());
-    if !url.starts_with("sqlite:") {
+    if is_postgres_url(&url) {
+        let authority = url.split_once("://").map_or("", |(_, rest)| rest);
+        if authority.split('/').nth(1).is_none_or(str::is_empty) {
+            issues.push(
+                s.path_of("url"),
+                "name the database, such as postgres://hub@db.example:5432/hub",
+            );
+        }
+    } else if !url.starts_with("sqlite:") {
         issues.push(
             s.path_of("url"),
-            format!("expected a SQLite URL such as sqlite://hub.db, found {url:?}"),
+            format!(
+                "expected a SQLite URL such as sqlite://hub.db or a PostgreSQL one such as \
+                 postgres://hub@db.example:5432/hub, found {:?}",
+                without_password(&url)
+            ),
         );
     } else if url.contains(":memory:") || url.contains("mode=memory") {
         issues.push(
@@ -528,8 +592,39 @@ fn read_store(mut s: Section, issues: &mut Issues) -> StoreConfig {
             "an in-memory store forgets every notification when hub stops; name a file, such as sqlite://hub.db",
         );
     }
+    let password = match s.string("password_env", issues) {
+        Some(var) => match env.iter().find(|(k, _)| *k == var) {
+            Some((_, v)) if !v.is_empty() => Some(Secret::new(v.clone())),
+            _ => {
+                issues.push(
+                    s.path_of("password_env"),
+                    format!("environment variable {var} is not set"),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let instance = s.string("instance", issues).unwrap_or_else(host_name);
+    if instance.is_empty()
+        || instance.len() > 64
+        || !instance
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        issues.push(
+            s.path_of("instance"),
+            "letters, digits, '-', '_' and '.' only, 64 at most",
+        );
+    }
     s.finish(issues);
-    StoreConfig { url }
+    StoreConfig {
+        url: without_password(&url),
+        connect_url: Secret::new(url),
+        password,
+        instance,
+        lease: std::time::Duration::from_secs(DispatchConfig::default().lease_secs),
+    }
 }
 
 fn read_incident(mut s: Section, base: &Path, issues: &mut Issues) -> IncidentNotification {
@@ -803,18 +898,60 @@ mod tests {
         assert_eq!(c.sms_notification.to_numbers, ["+2", "+3"]);
     }
 
+    /// A PostgreSQL store: its password from the URL, `HUB_STORE_URL` or `store.password_env`,
+    /// never shown; the instance's name and the lease from the config.
+    #[test]
+    fn a_postgres_store_keeps_its_password_out_of_sight() {
+        let base = json!({"webhook": {"username": "u", "password": "p"},
+                          "store": {"url": "postgres://hub:pw-in-url@db:5432/hub", "instance": "a-1"},
+                          "dispatch": {"lease_secs": 30}});
+        let c = load(base.clone(), &[]).unwrap();
+        assert!(c.store.is_postgres());
+        assert_eq!(c.store.url, "postgres://hub:***@db:5432/hub");
+        assert_eq!(
+            c.store.connect_url.expose(),
+            "postgres://hub:pw-in-url@db:5432/hub"
+        );
+        assert_eq!(c.store.instance, "a-1");
+        assert_eq!(c.store.lease, std::time::Duration::from_secs(30));
+        assert!(!c.summary().contains("pw-in-url"));
+        assert!(!format!("{c:?}").contains("pw-in-url"));
+
+        let env = [
+            ("HUB_STORE_URL", "postgresql://other:env-pw@db2/hub2"),
+            ("DB_PASSWORD", "from-env"),
+        ];
+        let mut with_env = base.clone();
+        with_env["store"]["password_env"] = json!("DB_PASSWORD");
+        let c = load(with_env, &env).unwrap();
+        assert_eq!(c.store.url, "postgresql://other:***@db2/hub2");
+        assert_eq!(c.store.password.as_ref().unwrap().expose(), "from-env");
+
+        let mut bad = base;
+        bad["store"] = json!({"url": "postgres://hub@db:5432", "password_env": "NOPE",
+                              "instance": "a b/../$(x)"});
+        let found = issues(bad);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(
+            found[0].starts_with("store.url: name the database"),
+            "{found:#?}"
+        );
+        assert!(found[1].starts_with("store.password_env: environment variable NOPE"));
+        assert!(found[2].starts_with("store.instance: letters, digits"));
+    }
+
     #[test]
     fn problems_are_all_reported_by_path() {
         let found = issues(json!({
             "webhook": {"username": "a:b", "port": -1},
             "dir_received": "same", "dir_sent": "same",
-            "store": {"url": "postgres://x"}
+            "store": {"url": "mysql://x"}
         }));
         let expected = [
             "webhook.username: must not contain ':'",
             "webhook.password: missing",
             "webhook.port: expected a whole number from 0 to 65535, found -1",
-            "store.url: expected a SQLite URL",
+            "store.url: expected a SQLite URL such as sqlite://hub.db or a PostgreSQL one",
             "dir_sent: must be a different folder",
         ];
         for e in expected {

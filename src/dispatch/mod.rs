@@ -399,7 +399,7 @@ impl Inner {
 
     /// One attempt of a claimed run, recorded whatever happens.
     async fn execute(&self, run: RunRow, attempt: i64, manual: bool) {
-        let finish = match self.attempt(&run, attempt).await {
+        let finish = match self.holding_lease(&run, attempt).await {
             Ok(f) => f,
             Err(e) => Finish::Retry {
                 error: format!("cannot prepare the run: {e}"),
@@ -410,6 +410,32 @@ impl Inner {
         log_finish(&run, attempt, manual, &finish);
         self.record(&run, attempt, &finish).await;
         self.write_sent(run.source, &run.problem_key);
+    }
+
+    /// Runs the attempt, renewing the run's lease meanwhile where instances share the store, so
+    /// that no other takes it over while it runs. A run taken over anyway (this instance stalled
+    /// past its lease) finishes here, but its outcome is not recorded over its successor's.
+    async fn holding_lease(&self, run: &RunRow, attempt: i64) -> Result<Finish, StoreError> {
+        let work = self.attempt(run, attempt);
+        let Some(lease) = self.store.lease() else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval(lease / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                finish = &mut work => return finish,
+                _ = renew.tick() => match self.store.renew(run.id, attempt).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        run = run.id, attempt,
+                        "this run was taken over by another instance while it ran here"
+                    ),
+                    Err(e) => tracing::warn!(run = run.id, error = %e, "cannot renew a run's lease"),
+                },
+            }
+        }
     }
 
     /// The runs of the same state change by the actions `run`'s action depends on.

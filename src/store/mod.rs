@@ -9,20 +9,23 @@
 pub mod files;
 mod inbox;
 mod model;
+mod postgres;
 mod sqlite;
 
 pub use inbox::Mode;
+pub(crate) use model::Finished;
 pub use model::{
-    ActionCounts, Finish, HourCount, NewRun, NotificationRow, ProblemRow, RunRow, SentView,
-    SourceCounts, StoredNotification,
+    ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, ProblemRow, RunRow,
+    SentView, SourceCounts, StoredNotification,
 };
-pub use sqlite::{lock, received};
+pub use sqlite::lock::{LockError, StoreLock};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::config::StoreConfig;
 use crate::domain::{Notification, Source};
 
 /// What happened to an accepted notification.
@@ -70,6 +73,12 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("database error: {}", postgres::describe(.0))]
+    Pg(#[from] tokio_postgres::Error),
+    #[error("the database cannot be reached: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
     /// The notification could not be made durable; the sender should retry.
     #[error("{0}")]
     NotStored(String),
@@ -84,7 +93,7 @@ pub enum StoreError {
     #[error("the store is shutting down")]
     Closed,
     #[error(transparent)]
-    Locked(#[from] lock::LockError),
+    Locked(#[from] LockError),
 }
 
 /// Why a notification posted now would not be stored (see [`Store::health`]).
@@ -95,6 +104,9 @@ pub enum Unhealthy {
     /// The last commit's error, kept as text since it outlives the batch it failed.
     #[error("the last write to the store failed: {0}")]
     LastWriteFailed(String),
+    /// The last check of the database failed (PostgreSQL restarting, failing over, or away).
+    #[error("the store cannot be reached: {0}")]
+    Unreachable(String),
     #[error("the received folder {} is gone and cannot be made: {source}", path.display())]
     FolderGone {
         path: PathBuf,
@@ -139,15 +151,44 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
 
 impl Store {
     /// Opens (creating when missing) the database and the received folder, brings the tables up
     /// to date, and starts the writer.
-    pub async fn open(url: &str, dir_received: &Path) -> Result<Store, StoreError> {
-        Ok(Store {
-            backend: Backend::Sqlite(sqlite::Sqlite::open(url, dir_received).await?),
-        })
+    pub async fn open(config: &StoreConfig, dir_received: &Path) -> Result<Store, StoreError> {
+        let backend = if config.is_postgres() {
+            Backend::Postgres(postgres::Postgres::open(config, dir_received).await?)
+        } else {
+            Backend::Sqlite(sqlite::Sqlite::open(&config.url, dir_received).await?)
+        };
+        Ok(Store { backend })
+    }
+
+    /// Extends this instance's lease on a run it is running (see `dispatch.lease_secs`); `false`
+    /// when the run was taken over. Always `true` where one instance owns the store.
+    pub async fn renew(&self, run_id: i64, attempt: i64) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(p) => p.renew(run_id, attempt).await,
+        }
+    }
+
+    /// How often a running run's lease must be renewed; `None` where one instance owns the store.
+    pub fn lease(&self) -> Option<std::time::Duration> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.lease()),
+        }
+    }
+
+    /// The instances that run on this store (none listed where one instance owns it).
+    pub async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(p) => p.instances().await,
+        }
     }
 
     /// Bounds the files written and waiting for their names (each holds a file descriptor until
@@ -155,6 +196,7 @@ impl Store {
     pub fn set_file_slots(&mut self, slots: usize) {
         match &mut self.backend {
             Backend::Sqlite(s) => s.set_file_slots(slots),
+            Backend::Postgres(p) => p.set_file_slots(slots),
         }
     }
 
@@ -164,6 +206,7 @@ impl Store {
     pub fn health(&self) -> Result<(), Unhealthy> {
         match &self.backend {
             Backend::Sqlite(s) => s.health(),
+            Backend::Postgres(p) => p.health(),
         }
     }
 
@@ -172,6 +215,7 @@ impl Store {
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.checkpoint().await,
+            Backend::Postgres(p) => p.checkpoint().await,
         }
     }
 
@@ -180,6 +224,7 @@ impl Store {
     pub async fn accept(&self, notification: Notification) -> Result<Accepted, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.accept(notification).await,
+            Backend::Postgres(p) => p.accept(notification).await,
         }
     }
 
@@ -191,6 +236,7 @@ impl Store {
     ) -> Result<Vec<Accepted>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.accept_all(notifications).await,
+            Backend::Postgres(p) => p.accept_all(notifications).await,
         }
     }
 
@@ -202,6 +248,7 @@ impl Store {
     ) -> Result<Vec<Accepted>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.import(notifications, adopt).await,
+            Backend::Postgres(p) => p.import(notifications, adopt).await,
         }
     }
 
@@ -213,6 +260,7 @@ impl Store {
     pub async fn check_folder(&self) -> Result<FolderCheck, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.check_folder().await,
+            Backend::Postgres(p) => p.check_folder().await,
         }
     }
 
@@ -224,6 +272,7 @@ impl Store {
     ) -> Result<Vec<DueEnrichment>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.due_enrichments(max_wait_ms, limit).await,
+            Backend::Postgres(p) => p.due_enrichments(max_wait_ms, limit).await,
         }
     }
 
@@ -235,6 +284,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.record_enrichment(notification_id, outcome).await,
+            Backend::Postgres(p) => p.record_enrichment(notification_id, outcome).await,
         }
     }
 
@@ -242,6 +292,7 @@ impl Store {
     pub fn committed(&self) -> Arc<Notify> {
         match &self.backend {
             Backend::Sqlite(s) => s.committed(),
+            Backend::Postgres(p) => p.committed(),
         }
     }
 
@@ -249,6 +300,7 @@ impl Store {
     pub async fn received(&self) -> Result<crate::feed::Received, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.received().await,
+            Backend::Postgres(p) => p.received().await,
         }
     }
 
@@ -256,6 +308,7 @@ impl Store {
     pub fn dir_received(&self) -> &Path {
         match &self.backend {
             Backend::Sqlite(s) => s.dir_received(),
+            Backend::Postgres(p) => p.dir_received(),
         }
     }
 
@@ -264,12 +317,14 @@ impl Store {
     pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.due_plans(enrich_wait_ms, limit).await,
+            Backend::Postgres(p) => p.due_plans(enrich_wait_ms, limit).await,
         }
     }
 
     pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.notification(id).await,
+            Backend::Postgres(p) => p.notification(id).await,
         }
     }
 
@@ -281,6 +336,7 @@ impl Store {
     ) -> Result<Option<StoredNotification>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.latest_notification(source, problem_key).await,
+            Backend::Postgres(p) => p.latest_notification(source, problem_key).await,
         }
     }
 
@@ -288,6 +344,7 @@ impl Store {
     pub async fn earliest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.earliest_pending_ms().await,
+            Backend::Postgres(p) => p.earliest_pending_ms().await,
         }
     }
 
@@ -300,6 +357,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.has_state(source, problem_key, state).await,
+            Backend::Postgres(p) => p.has_state(source, problem_key, state).await,
         }
     }
 
@@ -312,6 +370,7 @@ impl Store {
     ) -> Result<Vec<usize>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.insert_runs(plans).await,
+            Backend::Postgres(p) => p.insert_runs(plans).await,
         }
     }
 
@@ -319,6 +378,7 @@ impl Store {
     pub async fn close_plans(&self, notification_ids: Vec<i64>) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.close_plans(notification_ids).await,
+            Backend::Postgres(p) => p.close_plans(notification_ids).await,
         }
     }
 
@@ -326,6 +386,7 @@ impl Store {
     pub async fn due_runs(&self, max_wait_ms: i64, limit: i64) -> Result<Vec<RunRow>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.due_runs(max_wait_ms, limit).await,
+            Backend::Postgres(p) => p.due_runs(max_wait_ms, limit).await,
         }
     }
 
@@ -337,6 +398,7 @@ impl Store {
     ) -> Result<Vec<RunRow>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.problem_runs(source, problem_key).await,
+            Backend::Postgres(p) => p.problem_runs(source, problem_key).await,
         }
     }
 
@@ -350,6 +412,7 @@ impl Store {
     ) -> Result<Vec<RunRow>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.group_runs(source, problem_key, state, actions).await,
+            Backend::Postgres(p) => p.group_runs(source, problem_key, state, actions).await,
         }
     }
 
@@ -360,6 +423,7 @@ impl Store {
     pub async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.claim_many(run_ids).await,
+            Backend::Postgres(p) => p.claim_many(run_ids).await,
         }
     }
 
@@ -372,6 +436,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.finish(run_id, attempt, finish).await,
+            Backend::Postgres(p) => p.finish(run_id, attempt, finish).await,
         }
     }
 
@@ -380,12 +445,14 @@ impl Store {
     pub async fn recover_in_flight(&self, only: Option<&[i64]>) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.recover_in_flight(only).await,
+            Backend::Postgres(p) => p.recover_in_flight(only).await,
         }
     }
 
     pub async fn run(&self, run_id: i64) -> Result<RunRow, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.run(run_id).await,
+            Backend::Postgres(p) => p.run(run_id).await,
         }
     }
 
@@ -393,6 +460,7 @@ impl Store {
     pub async fn defer(&self, run_id: i64, at_ms: i64) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.defer(run_id, at_ms).await,
+            Backend::Postgres(p) => p.defer(run_id, at_ms).await,
         }
     }
 
@@ -404,6 +472,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.store_details(notification_id, details).await,
+            Backend::Postgres(p) => p.store_details(notification_id, details).await,
         }
     }
 
@@ -411,6 +480,7 @@ impl Store {
     pub async fn fail_enrichments(&self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.fail_enrichments(ids, reason).await,
+            Backend::Postgres(p) => p.fail_enrichments(ids, reason).await,
         }
     }
 
@@ -422,6 +492,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.latest_details(source, problem_key).await,
+            Backend::Postgres(p) => p.latest_details(source, problem_key).await,
         }
     }
 
@@ -434,6 +505,7 @@ impl Store {
     ) -> Result<Vec<Option<SentView>>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.sent_views(problems).await,
+            Backend::Postgres(p) => p.sent_views(problems).await,
         }
     }
 
@@ -443,18 +515,21 @@ impl Store {
     pub async fn last_sent_changes(&self) -> Result<Vec<(Source, String, i64)>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.last_sent_changes().await,
+            Backend::Postgres(p) => p.last_sent_changes().await,
         }
     }
 
     pub async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.source_counts().await,
+            Backend::Postgres(p) => p.source_counts().await,
         }
     }
 
     pub async fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.action_counts().await,
+            Backend::Postgres(p) => p.action_counts().await,
         }
     }
 
@@ -462,6 +537,7 @@ impl Store {
     pub async fn waiting_runs_by_action(&self) -> Result<Vec<(String, i64)>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.waiting_runs_by_action().await,
+            Backend::Postgres(p) => p.waiting_runs_by_action().await,
         }
     }
 
@@ -473,6 +549,7 @@ impl Store {
     ) -> Result<Vec<NotificationRow>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.latest_notifications(page, per_page).await,
+            Backend::Postgres(p) => p.latest_notifications(page, per_page).await,
         }
     }
 
@@ -480,6 +557,7 @@ impl Store {
     pub async fn problems(&self, page: i64, per_page: i64) -> Result<Vec<ProblemRow>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.problems(page, per_page).await,
+            Backend::Postgres(p) => p.problems(page, per_page).await,
         }
     }
 
@@ -491,6 +569,7 @@ impl Store {
     ) -> Result<Vec<NotificationRow>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.problem_notifications(source, problem_key).await,
+            Backend::Postgres(p) => p.problem_notifications(source, problem_key).await,
         }
     }
 
@@ -498,12 +577,14 @@ impl Store {
     pub async fn source_of(&self, problem_key: &str) -> Result<Option<Source>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.source_of(problem_key).await,
+            Backend::Postgres(p) => p.source_of(problem_key).await,
         }
     }
 
     pub async fn hourly_counts(&self) -> Result<Vec<HourCount>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.hourly_counts().await,
+            Backend::Postgres(p) => p.hourly_counts().await,
         }
     }
 
@@ -514,6 +595,7 @@ impl Store {
     ) -> Result<Vec<(i64, bool, i64, Option<String>)>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.attempts(run_id).await,
+            Backend::Postgres(p) => p.attempts(run_id).await,
         }
     }
 
@@ -521,6 +603,7 @@ impl Store {
     pub async fn pending_runs(&self) -> Result<i64, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.pending_runs().await,
+            Backend::Postgres(p) => p.pending_runs().await,
         }
     }
 
@@ -530,6 +613,37 @@ impl Store {
     pub async fn schedule_replay(&self, run_ids: &[i64]) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.schedule_replay(run_ids).await,
+            Backend::Postgres(p) => p.schedule_replay(run_ids).await,
         }
     }
+}
+
+/// Takes the store's lock for this process's life, before anything is opened: one `hub run` per
+/// SQLite store. Instances on PostgreSQL share their store, so there it takes nothing.
+pub fn lock(config: &StoreConfig) -> Result<Option<StoreLock>, StoreError> {
+    if config.is_postgres() {
+        return Ok(None);
+    }
+    sqlite::lock(&config.url).map(Some)
+}
+
+/// Which Dynatrace problems a store has received a notification for, read beside a running hub
+/// (`hub poll`); `None` when there is no store yet.
+pub async fn received(config: &StoreConfig) -> Result<Option<crate::feed::Received>, StoreError> {
+    if config.is_postgres() {
+        return Ok(Some(postgres::received(config).await?));
+    }
+    sqlite::received(&config.url).await
+}
+
+/// The received problems from `(problem_key, pid)` rows.
+fn received_from(rows: Vec<(String, Option<String>)>) -> crate::feed::Received {
+    let mut received = crate::feed::Received::default();
+    for (key, pid) in rows {
+        received.problem_keys.insert(key);
+        if let Some(pid) = pid {
+            received.pids.insert(pid);
+        }
+    }
+    received
 }

@@ -163,3 +163,69 @@ pub struct HourCount {
     pub hour: i64,
     pub count: i64,
 }
+
+/// An instance that runs on the store, for the page's table of instances.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceRow {
+    pub name: String,
+    pub started_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub runs_in_flight: i64,
+}
+
+/// What a [`Finish`] writes: the run's new status, when it is next due, its error, what it
+/// produced, the attempt's result and the run's one-line summary.
+pub(crate) struct Finished {
+    pub status: &'static str,
+    pub next: i64,
+    pub error: Option<String>,
+    pub outcome: Option<String>,
+    pub result: &'static str,
+    pub summary: String,
+}
+
+impl Finished {
+    pub fn of(finish: &Finish) -> Finished {
+        let (status, next, error, outcome, result, summary) = match finish.clone() {
+            Finish::Succeeded { summary, outcome } => {
+                ("succeeded", 0, None, Some(outcome), "succeeded", summary)
+            }
+            Finish::Retry {
+                error,
+                outcome,
+                retry_at_ms,
+            } => (
+                "pending",
+                retry_at_ms,
+                Some(error.clone()),
+                Some(outcome),
+                "transient",
+                error,
+            ),
+            Finish::Failed { error, outcome } => (
+                "failed",
+                0,
+                Some(error.clone()),
+                Some(outcome),
+                "permanent",
+                error,
+            ),
+            Finish::HeldBack { reason } => (
+                "held_back",
+                0,
+                Some(reason.clone()),
+                None,
+                "held_back",
+                reason,
+            ),
+        };
+        Finished {
+            status,
+            next,
+            error,
+            outcome,
+            result,
+            summary,
+        }
+    }
+}

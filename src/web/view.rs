@@ -119,6 +119,17 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         })
         .collect();
     let hours = store.hourly_counts().await?;
+    let instances: Vec<Value> = store
+        .instances()
+        .await?
+        .into_iter()
+        .map(|i| {
+            let mut v = json!(i);
+            v["started"] = json!(utc(i.started_at_ms));
+            v["last_seen"] = json!(utc(i.last_seen_ms));
+            v
+        })
+        .collect();
     let c = &app.config;
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -133,6 +144,8 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         "sources": sources,
         "actions": actions,
         "pending_runs": store.pending_runs().await?,
+        "instance": c.store.instance,
+        "instances": instances,
         "notifications": notifications,
         "problems": problems,
         "page": page,

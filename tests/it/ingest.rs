@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{self, client, count, expect_error, fixture, post, PASSWORD, USER};
+use crate::support::{self, client, count, expect_error, fixture, post, JsonValue, PASSWORD, USER};
 
 #[tokio::test]
 async fn stores_the_notification_then_answers() {
@@ -566,16 +566,4 @@ async fn the_example_password_is_called_out_at_start() {
         "{}",
         hub.stderr()
     );
-}
-
-/// `Response::json` needs reqwest's json feature; this keeps the dependency lean.
-trait JsonValue {
-    async fn json_value(self) -> Value;
-}
-
-impl JsonValue for reqwest::Response {
-    async fn json_value(self) -> Value {
-        let text = self.text().await.unwrap();
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-    }
 }

@@ -13,5 +13,6 @@ mod edges;
 mod enrich;
 mod ingest;
 mod page;
+mod postgres;
 mod sources;
 mod support;

@@ -347,3 +347,15 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `Response::json` needs reqwest's json feature; this keeps the dependency lean.
+pub trait JsonValue {
+    async fn json_value(self) -> Value;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Value {
+        let text = self.text().await.unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+}

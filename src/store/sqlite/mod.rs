@@ -381,14 +381,7 @@ fn received_from(c: &rusqlite::Connection) -> rusqlite::Result<crate::feed::Rece
         "SELECT problem_key, pid FROM notifications WHERE source = ?1",
         [crate::domain::Source::Dynatrace],
     )?;
-    let mut received = crate::feed::Received::default();
-    for (key, pid) in rows {
-        received.problem_keys.insert(key);
-        if let Some(pid) = pid {
-            received.pids.insert(pid);
-        }
-    }
-    Ok(received)
+    Ok(super::received_from(rows))
 }
 
 #[cfg(test)]

@@ -212,29 +212,14 @@ impl Sqlite {
         finish: &Finish,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let summary = match finish {
-            Finish::Succeeded { summary, .. } => summary.clone(),
-            Finish::Retry { error, .. } | Finish::Failed { error, .. } => error.clone(),
-            Finish::HeldBack { reason } => reason.clone(),
-        };
-        let (status, next, error, outcome, result) = match finish.clone() {
-            Finish::Succeeded { outcome, .. } => ("succeeded", 0, None, Some(outcome), "succeeded"),
-            Finish::Retry {
-                error,
-                outcome,
-                retry_at_ms,
-            } => (
-                "pending",
-                retry_at_ms,
-                Some(error),
-                Some(outcome),
-                "transient",
-            ),
-            Finish::Failed { error, outcome } => {
-                ("failed", 0, Some(error), Some(outcome), "permanent")
-            }
-            Finish::HeldBack { reason } => ("held_back", 0, Some(reason), None, "held_back"),
-        };
+        let crate::store::Finished {
+            status,
+            next,
+            error,
+            outcome,
+            result,
+            summary,
+        } = crate::store::Finished::of(finish);
         self.write(move |c| {
             c.prepare_cached(
                 "UPDATE action_runs SET status = ?1, next_attempt_at_ms = ?2, last_error = ?3,

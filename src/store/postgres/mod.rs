@@ -1,0 +1,454 @@
+//! PostgreSQL, for several instances on one store: the same interface as SQLite, its own SQL.
+//! Dedup and file names hold across instances through unique keys; a due run is claimed by one
+//! instance (`FOR UPDATE SKIP LOCKED`) with a lease the running instance renews, and its outcome
+//! is recorded only under the claim's fencing token (its attempt number); instances wake each
+//! other with `LISTEN/NOTIFY`, polling being the backstop. When the database is away, writes fail
+//! (ingest answers 503), `/healthz` says so, and connections are made again once it is back.
+
+mod migrate;
+mod queue;
+pub(super) mod rows;
+mod source_sql;
+#[cfg(test)]
+mod tests;
+mod views;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::inbox::{self, FolderRows, Foreign, Health, Mode};
+use super::{
+    files, Accepted, DueEnrichment, EnrichmentOutcome, FolderCheck, StoreError, Unhealthy,
+};
+use crate::clock::now_ms;
+use crate::config::StoreConfig;
+use crate::domain::{Notification, Source};
+use rows::{all, one};
+
+/// Connections per instance: the writer's, the dispatcher's and the pages' at once.
+const POOL_SIZE: usize = 8;
+
+/// How long an instance waits for a connection, or to make one, before the store counts as away.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often an instance checks the database and says it is alive (the table of instances).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How many notifications may wait for the writer before `accept` itself waits.
+const QUEUE_DEPTH: usize = 4096;
+
+#[derive(Clone)]
+pub(super) struct Postgres {
+    pool: Pool,
+    jobs: mpsc::Sender<writer::Accept>,
+    dir_received: PathBuf,
+    committed: Arc<Notify>,
+    /// The last commit of notifications.
+    health: Arc<Health>,
+    /// The last heartbeat: whether the database can be reached at all.
+    reachable: Arc<Health>,
+    foreign: Arc<Foreign>,
+    file_slots: Arc<tokio::sync::Semaphore>,
+    instance: Arc<str>,
+    lease_ms: i64,
+}
+
+impl Postgres {
+    pub async fn open(config: &StoreConfig, dir_received: &Path) -> Result<Postgres, StoreError> {
+        std::fs::create_dir_all(dir_received).map_err(|source| StoreError::Folder {
+            path: dir_received.to_path_buf(),
+            source,
+        })?;
+        let pg = pg_config(config)?;
+        let (mut client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls))
+            .await
+            .map_err(|_| StoreError::Unreachable("timed out connecting".into()))??;
+        let connection = tokio::spawn(connection);
+        let ran = migrate::run(&mut client).await?;
+        if ran > 0 {
+            tracing::info!(migrations = ran, "brought the store's tables up to date");
+        }
+        drop(client);
+        let _ = connection.await;
+
+        let manager = Manager::from_config(
+            pg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let store = Postgres {
+            pool: pool.clone(),
+            jobs,
+            dir_received: dir_received.to_path_buf(),
+            committed: Arc::new(Notify::new()),
+            health: Arc::new(Health::default()),
+            reachable: Arc::new(Health::default()),
+            foreign: Arc::new(Foreign::default()),
+            file_slots: Arc::new(tokio::sync::Semaphore::new(1024)),
+            instance: config.instance.as_str().into(),
+            lease_ms: config.lease.as_millis() as i64,
+        };
+        let w = writer::Writer {
+            pool,
+            dir: store.dir_received.clone(),
+            foreign: store.foreign.clone(),
+            committed: store.committed.clone(),
+            health: store.health.clone(),
+        };
+        tokio::spawn(w.run(queue));
+        tokio::spawn(listen(pg, store.committed.clone()));
+        tokio::spawn(store.clone().heartbeat());
+        Ok(store)
+    }
+
+    pub fn set_file_slots(&mut self, slots: usize) {
+        self.file_slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
+    }
+
+    pub fn health(&self) -> Result<(), Unhealthy> {
+        if self.jobs.is_closed() {
+            return Err(Unhealthy::WriterStopped);
+        }
+        if let Some(e) = self.reachable.last_failure() {
+            return Err(Unhealthy::Unreachable(e));
+        }
+        if let Some(e) = self.health.last_failure() {
+            return Err(Unhealthy::LastWriteFailed(e));
+        }
+        if !self.dir_received.is_dir() {
+            std::fs::create_dir_all(&self.dir_received).map_err(|source| {
+                Unhealthy::FolderGone {
+                    path: self.dir_received.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Nothing to empty: PostgreSQL keeps its own write-ahead log.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    pub async fn accept(&self, notification: Notification) -> Result<Accepted, StoreError> {
+        self.accept_all(vec![notification])
+            .await?
+            .pop()
+            .ok_or(StoreError::Closed)
+    }
+
+    pub async fn accept_all(
+        &self,
+        notifications: Vec<Notification>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        self.store_all(notifications, Mode::Live).await
+    }
+
+    pub async fn import(
+        &self,
+        notifications: Vec<Notification>,
+        adopt: Option<String>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        self.store_all(notifications, Mode::Import { adopt }).await
+    }
+
+    async fn store_all(
+        &self,
+        notifications: Vec<Notification>,
+        mode: Mode,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        let jobs = inbox::write_unnamed(&self.dir_received, &self.file_slots, notifications, &mode)
+            .await?;
+        let mut answers = Vec::with_capacity(jobs.len());
+        for (notification, file) in jobs {
+            let (reply, answer) = oneshot::channel();
+            self.jobs
+                .send(writer::Accept {
+                    notification,
+                    mode: mode.clone(),
+                    file,
+                    reply,
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answers.push(answer);
+        }
+        let mut accepted = Vec::with_capacity(answers.len());
+        for answer in answers {
+            accepted.push(answer.await.map_err(|_| StoreError::Closed)??);
+        }
+        Ok(accepted)
+    }
+
+    /// See [`inbox::check_folder`].
+    pub async fn check_folder(&self) -> Result<FolderCheck, StoreError> {
+        inbox::check_folder(self).await
+    }
+
+    pub async fn due_enrichments(
+        &self,
+        max_wait_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueEnrichment>, StoreError> {
+        let now = now_ms();
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts
+                 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+                 WHERE e.status = 'pending'
+                   AND (e.next_attempt_at_ms <= $1 OR e.next_attempt_at_ms > $2)
+                 ORDER BY e.next_attempt_at_ms, e.notification_id LIMIT $3",
+                &[&now, &(now + max_wait_ms), &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueEnrichment {
+                    notification_id: r.try_get(0)?,
+                    problem_key: r.try_get(1)?,
+                    state: r.try_get(2)?,
+                    pid: r.try_get(3)?,
+                    attempts: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn record_enrichment(
+        &self,
+        notification_id: i64,
+        outcome: EnrichmentOutcome<'_>,
+    ) -> Result<(), StoreError> {
+        let (status, next, error) = match outcome {
+            EnrichmentOutcome::Done => ("done", 0, None),
+            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
+            EnrichmentOutcome::Retry { error, at_ms } => ("pending", at_ms, Some(error)),
+        };
+        self.pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE enrichments SET status = $1, attempts = attempts + 1,
+                        next_attempt_at_ms = $2, last_error = $3, updated_at_ms = $4
+                 WHERE notification_id = $5",
+                &[&status, &next, &error, &now_ms(), &notification_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+
+    pub async fn received(&self) -> Result<crate::feed::Received, StoreError> {
+        let c = self.pool.get().await?;
+        let rows: Vec<(String, Option<String>)> = all(
+            &c,
+            "SELECT problem_key, pid FROM notifications WHERE source = $1",
+            &[&Source::Dynatrace],
+        )
+        .await?;
+        Ok(super::received_from(rows))
+    }
+
+    pub fn dir_received(&self) -> &Path {
+        &self.dir_received
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms as u64)
+    }
+
+    /// Says this instance is alive, and whether the database can be reached, every
+    /// [`HEARTBEAT`]; stops with the last handle to the store.
+    async fn heartbeat(self) {
+        let started = now_ms();
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            if self.jobs.is_closed() {
+                return;
+            }
+            let beat = async {
+                let c = self.pool.get().await?;
+                c.execute(
+                    "INSERT INTO instances (name, started_at_ms, last_seen_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE
+                     SET last_seen_ms = excluded.last_seen_ms,
+                         started_at_ms = CASE WHEN $2 > instances.started_at_ms
+                                              THEN $2 ELSE instances.started_at_ms END",
+                    &[&&*self.instance, &started, &now_ms()],
+                )
+                .await?;
+                Ok::<_, StoreError>(())
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT, beat).await {
+                Ok(Ok(())) => self.reachable.write_succeeded(),
+                Ok(Err(e)) => self.reachable.write_failed(&e.to_string()),
+                Err(_) => self.reachable.write_failed("timed out"),
+            }
+        }
+    }
+}
+
+impl FolderRows for Postgres {
+    fn dir(&self) -> &Path {
+        &self.dir_received
+    }
+
+    fn foreign(&self) -> &Foreign {
+        &self.foreign
+    }
+
+    async fn known_files(&self) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            "SELECT id, file_name, octet_length(body)::BIGINT FROM notifications ORDER BY id",
+            &[],
+        )
+        .await
+    }
+
+    async fn body(&self, id: i64) -> Result<Vec<u8>, StoreError> {
+        let c = self.pool.get().await?;
+        one(&c, "SELECT body FROM notifications WHERE id = $1", &[&id]).await
+    }
+
+    async fn rename_file(&self, id: i64, name: &str) -> Result<String, StoreError> {
+        let stem = files::fit(files::stem_of(name).to_string());
+        let c = self.pool.get().await?;
+        let mut number = 1;
+        loop {
+            let candidate = files::candidate(&stem, number);
+            number += 1;
+            if files::exists_in(&self.dir_received, &candidate) {
+                continue;
+            }
+            let renamed = c
+                .execute(
+                    "UPDATE notifications SET file_name = $1 WHERE id = $2
+                     AND NOT EXISTS (SELECT 1 FROM notifications WHERE file_name = $1)",
+                    &[&candidate, &id],
+                )
+                .await;
+            match renamed {
+                Ok(1) => {
+                    tracing::warn!(id, file = %candidate, "gave a notification a new file name (its old one was too long, or taken by a file hub did not write)");
+                    return Ok(candidate);
+                }
+                // Taken, by this store or, at the same moment, by another instance.
+                Ok(_) => continue,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    continue
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A PostgreSQL error with the server's own message and code, where the driver's own text says
+/// only "db error".
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// The connection settings: the URL as given, with the password from `store.password_env` when
+/// set.
+fn pg_config(config: &StoreConfig) -> Result<tokio_postgres::Config, StoreError> {
+    let mut pg = tokio_postgres::Config::from_str(config.connect_url.expose()).map_err(|e| {
+        StoreError::Url {
+            url: config.url.clone(),
+            reason: if e.to_string().contains("password") {
+                "the password in the URL cannot be read"
+            } else {
+                "not a PostgreSQL URL hub can read (postgres://USER@HOST:PORT/DATABASE)"
+            },
+        }
+    })?;
+    if let Some(password) = &config.password {
+        pg.password(password.expose());
+    }
+    pg.application_name(format!("hub {}", config.instance));
+    pg.connect_timeout(CONNECT_TIMEOUT);
+    Ok(pg)
+}
+
+/// Which Dynatrace problems the store has received, on a connection of its own (for `hub poll`,
+/// which starts no writer and is no instance).
+pub(super) async fn received(config: &StoreConfig) -> Result<crate::feed::Received, StoreError> {
+    let pg = pg_config(config)?;
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls))
+        .await
+        .map_err(|_| StoreError::Unreachable("timed out connecting".into()))??;
+    let connection = tokio::spawn(connection);
+    let rows: Vec<(String, Option<String>)> = rows::all_direct(
+        &client,
+        "SELECT problem_key, pid FROM notifications WHERE source = $1",
+        &[&Source::Dynatrace],
+    )
+    .await?;
+    drop(client);
+    let _ = connection.await;
+    Ok(super::received_from(rows))
+}
+
+/// Listens for other instances' commits and wakes this one's dispatcher; connects again after
+/// a second when the connection is lost. Polling stays the backstop.
+async fn listen(pg: tokio_postgres::Config, committed: Arc<Notify>) {
+    loop {
+        if let Ok(Ok((client, mut connection))) =
+            tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls)).await
+        {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            let statement = format!("LISTEN {}", writer::CHANNEL);
+            let listening = client.batch_execute(&statement);
+            // The connection is driven by the stream: poll both until LISTEN is through.
+            tokio::pin!(listening);
+            let mut ok = false;
+            loop {
+                tokio::select! {
+                    done = &mut listening, if !ok => {
+                        if done.is_err() { break; }
+                        ok = true;
+                    }
+                    message = messages.next() => match message {
+                        Some(Ok(AsyncMessage::Notification(_))) => committed.notify_one(),
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
+                    },
+                }
+            }
+        }
+        if Arc::strong_count(&committed) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,546 @@
+//! Plans, enrichments and action runs on PostgreSQL: the work queue several instances share.
+
+use super::rows::{all, optional, FromRow};
+use super::Postgres;
+use crate::clock::now_ms;
+use crate::domain::Source;
+use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification};
+
+const RUN_COLUMNS: &str =
+    "id, notification_id, idem_key, source, problem_key, state, action, target, target_label,
+     status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms, summary";
+
+const NOTIFICATION: &str = "SELECT n.id, n.source, n.problem_key, n.state, n.pid, n.title,
+        n.is_test, n.body, n.received_at_ms, e.details, n.facts
+     FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id";
+
+super::rows::by_name!(RunRow {
+    id,
+    notification_id,
+    idem_key,
+    source,
+    problem_key,
+    state,
+    action,
+    target,
+    target_label,
+    status,
+    attempts,
+    next_attempt_at_ms,
+    last_error,
+    outcome,
+    manual,
+    updated_at_ms,
+    summary,
+});
+
+super::rows::by_name!(StoredNotification {
+    id,
+    source,
+    problem_key,
+    state,
+    pid,
+    title,
+    is_test,
+    body,
+    received_at_ms,
+    details,
+    facts,
+});
+
+impl Postgres {
+    pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+        let now = now_ms();
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            "SELECT p.notification_id FROM plans p
+             WHERE p.status = 'pending'
+               AND NOT EXISTS (
+                   SELECT 1 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+                   WHERE e.notification_id = p.notification_id AND e.status = 'pending'
+                     AND n.received_at_ms > $2 AND n.received_at_ms <= $1)
+             ORDER BY p.notification_id LIMIT $3",
+            &[&now, &(now - enrich_wait_ms), &limit],
+        )
+        .await
+    }
+
+    pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
+        let c = self.pool.get().await?;
+        super::rows::one(&c, &format!("{NOTIFICATION} WHERE n.id = $1"), &[&id]).await
+    }
+
+    pub async fn latest_notification(
+        &self,
+        source: Source,
+        problem_key: &str,
+    ) -> Result<Option<StoredNotification>, StoreError> {
+        let c = self.pool.get().await?;
+        optional(
+            &c,
+            &format!(
+                "{NOTIFICATION} WHERE n.source = $1 AND n.problem_key = $2 ORDER BY n.id DESC LIMIT 1"
+            ),
+            &[&source, &problem_key],
+        )
+        .await
+    }
+
+    pub async fn earliest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+        let c = self.pool.get().await?;
+        super::rows::one(
+            &c,
+            "SELECT MIN(at) FROM (
+                SELECT MIN(next_attempt_at_ms) AS at FROM action_runs WHERE status = 'pending'
+                UNION ALL
+                SELECT MIN(lease_until_ms) FROM action_runs WHERE status = 'running'
+                UNION ALL
+                SELECT MIN(next_attempt_at_ms) FROM enrichments WHERE status = 'pending') t",
+            &[],
+        )
+        .await
+    }
+
+    pub async fn has_state(
+        &self,
+        source: Source,
+        problem_key: &str,
+        state: &str,
+    ) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let found: Option<i64> = optional(
+            &c,
+            "SELECT 1::BIGINT FROM notifications
+             WHERE source = $1 AND problem_key = $2 AND state = $3 LIMIT 1",
+            &[&source, &problem_key, &state],
+        )
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Creates the routed runs and closes the plans in one transaction. Two instances routing the
+    /// same plan at once create each run once: the idempotency key is unique.
+    pub async fn insert_runs(
+        &self,
+        plans: &[(&StoredNotification, Vec<NewRun>)],
+    ) -> Result<Vec<usize>, StoreError> {
+        let now = now_ms();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let mut counts = Vec::with_capacity(plans.len());
+        for (n, runs) in plans {
+            let mut inserted = 0;
+            for r in runs {
+                inserted += tx
+                    .execute(
+                        "INSERT INTO action_runs (notification_id, idem_key, source, problem_key,
+                                                  state, action, target, target_label,
+                                                  next_attempt_at_ms, created_at_ms, updated_at_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9)
+                         ON CONFLICT (idem_key) DO NOTHING",
+                        &[
+                            &n.id,
+                            &r.idem_key,
+                            &n.source,
+                            &n.problem_key,
+                            &n.state,
+                            &r.action,
+                            &r.target,
+                            &r.target_label,
+                            &now,
+                        ],
+                    )
+                    .await? as usize;
+            }
+            close_plan(&tx, n.id, now).await?;
+            counts.push(inserted);
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    pub async fn close_plans(&self, notification_ids: Vec<i64>) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        for id in notification_ids {
+            close_plan(&tx, id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs due now: pending ones, and running ones whose instance stopped renewing their lease
+    /// (it died), which are taken over.
+    pub async fn due_runs(&self, max_wait_ms: i64, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        let now = now_ms();
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM action_runs
+                 WHERE (status = 'pending'
+                        AND (next_attempt_at_ms <= $1 OR next_attempt_at_ms > $2))
+                    OR (status = 'running' AND lease_until_ms < $1)
+                 ORDER BY next_attempt_at_ms, id LIMIT $3"
+            ),
+            &[&now, &(now + max_wait_ms), &limit],
+        )
+        .await
+    }
+
+    pub async fn problem_runs(
+        &self,
+        source: Source,
+        problem_key: &str,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM action_runs
+                 WHERE source = $1 AND problem_key = $2 ORDER BY id"
+            ),
+            &[&source, &problem_key],
+        )
+        .await
+    }
+
+    pub async fn group_runs(
+        &self,
+        source: Source,
+        problem_key: &str,
+        state: &str,
+        actions: &[String],
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM action_runs
+                 WHERE source = $1 AND problem_key = $2 AND state = $3 AND action = ANY($4)
+                 ORDER BY id"
+            ),
+            &[&source, &problem_key, &state, &actions],
+        )
+        .await
+    }
+
+    /// Claims runs for this instance: each one that is pending, or running under a lease that
+    /// ended, and that no other instance is claiming at this moment (`SKIP LOCKED`). A claim takes
+    /// a lease of `dispatch.lease_secs` and counts an attempt, whose number is the fencing token
+    /// its outcome is recorded under. A run taken over has its open attempt closed as interrupted.
+    pub async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
+        let now = now_ms();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let rows = tx
+            .query(
+                "WITH c AS (
+                     SELECT id, manual, status AS was FROM action_runs
+                     WHERE id = ANY($1)
+                       AND (status = 'pending' OR (status = 'running' AND lease_until_ms < $2))
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE action_runs r
+                 SET status = 'running', attempts = r.attempts + 1, manual = FALSE,
+                     updated_at_ms = $2, instance = $3, lease_until_ms = $2::BIGINT + $4::BIGINT
+                 FROM c WHERE r.id = c.id
+                 RETURNING r.id, r.attempts, c.manual, c.was",
+                &[&run_ids, &now, &&*self.instance, &self.lease_ms],
+            )
+            .await?;
+        let mut claimed = std::collections::HashMap::new();
+        for row in &rows {
+            let (id, attempt, manual, was): (i64, i64, bool, String) = FromRow::from_row(row)?;
+            if was == "running" {
+                tx.execute(
+                    "UPDATE action_attempts SET finished_at_ms = $1, result = 'interrupted'
+                     WHERE run_id = $2 AND finished_at_ms IS NULL",
+                    &[&now, &id],
+                )
+                .await?;
+                tracing::warn!(
+                    run = id,
+                    attempt,
+                    "took over a run whose instance stopped renewing its lease"
+                );
+            }
+            tx.execute(
+                "INSERT INTO action_attempts (run_id, number, manual, started_at_ms, instance)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&id, &attempt, &manual, &now, &&*self.instance],
+            )
+            .await?;
+            claimed.insert(id, attempt);
+        }
+        tx.commit().await?;
+        Ok(run_ids.iter().map(|id| claimed.get(id).copied()).collect())
+    }
+
+    /// Extends this instance's lease on a run it is running; `false` when the run is no longer
+    /// its own (taken over after the lease ended).
+    pub async fn renew(&self, run_id: i64, attempt: i64) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let renewed = self
+            .pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE action_runs SET lease_until_ms = $1::BIGINT + $2::BIGINT
+                 WHERE id = $3 AND attempts = $4 AND status = 'running' AND instance = $5",
+                &[&now, &self.lease_ms, &run_id, &attempt, &&*self.instance],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Records how an attempt ended, only if the run is still this attempt's: a run taken over
+    /// by another instance meanwhile keeps its successor's record.
+    pub async fn finish(
+        &self,
+        run_id: i64,
+        attempt: i64,
+        finish: &Finish,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let f = crate::store::Finished::of(finish);
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let updated = tx
+            .execute(
+                "UPDATE action_runs SET status = $1, next_attempt_at_ms = $2, last_error = $3,
+                        outcome = COALESCE($4, outcome), updated_at_ms = $5, summary = $7,
+                        lease_until_ms = NULL
+                 WHERE id = $6 AND attempts = $8 AND status = 'running'",
+                &[
+                    &f.status, &f.next, &f.error, &f.outcome, &now, &run_id, &f.summary, &attempt,
+                ],
+            )
+            .await?;
+        if updated == 0 {
+            tracing::warn!(
+                run = run_id,
+                attempt,
+                "not recording an outcome: the run was taken over by another instance"
+            );
+            return Ok(());
+        }
+        tx.execute(
+            "UPDATE action_attempts SET finished_at_ms = $1, result = $2, detail = COALESCE($3, $4)
+             WHERE run_id = $5 AND number = $6",
+            &[&now, &f.result, &f.outcome, &f.error, &run_id, &attempt],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts this instance's runs left in flight back in the queue (at start, after a crash, or
+    /// after a shutdown past its deadline). Other instances' runs are theirs until their leases end.
+    pub async fn recover_in_flight(&self, only: Option<&[i64]>) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let ids: Option<Vec<i64>> = only.map(<[i64]>::to_vec);
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let recovered: Vec<i64> = all(
+            &tx,
+            "UPDATE action_runs SET status = 'pending', next_attempt_at_ms = $1, updated_at_ms = $1,
+                    lease_until_ms = NULL,
+                    last_error = 'interrupted: hub stopped while this run was in flight'
+             WHERE status = 'running' AND instance = $2 AND ($3::BIGINT[] IS NULL OR id = ANY($3))
+             RETURNING id",
+            &[&now, &&*self.instance, &ids],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE action_attempts SET finished_at_ms = $1, result = 'interrupted'
+             WHERE run_id = ANY($2) AND finished_at_ms IS NULL",
+            &[&now, &recovered],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(recovered.len() as u64)
+    }
+
+    pub async fn run(&self, run_id: i64) -> Result<RunRow, StoreError> {
+        let c = self.pool.get().await?;
+        super::rows::one(
+            &c,
+            &format!("SELECT {RUN_COLUMNS} FROM action_runs WHERE id = $1"),
+            &[&run_id],
+        )
+        .await
+    }
+
+    pub async fn defer(&self, run_id: i64, at_ms: i64) -> Result<(), StoreError> {
+        self.pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE action_runs SET next_attempt_at_ms = $1 WHERE id = $2 AND status = 'pending'",
+                &[&at_ms, &run_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn store_details(
+        &self,
+        notification_id: i64,
+        details: &str,
+    ) -> Result<(), StoreError> {
+        self.pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE enrichments SET details = $1 WHERE notification_id = $2",
+                &[&details, &notification_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn fail_enrichments(&self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
+        self.pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE enrichments SET status = 'failed', attempts = attempts + 1,
+                        last_error = $1, updated_at_ms = $2
+                 WHERE notification_id = ANY($3) AND status = 'pending'",
+                &[&reason, &now_ms(), &ids],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn latest_details(
+        &self,
+        source: Source,
+        problem_key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let c = self.pool.get().await?;
+        latest_details(&c, source, problem_key).await
+    }
+
+    /// What the `problems_sent/` files of these problems show, read in one snapshot.
+    pub async fn sent_views(
+        &self,
+        problems: &[(Source, String)],
+    ) -> Result<Vec<Option<SentView>>, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let mut views = Vec::with_capacity(problems.len());
+        for (source, key) in problems {
+            let changed_ms: Option<i64> = super::rows::one(
+                &tx,
+                "SELECT MAX(changed_ms) FROM (
+                     SELECT updated_at_ms AS changed_ms FROM action_runs
+                     WHERE source = $1 AND problem_key = $2 AND attempts > 0
+                     UNION ALL
+                     SELECT e.updated_at_ms
+                     FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+                     WHERE n.source = $1 AND n.problem_key = $2 AND e.details IS NOT NULL) t",
+                &[source, key],
+            )
+            .await?;
+            let latest: Option<(Option<String>, String)> = optional(
+                &tx,
+                "SELECT pid, state FROM notifications WHERE source = $1 AND problem_key = $2
+                 ORDER BY id DESC LIMIT 1",
+                &[source, key],
+            )
+            .await?;
+            let Some((pid, state)) = latest else {
+                views.push(None);
+                continue;
+            };
+            let runs = all(
+                &tx,
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM action_runs
+                     WHERE source = $1 AND problem_key = $2 ORDER BY id"
+                ),
+                &[source, key],
+            )
+            .await?;
+            views.push(Some(SentView {
+                source: *source,
+                problem_key: key.clone(),
+                changed_ms,
+                pid,
+                state,
+                details: latest_details(&tx, *source, key).await?,
+                runs,
+            }));
+        }
+        tx.commit().await?;
+        Ok(views)
+    }
+
+    pub async fn last_sent_changes(&self) -> Result<Vec<(Source, String, i64)>, StoreError> {
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            "SELECT source, problem_key, MAX(changed_ms) FROM (
+                 SELECT source, problem_key, updated_at_ms AS changed_ms FROM action_runs
+                 WHERE attempts > 0
+                 UNION ALL
+                 SELECT n.source, n.problem_key, e.updated_at_ms
+                 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+                 WHERE e.details IS NOT NULL) t
+             GROUP BY source, problem_key",
+            &[],
+        )
+        .await
+    }
+
+    pub async fn schedule_replay(&self, run_ids: &[i64]) -> Result<u64, StoreError> {
+        Ok(self
+            .pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE action_runs SET status = 'pending', manual = TRUE, next_attempt_at_ms = $1,
+                        updated_at_ms = $1
+                 WHERE id = ANY($2) AND status != 'running'",
+                &[&now_ms(), &run_ids],
+            )
+            .await?)
+    }
+}
+
+async fn close_plan(
+    c: &impl deadpool_postgres::GenericClient,
+    id: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE plans SET status = 'done', updated_at_ms = $1 WHERE notification_id = $2",
+        &[&now, &id],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn latest_details(
+    c: &impl deadpool_postgres::GenericClient,
+    source: Source,
+    problem_key: &str,
+) -> Result<Option<String>, StoreError> {
+    let row: Option<Option<String>> = optional(
+        c,
+        "SELECT e.details FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+         WHERE n.source = $1 AND n.problem_key = $2 AND e.details IS NOT NULL
+         ORDER BY n.id DESC LIMIT 1",
+        &[&source, &problem_key],
+    )
+    .await?;
+    Ok(row.flatten())
+}

@@ -1,0 +1,380 @@
+//! The instance's writer: group commit of the notifications waiting at that moment, in one
+//! transaction, then their files named, then the answers, as on SQLite. Dedup and file names hold
+//! across instances through the tables' unique keys: an insert that meets a row committed by
+//! another instance becomes a duplicate, and a file name another instance took meanwhile is
+//! chosen again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Pool};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::rows::optional;
+use crate::domain::{Notification, Source};
+use crate::logging::Throttle;
+use crate::store::inbox::{Foreign, Health, Mode, Pending};
+use crate::store::{files, Accepted, StoreError};
+
+/// Upper bound on one transaction, so one batch never holds the answers of a whole storm.
+const MAX_BATCH: usize = 512;
+
+/// How often one notification is given another name when other instances took the one it got.
+const NAME_TRIES: usize = 8;
+
+/// A failing database fails every batch; one line per interval says so.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The channel instances wake each other on.
+pub(super) const CHANNEL: &str = "hub_work";
+
+pub(super) struct Accept {
+    pub notification: Notification,
+    pub mode: Mode,
+    pub file: Option<Pending>,
+    pub reply: oneshot::Sender<Result<Accepted, StoreError>>,
+}
+
+pub(super) struct Writer {
+    pub pool: Pool,
+    pub dir: PathBuf,
+    pub foreign: Arc<Foreign>,
+    pub committed: Arc<Notify>,
+    pub health: Arc<Health>,
+}
+
+impl Writer {
+    pub async fn run(self, mut queue: mpsc::Receiver<Accept>) {
+        let mut errors = Throttle::new(ERROR_LOG_INTERVAL);
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            match self.commit(&batch).await {
+                Ok(outcomes) => {
+                    self.health.write_succeeded();
+                    self.publish(batch, outcomes).await;
+                    self.committed.notify_one();
+                }
+                Err(e) => {
+                    self.health.write_failed(&e.to_string());
+                    if let Some(held_back) = errors.ready() {
+                        tracing::error!(error = %e, similar_errors_since_last_line = held_back, "cannot commit to the store");
+                    }
+                    for job in batch {
+                        let _ = job.reply.send(Err(StoreError::NotStored(format!(
+                            "cannot commit to the store: {e}"
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Inserts the batch in one transaction; per notification, what it became (or why it could not
+    /// be stored) and the name its file is to get.
+    async fn commit(
+        &self,
+        batch: &[Accept],
+    ) -> Result<Vec<Result<(Accepted, Option<String>), StoreError>>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let mut tx = client.transaction().await?;
+        let received_at_ms = crate::clock::now_ms();
+        // Every instance inserts in the order of the unique key, so two batches with the same
+        // deliveries wait for each other in one order and do not deadlock.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|&x, &y| {
+            let (x, y) = (&batch[x].notification, &batch[y].notification);
+            (x.source, &x.problem_key, &x.state).cmp(&(y.source, &y.problem_key, &y.state))
+        });
+        let mut outcomes: Vec<_> = (0..batch.len()).map(|_| None).collect();
+        for i in order {
+            let job = &batch[i];
+            let mut outcome = None;
+            for _ in 0..NAME_TRIES {
+                let savepoint = tx.transaction().await?;
+                match insert_one(
+                    &savepoint,
+                    &job.notification,
+                    &job.mode,
+                    received_at_ms,
+                    self,
+                )
+                .await
+                {
+                    Ok(done) => {
+                        savepoint.commit().await?;
+                        outcome = Some(Ok(done));
+                        break;
+                    }
+                    // Another instance took the name, or the two waited for each other: this one
+                    // notification is tried again (it is then new, or that instance's duplicate).
+                    Err(e) if is_name_taken(&e) || is_deadlock(&e) => {
+                        savepoint.rollback().await?;
+                    }
+                    Err(e) => {
+                        savepoint.rollback().await?;
+                        tracing::error!(error = %e, "cannot store a notification");
+                        outcome = Some(Err(StoreError::NotStored(format!(
+                            "cannot store the notification: {e}"
+                        ))));
+                        break;
+                    }
+                }
+            }
+            outcomes[i] = Some(outcome.unwrap_or_else(|| {
+                Err(StoreError::NotStored(
+                    "still conflicting with other instances after several tries".into(),
+                ))
+            }));
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Err(StoreError::Closed)))
+            .collect();
+        tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Names the committed batch's new files, then answers, in order.
+    async fn publish(
+        &self,
+        batch: Vec<Accept>,
+        outcomes: Vec<Result<(Accepted, Option<String>), StoreError>>,
+    ) {
+        let mut named = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            let answer = match outcome {
+                Ok((accepted, to_name)) => {
+                    match (to_name, job.file) {
+                        (Some(name), Some(file)) => named.push((Some(file), name)),
+                        (Some(name), None) => {
+                            // An imported file whose own name the store gave to another.
+                            named.push((self.unnamed_copy(&job.notification, &name), name));
+                        }
+                        (None, _) => {}
+                    }
+                    Ok(accepted)
+                }
+                Err(e) => Err(e),
+            };
+            answers.push((job.reply, answer));
+        }
+        let dir = self.dir.clone();
+        let linked = tokio::task::spawn_blocking(move || {
+            for (pending, name) in named
+                .into_iter()
+                .filter_map(|(pending, name)| Some((pending?, name)))
+            {
+                if let Err(e) = pending.file.link(&dir, &name) {
+                    tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = linked {
+            tracing::error!(error = %e, "the task naming received files failed; they are written back at the next start");
+        }
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
+    }
+
+    fn unnamed_copy(&self, n: &Notification, name: &str) -> Option<Pending> {
+        match files::Unnamed::write(&self.dir, &n.body) {
+            Ok(file) => Some(Pending { file, _slot: None }),
+            Err(e) => {
+                tracing::error!(file = %name, error = %e, "cannot write an imported file; it is written back at the next start");
+                None
+            }
+        }
+    }
+}
+
+/// A unique violation on the file name: another instance took it since it was found free.
+fn is_name_taken(e: &StoreError) -> bool {
+    match e {
+        StoreError::Pg(e) => e
+            .as_db_error()
+            .is_some_and(|d| d.constraint() == Some("notifications_file_name_key")),
+        _ => false,
+    }
+}
+
+/// PostgreSQL broke a lock cycle with another instance's transaction by failing this statement.
+fn is_deadlock(e: &StoreError) -> bool {
+    matches!(e, StoreError::Pg(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED))
+}
+
+/// Inserts a notification (or counts a redelivery), and says which file it needs named.
+async fn insert_one(
+    c: &impl GenericClient,
+    n: &Notification,
+    mode: &Mode,
+    received_at_ms: i64,
+    w: &Writer,
+) -> Result<(Accepted, Option<String>), StoreError> {
+    let sha = Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec();
+    let live = *mode == Mode::Live;
+    if let Some(duplicate) = duplicate(c, n, &sha, live, &w.dir).await? {
+        return Ok((duplicate, None));
+    }
+    let adopted = match mode {
+        Mode::Import { adopt: Some(name) }
+            if optional::<i64>(
+                c,
+                "SELECT 1::BIGINT FROM notifications WHERE file_name = $1",
+                &[name],
+            )
+            .await?
+            .is_none() =>
+        {
+            Some(name.clone())
+        }
+        _ => None,
+    };
+    let file_name = match &adopted {
+        Some(name) => name.clone(),
+        None => free_name(c, n, &w.foreign).await?,
+    };
+    let facts = serde_json::to_string(&n.facts).ok();
+    let inserted = c
+        .query_opt(
+            "INSERT INTO notifications
+               (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name,
+                received_at_ms, facts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (source, problem_key, state, body_sha256) DO NOTHING
+             RETURNING id",
+            &[
+                &n.source,
+                &n.problem_key,
+                &n.state,
+                &n.pid,
+                &n.title,
+                &n.is_test,
+                &n.body,
+                &sha,
+                &file_name,
+                &received_at_ms,
+                &facts,
+            ],
+        )
+        .await?;
+    let Some(row) = inserted else {
+        // Another instance stored the same delivery and committed meanwhile.
+        return duplicate(c, n, &sha, live, &w.dir)
+            .await?
+            .map(|d| (d, None))
+            .ok_or(StoreError::NotStored(
+                "a conflicting notification vanished".into(),
+            ));
+    };
+    let id: i64 = row.try_get(0)?;
+    if live && n.source == Source::Dynatrace && !n.is_test && n.pid.is_some() {
+        c.execute(
+            "INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
+             VALUES ($1, $2, $2)",
+            &[&id, &received_at_ms],
+        )
+        .await?;
+    }
+    if live && !n.is_test {
+        c.execute(
+            "INSERT INTO plans (notification_id, updated_at_ms) VALUES ($1, $2)",
+            &[&id, &received_at_ms],
+        )
+        .await?;
+    }
+    let to_name = adopted.is_none().then(|| file_name.clone());
+    Ok((Accepted::Stored { id, file_name }, to_name))
+}
+
+/// The stored notification this one repeats, counted as a redelivery when it comes live (and
+/// its file written again if it went missing); `None` when it is new.
+async fn duplicate(
+    c: &impl GenericClient,
+    n: &Notification,
+    sha: &Vec<u8>,
+    live: bool,
+    dir: &Path,
+) -> Result<Option<Accepted>, StoreError> {
+    let existing: Option<(i64, String)> = optional(
+        c,
+        "SELECT id, file_name FROM notifications
+         WHERE source = $1 AND problem_key = $2 AND state = $3 AND body_sha256 = $4",
+        &[&n.source, &n.problem_key, &n.state, sha],
+    )
+    .await?;
+    let Some((id, file_name)) = existing else {
+        return Ok(None);
+    };
+    if live {
+        c.execute(
+            "UPDATE notifications SET duplicates = duplicates + 1 WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+        if !files::exists_in(dir, &file_name) {
+            files::in_folder(dir, || files::write_view(dir, &file_name, &n.body)).map_err(|e| {
+                StoreError::NotStored(format!(
+                    "cannot write {file_name} in the received folder: {e}"
+                ))
+            })?;
+        }
+    }
+    Ok(Some(Accepted::Duplicate { id, file_name }))
+}
+
+/// The first name no stored notification and no foreign file has, as on SQLite; another instance
+/// may take it before this transaction commits, which the unique key catches.
+async fn free_name(
+    c: &impl GenericClient,
+    n: &Notification,
+    foreign: &Foreign,
+) -> Result<String, StoreError> {
+    let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
+    let stem = files::stem(prefix, &n.problem_key, &n.state);
+    let taken = |name: String| async move {
+        let row: Option<i64> = optional(
+            c,
+            "SELECT 1::BIGINT FROM notifications WHERE file_name = $1",
+            &[&name],
+        )
+        .await?;
+        Ok::<_, StoreError>(row.is_some() || foreign.names().contains(&name))
+    };
+    let plain = files::candidate(&stem, 1);
+    if !taken(plain.clone()).await? {
+        return Ok(plain);
+    }
+    let last: Option<i64> = optional(
+        c,
+        "SELECT last FROM file_name_counters WHERE stem = $1",
+        &[&stem],
+    )
+    .await?;
+    let mut number = last.map_or(2, |l| l.max(1) as u64 + 1);
+    let name = loop {
+        let name = files::candidate(&stem, number);
+        if !taken(name.clone()).await? {
+            break name;
+        }
+        number += 1;
+    };
+    c.execute(
+        "INSERT INTO file_name_counters (stem, last) VALUES ($1, $2)
+         ON CONFLICT (stem) DO UPDATE SET last = GREATEST(file_name_counters.last, excluded.last)",
+        &[&stem, &(number as i64)],
+    )
+    .await?;
+    Ok(name)
+}

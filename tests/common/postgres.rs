@@ -1,0 +1,176 @@
+//! A real PostgreSQL for the tests: one server per test process, started on a free loopback port in
+//! a temporary data folder and stopped when the process ends, however it ends (a watcher stops it
+//! once the process is gone). As root it runs as the `postgres` user, since PostgreSQL refuses to
+//! run as root. Each caller gets a database of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+struct Server {
+    port: u16,
+    bin: PathBuf,
+    _dir: PathBuf,
+    /// Outlives the test process on purpose: it stops the server once the process is gone.
+    _watcher: std::process::Child,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+
+/// The URL of a new, empty database on the tests' server.
+pub fn database() -> String {
+    let server = SERVER.get_or_init(start);
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::Relaxed)
+    );
+    let status = Command::new(server.bin.join("psql"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("run psql");
+    assert!(status.success(), "cannot create database {name}");
+    format!("postgres://postgres@127.0.0.1:{}/{name}", server.port)
+}
+
+/// Runs `psql -c sql` on a database of [`database`].
+pub fn psql(url: &str, sql: &str) -> String {
+    let server = SERVER.get().expect("a database was made first");
+    let out = Command::new(server.bin.join("psql"))
+        .args(["-d", url, "-At", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Debian's PostgreSQL 15, or the newest installed.
+fn bin_dir() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (apt-get install postgresql; tools/test does it)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("postgres").is_file())
+        .collect();
+    found.sort();
+    found.pop().expect("a PostgreSQL server binary")
+}
+
+fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() == 0 }
+}
+
+/// `argv` as the user PostgreSQL runs as.
+fn as_postgres(argv: &[&str]) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).args(argv);
+        c
+    } else {
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..]);
+        c
+    }
+}
+
+fn start() -> Server {
+    let bin = bin_dir();
+    let dir = std::env::temp_dir().join(format!("hub-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let data = dir.join("data");
+    let initdb = bin.join("initdb");
+    let out = as_postgres(&[
+        initdb.to_str().unwrap(),
+        "-D",
+        data.to_str().unwrap(),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    ])
+    .output()
+    .expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let postgres = bin.join("postgres");
+    // The watcher stops the server once this process is gone, even after a kill -9.
+    let script = format!(
+        "{postgres} -D {data} -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={dir} \
+         -c max_connections=200 >{dir}/log 2>&1 & pg=$!; \
+         while [ -d /proc/{watch} ] && kill -0 $pg 2>/dev/null; do sleep 1; done; \
+         kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
+        postgres = postgres.display(),
+        data = data.display(),
+        dir = dir.display(),
+        watch = std::process::id(),
+    );
+    let watcher = as_postgres(&["sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start PostgreSQL");
+    wait_ready(&bin, port, &dir);
+    Server {
+        port,
+        bin,
+        _dir: dir,
+        _watcher: watcher,
+    }
+}
+
+fn wait_ready(bin: &Path, port: u16, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "PostgreSQL did not start:\n{}",
+        std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
