@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 struct Server {
     port: u16,
     bin: PathBuf,
-    _dir: PathBuf,
+    dir: PathBuf,
     /// Outlives the test process on purpose: it stops the server once the process is gone.
     _watcher: std::process::Child,
 }
@@ -122,31 +122,79 @@ fn start() -> Server {
         String::from_utf8_lossy(&out.stderr)
     );
     let port = free_port();
-    let postgres = bin.join("postgres");
-    // The watcher stops the server once this process is gone, even after a kill -9.
+    let server = Server {
+        port,
+        bin: bin.clone(),
+        dir: dir.clone(),
+        _watcher: watch(&bin, &data, &dir),
+    };
+    server.pg_ctl(&["start", "-w", "-l", dir.join("log").to_str().unwrap()]);
+    wait_ready(&bin, port, &dir);
+    server
+}
+
+/// A process that outlives this one only to stop the server and remove its folder once this
+/// process is gone, even after a `kill -9`.
+fn watch(bin: &Path, data: &Path, dir: &Path) -> std::process::Child {
     let script = format!(
-        "{postgres} -D {data} -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={dir} \
-         -c max_connections=200 >{dir}/log 2>&1 & pg=$!; \
-         while [ -d /proc/{watch} ] && kill -0 $pg 2>/dev/null; do sleep 1; done; \
-         kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
-        postgres = postgres.display(),
+        "while [ -d /proc/{watch} ]; do sleep 1; done; \
+         {pg_ctl} -D {data} stop -m immediate >/dev/null 2>&1; rm -rf {dir}",
+        pg_ctl = bin.join("pg_ctl").display(),
         data = data.display(),
         dir = dir.display(),
         watch = std::process::id(),
     );
-    let watcher = as_postgres(&["sh", "-c", &script])
+    as_postgres(&["sh", "-c", &script])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("start PostgreSQL");
-    wait_ready(&bin, port, &dir);
-    Server {
-        port,
-        bin,
-        _dir: dir,
-        _watcher: watcher,
+        .expect("start the PostgreSQL watcher")
+}
+
+impl Server {
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        let mut argv = vec![
+            pg_ctl.to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-o",
+            &options,
+        ];
+        argv.extend_from_slice(args);
+        let out = as_postgres(&argv)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+}
+
+/// Stops the tests' server at once (as a crash or a failover would), for `down` to pass, then
+/// starts it again on the same port and data.
+pub fn outage(down: Duration) {
+    let server = SERVER.get().expect("a database was made first");
+    server.pg_ctl(&["stop", "-m", "immediate"]);
+    std::thread::sleep(down);
+    server.pg_ctl(&[
+        "start",
+        "-w",
+        "-l",
+        server.dir.join("log").to_str().unwrap(),
+    ]);
+    wait_ready(&server.bin, server.port, &server.dir);
 }
 
 fn wait_ready(bin: &Path, port: u16, dir: &Path) {

@@ -5,7 +5,11 @@
 #[path = "../common/postgres.rs"]
 mod pg;
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -86,7 +90,7 @@ async fn two_hubs_on_one_store_store_each_notification_once_and_run_it_once() {
 
     let log = shared.join("runs.log");
     support::eventually("every run done", async || lines_of(&log, "done").len() >= N).await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut done = lines_of(&log, "done");
     done.sort();
     done.dedup();
@@ -180,4 +184,202 @@ async fn a_killed_instances_runs_are_taken_over_when_its_lease_ends() {
         in_flight.to_string()
     );
     assert!(b.stderr().contains("took over a run"), "{}", b.stderr());
+}
+
+/// Sends notifications `0..n` through `url` from `clients` clients at once, each retried after a
+/// non-2xx answer or a broken connection as a sender does; returns the ones answered 2xx, with
+/// how many answers were 503 and when the last of those came.
+async fn load(
+    url: String,
+    n: usize,
+    clients: usize,
+    answered: Arc<AtomicUsize>,
+) -> (Vec<usize>, usize, Option<Instant>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(Mutex::new((0usize, None::<Instant>)));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (url, next, answered, refused) =
+            (url.clone(), next.clone(), answered.clone(), refused.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut acknowledged = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return acknowledged;
+                }
+                for _ in 0..100 {
+                    match post(&c, &url, body(i)).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            acknowledged.push(i);
+                            answered.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(r) => {
+                            if r.status() == 503 {
+                                let mut g = refused.lock().unwrap();
+                                g.0 += 1;
+                                g.1 = Some(Instant::now());
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        acknowledged.extend(t.await.unwrap());
+    }
+    let (count, last) = *refused.lock().unwrap();
+    (acknowledged, count, last)
+}
+
+/// Every acknowledged notification is in the store, once, and whole in the folder.
+fn assert_kept(url: &str, received: &Path, acknowledged: &[usize]) {
+    let listed = pg::psql(url, "SELECT problem_key FROM notifications");
+    let stored: Vec<&str> = listed.lines().collect();
+    let unique: HashSet<&str> = stored.iter().copied().collect();
+    assert_eq!(unique.len(), stored.len(), "a notification stored twice");
+    for i in acknowledged {
+        let key = format!("P-{i}");
+        assert!(unique.contains(key.as_str()), "{key} not in the store");
+        let file = received.join(format!("{key}-OPEN.json"));
+        let on_disk = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(on_disk, body(*i), "{key} in the folder");
+    }
+}
+
+/// Two hubs behind a real HAProxy, 32 clients sending 2,000 notifications, `kill -9` of one
+/// instance in the middle: every notification answered 2xx is in the database and the folder,
+/// every run completes (the survivor takes over the dead one's leased runs), and only runs in
+/// flight at the kill ran twice.
+#[tokio::test]
+async fn two_hubs_behind_haproxy_lose_nothing_when_one_is_killed() {
+    const N: usize = 2000;
+    let url = pg::database();
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let log = shared.join("runs.log");
+    support::script(
+        &shared,
+        "note.sh",
+        &format!(
+            "echo \"start $HUB_PROBLEM_ID\" >> {log}\nsleep 0.01\necho \"done $HUB_PROBLEM_ID\" >> {log}",
+            log = log.display()
+        ),
+    );
+    let mut a = hub(root.path(), &url, "a", 5);
+    let b = hub(root.path(), &url, "b", 5);
+    let port = support::free_port();
+    let cfg = root.path().join("haproxy.cfg");
+    let backend = |h: &Hub| h.base_url.trim_start_matches("http://").to_string();
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  \
+             retries 3\n  option redispatch\n\
+             frontend hub\n  bind 127.0.0.1:{port}\n  default_backend hubs\n\
+             backend hubs\n  balance roundrobin\n  option httpchk GET /healthz\n  \
+             server a {} check inter 500ms fall 2 rise 2\n  server b {} check inter 500ms fall 2 rise 2\n",
+            backend(&a),
+            backend(&b)
+        ),
+    )
+    .unwrap();
+    let _haproxy = support::Running(
+        std::process::Command::new("haproxy")
+            .args(["-db", "-f", cfg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (apt-get install haproxy; tools/test does it)"),
+    );
+    let front = format!("http://127.0.0.1:{port}/");
+    support::eventually("haproxy listening", async || {
+        client()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let sending = tokio::spawn(load(front, N, 32, answered.clone()));
+    support::eventually("a third answered", async || {
+        answered.load(Ordering::Relaxed) >= N / 3
+    })
+    .await;
+    a.kill9();
+    let in_flight: usize = pg::psql(
+        &url,
+        "SELECT COUNT(*) FROM action_runs WHERE status = 'running' AND instance = 'a'",
+    )
+    .parse()
+    .unwrap();
+    let (acknowledged, _, _) = sending.await.unwrap();
+    assert_eq!(
+        acknowledged.len(),
+        N,
+        "every notification was answered 2xx in the end"
+    );
+    assert_kept(&url, &shared.join("received"), &acknowledged);
+
+    support::eventually("every run done", async || {
+        pg::psql(
+            &url,
+            "SELECT COUNT(*) FROM action_runs WHERE status = 'succeeded'",
+        ) == N.to_string()
+    })
+    .await;
+    let done: HashSet<String> = lines_of(&log, "done").into_iter().collect();
+    assert_eq!(done.len(), N);
+    let starts = lines_of(&log, "start").len();
+    assert!(
+        starts <= N + in_flight,
+        "{starts} starts for {N} runs, {in_flight} in flight on a at the kill"
+    );
+    assert!(b.stderr().contains("listening"));
+}
+
+/// PostgreSQL stops at once in the middle of a load (a crash, a failover) and comes back: hub
+/// answers 503 while it is away, so senders retry, nothing acknowledged is lost, and ingest is
+/// back within seconds without a restart of hub.
+#[tokio::test]
+async fn a_postgres_outage_under_load_loses_nothing() {
+    const N: usize = 1000;
+    let url = pg::database();
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    support::script(&shared, "note.sh", "true");
+    let a = hub(root.path(), &url, "a", 60);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let sending = tokio::spawn(load(a.url("/"), N, 16, answered.clone()));
+    support::eventually("a fifth answered", async || {
+        answered.load(Ordering::Relaxed) >= N / 5
+    })
+    .await;
+    let outage = tokio::task::spawn_blocking(|| {
+        pg::outage(Duration::from_secs(2));
+        Instant::now()
+    });
+    let back = outage.await.unwrap();
+    let (acknowledged, refused, last_refusal) = sending.await.unwrap();
+    assert_eq!(acknowledged.len(), N);
+    assert!(refused > 0, "the outage was answered with 503s");
+    let last = last_refusal.unwrap();
+    assert!(
+        last < back + Duration::from_secs(10),
+        "503s went on for {:?} after PostgreSQL was back",
+        last.saturating_duration_since(back)
+    );
+    assert_kept(&url, &shared.join("received"), &acknowledged);
+    let health = client().get(a.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
 }

@@ -1,6 +1,8 @@
 //! The PostgreSQL backend against a real PostgreSQL 15, two instances on one database where it
 //! matters: dedup, file names, claims, leases and fencing.
 
+// Shared with the integration tests, some of whose helpers these tests do not need.
+#[allow(dead_code)]
 #[path = "../../../tests/common/postgres.rs"]
 mod pg;
 
