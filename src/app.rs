@@ -15,6 +15,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let open_files = crate::web::raise_open_file_limit();
     let mut store = Store::open(&config.store, &config.dir_received).await?;
     store.set_file_slots(crate::web::file_slots(open_files));
+    store.announce();
     report_folder(&config, &store.check_folder().await?);
     report_unconfigured_runs(&config, &store).await?;
     if config.uses_example_password() {

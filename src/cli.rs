@@ -79,6 +79,17 @@ pub enum Command {
         #[arg(long, default_value = "dynatrace")]
         source: Source,
     },
+    /// Write problems_received/ and problems_sent/ from the store into a folder (for an instance
+    /// with no shared folder, or to rebuild lost folders). Files already there are not replaced.
+    Export {
+        /// The folder to write problems_received/ and problems_sent/ into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Only notifications received, and problems changed, this long ago or since (30s, 10m,
+        /// 12h, 90d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+    },
     /// Show one problem's details from the Dynatrace API.
     Problem {
         /// The problem's PID (Dynatrace's {PID} placeholder, v2 problemId). PIDs often start with
@@ -118,6 +129,9 @@ pub fn main() -> ExitCode {
         Command::Explain { payload, source } => explain(&cli.config, &payload, source),
         Command::Import { dir, source } => store_command(&cli.config, move |config| {
             Box::pin(crate::import::import(config, dir, source))
+        }),
+        Command::Export { dir, since } => store_command(&cli.config, move |config| {
+            Box::pin(crate::export::export(config, dir, since))
         }),
     }
 }

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod dynatrace;
 pub mod explain;
+pub mod export;
 pub mod feed;
 pub mod import;
 pub mod logging;

@@ -171,7 +171,7 @@ async fn write(store: &Store, dir: &Path, problems: &[(Source, String)]) -> Resu
 }
 
 /// A problem's file: its name, its content, and the time of the last change it shows.
-fn render(view: SentView) -> Result<(String, Vec<u8>, SystemTime), StoreError> {
+pub(crate) fn render(view: SentView) -> Result<(String, Vec<u8>, SystemTime), StoreError> {
     let dated =
         UNIX_EPOCH + Duration::from_millis(view.changed_ms.unwrap_or_else(now_ms).max(0) as u64);
     let details: Value = view

@@ -183,6 +183,28 @@ impl Store {
         }
     }
 
+    /// Notifications after `after_id` received since `since_ms`, by id: id, file name and body
+    /// (for `hub export`, a batch at a time).
+    pub async fn export_batch(
+        &self,
+        after_id: i64,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.export_batch(after_id, since_ms, limit).await,
+            Backend::Postgres(p) => p.export_batch(after_id, since_ms, limit).await,
+        }
+    }
+
+    /// Joins the instances serving this store (the page's table of instances), for `hub run`;
+    /// commands beside it do not. Nothing to do where one instance owns the store.
+    pub fn announce(&self) {
+        if let Backend::Postgres(p) = &self.backend {
+            p.announce();
+        }
+    }
+
     /// The instances that run on this store (none listed where one instance owns it).
     pub async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
         match &self.backend {

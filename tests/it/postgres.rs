@@ -121,6 +121,64 @@ async fn two_hubs_on_one_store_store_each_notification_once_and_run_it_once() {
             .unwrap_or_default();
         assert!(names.contains(&"a") && names.contains(&"b"), "{stats}");
     }
+
+    // An instance with no shared folder writes the folders from the store; again, it replaces
+    // nothing, and a different file under a notification's name is kept.
+    let exported = root.path().join("exported");
+    std::fs::create_dir_all(exported.join("problems_received")).unwrap();
+    std::fs::write(
+        exported.join("problems_received/P-0-OPEN.json"),
+        b"someone else's",
+    )
+    .unwrap();
+    let export = || {
+        support::hub_command(&root.path().join("b"))
+            .args(["export", "--dir", exported.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = export();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(&format!(
+            "problems_received: {} written, 0 already there, 1 kept",
+            N - 1
+        )) && summary.contains(&format!("problems_sent: {N} of {N} written")),
+        "{summary}"
+    );
+    assert_eq!(
+        std::fs::read(exported.join("problems_received/P-0-OPEN.json")).unwrap(),
+        b"someone else's"
+    );
+    assert_eq!(
+        std::fs::read(exported.join("problems_received/P-7-OPEN.json")).unwrap(),
+        body(7).as_bytes()
+    );
+    assert_eq!(
+        support::list_files(&exported.join("problems_sent")).len(),
+        N
+    );
+    let again = String::from_utf8_lossy(&export().stdout).to_string();
+    assert!(
+        again.contains(&format!("0 written, {} already there, 1 kept", N - 1)),
+        "{again}"
+    );
+    let recent = support::hub_command(&root.path().join("b"))
+        .args([
+            "export",
+            "--dir",
+            exported.to_str().unwrap(),
+            "--since",
+            "forever",
+        ])
+        .output()
+        .unwrap();
+    assert!(!recent.status.success(), "a bad --since is refused");
 }
 
 /// `kill -9` of an instance with runs in flight: its leases end and the other instance takes the

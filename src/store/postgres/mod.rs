@@ -116,7 +116,6 @@ impl Postgres {
         };
         tokio::spawn(w.run(queue));
         tokio::spawn(listen(pg, store.committed.clone()));
-        tokio::spawn(store.clone().heartbeat());
         Ok(store)
     }
 
@@ -281,8 +280,12 @@ impl Postgres {
         Duration::from_millis(self.lease_ms as u64)
     }
 
-    /// Says this instance is alive, and whether the database can be reached, every
-    /// [`HEARTBEAT`]; stops with the last handle to the store.
+    /// Joins the table of instances, and keeps saying this one is alive (and whether the database
+    /// can be reached, for `/healthz`), until the last handle to the store is gone.
+    pub fn announce(&self) {
+        tokio::spawn(self.clone().heartbeat());
+    }
+
     async fn heartbeat(self) {
         let started = now_ms();
         let mut tick = tokio::time::interval(HEARTBEAT);

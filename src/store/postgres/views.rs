@@ -194,6 +194,22 @@ impl Postgres {
         .await
     }
 
+    pub async fn export_batch(
+        &self,
+        after_id: i64,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            "SELECT id, file_name, body FROM notifications
+             WHERE id > $1 AND received_at_ms >= $2 ORDER BY id LIMIT $3",
+            &[&after_id, &since_ms, &limit],
+        )
+        .await
+    }
+
     pub async fn pending_runs(&self) -> Result<i64, StoreError> {
         let c = self.pool.get().await?;
         one(

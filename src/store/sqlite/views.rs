@@ -218,6 +218,25 @@ impl Sqlite {
             .await
     }
 
+    /// Notifications after `after_id` received since `since_ms`, by id: id, file name, body.
+    pub async fn export_batch(
+        &self,
+        after_id: i64,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+        self.views
+            .read(move |c| {
+                all(
+                    c,
+                    "SELECT id, file_name, body FROM notifications
+                     WHERE id > ?1 AND received_at_ms >= ?2 ORDER BY id LIMIT ?3",
+                    (after_id, since_ms, limit),
+                )
+            })
+            .await
+    }
+
     /// Runs waiting to start or to be retried.
     pub async fn pending_runs(&self) -> Result<i64, StoreError> {
         self.views
