@@ -294,7 +294,11 @@ impl Config {
             "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, sources {}, actions {}",
             self.webhook.interface,
             self.webhook.port,
-            self.store.url,
+            if self.store.is_postgres() {
+                format!("{} as instance {}", self.store.url, self.store.instance)
+            } else {
+                self.store.url.clone()
+            },
             self.dir_received.display(),
             self.dir_sent.display(),
             self.log_path().display(),
