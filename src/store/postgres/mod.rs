@@ -211,16 +211,16 @@ impl Postgres {
     ) -> Result<Vec<DueEnrichment>, StoreError> {
         let now = now_ms();
         let c = self.pool.get().await?;
-        let rows = c
-            .query(
-                "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts
+        let rows = rows::query(
+            &c,
+            "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts
                  FROM enrichments e JOIN notifications n ON n.id = e.notification_id
                  WHERE e.status = 'pending'
                    AND (e.next_attempt_at_ms <= $1 OR e.next_attempt_at_ms > $2)
                  ORDER BY e.next_attempt_at_ms, e.notification_id LIMIT $3",
-                &[&now, &(now + max_wait_ms), &limit],
-            )
-            .await?;
+            &[&now, &(now + max_wait_ms), &limit],
+        )
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(DueEnrichment {
@@ -244,16 +244,14 @@ impl Postgres {
             EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
             EnrichmentOutcome::Retry { error, at_ms } => ("pending", at_ms, Some(error)),
         };
-        self.pool
-            .get()
-            .await?
-            .execute(
-                "UPDATE enrichments SET status = $1, attempts = attempts + 1,
+        rows::exec(
+            &self.pool.get().await?,
+            "UPDATE enrichments SET status = $1, attempts = attempts + 1,
                         next_attempt_at_ms = $2, last_error = $3, updated_at_ms = $4
                  WHERE notification_id = $5",
-                &[&status, &next, &error, &now_ms(), &notification_id],
-            )
-            .await?;
+            &[&status, &next, &error, &now_ms(), &notification_id],
+        )
+        .await?;
         Ok(())
     }
 
@@ -296,7 +294,8 @@ impl Postgres {
             }
             let beat = async {
                 let c = self.pool.get().await?;
-                c.execute(
+                rows::exec(
+                    &c,
                     "INSERT INTO instances (name, started_at_ms, last_seen_ms) VALUES ($1, $2, $3)
                      ON CONFLICT (name) DO UPDATE
                      SET last_seen_ms = excluded.last_seen_ms,
@@ -350,13 +349,13 @@ impl FolderRows for Postgres {
             if files::exists_in(&self.dir_received, &candidate) {
                 continue;
             }
-            let renamed = c
-                .execute(
-                    "UPDATE notifications SET file_name = $1 WHERE id = $2
+            let renamed = rows::exec(
+                &c,
+                "UPDATE notifications SET file_name = $1 WHERE id = $2
                      AND NOT EXISTS (SELECT 1 FROM notifications WHERE file_name = $1)",
-                    &[&candidate, &id],
-                )
-                .await;
+                &[&candidate, &id],
+            )
+            .await;
             match renamed {
                 Ok(1) => {
                     tracing::warn!(id, file = %candidate, "gave a notification a new file name (its old one was too long, or taken by a file hub did not write)");

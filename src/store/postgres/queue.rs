@@ -132,26 +132,26 @@ impl Postgres {
         for (n, runs) in plans {
             let mut inserted = 0;
             for r in runs {
-                inserted += tx
-                    .execute(
-                        "INSERT INTO action_runs (notification_id, idem_key, source, problem_key,
+                inserted += super::rows::exec(
+                    &tx,
+                    "INSERT INTO action_runs (notification_id, idem_key, source, problem_key,
                                                   state, action, target, target_label,
                                                   next_attempt_at_ms, created_at_ms, updated_at_ms)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9)
                          ON CONFLICT (idem_key) DO NOTHING",
-                        &[
-                            &n.id,
-                            &r.idem_key,
-                            &n.source,
-                            &n.problem_key,
-                            &n.state,
-                            &r.action,
-                            &r.target,
-                            &r.target_label,
-                            &now,
-                        ],
-                    )
-                    .await? as usize;
+                    &[
+                        &n.id,
+                        &r.idem_key,
+                        &n.source,
+                        &n.problem_key,
+                        &n.state,
+                        &r.action,
+                        &r.target,
+                        &r.target_label,
+                        &now,
+                    ],
+                )
+                .await? as usize;
             }
             close_plan(&tx, n.id, now).await?;
             counts.push(inserted);
@@ -235,9 +235,9 @@ impl Postgres {
         let now = now_ms();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        let rows = tx
-            .query(
-                "WITH c AS (
+        let rows = super::rows::query(
+            &tx,
+            "WITH c AS (
                      SELECT id, manual, status AS was FROM action_runs
                      WHERE id = ANY($1)
                        AND (status = 'pending' OR (status = 'running' AND lease_until_ms < $2))
@@ -247,14 +247,15 @@ impl Postgres {
                      updated_at_ms = $2, instance = $3, lease_until_ms = $2::BIGINT + $4::BIGINT
                  FROM c WHERE r.id = c.id
                  RETURNING r.id, r.attempts, c.manual, c.was",
-                &[&run_ids, &now, &&*self.instance, &self.lease_ms],
-            )
-            .await?;
+            &[&run_ids, &now, &&*self.instance, &self.lease_ms],
+        )
+        .await?;
         let mut claimed = std::collections::HashMap::new();
         for row in &rows {
             let (id, attempt, manual, was): (i64, i64, bool, String) = FromRow::from_row(row)?;
             if was == "running" {
-                tx.execute(
+                super::rows::exec(
+                    &tx,
                     "UPDATE action_attempts SET finished_at_ms = $1, result = 'interrupted'
                      WHERE run_id = $2 AND finished_at_ms IS NULL",
                     &[&now, &id],
@@ -266,7 +267,8 @@ impl Postgres {
                     "took over a run whose instance stopped renewing its lease"
                 );
             }
-            tx.execute(
+            super::rows::exec(
+                &tx,
                 "INSERT INTO action_attempts (run_id, number, manual, started_at_ms, instance)
                  VALUES ($1, $2, $3, $4, $5)",
                 &[&id, &attempt, &manual, &now, &&*self.instance],
@@ -282,16 +284,13 @@ impl Postgres {
     /// its own (taken over after the lease ended).
     pub async fn renew(&self, run_id: i64, attempt: i64) -> Result<bool, StoreError> {
         let now = now_ms();
-        let renewed = self
-            .pool
-            .get()
-            .await?
-            .execute(
-                "UPDATE action_runs SET lease_until_ms = $1::BIGINT + $2::BIGINT
+        let renewed = super::rows::exec(
+            &self.pool.get().await?,
+            "UPDATE action_runs SET lease_until_ms = $1::BIGINT + $2::BIGINT
                  WHERE id = $3 AND attempts = $4 AND status = 'running' AND instance = $5",
-                &[&now, &self.lease_ms, &run_id, &attempt, &&*self.instance],
-            )
-            .await?;
+            &[&now, &self.lease_ms, &run_id, &attempt, &&*self.instance],
+        )
+        .await?;
         Ok(renewed == 1)
     }
 
@@ -307,17 +306,17 @@ impl Postgres {
         let f = crate::store::Finished::of(finish);
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        let updated = tx
-            .execute(
-                "UPDATE action_runs SET status = $1, next_attempt_at_ms = $2, last_error = $3,
+        let updated = super::rows::exec(
+            &tx,
+            "UPDATE action_runs SET status = $1, next_attempt_at_ms = $2, last_error = $3,
                         outcome = COALESCE($4, outcome), updated_at_ms = $5, summary = $7,
                         lease_until_ms = NULL
                  WHERE id = $6 AND attempts = $8 AND status = 'running'",
-                &[
-                    &f.status, &f.next, &f.error, &f.outcome, &now, &run_id, &f.summary, &attempt,
-                ],
-            )
-            .await?;
+            &[
+                &f.status, &f.next, &f.error, &f.outcome, &now, &run_id, &f.summary, &attempt,
+            ],
+        )
+        .await?;
         if updated == 0 {
             tracing::warn!(
                 run = run_id,
@@ -326,7 +325,8 @@ impl Postgres {
             );
             return Ok(());
         }
-        tx.execute(
+        super::rows::exec(
+            &tx,
             "UPDATE action_attempts SET finished_at_ms = $1, result = $2, detail = COALESCE($3, $4)
              WHERE run_id = $5 AND number = $6",
             &[&now, &f.result, &f.outcome, &f.error, &run_id, &attempt],
@@ -353,7 +353,8 @@ impl Postgres {
             &[&now, &&*self.instance, &ids],
         )
         .await?;
-        tx.execute(
+        super::rows::exec(
+            &tx,
             "UPDATE action_attempts SET finished_at_ms = $1, result = 'interrupted'
              WHERE run_id = ANY($2) AND finished_at_ms IS NULL",
             &[&now, &recovered],
@@ -374,14 +375,12 @@ impl Postgres {
     }
 
     pub async fn defer(&self, run_id: i64, at_ms: i64) -> Result<(), StoreError> {
-        self.pool
-            .get()
-            .await?
-            .execute(
-                "UPDATE action_runs SET next_attempt_at_ms = $1 WHERE id = $2 AND status = 'pending'",
-                &[&at_ms, &run_id],
-            )
-            .await?;
+        super::rows::exec(
+            &self.pool.get().await?,
+            "UPDATE action_runs SET next_attempt_at_ms = $1 WHERE id = $2 AND status = 'pending'",
+            &[&at_ms, &run_id],
+        )
+        .await?;
         Ok(())
     }
 
@@ -390,28 +389,24 @@ impl Postgres {
         notification_id: i64,
         details: &str,
     ) -> Result<(), StoreError> {
-        self.pool
-            .get()
-            .await?
-            .execute(
-                "UPDATE enrichments SET details = $1 WHERE notification_id = $2",
-                &[&details, &notification_id],
-            )
-            .await?;
+        super::rows::exec(
+            &self.pool.get().await?,
+            "UPDATE enrichments SET details = $1 WHERE notification_id = $2",
+            &[&details, &notification_id],
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn fail_enrichments(&self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
-        self.pool
-            .get()
-            .await?
-            .execute(
-                "UPDATE enrichments SET status = 'failed', attempts = attempts + 1,
+        super::rows::exec(
+            &self.pool.get().await?,
+            "UPDATE enrichments SET status = 'failed', attempts = attempts + 1,
                         last_error = $1, updated_at_ms = $2
                  WHERE notification_id = ANY($3) AND status = 'pending'",
-                &[&reason, &now_ms(), &ids],
-            )
-            .await?;
+            &[&reason, &now_ms(), &ids],
+        )
+        .await?;
         Ok(())
     }
 
@@ -502,17 +497,14 @@ impl Postgres {
     }
 
     pub async fn schedule_replay(&self, run_ids: &[i64]) -> Result<u64, StoreError> {
-        Ok(self
-            .pool
-            .get()
-            .await?
-            .execute(
-                "UPDATE action_runs SET status = 'pending', manual = TRUE, next_attempt_at_ms = $1,
+        Ok(super::rows::exec(
+            &self.pool.get().await?,
+            "UPDATE action_runs SET status = 'pending', manual = TRUE, next_attempt_at_ms = $1,
                         updated_at_ms = $1
                  WHERE id = ANY($2) AND status != 'running'",
-                &[&now_ms(), &run_ids],
-            )
-            .await?)
+            &[&now_ms(), &run_ids],
+        )
+        .await?)
     }
 }
 
@@ -521,7 +513,8 @@ async fn close_plan(
     id: i64,
     now: i64,
 ) -> Result<(), StoreError> {
-    c.execute(
+    super::rows::exec(
+        c,
         "UPDATE plans SET status = 'done', updated_at_ms = $1 WHERE notification_id = $2",
         &[&now, &id],
     )

@@ -61,8 +61,37 @@ pub(super) async fn all<T: FromRow>(
     sql: &str,
     params: Params<'_>,
 ) -> Result<Vec<T>, StoreError> {
-    let rows = c.query(sql, params).await?;
+    let rows = query(c, sql, params).await?;
     Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
+}
+
+/// Every statement is prepared once per connection and kept: parsing and planning it again for
+/// each call cost the server as much as running it, and the client a round trip.
+pub(super) async fn query(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = c.prepare_cached(sql).await?;
+    c.query(&statement, params).await
+}
+
+pub(super) async fn query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = c.prepare_cached(sql).await?;
+    c.query_opt(&statement, params).await
+}
+
+pub(super) async fn exec(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = c.prepare_cached(sql).await?;
+    c.execute(&statement, params).await
 }
 
 /// As [`all`], on a connection outside the pool.
@@ -80,7 +109,8 @@ pub(super) async fn one<T: FromRow>(
     sql: &str,
     params: Params<'_>,
 ) -> Result<T, StoreError> {
-    Ok(T::from_row(&c.query_one(sql, params).await?)?)
+    let statement = c.prepare_cached(sql).await?;
+    Ok(T::from_row(&c.query_one(&statement, params).await?)?)
 }
 
 pub(super) async fn optional<T: FromRow>(
@@ -88,7 +118,7 @@ pub(super) async fn optional<T: FromRow>(
     sql: &str,
     params: Params<'_>,
 ) -> Result<Option<T>, StoreError> {
-    Ok(c.query_opt(sql, params)
+    Ok(query_opt(c, sql, params)
         .await?
         .as_ref()
         .map(T::from_row)

@@ -12,7 +12,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::rows::optional;
+use super::rows::{optional, FromRow};
 use crate::domain::{Notification, Source};
 use crate::logging::Throttle;
 use crate::store::inbox::{Foreign, Health, Mode, Pending};
@@ -29,6 +29,9 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The channel instances wake each other on.
 pub(super) const CHANNEL: &str = "hub_work";
+
+/// What became of one notification of a batch, and the name its file is to get.
+type Outcome = Result<(Accepted, Option<String>), StoreError>;
 
 pub(super) struct Accept {
     pub notification: Notification,
@@ -78,11 +81,172 @@ impl Writer {
     }
 
     /// Inserts the batch in one transaction; per notification, what it became (or why it could not
-    /// be stored) and the name its file is to get.
-    async fn commit(
-        &self,
-        batch: &[Accept],
-    ) -> Result<Vec<Result<(Accepted, Option<String>), StoreError>>, StoreError> {
+    /// be stored) and the name its file is to get. The common batch (new notifications and
+    /// redeliveries, free names) takes a few round trips in all ([`Writer::commit_fast`]); anything
+    /// else, or a race with another instance, is done one notification at a time.
+    async fn commit(&self, batch: &[Accept]) -> Result<Vec<Outcome>, StoreError> {
+        match self.commit_fast(batch).await {
+            Ok(Some(outcomes)) => return Ok(outcomes),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "batch taken one notification at a time"),
+        }
+        self.commit_each(batch).await
+    }
+
+    /// The batch in one transaction of a few statements sent together: one lookup of the
+    /// redeliveries, one of the names, then every insert (with its plan and enrichment) pipelined.
+    /// `None` when the batch needs more care: an import, a name taken or foreign, the same delivery
+    /// twice, a redelivery whose file went missing, or a row another instance inserted meanwhile.
+    async fn commit_fast(&self, batch: &[Accept]) -> Result<Option<Vec<Outcome>>, StoreError> {
+        if batch.iter().any(|j| j.mode != Mode::Live) {
+            return Ok(None);
+        }
+        let shas: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|j| {
+                let n = &j.notification;
+                Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec()
+            })
+            .collect();
+        let sources: Vec<Source> = batch.iter().map(|j| j.notification.source).collect();
+        let keys: Vec<&str> = batch
+            .iter()
+            .map(|j| j.notification.problem_key.as_str())
+            .collect();
+        let states: Vec<&str> = batch
+            .iter()
+            .map(|j| j.notification.state.as_str())
+            .collect();
+        let names: Vec<String> = batch
+            .iter()
+            .map(|j| {
+                let n = &j.notification;
+                let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
+                files::candidate(&files::stem(prefix, &n.problem_key, &n.state), 1)
+            })
+            .collect();
+        let unique_names: std::collections::HashSet<&String> = names.iter().collect();
+        let any_foreign = {
+            let foreign = self.foreign.names();
+            names.iter().any(|n| foreign.contains(n))
+        };
+        if unique_names.len() != names.len() || any_foreign {
+            return Ok(None);
+        }
+
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let known = super::rows::query(
+            &tx,
+            "SELECT k.i, n.id, n.file_name
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
+                      WITH ORDINALITY AS k(source, problem_key, state, sha, i)
+                 JOIN notifications n ON n.source = k.source AND n.problem_key = k.problem_key
+                      AND n.state = k.state AND n.body_sha256 = k.sha",
+            &[&sources, &keys, &states, &shas],
+        )
+        .await?;
+        let mut outcomes: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();
+        let mut redelivered = Vec::new();
+        for row in &known {
+            let (i, id, file_name): (i64, i64, String) = FromRow::from_row(row)?;
+            let i = (i - 1) as usize;
+            if outcomes[i].is_some() || !files::exists_in(&self.dir, &file_name) {
+                return Ok(None);
+            }
+            redelivered.push(id);
+            outcomes[i] = Some(Ok((Accepted::Duplicate { id, file_name }, None)));
+        }
+        let fresh: Vec<usize> = (0..batch.len())
+            .filter(|i| outcomes[*i].is_none())
+            .collect();
+        let wanted: Vec<&String> = fresh.iter().map(|&i| &names[i]).collect();
+        let taken = super::rows::query(
+            &tx,
+            "SELECT file_name FROM notifications WHERE file_name = ANY($1)",
+            &[&wanted],
+        )
+        .await?;
+        if !taken.is_empty() {
+            return Ok(None);
+        }
+        let received_at_ms = crate::clock::now_ms();
+        let inserts = fresh.iter().map(|&i| {
+            let n = &batch[i].notification;
+            let facts = serde_json::to_string(&n.facts).ok();
+            let enrich = n.source == Source::Dynatrace && !n.is_test && n.pid.is_some();
+            let plan = !n.is_test;
+            let (tx, shas, names) = (&tx, &shas, &names);
+            async move {
+                super::rows::query_opt(tx,
+                    "WITH ins AS (
+                         INSERT INTO notifications
+                           (source, problem_key, state, pid, title, is_test, body, body_sha256,
+                            file_name, received_at_ms, facts)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                         ON CONFLICT (source, problem_key, state, body_sha256) DO NOTHING
+                         RETURNING id),
+                     e AS (INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
+                           SELECT id, $10, $10 FROM ins WHERE $12),
+                     p AS (INSERT INTO plans (notification_id, updated_at_ms)
+                           SELECT id, $10 FROM ins WHERE $13)
+                     SELECT id FROM ins",
+                    &[
+                        &n.source,
+                        &n.problem_key,
+                        &n.state,
+                        &n.pid,
+                        &n.title,
+                        &n.is_test,
+                        &n.body,
+                        &shas[i],
+                        &names[i],
+                        &received_at_ms,
+                        &facts,
+                        &enrich,
+                        &plan,
+                    ],
+                )
+                .await
+            }
+        });
+        let inserted = futures_util::future::try_join_all(inserts).await?;
+        for (&i, row) in fresh.iter().zip(inserted) {
+            // Another instance stored this delivery since the lookup.
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let id: i64 = row.try_get(0)?;
+            let file_name = names[i].clone();
+            outcomes[i] = Some(Ok((
+                Accepted::Stored {
+                    id,
+                    file_name: file_name.clone(),
+                },
+                Some(file_name),
+            )));
+        }
+        if !redelivered.is_empty() {
+            super::rows::exec(
+                &tx,
+                "UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ANY($1)",
+                &[&redelivered],
+            )
+            .await?;
+        }
+        super::rows::exec(&tx, &format!("NOTIFY {CHANNEL}"), &[]).await?;
+        tx.commit().await?;
+        Ok(Some(
+            outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(Err(StoreError::Closed)))
+                .collect(),
+        ))
+    }
+
+    /// One notification at a time, each in a savepoint, retried when another instance took its
+    /// name or the two waited for each other.
+    async fn commit_each(&self, batch: &[Accept]) -> Result<Vec<Outcome>, StoreError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
         let received_at_ms = crate::clock::now_ms();
@@ -138,27 +302,26 @@ impl Writer {
             .into_iter()
             .map(|o| o.unwrap_or(Err(StoreError::Closed)))
             .collect();
-        tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await?;
+        super::rows::exec(&tx, &format!("NOTIFY {CHANNEL}"), &[]).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
 
     /// Names the committed batch's new files, then answers, in order.
-    async fn publish(
-        &self,
-        batch: Vec<Accept>,
-        outcomes: Vec<Result<(Accepted, Option<String>), StoreError>>,
-    ) {
+    async fn publish(&self, batch: Vec<Accept>, outcomes: Vec<Outcome>) {
         let mut named = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         for (job, outcome) in batch.into_iter().zip(outcomes) {
             let answer = match outcome {
                 Ok((accepted, to_name)) => {
                     match (to_name, job.file) {
-                        (Some(name), Some(file)) => named.push((Some(file), name)),
+                        (Some(name), Some(file)) => {
+                            named.push((Some(file), name, job.notification.body))
+                        }
                         (Some(name), None) => {
                             // An imported file whose own name the store gave to another.
-                            named.push((self.unnamed_copy(&job.notification, &name), name));
+                            let copy = self.unnamed_copy(&job.notification, &name);
+                            named.push((copy, name, job.notification.body));
                         }
                         (None, _) => {}
                     }
@@ -170,12 +333,20 @@ impl Writer {
         }
         let dir = self.dir.clone();
         let linked = tokio::task::spawn_blocking(move || {
-            for (pending, name) in named
+            for (pending, name, body) in named
                 .into_iter()
-                .filter_map(|(pending, name)| Some((pending?, name)))
+                .filter_map(|(pending, name, body)| Some((pending?, name, body)))
             {
-                if let Err(e) = pending.file.link(&dir, &name) {
-                    tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start");
+                match pending.file.link(&dir, &name) {
+                    Ok(()) => {}
+                    // Another instance answered a redelivery of this notification between this
+                    // commit and this link, and wrote the file itself: the same bytes.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AlreadyExists
+                            && std::fs::read(dir.join(&name)).is_ok_and(|there| there == body) => {}
+                    Err(e) => {
+                        tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start")
+                    }
                 }
             }
         })
@@ -221,7 +392,7 @@ async fn insert_one(
     mode: &Mode,
     received_at_ms: i64,
     w: &Writer,
-) -> Result<(Accepted, Option<String>), StoreError> {
+) -> Outcome {
     let sha = Sha256::digest(n.identity.as_deref().unwrap_or(&n.body)).to_vec();
     let live = *mode == Mode::Live;
     if let Some(duplicate) = duplicate(c, n, &sha, live, &w.dir).await? {
@@ -246,29 +417,29 @@ async fn insert_one(
         None => free_name(c, n, &w.foreign).await?,
     };
     let facts = serde_json::to_string(&n.facts).ok();
-    let inserted = c
-        .query_opt(
-            "INSERT INTO notifications
+    let inserted = super::rows::query_opt(
+        c,
+        "INSERT INTO notifications
                (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name,
                 received_at_ms, facts)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (source, problem_key, state, body_sha256) DO NOTHING
              RETURNING id",
-            &[
-                &n.source,
-                &n.problem_key,
-                &n.state,
-                &n.pid,
-                &n.title,
-                &n.is_test,
-                &n.body,
-                &sha,
-                &file_name,
-                &received_at_ms,
-                &facts,
-            ],
-        )
-        .await?;
+        &[
+            &n.source,
+            &n.problem_key,
+            &n.state,
+            &n.pid,
+            &n.title,
+            &n.is_test,
+            &n.body,
+            &sha,
+            &file_name,
+            &received_at_ms,
+            &facts,
+        ],
+    )
+    .await?;
     let Some(row) = inserted else {
         // Another instance stored the same delivery and committed meanwhile.
         return duplicate(c, n, &sha, live, &w.dir)
@@ -280,7 +451,8 @@ async fn insert_one(
     };
     let id: i64 = row.try_get(0)?;
     if live && n.source == Source::Dynatrace && !n.is_test && n.pid.is_some() {
-        c.execute(
+        super::rows::exec(
+            c,
             "INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
              VALUES ($1, $2, $2)",
             &[&id, &received_at_ms],
@@ -288,7 +460,8 @@ async fn insert_one(
         .await?;
     }
     if live && !n.is_test {
-        c.execute(
+        super::rows::exec(
+            c,
             "INSERT INTO plans (notification_id, updated_at_ms) VALUES ($1, $2)",
             &[&id, &received_at_ms],
         )
@@ -318,7 +491,8 @@ async fn duplicate(
         return Ok(None);
     };
     if live {
-        c.execute(
+        super::rows::exec(
+            c,
             "UPDATE notifications SET duplicates = duplicates + 1 WHERE id = $1",
             &[&id],
         )
@@ -370,7 +544,8 @@ async fn free_name(
         }
         number += 1;
     };
-    c.execute(
+    super::rows::exec(
+        c,
         "INSERT INTO file_name_counters (stem, last) VALUES ($1, $2)
          ON CONFLICT (stem) DO UPDATE SET last = GREATEST(file_name_counters.last, excluded.last)",
         &[&stem, &(number as i64)],
