@@ -244,10 +244,10 @@ impl Store {
     /// Stores a notification durably. Returns only once its transaction has committed and its file
     /// is in `dir_received`; an error means it was not made durable and must not be acknowledged.
     pub async fn accept(&self, notification: Notification) -> Result<Accepted, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.accept(notification).await,
-            Backend::Postgres(p) => p.accept(notification).await,
-        }
+        self.accept_all(vec![notification])
+            .await?
+            .pop()
+            .ok_or(StoreError::Closed)
     }
 
     /// Stores several notifications of one request; they reach the writer together, so they usually
@@ -256,10 +256,7 @@ impl Store {
         &self,
         notifications: Vec<Notification>,
     ) -> Result<Vec<Accepted>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.accept_all(notifications).await,
-            Backend::Postgres(p) => p.accept_all(notifications).await,
-        }
+        self.store_all(notifications, Mode::Live).await
     }
 
     /// Stores notifications as history (see [`Mode::Import`]): `Duplicate` for one stored already.
@@ -268,10 +265,34 @@ impl Store {
         notifications: Vec<Notification>,
         adopt: Option<String>,
     ) -> Result<Vec<Accepted>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.import(notifications, adopt).await,
-            Backend::Postgres(p) => p.import(notifications, adopt).await,
+        self.store_all(notifications, Mode::Import { adopt }).await
+    }
+
+    /// Writes each notification's bytes unnamed, hands it to the backend's writer, and waits for
+    /// every answer: a notification is answered once it is committed and its file named.
+    async fn store_all(
+        &self,
+        notifications: Vec<Notification>,
+        mode: Mode,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        let slots = match &self.backend {
+            Backend::Sqlite(s) => s.file_slots(),
+            Backend::Postgres(p) => p.file_slots(),
+        };
+        let jobs = inbox::write_unnamed(self.dir_received(), slots, notifications, &mode).await?;
+        let mut answers = Vec::with_capacity(jobs.len());
+        for (notification, file) in jobs {
+            let mode = mode.clone();
+            answers.push(match &self.backend {
+                Backend::Sqlite(s) => s.submit(notification, mode, file).await?,
+                Backend::Postgres(p) => p.submit(notification, mode, file).await?,
+            });
         }
+        let mut accepted = Vec::with_capacity(answers.len());
+        for answer in answers {
+            accepted.push(answer.await.map_err(|_| StoreError::Closed)??);
+        }
+        Ok(accepted)
     }
 
     /// Compares the received folder with the store. Writes again every file the store has and the

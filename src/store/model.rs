@@ -4,6 +4,14 @@ use serde::Serialize;
 
 use crate::domain::Source;
 
+/// Reads a row type by its columns' names on either database.
+macro_rules! read_by_name {
+    ($name:ident { $($field:ident),* $(,)? }) => {
+        super::sqlite::rows::by_name!($name { $($field),* });
+        super::postgres::rows::by_name!($name { $($field),* });
+    };
+}
+
 /// A notification as the dispatcher reads it back, with its enriched details when there are any.
 #[derive(Debug, Clone)]
 pub struct StoredNotification {
@@ -229,3 +237,85 @@ impl Finished {
         }
     }
 }
+
+read_by_name!(SourceCounts {
+    source,
+    received,
+    test,
+    duplicate
+});
+read_by_name!(ActionCounts {
+    action,
+    succeeded,
+    failed,
+    pending,
+    retrying,
+    running,
+    held_back
+});
+read_by_name!(NotificationRow {
+    id,
+    source,
+    problem_key,
+    state,
+    title,
+    is_test,
+    duplicates,
+    file_name,
+    received_at_ms
+});
+read_by_name!(ProblemRow {
+    source,
+    problem_key,
+    state,
+    title,
+    last_received_at_ms,
+    notifications,
+    runs,
+    runs_succeeded,
+    runs_failed,
+    runs_open
+});
+read_by_name!(HourCount {
+    source,
+    hour,
+    count
+});
+read_by_name!(InstanceRow {
+    name,
+    started_at_ms,
+    last_seen_ms,
+    runs_in_flight
+});
+read_by_name!(RunRow {
+    id,
+    notification_id,
+    idem_key,
+    source,
+    problem_key,
+    state,
+    action,
+    target,
+    target_label,
+    status,
+    attempts,
+    next_attempt_at_ms,
+    last_error,
+    outcome,
+    manual,
+    updated_at_ms,
+    summary,
+});
+read_by_name!(StoredNotification {
+    id,
+    source,
+    problem_key,
+    state,
+    pid,
+    title,
+    is_test,
+    body,
+    received_at_ms,
+    details,
+    facts,
+});

@@ -149,54 +149,28 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn accept(&self, notification: Notification) -> Result<Accepted, StoreError> {
-        self.accept_all(vec![notification])
-            .await?
-            .pop()
-            .ok_or(StoreError::Closed)
+    pub fn file_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.file_slots
     }
 
-    pub async fn accept_all(
+    /// Hands a notification, its bytes written unnamed, to this instance's writer.
+    pub async fn submit(
         &self,
-        notifications: Vec<Notification>,
-    ) -> Result<Vec<Accepted>, StoreError> {
-        self.store_all(notifications, Mode::Live).await
-    }
-
-    pub async fn import(
-        &self,
-        notifications: Vec<Notification>,
-        adopt: Option<String>,
-    ) -> Result<Vec<Accepted>, StoreError> {
-        self.store_all(notifications, Mode::Import { adopt }).await
-    }
-
-    async fn store_all(
-        &self,
-        notifications: Vec<Notification>,
+        notification: Notification,
         mode: Mode,
-    ) -> Result<Vec<Accepted>, StoreError> {
-        let jobs = inbox::write_unnamed(&self.dir_received, &self.file_slots, notifications, &mode)
-            .await?;
-        let mut answers = Vec::with_capacity(jobs.len());
-        for (notification, file) in jobs {
-            let (reply, answer) = oneshot::channel();
-            self.jobs
-                .send(writer::Accept {
-                    notification,
-                    mode: mode.clone(),
-                    file,
-                    reply,
-                })
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            answers.push(answer);
-        }
-        let mut accepted = Vec::with_capacity(answers.len());
-        for answer in answers {
-            accepted.push(answer.await.map_err(|_| StoreError::Closed)??);
-        }
-        Ok(accepted)
+        file: Option<inbox::Pending>,
+    ) -> Result<oneshot::Receiver<Result<Accepted, StoreError>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(writer::Accept {
+                notification,
+                mode,
+                file,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(answer)
     }
 
     /// See [`inbox::check_folder`].

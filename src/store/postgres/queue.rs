@@ -14,40 +14,6 @@ const NOTIFICATION: &str = "SELECT n.id, n.source, n.problem_key, n.state, n.pid
         n.is_test, n.body, n.received_at_ms, e.details, n.facts
      FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id";
 
-super::rows::by_name!(RunRow {
-    id,
-    notification_id,
-    idem_key,
-    source,
-    problem_key,
-    state,
-    action,
-    target,
-    target_label,
-    status,
-    attempts,
-    next_attempt_at_ms,
-    last_error,
-    outcome,
-    manual,
-    updated_at_ms,
-    summary,
-});
-
-super::rows::by_name!(StoredNotification {
-    id,
-    source,
-    problem_key,
-    state,
-    pid,
-    title,
-    is_test,
-    body,
-    received_at_ms,
-    details,
-    facts,
-});
-
 impl Postgres {
     pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         let now = now_ms();

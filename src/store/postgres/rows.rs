@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use crate::domain::Source;
 use crate::store::StoreError;
 
-pub(super) trait FromRow: Sized {
+pub(in crate::store) trait FromRow: Sized {
     fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error>;
 }
 
@@ -22,7 +22,7 @@ macro_rules! by_name {
         }
     };
 }
-pub(super) use by_name;
+pub(in crate::store) use by_name;
 
 macro_rules! scalars {
     ($($t:ty),*) => {

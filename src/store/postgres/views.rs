@@ -1,63 +1,13 @@
 //! Read-only queries for the status page, the JSON API and the metrics, on PostgreSQL. Counts come
 //! from the store, so every instance shows the whole cluster.
 
-use super::rows::{all, by_name, one, optional};
+use super::rows::{all, one, optional};
 use super::Postgres;
 use crate::clock::now_ms;
 use crate::domain::Source;
 use crate::store::{
     ActionCounts, HourCount, InstanceRow, NotificationRow, ProblemRow, SourceCounts, StoreError,
 };
-
-by_name!(SourceCounts {
-    source,
-    received,
-    test,
-    duplicate
-});
-by_name!(ActionCounts {
-    action,
-    succeeded,
-    failed,
-    pending,
-    retrying,
-    running,
-    held_back
-});
-by_name!(NotificationRow {
-    id,
-    source,
-    problem_key,
-    state,
-    title,
-    is_test,
-    duplicates,
-    file_name,
-    received_at_ms
-});
-by_name!(ProblemRow {
-    source,
-    problem_key,
-    state,
-    title,
-    last_received_at_ms,
-    notifications,
-    runs,
-    runs_succeeded,
-    runs_failed,
-    runs_open
-});
-by_name!(HourCount {
-    source,
-    hour,
-    count
-});
-by_name!(InstanceRow {
-    name,
-    started_at_ms,
-    last_seen_ms,
-    runs_in_flight
-});
 
 impl Postgres {
     pub async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {

@@ -5,7 +5,7 @@
 pub mod lock;
 mod migrate;
 mod reader;
-mod rows;
+pub(super) mod rows;
 mod runs;
 mod source_sql;
 mod views;
@@ -173,64 +173,29 @@ impl Sqlite {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Stores a notification durably. Returns only once its transaction has committed and its file
-    /// is in `dir_received`; an error means it was not made durable and must not be acknowledged.
-    pub async fn accept(&self, notification: Notification) -> Result<Accepted, StoreError> {
-        self.accept_all(vec![notification])
-            .await?
-            .pop()
-            .ok_or(StoreError::Closed)
+    pub fn file_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.file_slots
     }
 
-    /// Stores several notifications of one request; they reach the writer together, so they usually
-    /// share one commit. Answers in order; the request is acknowledged only if all are stored.
-    pub async fn accept_all(
+    /// Hands a notification, its bytes written unnamed, to the writer; the answer comes once it
+    /// is committed and its file named.
+    pub async fn submit(
         &self,
-        notifications: Vec<Notification>,
-    ) -> Result<Vec<Accepted>, StoreError> {
-        self.store_all(notifications, Mode::Live).await
-    }
-
-    /// Stores notifications as history (see [`Mode::Import`]): `Duplicate` for one stored already.
-    pub async fn import(
-        &self,
-        notifications: Vec<Notification>,
-        adopt: Option<String>,
-    ) -> Result<Vec<Accepted>, StoreError> {
-        self.store_all(notifications, Mode::Import { adopt }).await
-    }
-
-    /// Each notification's bytes are written to an unnamed file here, on the requester's own
-    /// thread and before the writer sees it, so the files of the next batch are written while the
-    /// writer commits this one (and on both cores at once); the writer's file thread names them
-    /// after the commit. A file that cannot be written is a "not stored" at once: nothing of it
-    /// reaches the store.
-    async fn store_all(
-        &self,
-        notifications: Vec<Notification>,
+        notification: Notification,
         mode: Mode,
-    ) -> Result<Vec<Accepted>, StoreError> {
-        let jobs = inbox::write_unnamed(&self.dir_received, &self.file_slots, notifications, &mode)
-            .await?;
-        let mut answers = Vec::with_capacity(jobs.len());
-        for (notification, file) in jobs {
-            let (reply, answer) = oneshot::channel();
-            self.jobs
-                .send(Job::Accept {
-                    notification,
-                    mode: mode.clone(),
-                    file,
-                    reply,
-                })
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            answers.push(answer);
-        }
-        let mut accepted = Vec::with_capacity(answers.len());
-        for answer in answers {
-            accepted.push(answer.await.map_err(|_| StoreError::Closed)??);
-        }
-        Ok(accepted)
+        file: Option<inbox::Pending>,
+    ) -> Result<oneshot::Receiver<Result<Accepted, StoreError>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Accept {
+                notification,
+                mode,
+                file,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(answer)
     }
 
     /// See [`inbox::check_folder`].
@@ -388,6 +353,7 @@ fn received_from(c: &rusqlite::Connection) -> rusqlite::Result<crate::feed::Rece
 mod tests {
     use super::*;
     use crate::domain::{Facts, Source};
+    use crate::store::{Backend, Store};
 
     fn notification(key: &str) -> Notification {
         Notification {
@@ -408,12 +374,23 @@ mod tests {
         rusqlite::Connection::open(dir.path().join("hub.db")).unwrap()
     }
 
-    async fn open() -> (tempfile::TempDir, Sqlite) {
+    /// The SQLite backend behind a `Store`, for the writes only it has.
+    fn sqlite(store: &Store) -> &Sqlite {
+        match &store.backend {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(_) => unreachable!("these tests open SQLite"),
+        }
+    }
+
+    async fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("hub.db").display());
-        let store = Sqlite::open(&url, &dir.path().join("received"))
+        let backend = Sqlite::open(&url, &dir.path().join("received"))
             .await
             .unwrap();
+        let store = Store {
+            backend: Backend::Sqlite(backend),
+        };
         (dir, store)
     }
 
@@ -423,15 +400,16 @@ mod tests {
     async fn a_failing_write_is_rolled_back_alone_and_the_writer_goes_on() {
         let (dir, store) = open().await;
         store.accept(notification("P-1")).await.unwrap();
-        let failing = store.write(|c| {
+        let failing = sqlite(&store).write(|c| {
             c.execute("UPDATE notifications SET duplicates = 100", [])?;
             c.execute("INSERT INTO no_such_table VALUES (1)", [])
         });
-        let panicking = store.write(|c| -> rusqlite::Result<()> {
+        let panicking = sqlite(&store).write(|c| -> rusqlite::Result<()> {
             c.execute("UPDATE notifications SET duplicates = 200", [])?;
             panic!("a bug in a write");
         });
-        let kept = store.write(|c| c.execute("UPDATE notifications SET title = 'kept'", []));
+        let kept =
+            sqlite(&store).write(|c| c.execute("UPDATE notifications SET title = 'kept'", []));
         let (failing, panicking, kept, accepted) =
             tokio::join!(failing, panicking, kept, store.accept(notification("P-2")));
         assert!(matches!(failing, Err(StoreError::Db(_))), "{failing:?}");

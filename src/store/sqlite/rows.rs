@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Params, Row};
 
 use crate::domain::Source;
 
-pub(super) trait FromRow: Sized {
+pub(in crate::store) trait FromRow: Sized {
     fn from_row(r: &Row) -> rusqlite::Result<Self>;
 }
 
@@ -21,7 +21,7 @@ macro_rules! by_name {
         }
     };
 }
-pub(super) use by_name;
+pub(in crate::store) use by_name;
 
 macro_rules! scalars {
     ($($t:ty),*) => {

@@ -2,55 +2,11 @@
 
 use crate::domain::Source;
 
-use super::rows::{all, by_name, one, optional};
+use super::rows::{all, one, optional};
 use super::Sqlite;
 use crate::clock::now_ms;
 use crate::store::StoreError;
 use crate::store::{ActionCounts, HourCount, NotificationRow, ProblemRow, SourceCounts};
-
-by_name!(SourceCounts {
-    source,
-    received,
-    test,
-    duplicate
-});
-by_name!(ActionCounts {
-    action,
-    succeeded,
-    failed,
-    pending,
-    retrying,
-    running,
-    held_back
-});
-by_name!(NotificationRow {
-    id,
-    source,
-    problem_key,
-    state,
-    title,
-    is_test,
-    duplicates,
-    file_name,
-    received_at_ms
-});
-by_name!(ProblemRow {
-    source,
-    problem_key,
-    state,
-    title,
-    last_received_at_ms,
-    notifications,
-    runs,
-    runs_succeeded,
-    runs_failed,
-    runs_open
-});
-by_name!(HourCount {
-    source,
-    hour,
-    count
-});
 
 impl Sqlite {
     pub async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
