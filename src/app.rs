@@ -15,7 +15,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let open_files = crate::web::raise_open_file_limit();
     let mut store = Store::open(&config.store, &config.dir_received).await?;
     store.set_file_slots(crate::web::file_slots(open_files));
-    store.announce();
+    store.announce().await?;
     report_folder(&config, &store.check_folder().await?);
     report_unconfigured_runs(&config, &store).await?;
     if config.uses_example_password() {
@@ -40,6 +40,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // copy once hub has stopped.
     if let Err(e) = checkpoint.checkpoint().await {
         tracing::warn!(error = %e, "cannot empty the WAL at stop; hub.db-wal must stay beside hub.db");
+    }
+    if let Err(e) = checkpoint.leave().await {
+        tracing::warn!(error = %e, "cannot leave the table of instances; a restart under this name waits a few seconds");
     }
     match served {
         Ok(()) => {

@@ -79,6 +79,12 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("the database cannot be reached: {0}")]
     Unreachable(String),
+    #[error(
+        "another hub runs as instance {0:?} on this store (seen in the last few seconds); give \
+         each instance its own store.instance, or if that hub just stopped, start again in a few \
+         seconds"
+    )]
+    InstanceTaken(String),
     /// The notification could not be made durable; the sender should retry.
     #[error("{0}")]
     NotStored(String),
@@ -199,9 +205,18 @@ impl Store {
 
     /// Joins the instances serving this store (the page's table of instances), for `hub run`;
     /// commands beside it do not. Nothing to do where one instance owns the store.
-    pub fn announce(&self) {
-        if let Backend::Postgres(p) = &self.backend {
-            p.announce();
+    pub async fn announce(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(p) => p.announce().await,
+        }
+    }
+
+    /// Leaves the instances serving this store, at a graceful stop.
+    pub async fn leave(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(p) => p.leave().await,
         }
     }
 

@@ -181,6 +181,32 @@ async fn two_hubs_on_one_store_store_each_notification_once_and_run_it_once() {
     assert!(!recent.status.success(), "a bad --since is refused");
 }
 
+/// A second hub under the name of one that runs is refused at start, before it takes anything;
+/// after a graceful stop the name is free again at once.
+#[tokio::test]
+async fn two_live_instances_may_not_share_a_name() {
+    let url = pg::database();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("shared")).unwrap();
+    support::script(&root.path().join("shared"), "note.sh", "true");
+    let mut a = hub(root.path(), &url, "a", 60);
+    let twin = root.path().join("twin");
+    std::fs::create_dir_all(&twin).unwrap();
+    std::fs::copy(root.path().join("a/config.json"), twin.join("config.json")).unwrap();
+    let out = support::hub_command(&twin).arg("run").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another hub runs as instance \"a\""),
+        "{stderr}"
+    );
+    assert_eq!(a.terminate(), Some(0));
+    // Starting at all is the check: hub() waits until it listens.
+    let again = hub(root.path(), &url, "a", 60);
+    let health = client().get(again.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
 /// `kill -9` of an instance with runs in flight: its leases end and the other instance takes the
 /// runs over; every run completes, and only those in flight at the kill started twice.
 #[tokio::test]

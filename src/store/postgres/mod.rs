@@ -253,14 +253,46 @@ impl Postgres {
     }
 
     /// Joins the table of instances, and keeps saying this one is alive (and whether the database
-    /// can be reached, for `/healthz`), until the last handle to the store is gone.
-    pub fn announce(&self) {
+    /// can be reached, for `/healthz`), until the last handle to the store is gone. Refused while
+    /// another instance of the same name is alive: two would take each other's runs for crashed
+    /// ones at start.
+    pub async fn announce(&self) -> Result<(), StoreError> {
+        let now = now_ms();
+        let stale = now - 3 * HEARTBEAT.as_millis() as i64;
+        let c = self.pool.get().await?;
+        let joined = rows::query_opt(
+            &c,
+            "INSERT INTO instances (name, started_at_ms, last_seen_ms) VALUES ($1, $2, $2)
+             ON CONFLICT (name) DO UPDATE
+             SET started_at_ms = excluded.started_at_ms, last_seen_ms = excluded.last_seen_ms
+             WHERE instances.last_seen_ms < $3
+             RETURNING name",
+            &[&&*self.instance, &now, &stale],
+        )
+        .await?;
+        if joined.is_none() {
+            return Err(StoreError::InstanceTaken(self.instance.to_string()));
+        }
         tokio::spawn(self.clone().heartbeat());
+        Ok(())
+    }
+
+    /// Leaves the table of instances at a graceful stop, so that a restart under the same name
+    /// need not wait for this one's heartbeat to go stale.
+    pub async fn leave(&self) -> Result<(), StoreError> {
+        rows::exec(
+            &self.pool.get().await?,
+            "UPDATE instances SET last_seen_ms = 0 WHERE name = $1",
+            &[&&*self.instance],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn heartbeat(self) {
         let started = now_ms();
         let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.tick().await;
         loop {
             tick.tick().await;
             if self.jobs.is_closed() {

@@ -188,8 +188,8 @@ async fn recovery_takes_back_only_this_instances_runs() {
 #[tokio::test]
 async fn every_instance_sees_the_whole_cluster() {
     let (_dir, _url, a, b) = two(Duration::from_secs(60)).await;
-    a.announce();
-    b.announce();
+    a.announce().await.unwrap();
+    b.announce().await.unwrap();
     a.accept(notification("x", 0)).await.unwrap();
     b.accept(notification("y", 0)).await.unwrap();
     for store in [&a, &b] {
