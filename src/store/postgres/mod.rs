@@ -178,21 +178,30 @@ impl Postgres {
         inbox::check_folder(self).await
     }
 
+    /// Enrichments due now, claimed for this instance: each is held back from the others for a
+    /// while (the lease, at most half of `max_wait_ms`), so two instances never ask Dynatrace for
+    /// the same problem at once; one whose instance died is due again when the hold ends.
     pub async fn due_enrichments(
         &self,
         max_wait_ms: i64,
         limit: i64,
     ) -> Result<Vec<DueEnrichment>, StoreError> {
         let now = now_ms();
+        let hold = self.lease_ms.min(max_wait_ms / 2);
         let c = self.pool.get().await?;
         let rows = rows::query(
             &c,
-            "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts
-                 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
-                 WHERE e.status = 'pending'
-                   AND (e.next_attempt_at_ms <= $1 OR e.next_attempt_at_ms > $2)
-                 ORDER BY e.next_attempt_at_ms, e.notification_id LIMIT $3",
-            &[&now, &(now + max_wait_ms), &limit],
+            "WITH due AS (
+                 SELECT notification_id FROM enrichments
+                 WHERE status = 'pending'
+                   AND (next_attempt_at_ms <= $1 OR next_attempt_at_ms > $2)
+                 ORDER BY next_attempt_at_ms, notification_id LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE enrichments e SET next_attempt_at_ms = $1::BIGINT + $4::BIGINT
+             FROM due, notifications n
+             WHERE e.notification_id = due.notification_id AND n.id = e.notification_id
+             RETURNING e.notification_id, n.problem_key, n.state, n.pid, e.attempts",
+            &[&now, &(now + max_wait_ms), &limit, &hold],
         )
         .await?;
         rows.iter()

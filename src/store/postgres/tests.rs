@@ -206,3 +206,35 @@ async fn every_instance_sees_the_whole_cluster() {
     }
     panic!("both instances were never listed");
 }
+
+/// Two instances asking for due enrichments at once get disjoint sets: Dynatrace is asked once
+/// per notification; one claimed by an instance that died is due again when its hold ends.
+#[tokio::test]
+async fn an_enrichment_is_claimed_by_one_instance_only() {
+    let (_dir, _url, a, b) = two(Duration::from_millis(300)).await;
+    for i in 0..10 {
+        let mut n = notification(&format!("P-{i}"), 0);
+        n.source = Source::Dynatrace;
+        n.pid = Some(format!("{i}V2"));
+        a.accept(n).await.unwrap();
+    }
+    let (x, y) = tokio::join!(
+        a.due_enrichments(300_000, 100),
+        b.due_enrichments(300_000, 100)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut ids: Vec<i64> = x.iter().chain(&y).map(|e| e.notification_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), x.len() + y.len()), (10, 10), "{x:?} {y:?}");
+    assert!(
+        a.due_enrichments(300_000, 100).await.unwrap().is_empty(),
+        "held"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        b.due_enrichments(300_000, 100).await.unwrap().len(),
+        10,
+        "due again"
+    );
+}
