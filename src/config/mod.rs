@@ -102,6 +102,9 @@ pub struct StoreConfig {
     pub connect_url: Secret,
     /// From `store.password_env`; wins over a password in the URL.
     pub password: Option<Secret>,
+    /// `store.ca_file`: the CA certificates (PEM) a PostgreSQL server's certificate is checked
+    /// against instead of the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
     /// This instance's name among those sharing a PostgreSQL store (`store.instance`, default the
     /// host name); shown on the page and in logs.
     pub instance: String,
@@ -365,7 +368,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
 
     let dynatrace = read_dynatrace(root.section("dynatrace", issues), issues);
     let webhook = read_webhook(root.section("webhook", issues), issues);
-    let mut store = read_store(root.section("store", issues), env, issues);
+    let mut store = read_store(root.section("store", issues), env, base, issues);
 
     let mut folder = |root: &mut Section, key: &'static str, default: &str| {
         let path = root.path_of(key);
@@ -564,7 +567,12 @@ fn read_webhook(mut s: Section, issues: &mut Issues) -> WebhookConfig {
     }
 }
 
-fn read_store(mut s: Section, env: &[(String, String)], issues: &mut Issues) -> StoreConfig {
+fn read_store(
+    mut s: Section,
+    env: &[(String, String)],
+    base: &Path,
+    issues: &mut Issues,
+) -> StoreConfig {
     let in_file = s.string("url", issues);
     let from_env = env
         .iter()
@@ -609,6 +617,15 @@ fn read_store(mut s: Section, env: &[(String, String)], issues: &mut Issues) -> 
         },
         None => None,
     };
+    let ca_file = s.string("ca_file", issues).map(|f| base.join(f));
+    if let Some(f) = &ca_file {
+        if !f.is_file() {
+            issues.push(
+                s.path_of("ca_file"),
+                format!("no such file: {}", f.display()),
+            );
+        }
+    }
     let instance = s.string("instance", issues).unwrap_or_else(host_name);
     if instance.is_empty()
         || instance.len() > 64
@@ -626,6 +643,7 @@ fn read_store(mut s: Section, env: &[(String, String)], issues: &mut Issues) -> 
         url: without_password(&url),
         connect_url: Secret::new(url),
         password,
+        ca_file,
         instance,
         lease: std::time::Duration::from_secs(DispatchConfig::default().lease_secs),
     }

@@ -79,6 +79,8 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("the database cannot be reached: {0}")]
     Unreachable(String),
+    #[error("TLS to the database: {0}")]
+    Tls(String),
     #[error(
         "another hub runs as instance {0:?} on this store (seen in the last few seconds); give \
          each instance its own store.instance, or if that hub just stopped, start again in a few \

@@ -13,16 +13,33 @@ struct Server {
     port: u16,
     bin: PathBuf,
     dir: PathBuf,
+    /// Extra server settings (TLS).
+    options: String,
     /// Outlives the test process on purpose: it stops the server once the process is gone.
     _watcher: std::process::Child,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
+static TLS_SERVER: OnceLock<(Server, PathBuf)> = OnceLock::new();
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
 /// The URL of a new, empty database on the tests' server.
 pub fn database() -> String {
-    let server = SERVER.get_or_init(start);
+    create(SERVER.get_or_init(|| start("plain", false)))
+}
+
+/// A database on a second server that takes TLS connections only, with a certificate for
+/// 127.0.0.1 from a CA made for the test; and that CA's certificate (PEM).
+pub fn tls_database() -> (String, PathBuf) {
+    let (server, ca) = TLS_SERVER.get_or_init(|| {
+        let server = start("tls", true);
+        let ca = server.dir.join("certs/ca.crt");
+        (server, ca)
+    });
+    (create(server), ca.clone())
+}
+
+fn create(server: &Server) -> String {
     let name = format!(
         "t{}_{}",
         std::process::id(),
@@ -88,9 +105,110 @@ fn as_postgres(argv: &[&str]) -> Command {
     }
 }
 
-fn start() -> Server {
+/// Makes a CA and a certificate for 127.0.0.1 signed by it, in `certs`; the server's copies go
+/// to `dir` (its key readable by the server's user only, as PostgreSQL requires).
+fn make_certificates(certs: &Path, dir: &Path) {
+    let _ = std::fs::remove_dir_all(certs);
+    std::fs::create_dir_all(certs).unwrap();
+    std::fs::write(certs.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(certs)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=hub test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    for f in ["server.crt", "server.key"] {
+        std::fs::copy(certs.join(f), dir.join(f)).unwrap();
+    }
+    if is_root() {
+        // The server reads its copies, and its watcher removes the whole folder at the end.
+        for f in [
+            dir.join("server.crt"),
+            dir.join("server.key"),
+            certs.to_path_buf(),
+        ] {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres", f.to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+/// A server in a folder of its own (removed with it when this process ends); with `tls`, one that
+/// takes TLS connections only, its certificates in the folder's `certs/`.
+fn start(kind: &str, tls: bool) -> Server {
     let bin = bin_dir();
-    let dir = std::env::temp_dir().join(format!("hub-pg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("hub-pg-{kind}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     if is_root() {
@@ -121,11 +239,26 @@ fn start() -> Server {
         "initdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let mut options = String::new();
+    if tls {
+        make_certificates(&dir.join("certs"), &dir);
+        // TLS connections only: a plain one is refused.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        options = format!(
+            " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key",
+            d = dir.display()
+        );
+    }
     let port = free_port();
     let server = Server {
         port,
         bin: bin.clone(),
         dir: dir.clone(),
+        options,
         _watcher: watch(&bin, &data, &dir),
     };
     server.pg_ctl(&["start", "-w", "-l", dir.join("log").to_str().unwrap()]);
@@ -157,9 +290,10 @@ impl Server {
         let pg_ctl = self.bin.join("pg_ctl");
         let data = self.dir.join("data");
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.options
         );
         let mut argv = vec![
             pg_ctl.to_str().unwrap(),

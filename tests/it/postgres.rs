@@ -2,6 +2,8 @@
 //! stored once and each run done once whichever instance gets it, the whole cluster on every
 //! instance's page, and the runs of an instance killed mid-run taken over when its lease ends.
 
+// Shared with the store's own tests, some of whose helpers these tests do not need.
+#[allow(dead_code)]
 #[path = "../common/postgres.rs"]
 mod pg;
 

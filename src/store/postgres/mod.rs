@@ -22,7 +22,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::inbox::{self, FolderRows, Foreign, Health, Mode};
 use super::{
@@ -68,9 +69,11 @@ impl Postgres {
             source,
         })?;
         let pg = pg_config(config)?;
-        let (mut client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls))
-            .await
-            .map_err(|_| StoreError::Unreachable("timed out connecting".into()))??;
+        let tls = tls(config)?;
+        let (mut client, connection) =
+            tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(tls.clone()))
+                .await
+                .map_err(|_| StoreError::Unreachable("timed out connecting".into()))??;
         let connection = tokio::spawn(connection);
         let ran = migrate::run(&mut client).await?;
         if ran > 0 {
@@ -81,7 +84,7 @@ impl Postgres {
 
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -115,7 +118,7 @@ impl Postgres {
             health: store.health.clone(),
         };
         tokio::spawn(w.run(queue));
-        tokio::spawn(listen(pg, store.committed.clone()));
+        tokio::spawn(listen(pg, tls, store.committed.clone()));
         Ok(store)
     }
 
@@ -387,12 +390,46 @@ impl FolderRows for Postgres {
     }
 }
 
+/// How connections are secured: with TLS whenever the URL's `sslmode` asks for it (`prefer`, the
+/// default, when the server offers it; `require`), and the server's certificate always checked:
+/// against the Mozilla roots, or against `store.ca_file` alone when it is given (a private CA).
+fn tls(config: &StoreConfig) -> Result<MakeRustlsConnect, StoreError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.ca_file {
+        Some(path) => {
+            let unreadable = |e: rustls_pki_types::pem::Error| {
+                StoreError::Tls(format!("cannot read store.ca_file {}: {e}", path.display()))
+            };
+            for cert in CertificateDer::pem_file_iter(path).map_err(unreadable)? {
+                roots.add(cert.map_err(unreadable)?).map_err(|e| {
+                    StoreError::Tls(format!("store.ca_file {}: {e}", path.display()))
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(client))
+}
+
 /// A PostgreSQL error with the server's own message and code, where the driver's own text says
 /// only "db error".
 pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // The driver's own text leaves out why (a TLS handshake's certificate error, say).
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -421,7 +458,7 @@ fn pg_config(config: &StoreConfig) -> Result<tokio_postgres::Config, StoreError>
 /// which starts no writer and is no instance).
 pub(super) async fn received(config: &StoreConfig) -> Result<crate::feed::Received, StoreError> {
     let pg = pg_config(config)?;
-    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls))
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(tls(config)?))
         .await
         .map_err(|_| StoreError::Unreachable("timed out connecting".into()))??;
     let connection = tokio::spawn(connection);
@@ -438,10 +475,10 @@ pub(super) async fn received(config: &StoreConfig) -> Result<crate::feed::Receiv
 
 /// Listens for other instances' commits and wakes this one's dispatcher; connects again after
 /// a second when the connection is lost. Polling stays the backstop.
-async fn listen(pg: tokio_postgres::Config, committed: Arc<Notify>) {
+async fn listen(pg: tokio_postgres::Config, tls: MakeRustlsConnect, committed: Arc<Notify>) {
     loop {
         if let Ok(Ok((client, mut connection))) =
-            tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls)).await
+            tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(tls.clone())).await
         {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             let statement = format!("LISTEN {}", writer::CHANNEL);

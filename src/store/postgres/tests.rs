@@ -18,6 +18,7 @@ fn config(url: &str, instance: &str, lease: Duration) -> StoreConfig {
         url: url.to_string(),
         connect_url: Secret::new(url),
         password: None,
+        ca_file: None,
         instance: instance.to_string(),
         lease,
     }
@@ -237,4 +238,37 @@ async fn an_enrichment_is_claimed_by_one_instance_only() {
         10,
         "due again"
     );
+}
+
+/// On a server that takes TLS only: hub connects with the test CA given as `store.ca_file`, and
+/// refuses a certificate it cannot check; a plain connection is refused by the server.
+#[tokio::test]
+async fn tls_with_a_private_ca_is_checked() {
+    let (url, ca) = pg::tls_database();
+    let dir = tempfile::tempdir().unwrap();
+    let received = dir.path().join("received");
+    let with = |url: String, ca_file: Option<std::path::PathBuf>| {
+        let mut c = config(&url, "a", Duration::from_secs(60));
+        c.ca_file = ca_file;
+        c
+    };
+    let store = Store::open(
+        &with(format!("{url}?sslmode=require"), Some(ca.clone())),
+        &received,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        store.accept(notification("tls", 0)).await.unwrap(),
+        Accepted::Stored { .. }
+    ));
+    let unknown = Store::open(&with(format!("{url}?sslmode=require"), None), &received).await;
+    let e = unknown
+        .err()
+        .expect("a certificate from an unknown CA is refused")
+        .to_string();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    let plain = Store::open(&with(format!("{url}?sslmode=disable"), Some(ca)), &received).await;
+    let e = plain.err().expect("the server takes TLS only").to_string();
+    assert!(e.contains("pg_hba.conf"), "{e}");
 }
