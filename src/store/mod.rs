@@ -11,6 +11,8 @@ mod inbox;
 mod model;
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 pub use inbox::Mode;
 pub(crate) use model::Finished;

@@ -10,7 +10,7 @@ mod queue;
 pub(super) mod rows;
 mod source_sql;
 #[cfg(test)]
-mod tests;
+pub(in crate::store) mod tests;
 mod views;
 mod writer;
 

@@ -4,7 +4,7 @@
 // Shared with the integration tests, some of whose helpers these tests do not need.
 #[allow(dead_code)]
 #[path = "../../../tests/common/postgres.rs"]
-mod pg;
+pub(in crate::store) mod pg;
 
 use std::time::Duration;
 

@@ -1,0 +1,350 @@
+//! The store's behaviour through its one interface, run on both backends: SQLite in a temporary
+//! folder and a real PostgreSQL 15 (see `tests/common/postgres.rs`). What only one backend has
+//! (SQLite's writer and WAL, PostgreSQL's leases between instances) is tested beside it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::StoreConfig;
+use crate::domain::{Facts, Notification, Source};
+use crate::secret::Secret;
+use crate::store::{Accepted, Finish, NewRun, Store};
+
+fn config(url: String) -> StoreConfig {
+    StoreConfig {
+        url: url.clone(),
+        connect_url: Secret::new(url),
+        password: None,
+        ca_file: None,
+        instance: "t".into(),
+        lease: Duration::from_secs(60),
+    }
+}
+
+async fn sqlite() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let store = Store::open(&config(url), &dir.path().join("received"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+async fn postgres() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = super::postgres::tests::pg::database();
+    let store = Store::open(&config(url), &dir.path().join("received"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+/// Each case once per backend: `<case>::sqlite` and `<case>::postgres`.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        $(mod $case {
+            #[tokio::test]
+            async fn sqlite() {
+                let (dir, store) = super::sqlite().await;
+                super::$case(&store, &dir.path().join("received")).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let (dir, store) = super::postgres().await;
+                super::$case(&store, &dir.path().join("received")).await;
+            }
+        })*
+    };
+}
+
+on_both!(
+    a_redelivery_is_counted_not_stored,
+    names_skip_foreign_files_and_count_on,
+    missing_and_cut_short_files_are_written_back,
+    an_import_adopts_its_file_and_runs_nothing,
+    a_run_goes_from_routed_to_done,
+    runs_left_in_flight_are_put_back,
+    a_replay_is_a_manual_attempt,
+    an_enrichment_is_done_once,
+    the_views_count_what_is_stored,
+);
+
+fn notification(key: &str, variant: u32) -> Notification {
+    Notification {
+        source: Source::Dynatrace,
+        problem_key: key.into(),
+        state: "OPEN".into(),
+        pid: None,
+        title: Some("CPU saturation".into()),
+        is_test: false,
+        body: format!("{{\"ProblemID\":\"{key}\",\"variant\":{variant}}}").into_bytes(),
+        facts: Facts::default(),
+        identity: None,
+    }
+}
+
+async fn a_redelivery_is_counted_not_stored(store: &Store, dir: &Path) {
+    let first = store.accept(notification("P-1", 0)).await.unwrap();
+    let again = store.accept(notification("P-1", 0)).await.unwrap();
+    assert!(matches!(first, Accepted::Stored { .. }), "{first:?}");
+    assert!(matches!(again, Accepted::Duplicate { .. }), "{again:?}");
+    assert_eq!(first.file_name(), again.file_name());
+    let counts = store.source_counts().await.unwrap();
+    assert_eq!((counts[0].received, counts[0].duplicate), (1, 1));
+    assert_eq!(
+        std::fs::read(dir.join("P-1-OPEN.json")).unwrap(),
+        notification("P-1", 0).body
+    );
+}
+
+async fn names_skip_foreign_files_and_count_on(store: &Store, dir: &Path) {
+    std::fs::write(dir.join("P-1-OPEN.json"), b"left by the sample").unwrap();
+    let check = store.check_folder().await.unwrap();
+    assert_eq!(check.unknown, ["P-1-OPEN.json"]);
+    let mut names = Vec::new();
+    for i in 0..3 {
+        let a = store.accept(notification("P-1", i)).await.unwrap();
+        names.push(a.file_name().to_string());
+    }
+    assert_eq!(
+        names,
+        ["P-1-OPEN.2.json", "P-1-OPEN.3.json", "P-1-OPEN.4.json"]
+    );
+    assert_eq!(
+        std::fs::read(dir.join("P-1-OPEN.json")).unwrap(),
+        b"left by the sample"
+    );
+}
+
+async fn missing_and_cut_short_files_are_written_back(store: &Store, dir: &Path) {
+    store.accept(notification("P-1", 0)).await.unwrap();
+    store.accept(notification("P-2", 0)).await.unwrap();
+    std::fs::remove_file(dir.join("P-1-OPEN.json")).unwrap();
+    std::fs::write(dir.join("P-2-OPEN.json"), b"{\"Prob").unwrap();
+    let check = store.check_folder().await.unwrap();
+    assert_eq!((check.restored, check.unknown.len()), (2, 0));
+    for key in ["P-1", "P-2"] {
+        assert_eq!(
+            std::fs::read(dir.join(format!("{key}-OPEN.json"))).unwrap(),
+            notification(key, 0).body
+        );
+    }
+}
+
+async fn an_import_adopts_its_file_and_runs_nothing(store: &Store, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let n = notification("P-9", 0);
+    std::fs::write(dir.join("P-9-OPEN.json"), &n.body).unwrap();
+    let adopted = store
+        .import(vec![n.clone()], Some("P-9-OPEN.json".into()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&adopted[0], Accepted::Stored { file_name, .. } if file_name == "P-9-OPEN.json")
+    );
+    let again = store.import(vec![n], None).await.unwrap();
+    assert!(matches!(again[0], Accepted::Duplicate { .. }));
+    assert!(
+        store.due_plans(0, 10).await.unwrap().is_empty(),
+        "history runs nothing"
+    );
+    assert!(store.due_enrichments(0, 10).await.unwrap().is_empty());
+}
+
+async fn routed_run(store: &Store) -> i64 {
+    store.accept(notification("P-1", 0)).await.unwrap();
+    let plans = store.due_plans(0, 10).await.unwrap();
+    assert_eq!(plans.len(), 1);
+    let n = store.notification(plans[0]).await.unwrap();
+    let run = NewRun {
+        idem_key: "dynatrace/P-1/OPEN/script/".into(),
+        action: "script".into(),
+        target: String::new(),
+        target_label: String::new(),
+    };
+    assert_eq!(
+        store.insert_runs(&[(&n, vec![run.clone()])]).await.unwrap(),
+        [1]
+    );
+    // Routing the same change again creates nothing.
+    assert_eq!(store.insert_runs(&[(&n, vec![run])]).await.unwrap(), [0]);
+    assert!(store.due_plans(0, 10).await.unwrap().is_empty());
+    let due = store.due_runs(0, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    due[0].id
+}
+
+async fn a_run_goes_from_routed_to_done(store: &Store, _: &Path) {
+    let id = routed_run(store).await;
+    let first = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    assert_eq!(first, 1);
+    assert_eq!(
+        store.claim_many(vec![id]).await.unwrap(),
+        [None],
+        "claimed once"
+    );
+    let retry_at = crate::clock::now_ms() + 60_000;
+    let retry = Finish::Retry {
+        error: "HTTP 503".into(),
+        outcome: "{\"status\":503}".into(),
+        retry_at_ms: retry_at,
+    };
+    store.finish(id, first, &retry).await.unwrap();
+    let run = store.run(id).await.unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.next_attempt_at_ms),
+        ("pending", retry_at)
+    );
+    // No retry waits longer than the dispatcher's longest wait: one set later than that was set
+    // before the clock went back, and is due.
+    assert!(
+        store.due_runs(300_000, 10).await.unwrap().is_empty(),
+        "not due before its retry"
+    );
+    assert_eq!(store.due_runs(30_000, 10).await.unwrap().len(), 1);
+    assert_eq!(store.earliest_pending_ms().await.unwrap(), Some(retry_at));
+    store.defer(id, 0).await.unwrap();
+    let second = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let done = Finish::Succeeded {
+        summary: "exit 0".into(),
+        outcome: "{\"exit\":0}".into(),
+    };
+    store.finish(id, second, &done).await.unwrap();
+    let runs = store.problem_runs(Source::Dynatrace, "P-1").await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (
+            runs[0].status.as_str(),
+            runs[0].attempts,
+            runs[0].summary.as_deref()
+        ),
+        ("succeeded", 2, Some("exit 0"))
+    );
+    let results: Vec<Option<String>> = store
+        .attempts(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.3)
+        .collect();
+    assert_eq!(
+        results,
+        [Some("transient".into()), Some("succeeded".into())]
+    );
+    let views = store
+        .sent_views(&[(Source::Dynatrace, "P-1".into())])
+        .await
+        .unwrap();
+    let view = views[0].as_ref().unwrap();
+    assert_eq!((view.state.as_str(), view.runs.len()), ("OPEN", 1));
+    assert!(view.changed_ms.is_some());
+    let changed = store.last_sent_changes().await.unwrap();
+    assert_eq!(changed.len(), 1);
+    let group = store
+        .group_runs(Source::Dynatrace, "P-1", "OPEN", &["script".into()])
+        .await
+        .unwrap();
+    assert_eq!(group.len(), 1);
+}
+
+async fn runs_left_in_flight_are_put_back(store: &Store, _: &Path) {
+    let id = routed_run(store).await;
+    store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    assert_eq!(store.recover_in_flight(None).await.unwrap(), 1);
+    let run = store.run(id).await.unwrap();
+    assert_eq!(run.status, "pending");
+    assert_eq!(
+        store.attempts(id).await.unwrap()[0].3.as_deref(),
+        Some("interrupted")
+    );
+}
+
+async fn a_replay_is_a_manual_attempt(store: &Store, _: &Path) {
+    let id = routed_run(store).await;
+    let first = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let done = Finish::Succeeded {
+        summary: "exit 0".into(),
+        outcome: "{}".into(),
+    };
+    store.finish(id, first, &done).await.unwrap();
+    assert_eq!(store.schedule_replay(&[id]).await.unwrap(), 1);
+    assert_eq!(store.pending_runs().await.unwrap(), 1);
+    let second = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let manual: Vec<bool> = store
+        .attempts(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.1)
+        .collect();
+    assert_eq!(manual, [false, true]);
+    assert_eq!(second, 2);
+}
+
+async fn an_enrichment_is_done_once(store: &Store, _: &Path) {
+    let mut n = notification("P-5", 0);
+    n.pid = Some("5V2".into());
+    store.accept(n).await.unwrap();
+    let due = store.due_enrichments(300_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let id = due[0].notification_id;
+    store
+        .store_details(id, "{\"title\":\"from the API\"}")
+        .await
+        .unwrap();
+    store
+        .record_enrichment(id, crate::store::EnrichmentOutcome::Done)
+        .await
+        .unwrap();
+    assert!(store.due_enrichments(300_000, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .latest_details(Source::Dynatrace, "P-5")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("{\"title\":\"from the API\"}")
+    );
+    let received = store.received().await.unwrap();
+    assert!(received.pids.contains("5V2") && received.problem_keys.contains("P-5"));
+}
+
+async fn the_views_count_what_is_stored(store: &Store, _: &Path) {
+    for key in ["P-1", "P-2", "P-3"] {
+        store.accept(notification(key, 0)).await.unwrap();
+    }
+    let mut resolved = notification("P-1", 0);
+    resolved.state = "RESOLVED".into();
+    store.accept(resolved).await.unwrap();
+    let problems = store.problems(0, 10).await.unwrap();
+    assert_eq!(problems.len(), 3);
+    assert_eq!(
+        (problems[0].problem_key.as_str(), problems[0].state.as_str()),
+        ("P-1", "RESOLVED")
+    );
+    assert_eq!(problems[0].notifications, 2);
+    assert_eq!(store.latest_notifications(0, 2).await.unwrap().len(), 2);
+    assert_eq!(store.latest_notifications(1, 2).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .problem_notifications(Source::Dynatrace, "P-1")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store.source_of("P-2").await.unwrap(),
+        Some(Source::Dynatrace)
+    );
+    assert_eq!(store.source_of("nope").await.unwrap(), None);
+    let hours = store.hourly_counts().await.unwrap();
+    assert_eq!(hours.iter().map(|h| h.count).sum::<i64>(), 4);
+    assert!(store
+        .has_state(Source::Dynatrace, "P-1", "RESOLVED")
+        .await
+        .unwrap());
+    let exported = store.export_batch(0, 0, 10).await.unwrap();
+    assert_eq!(exported.len(), 4);
+}
