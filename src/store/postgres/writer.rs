@@ -93,8 +93,8 @@ impl Writer {
         self.commit_each(batch).await
     }
 
-    /// The batch in one transaction of a few statements sent together: one lookup of the
-    /// redeliveries, one of the names, then every insert (with its plan and enrichment) pipelined.
+    /// The batch in one transaction of a few statements: one lookup of the redeliveries, one of
+    /// the names, and one insert of every new notification with its plan and enrichment.
     /// `None` when the batch needs more care: an import, a name taken or foreign, the same delivery
     /// twice, a redelivery whose file went missing, or a row another instance inserted meanwhile.
     async fn commit_fast(&self, batch: &[Accept]) -> Result<Option<Vec<Outcome>>, StoreError> {
@@ -171,52 +171,82 @@ impl Writer {
             return Ok(None);
         }
         let received_at_ms = crate::clock::now_ms();
-        let inserts = fresh.iter().map(|&i| {
-            let n = &batch[i].notification;
-            let facts = serde_json::to_string(&n.facts).ok();
-            let enrich = n.source == Source::Dynatrace && !n.is_test && n.pid.is_some();
-            let plan = !n.is_test;
-            let (tx, shas, names) = (&tx, &shas, &names);
-            async move {
-                super::rows::query_opt(tx,
-                    "WITH ins AS (
-                         INSERT INTO notifications
-                           (source, problem_key, state, pid, title, is_test, body, body_sha256,
-                            file_name, received_at_ms, facts)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                         ON CONFLICT (source, problem_key, state, body_sha256) DO NOTHING
-                         RETURNING id),
-                     e AS (INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
-                           SELECT id, $10, $10 FROM ins WHERE $12),
-                     p AS (INSERT INTO plans (notification_id, updated_at_ms)
-                           SELECT id, $10 FROM ins WHERE $13)
-                     SELECT id FROM ins",
-                    &[
-                        &n.source,
-                        &n.problem_key,
-                        &n.state,
-                        &n.pid,
-                        &n.title,
-                        &n.is_test,
-                        &n.body,
-                        &shas[i],
-                        &names[i],
-                        &received_at_ms,
-                        &facts,
-                        &enrich,
-                        &plan,
-                    ],
-                )
-                .await
-            }
+        // One statement for the whole batch, rows in unique-key order (see `commit_each`).
+        let mut fresh = fresh;
+        fresh.sort_by(|&x, &y| {
+            let (x, y) = (&batch[x].notification, &batch[y].notification);
+            (x.source, &x.problem_key, &x.state).cmp(&(y.source, &y.problem_key, &y.state))
         });
-        let inserted = futures_util::future::try_join_all(inserts).await?;
-        for (&i, row) in fresh.iter().zip(inserted) {
-            // Another instance stored this delivery since the lookup.
-            let Some(row) = row else {
+        let pick = |f: &dyn Fn(&Notification) -> Option<String>| -> Vec<Option<String>> {
+            fresh.iter().map(|&i| f(&batch[i].notification)).collect()
+        };
+        let sources: Vec<Source> = fresh
+            .iter()
+            .map(|&i| batch[i].notification.source)
+            .collect();
+        let keys = pick(&|n| Some(n.problem_key.clone()));
+        let states = pick(&|n| Some(n.state.clone()));
+        let pids = pick(&|n| n.pid.clone());
+        let titles = pick(&|n| n.title.clone());
+        let facts = pick(&|n| serde_json::to_string(&n.facts).ok());
+        let tests: Vec<bool> = fresh
+            .iter()
+            .map(|&i| batch[i].notification.is_test)
+            .collect();
+        let bodies: Vec<&[u8]> = fresh
+            .iter()
+            .map(|&i| &batch[i].notification.body[..])
+            .collect();
+        let fresh_shas: Vec<&[u8]> = fresh.iter().map(|&i| &shas[i][..]).collect();
+        let fresh_names: Vec<&str> = fresh.iter().map(|&i| names[i].as_str()).collect();
+        let inserted = super::rows::query(
+            &tx,
+            "WITH ins AS (
+                 INSERT INTO notifications
+                   (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name,
+                    received_at_ms, facts)
+                 SELECT source, problem_key, state, pid, title, is_test, body, sha, file_name, $10,
+                        facts
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::bool[], $7::bytea[], $8::bytea[], $9::text[], $11::text[])
+                      AS u(source, problem_key, state, pid, title, is_test, body, sha, file_name,
+                           facts)
+                 ON CONFLICT (source, problem_key, state, body_sha256) DO NOTHING
+                 RETURNING id, file_name, source, is_test, pid),
+             e AS (INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
+                   SELECT id, $10, $10 FROM ins
+                   WHERE source = $12 AND NOT is_test AND pid IS NOT NULL),
+             p AS (INSERT INTO plans (notification_id, updated_at_ms)
+                   SELECT id, $10 FROM ins WHERE NOT is_test)
+             SELECT id, file_name FROM ins",
+            &[
+                &sources,
+                &keys,
+                &states,
+                &pids,
+                &titles,
+                &tests,
+                &bodies,
+                &fresh_shas,
+                &fresh_names,
+                &received_at_ms,
+                &facts,
+                &Source::Dynatrace,
+            ],
+        )
+        .await?;
+        // A row another instance stored since the lookup is missing here: take the careful way.
+        if inserted.len() != fresh.len() {
+            return Ok(None);
+        }
+        let by_name: std::collections::HashMap<String, i64> = inserted
+            .iter()
+            .map(|row| Ok((row.try_get::<_, String>(1)?, row.try_get::<_, i64>(0)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?;
+        for &i in &fresh {
+            let Some(&id) = by_name.get(&names[i]) else {
                 return Ok(None);
             };
-            let id: i64 = row.try_get(0)?;
             let file_name = names[i].clone();
             outcomes[i] = Some(Ok((
                 Accepted::Stored {
