@@ -8,7 +8,7 @@
 mod pg;
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +31,23 @@ fn hub(root: &Path, url: &str, instance: &str, lease_secs: u64) -> Hub {
                               "max_concurrent": 4}}
     }));
     Hub::start_in(&dir, &config, &[])
+}
+
+/// The folder instances share, with a `note.sh` that appends `start <problem>`, waits `pause`
+/// seconds, then appends `done <problem>` to the `runs.log` returned.
+fn shared_with_note(root: &Path, pause: &str) -> (PathBuf, PathBuf) {
+    let shared = root.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let log = shared.join("runs.log");
+    support::script(
+        &shared,
+        "note.sh",
+        &format!(
+            "echo \"start $HUB_PROBLEM_ID\" >> {log}\nsleep {pause}\necho \"done $HUB_PROBLEM_ID\" >> {log}",
+            log = log.display()
+        ),
+    );
+    (shared, log)
 }
 
 fn body(i: usize) -> String {
@@ -215,17 +232,7 @@ async fn two_live_instances_may_not_share_a_name() {
 async fn a_killed_instances_runs_are_taken_over_when_its_lease_ends() {
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
-    let shared = root.path().join("shared");
-    std::fs::create_dir_all(&shared).unwrap();
-    let log = shared.join("runs.log");
-    support::script(
-        &shared,
-        "note.sh",
-        &format!(
-            "echo \"start $HUB_PROBLEM_ID\" >> {log}\nsleep 1\necho \"done $HUB_PROBLEM_ID\" >> {log}",
-            log = log.display()
-        ),
-    );
+    let (_, log) = shared_with_note(root.path(), "1");
     let mut a = hub(root.path(), &url, "a", 5);
     let c = client();
     const N: usize = 8;
@@ -348,17 +355,7 @@ async fn two_hubs_behind_haproxy_lose_nothing_when_one_is_killed() {
     const N: usize = 2000;
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
-    let shared = root.path().join("shared");
-    std::fs::create_dir_all(&shared).unwrap();
-    let log = shared.join("runs.log");
-    support::script(
-        &shared,
-        "note.sh",
-        &format!(
-            "echo \"start $HUB_PROBLEM_ID\" >> {log}\nsleep 0.01\necho \"done $HUB_PROBLEM_ID\" >> {log}",
-            log = log.display()
-        ),
-    );
+    let (shared, log) = shared_with_note(root.path(), "0.01");
     let mut a = hub(root.path(), &url, "a", 5);
     let b = hub(root.path(), &url, "b", 5);
     let port = support::free_port();
