@@ -1,5 +1,5 @@
 //! The command line: `hub run`, `hub check-config`, `hub poll`, `hub problem`, `hub replay`,
-//! `hub explain`, `hub import`.
+//! `hub explain`, `hub import`, `hub export`, `hub backup`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +90,12 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         since: Option<std::time::Duration>,
     },
+    /// Write a consistent copy of the SQLite store while hub runs; `store.url = "sqlite://FILE"`
+    /// starts from the copy as it is. Never replaces a file. (On PostgreSQL, use pg_dump.)
+    Backup {
+        /// The new file to write.
+        file: PathBuf,
+    },
     /// Show one problem's details from the Dynatrace API.
     Problem {
         /// The problem's PID (Dynatrace's {PID} placeholder, v2 problemId). PIDs often start with
@@ -130,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Import { dir, source } => store_command(&cli.config, move |config| {
             Box::pin(crate::import::import(config, dir, source))
         }),
+        Command::Backup { file } => backup(&cli.config, &file),
         Command::Export { dir, since } => store_command(&cli.config, move |config| {
             Box::pin(crate::export::export(config, dir, since))
         }),
@@ -228,6 +235,23 @@ fn api_command(
     print_result(runtime.block_on(command(client, config)))
 }
 
+fn backup(path: &std::path::Path, file: &std::path::Path) -> ExitCode {
+    let config = match Config::load_without_running(path) {
+        Ok(c) => c,
+        Err(e) => return report_config_error(&e),
+    };
+    eprintln!("backing up {} to {} …", config.store.url, file.display());
+    print_result(crate::store::backup(&config.store, file).map(|b| {
+        format!(
+            "wrote {}: {} notifications, {:.1} MiB, in {:.1} s",
+            b.path.display(),
+            b.notifications,
+            b.bytes as f64 / (1024.0 * 1024.0),
+            b.took.as_secs_f64()
+        )
+    }))
+}
+
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
@@ -262,7 +286,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(crate::app::run(config)) {
+    match runtime.block_on(crate::app::run(config, path.to_path_buf())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -20,6 +20,7 @@ pub use model::{
     ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, ProblemRow, RunRow,
     SentView, SourceCounts, StoredNotification,
 };
+pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};
 
 use std::path::{Path, PathBuf};
@@ -687,6 +688,20 @@ pub fn lock(config: &StoreConfig) -> Result<Option<StoreLock>, StoreError> {
         return Ok(None);
     }
     sqlite::lock(&config.url).map(Some)
+}
+
+/// Writes a consistent copy of a SQLite store into `target` while hub may be serving it. A
+/// PostgreSQL store is backed up with PostgreSQL's own tools.
+pub fn backup(config: &StoreConfig, target: &Path) -> anyhow::Result<Backup> {
+    if config.is_postgres() {
+        anyhow::bail!(
+            "the store is on PostgreSQL ({}); back it up with PostgreSQL's own tools, such as \
+             `pg_dump --format=custom --file=hub.dump DATABASE` (restore with pg_restore), or with \
+             the base backups and WAL archiving the database already has",
+            config.url
+        );
+    }
+    Ok(sqlite::backup::backup(&config.url, target)?)
 }
 
 /// Which Dynatrace problems a store has received a notification for, read beside a running hub

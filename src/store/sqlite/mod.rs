@@ -2,6 +2,7 @@
 //! writer thread ([`writer`]) that commits whatever is waiting in one transaction (group commit),
 //! reads on connections of their own ([`reader`]).
 
+pub mod backup;
 pub mod lock;
 mod migrate;
 mod reader;
