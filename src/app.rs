@@ -1,11 +1,18 @@
 //! `hub run`: opens the store, repairs its folder, serves until told to stop.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::reload::Reloader;
 use crate::store::Store;
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    // At once: from here on a SIGHUP reloads instead of ending the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch for SIGHUP (reload)")?;
     // Before anything is touched: a second hub on this store would run the first one's in-flight
     // actions again.
     let _lock = crate::store::lock(&config.store)?;
@@ -28,11 +35,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let dispatcher = crate::dispatch::Dispatcher::new(&config, store.clone())?;
     dispatcher.recover().await?;
+    let reloader = Arc::new(Reloader::new(
+        path,
+        config.clone(),
+        crate::web::Settings::new(&config)?,
+        dispatcher.settings(),
+    ));
+    tokio::spawn(crate::reload::on_sighup(reloader.clone(), hangups));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let dispatching = tokio::spawn(dispatcher.run(stopped));
 
     let checkpoint = store.clone();
-    let served = crate::web::serve(&config, listener, store, open_files, stop_signal()).await;
+    let served = crate::web::serve(
+        &config,
+        listener,
+        store,
+        open_files,
+        reloader,
+        stop_signal(),
+    )
+    .await;
     // The server has stopped taking notifications; now let running actions finish.
     let _ = stop.send(true);
     let _ = dispatching.await;

@@ -10,13 +10,17 @@ use crate::clock::now_ms;
 use crate::domain::Source;
 use crate::store::{DueEnrichment, EnrichmentOutcome, StoreError};
 
-use super::Inner;
+use super::{Inner, Settings};
 
 const FIRST_RETRY_MS: i64 = 1_000;
 pub(super) const MAX_RETRY_MS: i64 = 300_000;
 
-pub(super) async fn enrich(d: &Inner, item: &DueEnrichment) -> Result<(), StoreError> {
-    let (Some(pid), Some(client)) = (&item.pid, &d.client) else {
+pub(super) async fn enrich(
+    d: &Inner,
+    s: &Settings,
+    item: &DueEnrichment,
+) -> Result<(), StoreError> {
+    let (Some(pid), Some(client)) = (&item.pid, &s.client) else {
         let why = if item.pid.is_none() {
             "no PID"
         } else {

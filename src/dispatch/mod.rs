@@ -21,6 +21,7 @@ use crate::clock::now_ms;
 use crate::config::{Actions, Config};
 use crate::domain::Source;
 use crate::dynatrace::Client;
+use crate::live::Live;
 use crate::logging::Throttle;
 use crate::store::{Finish, NewRun, RunRow, Store, StoreError, StoredNotification};
 
@@ -45,19 +46,66 @@ pub struct Dispatcher {
 
 pub(crate) struct Inner {
     store: Store,
-    client: Option<Client>,
-    registry: Registry,
-    actions: Actions,
-    tenant: Option<String>,
+    /// What the config decides; a reload swaps it whole, and a run keeps the one it started with.
+    settings: Live<Settings>,
     wake: Arc<Notify>,
-    /// How long routing waits for a Dynatrace problem's details before it goes on without them.
-    enrich_wait_ms: i64,
-    limits: HashMap<String, Arc<Semaphore>>,
     in_flight: Mutex<HashSet<i64>>,
     /// Enrichments run side by side, so one slow call to Dynatrace does not hold up the others.
     enrich_limit: Arc<Semaphore>,
     enriching: Mutex<HashSet<i64>>,
     sent: Arc<sent::SentFiles>,
+}
+
+/// The dispatcher's part of the config, made ready to use.
+pub struct Settings {
+    client: Option<Client>,
+    registry: Registry,
+    actions: Actions,
+    tenant: Option<String>,
+    /// How long routing waits for a Dynatrace problem's details before it goes on without them.
+    enrich_wait_ms: i64,
+    limits: HashMap<String, Arc<Semaphore>>,
+}
+
+impl Settings {
+    /// Builds every action of `config`. `before`, when reloading, lends its concurrency limits to
+    /// the actions whose limit did not change, so runs in flight still count against them.
+    pub fn new(config: &Config, before: Option<&Settings>) -> Result<Settings, StartError> {
+        let client = Client::from_config(&config.dynatrace)?;
+        let registry = Registry::build(config, client.as_ref())?;
+        let limits = config
+            .actions
+            .actions
+            .iter()
+            .map(|a| {
+                let kept = before.and_then(|b| {
+                    let old = b.actions.actions.iter().find(|o| o.name == a.name)?;
+                    (old.max_concurrent == a.max_concurrent).then(|| b.limits.get(&a.name))?
+                });
+                let limit = match kept {
+                    Some(s) => s.clone(),
+                    None => Arc::new(Semaphore::new(a.max_concurrent)),
+                };
+                (a.name.clone(), limit)
+            })
+            .collect();
+        Ok(Settings {
+            client,
+            registry,
+            actions: config.actions.clone(),
+            tenant: config.dynatrace.tenant.clone(),
+            enrich_wait_ms: config.dynatrace.enrich_wait.as_millis() as i64,
+            limits,
+        })
+    }
+
+    fn permit(&self, action: &str) -> Option<OwnedSemaphorePermit> {
+        self.limits.get(action)?.clone().try_acquire_owned().ok()
+    }
+
+    fn problem(&self, n: &StoredNotification) -> Problem {
+        Problem::from_stored(n).with_tenant_link(self.tenant.as_deref())
+    }
 }
 
 /// Why a dispatcher could not be made from the config.
@@ -71,30 +119,22 @@ pub enum StartError {
 
 impl Dispatcher {
     pub fn new(config: &Config, store: Store) -> Result<Dispatcher, StartError> {
-        let client = Client::from_config(&config.dynatrace)?;
-        let registry = Registry::build(config, client.as_ref())?;
-        let limits = config
-            .actions
-            .actions
-            .iter()
-            .map(|a| (a.name.clone(), Arc::new(Semaphore::new(a.max_concurrent))))
-            .collect();
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 wake: store.committed(),
                 sent: sent::SentFiles::new(store.clone(), config.dir_sent.clone()),
                 store,
-                client,
-                registry,
-                actions: config.actions.clone(),
-                tenant: config.dynatrace.tenant.clone(),
-                enrich_wait_ms: config.dynatrace.enrich_wait.as_millis() as i64,
-                limits,
+                settings: Live::new(Settings::new(config, None)?),
                 in_flight: Mutex::new(HashSet::new()),
                 enrich_limit: Arc::new(Semaphore::new(ENRICH_CONCURRENCY)),
                 enriching: Mutex::new(HashSet::new()),
             }),
         })
+    }
+
+    /// Where a reload puts the dispatcher's new settings.
+    pub fn settings(&self) -> SettingsHandle {
+        SettingsHandle(self.inner.clone())
     }
 
     /// Puts back in the queue what a crash left in flight. Call once, before `run` (which checks
@@ -180,7 +220,14 @@ impl Dispatcher {
         if tasks.is_empty() {
             return;
         }
-        let grace = Duration::from_secs(self.inner.actions.dispatch.shutdown_grace_secs);
+        let grace = Duration::from_secs(
+            self.inner
+                .settings
+                .get()
+                .actions
+                .dispatch
+                .shutdown_grace_secs,
+        );
         tracing::info!(
             running = tasks.len(),
             grace_secs = grace.as_secs(),
@@ -207,9 +254,10 @@ impl Dispatcher {
     /// One pass over the queue; returns how many items it started or finished. Tests call it.
     pub async fn step(&self, tasks: &mut JoinSet<()>) -> Result<usize, StoreError> {
         let d = &self.inner;
+        let s = d.settings.get();
         let mut done = 0;
         let due = d.store.due_enrichments(ENRICH_MAX_WAIT_MS, BATCH).await?;
-        if d.client.is_none() && !due.is_empty() {
+        if s.client.is_none() && !due.is_empty() {
             // Nothing to ask: close them all at once, so routing goes on with the notifications.
             let ids: Vec<i64> = due.iter().map(|e| e.notification_id).collect();
             d.store
@@ -217,7 +265,7 @@ impl Dispatcher {
                 .await?;
             done += ids.len();
         }
-        for item in due.into_iter().filter(|_| d.client.is_some()) {
+        for item in due.into_iter().filter(|_| s.client.is_some()) {
             if locked(&d.enriching).contains(&item.notification_id) {
                 continue;
             }
@@ -225,9 +273,9 @@ impl Dispatcher {
                 break;
             };
             locked(&d.enriching).insert(item.notification_id);
-            let inner = self.inner.clone();
+            let (inner, settings) = (self.inner.clone(), s.clone());
             tasks.spawn(async move {
-                if let Err(e) = enrich::enrich(&inner, &item).await {
+                if let Err(e) = enrich::enrich(&inner, &settings, &item).await {
                     tracing::error!(error = %e, "cannot record an enrichment; it is tried again");
                 }
                 locked(&inner.enriching).remove(&item.notification_id);
@@ -236,23 +284,23 @@ impl Dispatcher {
             });
             done += 1;
         }
-        let plans = d.store.due_plans(d.enrich_wait_ms, BATCH).await?;
+        let plans = d.store.due_plans(s.enrich_wait_ms, BATCH).await?;
         if !plans.is_empty() {
-            self.plan(&plans).await?;
+            self.plan(&s, &plans).await?;
             done += plans.len();
         }
         // Everything that can start now is claimed in one write (one commit for the lot).
         let mut chosen = Vec::new();
-        let max_wait_ms = (d.actions.dispatch.max_retry_secs * 1000) as i64;
+        let max_wait_ms = (s.actions.dispatch.max_retry_secs * 1000) as i64;
         for run in d.store.due_runs(max_wait_ms, BATCH).await? {
             if locked(&d.in_flight).contains(&run.id) {
                 continue;
             }
-            if !self.dependencies_done(&run).await? {
+            if !self.dependencies_done(&s, &run).await? {
                 d.store.defer(run.id, now_ms() + DEPENDENCY_WAIT_MS).await?;
                 continue;
             }
-            let Some(permit) = d.permit(&run.action) else {
+            let Some(permit) = s.permit(&run.action) else {
                 continue;
             };
             chosen.push((run, permit));
@@ -267,10 +315,10 @@ impl Dispatcher {
                 continue;
             };
             d.in_flight_insert(run.id);
-            let inner = self.inner.clone();
+            let (inner, settings) = (self.inner.clone(), s.clone());
             tasks.spawn(async move {
                 let id = run.id;
-                inner.execute(run, attempt, false).await;
+                inner.execute(&settings, run, attempt, false).await;
                 inner.in_flight_remove(id);
                 drop(permit);
                 inner.wake.notify_one();
@@ -318,8 +366,8 @@ impl Dispatcher {
     }
 
     /// An action that depends on others (a comment) waits until all their runs have finished.
-    async fn dependencies_done(&self, run: &RunRow) -> Result<bool, StoreError> {
-        let Some((_, action)) = self.inner.registry.get(&run.action) else {
+    async fn dependencies_done(&self, s: &Settings, run: &RunRow) -> Result<bool, StoreError> {
+        let Some((_, action)) = s.registry.get(&run.action) else {
             return Ok(true);
         };
         if action.depends_on().is_empty() {
@@ -330,9 +378,9 @@ impl Dispatcher {
     }
 
     /// Routes every plan that is ready, in one transaction.
-    async fn plan(&self, notification_ids: &[i64]) -> Result<(), StoreError> {
+    async fn plan(&self, s: &Settings, notification_ids: &[i64]) -> Result<(), StoreError> {
         let d = &self.inner;
-        if d.actions.actions.is_empty() {
+        if s.actions.actions.is_empty() {
             // Nothing can be chosen, so the notifications are not read (a hub that only receives
             // spent a fifth of its request threads' time reading and parsing them for nothing).
             return d.store.close_plans(notification_ids.to_vec()).await;
@@ -340,8 +388,8 @@ impl Dispatcher {
         let mut planned = Vec::with_capacity(notification_ids.len());
         for id in notification_ids {
             let n = d.store.notification(*id).await?;
-            let problem = d.problem(&n);
-            let decision = route(&d.actions, &d.registry, &problem, n.is_test);
+            let problem = s.problem(&n);
+            let decision = route(&s.actions, &s.registry, &problem, n.is_test);
             let runs: Vec<NewRun> = decision
                 .chosen
                 .iter()
@@ -389,17 +437,9 @@ impl Inner {
         locked(&self.in_flight).remove(&id);
     }
 
-    fn permit(&self, action: &str) -> Option<OwnedSemaphorePermit> {
-        self.limits.get(action)?.clone().try_acquire_owned().ok()
-    }
-
-    fn problem(&self, n: &StoredNotification) -> Problem {
-        Problem::from_stored(n).with_tenant_link(self.tenant.as_deref())
-    }
-
     /// One attempt of a claimed run, recorded whatever happens.
-    async fn execute(&self, run: RunRow, attempt: i64, manual: bool) {
-        let finish = match self.holding_lease(&run, attempt).await {
+    async fn execute(&self, s: &Settings, run: RunRow, attempt: i64, manual: bool) {
+        let finish = match self.holding_lease(s, &run, attempt).await {
             Ok(f) => f,
             Err(e) => Finish::Retry {
                 error: format!("cannot prepare the run: {e}"),
@@ -415,8 +455,13 @@ impl Inner {
     /// Runs the attempt, renewing the run's lease meanwhile where instances share the store, so
     /// that no other takes it over while it runs. A run taken over anyway (this instance stalled
     /// past its lease) finishes here, but its outcome is not recorded over its successor's.
-    async fn holding_lease(&self, run: &RunRow, attempt: i64) -> Result<Finish, StoreError> {
-        let work = self.attempt(run, attempt);
+    async fn holding_lease(
+        &self,
+        s: &Settings,
+        run: &RunRow,
+        attempt: i64,
+    ) -> Result<Finish, StoreError> {
+        let work = self.attempt(s, run, attempt);
         let Some(lease) = self.store.lease() else {
             return work.await;
         };
@@ -475,10 +520,15 @@ impl Inner {
         }
     }
 
-    async fn attempt(&self, run: &RunRow, attempt: i64) -> Result<Finish, StoreError> {
+    async fn attempt(
+        &self,
+        s: &Settings,
+        run: &RunRow,
+        attempt: i64,
+    ) -> Result<Finish, StoreError> {
         let n = self.store.notification(run.notification_id).await?;
-        let problem = self.problem(&n);
-        let Some((_, action)) = self.registry.get(&run.action) else {
+        let problem = s.problem(&n);
+        let Some((_, action)) = s.registry.get(&run.action) else {
             return Ok(Finish::Failed {
                 error: format!("action {} is no longer configured", run.action),
                 outcome: "null".into(),
@@ -502,55 +552,73 @@ impl Inner {
             reports,
         };
         let result = action.run(&job).await;
-        Ok(self.finish_for(result, attempt))
-    }
-
-    fn finish_for(
-        &self,
-        result: Result<crate::actions::Outcome, ActionError>,
-        attempt: i64,
-    ) -> Finish {
-        let policy = &self.actions.dispatch;
-        match result {
-            Ok(o) => Finish::Succeeded {
-                summary: o.summary,
-                outcome: o.detail.to_string(),
-            },
-            Err(ActionError::HeldBack(reason)) => Finish::HeldBack { reason },
-            Err(ActionError::Permanent { message, detail }) => Finish::Failed {
-                error: message,
-                outcome: detail.to_string(),
-            },
-            Err(ActionError::Transient {
-                message,
-                detail,
-                retry_after,
-            }) => {
-                if attempt >= i64::from(policy.max_attempts) {
-                    return Finish::Failed {
-                        error: format!("gave up after {attempt} attempt(s): {message}"),
-                        outcome: detail.to_string(),
-                    };
-                }
-                let max = Duration::from_secs(policy.max_retry_secs);
-                let first = Duration::from_secs(policy.first_retry_secs);
-                let earlier = u32::try_from(attempt - 1).unwrap_or(u32::MAX);
-                let mut delay = crate::retry::backoff(first, max, earlier);
-                if let Some(asked) = retry_after {
-                    delay = delay.max(asked.min(max));
-                }
-                let delay = delay.as_millis() as i64;
-                Finish::Retry {
-                    error: message,
-                    outcome: detail.to_string(),
-                    retry_at_ms: now_ms() + delay,
-                }
-            }
-        }
+        Ok(finish_for(s, result, attempt))
     }
 
     fn write_sent(&self, source: Source, problem_key: &str) {
         self.sent.mark(source, problem_key);
+    }
+}
+
+/// What the store records for an attempt's result, under the retry policy `s` has.
+fn finish_for(
+    s: &Settings,
+    result: Result<crate::actions::Outcome, ActionError>,
+    attempt: i64,
+) -> Finish {
+    let policy = &s.actions.dispatch;
+    match result {
+        Ok(o) => Finish::Succeeded {
+            summary: o.summary,
+            outcome: o.detail.to_string(),
+        },
+        Err(ActionError::HeldBack(reason)) => Finish::HeldBack { reason },
+        Err(ActionError::Permanent { message, detail }) => Finish::Failed {
+            error: message,
+            outcome: detail.to_string(),
+        },
+        Err(ActionError::Transient {
+            message,
+            detail,
+            retry_after,
+        }) => {
+            if attempt >= i64::from(policy.max_attempts) {
+                return Finish::Failed {
+                    error: format!("gave up after {attempt} attempt(s): {message}"),
+                    outcome: detail.to_string(),
+                };
+            }
+            let max = Duration::from_secs(policy.max_retry_secs);
+            let first = Duration::from_secs(policy.first_retry_secs);
+            let earlier = u32::try_from(attempt - 1).unwrap_or(u32::MAX);
+            let mut delay = crate::retry::backoff(first, max, earlier);
+            if let Some(asked) = retry_after {
+                delay = delay.max(asked.min(max));
+            }
+            let delay = delay.as_millis() as i64;
+            Finish::Retry {
+                error: message,
+                outcome: detail.to_string(),
+                retry_at_ms: now_ms() + delay,
+            }
+        }
+    }
+}
+
+/// Swaps a running dispatcher's settings (see [`Dispatcher::settings`]).
+#[derive(Clone)]
+pub struct SettingsHandle(Arc<Inner>);
+
+impl SettingsHandle {
+    /// Builds the settings of `config` beside the ones in use; nothing changes if that fails.
+    pub fn prepare(&self, config: &Config) -> Result<Settings, StartError> {
+        Settings::new(config, Some(&self.0.settings.get()))
+    }
+
+    /// From the next pass on, new runs start with `settings`; runs in flight keep theirs.
+    pub fn put(&self, settings: Settings) {
+        self.0.settings.set(settings);
+        self.0.wake.notify_one();
     }
 }
 

@@ -63,7 +63,8 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
             .map(|h| (h.name().to_string(), h.value().to_string()))
             .collect(),
     );
-    let plugin = app.sources.get(source);
+    let settings = app.settings.get();
+    let plugin = settings.sources.get(source);
     let mut body = Vec::new();
     let mut refusal = None;
     let result = async {
@@ -102,7 +103,7 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
                 detail: &e.detail,
                 refusal: refusal.as_ref(),
             };
-            let own = app
+            let own = settings
                 .sources
                 .answering(source)
                 .and_then(|p| p.refused(&body, &failure));

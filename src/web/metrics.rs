@@ -115,6 +115,20 @@ impl Metrics {
             .get()
     }
 
+    /// Adds the reload gauges (Alertmanager's names), which the reloader sets.
+    pub fn register_reloads(&mut self, status: &crate::reload::ReloadStatus) {
+        self.registry.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful",
+            status.successful.clone(),
+        );
+        self.registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload",
+            status.succeeded_at.clone(),
+        );
+    }
+
     pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
         self.runs.clear();
         for a in store.action_counts().await? {

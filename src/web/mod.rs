@@ -20,29 +20,54 @@ use rocket::{catchers, get, routes, Build, Rocket};
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::live::Live;
+use crate::reload::Reloader;
 use crate::store::Store;
 pub use auth::{BasicAuth, Presented};
 pub use error::ApiError;
+use std::sync::Arc;
 
 /// What every route can reach.
 pub struct App {
     pub store: Store,
+    /// Fixed at start, as the listener that enforces it first is.
     pub max_body_bytes: u64,
-    pub sources: crate::config::SourcesConfig,
     pub metrics: metrics::Metrics,
-    pub config: Config,
-    pub client: Option<crate::dynatrace::Client>,
     pub started: std::time::Instant,
     pub templates: page::Templates,
-    /// Who may read the page, the API and the metrics.
-    pub viewer: BasicAuth,
+    /// What the config decides; replaced whole by a reload.
+    pub settings: Arc<Live<Settings>>,
+    pub reloader: Arc<Reloader>,
     /// Signs the page's own forms (see `page::replay`); new at every start.
     csrf_key: [u8; 32],
 }
 
+/// The web's part of the config, made ready to use. A request keeps the one it started with.
+pub struct Settings {
+    pub config: Config,
+    pub sources: crate::config::SourcesConfig,
+    pub client: Option<crate::dynatrace::Client>,
+    /// Who may read the page, the API and the metrics.
+    pub viewer: BasicAuth,
+}
+
+impl Settings {
+    pub fn new(config: &Config) -> Result<Settings, ServeError> {
+        Ok(Settings {
+            config: config.clone(),
+            sources: config.sources.clone(),
+            client: crate::dynatrace::Client::from_config(&config.dynatrace)?,
+            viewer: match &config.viewer {
+                Some((user, password)) => BasicAuth::new(user, password),
+                None => BasicAuth::new(&config.webhook.username, &config.webhook.password),
+            },
+        })
+    }
+}
+
 impl App {
     pub fn viewer_allows(&self, presented: &Presented) -> Result<(), ApiError> {
-        if self.viewer.allows(presented) {
+        if self.settings.get().viewer.allows(presented) {
             Ok(())
         } else {
             Err(ApiError::unauthorized_for(
@@ -120,6 +145,24 @@ fn healthz(app: &rocket::State<App>) -> Result<JsonOk, ApiError> {
     }
 }
 
+/// Re-reads `config.json` (as SIGHUP does). 200 with what changed; 500 when the new config is
+/// refused, which leaves the running one in force.
+#[rocket::post("/-/reload")]
+async fn reload(app: &rocket::State<App>, auth: Presented) -> Result<JsonOk, ApiError> {
+    app.viewer_allows(&auth)?;
+    match app.reloader.reload("POST /-/reload").await {
+        Ok(done) => Ok(JsonOk(json!({
+            "status": "reloaded",
+            "restart_needed": done.restart_needed,
+        }))),
+        Err(e) => Err(ApiError::new(
+            rocket::http::Status::InternalServerError,
+            "reload_failed",
+            format!("{e}; the running config stays in force"),
+        )),
+    }
+}
+
 /// Raises the open-file limit to what the system allows; returns the limit now in force.
 pub fn raise_open_file_limit() -> u64 {
     server::raise_open_file_limit()
@@ -163,10 +206,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
     open_files: u64,
+    reloader: Arc<Reloader>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let max_connections = server::connection_cap(config.webhook.max_connections, open_files);
-    let (rocket, refused) = build(config, store)?;
+    let (rocket, refused) = build(config, store, reloader)?;
     let client = rocket::local::asynchronous::Client::untracked(rocket)
         .await
         .map_err(|e| ServeError::Routes(e.to_string()))?;
@@ -190,7 +234,8 @@ pub async fn serve(
 fn build(
     config: &Config,
     store: Store,
-) -> Result<(Rocket<Build>, std::sync::Arc<server::RefusedLog>), ServeError> {
+    reloader: Arc<Reloader>,
+) -> Result<(Rocket<Build>, Arc<server::RefusedLog>), ServeError> {
     let rocket_config = RocketConfig {
         address: config.webhook.interface,
         port: config.webhook.port,
@@ -199,26 +244,22 @@ fn build(
         cli_colors: false,
         ..RocketConfig::release_default()
     };
-    let metrics = metrics::Metrics::default();
-    let refused = std::sync::Arc::new(server::RefusedLog::new(metrics.refused_counter()));
+    let mut metrics = metrics::Metrics::default();
+    metrics.register_reloads(reloader.status());
+    let refused = Arc::new(server::RefusedLog::new(metrics.refused_counter()));
     let app = App {
         store,
         max_body_bytes: config.webhook.max_body_bytes,
-        sources: config.sources.clone(),
         metrics,
-        config: config.clone(),
-        client: crate::dynatrace::Client::from_config(&config.dynatrace)?,
         started: std::time::Instant::now(),
         templates: page::Templates::default(),
-        viewer: match &config.viewer {
-            Some((user, password)) => BasicAuth::new(user, password),
-            None => BasicAuth::new(&config.webhook.username, &config.webhook.password),
-        },
+        settings: reloader.web(),
+        reloader,
         csrf_key: random_key(),
     };
     let rocket = rocket::custom(rocket_config)
         .manage(app)
-        .mount("/", routes![healthz])
+        .mount("/", routes![healthz, reload])
         .mount("/", ingest::routes())
         .mount("/", page::routes())
         .mount("/", api::routes())

@@ -76,13 +76,14 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
             v
         })
         .collect();
+    let settings = app.settings.get();
     let actions: Vec<Value> = store
         .action_counts()
         .await?
         .into_iter()
         .map(|a| {
             // Runs of an action taken out of the config wait until it is back; say so.
-            let configured = app
+            let configured = settings
                 .config
                 .actions
                 .actions
@@ -130,7 +131,8 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
             v
         })
         .collect();
-    let c = &app.config;
+    let settings = app.settings.get();
+    let c = &settings.config;
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime": uptime(app.started.elapsed().as_secs()),
@@ -168,7 +170,8 @@ pub enum FeedError {
 }
 
 pub async fn feed(app: &App, window: Window) -> Result<Value, FeedError> {
-    let Some(client) = &app.client else {
+    let settings = app.settings.get();
+    let Some(client) = &settings.client else {
         return Err(FeedError::NoTenant);
     };
     let problems = client.feed(window).await?;
