@@ -16,3 +16,4 @@ mod page;
 mod postgres;
 mod sources;
 mod support;
+mod upkeep;

@@ -1,0 +1,412 @@
+//! Running it for a year: backup while serving, live reload, the service unit.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use crate::support::{self, config_with, hub_command, Hub};
+
+fn dynatrace_body(id: usize) -> String {
+    json!({"State": "OPEN", "ProblemID": format!("B-{id}"), "PID": format!("pid-{id}"),
+           "ProblemTitle": "backup load"})
+    .to_string()
+}
+
+/// Posts numbered notifications on four connections until `stop`; records each one acknowledged.
+fn load(
+    hub: &Hub,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<HashSet<usize>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..4)
+        .map(|worker| {
+            let (client, url) = (support::client(), hub.url("/"));
+            let (stop, acked) = (stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut id = worker;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = support::post(&client, &url, dynatrace_body(id))
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status() == 200) {
+                        acked.lock().unwrap().insert(id);
+                    }
+                    id += 4;
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_taken_under_load_holds_everything_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start_in(dir.path(), &config_with(json!({})), &[]);
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::default());
+    let workers = load(&hub, stop.clone(), Arc::clone(&acked));
+    support::eventually("some notifications acknowledged", async || {
+        acked.lock().unwrap().len() >= 300
+    })
+    .await;
+
+    let before: HashSet<usize> = acked.lock().unwrap().clone();
+    let backup_dir = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        hub_command(&backup_dir)
+            .args(["backup", "copy.db"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let during = acked.lock().unwrap().len();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("wrote copy.db") && stdout.contains(" s"),
+        "{stdout}"
+    );
+
+    let copy = rusqlite::Connection::open(dir.path().join("copy.db")).unwrap();
+    let check: String = copy
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let keys: HashSet<String> = copy
+        .prepare("SELECT problem_key FROM notifications")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for id in &before {
+        assert!(
+            keys.contains(&format!("B-{id}")),
+            "B-{id} acknowledged before the backup, not in it"
+        );
+    }
+    assert!(during > before.len(), "the load went on during the backup");
+    drop(copy);
+    let copy_bytes = std::fs::read(dir.path().join("copy.db")).unwrap();
+
+    // Never over a file: a second backup to the same name writes nothing.
+    let again = hub_command(dir.path())
+        .args(["backup", "copy.db"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("copy.db exists"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("copy.db")).unwrap(),
+        copy_bytes
+    );
+    assert!(!dir.path().join("copy.db.partial").exists());
+    hub.terminate();
+
+    // A hub starts from the copy as it is, and answers a notification it holds as a duplicate.
+    let restored = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("copy.db"),
+        restored.path().join("restored.db"),
+    )
+    .unwrap();
+    let config = config_with(json!({"store": {"url": "sqlite://restored.db"}}));
+    let hub = Hub::start_in(restored.path(), &config, &[]);
+    let first = *before.iter().next().unwrap();
+    let r = support::post(&support::client(), &hub.url("/"), dynatrace_body(first))
+        .send()
+        .await
+        .unwrap();
+    let answer = r.text().await.unwrap();
+    assert!(answer.contains("\"status\":\"duplicate\""), "{answer}");
+}
+
+#[test]
+fn a_backup_names_what_is_wrong_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |config: serde_json::Value| {
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap()
+    };
+    write(config_with(json!({})));
+    // No store yet.
+    let out = hub_command(dir.path())
+        .args(["backup", "copy.db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no store at hub.db"));
+    // A folder that does not exist.
+    std::fs::write(dir.path().join("hub.db"), b"").unwrap();
+    let out = hub_command(dir.path())
+        .args(["backup", "missing/copy.db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
+    // PostgreSQL has tools of its own.
+    write(config_with(
+        json!({"store": {"url": "postgres://hub@127.0.0.1:1/hub"}}),
+    ));
+    let out = hub_command(dir.path())
+        .args(["backup", "copy.db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pg_dump"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !left.iter().any(|n| n.to_string_lossy().starts_with("copy")),
+        "{left:?}"
+    );
+}
+
+#[test]
+fn the_service_unit_passes_systemd_analyze_verify() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/hub.service"))
+            .unwrap();
+    for line in [
+        "ExecStart=/usr/local/bin/hub run",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+        "User=hub",
+        "StateDirectory=hub",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(shipped.lines().any(|l| l == line), "{line} missing");
+    }
+    // The unit as shipped, with the binary where this build put it: verify checks it exists.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("hub.service");
+    std::fs::write(
+        &unit,
+        shipped.replace("/usr/local/bin/hub", support::hub_bin()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    // It warns of an unknown key but still succeeds: a warning is a failure here.
+    assert!(said.trim().is_empty(), "{said}");
+}
+
+fn sighup(hub: &Hub) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &hub.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn write_config(dir: &std::path::Path, config: &serde_json::Value) {
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+async fn metric(hub: &Hub, name: &str) -> String {
+    let text = support::client()
+        .get(hub.url("/metrics"))
+        .basic_auth("viewer", Some("view-pass-1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_takes_new_actions_and_credentials_and_refuses_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    support::script(
+        dir.path(),
+        "old.sh",
+        "sleep 1; echo \"old $HUB_PROBLEM_ID\" >> ran.log",
+    );
+    support::script(
+        dir.path(),
+        "new.sh",
+        "echo \"new $HUB_PROBLEM_ID\" >> ran.log",
+    );
+    let with = |command: &str, extra: serde_json::Value| {
+        let mut c = config_with(
+            json!({"actions": {"page": {"type": "script", "command": [command]}},
+                                       "status_page": {"username": "viewer", "password": "view-pass-1"}}),
+        );
+        if let (Some(c), serde_json::Value::Object(extra)) = (c.as_object_mut(), extra) {
+            for (k, v) in extra {
+                c.insert(k, v);
+            }
+        }
+        c
+    };
+    let first = with("./old.sh", json!({}));
+    let hub = Hub::start_in(dir.path(), &first, &[]);
+    let client = support::client();
+    let deliver = async |id: &str, password: &str| {
+        client
+            .post(hub.url("/"))
+            .basic_auth(support::USER, Some(password))
+            .header("content-type", "application/json")
+            .body(json!({"State": "OPEN", "ProblemID": id, "PID": format!("pid-{id}")}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(deliver("R-1", support::PASSWORD).await, 200);
+    let log = dir.path().join("ran.log");
+    support::eventually("the old script started", async || {
+        support::runs(dir.path())
+            .await
+            .iter()
+            .any(|r| r.2 == "running")
+    })
+    .await;
+
+    // A new script, a new webhook password and a new port, while R-1's run is in flight.
+    let mut second = with("./new.sh", json!({}));
+    second["webhook"]["password"] = json!("second-password-9");
+    second["webhook"]["port"] = json!(1);
+    write_config(dir.path(), &second);
+    sighup(&hub);
+    support::eventually("reloaded", async || {
+        hub.stderr().contains("reloaded the config")
+    })
+    .await;
+    assert!(hub.stderr().contains("webhook.port"), "{}", hub.stderr());
+    // Still listening where it started; the old password is refused, the new one taken.
+    assert_eq!(deliver("R-2", support::PASSWORD).await, 401);
+    assert_eq!(deliver("R-2", "second-password-9").await, 200);
+    support::eventually("both runs done", async || support::lines(&log).len() == 2).await;
+    // The run in flight finished with the script it started with; the next one ran the new one.
+    let mut ran = support::lines(&log);
+    ran.sort();
+    assert_eq!(ran, vec!["new R-2", "old R-1"]);
+
+    // A config that does not parse changes nothing and says why.
+    std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
+    let reload = |user: &'static str, password: &'static str| {
+        client
+            .post(hub.url("/-/reload"))
+            .basic_auth(user, Some(password))
+            .send()
+    };
+    let refused = reload("viewer", "view-pass-1").await.unwrap();
+    let body = support::expect_error(refused, 500, "reload_failed").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("config.json"),
+        "{body}"
+    );
+    assert_eq!(deliver("R-3", "second-password-9").await, 200);
+    assert_eq!(metric(&hub, "hub_config_last_reload_successful").await, "0");
+    // So does a config that parses but is invalid, and a reload asked without credentials.
+    let mut invalid = second.clone();
+    invalid["actions"]["page"]["command"] = json!(["./missing.sh"]);
+    write_config(dir.path(), &invalid);
+    support::expect_error(
+        reload("viewer", "wrong").await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    support::expect_error(
+        reload("viewer", "view-pass-1").await.unwrap(),
+        500,
+        "reload_failed",
+    )
+    .await;
+
+    // Fixed, and asked over HTTP: it takes, and the gauges say so.
+    let mut third = second.clone();
+    third["webhook"]["port"] = first["webhook"]["port"].clone();
+    write_config(dir.path(), &third);
+    let ok = reload("viewer", "view-pass-1").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let ok: serde_json::Value = serde_json::from_str(&ok.text().await.unwrap()).unwrap();
+    assert_eq!(ok["restart_needed"], json!([]), "{ok}");
+    assert_eq!(metric(&hub, "hub_config_last_reload_successful").await, "1");
+    let at: i64 = metric(&hub, "hub_config_last_reload_success_timestamp_seconds")
+        .await
+        .parse()
+        .unwrap();
+    assert!((at - time_now()).abs() < 60, "{at}");
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_under_load_refuse_no_connection_and_lose_no_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start_in(dir.path(), &config_with(json!({})), &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<HashSet<usize>>> = Arc::default();
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let (client, url) = (support::client(), hub.url("/"));
+            let (stop, acked, failures) = (stop.clone(), Arc::clone(&acked), failures.clone());
+            tokio::spawn(async move {
+                let mut id = worker;
+                while !stop.load(Ordering::Relaxed) {
+                    match support::post(&client, &url, dynatrace_body(id))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => {
+                            acked.lock().unwrap().insert(id);
+                        }
+                        Ok(r) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{id}: {}", r.status())),
+                        Err(e) => failures.lock().unwrap().push(format!("{id}: {e}")),
+                    }
+                    id += 4;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        sighup(&hub);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
+    let reloads = hub.stderr().matches("reloaded the config").count();
+    assert!(reloads >= 10, "{reloads} reloads:\n{}", hub.stderr());
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100, "{}", acked.len());
+    assert_eq!(support::count(dir.path()).await, acked.len() as i64);
+}
