@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::live::Live;
 use crate::reload::Reloader;
 use crate::store::Store;
 
@@ -35,14 +36,24 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
 
     let dispatcher = crate::dispatch::Dispatcher::new(&config, store.clone())?;
     dispatcher.recover().await?;
+    let retention = Arc::new(Live::new(config.retention));
     let reloader = Arc::new(Reloader::new(
         path,
         config.clone(),
         crate::web::Settings::new(&config)?,
         dispatcher.settings(),
+        retention.clone(),
     ));
     tokio::spawn(crate::reload::on_sighup(reloader.clone(), hangups));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let pruned = crate::retention::Counters::default();
+    let pruning = tokio::spawn(crate::retention::run(
+        store.clone(),
+        config.dir_sent.clone(),
+        retention,
+        pruned.clone(),
+        stopped.clone(),
+    ));
     let dispatching = tokio::spawn(dispatcher.run(stopped));
 
     let checkpoint = store.clone();
@@ -52,12 +63,14 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         store,
         open_files,
         reloader,
+        pruned,
         stop_signal(),
     )
     .await;
     // The server has stopped taking notifications; now let running actions finish.
     let _ = stop.send(true);
     let _ = dispatching.await;
+    let _ = pruning.await;
     // Everything acknowledged goes into the database file itself, so that file alone is a whole
     // copy once hub has stopped.
     if let Err(e) = checkpoint.checkpoint().await {

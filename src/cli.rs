@@ -1,5 +1,5 @@
 //! The command line: `hub run`, `hub check-config`, `hub poll`, `hub problem`, `hub replay`,
-//! `hub explain`, `hub import`, `hub export`, `hub backup`.
+//! `hub explain`, `hub import`, `hub export`, `hub backup`, `hub prune`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +96,16 @@ pub enum Command {
         /// The new file to write.
         file: PathBuf,
     },
+    /// Delete, now, the problems that ended longer ago than retention.max_age (or --max-age) and
+    /// have nothing left to do, with their notifications, runs and files.
+    Prune {
+        /// Count what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Instead of retention.max_age (at least 1h; such as 90d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_age: Option<std::time::Duration>,
+    },
     /// Show one problem's details from the Dynatrace API.
     Problem {
         /// The problem's PID (Dynatrace's {PID} placeholder, v2 problemId). PIDs often start with
@@ -137,6 +147,9 @@ pub fn main() -> ExitCode {
             Box::pin(crate::import::import(config, dir, source))
         }),
         Command::Backup { file } => backup(&cli.config, &file),
+        Command::Prune { dry_run, max_age } => store_command(&cli.config, move |config| {
+            Box::pin(crate::retention::prune_now(config, max_age, dry_run))
+        }),
         Command::Export { dir, since } => store_command(&cli.config, move |config| {
             Box::pin(crate::export::export(config, dir, since))
         }),

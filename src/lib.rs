@@ -19,6 +19,7 @@ pub mod logging;
 pub mod poll;
 pub mod reload;
 pub mod replay;
+pub mod retention;
 pub mod retry;
 pub mod secret;
 pub mod sources;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::clock::now_ms;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, RetentionConfig};
 use crate::dispatch::SettingsHandle;
 use crate::live::Live;
 
@@ -30,6 +30,7 @@ pub struct Reloader {
     turn: tokio::sync::Mutex<()>,
     web: Arc<Live<crate::web::Settings>>,
     dispatch: SettingsHandle,
+    retention: Arc<Live<Option<RetentionConfig>>>,
     status: ReloadStatus,
 }
 
@@ -53,6 +54,7 @@ impl Reloader {
         started: Config,
         web: crate::web::Settings,
         dispatch: SettingsHandle,
+        retention: Arc<Live<Option<RetentionConfig>>>,
     ) -> Reloader {
         let status = ReloadStatus {
             successful: Gauge::default(),
@@ -66,6 +68,7 @@ impl Reloader {
             turn: tokio::sync::Mutex::new(()),
             web: Arc::new(Live::new(web)),
             dispatch,
+            retention,
             status,
         }
     }
@@ -106,6 +109,7 @@ impl Reloader {
         let restart_needed = restart_needed(&self.started, &config);
         self.web.set(web);
         self.dispatch.put(dispatch);
+        self.retention.set(config.retention);
         self.status.successful.set(1);
         self.status.succeeded_at.set(now_ms() / 1000);
         tracing::info!(asked_by = why, summary = %config.summary(), "reloaded the config");

@@ -59,6 +59,17 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// Who may read the status page, the API and the metrics; `None`: the webhook credentials.
     pub viewer: Option<(String, Secret)>,
+    /// `None`: nothing is ever deleted.
+    pub retention: Option<RetentionConfig>,
+}
+
+/// `retention`: how long problems that ended are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// A problem that ended, and has had nothing to do, for longer than this is deleted.
+    pub max_age: std::time::Duration,
+    /// How often a pass looks for such problems.
+    pub interval: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -294,7 +305,7 @@ impl Config {
             None => "not configured".to_string(),
         };
         format!(
-            "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, sources {}, actions {}",
+            "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, sources {}, actions {}, retention {}",
             self.webhook.interface,
             self.webhook.port,
             if self.store.is_postgres() {
@@ -308,6 +319,14 @@ impl Config {
             tenant,
             self.source_list(),
             self.action_list(),
+            match &self.retention {
+                Some(r) => format!(
+                    "{} (checked every {})",
+                    reader::short_duration(r.max_age),
+                    reader::short_duration(r.interval)
+                ),
+                None => "none (everything is kept)".to_string(),
+            },
         )
     }
 
@@ -417,6 +436,10 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         issues,
     );
     let viewer = read_viewer(root.section("status_page", issues), issues);
+    let retention = match root.value("retention") {
+        Some(_) => read_retention(root.section("retention", issues), issues),
+        None => None,
+    };
 
     if dir_received == dir_sent {
         issues.push("dir_sent", "must be a different folder from dir_received");
@@ -437,7 +460,29 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         actions,
         sources,
         viewer,
+        retention,
     }
+}
+
+fn read_retention(mut s: Section, issues: &mut Issues) -> Option<RetentionConfig> {
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    // At least an hour: "90s" typed for "90d" must not delete what just resolved.
+    let max_age = s.duration("max_age", HOUR, DAY * 36_500, issues);
+    if s.value("max_age").is_none() {
+        issues.push(
+            s.path_of("max_age"),
+            "required with retention: how long a problem that ended is kept, such as \"90d\"",
+        );
+    }
+    let interval = s
+        .duration("interval", std::time::Duration::from_secs(1), DAY, issues)
+        .unwrap_or(std::time::Duration::from_secs(600));
+    s.finish(issues);
+    Some(RetentionConfig {
+        max_age: max_age?,
+        interval,
+    })
 }
 
 fn read_viewer(mut s: Section, issues: &mut Issues) -> Option<(String, Secret)> {

@@ -288,7 +288,7 @@ impl<'a> Section<'a> {
                 type_name(other)
             )),
         };
-        let show = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        let show = short_duration;
         match found {
             Ok(d) if (min..=max).contains(&d) => Some(d),
             Ok(d) => {
@@ -462,4 +462,19 @@ pub(crate) fn check_template(path: &str, source: &str, issues: &mut Issues) {
     if let Err(e) = crate::template::Template::new(source) {
         issues.push(path, format!("bad template: {e}"));
     }
+}
+
+/// A duration as an operator writes one: `90d`, `12h`, `10m`, `30s` when it is whole in that
+/// unit (humantime would say "2months 29days 2h 52m 48s" for 90 days), else humantime's text.
+pub fn short_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return humantime::format_duration(d).to_string();
+    }
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs % size == 0 {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
 }

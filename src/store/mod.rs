@@ -17,8 +17,8 @@ mod tests;
 pub use inbox::Mode;
 pub(crate) use model::Finished;
 pub use model::{
-    ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, ProblemRow, RunRow,
-    SentView, SourceCounts, StoredNotification,
+    is_closed, ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, ProblemRow,
+    Pruned, RunRow, SentView, SourceCounts, StoredNotification,
 };
 pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};
@@ -673,6 +673,37 @@ impl Store {
     /// Asks for every given run to run again now, as a manual attempt; runs in flight are left
     /// alone. The dispatcher (of this hub, or of the one running on this store) does the work.
     /// Returns how many were scheduled.
+    /// Problems whose newest notification is older than `cutoff_ms`, after the one whose newest
+    /// notification is `after`: `(newest id, source, problem key)`, oldest first. Whether each
+    /// may go is for [`Store::prune`] to say.
+    pub async fn prune_candidates(
+        &self,
+        cutoff_ms: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Source, String)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.prune_candidates(cutoff_ms, after, limit).await,
+            Backend::Postgres(p) => p.prune_candidates(cutoff_ms, after, limit).await,
+        }
+    }
+
+    /// Deletes, in one transaction, those of `problems` that ended before `cutoff_ms` with nothing
+    /// left to do: the newest notification closed the problem (or was a test), no run is pending
+    /// or running, and nothing changed since `cutoff_ms`. Their notifications, runs, attempts,
+    /// enrichments and received files go; `dry` deletes nothing and counts what would go.
+    pub async fn prune(
+        &self,
+        problems: Vec<(Source, String)>,
+        cutoff_ms: i64,
+        dry: bool,
+    ) -> Result<Pruned, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.prune(problems, cutoff_ms, dry).await,
+            Backend::Postgres(p) => p.prune(problems, cutoff_ms, dry).await,
+        }
+    }
+
     pub async fn schedule_replay(&self, run_ids: &[i64]) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.schedule_replay(run_ids).await,

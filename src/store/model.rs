@@ -319,3 +319,20 @@ read_by_name!(StoredNotification {
     details,
     facts,
 });
+
+/// What a prune removed (or, dry, would remove). Each notification had one received file.
+#[derive(Debug, Default, Clone)]
+pub struct Pruned {
+    pub problems: Vec<(Source, String)>,
+    pub notifications: u64,
+    pub runs: u64,
+}
+
+/// States after which a problem is over, whichever source sent them.
+const CLOSED_STATES: [&str; 4] = ["RESOLVED", "CLOSED", "MERGED", "OK"];
+
+/// Whether a problem whose newest notification is this one has ended: it reported an end, or
+/// was only a test. Any other state (`OPEN`, `ACKNOWLEDGED`, one hub does not know) is open.
+pub fn is_closed(state: &str, is_test: bool) -> bool {
+    is_test || CLOSED_STATES.iter().any(|s| s.eq_ignore_ascii_case(state))
+}

@@ -68,6 +68,7 @@ on_both!(
     a_replay_is_a_manual_attempt,
     an_enrichment_is_done_once,
     the_views_count_what_is_stored,
+    problems_that_ended_are_pruned_and_the_others_kept,
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -347,4 +348,125 @@ async fn the_views_count_what_is_stored(store: &Store, _: &Path) {
         .unwrap());
     let exported = store.export_batch(0, 0, 10).await.unwrap();
     assert_eq!(exported.len(), 4);
+}
+
+fn with_state(key: &str, state: &str) -> Notification {
+    Notification {
+        state: state.into(),
+        ..notification(key, 0)
+    }
+}
+
+/// Stores a notification, routes it to one run and ends that run with `finish` (or leaves it
+/// pending).
+async fn handled(store: &Store, n: Notification, finish: Option<Finish>) {
+    let (key, state) = (n.problem_key.clone(), n.state.clone());
+    store.accept(n).await.unwrap();
+    let plans = store.due_plans(0, 10).await.unwrap();
+    // A test notification is stored without a plan: nothing runs for it.
+    let Some(&plan) = plans.first() else { return };
+    let stored = store.notification(plan).await.unwrap();
+    let run = NewRun {
+        idem_key: format!("dynatrace/{key}/{state}/script/"),
+        action: "script".into(),
+        target: String::new(),
+        target_label: String::new(),
+    };
+    store.insert_runs(&[(&stored, vec![run])]).await.unwrap();
+    let Some(finish) = finish else { return };
+    let id = store.due_runs(0, 10).await.unwrap()[0].id;
+    let attempt = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    store.finish(id, attempt, &finish).await.unwrap();
+}
+
+async fn problems_that_ended_are_pruned_and_the_others_kept(store: &Store, dir: &Path) {
+    let done = || {
+        Some(Finish::Succeeded {
+            summary: "exit 0".into(),
+            outcome: "{}".into(),
+        })
+    };
+    // Ended, with its runs done: goes.
+    handled(store, with_state("ENDED", "OPEN"), done()).await;
+    handled(store, with_state("ENDED", "RESOLVED"), done()).await;
+    // Still open: stays, however old.
+    handled(store, with_state("OPEN", "OPEN"), done()).await;
+    // Ended, but a run still waits: stays.
+    handled(store, with_state("WAITING", "RESOLVED"), None).await;
+    // A test notification: goes.
+    let test = Notification {
+        is_test: true,
+        ..with_state("TEST", "OPEN")
+    };
+    handled(store, test, done()).await;
+    assert!(dir.join("ENDED-OPEN.json").exists());
+
+    let prune = async |cutoff: i64, dry: bool| {
+        let problems = store
+            .prune_candidates(cutoff, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, s, k)| (s, k))
+            .collect();
+        store.prune(problems, cutoff, dry).await.unwrap()
+    };
+    let now = crate::clock::now_ms();
+    // Nothing ended before an hour ago.
+    assert!(prune(now - 3_600_000, false).await.problems.is_empty());
+
+    let later = now + 3_600_000;
+    let dry = prune(later, true).await;
+    let keys = |p: &crate::store::Pruned| {
+        let mut k: Vec<String> = p.problems.iter().map(|(_, k)| k.clone()).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&dry), ["ENDED", "TEST"]);
+    assert_eq!((dry.notifications, dry.runs), (3, 2));
+    assert!(
+        dir.join("ENDED-OPEN.json").exists(),
+        "a dry run deletes nothing"
+    );
+    assert_eq!(
+        store
+            .problem_notifications(Source::Dynatrace, "ENDED")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let pruned = prune(later, false).await;
+    assert_eq!(keys(&pruned), ["ENDED", "TEST"]);
+    for gone in ["ENDED-OPEN.json", "ENDED-RESOLVED.json", "TEST-OPEN.json"] {
+        assert!(!dir.join(gone).exists(), "{gone}");
+    }
+    assert!(store
+        .problem_notifications(Source::Dynatrace, "ENDED")
+        .await
+        .unwrap()
+        .is_empty());
+    for kept in ["OPEN", "WAITING"] {
+        assert_eq!(
+            store
+                .problem_notifications(Source::Dynatrace, kept)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(dir
+            .join(format!(
+                "{kept}-{}.json",
+                if kept == "OPEN" { "OPEN" } else { "RESOLVED" }
+            ))
+            .exists());
+    }
+    let counts = store.source_counts().await.unwrap();
+    assert_eq!(counts[0].received, 2);
+    // Nothing more to do, and the folder check finds nothing missing or foreign.
+    assert!(prune(later, false).await.problems.is_empty());
+    let check = store.check_folder().await.unwrap();
+    assert_eq!((check.restored, check.unknown.len()), (0, 0));
 }

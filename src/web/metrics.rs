@@ -129,6 +129,20 @@ impl Metrics {
         );
     }
 
+    /// Adds what retention deleted since start.
+    pub fn register_pruned(&mut self, pruned: &crate::retention::Counters) {
+        self.registry.register(
+            "pruned_problems",
+            "Problems deleted by retention since start",
+            pruned.problems.clone(),
+        );
+        self.registry.register(
+            "pruned_notifications",
+            "Notifications deleted by retention since start, with their files, runs and attempts",
+            pruned.notifications.clone(),
+        );
+    }
+
     pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
         self.runs.clear();
         for a in store.action_counts().await? {

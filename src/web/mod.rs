@@ -207,10 +207,11 @@ pub async fn serve(
     store: Store,
     open_files: u64,
     reloader: Arc<Reloader>,
+    pruned: crate::retention::Counters,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let max_connections = server::connection_cap(config.webhook.max_connections, open_files);
-    let (rocket, refused) = build(config, store, reloader)?;
+    let (rocket, refused) = build(config, store, reloader, pruned)?;
     let client = rocket::local::asynchronous::Client::untracked(rocket)
         .await
         .map_err(|e| ServeError::Routes(e.to_string()))?;
@@ -235,6 +236,7 @@ fn build(
     config: &Config,
     store: Store,
     reloader: Arc<Reloader>,
+    pruned: crate::retention::Counters,
 ) -> Result<(Rocket<Build>, Arc<server::RefusedLog>), ServeError> {
     let rocket_config = RocketConfig {
         address: config.webhook.interface,
@@ -246,6 +248,7 @@ fn build(
     };
     let mut metrics = metrics::Metrics::default();
     metrics.register_reloads(reloader.status());
+    metrics.register_pruned(&pruned);
     let refused = Arc::new(server::RefusedLog::new(metrics.refused_counter()));
     let app = App {
         store,

@@ -223,9 +223,13 @@ fn write_config(dir: &std::path::Path, config: &serde_json::Value) {
 }
 
 async fn metric(hub: &Hub, name: &str) -> String {
+    metric_as(hub, "viewer", "view-pass-1", name).await
+}
+
+async fn metric_as(hub: &Hub, user: &str, password: &str, name: &str) -> String {
     let text = support::client()
         .get(hub.url("/metrics"))
-        .basic_auth("viewer", Some("view-pass-1"))
+        .basic_auth(user, Some(password))
         .send()
         .await
         .unwrap()
@@ -409,4 +413,140 @@ async fn reloads_under_load_refuse_no_connection_and_lose_no_notification() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 100, "{}", acked.len());
     assert_eq!(support::count(dir.path()).await, acked.len() as i64);
+}
+
+/// Makes every notification of the store at `dir` look `days` older.
+fn age(dir: &std::path::Path, days: i64) {
+    let db = rusqlite::Connection::open(dir.join("hub.db")).unwrap();
+    db.execute(
+        "UPDATE notifications SET received_at_ms = received_at_ms - ?1",
+        [days * 86_400_000],
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_prunes_problems_that_ended_long_ago_and_keeps_open_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start_in(dir.path(), &config_with(json!({})), &[]);
+    let client = support::client();
+    for (id, state) in [("P-A", "OPEN"), ("P-A", "RESOLVED"), ("P-B", "OPEN")] {
+        let body = json!({"State": state, "ProblemID": id, "PID": format!("pid-{id}")});
+        let r = support::post(&client, &hub.url("/"), body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    support::eventually("routed", async || {
+        support::db(dir.path())
+            .await
+            .one::<i64>("SELECT COUNT(*) FROM plans WHERE status = 'pending'", [])
+            == 0
+    })
+    .await;
+    hub.terminate();
+    age(dir.path(), 100);
+    let received = dir.path().join("problems_received");
+    let files = || support::list_files(&received);
+    assert_eq!(files().len(), 3);
+
+    // By hand: without a max age it says what to give; a dry run deletes nothing.
+    let prune = |args: &[&str]| {
+        hub_command(dir.path())
+            .arg("prune")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = prune(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-age"));
+    let out = prune(&["--max-age", "30m"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1h"));
+    let out = prune(&["--dry-run", "--max-age", "90d"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("would remove 1 problems") && said.contains("2 notifications"),
+        "{said}"
+    );
+    assert_eq!(files().len(), 3);
+    let out = prune(&["--max-age", "200d"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 0 problems"));
+
+    // In the background, every interval.
+    let config = config_with(json!({"retention": {"max_age": "90d", "interval": "1s"}}));
+    let hub = Hub::start_in(dir.path(), &config, &[]);
+    assert!(
+        hub.stderr().contains("retention 90d (checked every 1s)"),
+        "{}",
+        hub.stderr()
+    );
+    support::eventually("P-A pruned", async || files().len() == 1).await;
+    assert_eq!(files(), vec!["P-B-OPEN.json"]);
+    let db = support::db(dir.path()).await;
+    let left: Vec<String> = db.all("SELECT problem_key FROM notifications", []);
+    assert_eq!(left, vec!["P-B"]);
+    support::eventually("counted", async || {
+        metric_as(
+            &hub,
+            support::USER,
+            support::PASSWORD,
+            "hub_pruned_problems_total",
+        )
+        .await
+            == "1"
+    })
+    .await;
+    assert_eq!(
+        metric_as(
+            &hub,
+            support::USER,
+            support::PASSWORD,
+            "hub_pruned_notifications_total"
+        )
+        .await,
+        "2"
+    );
+    assert!(
+        hub.stderr().contains("pruned problems that ended"),
+        "{}",
+        hub.stderr()
+    );
+}
+
+#[test]
+fn a_retention_that_would_delete_too_much_or_makes_no_sense_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (retention, says) in [
+        (json!({}), "retention.max_age: required"),
+        (
+            json!({"max_age": "90s"}),
+            "retention.max_age: must be from 1h",
+        ),
+        (
+            json!({"max_age": "90d", "interval": "soon"}),
+            "retention.interval: expected a duration",
+        ),
+        (
+            json!({"max_age": "90d", "maxage": "1d"}),
+            "retention.maxage",
+        ),
+        (json!("90d"), "retention"),
+    ] {
+        write_config(dir.path(), &config_with(json!({"retention": retention})));
+        let out = hub_command(dir.path())
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{retention}: {err}");
+        assert!(err.contains(says), "{retention}: {err}");
+    }
 }
