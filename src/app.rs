@@ -37,12 +37,17 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let dispatcher = crate::dispatch::Dispatcher::new(&config, store.clone())?;
     dispatcher.recover().await?;
     let retention = Arc::new(Live::new(config.retention));
+    let tls = match &config.webhook.tls {
+        Some(files) => Some(Arc::new(Live::new(crate::tls::server_config(files)?))),
+        None => None,
+    };
     let reloader = Arc::new(Reloader::new(
         path,
         config.clone(),
         crate::web::Settings::new(&config)?,
         dispatcher.settings(),
         retention.clone(),
+        tls,
     ));
     tokio::spawn(crate::reload::on_sighup(reloader.clone(), hangups));
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -25,4 +25,5 @@ pub mod secret;
 pub mod sources;
 pub mod store;
 pub mod template;
+pub mod tls;
 pub mod web;

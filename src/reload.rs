@@ -31,6 +31,8 @@ pub struct Reloader {
     web: Arc<Live<crate::web::Settings>>,
     dispatch: SettingsHandle,
     retention: Arc<Live<Option<RetentionConfig>>>,
+    /// The listener's certificate when it serves HTTPS.
+    tls: Option<crate::web::Tls>,
     status: ReloadStatus,
 }
 
@@ -55,6 +57,7 @@ impl Reloader {
         web: crate::web::Settings,
         dispatch: SettingsHandle,
         retention: Arc<Live<Option<RetentionConfig>>>,
+        tls: Option<crate::web::Tls>,
     ) -> Reloader {
         let status = ReloadStatus {
             successful: Gauge::default(),
@@ -69,12 +72,17 @@ impl Reloader {
             web: Arc::new(Live::new(web)),
             dispatch,
             retention,
+            tls,
             status,
         }
     }
 
     pub fn web(&self) -> Arc<Live<crate::web::Settings>> {
         self.web.clone()
+    }
+
+    pub fn tls(&self) -> Option<crate::web::Tls> {
+        self.tls.clone()
     }
 
     pub fn status(&self) -> &ReloadStatus {
@@ -93,9 +101,17 @@ impl Reloader {
                     .dispatch
                     .prepare(&config)
                     .map_err(|e| ReloadError::Build(e.to_string()))?;
-                Ok((config, web, dispatch))
+                // Read again even when the paths are the same: the files may be renewed ones.
+                let tls = match (&self.tls, &config.webhook.tls) {
+                    (Some(_), Some(files)) => Some(
+                        crate::tls::server_config(files)
+                            .map_err(|e| ReloadError::Build(e.to_string()))?,
+                    ),
+                    _ => None,
+                };
+                Ok((config, web, dispatch, tls))
             });
-        let (config, web, dispatch) = match built {
+        let (config, web, dispatch, tls) = match built {
             Ok(b) => b,
             Err(e) => {
                 self.status.successful.set(0);
@@ -110,6 +126,9 @@ impl Reloader {
         self.web.set(web);
         self.dispatch.put(dispatch);
         self.retention.set(config.retention);
+        if let (Some(live), Some(tls)) = (&self.tls, tls) {
+            live.set(tls);
+        }
         self.status.successful.set(1);
         self.status.succeeded_at.set(now_ms() / 1000);
         tracing::info!(asked_by = why, summary = %config.summary(), "reloaded the config");

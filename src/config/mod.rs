@@ -102,6 +102,8 @@ pub struct WebhookConfig {
     pub body_timeout: std::time::Duration,
     /// Open connections at most; `None`: what the open-file limit allows.
     pub max_connections: Option<usize>,
+    /// `webhook.tls`: serve HTTPS with these files; `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -386,7 +388,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     let mut root = Section::root(doc, issues);
 
     let dynatrace = read_dynatrace(root.section("dynatrace", issues), issues);
-    let webhook = read_webhook(root.section("webhook", issues), issues);
+    let webhook = read_webhook(root.section("webhook", issues), base, issues);
     let mut store = read_store(root.section("store", issues), env, base, issues);
 
     let mut folder = |root: &mut Section, key: &'static str, default: &str| {
@@ -550,7 +552,7 @@ fn read_dynatrace(mut s: Section, issues: &mut Issues) -> DynatraceConfig {
     }
 }
 
-fn read_webhook(mut s: Section, issues: &mut Issues) -> WebhookConfig {
+fn read_webhook(mut s: Section, base: &Path, issues: &mut Issues) -> WebhookConfig {
     let username = s.string("username", issues).unwrap_or_default();
     if username.is_empty() {
         issues.push(
@@ -599,6 +601,10 @@ fn read_webhook(mut s: Section, issues: &mut Issues) -> WebhookConfig {
     let max_connections = s
         .integer("max_connections", 1, 1_000_000, issues)
         .map(|n| n as usize);
+    let tls = match s.value("tls") {
+        Some(_) => read_tls(s.section("tls", issues), base, issues),
+        None => None,
+    };
     s.finish(issues);
     WebhookConfig {
         username,
@@ -609,7 +615,35 @@ fn read_webhook(mut s: Section, issues: &mut Issues) -> WebhookConfig {
         header_timeout,
         body_timeout,
         max_connections,
+        tls,
     }
+}
+
+/// `webhook.tls`: both files, readable, and a pair that a sender's handshake would accept today.
+fn read_tls(mut s: Section, base: &Path, issues: &mut Issues) -> Option<crate::tls::TlsFiles> {
+    let mut file = |key: &'static str, what: &str| {
+        let found = s.string(key, issues).filter(|f| !f.trim().is_empty());
+        if found.is_none() {
+            issues.push(s.path_of(key), format!("required with webhook.tls: {what}"));
+        }
+        found.map(|f| base.join(f))
+    };
+    let cert = file(
+        "cert",
+        "the PEM file of the certificate (then any intermediates)",
+    );
+    let key = file("key", "the PEM file of the certificate's private key");
+    let path = s.path().to_string();
+    s.finish(issues);
+    let files = crate::tls::TlsFiles {
+        cert: cert?,
+        key: key?,
+    };
+    if let Err(e) = crate::tls::server_config(&files) {
+        issues.push(path, e.to_string());
+        return None;
+    }
+    Some(files)
 }
 
 fn read_store(

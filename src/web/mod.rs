@@ -25,6 +25,7 @@ use crate::reload::Reloader;
 use crate::store::Store;
 pub use auth::{BasicAuth, Presented};
 pub use error::ApiError;
+pub use server::Tls;
 use std::sync::Arc;
 
 /// What every route can reach.
@@ -211,21 +212,32 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let max_connections = server::connection_cap(config.webhook.max_connections, open_files);
-    let (rocket, refused) = build(config, store, reloader, pruned)?;
+    let (rocket, refused) = build(config, store, reloader.clone(), pruned)?;
     let client = rocket::local::asynchronous::Client::untracked(rocket)
         .await
         .map_err(|e| ServeError::Routes(e.to_string()))?;
     let addr = listener.local_addr().map_err(ServeError::Address)?;
+    let tls = reloader.tls();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         address = %addr, max_connections, open_file_limit = open_files,
-        "listening on http://{addr}"
+        "listening on {scheme}://{addr}"
     );
     let limits = server::Limits {
         header_timeout: config.webhook.header_timeout,
         body_timeout: config.webhook.body_timeout,
         max_body_bytes: config.webhook.max_body_bytes,
     };
-    server::serve(listener, client, limits, max_connections, refused, stop).await;
+    server::serve(
+        listener,
+        client,
+        limits,
+        max_connections,
+        refused,
+        tls,
+        stop,
+    )
+    .await;
     Ok(())
 }
 

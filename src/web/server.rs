@@ -31,10 +31,14 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rocket::local::asynchronous::Client;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::live::Live;
 use crate::logging::Throttle;
+
+/// The listener's TLS settings, which a reload replaces (a renewed certificate).
+pub type Tls = Arc<Live<rustls::ServerConfig>>;
 
 /// File descriptors kept out of the connections' reach: the store, the folders, the log, scripts'
 /// pipes and outgoing calls.
@@ -61,6 +65,9 @@ pub enum Refused {
     BodyTimeout,
     /// Both `Content-Length` and `Transfer-Encoding`.
     Ambiguous,
+    /// A TLS handshake that failed (plain HTTP to the HTTPS port, a client that does not trust
+    /// the certificate).
+    Handshake,
 }
 
 impl Refused {
@@ -70,6 +77,7 @@ impl Refused {
             Refused::HeaderTimeout => "header_timeout",
             Refused::BodyTimeout => "body_timeout",
             Refused::Ambiguous => "content_length_and_transfer_encoding",
+            Refused::Handshake => "tls_handshake",
         }
     }
 
@@ -79,6 +87,7 @@ impl Refused {
             Refused::HeaderTimeout => "closed a connection whose request headers did not arrive in time (webhook.header_timeout)",
             Refused::BodyTimeout => "closed a connection whose request body did not arrive in time (webhook.body_timeout)",
             Refused::Ambiguous => "refused a request with both Content-Length and Transfer-Encoding",
+            Refused::Handshake => "closed a connection whose TLS handshake failed (plain HTTP to the HTTPS port, or a client that does not trust the certificate)",
         }
     }
 }
@@ -177,6 +186,7 @@ pub async fn serve(
     limits: Limits,
     max_connections: usize,
     refused: Arc<RefusedLog>,
+    tls: Option<Tls>,
     stop: impl Future<Output = ()>,
 ) {
     let client = Arc::new(client);
@@ -205,8 +215,27 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (client, limits, refused) = (client.clone(), limits.clone(), refused.clone());
         let closed = closed.clone();
+        let tls = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.get()));
         tokio::spawn(async move {
-            connection(stream, remote, client, limits, refused, closed).await;
+            match tls {
+                None => connection(stream, remote, client, limits, refused, closed).await,
+                // The handshake counts against the time the headers have.
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(limits.header_timeout, handshake).await {
+                        Ok(Ok(secured)) => {
+                            connection(secured, remote, client, limits, refused, closed).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(remote = %remote.ip(), error = %e, "TLS handshake failed");
+                            refused.record(Refused::Handshake, remote);
+                        }
+                        Err(_) => refused.record(Refused::HeaderTimeout, remote),
+                    }
+                }
+            }
             drop(slot);
         });
     }
@@ -217,14 +246,16 @@ pub async fn serve(
     let _ = tokio::time::timeout(STOP_GRACE, slots.acquire_many(all)).await;
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     remote: SocketAddr,
     client: Arc<Client>,
     limits: Arc<Limits>,
     refused: Arc<RefusedLog>,
     mut closing: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ambiguous = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(Scanned::new(stream, ambiguous.clone()));
     let service = {

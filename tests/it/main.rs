@@ -16,4 +16,5 @@ mod page;
 mod postgres;
 mod sources;
 mod support;
+mod tls;
 mod upkeep;

@@ -87,21 +87,21 @@ impl Hub {
         let sink = stderr.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    // A text line or a JSON one (where the address ends at the quote).
-                    let addr: String = rest
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    // A text line or a JSON one (where the URL ends at the quote).
+                    let url: String = rest
                         .chars()
                         .take_while(|c| !c.is_whitespace() && *c != '"')
                         .collect();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(url);
                 }
                 let mut s = sink.lock().unwrap();
                 s.push_str(&line);
                 s.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
+        let base_url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
                 panic!("hub did not start:\n{}", stderr.lock().unwrap());
@@ -110,7 +110,7 @@ impl Hub {
         Hub {
             child: Some(child),
             dir: dir.to_path_buf(),
-            base_url: format!("http://{addr}"),
+            base_url,
             stderr,
             reader: Some(reader),
         }

@@ -1,0 +1,267 @@
+//! HTTPS on hub's own listener: a CA and certificates made here with openssl, a real TLS client
+//! that checks the chain, renewal by reload, and pairs `hub check-config` refuses.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::support::{self, config_with, hub_command, Hub};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const CA_CONFIG: &str = "[ca]\ndefault_ca = c\n[c]\ndatabase = index\nnew_certs_dir = .\n\
+serial = serial\nunique_subject = no\ndefault_md = sha256\npolicy = p\nx509_extensions = ext\n[p]\ncommonName = supplied\n\
+[ext]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n";
+
+/// A CA (`ca.crt`) in `dir` that signs what `issue` makes.
+fn make_ca(dir: &Path) {
+    std::fs::write(dir.join("ca.cnf"), CA_CONFIG).unwrap();
+    std::fs::write(dir.join("index"), "").unwrap();
+    std::fs::write(dir.join("serial"), "1000\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hub test CA",
+        ],
+    );
+}
+
+/// `NAME.crt` and `NAME.key` for 127.0.0.1, signed by the CA, valid within `dates` (openssl's
+/// `YYYYMMDDHHMMSSZ`) or for two days from now; also `NAME.der`.
+fn issue(dir: &Path, name: &str, dates: Option<(&str, &str)>) {
+    let (key, csr, crt) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    let mut args = vec![
+        "ca", "-batch", "-notext", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key",
+        "-in", &csr, "-out", &crt,
+    ];
+    match dates {
+        Some((start, end)) => args.extend(["-startdate", start, "-enddate", end]),
+        None => args.extend(["-days", "2"]),
+    }
+    openssl(dir, &args);
+    let der = format!("{name}.der");
+    openssl(dir, &["x509", "-in", &crt, "-outform", "der", "-out", &der]);
+}
+
+fn trusting(dir: &Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.crt")).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .tls_built_in_root_certs(false)
+        .tls_info(true)
+        .build()
+        .unwrap()
+}
+
+/// The certificate a new connection is served, as DER.
+async fn served(dir: &Path, hub: &Hub) -> Vec<u8> {
+    let r = trusting(dir).get(hub.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let info = r.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+    info.peer_certificate().unwrap().to_vec()
+}
+
+fn install(dir: &Path, name: &str) {
+    std::fs::copy(dir.join(format!("{name}.crt")), dir.join("server.crt")).unwrap();
+    std::fs::copy(dir.join(format!("{name}.key")), dir.join("server.key")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hub_serves_https_and_takes_a_renewed_certificate_at_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_ca(d);
+    issue(d, "first", None);
+    install(d, "first");
+    let config =
+        config_with(json!({"webhook": {"tls": {"cert": "server.crt", "key": "server.key"}}}));
+    let hub = Hub::start_in(d, &config, &[]);
+    assert!(
+        hub.base_url.starts_with("https://127.0.0.1:"),
+        "{}",
+        hub.base_url
+    );
+
+    // A notification over HTTPS, the chain checked against the test's CA.
+    let body = json!({"State": "OPEN", "ProblemID": "T-1", "PID": "pid-T-1"}).to_string();
+    let r = trusting(d)
+        .post(hub.url("/"))
+        .basic_auth(support::USER, Some(support::PASSWORD))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        served(d, &hub).await,
+        std::fs::read(d.join("first.der")).unwrap()
+    );
+
+    // A client that does not trust the CA, and plain HTTP, get no answer; both are counted.
+    let untrusting = reqwest::Client::builder()
+        .tls_built_in_root_certs(true)
+        .build()
+        .unwrap();
+    assert!(untrusting.get(hub.url("/healthz")).send().await.is_err());
+    let plain = hub.url("/healthz").replacen("https://", "http://", 1);
+    assert!(support::client().get(&plain).send().await.is_err());
+    support::eventually("handshakes counted", async || {
+        let text = trusting(d)
+            .get(hub.url("/metrics"))
+            .basic_auth(support::USER, Some(support::PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("hub_connections_refused_total{reason=\"tls_handshake\"} 2")
+    })
+    .await;
+
+    // Renewed in place: the next connection gets the new certificate, without a restart.
+    issue(d, "second", None);
+    install(d, "second");
+    let reload = trusting(d)
+        .post(hub.url("/-/reload"))
+        .basic_auth(support::USER, Some(support::PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+    assert_eq!(
+        served(d, &hub).await,
+        std::fs::read(d.join("second.der")).unwrap()
+    );
+
+    // An expired one put in its place is refused, and the second one goes on being served.
+    issue(d, "expired", Some(("20200101000000Z", "20210101000000Z")));
+    install(d, "expired");
+    let reload = trusting(d)
+        .post(hub.url("/-/reload"))
+        .basic_auth(support::USER, Some(support::PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    let said = support::expect_error(reload, 500, "reload_failed").await;
+    assert!(
+        said["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expired on 2021-01-01"),
+        "{said}"
+    );
+    assert_eq!(
+        served(d, &hub).await,
+        std::fs::read(d.join("second.der")).unwrap()
+    );
+}
+
+#[test]
+fn check_config_refuses_a_pair_no_sender_would_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_ca(d);
+    issue(d, "good", None);
+    issue(d, "other", None);
+    issue(d, "expired", Some(("20200101000000Z", "20210101000000Z")));
+    issue(d, "later", Some(("20900101000000Z", "20910101000000Z")));
+    std::fs::write(
+        d.join("garbage.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64 $(touch x)\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for (tls, says) in [
+        (json!({"cert": "good.crt", "key": "good.key"}), ""),
+        (
+            json!({"cert": "expired.crt", "key": "expired.key"}),
+            "the certificate expired on 2021-01-01",
+        ),
+        (
+            json!({"cert": "later.crt", "key": "later.key"}),
+            "is not valid before 2090-01-01",
+        ),
+        (
+            json!({"cert": "good.crt", "key": "other.key"}),
+            "other.key is not the key of the certificate",
+        ),
+        (
+            json!({"cert": "missing.crt", "key": "good.key"}),
+            "cannot read",
+        ),
+        (
+            json!({"cert": "garbage.pem", "key": "good.key"}),
+            "garbage.pem",
+        ),
+        (
+            json!({"cert": "good.key", "key": "good.key"}),
+            "holds no certificate",
+        ),
+        (json!({"cert": "good.crt"}), "webhook.tls.key: required"),
+        (
+            json!({"cert": "good.crt", "key": "good.key", "ca": "x"}),
+            "webhook.tls.ca",
+        ),
+    ] {
+        let config = config_with(json!({"webhook": {"tls": tls}}));
+        std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+        let out = hub_command(d).arg("check-config").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if says.is_empty() {
+            assert!(out.status.success(), "{tls}: {err}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{tls}: {err}");
+            assert!(err.contains(says), "{tls}: {err}");
+        }
+    }
+    assert!(!d.join("x").exists());
+}
