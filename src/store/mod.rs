@@ -17,8 +17,8 @@ mod tests;
 pub use inbox::Mode;
 pub(crate) use model::Finished;
 pub use model::{
-    is_closed, ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, ProblemRow,
-    Pruned, RunRow, SentView, SourceCounts, StoredNotification,
+    is_closed, ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, Page,
+    ProblemRow, Pruned, RunRow, SentView, SourceCounts, StoredNotification,
 };
 pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};
@@ -607,20 +607,19 @@ impl Store {
     /// The newest notifications first; `page` counts from 0.
     pub async fn latest_notifications(
         &self,
-        page: i64,
-        per_page: i64,
+        page: Page,
     ) -> Result<Vec<NotificationRow>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(s) => s.latest_notifications(page, per_page).await,
-            Backend::Postgres(p) => p.latest_notifications(page, per_page).await,
+            Backend::Sqlite(s) => s.latest_notifications(page).await,
+            Backend::Postgres(p) => p.latest_notifications(page).await,
         }
     }
 
-    /// Problems by their newest notification, newest first; `page` counts from 0.
-    pub async fn problems(&self, page: i64, per_page: i64) -> Result<Vec<ProblemRow>, StoreError> {
+    /// Problems by their newest notification, newest first.
+    pub async fn problems(&self, page: Page) -> Result<Vec<ProblemRow>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(s) => s.problems(page, per_page).await,
-            Backend::Postgres(p) => p.problems(page, per_page).await,
+            Backend::Sqlite(s) => s.problems(page).await,
+            Backend::Postgres(p) => p.problems(page).await,
         }
     }
 

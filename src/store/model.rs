@@ -151,6 +151,8 @@ pub struct NotificationRow {
 /// A problem: the newest notification of a (source, id), and how its runs stand.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProblemRow {
+    /// The id of its newest notification: where the next page starts (`before`).
+    pub newest_id: i64,
     pub source: Source,
     pub problem_key: String,
     pub state: String,
@@ -265,6 +267,7 @@ read_by_name!(NotificationRow {
     received_at_ms
 });
 read_by_name!(ProblemRow {
+    newest_id,
     source,
     problem_key,
     state,
@@ -335,4 +338,24 @@ const CLOSED_STATES: [&str; 4] = ["RESOLVED", "CLOSED", "MERGED", "OK"];
 /// was only a test. Any other state (`OPEN`, `ACKNOWLEDGED`, one hub does not know) is open.
 pub fn is_closed(state: &str, is_test: bool) -> bool {
     is_test || CLOSED_STATES.iter().any(|s| s.eq_ignore_ascii_case(state))
+}
+
+/// Which rows of a list, newest first: those whose id is below `before` (the last id of the page
+/// before; deep pages cost no more than the first), less the first `skip` (the API's old `page`,
+/// for shallow pages only), `limit` at most.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub before: i64,
+    pub skip: i64,
+    pub limit: i64,
+}
+
+impl Page {
+    pub fn first(limit: i64) -> Page {
+        Page {
+            before: i64::MAX,
+            skip: 0,
+            limit,
+        }
+    }
 }

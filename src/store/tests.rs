@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::StoreConfig;
 use crate::domain::{Facts, Notification, Source};
 use crate::secret::Secret;
-use crate::store::{Accepted, Finish, NewRun, Store};
+use crate::store::{Accepted, Finish, NewRun, Page, Store};
 
 fn config(url: String) -> StoreConfig {
     StoreConfig {
@@ -318,15 +318,33 @@ async fn the_views_count_what_is_stored(store: &Store, _: &Path) {
     let mut resolved = notification("P-1", 0);
     resolved.state = "RESOLVED".into();
     store.accept(resolved).await.unwrap();
-    let problems = store.problems(0, 10).await.unwrap();
+    let problems = store.problems(Page::first(10)).await.unwrap();
     assert_eq!(problems.len(), 3);
     assert_eq!(
         (problems[0].problem_key.as_str(), problems[0].state.as_str()),
         ("P-1", "RESOLVED")
     );
     assert_eq!(problems[0].notifications, 2);
-    assert_eq!(store.latest_notifications(0, 2).await.unwrap().len(), 2);
-    assert_eq!(store.latest_notifications(1, 2).await.unwrap().len(), 2);
+    // By key: the problems below the second one's newest notification.
+    let below = Page {
+        before: problems[1].newest_id,
+        ..Page::first(10)
+    };
+    let rest = store.problems(below).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].problem_key, problems[2].problem_key);
+    let first = store.latest_notifications(Page::first(2)).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let next = Page {
+        before: first[1].id,
+        ..Page::first(10)
+    };
+    assert_eq!(store.latest_notifications(next).await.unwrap().len(), 2);
+    let skipped = Page {
+        skip: 3,
+        ..Page::first(10)
+    };
+    assert_eq!(store.latest_notifications(skipped).await.unwrap().len(), 1);
     assert_eq!(
         store
             .problem_notifications(Source::Dynatrace, "P-1")

@@ -16,19 +16,25 @@ pub fn routes() -> Vec<Route> {
     routes![problems, problem, replay, feed, stats, metrics]
 }
 
-#[get("/api/problems?<page>")]
+/// Problems newest first, 25 a page; `next` is the next page's URL (by key, so a deep page costs
+/// what the first does). `?page=N` still works for the first 400 pages.
+#[get("/api/problems?<page>&<before>")]
 async fn problems(
     app: &State<App>,
     auth: Presented,
     page: Option<&str>,
+    before: Option<&str>,
 ) -> Result<JsonOk, ApiError> {
     app.viewer_allows(&auth)?;
-    let page = view::page_number(page);
-    let rows = app.store.problems(page, view::PER_PAGE + 1).await?;
+    let rows = app.store.problems(view::page_of(before, page)?).await?;
     let has_next = rows.len() as i64 > view::PER_PAGE;
     let rows: Vec<_> = rows.into_iter().take(view::PER_PAGE as usize).collect();
+    let next = match rows.last() {
+        Some(last) if has_next => json!(format!("/api/problems?before={}", last.newest_id)),
+        _ => Value::Null,
+    };
     Ok(JsonOk(json!({
-        "page": page, "per_page": view::PER_PAGE, "has_next": has_next, "problems": rows
+        "per_page": view::PER_PAGE, "has_next": has_next, "next": next, "problems": rows
     })))
 }
 
@@ -102,14 +108,17 @@ async fn feed(
 #[get("/api/stats")]
 async fn stats(app: &State<App>, auth: Presented) -> Result<JsonOk, ApiError> {
     app.viewer_allows(&auth)?;
-    let mut data = view::status(app, 0).await?;
+    // The lists are the page's; none is read.
+    let none = crate::store::Page::first(0);
+    let mut data = view::status(app, none, none).await?;
     if let Value::Object(map) = &mut data {
         for page_only in [
             "chart",
             "notifications",
             "problems",
-            "page",
+            "first_page",
             "has_next",
+            "next",
             "windows",
             "uptime",
         ] {

@@ -87,6 +87,8 @@ struct IndexQuery<'r> {
     #[field(name = "relativeTime")]
     relative_time: Option<&'r str>,
     page: Option<&'r str>,
+    before: Option<&'r str>,
+    notifications_before: Option<&'r str>,
 }
 
 #[get("/?<q..>")]
@@ -95,8 +97,9 @@ async fn index(app: &State<App>, auth: Presented, q: IndexQuery<'_>) -> Result<H
     if let Some(window) = q.relative_time {
         return feed_page(app, window).await;
     }
-    let page = view::page_number(q.page);
-    let data = view::status(app, page).await?;
+    let problems = view::page_of(q.before, q.page)?;
+    let notifications = view::page_of(q.notifications_before, q.page)?;
+    let data = view::status(app, problems, notifications).await?;
     app.templates.render("index.html", &data)
 }
 

@@ -14,6 +14,7 @@ use crate::domain::Source;
 use crate::dynatrace::problem::Summary;
 use crate::dynatrace::Window;
 use crate::feed::Feed;
+use crate::store::Page;
 use crate::store::StoreError;
 
 pub const PER_PAGE: i64 = 25;
@@ -28,6 +29,35 @@ pub fn page_number(raw: Option<&str>) -> i64 {
     raw.and_then(|p| p.parse::<i64>().ok())
         .unwrap_or(0)
         .clamp(0, 1_000_000)
+}
+
+/// The deepest `page` served by skipping rows; deeper ones are walked to with `before`.
+const MAX_SKIPPED_PAGE: i64 = 400;
+
+/// Which rows a list shows, from the query: `before` (an id, from the previous page's `next`),
+/// else `page` (the API's first way, for the first pages only), else the newest.
+pub fn page_of(before: Option<&str>, page: Option<&str>) -> Result<Page, ApiError> {
+    let mut p = Page::first(PER_PAGE + 1);
+    if let Some(raw) = before {
+        p.before = raw.parse::<i64>().ok().filter(|b| *b > 0).ok_or_else(|| {
+            ApiError::new(
+                Status::BadRequest,
+                "bad_request",
+                "before must be a positive whole number: the `next` of the page before",
+            )
+        })?;
+        return Ok(p);
+    }
+    let n = page_number(page);
+    if n > MAX_SKIPPED_PAGE {
+        return Err(ApiError::new(
+            Status::BadRequest,
+            "bad_request",
+            format!("page goes up to {MAX_SKIPPED_PAGE}; deeper pages follow `next` (?before=…)"),
+        ));
+    }
+    p.skip = n * PER_PAGE;
+    Ok(p)
 }
 
 /// A feed window from a query.
@@ -63,7 +93,7 @@ fn uptime(secs: u64) -> String {
 }
 
 /// Everything on the status page.
-pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
+pub async fn status(app: &App, problems_page: Page, notes_page: Page) -> Result<Value, ApiError> {
     let store = &app.store;
     let sources: Vec<Value> = store
         .source_counts()
@@ -95,8 +125,9 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
             v
         })
         .collect();
-    let notifications = store.latest_notifications(page, PER_PAGE + 1).await?;
+    let notifications = store.latest_notifications(notes_page).await?;
     let has_next = notifications.len() as i64 > PER_PAGE;
+    let notes_next = notifications.get(PER_PAGE as usize - 1).map_or(1, |n| n.id);
     let notifications: Vec<Value> = notifications
         .into_iter()
         .take(PER_PAGE as usize)
@@ -107,8 +138,11 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
             v
         })
         .collect();
-    let problems = store.problems(page, PER_PAGE + 1).await?;
+    let problems = store.problems(problems_page).await?;
     let has_next = has_next || problems.len() as i64 > PER_PAGE;
+    let problems_next = problems
+        .get(PER_PAGE as usize - 1)
+        .map_or(1, |p| p.newest_id);
     let problems: Vec<Value> = problems
         .into_iter()
         .take(PER_PAGE as usize)
@@ -150,8 +184,10 @@ pub async fn status(app: &App, page: i64) -> Result<Value, ApiError> {
         "instances": instances,
         "notifications": notifications,
         "problems": problems,
-        "page": page,
+        "first_page": problems_page.before == i64::MAX && problems_page.skip == 0
+            && notes_page.before == i64::MAX && notes_page.skip == 0,
         "has_next": has_next,
+        "next": format!("/?before={problems_next}&notifications_before={notes_next}"),
         "windows": window_names(),
         "chart": chart(&hours),
         "hourly": hours,

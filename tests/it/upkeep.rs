@@ -550,3 +550,106 @@ fn a_retention_that_would_delete_too_much_or_makes_no_sense_is_refused() {
         assert!(err.contains(says), "{retention}: {err}");
     }
 }
+
+async fn get_json(hub: &Hub, path: &str) -> (u16, serde_json::Value) {
+    let r = support::client()
+        .get(hub.url(path))
+        .basic_auth(support::USER, Some(support::PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_pages_follow_next_by_key_and_see_every_problem_once() {
+    let (_dir, hub) = support::start(json!({}));
+    let client = support::client();
+    // 60 problems; 20 of them get a second notification later, which moves them to the top.
+    for i in 0..80 {
+        let (id, state) = if i < 60 {
+            (i, "OPEN")
+        } else {
+            ((i - 60) * 3, "RESOLVED")
+        };
+        let body =
+            json!({"State": state, "ProblemID": format!("D-{id}"), "PID": format!("pid-{id}")});
+        let r = support::post(&client, &hub.url("/"), body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut seen = Vec::new();
+    let mut next = Some("/api/problems".to_string());
+    while let Some(path) = next {
+        let (status, page) = get_json(&hub, &path).await;
+        assert_eq!(status, 200, "{page}");
+        for p in page["problems"].as_array().unwrap() {
+            seen.push((
+                p["problem_key"].as_str().unwrap().to_string(),
+                p["state"].as_str().unwrap().to_string(),
+            ));
+        }
+        next = page["next"].as_str().map(str::to_string);
+    }
+    assert_eq!(seen.len(), 60, "{seen:?}");
+    let unique: HashSet<&String> = seen.iter().map(|(k, _)| k).collect();
+    assert_eq!(unique.len(), 60);
+    // Newest first: the resolved ones (their newest notification came last), latest first.
+    assert_eq!(seen[0], ("D-57".to_string(), "RESOLVED".to_string()));
+    assert_eq!(seen[19], ("D-0".to_string(), "RESOLVED".to_string()));
+    assert_eq!(seen[20].0, "D-59");
+    assert_eq!(seen[59].0, "D-1");
+
+    // The first way still works for shallow pages, and agrees.
+    let (_, second) = get_json(&hub, "/api/problems?page=1").await;
+    assert_eq!(second["problems"][0]["problem_key"], seen[25].0.as_str());
+    for bad in [
+        "/api/problems?before=abc",
+        "/api/problems?before=-3",
+        "/api/problems?page=401",
+    ] {
+        let (status, body) = get_json(&hub, bad).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}: {body}"
+        );
+    }
+
+    // The status page links its older page, which shows the rest.
+    let html = |path: &str| {
+        let (client, url) = (support::client(), hub.url(path));
+        async move {
+            client
+                .get(url)
+                .basic_auth(support::USER, Some(support::PASSWORD))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let first = html("/").await;
+    let older = first
+        .split("href=\"/?before=")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let second = html(&format!("/?before={older}")).await;
+    assert!(
+        second.contains("D-33") && !second.contains(">D-57<"),
+        "{second}"
+    );
+    assert!(second.contains("href=\"/\">newest"), "{second}");
+}

@@ -5,10 +5,16 @@
 use super::StoreError;
 
 /// Every migration, in order; a version is never reused or changed once released.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/postgres/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/postgres/0002_kept_counts.sql"),
+    ),
+];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.
 const LOCK_KEY: i64 = 0x0068_7562_5f6d_6967; // "hub_mig"

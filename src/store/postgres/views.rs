@@ -6,7 +6,8 @@ use super::Postgres;
 use crate::clock::now_ms;
 use crate::domain::Source;
 use crate::store::{
-    ActionCounts, HourCount, InstanceRow, NotificationRow, ProblemRow, SourceCounts, StoreError,
+    ActionCounts, HourCount, InstanceRow, NotificationRow, Page, ProblemRow, SourceCounts,
+    StoreError,
 };
 
 impl Postgres {
@@ -14,11 +15,10 @@ impl Postgres {
         let c = self.pool.get().await?;
         all(
             &c,
-            "SELECT source,
-                    COUNT(*) FILTER (WHERE NOT is_test) AS received,
-                    COUNT(*) FILTER (WHERE is_test) AS test,
-                    SUM(duplicates)::BIGINT AS duplicate
-             FROM notifications GROUP BY source ORDER BY source",
+            "SELECT source, SUM(received)::BIGINT AS received, SUM(test)::BIGINT AS test,
+                    SUM(duplicate)::BIGINT AS duplicate
+             FROM source_counts GROUP BY source
+             HAVING SUM(received + test + duplicate) > 0 ORDER BY source",
             &[],
         )
         .await
@@ -29,13 +29,13 @@ impl Postgres {
         all(
             &c,
             "SELECT action,
-                    COUNT(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-                    COUNT(*) FILTER (WHERE status = 'failed') AS failed,
-                    COUNT(*) FILTER (WHERE status = 'pending' AND attempts = 0) AS pending,
-                    COUNT(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
-                    COUNT(*) FILTER (WHERE status = 'running') AS running,
-                    COUNT(*) FILTER (WHERE status = 'held_back') AS held_back
-             FROM action_runs GROUP BY action ORDER BY action",
+                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'succeeded'), 0)::BIGINT AS succeeded,
+                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'failed'), 0)::BIGINT AS failed,
+                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'pending'), 0)::BIGINT AS pending,
+                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'retrying'), 0)::BIGINT AS retrying,
+                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'running'), 0)::BIGINT AS running,
+                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'held_back'), 0)::BIGINT AS held_back
+             FROM run_counts GROUP BY action HAVING SUM(runs) > 0 ORDER BY action",
             &[],
         )
         .await
@@ -45,8 +45,9 @@ impl Postgres {
         let c = self.pool.get().await?;
         all(
             &c,
-            "SELECT action, COUNT(*) FROM action_runs
-             WHERE status IN ('pending', 'running') GROUP BY action ORDER BY action",
+            "SELECT action, SUM(runs)::BIGINT FROM run_counts
+             WHERE bucket IN ('pending', 'retrying', 'running')
+             GROUP BY action HAVING SUM(runs) > 0 ORDER BY action",
             &[],
         )
         .await
@@ -54,39 +55,46 @@ impl Postgres {
 
     pub async fn latest_notifications(
         &self,
-        page: i64,
-        per_page: i64,
+        page: Page,
     ) -> Result<Vec<NotificationRow>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
             "SELECT id, source, problem_key, state, title, is_test, duplicates, file_name,
                     received_at_ms
-             FROM notifications ORDER BY id DESC LIMIT $1 OFFSET $2",
-            &[&per_page, &(page.max(0) * per_page)],
+             FROM notifications WHERE id < $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
+            &[&page.before, &page.limit, &page.skip],
         )
         .await
     }
 
-    pub async fn problems(&self, page: i64, per_page: i64) -> Result<Vec<ProblemRow>, StoreError> {
+    /// The page's problems are found first, walking the notifications down from `before`, and
+    /// only those are counted.
+    pub async fn problems(&self, page: Page) -> Result<Vec<ProblemRow>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
-            "SELECT n.source, n.problem_key, n.state, n.title,
+            "SELECT n.id AS newest_id, n.source, n.problem_key, n.state, n.title,
                     n.received_at_ms AS last_received_at_ms,
                     (SELECT COUNT(*) FROM notifications x
                      WHERE x.source = n.source AND x.problem_key = n.problem_key) AS notifications,
-                    COUNT(r.id) AS runs,
-                    COUNT(r.id) FILTER (WHERE r.status = 'succeeded') AS runs_succeeded,
-                    COUNT(r.id) FILTER (WHERE r.status IN ('failed', 'held_back')) AS runs_failed,
-                    COUNT(r.id) FILTER (WHERE r.status IN ('pending', 'running')) AS runs_open
-             FROM notifications n
-             LEFT JOIN action_runs r ON r.source = n.source AND r.problem_key = n.problem_key
-             WHERE n.id = (SELECT MAX(id) FROM notifications y
-                           WHERE y.source = n.source AND y.problem_key = n.problem_key)
-             GROUP BY n.id
-             ORDER BY n.id DESC LIMIT $1 OFFSET $2",
-            &[&per_page, &(page.max(0) * per_page)],
+                    r.runs, r.runs_succeeded, r.runs_failed, r.runs_open
+             FROM (SELECT id, source, problem_key, state, title, received_at_ms
+                   FROM notifications p
+                   WHERE p.id < $1
+                     AND NOT EXISTS (SELECT 1 FROM notifications y
+                                     WHERE y.source = p.source AND y.problem_key = p.problem_key
+                                       AND y.id > p.id)
+                   ORDER BY p.id DESC LIMIT $2 OFFSET $3) n
+             CROSS JOIN LATERAL (
+                 SELECT COUNT(*) AS runs,
+                        COUNT(*) FILTER (WHERE status = 'succeeded') AS runs_succeeded,
+                        COUNT(*) FILTER (WHERE status IN ('failed', 'held_back')) AS runs_failed,
+                        COUNT(*) FILTER (WHERE status IN ('pending', 'running')) AS runs_open
+                 FROM action_runs r
+                 WHERE r.source = n.source AND r.problem_key = n.problem_key) r
+             ORDER BY n.id DESC",
+            &[&page.before, &page.limit, &page.skip],
         )
         .await
     }
@@ -164,7 +172,8 @@ impl Postgres {
         let c = self.pool.get().await?;
         one(
             &c,
-            "SELECT COUNT(*) FROM action_runs WHERE status = 'pending'",
+            "SELECT COALESCE(SUM(runs), 0)::BIGINT FROM run_counts
+             WHERE bucket IN ('pending', 'retrying')",
             &[],
         )
         .await

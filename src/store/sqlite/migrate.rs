@@ -35,6 +35,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/sqlite/0007_run_summary.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/sqlite/0008_kept_counts.sql"),
+    ),
 ];
 
 /// Applies what the store lacks; returns how many migrations ran.
@@ -105,7 +109,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(run(&mut conn).unwrap(), MIGRATIONS.len());
         assert_eq!(run(&mut conn).unwrap(), 0);
-        assert_eq!(version(&conn).unwrap(), 7);
+        assert_eq!(version(&conn).unwrap(), MIGRATIONS.len() as i64);
     }
 
     /// A store made by a release that ran its migrations through sqlx is taken as it stands.
@@ -120,7 +124,7 @@ mod tests {
              INSERT INTO _sqlx_migrations VALUES (1, 1), (2, 1), (3, 1), (4, 1), (5, 1);",
         )
         .unwrap();
-        assert_eq!(run(&mut conn).unwrap(), 2);
+        assert_eq!(run(&mut conn).unwrap(), MIGRATIONS.len() - 5);
         let has_summary: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM pragma_table_info('action_runs') WHERE name = 'summary'",
@@ -131,16 +135,68 @@ mod tests {
         assert_eq!(has_summary, 1);
     }
 
+    /// A store that had rows before the counts were kept starts with them counted, and the
+    /// triggers keep them from there.
+    #[test]
+    fn kept_counts_start_from_the_rows_there_and_follow_every_change() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO notifications (id, source, problem_key, state, is_test, body, body_sha256,
+                                        file_name, received_at_ms, duplicates)
+             VALUES (1, 'dynatrace', 'P-1', 'OPEN', 0, x'00', x'01', 'a', 0, 2),
+                    (2, 'dynatrace', 'P-0', 'OPEN', 1, x'00', x'02', 'b', 0, 0);
+             INSERT INTO action_runs (id, notification_id, idem_key, source, problem_key, state,
+                                      action, target, target_label, status, attempts,
+                                      next_attempt_at_ms, created_at_ms, updated_at_ms)
+             VALUES (1, 1, 'k1', 'dynatrace', 'P-1', 'OPEN', 'page', '', '', 'pending', 1, 0, 0, 0);
+             PRAGMA user_version = 7;",
+        )
+        .unwrap();
+        assert_eq!(run(&mut conn).unwrap(), 1);
+        let counts = |c: &Connection| -> (i64, i64, i64, String) {
+            c.query_row(
+                "SELECT received, test, duplicate,
+                        (SELECT group_concat(bucket || '=' || runs) FROM run_counts WHERE runs != 0)
+                 FROM source_counts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(counts(&conn), (1, 1, 2, "retrying=1".into()));
+        conn.execute_batch(
+            "UPDATE notifications SET duplicates = 5 WHERE id = 1;
+             UPDATE action_runs SET status = 'running', attempts = 2 WHERE id = 1;",
+        )
+        .unwrap();
+        assert_eq!(counts(&conn), (1, 1, 5, "running=1".into()));
+        conn.execute_batch(
+            "UPDATE action_runs SET status = 'succeeded' WHERE id = 1;
+             DELETE FROM action_runs; DELETE FROM notifications WHERE id = 1;",
+        )
+        .unwrap();
+        let left: (i64, i64, i64, Option<String>) = conn
+            .query_row(
+                "SELECT received, test, duplicate,
+                        (SELECT group_concat(bucket) FROM run_counts WHERE runs != 0)
+                 FROM source_counts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(left, (0, 1, 0, None));
+    }
+
     #[test]
     fn a_store_from_a_newer_release_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         assert!(matches!(
             run(&mut conn),
-            Err(StoreError::NewerSchema {
-                found: 99,
-                known: 7
-            })
+            Err(StoreError::NewerSchema { found: 99, known }) if known == MIGRATIONS.len() as i64
         ));
     }
 }

@@ -6,7 +6,7 @@ use super::rows::{all, one, optional};
 use super::Sqlite;
 use crate::clock::now_ms;
 use crate::store::StoreError;
-use crate::store::{ActionCounts, HourCount, NotificationRow, ProblemRow, SourceCounts};
+use crate::store::{ActionCounts, HourCount, NotificationRow, Page, ProblemRow, SourceCounts};
 
 impl Sqlite {
     pub async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
@@ -14,11 +14,8 @@ impl Sqlite {
             .read(|c| {
                 all(
                     c,
-                    "SELECT source,
-                            SUM(CASE WHEN is_test THEN 0 ELSE 1 END) AS received,
-                            SUM(CASE WHEN is_test THEN 1 ELSE 0 END) AS test,
-                            SUM(duplicates) AS duplicate
-                     FROM notifications GROUP BY source ORDER BY source",
+                    "SELECT source, received, test, duplicate AS duplicate FROM source_counts
+                     WHERE received + test + duplicate > 0 ORDER BY source",
                     [],
                 )
             })
@@ -31,13 +28,13 @@ impl Sqlite {
                 all(
                     c,
                     "SELECT action,
-                            SUM(status = 'succeeded') AS succeeded,
-                            SUM(status = 'failed') AS failed,
-                            SUM(status = 'pending' AND attempts = 0) AS pending,
-                            SUM(status = 'pending' AND attempts > 0) AS retrying,
-                            SUM(status = 'running') AS running,
-                            SUM(status = 'held_back') AS held_back
-                     FROM action_runs GROUP BY action ORDER BY action",
+                            SUM(CASE bucket WHEN 'succeeded' THEN runs ELSE 0 END) AS succeeded,
+                            SUM(CASE bucket WHEN 'failed' THEN runs ELSE 0 END) AS failed,
+                            SUM(CASE bucket WHEN 'pending' THEN runs ELSE 0 END) AS pending,
+                            SUM(CASE bucket WHEN 'retrying' THEN runs ELSE 0 END) AS retrying,
+                            SUM(CASE bucket WHEN 'running' THEN runs ELSE 0 END) AS running,
+                            SUM(CASE bucket WHEN 'held_back' THEN runs ELSE 0 END) AS held_back
+                     FROM run_counts GROUP BY action HAVING SUM(runs) > 0 ORDER BY action",
                     [],
                 )
             })
@@ -50,58 +47,65 @@ impl Sqlite {
             .read(|c| {
                 all(
                     c,
-                    "SELECT action, COUNT(*) FROM action_runs
-                     WHERE status IN ('pending', 'running') GROUP BY action ORDER BY action",
+                    "SELECT action, SUM(runs) FROM run_counts
+                     WHERE bucket IN ('pending', 'retrying', 'running')
+                     GROUP BY action HAVING SUM(runs) > 0 ORDER BY action",
                     [],
                 )
             })
             .await
     }
 
-    /// The newest notifications first; `page` counts from 0.
+    /// The newest notifications first.
     pub async fn latest_notifications(
         &self,
-        page: i64,
-        per_page: i64,
+        page: Page,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        let offset = page.max(0) * per_page;
         self.views
             .read(move |c| {
                 all(
                     c,
                     "SELECT id, source, problem_key, state, title, is_test, duplicates, file_name,
                             received_at_ms
-                     FROM notifications ORDER BY id DESC LIMIT ?1 OFFSET ?2",
-                    (per_page, offset),
+                     FROM notifications WHERE id < ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+                    (page.before, page.limit, page.skip),
                 )
             })
             .await
     }
 
-    /// Problems by their newest notification, newest first; `page` counts from 0.
-    pub async fn problems(&self, page: i64, per_page: i64) -> Result<Vec<ProblemRow>, StoreError> {
-        let offset = page.max(0) * per_page;
+    /// Problems by their newest notification, newest first. The page's problems are found first,
+    /// walking the notifications down from `before`, and only those are counted.
+    pub async fn problems(&self, page: Page) -> Result<Vec<ProblemRow>, StoreError> {
         self.views
             .read(move |c| {
                 all(
                     c,
-                    "SELECT n.source, n.problem_key, n.state, n.title,
+                    "SELECT n.id AS newest_id, n.source, n.problem_key, n.state, n.title,
                             n.received_at_ms AS last_received_at_ms,
                             (SELECT COUNT(*) FROM notifications x
                              WHERE x.source = n.source AND x.problem_key = n.problem_key)
                                 AS notifications,
-                            COUNT(r.id) AS runs,
-                            COALESCE(SUM(r.status = 'succeeded'), 0) AS runs_succeeded,
-                            COALESCE(SUM(r.status IN ('failed', 'held_back')), 0) AS runs_failed,
-                            COALESCE(SUM(r.status IN ('pending', 'running')), 0) AS runs_open
-                     FROM notifications n
-                     LEFT JOIN action_runs r
-                        ON r.source = n.source AND r.problem_key = n.problem_key
-                     WHERE n.id = (SELECT MAX(id) FROM notifications y
-                                   WHERE y.source = n.source AND y.problem_key = n.problem_key)
-                     GROUP BY n.id
-                     ORDER BY n.id DESC LIMIT ?1 OFFSET ?2",
-                    (per_page, offset),
+                            (SELECT COUNT(*) FROM action_runs r
+                             WHERE r.source = n.source AND r.problem_key = n.problem_key) AS runs,
+                            (SELECT COUNT(*) FROM action_runs r
+                             WHERE r.source = n.source AND r.problem_key = n.problem_key
+                               AND r.status = 'succeeded') AS runs_succeeded,
+                            (SELECT COUNT(*) FROM action_runs r
+                             WHERE r.source = n.source AND r.problem_key = n.problem_key
+                               AND r.status IN ('failed', 'held_back')) AS runs_failed,
+                            (SELECT COUNT(*) FROM action_runs r
+                             WHERE r.source = n.source AND r.problem_key = n.problem_key
+                               AND r.status IN ('pending', 'running')) AS runs_open
+                     FROM (SELECT id, source, problem_key, state, title, received_at_ms
+                           FROM notifications p
+                           WHERE p.id < ?1
+                             AND NOT EXISTS (SELECT 1 FROM notifications y
+                                             WHERE y.source = p.source
+                                               AND y.problem_key = p.problem_key AND y.id > p.id)
+                           ORDER BY p.id DESC LIMIT ?2 OFFSET ?3) n
+                     ORDER BY n.id DESC",
+                    (page.before, page.limit, page.skip),
                 )
             })
             .await
@@ -199,7 +203,8 @@ impl Sqlite {
             .read(|c| {
                 one(
                     c,
-                    "SELECT COUNT(*) FROM action_runs WHERE status = 'pending'",
+                    "SELECT COALESCE(SUM(runs), 0) FROM run_counts
+                     WHERE bucket IN ('pending', 'retrying')",
                     [],
                 )
             })
