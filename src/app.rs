@@ -76,6 +76,15 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let _ = stop.send(true);
     let _ = dispatching.await;
     let _ = pruning.await;
+    match checkpoint.mark_folder().await {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(
+            "the received folder differs from the store; the next start compares them in full"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record the received folder's state; the next start compares it with the store in full")
+        }
+    }
     // Everything acknowledged goes into the database file itself, so that file alone is a whole
     // copy once hub has stopped.
     if let Err(e) = checkpoint.checkpoint().await {
@@ -116,6 +125,10 @@ async fn stop_signal() {
 /// Says what the start-up check of the received folder found.
 fn report_folder(config: &Config, check: &crate::store::FolderCheck) {
     let folder = config.dir_received.display();
+    if check.as_left {
+        tracing::info!(folder = %folder, "the received folder and the store are as the last clean stop left them");
+        return;
+    }
     if check.restored > 0 {
         tracing::warn!(
             restored = check.restored,

@@ -34,9 +34,14 @@ pub(crate) struct Pending {
 }
 
 /// Names of files in the received folder that the store does not hold (the Python sample's, say),
-/// as the start-up check found them: no new notification is given one of them.
+/// as the start-up check found them: no new notification is given one of them. Also whether a
+/// received file could not be named since start: either way the folder differs from the store,
+/// and the next start must compare them in full.
 #[derive(Default)]
-pub(crate) struct Foreign(Mutex<std::collections::HashSet<String>>);
+pub(crate) struct Foreign {
+    names: Mutex<std::collections::HashSet<String>>,
+    unnamed: std::sync::atomic::AtomicBool,
+}
 
 impl Foreign {
     pub fn set(&self, names: impl IntoIterator<Item = String>) {
@@ -44,7 +49,83 @@ impl Foreign {
     }
 
     pub fn names(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A stored notification's file could not be given its name.
+    pub fn left_unnamed(&self) {
+        self.unnamed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The folder holds every stored notification's file and nothing else hub knows of.
+    fn folder_matches_store(&self) -> bool {
+        self.names().is_empty() && !self.unnamed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The received folder and the store as a clean stop left them (see `folder_marks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FolderMark {
+    pub folder: String,
+    pub dir_mtime_ns: i64,
+    pub dir_ctime_ns: i64,
+    pub max_id: i64,
+}
+
+/// Writes every file system buffer of the folder's file system to its disk.
+fn sync_file_system(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let folder = std::fs::File::open(dir)?;
+    // SAFETY: syncfs takes a file descriptor that `folder` owns for the duration of the call.
+    if unsafe { libc::syncfs(folder.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The folder's own times change whenever a file in it is created, removed or renamed.
+fn folder_times(dir: &Path) -> std::io::Result<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir)?;
+    let ns = |secs: i64, nanos: i64| secs.saturating_mul(1_000_000_000).saturating_add(nanos);
+    Ok((ns(m.mtime(), m.mtime_nsec()), ns(m.ctime(), m.ctime_nsec())))
+}
+
+async fn current_mark(b: &impl FolderRows) -> Result<Option<FolderMark>, StoreError> {
+    let Ok((dir_mtime_ns, dir_ctime_ns)) = folder_times(b.dir()) else {
+        return Ok(None);
+    };
+    Ok(Some(FolderMark {
+        folder: b.dir().display().to_string(),
+        dir_mtime_ns,
+        dir_ctime_ns,
+        max_id: b.max_id().await?,
+    }))
+}
+
+/// At a clean stop: records the folder as it is, when it matched the store all along, so that
+/// the next start can skip the full comparison.
+pub(crate) async fn mark_folder(b: &impl FolderRows) -> Result<bool, StoreError> {
+    if !b.foreign().folder_matches_store() {
+        return Ok(false);
+    }
+    // Received files are named without a sync of their own; the mark vouches for their bytes, so
+    // they must be on the disk first, or a power cut after the stop could leave one cut short
+    // under a mark that says nothing changed.
+    let dir = b.dir().to_path_buf();
+    if tokio::task::spawn_blocking(move || sync_file_system(&dir))
+        .await?
+        .is_err()
+    {
+        return Ok(false);
+    }
+    match current_mark(b).await? {
+        Some(mark) => {
+            b.put_mark(mark).await?;
+            Ok(true)
+        }
+        None => Ok(false),
     }
 }
 
@@ -122,6 +203,11 @@ pub(crate) trait FolderRows {
     /// Gives a stored notification a new file name: one that fits the file system, and that no
     /// other notification or file in the folder has.
     async fn rename_file(&self, id: i64, name: &str) -> Result<String, StoreError>;
+    /// The newest notification's id (0 when there is none).
+    async fn max_id(&self) -> Result<i64, StoreError>;
+    /// Removes this instance's mark and returns it.
+    async fn take_mark(&self) -> Result<Option<FolderMark>, StoreError>;
+    async fn put_mark(&self, mark: FolderMark) -> Result<(), StoreError>;
 }
 
 /// Compares the received folder with the store. Writes again every file the store has and the
@@ -130,6 +216,14 @@ pub(crate) trait FolderRows {
 /// sample, or kept only in a WAL that was lost). A file that cannot be written is reported and
 /// skipped: no single notification may keep hub from starting.
 pub(crate) async fn check_folder(b: &impl FolderRows) -> Result<FolderCheck, StoreError> {
+    // Taken whatever comes next: from now on only a clean stop may say the folder is as it was.
+    let left = b.take_mark().await?;
+    if left.is_some() && left == current_mark(b).await? {
+        return Ok(FolderCheck {
+            as_left: true,
+            ..FolderCheck::default()
+        });
+    }
     let dir = b.dir().to_path_buf();
     let folder_error = |source| StoreError::Folder {
         path: dir.clone(),

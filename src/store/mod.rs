@@ -134,6 +134,8 @@ pub struct FolderCheck {
     pub unwritable: Vec<String>,
     /// Notification files in the folder that the store does not hold.
     pub unknown: Vec<String>,
+    /// Nothing was compared: the folder and the store were as the last clean stop left them.
+    pub as_left: bool,
 }
 
 /// A Dynatrace notification waiting for its problem's details.
@@ -322,8 +324,19 @@ impl Store {
     /// reported and skipped: no single notification may keep hub from starting.
     pub async fn check_folder(&self) -> Result<FolderCheck, StoreError> {
         match &self.backend {
-            Backend::Sqlite(s) => s.check_folder().await,
-            Backend::Postgres(p) => p.check_folder().await,
+            Backend::Sqlite(s) => inbox::check_folder(s).await,
+            Backend::Postgres(p) => inbox::check_folder(p).await,
+        }
+    }
+
+    /// At a clean stop, after the last write: records how the received folder is, so that the
+    /// next start, finding it and the store unchanged, need not compare them file by file.
+    /// Returns whether it did (not when the folder held files the store lacks, or a file could
+    /// not be named).
+    pub async fn mark_folder(&self) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => inbox::mark_folder(s).await,
+            Backend::Postgres(p) => inbox::mark_folder(p).await,
         }
     }
 

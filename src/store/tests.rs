@@ -69,6 +69,7 @@ on_both!(
     an_enrichment_is_done_once,
     the_views_count_what_is_stored,
     problems_that_ended_are_pruned_and_the_others_kept,
+    a_folder_left_as_it_was_is_not_compared_again,
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -487,4 +488,31 @@ async fn problems_that_ended_are_pruned_and_the_others_kept(store: &Store, dir: 
     assert!(prune(later, false).await.problems.is_empty());
     let check = store.check_folder().await.unwrap();
     assert_eq!((check.restored, check.unknown.len()), (0, 0));
+}
+
+async fn a_folder_left_as_it_was_is_not_compared_again(store: &Store, dir: &Path) {
+    store.accept(notification("P-1", 0)).await.unwrap();
+    // No mark yet: the first start compares in full.
+    assert!(!store.check_folder().await.unwrap().as_left);
+    assert!(store.mark_folder().await.unwrap());
+    assert!(store.check_folder().await.unwrap().as_left);
+    // A mark serves one start only.
+    assert!(!store.check_folder().await.unwrap().as_left);
+
+    // A file gone since the stop: compared, and written back.
+    assert!(store.mark_folder().await.unwrap());
+    std::fs::remove_file(dir.join("P-1-OPEN.json")).unwrap();
+    let check = store.check_folder().await.unwrap();
+    assert_eq!((check.as_left, check.restored), (false, 1));
+
+    // A notification stored since (by a command, or another instance): compared.
+    assert!(store.mark_folder().await.unwrap());
+    store.accept(notification("P-2", 0)).await.unwrap();
+    assert!(!store.check_folder().await.unwrap().as_left);
+
+    // A foreign file found at start: no mark at the stop, so the next start compares again.
+    std::fs::write(dir.join("sample.json"), b"{}").unwrap();
+    assert_eq!(store.check_folder().await.unwrap().unknown, ["sample.json"]);
+    assert!(!store.mark_folder().await.unwrap());
+    assert!(!store.check_folder().await.unwrap().as_left);
 }

@@ -175,11 +175,28 @@ async fn a_file_cut_short_is_restored_at_start() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    hub.terminate();
+    hub.kill9();
     let file = tmp.path().join("problems_received/P-2411021-OPEN.json");
     std::fs::write(&file, b"").unwrap();
     let config = support::config_with(json!({}));
-    let _hub = support::Hub::start_in(tmp.path(), &config, &[]);
+    let mut hub = support::Hub::start_in(tmp.path(), &config, &[]);
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+
+    // After a clean stop the files are on the disk and the folder is not compared again, unless
+    // it changed: a file removed, say, or the folder touched to ask for the full comparison.
+    hub.terminate();
+    let config = support::config_with(json!({}));
+    let mut hub = support::Hub::start_in(tmp.path(), &config, &[]);
+    assert!(hub.stderr().contains("as the last clean stop left them"), "{}", hub.stderr());
+    hub.terminate();
+    std::fs::write(&file, b"").unwrap();
+    let touched = std::process::Command::new("touch")
+        .arg(tmp.path().join("problems_received"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let hub = support::Hub::start_in(tmp.path(), &config, &[]);
+    assert!(!hub.stderr().contains("as the last clean stop left them"));
     assert_eq!(std::fs::read(&file).unwrap(), body);
 }
 

@@ -14,6 +14,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../../migrations/postgres/0002_kept_counts.sql"),
     ),
+    (
+        3,
+        include_str!("../../../migrations/postgres/0003_folder_marks.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

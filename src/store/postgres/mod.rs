@@ -26,10 +26,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::inbox::{self, FolderRows, Foreign, Health, Mode};
-use super::{
-    files, Accepted, DueEnrichment, EnrichmentOutcome, FolderCheck, StoreError, Unhealthy,
-};
+use super::inbox::{self, FolderMark, FolderRows, Foreign, Health, Mode};
+use super::{files, Accepted, DueEnrichment, EnrichmentOutcome, StoreError, Unhealthy};
 use crate::clock::now_ms;
 use crate::config::StoreConfig;
 use crate::domain::{Notification, Source};
@@ -175,11 +173,6 @@ impl Postgres {
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(answer)
-    }
-
-    /// See [`inbox::check_folder`].
-    pub async fn check_folder(&self) -> Result<FolderCheck, StoreError> {
-        inbox::check_folder(self).await
     }
 
     /// Enrichments due now, claimed for this instance: each is held back from the others for a
@@ -388,6 +381,51 @@ impl FolderRows for Postgres {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    async fn max_id(&self) -> Result<i64, StoreError> {
+        let c = self.pool.get().await?;
+        one(&c, "SELECT COALESCE(MAX(id), 0) FROM notifications", &[]).await
+    }
+
+    async fn take_mark(&self) -> Result<Option<FolderMark>, StoreError> {
+        let c = self.pool.get().await?;
+        let mark: Option<(String, i64, i64, i64)> = rows::optional(
+            &c,
+            "DELETE FROM folder_marks WHERE instance = $1
+             RETURNING folder, dir_mtime_ns, dir_ctime_ns, max_id",
+            &[&&*self.instance],
+        )
+        .await?;
+        Ok(
+            mark.map(|(folder, dir_mtime_ns, dir_ctime_ns, max_id)| FolderMark {
+                folder,
+                dir_mtime_ns,
+                dir_ctime_ns,
+                max_id,
+            }),
+        )
+    }
+
+    async fn put_mark(&self, mark: FolderMark) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        rows::exec(
+            &c,
+            "INSERT INTO folder_marks (instance, folder, dir_mtime_ns, dir_ctime_ns, max_id)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (instance) DO UPDATE SET folder = excluded.folder,
+                 dir_mtime_ns = excluded.dir_mtime_ns, dir_ctime_ns = excluded.dir_ctime_ns,
+                 max_id = excluded.max_id",
+            &[
+                &&*self.instance,
+                &mark.folder,
+                &mark.dir_mtime_ns,
+                &mark.dir_ctime_ns,
+                &mark.max_id,
+            ],
+        )
+        .await?;
+        Ok(())
     }
 }
 

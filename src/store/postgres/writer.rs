@@ -361,7 +361,7 @@ impl Writer {
             };
             answers.push((job.reply, answer));
         }
-        let dir = self.dir.clone();
+        let (dir, foreign) = (self.dir.clone(), self.foreign.clone());
         let linked = tokio::task::spawn_blocking(move || {
             for (pending, name, body) in named
                 .into_iter()
@@ -375,6 +375,7 @@ impl Writer {
                         if e.kind() == std::io::ErrorKind::AlreadyExists
                             && std::fs::read(dir.join(&name)).is_ok_and(|there| there == body) => {}
                     Err(e) => {
+                        foreign.left_unnamed();
                         tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start")
                     }
                 }
@@ -382,6 +383,7 @@ impl Writer {
         })
         .await;
         if let Err(e) = linked {
+            self.foreign.left_unnamed();
             tracing::error!(error = %e, "the task naming received files failed; they are written back at the next start");
         }
         for (reply, answer) in answers {

@@ -39,6 +39,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../../migrations/sqlite/0008_kept_counts.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/sqlite/0009_folder_marks.sql"),
+    ),
 ];
 
 /// Applies what the store lacks; returns how many migrations ran.
@@ -155,7 +159,7 @@ mod tests {
              PRAGMA user_version = 7;",
         )
         .unwrap();
-        assert_eq!(run(&mut conn).unwrap(), 1);
+        assert_eq!(run(&mut conn).unwrap(), MIGRATIONS.len() - 7);
         let counts = |c: &Connection| -> (i64, i64, i64, String) {
             c.query_row(
                 "SELECT received, test, duplicate,

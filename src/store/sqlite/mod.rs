@@ -26,8 +26,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::files;
-use super::inbox::{self, FolderRows, Foreign, Health, Mode};
-use super::{Accepted, DueEnrichment, EnrichmentOutcome, FolderCheck, StoreError, Unhealthy};
+use super::inbox::{self, FolderMark, FolderRows, Foreign, Health, Mode};
+use super::{Accepted, DueEnrichment, EnrichmentOutcome, StoreError, Unhealthy};
 use crate::clock::now_ms;
 use crate::domain::Notification;
 
@@ -200,11 +200,6 @@ impl Sqlite {
         Ok(answer)
     }
 
-    /// See [`inbox::check_folder`].
-    pub async fn check_folder(&self) -> Result<FolderCheck, StoreError> {
-        inbox::check_folder(self).await
-    }
-
     /// Enrichments due now, oldest first; none waits longer than `max_wait_ms` from now.
     pub async fn due_enrichments(
         &self,
@@ -302,6 +297,52 @@ impl FolderRows for Sqlite {
             )?;
             tracing::warn!(id, file = %free, "gave a notification a new file name (its old one was too long, or taken by a file hub did not write)");
             Ok(free)
+        })
+        .await
+    }
+
+    async fn max_id(&self) -> Result<i64, StoreError> {
+        self.views
+            .read(|c| rows::one(c, "SELECT COALESCE(MAX(id), 0) FROM notifications", []))
+            .await
+    }
+
+    // One hub per SQLite store (its lock), so one mark, under no instance's name.
+    async fn take_mark(&self) -> Result<Option<FolderMark>, StoreError> {
+        self.write(|c| {
+            let mark = rows::optional::<(String, i64, i64, i64)>(
+                c,
+                "SELECT folder, dir_mtime_ns, dir_ctime_ns, max_id FROM folder_marks
+                 WHERE instance = ''",
+                [],
+            )?;
+            c.execute("DELETE FROM folder_marks", [])?;
+            Ok(
+                mark.map(|(folder, dir_mtime_ns, dir_ctime_ns, max_id)| FolderMark {
+                    folder,
+                    dir_mtime_ns,
+                    dir_ctime_ns,
+                    max_id,
+                }),
+            )
+        })
+        .await
+    }
+
+    async fn put_mark(&self, mark: FolderMark) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO folder_marks
+                     (instance, folder, dir_mtime_ns, dir_ctime_ns, max_id)
+                 VALUES ('', ?1, ?2, ?3, ?4)",
+                rusqlite::params![
+                    mark.folder,
+                    mark.dir_mtime_ns,
+                    mark.dir_ctime_ns,
+                    mark.max_id
+                ],
+            )?;
+            Ok(())
         })
         .await
     }

@@ -82,10 +82,10 @@ pub(super) fn start(
     })?;
     // Bounded, so memory stays flat if the disk stalls.
     let (files, batches) = std_mpsc::sync_channel::<Publish>(PUBLISH_QUEUE);
-    let file_dir = dir.clone();
+    let (file_dir, unnamed) = (dir.clone(), foreign.clone());
     std::thread::Builder::new()
         .name("hub-files".into())
-        .spawn(move || publish_loop(&file_dir, batches))
+        .spawn(move || publish_loop(&file_dir, batches, &unnamed))
         .map_err(StoreError::StartWriter)?;
     std::thread::Builder::new()
         .name("hub-writer".into())
@@ -103,13 +103,14 @@ struct Publish {
     answers: Vec<(Reply, Result<Accepted, StoreError>)>,
 }
 
-fn publish_loop(dir: &Path, batches: std_mpsc::Receiver<Publish>) {
+fn publish_loop(dir: &Path, batches: std_mpsc::Receiver<Publish>, foreign: &Foreign) {
     for Publish { named, answers } in batches {
         for (Pending { file, .. }, name) in named {
             // Rare (a file put under this name since it was found free, or no room for one more
             // folder entry): the notification is committed, so it is answered as stored, and the
             // start-up pass writes its file.
             if let Err(e) = file.link(dir, &name) {
+                foreign.left_unnamed();
                 tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start");
             }
         }
