@@ -24,6 +24,30 @@ impl Received {
     }
 }
 
+/// What to look for in the store for a feed: each problem's number, display id and PID, so that
+/// a page of the feed reads a few rows, however many notifications the store holds.
+#[derive(Debug, Default, Clone)]
+pub struct Wanted {
+    pub keys: Vec<String>,
+    pub pids: Vec<String>,
+}
+
+impl Wanted {
+    pub fn of(problems: &[Summary]) -> Wanted {
+        let mut w = Wanted::default();
+        for p in problems {
+            w.keys.push(p.problem_number().to_string());
+            w.keys.push(p.display_id.clone());
+            w.pids.push(p.pid.clone());
+        }
+        w.keys.sort();
+        w.keys.dedup();
+        w.pids.sort();
+        w.pids.dedup();
+        w
+    }
+}
+
 pub struct Feed {
     pub window: Window,
     pub rows: Vec<(Summary, bool)>,

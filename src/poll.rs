@@ -35,7 +35,10 @@ pub async fn poll(
     } else {
         None
     };
-    let received = store::received(&config.store).await?.unwrap_or_default();
+    let wanted = crate::feed::Wanted::of(&summaries);
+    let received = store::received(&config.store, &wanted)
+        .await?
+        .unwrap_or_default();
     let feed = Feed::new(window, summaries, &received);
     let mut out = if json {
         let mut doc = feed.to_json();

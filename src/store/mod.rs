@@ -373,10 +373,13 @@ impl Store {
     }
 
     /// Which Dynatrace problems hub has received a notification for.
-    pub async fn received(&self) -> Result<crate::feed::Received, StoreError> {
+    pub async fn received(
+        &self,
+        wanted: &crate::feed::Wanted,
+    ) -> Result<crate::feed::Received, StoreError> {
         match &self.backend {
-            Backend::Sqlite(s) => s.received().await,
-            Backend::Postgres(p) => p.received().await,
+            Backend::Sqlite(s) => s.received(wanted).await,
+            Backend::Postgres(p) => p.received(wanted).await,
         }
     }
 
@@ -749,11 +752,14 @@ pub fn backup(config: &StoreConfig, target: &Path) -> anyhow::Result<Backup> {
 
 /// Which Dynatrace problems a store has received a notification for, read beside a running hub
 /// (`hub poll`); `None` when there is no store yet.
-pub async fn received(config: &StoreConfig) -> Result<Option<crate::feed::Received>, StoreError> {
+pub async fn received(
+    config: &StoreConfig,
+    wanted: &crate::feed::Wanted,
+) -> Result<Option<crate::feed::Received>, StoreError> {
     if config.is_postgres() {
-        return Ok(Some(postgres::received(config).await?));
+        return Ok(Some(postgres::received(config, wanted).await?));
     }
-    sqlite::received(&config.url).await
+    sqlite::received(&config.url, wanted).await
 }
 
 /// The received problems from `(problem_key, pid)` rows.

@@ -308,8 +308,23 @@ async fn an_enrichment_is_done_once(store: &Store, _: &Path) {
             .as_deref(),
         Some("{\"title\":\"from the API\"}")
     );
-    let received = store.received().await.unwrap();
+    // Asked by PID alone, and by id alone: found either way; what was not asked is not read.
+    let by_pid = crate::feed::Wanted {
+        keys: vec!["P-404".into()],
+        pids: vec!["5V2".into()],
+    };
+    let received = store.received(&by_pid).await.unwrap();
     assert!(received.pids.contains("5V2") && received.problem_keys.contains("P-5"));
+    let by_key = crate::feed::Wanted {
+        keys: vec!["P-5".into()],
+        pids: vec![],
+    };
+    assert!(store.received(&by_key).await.unwrap().pids.contains("5V2"));
+    let neither = crate::feed::Wanted {
+        keys: vec!["P-6".into()],
+        pids: vec!["6V2".into()],
+    };
+    assert!(store.received(&neither).await.unwrap().problem_keys.is_empty());
 }
 
 async fn the_views_count_what_is_stored(store: &Store, _: &Path) {

@@ -211,11 +211,14 @@ pub async fn feed(app: &App, window: Window) -> Result<Value, FeedError> {
         return Err(FeedError::NoTenant);
     };
     let problems = client.feed(window).await?;
-    let received = app.store.received().await?;
     let summaries: Vec<Summary> = problems
         .iter()
         .map(|p| Summary::from_api(client.version(), p))
         .collect();
+    let received = app
+        .store
+        .received(&crate::feed::Wanted::of(&summaries))
+        .await?;
     let mut doc = Feed::new(window, summaries, &received).to_json();
     if let Some(Value::Array(rows)) = doc.get_mut("problems") {
         for row in rows {

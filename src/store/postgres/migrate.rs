@@ -18,6 +18,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../../migrations/postgres/0003_folder_marks.sql"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/postgres/0004_pid_index.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::feed::Wanted;
 use super::inbox::{self, FolderMark, FolderRows, Foreign, Health, Mode};
 use super::{files, Accepted, DueEnrichment, EnrichmentOutcome, StoreError, Unhealthy};
 use crate::clock::now_ms;
@@ -239,14 +240,10 @@ impl Postgres {
         self.committed.clone()
     }
 
-    pub async fn received(&self) -> Result<crate::feed::Received, StoreError> {
+    pub async fn received(&self, wanted: &Wanted) -> Result<crate::feed::Received, StoreError> {
         let c = self.pool.get().await?;
-        let rows: Vec<(String, Option<String>)> = all(
-            &c,
-            "SELECT problem_key, pid FROM notifications WHERE source = $1",
-            &[&Source::Dynatrace],
-        )
-        .await?;
+        let rows: Vec<(String, Option<String>)> =
+            all(&c, RECEIVED_AMONG, &[&Source::Dynatrace, &wanted.keys, &wanted.pids]).await?;
         Ok(super::received_from(rows))
     }
 
@@ -493,9 +490,16 @@ fn pg_config(config: &StoreConfig) -> Result<tokio_postgres::Config, StoreError>
     Ok(pg)
 }
 
+/// The Dynatrace notifications among a feed's problems, by problem id and by PID (both indexed).
+const RECEIVED_AMONG: &str = "SELECT problem_key, pid FROM notifications
+     WHERE source = $1 AND (problem_key = ANY($2) OR pid = ANY($3))";
+
 /// Which Dynatrace problems the store has received, on a connection of its own (for `hub poll`,
 /// which starts no writer and is no instance).
-pub(super) async fn received(config: &StoreConfig) -> Result<crate::feed::Received, StoreError> {
+pub(super) async fn received(
+    config: &StoreConfig,
+    wanted: &Wanted,
+) -> Result<crate::feed::Received, StoreError> {
     let pg = pg_config(config)?;
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(tls(config)?))
         .await
@@ -503,8 +507,8 @@ pub(super) async fn received(config: &StoreConfig) -> Result<crate::feed::Receiv
     let connection = tokio::spawn(connection);
     let rows: Vec<(String, Option<String>)> = rows::all_direct(
         &client,
-        "SELECT problem_key, pid FROM notifications WHERE source = $1",
-        &[&Source::Dynatrace],
+        RECEIVED_AMONG,
+        &[&Source::Dynatrace, &wanted.keys, &wanted.pids],
     )
     .await?;
     drop(client);

@@ -43,6 +43,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../../../migrations/sqlite/0009_folder_marks.sql"),
     ),
+    (
+        10,
+        include_str!("../../../migrations/sqlite/0010_pid_index.sql"),
+    ),
 ];
 
 /// Applies what the store lacks; returns how many migrations ran.

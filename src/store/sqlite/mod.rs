@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::files;
+use crate::feed::Wanted;
 use super::inbox::{self, FolderMark, FolderRows, Foreign, Health, Mode};
 use super::{Accepted, DueEnrichment, EnrichmentOutcome, StoreError, Unhealthy};
 use crate::clock::now_ms;
@@ -241,8 +242,9 @@ impl Sqlite {
     }
 
     /// Which Dynatrace problems hub has received a notification for.
-    pub async fn received(&self) -> Result<crate::feed::Received, StoreError> {
-        self.views.read(received_from).await
+    pub async fn received(&self, wanted: &Wanted) -> Result<crate::feed::Received, StoreError> {
+        let wanted = wanted.clone();
+        self.views.read(move |c| received_among(c, &wanted)).await
     }
 
     /// The received folder.
@@ -373,23 +375,47 @@ fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
 
 /// Which Dynatrace problems an existing store has received a notification for, read beside a
 /// running hub without starting anything; `None` when there is no store yet.
-pub async fn received(url: &str) -> Result<Option<crate::feed::Received>, StoreError> {
+pub async fn received(
+    url: &str,
+    wanted: &Wanted,
+) -> Result<Option<crate::feed::Received>, StoreError> {
     let path = sqlite_path(url)?;
     if !path.exists() {
         return Ok(None);
     }
+    let wanted = wanted.clone();
     Ok(Some(
-        reader::ReadPool::new(&path).read(received_from).await?,
+        reader::ReadPool::new(&path)
+            .read(move |c| received_among(c, &wanted))
+            .await?,
     ))
 }
 
-fn received_from(c: &rusqlite::Connection) -> rusqlite::Result<crate::feed::Received> {
-    let rows: Vec<(String, Option<String>)> = rows::all(
-        c,
-        "SELECT problem_key, pid FROM notifications WHERE source = ?1",
-        [crate::domain::Source::Dynatrace],
-    )?;
-    Ok(super::received_from(rows))
+/// The Dynatrace notifications among `wanted`, by problem id and by PID (both indexed).
+fn received_among(
+    c: &rusqlite::Connection,
+    wanted: &Wanted,
+) -> rusqlite::Result<crate::feed::Received> {
+    let mut found: Vec<(String, Option<String>)> = Vec::new();
+    for (column, values) in [("problem_key", &wanted.keys), ("pid", &wanted.pids)] {
+        for chunk in values.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT problem_key, pid FROM notifications WHERE source = ? AND {column} IN ({marks})"
+            );
+            let source = crate::domain::Source::Dynatrace;
+            let params = std::iter::once(&source as &dyn rusqlite::ToSql)
+                .chain(chunk.iter().map(|v| v as &dyn rusqlite::ToSql));
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(params), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            for row in rows {
+                found.push(row?);
+            }
+        }
+    }
+    Ok(super::received_from(found))
 }
 
 #[cfg(test)]
