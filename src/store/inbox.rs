@@ -197,8 +197,12 @@ pub(crate) async fn write_unnamed(
 pub(crate) trait FolderRows {
     fn dir(&self) -> &Path;
     fn foreign(&self) -> &Foreign;
-    /// Every stored notification's id, file name and body length, by id.
-    async fn known_files(&self) -> Result<Vec<(i64, String, i64)>, StoreError>;
+    /// Stored notifications' id, file name and body length, by id, after `after`.
+    async fn known_files(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError>;
     async fn body(&self, id: i64) -> Result<Vec<u8>, StoreError>;
     /// Gives a stored notification a new file name: one that fits the file system, and that no
     /// other notification or file in the folder has.
@@ -230,37 +234,50 @@ pub(crate) async fn check_folder(b: &impl FolderRows) -> Result<FolderCheck, Sto
         source,
     };
     let listed = dir.clone();
-    let mut present = tokio::task::spawn_blocking(move || list_sizes(&listed))
+    let mut present = tokio::task::spawn_blocking(move || Listing::of(&listed))
         .await?
         .map_err(folder_error)?;
     let mut check = FolderCheck::default();
     let mut foreign_files = Vec::new();
-    for (id, mut name, len) in b.known_files().await? {
-        let found = present.remove(&name);
-        if found == Some(len as u64) {
-            continue;
-        }
-        let body = b.body(id).await?;
-        let foreign = found.is_some() && !cut_short(&dir.join(&name), &body);
-        if name.len() > MAX_NAME_LEN || foreign {
-            // Named before long ids were shortened (its file could never be written, and a sender
-            // retrying it got 503 for ever), or its name taken by a file hub did not write, which
-            // is kept: it gets a name of its own.
-            if foreign {
-                foreign_files.push(name.clone());
+    let mut after = 0;
+    loop {
+        let batch = b.known_files(after, KNOWN_BATCH).await?;
+        let Some((last, _, _)) = batch.last() else {
+            break;
+        };
+        after = *last;
+        for (id, mut name, len) in batch {
+            let found = present.take(&dir, &name);
+            if found == Some(len as u64) {
+                continue;
             }
-            name = b.rename_file(id, &name).await?;
-        }
-        let (dir, target) = (dir.clone(), name.clone());
-        let written =
-            tokio::task::spawn_blocking(move || files::write_view(&dir, &target, &body)).await?;
-        match written {
-            Ok(()) => check.restored += 1,
-            Err(e) => check.unwritable.push(format!("{name}: {e}")),
+            let body = b.body(id).await?;
+            let foreign = found.is_some() && !cut_short(&dir.join(&name), &body);
+            if name.len() > MAX_NAME_LEN || foreign {
+                // Named before long ids were shortened (its file could never be written, and a
+                // sender retrying it got 503 for ever), or its name taken by a file hub did not
+                // write, which is kept: it gets a name of its own.
+                if foreign {
+                    foreign_files.push(name.clone());
+                }
+                name = b.rename_file(id, &name).await?;
+            }
+            let (dir, target) = (dir.clone(), name.clone());
+            let written =
+                tokio::task::spawn_blocking(move || files::write_view(&dir, &target, &body))
+                    .await?;
+            match written {
+                Ok(()) => check.restored += 1,
+                Err(e) => check.unwritable.push(format!("{name}: {e}")),
+            }
         }
     }
-    check.unknown = present
-        .into_keys()
+    let listed = dir.clone();
+    let left = tokio::task::spawn_blocking(move || present.names_left(&listed))
+        .await?
+        .map_err(folder_error)?;
+    check.unknown = left
+        .into_iter()
         .chain(foreign_files)
         .filter(|name| name.ends_with(".json") && !name.starts_with('.'))
         .collect();
@@ -279,14 +296,79 @@ fn cut_short(path: &Path, body: &[u8]) -> bool {
     }
 }
 
-/// File names in a folder with their sizes.
-fn list_sizes(dir: &Path) -> std::io::Result<HashMap<String, u64>> {
-    let mut sizes = HashMap::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if let Ok(name) = entry.file_name().into_string() {
-            sizes.insert(name, entry.metadata()?.len());
+/// Stored notifications read at a time by the start-up check.
+const KNOWN_BATCH: i64 = 10_000;
+
+/// The files of a folder by a hash of their names, with their sizes: a million names held as
+/// strings took 200 MiB at start, as hashes they take 20. Two names with one hash (which does not
+/// happen in practice) are marked, and each such name is looked at by itself.
+struct Listing {
+    sizes: HashMap<u64, u64>,
+    /// Stored names whose hash two files share: not foreign, whatever their hash says.
+    shared_known: std::collections::HashSet<String>,
+}
+
+const SHARED_HASH: u64 = u64::MAX;
+
+fn name_hash(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
+impl Listing {
+    fn of(dir: &Path) -> std::io::Result<Listing> {
+        let mut sizes = HashMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Ok(name) = entry.file_name().into_string() {
+                let size = entry.metadata()?.len();
+                sizes
+                    .entry(name_hash(&name))
+                    .and_modify(|s| *s = SHARED_HASH)
+                    .or_insert(size);
+            }
+        }
+        Ok(Listing {
+            sizes,
+            shared_known: Default::default(),
+        })
+    }
+
+    /// The size of the file a stored notification names, if it is there; the file is then known.
+    fn take(&mut self, dir: &Path, name: &str) -> Option<u64> {
+        let hash = name_hash(name);
+        match self.sizes.get(&hash).copied() {
+            None => None,
+            Some(SHARED_HASH) => {
+                self.shared_known.insert(name.to_string());
+                std::fs::metadata(dir.join(name)).ok().map(|m| m.len())
+            }
+            Some(size) => {
+                self.sizes.remove(&hash);
+                Some(size)
+            }
         }
     }
-    Ok(sizes)
+
+    /// The names of the files no stored notification named: a second pass over the folder, made
+    /// only when there are any.
+    fn names_left(self, dir: &Path) -> std::io::Result<Vec<String>> {
+        if self.sizes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut left = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let Ok(name) = entry?.file_name().into_string() else {
+                continue;
+            };
+            match self.sizes.get(&name_hash(&name)) {
+                Some(&SHARED_HASH) if !self.shared_known.contains(&name) => left.push(name),
+                Some(&SHARED_HASH) | None => {}
+                Some(_) => left.push(name),
+            }
+        }
+        Ok(left)
+    }
 }

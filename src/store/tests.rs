@@ -324,7 +324,12 @@ async fn an_enrichment_is_done_once(store: &Store, _: &Path) {
         keys: vec!["P-6".into()],
         pids: vec!["6V2".into()],
     };
-    assert!(store.received(&neither).await.unwrap().problem_keys.is_empty());
+    assert!(store
+        .received(&neither)
+        .await
+        .unwrap()
+        .problem_keys
+        .is_empty());
 }
 
 async fn the_views_count_what_is_stored(store: &Store, _: &Path) {

@@ -187,7 +187,11 @@ async fn a_file_cut_short_is_restored_at_start() {
     hub.terminate();
     let config = support::config_with(json!({}));
     let mut hub = support::Hub::start_in(tmp.path(), &config, &[]);
-    assert!(hub.stderr().contains("as the last clean stop left them"), "{}", hub.stderr());
+    assert!(
+        hub.stderr().contains("as the last clean stop left them"),
+        "{}",
+        hub.stderr()
+    );
     hub.terminate();
     std::fs::write(&file, b"").unwrap();
     let touched = std::process::Command::new("touch")

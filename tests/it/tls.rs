@@ -109,6 +109,15 @@ async fn served(dir: &Path, hub: &Hub) -> Vec<u8> {
     info.peer_certificate().unwrap().to_vec()
 }
 
+async fn reload(dir: &Path, hub: &Hub) -> reqwest::Response {
+    trusting(dir)
+        .post(hub.url("/-/reload"))
+        .basic_auth(support::USER, Some(support::PASSWORD))
+        .send()
+        .await
+        .unwrap()
+}
+
 fn install(dir: &Path, name: &str) {
     std::fs::copy(dir.join(format!("{name}.crt")), dir.join("server.crt")).unwrap();
     std::fs::copy(dir.join(format!("{name}.key")), dir.join("server.key")).unwrap();
@@ -171,13 +180,8 @@ async fn hub_serves_https_and_takes_a_renewed_certificate_at_a_reload() {
     // Renewed in place: the next connection gets the new certificate, without a restart.
     issue(d, "second", None);
     install(d, "second");
-    let reload = trusting(d)
-        .post(hub.url("/-/reload"))
-        .basic_auth(support::USER, Some(support::PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reload.status(), 200);
+    let answer = reload(d, &hub).await;
+    assert_eq!(answer.status(), 200);
     assert_eq!(
         served(d, &hub).await,
         std::fs::read(d.join("second.der")).unwrap()
@@ -186,13 +190,8 @@ async fn hub_serves_https_and_takes_a_renewed_certificate_at_a_reload() {
     // An expired one put in its place is refused, and the second one goes on being served.
     issue(d, "expired", Some(("20200101000000Z", "20210101000000Z")));
     install(d, "expired");
-    let reload = trusting(d)
-        .post(hub.url("/-/reload"))
-        .basic_auth(support::USER, Some(support::PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    let said = support::expect_error(reload, 500, "reload_failed").await;
+    let answer = reload(d, &hub).await;
+    let said = support::expect_error(answer, 500, "reload_failed").await;
     assert!(
         said["detail"]
             .as_str()

@@ -26,12 +26,12 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::feed::Wanted;
 use super::inbox::{self, FolderMark, FolderRows, Foreign, Health, Mode};
 use super::{files, Accepted, DueEnrichment, EnrichmentOutcome, StoreError, Unhealthy};
 use crate::clock::now_ms;
 use crate::config::StoreConfig;
 use crate::domain::{Notification, Source};
+use crate::feed::Wanted;
 use rows::{all, one};
 
 /// Connections per instance: the writer's, the dispatcher's and the pages' at once.
@@ -242,8 +242,12 @@ impl Postgres {
 
     pub async fn received(&self, wanted: &Wanted) -> Result<crate::feed::Received, StoreError> {
         let c = self.pool.get().await?;
-        let rows: Vec<(String, Option<String>)> =
-            all(&c, RECEIVED_AMONG, &[&Source::Dynatrace, &wanted.keys, &wanted.pids]).await?;
+        let rows: Vec<(String, Option<String>)> = all(
+            &c,
+            RECEIVED_AMONG,
+            &[&Source::Dynatrace, &wanted.keys, &wanted.pids],
+        )
+        .await?;
         Ok(super::received_from(rows))
     }
 
@@ -333,12 +337,17 @@ impl FolderRows for Postgres {
         &self.foreign
     }
 
-    async fn known_files(&self) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    async fn known_files(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
-            "SELECT id, file_name, octet_length(body)::BIGINT FROM notifications ORDER BY id",
-            &[],
+            "SELECT id, file_name, octet_length(body)::BIGINT FROM notifications WHERE id > $1
+             ORDER BY id LIMIT $2",
+            &[&after, &limit],
         )
         .await
     }

@@ -26,11 +26,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::files;
-use crate::feed::Wanted;
 use super::inbox::{self, FolderMark, FolderRows, Foreign, Health, Mode};
 use super::{Accepted, DueEnrichment, EnrichmentOutcome, StoreError, Unhealthy};
 use crate::clock::now_ms;
 use crate::domain::Notification;
+use crate::feed::Wanted;
 
 /// Files written and waiting for their names, at most, unless `set_file_slots` says otherwise.
 const DEFAULT_FILE_SLOTS: usize = 1024;
@@ -262,13 +262,18 @@ impl FolderRows for Sqlite {
         &self.foreign
     }
 
-    async fn known_files(&self) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    async fn known_files(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
         self.views
-            .read(|c| {
+            .read(move |c| {
                 rows::all(
                     c,
-                    "SELECT id, file_name, length(body) FROM notifications ORDER BY id",
-                    [],
+                    "SELECT id, file_name, length(body) FROM notifications WHERE id > ?1
+                     ORDER BY id LIMIT ?2",
+                    [after, limit],
                 )
             })
             .await
