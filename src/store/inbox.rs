@@ -310,6 +310,18 @@ struct Listing {
 
 const SHARED_HASH: u64 = u64::MAX;
 
+/// Folder entries listed at a time.
+const LISTING_CHUNK: usize = 8192;
+
+/// Each entry's name hash and size (names that are not UTF-8 are not hub's, and are skipped).
+fn sized(entries: &[std::fs::DirEntry]) -> std::io::Result<Vec<(u64, u64)>> {
+    entries
+        .iter()
+        .filter_map(|e| Some((e, e.file_name().into_string().ok()?)))
+        .map(|(e, name)| Ok((name_hash(&name), e.metadata()?.len())))
+        .collect()
+}
+
 fn name_hash(name: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -320,12 +332,26 @@ fn name_hash(name: &str) -> u64 {
 impl Listing {
     fn of(dir: &Path) -> std::io::Result<Listing> {
         let mut sizes = HashMap::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            if let Ok(name) = entry.file_name().into_string() {
-                let size = entry.metadata()?.len();
+        let mut entries = std::fs::read_dir(dir)?;
+        loop {
+            let chunk: Vec<std::fs::DirEntry> = entries
+                .by_ref()
+                .take(LISTING_CHUNK)
+                .collect::<Result<_, _>>()?;
+            if chunk.is_empty() {
+                break;
+            }
+            // A `stat` per file is most of the time a full comparison takes: the two halves of
+            // each chunk are read side by side.
+            let (first, second) = chunk.split_at(chunk.len() / 2);
+            let (a, b) = std::thread::scope(|s| {
+                let other = s.spawn(|| sized(second));
+                (sized(first), other.join())
+            });
+            let b = b.map_err(|_| std::io::Error::other("a listing thread panicked"))?;
+            for (hash, size) in a?.into_iter().chain(b?) {
                 sizes
-                    .entry(name_hash(&name))
+                    .entry(hash)
                     .and_modify(|s| *s = SHARED_HASH)
                     .or_insert(size);
             }
