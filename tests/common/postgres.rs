@@ -105,80 +105,17 @@ fn as_postgres(argv: &[&str]) -> Command {
     }
 }
 
+// Also the TLS tests' certificates.
+#[path = "certs.rs"]
+pub mod certs;
+
 /// Makes a CA and a certificate for 127.0.0.1 signed by it, in `certs`; the server's copies go
 /// to `dir` (its key readable by the server's user only, as PostgreSQL requires).
 fn make_certificates(certs: &Path, dir: &Path) {
     let _ = std::fs::remove_dir_all(certs);
     std::fs::create_dir_all(certs).unwrap();
-    std::fs::write(certs.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(certs)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=hub test CA",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
+    certs::make_ca(certs);
+    certs::issue(certs, "server", None);
     for f in ["server.crt", "server.key"] {
         std::fs::copy(certs.join(f), dir.join(f)).unwrap();
     }

@@ -5,7 +5,7 @@
 // Shared with the store's own tests, some of whose helpers these tests do not need.
 #[allow(dead_code)]
 #[path = "../common/postgres.rs"]
-mod pg;
+pub(crate) mod pg;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

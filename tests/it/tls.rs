@@ -2,94 +2,11 @@
 //! that checks the chain, renewal by reload, and pairs `hub check-config` refuses.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::json;
 
+use crate::postgres::pg::certs::{issue, make_ca};
 use crate::support::{self, config_with, hub_command, Hub};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const CA_CONFIG: &str = "[ca]\ndefault_ca = c\n[c]\ndatabase = index\nnew_certs_dir = .\n\
-serial = serial\nunique_subject = no\ndefault_md = sha256\npolicy = p\nx509_extensions = ext\n[p]\ncommonName = supplied\n\
-[ext]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n";
-
-/// A CA (`ca.crt`) in `dir` that signs what `issue` makes.
-fn make_ca(dir: &Path) {
-    std::fs::write(dir.join("ca.cnf"), CA_CONFIG).unwrap();
-    std::fs::write(dir.join("index"), "").unwrap();
-    std::fs::write(dir.join("serial"), "1000\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hub test CA",
-        ],
-    );
-}
-
-/// `NAME.crt` and `NAME.key` for 127.0.0.1, signed by the CA, valid within `dates` (openssl's
-/// `YYYYMMDDHHMMSSZ`) or for two days from now; also `NAME.der`.
-fn issue(dir: &Path, name: &str, dates: Option<(&str, &str)>) {
-    let (key, csr, crt) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.crt"),
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    let mut args = vec![
-        "ca", "-batch", "-notext", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key",
-        "-in", &csr, "-out", &crt,
-    ];
-    match dates {
-        Some((start, end)) => args.extend(["-startdate", start, "-enddate", end]),
-        None => args.extend(["-days", "2"]),
-    }
-    openssl(dir, &args);
-    let der = format!("{name}.der");
-    openssl(dir, &["x509", "-in", &crt, "-outform", "der", "-out", &der]);
-}
 
 fn trusting(dir: &Path) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.crt")).unwrap()).unwrap();
