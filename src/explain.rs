@@ -76,6 +76,7 @@ fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
                 problem: &problem,
                 target: target.clone(),
                 reports: Vec::new(),
+                thread: None,
             };
             // The key ends with the target; a phone number there is shown masked, as everywhere.
             let masked = crate::actions::mask_number(&target.id);

@@ -88,10 +88,10 @@ impl Comment {
             .comment(pid, &text, &self.context, &self.user)
             .await
         {
-            Ok(()) => Ok(Outcome {
-                summary: "comment posted".into(),
-                detail: json!({"context": self.context, "comment": text}),
-            }),
+            Ok(()) => Ok(Outcome::new(
+                "comment posted",
+                json!({"context": self.context, "comment": text}),
+            )),
             Err(e) if e.is_transient() => Err(ActionError::Transient {
                 message: e.to_string(),
                 detail: Value::Null,

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::config::reader::{Env, Issues, Section};
 use crate::config::{ActionConfig, Config};
 use crate::store::RunRow;
+pub use crate::store::ThreadRef;
 pub use problem::{Entity, Problem};
 
 /// What a run acts on: an impacted entity, a recipient, or nothing in particular (empty id).
@@ -47,24 +48,55 @@ pub struct Job<'a> {
     pub target: Target,
     /// For a comment: the runs it reports on.
     pub reports: Vec<RunRow>,
+    /// What an earlier run of this action created for this problem and target, to continue.
+    pub thread: Option<ThreadRef>,
 }
 
 impl Job<'_> {
-    /// Variables for templates: `problem`, `entity`, `run`.
+    /// Variables for templates: `problem`, `entity`, `run`, and `thread` (`ref` and `url`, empty
+    /// before the first run kept one, so a template can test `{% if thread.ref %}`).
     pub fn template_data(&self) -> Value {
+        let (reference, url) = match &self.thread {
+            Some(t) => (t.reference.as_str(), t.url.as_deref().unwrap_or_default()),
+            None => ("", ""),
+        };
         json!({
             "problem": self.problem,
             "entity": self.target.entity,
             "run": {"id": self.run_id, "attempt": self.attempt},
+            "thread": {"ref": reference, "url": url},
         })
+    }
+
+    /// The kept thread's reference, if there is one.
+    pub fn thread_ref(&self) -> Option<&str> {
+        self.thread.as_ref().map(|t| t.reference.as_str())
     }
 }
 
-/// A finished attempt: a line for comments and logs, and what to keep (exit code, SID, status).
+/// A finished attempt: a line for comments and logs, what to keep (exit code, SID, status), and
+/// what it created far away for later runs to continue.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub summary: String,
     pub detail: Value,
+    /// Kept per problem, action and target, replacing the one kept before; `None` keeps that one.
+    pub thread: Option<ThreadRef>,
+}
+
+impl Outcome {
+    pub fn new(summary: impl Into<String>, detail: Value) -> Outcome {
+        Outcome {
+            summary: summary.into(),
+            detail,
+            thread: None,
+        }
+    }
+
+    pub fn with_thread(mut self, thread: Option<ThreadRef>) -> Outcome {
+        self.thread = thread;
+        self
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -304,6 +304,7 @@ impl Script {
             ("HUB_ENTITY_TYPE", entity.kind),
             ("HUB_RUN_ID", job.run_id.clone()),
             ("HUB_ATTEMPT", job.attempt.to_string()),
+            ("HUB_THREAD_REF", job.thread_ref().unwrap_or_default().to_string()),
         ] {
             // A NUL cannot be passed in an environment; it is the one character that is dropped.
             env.push((k.to_string(), v.replace('\0', "")));
@@ -430,10 +431,13 @@ fn classify(
         });
     }
     match status.code() {
-        Some(0) => Ok(Outcome {
-            summary: "exit 0".into(),
-            detail,
-        }),
+        Some(0) => {
+            let thread = detail
+                .get("stdout")
+                .and_then(Value::as_str)
+                .and_then(printed_ref);
+            Ok(Outcome::new("exit 0", detail).with_thread(thread))
+        }
         Some(TRANSIENT_EXIT) => Err(ActionError::Transient {
             message: format!("exit {TRANSIENT_EXIT} (temporary failure)"),
             detail,
@@ -521,6 +525,24 @@ pub fn sample_message(p: &Problem, entity: Option<&super::Entity>) -> String {
 
 /// Reads a pipe to its end, keeping at most `max` bytes, so a chatty script cannot fill memory and
 /// a full pipe cannot stall it.
+/// What a script names as its thread: the last line `hub-ref: <value>` it printed (at most 1,024
+/// bytes of value; a longer one is not a reference but output).
+fn printed_ref(stdout: &str) -> Option<crate::actions::ThreadRef> {
+    stdout
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix(REF_LINE))
+        .map(str::trim)
+        .find(|v| !v.is_empty() && v.len() <= 1024)
+        .map(|v| crate::actions::ThreadRef {
+            reference: v.to_string(),
+            url: (v.starts_with("https://") || v.starts_with("http://")).then(|| v.to_string()),
+        })
+}
+
+/// The prefix of the stdout line that names a run's thread.
+const REF_LINE: &str = "hub-ref:";
+
 async fn capture<R: AsyncRead + Unpin>(pipe: Option<R>, max: usize) -> String {
     let Some(mut pipe) = pipe else {
         return String::new();
@@ -591,6 +613,18 @@ mod tests {
     use super::*;
     use crate::actions::Entity;
     use crate::domain::Source;
+
+    #[test]
+    fn the_last_printed_ref_line_names_the_thread() {
+        let out = "working\nhub-ref: INC-1\nmore\nhub-ref:  https://tickets.example/INC-2 \n";
+        let t = printed_ref(out).unwrap();
+        assert_eq!(t.reference, "https://tickets.example/INC-2");
+        assert_eq!(t.url.as_deref(), Some("https://tickets.example/INC-2"));
+        let t = printed_ref("hub-ref: javascript:alert(1)").unwrap();
+        assert_eq!(t.url, None, "only http(s) becomes a link");
+        assert!(printed_ref("no ref\nhub-ref:   \n").is_none());
+        assert!(printed_ref(&format!("hub-ref: {}", "x".repeat(2000))).is_none());
+    }
 
     #[test]
     fn the_sample_message_has_its_labels_right() {

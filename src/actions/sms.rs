@@ -229,10 +229,10 @@ impl Sms {
                 .get("sid")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            return Ok(Outcome {
-                summary: format!("SMS to {masked} sent ({sid})"),
-                detail: json!({"to": masked, "sid": sid, "status": answer.get("status")}),
-            });
+            return Ok(Outcome::new(
+                format!("SMS to {masked} sent ({sid})"),
+                json!({"to": masked, "sid": sid, "status": answer.get("status")}),
+            ));
         }
         let code = answer.get("code").cloned().unwrap_or(Value::Null);
         let message = answer

@@ -15,14 +15,16 @@ use crate::config::reader::{check_template, check_url, secret, Env, Issues, Sect
 use crate::secret::Secret;
 use crate::template::Template;
 
-/// `type: "webhook"`: `url`, `secret` (or `secret_env`, a `whsec_` key), optional `template` and
-/// `timeout_secs`.
+/// `type: "webhook"`: `url`, `secret` (or `secret_env`, a `whsec_` key), optional `template`,
+/// `timeout_secs` and `thread_pointer`.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     pub url: String,
     pub secret: Secret,
     pub template: Option<String>,
     pub timeout_secs: u64,
+    /// A JSON pointer (`/id`) into the receiver's answer: the value there is the problem's thread.
+    pub thread_pointer: Option<String>,
 }
 
 impl ActionType for WebhookConfig {
@@ -49,11 +51,21 @@ fn read_webhook(s: &mut Section, env: &Env, issues: &mut Issues) -> WebhookConfi
         check_template(&s.path_of("template"), t, issues);
     }
     let timeout_secs = s.integer("timeout_secs", 1, 600, issues).unwrap_or(15);
+    let thread_pointer = s.string("thread_pointer", issues);
+    if let Some(p) = &thread_pointer {
+        if !p.starts_with('/') {
+            issues.push(
+                s.path_of("thread_pointer"),
+                format!("{p:?} is not a JSON pointer: it starts with / (for example \"/id\")"),
+            );
+        }
+    }
     WebhookConfig {
         url,
         secret,
         template,
         timeout_secs,
+        thread_pointer,
     }
 }
 
@@ -107,6 +119,7 @@ pub struct Webhook {
     signer: Signer,
     template: Option<Template>,
     timeout: Duration,
+    thread_pointer: Option<String>,
     http: reqwest::Client,
 }
 
@@ -117,6 +130,7 @@ impl Webhook {
             signer: Signer::new(&c.secret)?,
             template: c.template.as_deref().map(Template::new).transpose()?,
             timeout: Duration::from_secs(c.timeout_secs),
+            thread_pointer: c.thread_pointer.clone(),
             http,
         })
     }
@@ -132,6 +146,7 @@ impl Webhook {
                 let doc = json!({
                     "type": format!("problem.{}", p.state.to_lowercase()),
                     "timestamp": crate::clock::utc(crate::clock::now_ms()),
+                    "thread_ref": job.thread_ref(),
                     "data": p,
                 });
                 serde_json::to_vec(&doc).map_err(|e| ActionError::permanent(e.to_string()))
@@ -163,10 +178,10 @@ impl Webhook {
         let detail =
             json!({"http_status": status, "response": super::bounded(text.as_bytes(), 1024)});
         match status {
-            200..=299 => Ok(Outcome {
-                summary: format!("delivered ({status})"),
-                detail,
-            }),
+            200..=299 => {
+                let thread = self.thread_pointer.as_deref().and_then(|p| answered_ref(&text, p));
+                Ok(Outcome::new(format!("delivered ({status})"), detail).with_thread(thread))
+            }
             s if crate::retry::transient_status(s) => Err(ActionError::Transient {
                 message: format!("the receiver answered {status}"),
                 detail,
@@ -178,6 +193,20 @@ impl Webhook {
             }),
         }
     }
+}
+
+/// The receiver's value at `pointer` in its JSON answer, as the problem's thread (a string or a
+/// number; a URL becomes the thread's link).
+fn answered_ref(answer: &str, pointer: &str) -> Option<super::ThreadRef> {
+    let doc: Value = serde_json::from_str(answer).ok()?;
+    let reference = match doc.pointer(pointer)? {
+        Value::String(s) if !s.is_empty() && s.len() <= 1024 => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let url = (reference.starts_with("https://") || reference.starts_with("http://"))
+        .then(|| reference.clone());
+    Some(super::ThreadRef { reference, url })
 }
 
 impl Action for Webhook {
@@ -202,6 +231,17 @@ impl Action for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_thread_is_read_at_the_pointer() {
+        let t = answered_ref(r#"{"ticket": {"id": 42, "url": "https://t.example/42"}}"#, "/ticket/id");
+        assert_eq!(t.map(|t| t.reference), Some("42".into()));
+        let t = answered_ref(r#"{"ticket": {"url": "https://t.example/42"}}"#, "/ticket/url").unwrap();
+        assert_eq!(t.url.as_deref(), Some("https://t.example/42"));
+        assert!(answered_ref("not json", "/id").is_none());
+        assert!(answered_ref(r#"{"id": {"nested": 1}}"#, "/id").is_none());
+        assert!(answered_ref(r#"{"id": ""}"#, "/id").is_none());
+    }
 
     /// The published Standard Webhooks test vector.
     #[test]

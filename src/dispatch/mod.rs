@@ -544,12 +544,17 @@ impl Inner {
                 entity: None,
             });
         let reports = self.reports(run, action.depends_on()).await?;
+        let thread = self
+            .store
+            .thread(run.source, &run.problem_key, &run.action, &run.target)
+            .await?;
         let job = Job {
             run_id: run_id(&run.idem_key),
             attempt,
             problem: &problem,
             target,
             reports,
+            thread,
         };
         let result = action.run(&job).await;
         Ok(finish_for(s, result, attempt))
@@ -571,6 +576,7 @@ fn finish_for(
         Ok(o) => Finish::Succeeded {
             summary: o.summary,
             outcome: o.detail.to_string(),
+            thread: o.thread,
         },
         Err(ActionError::HeldBack(reason)) => Finish::HeldBack { reason },
         Err(ActionError::Permanent { message, detail }) => Finish::Failed {

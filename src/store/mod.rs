@@ -18,7 +18,7 @@ pub use inbox::Mode;
 pub(crate) use model::Finished;
 pub use model::{
     is_closed, ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, Page,
-    ProblemRow, Pruned, RunRow, SentView, SourceCounts, StoredNotification,
+    ProblemRow, Pruned, RunRow, SentView, SourceCounts, StoredNotification, ThreadRef, ThreadRow,
 };
 pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};
@@ -506,7 +506,34 @@ impl Store {
         }
     }
 
-    /// Records how an attempt ended, on the run and on its attempt row.
+    /// What run `action` kept for this problem and target, for its next run to continue.
+    pub async fn thread(
+        &self,
+        source: Source,
+        problem_key: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<Option<ThreadRef>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.thread(source, problem_key, action, target).await,
+            Backend::Postgres(p) => p.thread(source, problem_key, action, target).await,
+        }
+    }
+
+    /// Every thread of a problem, for its page and the API.
+    pub async fn threads(
+        &self,
+        source: Source,
+        problem_key: &str,
+    ) -> Result<Vec<ThreadRow>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.threads(source, problem_key).await,
+            Backend::Postgres(p) => p.threads(source, problem_key).await,
+        }
+    }
+
+    /// Records how an attempt ended, on the run and on its attempt row, and keeps the thread a
+    /// success names (in the same transaction).
     pub async fn finish(
         &self,
         run_id: i64,

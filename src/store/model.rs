@@ -92,12 +92,38 @@ impl RunRow {
     }
 }
 
+/// What an action created far away for a problem, which its later runs continue (see
+/// `crate::actions::Outcome::thread`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadRef {
+    /// Slack's `channel/ts`, a mail's `Message-ID`, PagerDuty's `dedup_key`, a webhook's or a
+    /// script's value.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Where people can open it, when there is such a place.
+    pub url: Option<String>,
+}
+
+/// A problem's thread, as the problem page and API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadRow {
+    pub action: String,
+    pub target: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub url: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
 /// How one attempt ended.
 #[derive(Debug, Clone)]
 pub enum Finish {
     Succeeded {
         summary: String,
         outcome: String,
+        /// Kept for the problem and action (and target), replacing what was kept before.
+        thread: Option<ThreadRef>,
     },
     /// Try again at `retry_at_ms`.
     Retry {
@@ -192,14 +218,19 @@ pub(crate) struct Finished {
     pub outcome: Option<String>,
     pub result: &'static str,
     pub summary: String,
+    pub thread: Option<ThreadRef>,
 }
 
 impl Finished {
     pub fn of(finish: &Finish) -> Finished {
+        let thread = match finish {
+            Finish::Succeeded { thread, .. } => thread.clone(),
+            _ => None,
+        };
         let (status, next, error, outcome, result, summary) = match finish.clone() {
-            Finish::Succeeded { summary, outcome } => {
-                ("succeeded", 0, None, Some(outcome), "succeeded", summary)
-            }
+            Finish::Succeeded {
+                summary, outcome, ..
+            } => ("succeeded", 0, None, Some(outcome), "succeeded", summary),
             Finish::Retry {
                 error,
                 outcome,
@@ -236,10 +267,19 @@ impl Finished {
             outcome,
             result,
             summary,
+            thread,
         }
     }
 }
 
+read_by_name!(ThreadRow {
+    action,
+    target,
+    reference,
+    url,
+    created_at_ms,
+    updated_at_ms
+});
 read_by_name!(SourceCounts {
     source,
     received,

@@ -70,6 +70,7 @@ on_both!(
     the_views_count_what_is_stored,
     problems_that_ended_are_pruned_and_the_others_kept,
     a_folder_left_as_it_was_is_not_compared_again,
+    a_thread_is_kept_with_its_run_and_replaced_by_a_later_one,
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -211,6 +212,7 @@ async fn a_run_goes_from_routed_to_done(store: &Store, _: &Path) {
     let done = Finish::Succeeded {
         summary: "exit 0".into(),
         outcome: "{\"exit\":0}".into(),
+        thread: None,
     };
     store.finish(id, second, &done).await.unwrap();
     let runs = store.problem_runs(Source::Dynatrace, "P-1").await.unwrap();
@@ -262,12 +264,60 @@ async fn runs_left_in_flight_are_put_back(store: &Store, _: &Path) {
     );
 }
 
+async fn a_thread_is_kept_with_its_run_and_replaced_by_a_later_one(store: &Store, _: &Path) {
+    use crate::store::ThreadRef;
+    let id = routed_run(store).await;
+    let thread = |r: &str| {
+        Some(ThreadRef {
+            reference: r.into(),
+            url: Some(format!("https://chat.example/{r}")),
+        })
+    };
+    let kept = || store.thread(Source::Dynatrace, "P-1", "script", "");
+    assert_eq!(kept().await.unwrap(), None);
+    // A retry names no thread: nothing is kept.
+    let first = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let retry = Finish::Retry {
+        error: "503".into(),
+        outcome: "{}".into(),
+        retry_at_ms: 0,
+    };
+    store.finish(id, first, &retry).await.unwrap();
+    assert_eq!(kept().await.unwrap(), None);
+    let second = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let done = |r: &str| Finish::Succeeded {
+        summary: "posted".into(),
+        outcome: "{}".into(),
+        thread: thread(r),
+    };
+    store.finish(id, second, &done("C1/1.1")).await.unwrap();
+    assert_eq!(kept().await.unwrap(), thread("C1/1.1"));
+    assert_eq!(
+        store
+            .thread(Source::Dynatrace, "P-1", "other", "")
+            .await
+            .unwrap(),
+        None
+    );
+    store.schedule_replay(&[id]).await.unwrap();
+    let third = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    store.finish(id, third, &done("C1/2.2")).await.unwrap();
+    let listed = store.threads(Source::Dynatrace, "P-1").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].action.as_str(), listed[0].reference.as_str()),
+        ("script", "C1/2.2")
+    );
+    assert!(listed[0].updated_at_ms >= listed[0].created_at_ms);
+}
+
 async fn a_replay_is_a_manual_attempt(store: &Store, _: &Path) {
     let id = routed_run(store).await;
     let first = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
     let done = Finish::Succeeded {
         summary: "exit 0".into(),
         outcome: "{}".into(),
+        thread: None,
     };
     store.finish(id, first, &done).await.unwrap();
     assert_eq!(store.schedule_replay(&[id]).await.unwrap(), 1);
@@ -423,11 +473,32 @@ async fn problems_that_ended_are_pruned_and_the_others_kept(store: &Store, dir: 
         Some(Finish::Succeeded {
             summary: "exit 0".into(),
             outcome: "{}".into(),
+            thread: None,
         })
     };
     // Ended, with its runs done: goes.
     handled(store, with_state("ENDED", "OPEN"), done()).await;
-    handled(store, with_state("ENDED", "RESOLVED"), done()).await;
+    handled(
+        store,
+        with_state("ENDED", "RESOLVED"),
+        Some(Finish::Succeeded {
+            summary: "posted".into(),
+            outcome: "{}".into(),
+            thread: Some(crate::store::ThreadRef {
+                reference: "C1/1.1".into(),
+                url: None,
+            }),
+        }),
+    )
+    .await;
+    assert_eq!(
+        store
+            .threads(Source::Dynatrace, "ENDED")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // Still open: stays, however old.
     handled(store, with_state("OPEN", "OPEN"), done()).await;
     // Ended, but a run still waits: stays.
@@ -483,6 +554,11 @@ async fn problems_that_ended_are_pruned_and_the_others_kept(store: &Store, dir: 
     }
     assert!(store
         .problem_notifications(Source::Dynatrace, "ENDED")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .threads(Source::Dynatrace, "ENDED")
         .await
         .unwrap()
         .is_empty());

@@ -22,6 +22,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../../migrations/postgres/0004_pid_index.sql"),
     ),
+    (
+        5,
+        include_str!("../../../migrations/postgres/0005_threads.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

@@ -12,6 +12,7 @@ pub(super) mod rows;
 mod source_sql;
 #[cfg(test)]
 pub(in crate::store) mod tests;
+mod threads;
 mod views;
 mod writer;
 

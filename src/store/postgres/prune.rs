@@ -67,6 +67,8 @@ impl Postgres {
             .await?;
             if !dry {
                 for sql in [
+                    "DELETE FROM threads WHERE run_id IN
+                         (SELECT id FROM action_runs WHERE notification_id = ANY($1))",
                     "DELETE FROM action_attempts WHERE run_id IN
                          (SELECT id FROM action_runs WHERE notification_id = ANY($1))",
                     "DELETE FROM action_runs WHERE notification_id = ANY($1)",

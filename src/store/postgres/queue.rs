@@ -298,6 +298,9 @@ impl Postgres {
             &[&now, &f.result, &f.outcome, &f.error, &run_id, &attempt],
         )
         .await?;
+        if let Some(thread) = &f.thread {
+            super::threads::keep(&tx, run_id, thread, now).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

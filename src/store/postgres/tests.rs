@@ -126,6 +126,7 @@ fn succeeded(what: &str) -> Finish {
     Finish::Succeeded {
         summary: what.into(),
         outcome: "{}".into(),
+        thread: None,
     }
 }
 

@@ -47,6 +47,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../../migrations/sqlite/0010_pid_index.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/sqlite/0011_threads.sql"),
+    ),
 ];
 
 /// Applies what the store lacks; returns how many migrations ran.

@@ -10,6 +10,7 @@ mod reader;
 pub(super) mod rows;
 mod runs;
 mod source_sql;
+mod threads;
 mod views;
 mod writer;
 

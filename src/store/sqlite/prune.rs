@@ -78,6 +78,7 @@ fn prune_in(
         )?;
         if let Some(dir) = &delete_in {
             for sql in [
+                "DELETE FROM threads WHERE source = ?1 AND problem_key = ?2",
                 "DELETE FROM action_attempts WHERE run_id IN
                      (SELECT id FROM action_runs WHERE source = ?1 AND problem_key = ?2)",
                 "DELETE FROM action_runs WHERE source = ?1 AND problem_key = ?2",

@@ -219,6 +219,7 @@ impl Sqlite {
             outcome,
             result,
             summary,
+            thread,
         } = crate::store::Finished::of(finish);
         self.write(move |c| {
             c.prepare_cached(
@@ -237,6 +238,9 @@ impl Sqlite {
             .execute(rusqlite::params![
                 now, result, outcome, error, run_id, attempt
             ])?;
+            if let Some(thread) = &thread {
+                super::threads::keep(c, run_id, thread, now)?;
+            }
             Ok(())
         })
         .await

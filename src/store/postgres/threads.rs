@@ -1,0 +1,65 @@
+//! Threads on PostgreSQL: what an action created far away for a problem, kept beside its runs.
+
+use super::rows::{all, optional, Params};
+use super::Postgres;
+use crate::domain::Source;
+use crate::store::{StoreError, ThreadRef, ThreadRow};
+
+/// Keeps `thread` for the problem, action and target of run `run_id`; called inside the
+/// transaction that records the run's outcome.
+pub(super) async fn keep(
+    tx: &impl deadpool_postgres::GenericClient,
+    run_id: i64,
+    thread: &ThreadRef,
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let params: Params = &[&thread.reference, &thread.url, &now, &run_id];
+    super::rows::exec(
+        tx,
+        "INSERT INTO threads (source, problem_key, action, target, ref, url, run_id,
+                              created_at_ms, updated_at_ms)
+         SELECT source, problem_key, action, target, $1, $2, id, $3, $3
+           FROM action_runs WHERE id = $4
+         ON CONFLICT (source, problem_key, action, target) DO UPDATE
+            SET ref = excluded.ref, url = excluded.url, run_id = excluded.run_id,
+                updated_at_ms = excluded.updated_at_ms",
+        params,
+    )
+    .await?;
+    Ok(())
+}
+
+impl Postgres {
+    pub async fn thread(
+        &self,
+        source: Source,
+        problem_key: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<Option<ThreadRef>, StoreError> {
+        let c = self.pool.get().await?;
+        let found: Option<(String, Option<String>)> = optional(
+            &c,
+            "SELECT ref, url FROM threads
+              WHERE source = $1 AND problem_key = $2 AND action = $3 AND target = $4",
+            &[&source, &problem_key, &action, &target],
+        )
+        .await?;
+        Ok(found.map(|(reference, url)| ThreadRef { reference, url }))
+    }
+
+    pub async fn threads(
+        &self,
+        source: Source,
+        problem_key: &str,
+    ) -> Result<Vec<ThreadRow>, StoreError> {
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            "SELECT action, target, ref AS reference, url, created_at_ms, updated_at_ms
+               FROM threads WHERE source = $1 AND problem_key = $2 ORDER BY action, target",
+            &[&source, &problem_key],
+        )
+        .await
+    }
+}
