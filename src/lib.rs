@@ -17,6 +17,7 @@ pub mod import;
 pub mod live;
 pub mod logging;
 pub mod poll;
+pub mod rate;
 pub mod reload;
 pub mod replay;
 pub mod retention;

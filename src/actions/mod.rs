@@ -4,6 +4,7 @@
 //! the dispatcher decides what to record and when to try again. `explain` shows what a run would do
 //! without doing it, for `hub explain`.
 
+pub mod http;
 pub mod problem;
 pub mod route;
 
@@ -182,6 +183,20 @@ macro_rules! actions {
                 }
             }
 
+            /// For a `type`: the default of `rate_limit_per_minute`, and whether the type
+            /// applies that key itself (see [`ActionType::OWN_RATE_LIMIT`]).
+            pub fn rate_limit_of(type_name: &str) -> (Option<u32>, bool) {
+                $(
+                    if type_name == <$module::$config as ActionType>::TYPE {
+                        return (
+                            <$module::$config as ActionType>::RATE_LIMIT_PER_MINUTE,
+                            <$module::$config as ActionType>::OWN_RATE_LIMIT,
+                        );
+                    }
+                )*
+                (None, false)
+            }
+
             /// The actions this one waits for (see [`Action::depends_on`]).
             pub fn depends_on(&self) -> &[String] {
                 match self {
@@ -218,6 +233,9 @@ actions! {
     Sms = sms::SmsConfig;
     Comment = comment::CommentConfig;
     Webhook = webhook::WebhookConfig;
+    Pagerduty = pagerduty::PagerdutyConfig;
+    Slack = slack::SlackConfig;
+    Teams = teams::TeamsConfig;
 }
 
 /// An action type's config: read from its `actions.<name>` entry (every problem reported to
@@ -225,6 +243,12 @@ actions! {
 pub trait ActionType: Sized {
     /// The `type` users write.
     const TYPE: &'static str;
+    /// `rate_limit_per_minute` when the action does not set it: what keeps within the service's
+    /// published limits. Runs over it wait (the dispatcher holds them back, and says so on the
+    /// run) rather than being dropped.
+    const RATE_LIMIT_PER_MINUTE: Option<u32> = None;
+    /// Set for a type that reads and applies `rate_limit_per_minute` itself.
+    const OWN_RATE_LIMIT: bool = false;
     fn read(s: &mut Section, ctx: &ReadContext, issues: &mut Issues) -> Option<Self>;
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Action>, BuildError>;
     /// The actions whose runs this one waits for (see [`Action::depends_on`]).

@@ -3,7 +3,6 @@
 //! The API is called directly (a form POST with basic auth) against a configurable base URL, so it
 //! can be tested against a local server. Numbers are masked wherever they are shown.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,8 @@ pub const TWILIO_API_URL: &str = "https://api.twilio.com";
 
 impl ActionType for SmsConfig {
     const TYPE: &'static str = "sms";
+    /// An SMS over its budget is held back, not delayed (see [`SmsOptions`]).
+    const OWN_RATE_LIMIT: bool = true;
 
     fn read(s: &mut Section, ctx: &ReadContext, issues: &mut Issues) -> Option<Self> {
         Some(read_sms(s, ctx.env, issues))
@@ -119,8 +120,6 @@ pub(crate) fn read_options(s: &mut Section, issues: &mut Issues) -> SmsOptions {
     }
 }
 
-const WINDOW: Duration = Duration::from_secs(60);
-
 pub struct Sms {
     account_sid: String,
     auth_token: Secret,
@@ -129,9 +128,8 @@ pub struct Sms {
     to: Vec<String>,
     api_url: String,
     template: Option<Template>,
-    per_minute: usize,
     timeout: Duration,
-    sent: Mutex<VecDeque<Instant>>,
+    sent: Mutex<crate::rate::Window>,
     http: reqwest::Client,
 }
 
@@ -150,9 +148,8 @@ impl Sms {
                 .as_deref()
                 .map(Template::new)
                 .transpose()?,
-            per_minute: c.options.rate_limit_per_minute as usize,
             timeout: Duration::from_secs(c.options.timeout_secs),
-            sent: Mutex::new(VecDeque::new()),
+            sent: Mutex::new(crate::rate::Window::new(c.options.rate_limit_per_minute)),
             http,
         })
     }
@@ -186,19 +183,11 @@ impl Sms {
 
     /// Takes a slot in this minute's budget; `false` when the budget is spent.
     fn take_slot(&self) -> bool {
-        let now = Instant::now();
-        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        while sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-        {
-            sent.pop_front();
-        }
-        if sent.len() >= self.per_minute {
-            return false;
-        }
-        sent.push_back(now);
-        true
+        self.window().take(Instant::now()).is_ok()
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, crate::rate::Window> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn send(&self, job: &Job<'_>) -> Result<Outcome, ActionError> {
@@ -208,7 +197,7 @@ impl Sms {
         if !self.take_slot() {
             return Err(ActionError::HeldBack(format!(
                 "held back: this action sends at most {} SMS a minute",
-                self.per_minute
+                self.window().per_minute()
             )));
         }
         let response = self
@@ -296,7 +285,7 @@ impl Action for Sms {
             "url": self.url(),
             "auth": format!("{}:***", self.account_sid),
             "form": form,
-            "rate_limit_per_minute": self.per_minute,
+            "rate_limit_per_minute": self.window().per_minute(),
         })
     }
 }

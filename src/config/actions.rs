@@ -22,6 +22,9 @@ pub struct ActionConfig {
     pub kind: ActionKind,
     /// How many runs of this action may be in flight at once.
     pub max_concurrent: usize,
+    /// How many runs may start a minute; the dispatcher holds the others back until there is
+    /// room. `None` when the type applies its own limit or there is none.
+    pub rate_limit_per_minute: Option<u32>,
     /// Set for the sample's integrations, which only ever acted on Dynatrace problems.
     pub dynatrace_only: bool,
 }
@@ -172,6 +175,7 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
             user: legacy.webhook_user.to_string(),
         }),
         max_concurrent: 4,
+        rate_limit_per_minute: None,
         dynatrace_only: true,
     };
     if legacy.incident.active {
@@ -188,6 +192,7 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
                 name: LEGACY_SCRIPT.to_string(),
                 kind: ActionKind::Script(legacy.incident.options.clone().with_argv(argv)),
                 max_concurrent: legacy.incident.max_concurrent,
+                rate_limit_per_minute: None,
                 dynatrace_only: true,
             });
             if legacy.tenant_set {
@@ -208,6 +213,7 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
                 options: sms.options.clone(),
             }),
             max_concurrent: sms.max_concurrent,
+            rate_limit_per_minute: None,
             dynatrace_only: true,
         });
         if legacy.tenant_set {
@@ -251,11 +257,22 @@ fn read_action(
             None
         }
     };
+    let (default_rate, own_rate) = kind_name
+        .as_deref()
+        .map_or((None, false), ActionKind::rate_limit_of);
+    let rate_limit_per_minute = if own_rate {
+        None
+    } else {
+        s.integer("rate_limit_per_minute", 1, 100_000, issues)
+            .map(|n| n as u32)
+            .or(default_rate)
+    };
     s.finish(issues);
     Some(ActionConfig {
         name,
         kind: kind?,
         max_concurrent,
+        rate_limit_per_minute,
         dynatrace_only: false,
     })
 }

@@ -22,7 +22,7 @@ use crate::config::{Actions, Config};
 use crate::domain::Source;
 use crate::dynatrace::Client;
 use crate::live::Live;
-use crate::logging::Throttle;
+use crate::logging::{SharedThrottle, Throttle};
 use crate::store::{Finish, NewRun, RunRow, Store, StoreError, StoredNotification};
 
 /// How often the queue is looked at when nothing wakes the dispatcher.
@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     enrich_limit: Arc<Semaphore>,
     enriching: Mutex<HashSet<i64>>,
     sent: Arc<sent::SentFiles>,
+    /// Says once in a while that runs wait for a rate limit, not once per run.
+    rate_log: SharedThrottle,
 }
 
 /// The dispatcher's part of the config, made ready to use.
@@ -65,6 +67,8 @@ pub struct Settings {
     /// How long routing waits for a Dynatrace problem's details before it goes on without them.
     enrich_wait_ms: i64,
     limits: HashMap<String, Arc<Semaphore>>,
+    /// Per action with a `rate_limit_per_minute`: the runs started in the last minute.
+    rates: HashMap<String, Arc<Mutex<crate::rate::Window>>>,
 }
 
 impl Settings {
@@ -89,6 +93,22 @@ impl Settings {
                 (a.name.clone(), limit)
             })
             .collect();
+        // A window whose limit did not change is kept, so a reload does not grant a fresh minute.
+        let rates = config
+            .actions
+            .actions
+            .iter()
+            .filter_map(|a| {
+                let per_minute = a.rate_limit_per_minute?;
+                let kept = before
+                    .and_then(|b| b.rates.get(&a.name))
+                    .filter(|w| lock(w).per_minute() == per_minute)
+                    .cloned();
+                let window = kept
+                    .unwrap_or_else(|| Arc::new(Mutex::new(crate::rate::Window::new(per_minute))));
+                Some((a.name.clone(), window))
+            })
+            .collect();
         Ok(Settings {
             client,
             registry,
@@ -96,11 +116,24 @@ impl Settings {
             tenant: config.dynatrace.tenant.clone(),
             enrich_wait_ms: config.dynatrace.enrich_wait.as_millis() as i64,
             limits,
+            rates,
         })
     }
 
     fn permit(&self, action: &str) -> Option<OwnedSemaphorePermit> {
         self.limits.get(action)?.clone().try_acquire_owned().ok()
+    }
+
+    /// Counts a start against the action's rate limit; when the minute is full, how long until it
+    /// has room, and the limit.
+    fn rate_slot(&self, action: &str) -> Result<(), (Duration, u32)> {
+        let Some(window) = self.rates.get(action) else {
+            return Ok(());
+        };
+        let mut w = lock(window);
+        let per_minute = w.per_minute();
+        w.take(std::time::Instant::now())
+            .map_err(|wait| (wait, per_minute))
     }
 
     fn problem(&self, n: &StoredNotification) -> Problem {
@@ -128,6 +161,7 @@ impl Dispatcher {
                 in_flight: Mutex::new(HashSet::new()),
                 enrich_limit: Arc::new(Semaphore::new(ENRICH_CONCURRENCY)),
                 enriching: Mutex::new(HashSet::new()),
+                rate_log: SharedThrottle::new(ERROR_LOG_INTERVAL),
             }),
         })
     }
@@ -297,12 +331,32 @@ impl Dispatcher {
                 continue;
             }
             if !self.dependencies_done(&s, &run).await? {
-                d.store.defer(run.id, now_ms() + DEPENDENCY_WAIT_MS).await?;
+                d.store
+                    .defer(run.id, now_ms() + DEPENDENCY_WAIT_MS, None)
+                    .await?;
                 continue;
             }
             let Some(permit) = s.permit(&run.action) else {
                 continue;
             };
+            if let Err((wait, per_minute)) = s.rate_slot(&run.action) {
+                drop(permit);
+                let note = format!(
+                    "held back by rate_limit_per_minute ({per_minute}): runs in {} s",
+                    wait.as_secs().max(1)
+                );
+                if let Some(held_back) = d.rate_log.ready() {
+                    tracing::warn!(
+                        action = %run.action, problem_id = run.problem_key.as_str(),
+                        wait_ms = wait.as_millis() as u64, similar_lines_held_back = held_back,
+                        "action over its rate limit; its run waits"
+                    );
+                }
+                d.store
+                    .defer(run.id, now_ms() + wait.as_millis() as i64, Some(note))
+                    .await?;
+                continue;
+            }
             chosen.push((run, permit));
         }
         if chosen.is_empty() {
@@ -626,6 +680,11 @@ impl SettingsHandle {
         self.0.settings.set(settings);
         self.0.wake.notify_one();
     }
+}
+
+/// A window shared between passes; a panic while holding it leaves it usable.
+fn lock(w: &Mutex<crate::rate::Window>) -> std::sync::MutexGuard<'_, crate::rate::Window> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A set shared with the tasks; a task that panicked while holding it leaves it usable.

@@ -2,9 +2,9 @@
 //! at hub. Validated as PagerDuty validates; `dedup_key` is the problem's identity, and acknowledge
 //! and resolve apply to the problem with that key.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
@@ -41,7 +41,7 @@ pub(super) fn build(gate: Gate, s: &mut Section, _: &Env, issues: &mut Issues) -
     }
     let per_minute = s
         .integer("rate_limit_per_minute", 1, 100_000, issues)
-        .unwrap_or(120) as usize;
+        .unwrap_or(120) as u32;
     Arc::new(Pagerduty {
         gate,
         routing_keys: keys.into_iter().map(Secret::new).collect(),
@@ -57,27 +57,18 @@ pub(super) fn build(gate: Gate, s: &mut Section, _: &Env, issues: &mut Issues) -
 struct Pagerduty {
     gate: Gate,
     routing_keys: Vec<Secret>,
-    per_minute: usize,
-    /// When each routing key's events of the last minute came.
-    sent: Mutex<HashMap<String, VecDeque<Instant>>>,
+    per_minute: u32,
+    /// Each routing key's events of the last minute.
+    sent: Mutex<HashMap<String, crate::rate::Window>>,
 }
 
 impl Pagerduty {
     fn allow(&self, key: &str) -> bool {
-        let now = Instant::now();
         let mut map = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        let times = map.entry(key.to_string()).or_default();
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
-            times.pop_front();
-        }
-        if times.len() >= self.per_minute {
-            return false;
-        }
-        times.push_back(now);
-        true
+        map.entry(key.to_string())
+            .or_insert_with(|| crate::rate::Window::new(self.per_minute))
+            .take(Instant::now())
+            .is_ok()
     }
 }
 

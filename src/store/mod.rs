@@ -562,11 +562,17 @@ impl Store {
         }
     }
 
-    /// Defers a run without counting an attempt (a comment waiting for the runs it reports).
-    pub async fn defer(&self, run_id: i64, at_ms: i64) -> Result<(), StoreError> {
+    /// Defers a run without counting an attempt (a comment waiting for the runs it reports, a
+    /// run over its action's rate limit); `note`, when given, says why on the run.
+    pub async fn defer(
+        &self,
+        run_id: i64,
+        at_ms: i64,
+        note: Option<String>,
+    ) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sqlite(s) => s.defer(run_id, at_ms).await,
-            Backend::Postgres(p) => p.defer(run_id, at_ms).await,
+            Backend::Sqlite(s) => s.defer(run_id, at_ms, note).await,
+            Backend::Postgres(p) => p.defer(run_id, at_ms, note).await,
         }
     }
 

@@ -207,7 +207,7 @@ async fn a_run_goes_from_routed_to_done(store: &Store, _: &Path) {
     );
     assert_eq!(store.due_runs(30_000, 10).await.unwrap().len(), 1);
     assert_eq!(store.earliest_pending_ms().await.unwrap(), Some(retry_at));
-    store.defer(id, 0).await.unwrap();
+    store.defer(id, 0, None).await.unwrap();
     let second = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
     let done = Finish::Succeeded {
         summary: "exit 0".into(),

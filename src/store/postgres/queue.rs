@@ -343,11 +343,17 @@ impl Postgres {
         .await
     }
 
-    pub async fn defer(&self, run_id: i64, at_ms: i64) -> Result<(), StoreError> {
+    pub async fn defer(
+        &self,
+        run_id: i64,
+        at_ms: i64,
+        note: Option<String>,
+    ) -> Result<(), StoreError> {
         super::rows::exec(
             &self.pool.get().await?,
-            "UPDATE action_runs SET next_attempt_at_ms = $1 WHERE id = $2 AND status = 'pending'",
-            &[&at_ms, &run_id],
+            "UPDATE action_runs SET next_attempt_at_ms = $1, last_error = COALESCE($3, last_error)
+              WHERE id = $2 AND status = 'pending'",
+            &[&at_ms, &run_id, &note],
         )
         .await?;
         Ok(())

@@ -281,12 +281,18 @@ impl Sqlite {
     }
 
     /// Defers a run without counting an attempt (a comment waiting for the runs it reports).
-    pub async fn defer(&self, run_id: i64, at_ms: i64) -> Result<(), StoreError> {
+    pub async fn defer(
+        &self,
+        run_id: i64,
+        at_ms: i64,
+        note: Option<String>,
+    ) -> Result<(), StoreError> {
         self.write(move |c| {
             c.prepare_cached(
-                "UPDATE action_runs SET next_attempt_at_ms = ?1 WHERE id = ?2 AND status = 'pending'",
+                "UPDATE action_runs SET next_attempt_at_ms = ?1, last_error = COALESCE(?3, last_error)
+                  WHERE id = ?2 AND status = 'pending'",
             )?
-            .execute([at_ms, run_id])?;
+            .execute(rusqlite::params![at_ms, run_id, note])?;
             Ok(())
         })
         .await
