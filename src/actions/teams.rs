@@ -94,7 +94,8 @@ pub fn card(p: &Problem, opened: Option<&str>) -> Value {
     ];
     if let Some(first) = opened {
         body.push(json!({"type": "TextBlock", "wrap": true, "isSubtle": true,
-            "text": escape(&format!("Follows the card hub posted for this problem first ({first})."))}));
+            // The reference is hub's own (a run id and a time), not a value from the problem.
+            "text": format!("Follows the card hub posted for this problem first ({first}).")}));
     }
     let mut content = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",

@@ -276,7 +276,26 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
         .await?
         .and_then(|d| serde_json::from_str::<Value>(&d).ok());
     let mut runs = Vec::new();
-    for r in store.problem_runs(source, id).await? {
+    let run_rows = store.problem_runs(source, id).await?;
+    let threads: Vec<Value> = store
+        .threads(source, id)
+        .await?
+        .into_iter()
+        .map(|t| {
+            // As the runs show their target (a phone number masked), never the raw id.
+            let label = run_rows
+                .iter()
+                .find(|r| r.action == t.action && r.target == t.target)
+                .map_or_else(String::new, |r| r.target_label.clone());
+            let link = t
+                .url
+                .clone()
+                .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+            json!({"action": t.action, "target": label, "ref": t.reference, "url": link,
+                   "created": utc(t.created_at_ms), "updated": utc(t.updated_at_ms)})
+        })
+        .collect();
+    for r in run_rows {
         let attempts: Vec<Value> = store
             .attempts(r.id)
             .await?
@@ -308,6 +327,7 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
         "details": details.as_ref().map(details_html),
         "details_json": details,
         "runs": runs,
+        "threads": threads,
     }))
 }
 

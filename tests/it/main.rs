@@ -12,6 +12,7 @@ mod dynatrace;
 mod edges;
 mod enrich;
 mod ingest;
+mod integrations;
 mod page;
 mod postgres;
 mod sources;

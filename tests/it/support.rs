@@ -212,6 +212,21 @@ pub fn post(
         .body(body)
 }
 
+/// A GET of the API as the viewer: the status and the JSON answer.
+pub async fn get_json(hub: &Hub, path: &str) -> (u16, Value) {
+    let r = client()
+        .get(hub.url(path))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+    )
+}
+
 /// The store, opened read-only beside the running hub.
 pub async fn db(dir: &Path) -> Db {
     let conn = rusqlite::Connection::open_with_flags(

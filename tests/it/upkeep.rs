@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::support::{self, config_with, hub_command, Hub};
+use crate::support::{self, config_with, get_json, hub_command, Hub};
 
 fn dynatrace_body(id: usize) -> String {
     json!({"State": "OPEN", "ProblemID": format!("B-{id}"), "PID": format!("pid-{id}"),
@@ -550,20 +550,6 @@ fn a_retention_that_would_delete_too_much_or_makes_no_sense_is_refused() {
         assert_eq!(out.status.code(), Some(1), "{retention}: {err}");
         assert!(err.contains(says), "{retention}: {err}");
     }
-}
-
-async fn get_json(hub: &Hub, path: &str) -> (u16, serde_json::Value) {
-    let r = support::client()
-        .get(hub.url(path))
-        .basic_auth(support::USER, Some(support::PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
