@@ -69,6 +69,21 @@ pub enum Command {
         #[arg(long, default_value = "dynatrace")]
         source: Source,
     },
+    /// Send one run of an action now, with a sample problem (or a payload file), and print what
+    /// was sent and what the far side answered. Records nothing: no run, no thread, no outcome.
+    TestAction {
+        /// The action's name in config.json.
+        name: String,
+        /// The problem's state for this run (OPEN, ACKNOWLEDGED, RESOLVED…).
+        #[arg(long)]
+        state: Option<String>,
+        /// A file with a notification as its sender posts it, instead of the sample problem.
+        #[arg(long)]
+        problem: Option<PathBuf>,
+        /// The sender's format of --problem.
+        #[arg(long, default_value = "dynatrace")]
+        source: Source,
+    },
     /// Store the notification files of a folder (the Python sample's problems_received/, say) as
     /// history: shown on the page and in the API, never acted on. Files already stored are
     /// skipped, so it is safe to run again.
@@ -147,6 +162,12 @@ pub fn main() -> ExitCode {
             Box::pin(crate::import::import(config, dir, source))
         }),
         Command::Backup { file } => backup(&cli.config, &file),
+        Command::TestAction {
+            name,
+            state,
+            problem,
+            source,
+        } => test_action(&cli.config, &name, state, problem, source),
         Command::Prune { dry_run, max_age } => store_command(&cli.config, move |config| {
             Box::pin(crate::retention::prune_now(config, max_age, dry_run))
         }),
@@ -246,6 +267,70 @@ fn api_command(
         return ExitCode::FAILURE;
     };
     print_result(runtime.block_on(command(client, config)))
+}
+
+fn test_action(
+    path: &std::path::Path,
+    name: &str,
+    state: Option<String>,
+    problem: Option<PathBuf>,
+    source: Source,
+) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return report_config_error(&e),
+    };
+    if let Some(s) = &state {
+        let valid = !s.is_empty()
+            && s.len() <= 64
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            eprintln!("error: --state {s:?}: expected a state such as OPEN or RESOLVED");
+            return ExitCode::FAILURE;
+        }
+    }
+    let body = match &problem {
+        Some(file) => match std::fs::read(file) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    crate::logging::init_stderr();
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    let payload = body.as_deref().map(|b| (b, source));
+    let state = state.map(|s| s.to_ascii_uppercase());
+    match runtime.block_on(crate::test_action::test_action(
+        &config,
+        name,
+        state.as_deref(),
+        payload,
+    )) {
+        Ok(report) => {
+            for run in &report.runs {
+                println!("{}", serde_json::to_string_pretty(run).unwrap_or_default());
+            }
+            let sent = report.runs.len();
+            if report.all_succeeded {
+                eprintln!(
+                    "test-action {name}: {sent} run(s) sent and answered; nothing was recorded"
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("test-action {name}: not every run succeeded (see answer above); nothing was recorded");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn backup(path: &std::path::Path, file: &std::path::Path) -> ExitCode {

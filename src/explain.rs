@@ -46,7 +46,8 @@ pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, Ex
     }))
 }
 
-fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
+/// The problem as actions would see `n` when it arrives (without Dynatrace's details).
+pub fn problem_of(config: &Config, n: &Notification) -> Problem {
     let stored = StoredNotification {
         id: 0,
         source: n.source,
@@ -60,8 +61,11 @@ fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
         details: None,
         facts: serde_json::to_string(&n.facts).ok(),
     };
-    let problem =
-        Problem::from_stored(&stored).with_tenant_link(config.dynatrace.tenant.as_deref());
+    Problem::from_stored(&stored).with_tenant_link(config.dynatrace.tenant.as_deref())
+}
+
+fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
+    let problem = problem_of(config, n);
     let decision = route(&config.actions, registry, &problem, n.is_test);
     let mut runs = Vec::new();
     for chosen in &decision.chosen {
@@ -107,11 +111,11 @@ fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
     }
     json!({
         "notification": {
-            "source": stored.source,
-            "problem_id": stored.problem_key,
-            "state": stored.state,
-            "pid": stored.pid,
-            "test": stored.is_test,
+            "source": n.source,
+            "problem_id": n.problem_key,
+            "state": n.state,
+            "pid": n.pid,
+            "test": n.is_test,
         },
         "problem": shown,
         "runs": runs,

@@ -26,5 +26,6 @@ pub mod secret;
 pub mod sources;
 pub mod store;
 pub mod template;
+pub mod test_action;
 pub mod tls;
 pub mod web;

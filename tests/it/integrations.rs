@@ -460,3 +460,84 @@ fn bad_integration_keys_are_config_errors() {
     }
     assert!(!dir.path().join("x").exists());
 }
+
+#[tokio::test]
+async fn test_action_sends_one_run_prints_the_answer_and_records_nothing() {
+    let slack = MockServer::start().await;
+    Mock::given(path("/api/chat.postMessage"))
+        .and(header("authorization", "Bearer xoxb-ok"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": true, "channel": "C9", "ts": "9.9"})),
+        )
+        .mount(&slack)
+        .await;
+    Mock::given(path("/api/chat.postMessage"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"ok": false, "error": "invalid_auth"})),
+        )
+        .mount(&slack)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let action = |token: &str| {
+        json!({"type": "slack", "token": token, "channel": "C9",
+               "api_url": format!("{}/api", slack.uri())})
+    };
+    let config =
+        config_with(json!({"actions": {"chat": action("xoxb-ok"), "old": action("xoxb-revoked")}}));
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let hub = |args: &[&str]| {
+        let out = support::hub_command(dir.path())
+            .arg("test-action")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = hub(&["chat", "--state", "resolved"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["state"], "RESOLVED");
+    assert_eq!(shown["answer"]["result"], "succeeded");
+    assert_eq!(shown["answer"]["thread"], "C9/9.9");
+    assert!(!out.contains("xoxb-ok"), "the token is never printed");
+    let sent = body_of(&slack.received_requests().await.unwrap()[0]);
+    assert_eq!(
+        sent["text"],
+        "[RESOLVED] hub test-action: a sample problem (P-TEST)"
+    );
+
+    let (code, out, _) = hub(&["old"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("Slack chat.postMessage: invalid_auth"),
+        "{out}"
+    );
+
+    let (code, _, err) = hub(&["ghost"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no action is named \"ghost\" (configured: chat, old)"),
+        "{err}"
+    );
+    let (code, _, err) = hub(&["chat", "--state", "$(touch x)"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("expected a state such as OPEN"), "{err}");
+    let (code, _, err) = hub(&["chat", "--problem", "missing.json"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot read missing.json"), "{err}");
+
+    // Nothing was recorded: no store, no folders.
+    for never in ["hub.db", "problems_received", "problems_sent", "x"] {
+        assert!(!dir.path().join(never).exists(), "{never}");
+    }
+    let posts = slack.received_requests().await.unwrap();
+    assert_eq!(
+        posts.iter().filter(|r| r.method.as_str() == "POST").count(),
+        2
+    );
+}
