@@ -137,8 +137,8 @@ impl Pagerduty {
             .map(|e| e.name.clone())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| p.source.to_string());
-        let summary = if p.title.is_empty() {
-            format!("{} problem {}", p.source, p.display_id())
+        let summary = if p.title.trim().is_empty() {
+            p.headline()
         } else {
             format!("{} ({})", p.title, p.display_id())
         };
@@ -146,7 +146,7 @@ impl Pagerduty {
             "summary": truncated(&summary, MAX_SUMMARY),
             "source": source,
             "severity": severity(p),
-            "timestamp": crate::clock::utc(p.received_at_ms),
+            "timestamp": crate::clock::rfc3339(p.received_at_ms),
             "component": tag("component").or_else(|| first.map(|e| e.name.clone())),
             "group": tag("group").unwrap_or_else(|| p.source.to_string()),
             "class": tag("class").unwrap_or_else(|| p.severity.clone()),

@@ -90,6 +90,15 @@ impl Problem {
         self
     }
 
+    /// A line naming the problem: its title, or its source and id when it came without one.
+    pub fn headline(&self) -> String {
+        if self.title.trim().is_empty() {
+            format!("{} problem {}", self.source, self.display_id())
+        } else {
+            self.title.clone()
+        }
+    }
+
     /// The problem's id as people see it (`P-2411021` for Dynatrace).
     pub fn display_id(&self) -> String {
         if self.source == Source::Dynatrace && !self.problem_id.starts_with("P-") {

@@ -133,7 +133,7 @@ pub fn escape(text: &str) -> String {
 
 /// The message's fallback text (notifications, screen readers): one line, escaped.
 fn default_text(p: &Problem) -> String {
-    escape(&format!("[{}] {} ({})", p.state, p.title, p.display_id()))
+    escape(&format!("[{}] {} ({})", p.state, p.headline(), p.display_id()))
 }
 
 /// Block Kit: a header, the facts, the entities, and a button to the problem.
@@ -148,7 +148,7 @@ pub fn blocks(p: &Problem) -> Value {
         .collect();
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text",
-               "text": truncated(&format!("{}: {}", p.state, p.title), MAX_HEADER)}}),
+               "text": truncated(&format!("{}: {}", p.state, p.headline()), MAX_HEADER)}}),
         json!({"type": "section", "fields": [
             field("State", &p.state),
             field("Severity", &p.severity),

@@ -82,7 +82,7 @@ pub fn card(p: &Problem, opened: Option<&str>) -> Value {
     let mut body = vec![
         json!({"type": "TextBlock", "size": "Large", "weight": "Bolder", "wrap": true,
                "color": if crate::store::is_closed(&p.state, false) { "Good" } else { "Attention" },
-               "text": truncated(&escape(&format!("{}: {}", p.state, p.title)), MAX_TEXT)}),
+               "text": truncated(&escape(&format!("{}: {}", p.state, p.headline())), MAX_TEXT)}),
         json!({"type": "FactSet", "facts": [
             fact("Problem", &format!("{} {}", p.source, p.display_id())),
             fact("State", &p.state),

@@ -145,7 +145,7 @@ impl Webhook {
                 let p = job.problem;
                 let doc = json!({
                     "type": format!("problem.{}", p.state.to_lowercase()),
-                    "timestamp": crate::clock::utc(crate::clock::now_ms()),
+                    "timestamp": crate::clock::rfc3339(crate::clock::now_ms()),
                     "thread_ref": job.thread_ref(),
                     "data": p,
                 });

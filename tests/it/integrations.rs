@@ -281,6 +281,11 @@ async fn pagerduty_forwarding_opens_and_resolves_one_incident_on_a_second_hub() 
     );
     assert_eq!(trigger["payload"]["severity"], "warning");
     assert_eq!(trigger["payload"]["source"], "checkout-service");
+    let at = trigger["payload"]["timestamp"].as_str().unwrap();
+    assert!(
+        at.len() >= 20 && at.as_bytes()[10] == b'T' && at.ends_with('Z'),
+        "RFC 3339: {at}"
+    );
     assert_eq!(trigger["payload"]["custom_details"]["entities"][1], HOSTILE);
     assert!(trigger["links"][0]["href"]
         .as_str()
