@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use super::http::{post_json, send, truncated, Answer};
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, ThreadRef};
-use crate::config::reader::{check_template, check_url, secret, Issues, Section};
+use crate::config::reader::{check_secret_url, check_template, check_url, secret};
+use crate::config::reader::{Issues, Section};
 use crate::secret::Secret;
 use crate::template::Template;
 
@@ -60,7 +61,7 @@ impl ActionType for SlackConfig {
         check_url(&s.path_of("api_url"), &api_url, issues);
         let mode = match (webhook_url, token.is_empty()) {
             (Some(url), true) => {
-                check_url(&s.path_of("webhook_url"), &url, issues);
+                check_secret_url(&s.path_of("webhook_url"), &url, issues);
                 Mode::Webhook {
                     url: Secret::new(url),
                 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::http::{post_json, send, truncated};
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, ThreadRef};
-use crate::config::reader::{check_url, Issues, Section};
+use crate::config::reader::{check_secret_url, Issues, Section};
 use crate::secret::Secret;
 
 const MAX_TEXT: usize = 2000;
@@ -37,7 +37,7 @@ impl ActionType for TeamsConfig {
                 "missing: the channel's incoming webhook or Workflows URL (or webhook_url_env)",
             );
         } else {
-            check_url(&s.path_of("webhook_url"), url.expose(), issues);
+            check_secret_url(&s.path_of("webhook_url"), url.expose(), issues);
         }
         let timeout_secs = s.integer("timeout_secs", 1, 600, issues).unwrap_or(15);
         Some(TeamsConfig { url, timeout_secs })

@@ -457,6 +457,19 @@ pub(crate) fn check_url(path: &str, url: &str, issues: &mut Issues) {
     }
 }
 
+/// As [`check_url`], for a URL that is itself a credential (an incoming webhook's): a bad one is
+/// not repeated in the error.
+pub(crate) fn check_secret_url(path: &str, url: &str, issues: &mut Issues) {
+    let mut quiet = Issues::default();
+    check_url(path, url, &mut quiet);
+    if !quiet.0.is_empty() {
+        issues.push(
+            path,
+            "expected an http:// or https:// URL (the value is not shown: it holds a credential)",
+        );
+    }
+}
+
 /// A template that compiles.
 pub(crate) fn check_template(path: &str, source: &str, issues: &mut Issues) {
     if let Err(e) = crate::template::Template::new(source) {

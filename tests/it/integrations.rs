@@ -464,6 +464,10 @@ fn bad_integration_keys_are_config_errors() {
         assert!(err.contains(expected), "{expected:?} not in:\n{err}");
     }
     assert!(!dir.path().join("x").exists());
+    assert!(
+        !err.contains("touch x"),
+        "a webhook URL is a credential: {err}"
+    );
 }
 
 #[tokio::test]
