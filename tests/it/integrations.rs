@@ -43,6 +43,18 @@ async fn runs_reach(dir: &Path, n: usize, status: &str) {
     .await;
 }
 
+async fn page_of(hub: &Hub, path: &str) -> String {
+    client()
+        .get(hub.url(path))
+        .basic_auth(support::USER, Some(support::PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn body_of(r: &Request) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
@@ -129,6 +141,16 @@ async fn slack_keeps_one_message_per_problem_updated_and_replied_in_its_thread()
     let (_, problem) = get_json(&hub, "/api/problems/P-2411021").await;
     assert_eq!(problem["threads"][0]["ref"], "C0123/1700000000.000100");
     assert_eq!(problem["threads"][0]["url"], link);
+    // Tera escapes `/` too (as &#x2F;), which a browser reads back as it was.
+    let page = page_of(&hub, "/problems/P-2411021?source=dynatrace")
+        .await
+        .replace("&#x2F;", "/");
+    assert!(
+        page.contains(&format!(
+            "<a href=\"{link}\" rel=\"noopener noreferrer\">C0123/1700000000.000100</a>"
+        )),
+        "{page}"
+    );
     assert!(!dir.path().join("INJECTED").exists());
 }
 
@@ -394,7 +416,7 @@ async fn script_and_webhook_threads_reach_the_next_run() {
         dir.path(),
         "ticket.sh",
         r#"printf '%s\n' "$HUB_STATE:${HUB_THREAD_REF:-none}" >> threads.log
-[ "$HUB_STATE" = OPEN ] && echo "hub-ref: INC-7"
+[ "$HUB_STATE" = OPEN ] && echo "hub-ref: INC-7<b>"
 exit 0"#,
     );
     let hub = start(
@@ -414,8 +436,10 @@ exit 0"#,
     runs_reach(dir.path(), 4, "succeeded").await;
     assert_eq!(
         support::lines(&dir.path().join("threads.log")),
-        ["OPEN:none", "RESOLVED:INC-7"]
+        ["OPEN:none", "RESOLVED:INC-7<b>"]
     );
+    let page = page_of(&hub, "/problems/5?source=dynatrace").await;
+    assert!(page.contains("<code>INC-7&lt;b&gt;</code>"), "{page}");
     let bodies: Vec<Value> = receiver
         .received_requests()
         .await
