@@ -16,6 +16,7 @@ pub mod feed;
 pub mod import;
 pub mod live;
 pub mod logging;
+pub mod matcher;
 pub mod poll;
 pub mod rate;
 pub mod reload;

@@ -55,9 +55,20 @@ pub(super) fn read(
                 );
                 continue;
             }
+            Some(Source::Hub) => {
+                issues.push(
+                    path,
+                    "hub's own problems (heartbeats, failure alarms) are always on and take no entry",
+                );
+                continue;
+            }
             Some(s) => s,
             None => {
-                let known: Vec<&str> = Source::ALL[1..].iter().map(|s| s.as_str()).collect();
+                let known: Vec<&str> = Source::ALL[1..]
+                    .iter()
+                    .filter(|s| **s != Source::Hub)
+                    .map(|s| s.as_str())
+                    .collect();
                 issues.push(
                     path,
                     format!("unknown source (known: {})", known.join(", ")),

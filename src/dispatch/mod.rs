@@ -453,6 +453,7 @@ impl Dispatcher {
                         action: c.action.clone(),
                         target: t.id.clone(),
                         target_label: t.label.clone(),
+                        start: Default::default(),
                     })
                 })
                 .collect();

@@ -83,6 +83,7 @@ sources! {
     Monasca = monasca, "#a40000";
     Cloudstack = cloudstack, "#75507b";
     Ucloud = ucloud, "#c4a000";
+    Hub = hub, "#555753";
 }
 
 impl Source {

@@ -18,7 +18,8 @@ pub use inbox::Mode;
 pub(crate) use model::Finished;
 pub use model::{
     is_closed, ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, Page,
-    ProblemRow, Pruned, RunRow, SentView, SourceCounts, StoredNotification, ThreadRef, ThreadRow,
+    ProblemRow, Pruned, RunRow, RunStart, SentView, SilenceRow, SourceCounts, StoredNotification,
+    ThreadRef, ThreadRow,
 };
 pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};
@@ -503,6 +504,114 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(s) => s.claim_many(run_ids).await,
             Backend::Postgres(p) => p.claim_many(run_ids).await,
+        }
+    }
+
+    /// Keeps a new silence.
+    pub async fn add_silence(&self, silence: SilenceRow) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.add_silence(silence).await,
+            Backend::Postgres(p) => p.add_silence(silence).await,
+        }
+    }
+
+    /// Silences that have not ended, or ended after `ended_after_ms`, newest first.
+    pub async fn silences(&self, ended_after_ms: i64) -> Result<Vec<SilenceRow>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.silences(ended_after_ms).await,
+            Backend::Postgres(p) => p.silences(ended_after_ms).await,
+        }
+    }
+
+    /// One silence, by id.
+    pub async fn silence(&self, id: &str) -> Result<Option<SilenceRow>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.silence(id).await,
+            Backend::Postgres(p) => p.silence(id).await,
+        }
+    }
+
+    /// Ends a silence now; `false` when there is no such silence or it had ended.
+    pub async fn expire_silence(&self, id: String, now: i64) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.expire_silence(id, now).await,
+            Backend::Postgres(p) => p.expire_silence(id, now).await,
+        }
+    }
+
+    /// Silences that ended and whose end was not handled yet.
+    pub async fn silences_to_settle(&self, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.silences_to_settle(now).await,
+            Backend::Postgres(p) => p.silences_to_settle(now).await,
+        }
+    }
+
+    /// Marks a silence's end handled.
+    pub async fn settle_silence(&self, id: String, now: i64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.settle_silence(id, now).await,
+            Backend::Postgres(p) => p.settle_silence(id, now).await,
+        }
+    }
+
+    /// The silenced runs `held_by` (a silence's id, `maintenance:<name>`) holds.
+    pub async fn held_runs(&self, held_by: &str) -> Result<Vec<RunRow>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.held_runs(held_by).await,
+            Backend::Postgres(p) => p.held_runs(held_by).await,
+        }
+    }
+
+    /// Puts silenced runs back in the queue, due now, with `note` as why; or, with `release` false,
+    /// leaves them silenced and held by nothing.
+    pub async fn release_runs(
+        &self,
+        ids: Vec<i64>,
+        release: bool,
+        note: String,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.release_runs(ids, release, note).await,
+            Backend::Postgres(p) => p.release_runs(ids, release, note).await,
+        }
+    }
+
+    /// Moves silenced runs under another holder that still covers them.
+    pub async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.rehold_runs(ids, held_by).await,
+            Backend::Postgres(p) => p.rehold_runs(ids, held_by).await,
+        }
+    }
+
+    /// Suppresses the runs of `action` for a problem that still wait out a flap wait; how many.
+    pub async fn suppress_waiting(
+        &self,
+        source: Source,
+        problem_key: String,
+        action: String,
+        note: String,
+    ) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.suppress_waiting(source, problem_key, action, note).await,
+            Backend::Postgres(p) => p.suppress_waiting(source, problem_key, action, note).await,
+        }
+    }
+
+    /// Records a heartbeat's beat (an older one changes nothing).
+    pub async fn beat(&self, name: String, at_ms: i64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.beat(name, at_ms).await,
+            Backend::Postgres(p) => p.beat(name, at_ms).await,
+        }
+    }
+
+    /// Every heartbeat's last beat.
+    pub async fn beats(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.beats().await,
+            Backend::Postgres(p) => p.beats().await,
         }
     }
 

@@ -36,6 +36,77 @@ pub struct NewRun {
     pub action: String,
     pub target: String,
     pub target_label: String,
+    /// How it starts: pending (now, or held until a time), or already settled as silenced or
+    /// suppressed.
+    pub start: RunStart,
+}
+
+/// How a routed run starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RunStart {
+    /// Due now.
+    #[default]
+    Now,
+    /// Pending, but held until `until_ms` by `held_by` (`wait`: a route's flap wait), which `note`
+    /// explains on the run.
+    Held {
+        until_ms: i64,
+        held_by: String,
+        note: String,
+    },
+    /// Never runs while `held_by` (a silence, `maintenance:<name>`) covers it; it may be released
+    /// when that ends.
+    Silenced { held_by: String, note: String },
+    /// Never runs (a flap that resolved within its wait).
+    Suppressed { note: String },
+}
+
+impl RunStart {
+    /// The columns it sets: status, when due (`None`: now), held_by, last_error.
+    pub(crate) fn columns(&self) -> (&'static str, Option<i64>, Option<&str>, Option<&str>) {
+        match self {
+            RunStart::Now => ("pending", None, None, None),
+            RunStart::Held {
+                until_ms,
+                held_by,
+                note,
+            } => ("pending", Some(*until_ms), Some(held_by), Some(note)),
+            RunStart::Silenced { held_by, note } => ("silenced", None, Some(held_by), Some(note)),
+            RunStart::Suppressed { note } => ("suppressed", None, None, Some(note)),
+        }
+    }
+}
+
+/// A silence as kept: who, when and why, and what it covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct SilenceRow {
+    pub id: String,
+    /// JSON list of `crate::matcher::Matcher`.
+    pub matchers: String,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: i64,
+    pub comment: String,
+    pub author: String,
+    pub created_at_ms: i64,
+    pub expired_at_ms: Option<i64>,
+    pub renotify: bool,
+    pub settled_at_ms: Option<i64>,
+}
+
+impl SilenceRow {
+    /// When it stops (or stopped) covering runs.
+    pub fn end_ms(&self) -> i64 {
+        self.expired_at_ms
+            .map_or(self.ends_at_ms, |e| e.min(self.ends_at_ms))
+    }
+
+    pub fn is_active(&self, now: i64) -> bool {
+        self.starts_at_ms <= now && now < self.end_ms()
+    }
+
+    pub fn matcher_list(&self) -> Vec<crate::matcher::Matcher> {
+        serde_json::from_str(&self.matchers).unwrap_or_default()
+    }
 }
 
 /// What a problem's `problems_sent/` file shows, and the time of the last change among it, which
@@ -81,7 +152,10 @@ pub struct RunRow {
 
 impl RunRow {
     pub fn is_final(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "held_back")
+        matches!(
+            self.status.as_str(),
+            "succeeded" | "failed" | "held_back" | "silenced" | "suppressed"
+        )
     }
 
     pub fn outcome_json(&self) -> serde_json::Value {
@@ -159,6 +233,8 @@ pub struct ActionCounts {
     pub retrying: i64,
     pub running: i64,
     pub held_back: i64,
+    pub silenced: i64,
+    pub suppressed: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -272,6 +348,18 @@ impl Finished {
     }
 }
 
+read_by_name!(SilenceRow {
+    id,
+    matchers,
+    starts_at_ms,
+    ends_at_ms,
+    comment,
+    author,
+    created_at_ms,
+    expired_at_ms,
+    renotify,
+    settled_at_ms
+});
 read_by_name!(ThreadRow {
     action,
     target,
@@ -293,7 +381,9 @@ read_by_name!(ActionCounts {
     pending,
     retrying,
     running,
-    held_back
+    held_back,
+    silenced,
+    suppressed
 });
 read_by_name!(NotificationRow {
     id,

@@ -165,6 +165,7 @@ async fn routed_run(store: &Store) -> i64 {
         action: "script".into(),
         target: String::new(),
         target_label: String::new(),
+        start: Default::default(),
     };
     assert_eq!(
         store.insert_runs(&[(&n, vec![run.clone()])]).await.unwrap(),
@@ -460,6 +461,7 @@ async fn handled(store: &Store, n: Notification, finish: Option<Finish>) {
         action: "script".into(),
         target: String::new(),
         target_label: String::new(),
+        start: Default::default(),
     };
     store.insert_runs(&[(&stored, vec![run])]).await.unwrap();
     let Some(finish) = finish else { return };

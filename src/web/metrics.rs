@@ -153,6 +153,8 @@ impl Metrics {
                 ("retrying", a.retrying),
                 ("running", a.running),
                 ("held_back", a.held_back),
+                ("silenced", a.silenced),
+                ("suppressed", a.suppressed),
             ] {
                 self.runs
                     .get_or_create(&RunLabels {

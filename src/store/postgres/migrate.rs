@@ -26,6 +26,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/postgres/0005_threads.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/postgres/0006_noise.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

@@ -6,7 +6,7 @@ use crate::clock::now_ms;
 use crate::domain::Source;
 use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification};
 
-const RUN_COLUMNS: &str =
+pub(super) const RUN_COLUMNS: &str =
     "id, notification_id, idem_key, source, problem_key, state, action, target, target_label,
      status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms, summary";
 
@@ -98,12 +98,15 @@ impl Postgres {
         for (n, runs) in plans {
             let mut inserted = 0;
             for r in runs {
+                let (status, due, held_by, note) = r.start.columns();
                 inserted += super::rows::exec(
                     &tx,
                     "INSERT INTO action_runs (notification_id, idem_key, source, problem_key,
                                                   state, action, target, target_label,
-                                                  next_attempt_at_ms, created_at_ms, updated_at_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9)
+                                                  next_attempt_at_ms, created_at_ms, updated_at_ms,
+                                                  status, held_by, last_error, summary)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($10, $9), $9, $9, $11,
+                                 $12, $13, $13)
                          ON CONFLICT (idem_key) DO NOTHING",
                     &[
                         &n.id,
@@ -115,6 +118,10 @@ impl Postgres {
                         &r.target,
                         &r.target_label,
                         &now,
+                        &due,
+                        &status,
+                        &held_by,
+                        &note,
                     ],
                 )
                 .await? as usize;
@@ -147,7 +154,8 @@ impl Postgres {
             &format!(
                 "SELECT {RUN_COLUMNS} FROM action_runs
                  WHERE (status = 'pending'
-                        AND (next_attempt_at_ms <= $1 OR next_attempt_at_ms > $2))
+                        AND (next_attempt_at_ms <= $1
+                             OR (next_attempt_at_ms > $2 AND held_by IS DISTINCT FROM 'wait')))
                     OR (status = 'running' AND lease_until_ms < $1)
                  ORDER BY next_attempt_at_ms, id LIMIT $3"
             ),

@@ -117,6 +117,7 @@ async fn one_run(store: &Store) -> i64 {
         action: "script".into(),
         target: String::new(),
         target_label: String::new(),
+        start: Default::default(),
     }];
     assert_eq!(store.insert_runs(&[(&stored, runs)]).await.unwrap(), [1]);
     store.due_runs(0, 10).await.unwrap()[0].id

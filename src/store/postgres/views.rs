@@ -34,7 +34,9 @@ impl Postgres {
                     COALESCE(SUM(runs) FILTER (WHERE bucket = 'pending'), 0)::BIGINT AS pending,
                     COALESCE(SUM(runs) FILTER (WHERE bucket = 'retrying'), 0)::BIGINT AS retrying,
                     COALESCE(SUM(runs) FILTER (WHERE bucket = 'running'), 0)::BIGINT AS running,
-                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'held_back'), 0)::BIGINT AS held_back
+                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'held_back'), 0)::BIGINT AS held_back,
+                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'silenced'), 0)::BIGINT AS silenced,
+                    COALESCE(SUM(runs) FILTER (WHERE bucket = 'suppressed'), 0)::BIGINT AS suppressed
              FROM run_counts GROUP BY action HAVING SUM(runs) > 0 ORDER BY action",
             &[],
         )

@@ -51,6 +51,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../../migrations/sqlite/0011_threads.sql"),
     ),
+    (
+        12,
+        include_str!("../../../migrations/sqlite/0012_noise.sql"),
+    ),
 ];
 
 /// Applies what the store lacks; returns how many migrations ran.

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod lock;
 mod migrate;
+mod noise;
 mod prune;
 mod reader;
 pub(super) mod rows;

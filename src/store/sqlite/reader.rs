@@ -144,7 +144,9 @@ pub(super) fn due_runs(
 ) -> rusqlite::Result<Vec<RunRow>> {
     runs(
         c,
-        "WHERE status = 'pending' AND (next_attempt_at_ms <= ?1 OR next_attempt_at_ms > ?2)
+        // A flap wait may be longer than any retry; it is not taken for a clock that went back.
+        "WHERE status = 'pending'
+           AND (next_attempt_at_ms <= ?1 OR (next_attempt_at_ms > ?2 AND held_by IS NOT 'wait'))
          ORDER BY next_attempt_at_ms, id LIMIT ?3",
         (now_ms, latest_ms, limit),
     )
@@ -170,7 +172,7 @@ pub(super) fn run(c: &Connection, id: i64) -> rusqlite::Result<RunRow> {
         .ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
-fn runs(
+pub(super) fn runs(
     c: &Connection,
     filter: &str,
     params: impl rusqlite::Params,

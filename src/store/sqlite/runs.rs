@@ -89,8 +89,10 @@ impl Sqlite {
             let mut insert = c.prepare_cached(
                 "INSERT INTO action_runs (notification_id, idem_key, source, problem_key, state,
                                           action, target, target_label, next_attempt_at_ms,
-                                          created_at_ms, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
+                                          created_at_ms, updated_at_ms, status, held_by,
+                                          last_error, summary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, COALESCE(?10, ?9), ?9, ?9, ?11, ?12,
+                         ?13, ?13)
                  ON CONFLICT (idem_key) DO NOTHING",
             )?;
             let mut close = c.prepare_cached(CLOSE_PLAN)?;
@@ -98,6 +100,7 @@ impl Sqlite {
             for (id, source, problem_key, state, runs) in &plans {
                 let mut inserted = 0;
                 for r in runs {
+                    let (status, due, held_by, note) = r.start.columns();
                     inserted += insert.execute(rusqlite::params![
                         id,
                         r.idem_key,
@@ -107,7 +110,11 @@ impl Sqlite {
                         r.action,
                         r.target,
                         r.target_label,
-                        now
+                        now,
+                        due,
+                        status,
+                        held_by,
+                        note
                     ])?;
                 }
                 close.execute(rusqlite::params![now, id])?;

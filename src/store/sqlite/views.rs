@@ -33,7 +33,9 @@ impl Sqlite {
                             SUM(CASE bucket WHEN 'pending' THEN runs ELSE 0 END) AS pending,
                             SUM(CASE bucket WHEN 'retrying' THEN runs ELSE 0 END) AS retrying,
                             SUM(CASE bucket WHEN 'running' THEN runs ELSE 0 END) AS running,
-                            SUM(CASE bucket WHEN 'held_back' THEN runs ELSE 0 END) AS held_back
+                            SUM(CASE bucket WHEN 'held_back' THEN runs ELSE 0 END) AS held_back,
+                            SUM(CASE bucket WHEN 'silenced' THEN runs ELSE 0 END) AS silenced,
+                            SUM(CASE bucket WHEN 'suppressed' THEN runs ELSE 0 END) AS suppressed
                      FROM run_counts GROUP BY action HAVING SUM(runs) > 0 ORDER BY action",
                     [],
                 )

@@ -1,0 +1,178 @@
+//! Silences, held runs and heartbeats on PostgreSQL, shared by every instance.
+
+use super::rows::{all, exec, optional};
+use super::Postgres;
+use crate::domain::Source;
+use crate::store::{RunRow, SilenceRow, StoreError};
+
+const SILENCE_COLUMNS: &str = "id, matchers, starts_at_ms, ends_at_ms, comment, author,
+     created_at_ms, expired_at_ms, renotify, settled_at_ms";
+
+impl Postgres {
+    pub async fn add_silence(&self, s: SilenceRow) -> Result<(), StoreError> {
+        exec(
+            &self.pool.get().await?,
+            "INSERT INTO silences (id, matchers, starts_at_ms, ends_at_ms, comment, author,
+                                   created_at_ms, renotify)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &s.id,
+                &s.matchers,
+                &s.starts_at_ms,
+                &s.ends_at_ms,
+                &s.comment,
+                &s.author,
+                &s.created_at_ms,
+                &s.renotify,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn silences(&self, ended_after_ms: i64) -> Result<Vec<SilenceRow>, StoreError> {
+        all(
+            &self.pool.get().await?,
+            &format!(
+                "SELECT {SILENCE_COLUMNS} FROM silences
+                 WHERE LEAST(ends_at_ms, COALESCE(expired_at_ms, ends_at_ms)) > $1
+                 ORDER BY created_at_ms DESC"
+            ),
+            &[&ended_after_ms],
+        )
+        .await
+    }
+
+    pub async fn silence(&self, id: &str) -> Result<Option<SilenceRow>, StoreError> {
+        optional(
+            &self.pool.get().await?,
+            &format!("SELECT {SILENCE_COLUMNS} FROM silences WHERE id = $1"),
+            &[&id],
+        )
+        .await
+    }
+
+    pub async fn expire_silence(&self, id: String, now: i64) -> Result<bool, StoreError> {
+        Ok(exec(
+            &self.pool.get().await?,
+            "UPDATE silences SET expired_at_ms = $2
+              WHERE id = $1 AND expired_at_ms IS NULL AND ends_at_ms > $2",
+            &[&id, &now],
+        )
+        .await?
+            > 0)
+    }
+
+    pub async fn silences_to_settle(&self, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
+        all(
+            &self.pool.get().await?,
+            &format!(
+                "SELECT {SILENCE_COLUMNS} FROM silences
+                 WHERE settled_at_ms IS NULL
+                   AND (ends_at_ms <= $1 OR expired_at_ms IS NOT NULL)"
+            ),
+            &[&now],
+        )
+        .await
+    }
+
+    pub async fn settle_silence(&self, id: String, now: i64) -> Result<(), StoreError> {
+        exec(
+            &self.pool.get().await?,
+            "UPDATE silences SET settled_at_ms = $2 WHERE id = $1",
+            &[&id, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn held_runs(&self, held_by: &str) -> Result<Vec<RunRow>, StoreError> {
+        all(
+            &self.pool.get().await?,
+            &format!(
+                "SELECT {} FROM action_runs WHERE held_by = $1 AND status = 'silenced' ORDER BY id",
+                super::queue::RUN_COLUMNS
+            ),
+            &[&held_by],
+        )
+        .await
+    }
+
+    pub async fn release_runs(
+        &self,
+        ids: Vec<i64>,
+        release: bool,
+        note: String,
+    ) -> Result<(), StoreError> {
+        let now = crate::clock::now_ms();
+        let c = self.pool.get().await?;
+        if release {
+            exec(
+                &c,
+                "UPDATE action_runs SET status = 'pending', held_by = NULL, next_attempt_at_ms = $2,
+                        updated_at_ms = $2, last_error = $3
+                  WHERE id = ANY($1) AND status = 'silenced'",
+                &[&ids, &now, &note],
+            )
+            .await?;
+        } else {
+            exec(
+                &c,
+                "UPDATE action_runs SET held_by = NULL WHERE id = ANY($1) AND status = 'silenced'",
+                &[&ids],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
+        exec(
+            &self.pool.get().await?,
+            "UPDATE action_runs SET held_by = $2 WHERE id = ANY($1) AND status = 'silenced'",
+            &[&ids, &held_by],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn suppress_waiting(
+        &self,
+        source: Source,
+        problem_key: String,
+        action: String,
+        note: String,
+    ) -> Result<usize, StoreError> {
+        let now = crate::clock::now_ms();
+        Ok(exec(
+            &self.pool.get().await?,
+            "UPDATE action_runs SET status = 'suppressed', last_error = $4, summary = $4,
+                    updated_at_ms = $5
+              WHERE source = $1 AND problem_key = $2 AND action = $3 AND status = 'pending'
+                AND held_by = 'wait' AND attempts = 0",
+            &[&source, &problem_key, &action, &note, &now],
+        )
+        .await? as usize)
+    }
+
+    pub async fn beat(&self, name: String, at_ms: i64) -> Result<(), StoreError> {
+        exec(
+            &self.pool.get().await?,
+            "INSERT INTO heartbeats (name, last_beat_ms) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE
+                SET last_beat_ms = GREATEST(heartbeats.last_beat_ms, excluded.last_beat_ms)",
+            &[&name, &at_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn beats(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        all(
+            &self.pool.get().await?,
+            "SELECT name, last_beat_ms FROM heartbeats ORDER BY name",
+            &[],
+        )
+        .await
+    }
+}

@@ -1,0 +1,195 @@
+//! Silences, held runs and heartbeats on SQLite.
+
+use super::rows::{all, optional};
+use super::Sqlite;
+use crate::domain::Source;
+use crate::store::{RunRow, SilenceRow, StoreError};
+
+const SILENCE_COLUMNS: &str = "id, matchers, starts_at_ms, ends_at_ms, comment, author,
+     created_at_ms, expired_at_ms, renotify, settled_at_ms";
+
+impl Sqlite {
+    pub async fn add_silence(&self, s: SilenceRow) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO silences (id, matchers, starts_at_ms, ends_at_ms, comment, author,
+                                       created_at_ms, renotify)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(rusqlite::params![
+                s.id,
+                s.matchers,
+                s.starts_at_ms,
+                s.ends_at_ms,
+                s.comment,
+                s.author,
+                s.created_at_ms,
+                s.renotify
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Silences that have not ended, or ended after `ended_after_ms`, newest first.
+    pub async fn silences(&self, ended_after_ms: i64) -> Result<Vec<SilenceRow>, StoreError> {
+        self.reader.read(|c| {
+            all(
+                c,
+                &format!(
+                    "SELECT {SILENCE_COLUMNS} FROM silences
+                     WHERE MIN(ends_at_ms, COALESCE(expired_at_ms, ends_at_ms)) > ?1
+                     ORDER BY created_at_ms DESC"
+                ),
+                [ended_after_ms],
+            )
+        })
+    }
+
+    pub async fn silence(&self, id: &str) -> Result<Option<SilenceRow>, StoreError> {
+        self.reader.read(|c| {
+            optional(
+                c,
+                &format!("SELECT {SILENCE_COLUMNS} FROM silences WHERE id = ?1"),
+                [id],
+            )
+        })
+    }
+
+    /// Ends a silence now; `false` when it had ended already.
+    pub async fn expire_silence(&self, id: String, now: i64) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE silences SET expired_at_ms = ?2
+                  WHERE id = ?1 AND expired_at_ms IS NULL AND ends_at_ms > ?2",
+            )?
+            .execute(rusqlite::params![id, now])?
+                > 0)
+        })
+        .await
+    }
+
+    /// Silences that ended and whose end was not handled yet.
+    pub async fn silences_to_settle(&self, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
+        self.reader.read(|c| {
+            all(
+                c,
+                &format!(
+                    "SELECT {SILENCE_COLUMNS} FROM silences
+                     WHERE settled_at_ms IS NULL
+                       AND (ends_at_ms <= ?1 OR expired_at_ms IS NOT NULL)"
+                ),
+                [now],
+            )
+        })
+    }
+
+    pub async fn settle_silence(&self, id: String, now: i64) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.prepare_cached("UPDATE silences SET settled_at_ms = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![id, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The silenced runs `held_by` holds.
+    pub async fn held_runs(&self, held_by: &str) -> Result<Vec<RunRow>, StoreError> {
+        self.reader.read(|c| {
+            super::reader::runs(
+                c,
+                "WHERE held_by = ?1 AND status = 'silenced' ORDER BY id",
+                [held_by],
+            )
+        })
+    }
+
+    /// Puts silenced runs back in the queue, due now, saying why; or, with `release` false, lets
+    /// them go (they stay silenced, held by nothing).
+    pub async fn release_runs(
+        &self,
+        ids: Vec<i64>,
+        release: bool,
+        note: String,
+    ) -> Result<(), StoreError> {
+        let now = crate::clock::now_ms();
+        self.write(move |c| {
+            let mut release_one = c.prepare_cached(
+                "UPDATE action_runs SET status = 'pending', held_by = NULL, next_attempt_at_ms = ?2,
+                        updated_at_ms = ?2, last_error = ?3
+                  WHERE id = ?1 AND status = 'silenced'",
+            )?;
+            let mut let_go = c.prepare_cached(
+                "UPDATE action_runs SET held_by = NULL WHERE id = ?1 AND status = 'silenced'",
+            )?;
+            for id in ids {
+                if release {
+                    release_one.execute(rusqlite::params![id, now, note])?;
+                } else {
+                    let_go.execute([id])?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves silenced runs under another holder (a silence that still covers them).
+    pub async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE action_runs SET held_by = ?2 WHERE id = ?1 AND status = 'silenced'",
+            )?;
+            for id in ids {
+                stmt.execute(rusqlite::params![id, held_by])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Suppresses the runs of `action` for the problem that still wait out their flap wait;
+    /// returns how many there were.
+    pub async fn suppress_waiting(
+        &self,
+        source: Source,
+        problem_key: String,
+        action: String,
+        note: String,
+    ) -> Result<usize, StoreError> {
+        let now = crate::clock::now_ms();
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE action_runs SET status = 'suppressed', last_error = ?4, summary = ?4,
+                        updated_at_ms = ?5
+                  WHERE source = ?1 AND problem_key = ?2 AND action = ?3 AND status = 'pending'
+                    AND held_by = 'wait' AND attempts = 0",
+            )?
+            .execute(rusqlite::params![source, problem_key, action, note, now])?)
+        })
+        .await
+    }
+
+    pub async fn beat(&self, name: String, at_ms: i64) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO heartbeats (name, last_beat_ms) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE
+                    SET last_beat_ms = MAX(last_beat_ms, excluded.last_beat_ms)",
+            )?
+            .execute(rusqlite::params![name, at_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn beats(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.reader.read(|c| {
+            all(
+                c,
+                "SELECT name, last_beat_ms FROM heartbeats ORDER BY name",
+                [],
+            )
+        })
+    }
+}
