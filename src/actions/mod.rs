@@ -218,6 +218,7 @@ actions! {
     Sms = sms::SmsConfig;
     Comment = comment::CommentConfig;
     Webhook = webhook::WebhookConfig;
+    Email = email::EmailConfig;
 }
 
 /// An action type's config: read from its `actions.<name>` entry (every problem reported to
