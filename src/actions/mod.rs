@@ -236,6 +236,7 @@ actions! {
     Pagerduty = pagerduty::PagerdutyConfig;
     Slack = slack::SlackConfig;
     Teams = teams::TeamsConfig;
+    Email = email::EmailConfig;
 }
 
 /// An action type's config: read from its `actions.<name>` entry (every problem reported to

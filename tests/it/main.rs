@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod dynatrace;
 mod edges;
+mod email;
 mod enrich;
 mod ingest;
 mod integrations;
