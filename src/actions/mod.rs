@@ -322,12 +322,20 @@ impl Registry {
     }
 }
 
-/// The key that makes a run happen once: the same problem, state change, action and target.
+/// The key that makes a run happen once: the same problem, state change, action and target. hub's
+/// own problems open again after they resolved (a heartbeat silent a second time), so theirs also
+/// names the episode.
 pub fn idem_key(problem: &Problem, action: &str, target: &Target) -> String {
-    format!(
+    let key = format!(
         "{}/{}/{}/{}/{}",
         problem.source, problem.problem_id, problem.state, action, target.id
-    )
+    );
+    match problem.notification.get("episode").and_then(Value::as_i64) {
+        Some(episode) if problem.source == crate::domain::Source::Hub => {
+            format!("{key}/{episode}")
+        }
+        _ => key,
+    }
 }
 
 /// A short id for the far side (`HUB_RUN_ID`, `webhook-id`), safe in a header and an env value.

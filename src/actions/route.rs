@@ -8,6 +8,9 @@ use crate::domain::Source;
 pub struct Chosen {
     pub action: String,
     pub targets: Vec<Target>,
+    /// The flap wait of the routes that chose it: set when every one of them has a wait (the
+    /// shortest), so a route without one is never delayed by another's.
+    pub wait: Option<std::time::Duration>,
 }
 
 /// The routing decision, with a reason for every action left out (for `hub explain` and logs).
@@ -29,8 +32,30 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
         return d;
     }
     let mut matched: Vec<&str> = Vec::new();
+    let mut waits: Vec<(&str, Option<std::time::Duration>)> = Vec::new();
+    // hub's own problems run the actions they list, and what a route for source hub names;
+    // routes that name no source do not reach them.
+    let listed: Vec<&str> = match problem.source {
+        Source::Hub => problem
+            .notification
+            .get("actions")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     for a in &actions.actions {
-        let reason = if a.dynatrace_only {
+        let reason = if problem.source == Source::Hub {
+            let by_route = actions.routes.iter().flatten().any(|r| {
+                r.sources.contains(&Source::Hub)
+                    && r.actions.iter().any(|n| n == &a.name)
+                    && matches(r, problem)
+            });
+            (!listed.contains(&a.name.as_str()) && !by_route).then(|| {
+                "hub's own problem: it does not list this action, and no route for source hub names it"
+                    .to_string()
+            })
+        } else if a.dynatrace_only {
             (problem.source != Source::Dynatrace)
                 .then(|| "the sample's integrations act on Dynatrace problems only".to_string())
         } else {
@@ -46,6 +71,14 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
                     } else if !named.iter().any(|r| matches(r, problem)) {
                         Some("no route that names this action matches".into())
                     } else {
+                        let hits: Vec<&&RouteConfig> =
+                            named.iter().filter(|r| matches(r, problem)).collect();
+                        let wait = if hits.iter().all(|r| r.wait.is_some()) {
+                            hits.iter().filter_map(|r| r.wait).min()
+                        } else {
+                            None
+                        };
+                        waits.push((a.name.as_str(), wait));
                         None
                     }
                 }
@@ -77,9 +110,14 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
             d.skipped.push((a.name.clone(), "nothing to act on".into()));
             continue;
         }
+        let wait = waits
+            .iter()
+            .find(|(n, _)| *n == a.name)
+            .and_then(|(_, w)| *w);
         d.chosen.push(Chosen {
             action: a.name.clone(),
             targets,
+            wait,
         });
     }
     d

@@ -27,6 +27,9 @@ pub struct ActionConfig {
     pub rate_limit_per_minute: Option<u32>,
     /// Set for the sample's integrations, which only ever acted on Dynatrace problems.
     pub dynatrace_only: bool,
+    /// The actions hub runs for its own problem `action-failed-<name>` when a run of this one
+    /// fails for good (with `dispatch.on_failure` when empty).
+    pub on_failure: Vec<String>,
 }
 
 /// Which notifications run which actions. Every criterion given must match; within one, any value.
@@ -37,6 +40,9 @@ pub struct RouteConfig {
     pub severities: Vec<String>,
     pub tags: Vec<String>,
     pub actions: Vec<String>,
+    /// Flap wait: this route's runs for an open problem wait this long, and do not happen at all
+    /// when the problem resolves meanwhile.
+    pub wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +56,8 @@ pub struct DispatchConfig {
     /// How long a run claimed by one instance is held for it, renewed while it runs (see
     /// `StoreConfig::lease`).
     pub lease_secs: u64,
+    /// The failure alarm's actions for every action that names none of its own.
+    pub on_failure: Vec<String>,
 }
 
 impl Default for DispatchConfig {
@@ -60,6 +68,7 @@ impl Default for DispatchConfig {
             max_attempts: 10,
             shutdown_grace_secs: 10,
             lease_secs: 60,
+            on_failure: Vec::new(),
         }
     }
 }
@@ -76,6 +85,27 @@ pub struct Actions {
 impl Actions {
     pub fn get(&self, name: &str) -> Option<&ActionConfig> {
         self.actions.iter().find(|a| a.name == name)
+    }
+
+    /// Whether `name` is some action's fallback: a fallback never raises an alarm about itself.
+    pub fn is_fallback(&self, name: &str) -> bool {
+        self.dispatch.on_failure.iter().any(|n| n == name)
+            || self
+                .actions
+                .iter()
+                .any(|a| a.on_failure.iter().any(|n| n == name))
+    }
+
+    /// The actions to run when `name` fails for good; empty when it raises no alarm.
+    pub fn alarm_actions(&self, name: &str) -> &[String] {
+        if self.is_fallback(name) {
+            return &[];
+        }
+        match self.get(name) {
+            Some(a) if !a.on_failure.is_empty() => &a.on_failure,
+            Some(_) => &self.dispatch.on_failure,
+            None => &[],
+        }
     }
 }
 
@@ -149,6 +179,7 @@ pub(super) fn read(
             .collect()
     });
     let dispatch = read_dispatch(root.section("dispatch", issues), issues);
+    check_fallbacks(&actions, &dispatch, issues);
     Actions {
         actions,
         routes,
@@ -156,7 +187,44 @@ pub(super) fn read(
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// Every fallback exists, and no chain of fallbacks comes back to where it started. (At run time
+/// a fallback never alarms about itself either: this keeps the config saying what happens.)
+fn check_fallbacks(actions: &[ActionConfig], dispatch: &DispatchConfig, issues: &mut Issues) {
+    let exists = |n: &String| actions.iter().any(|a| &a.name == n);
+    for n in dispatch.on_failure.iter().filter(|n| !exists(n)) {
+        issues.push("dispatch.on_failure", format!("no action is named {n:?}"));
+    }
+    for a in actions {
+        let path = format!("actions.{}.on_failure", a.name);
+        for n in a.on_failure.iter().filter(|n| !exists(n)) {
+            issues.push(path.clone(), format!("no action is named {n:?}"));
+        }
+        // Follow the fallbacks' own fallbacks; reaching `a` again is a loop.
+        let mut seen: Vec<&str> = Vec::new();
+        let mut next: Vec<&str> = a.on_failure.iter().map(String::as_str).collect();
+        while let Some(n) = next.pop() {
+            if n == a.name {
+                issues.push(
+                    path.clone(),
+                    format!(
+                        "{} would raise an alarm about its own alarm: a cycle of fallbacks",
+                        a.name
+                    ),
+                );
+                break;
+            }
+            if seen.contains(&n) {
+                continue;
+            }
+            seen.push(n);
+            if let Some(f) = actions.iter().find(|x| x.name == n) {
+                next.extend(f.on_failure.iter().map(String::as_str));
+            }
+        }
+    }
+}
+
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -177,6 +245,7 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
         max_concurrent: 4,
         rate_limit_per_minute: None,
         dynatrace_only: true,
+        on_failure: Vec::new(),
     };
     if legacy.incident.active {
         let (key, line) = if cfg!(windows) {
@@ -194,6 +263,7 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
                 max_concurrent: legacy.incident.max_concurrent,
                 rate_limit_per_minute: None,
                 dynatrace_only: true,
+                on_failure: Vec::new(),
             });
             if legacy.tenant_set {
                 out.push(comment(LEGACY_SCRIPT));
@@ -215,6 +285,7 @@ fn legacy_actions(legacy: &Legacy, base: &Path, issues: &mut Issues) -> Vec<Acti
             max_concurrent: sms.max_concurrent,
             rate_limit_per_minute: None,
             dynatrace_only: true,
+            on_failure: Vec::new(),
         });
         if legacy.tenant_set {
             out.push(comment(LEGACY_SMS));
@@ -267,6 +338,7 @@ fn read_action(
             .map(|n| n as u32)
             .or(default_rate)
     };
+    let on_failure = s.string_list("on_failure", issues).unwrap_or_default();
     s.finish(issues);
     Some(ActionConfig {
         name,
@@ -274,6 +346,7 @@ fn read_action(
         max_concurrent,
         rate_limit_per_minute,
         dynatrace_only: false,
+        on_failure,
     })
 }
 
@@ -291,6 +364,12 @@ fn read_route(
         severities: list(&mut s, "severities"),
         tags: list(&mut s, "tags"),
         actions: list(&mut s, "actions"),
+        wait: s.duration(
+            "wait",
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(86_400),
+            issues,
+        ),
     };
     if route.actions.is_empty() {
         issues.push(
@@ -334,6 +413,7 @@ fn read_dispatch(mut s: Section, issues: &mut Issues) -> DispatchConfig {
         lease_secs: s
             .integer("lease_secs", 5, 3600, issues)
             .unwrap_or(d.lease_secs),
+        on_failure: s.string_list("on_failure", issues).unwrap_or_default(),
     };
     if c.max_retry_secs < c.first_retry_secs {
         issues.push(

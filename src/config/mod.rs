@@ -5,6 +5,7 @@
 //! file (see [`SECRET_ENV`]). Every problem is reported at once, each named by its key path.
 
 pub mod actions;
+pub mod noise;
 pub(crate) mod reader;
 pub mod sources;
 
@@ -61,6 +62,9 @@ pub struct Config {
     pub viewer: Option<(String, Secret)>,
     /// `None`: nothing is ever deleted.
     pub retention: Option<RetentionConfig>,
+    /// Recurring silences.
+    pub maintenance: Vec<noise::Maintenance>,
+    pub heartbeats: Vec<noise::Heartbeat>,
 }
 
 /// `retention`: how long problems that ended are kept.
@@ -442,6 +446,8 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         Some(_) => read_retention(root.section("retention", issues), issues),
         None => None,
     };
+    let maintenance = noise::read_maintenance(&mut root, issues);
+    let heartbeats = noise::read_heartbeats(&mut root, &actions, issues);
 
     if dir_received == dir_sent {
         issues.push("dir_sent", "must be a different folder from dir_received");
@@ -463,6 +469,8 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         sources,
         viewer,
         retention,
+        maintenance,
+        heartbeats,
     }
 }
 

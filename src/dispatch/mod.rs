@@ -23,7 +23,7 @@ use crate::domain::Source;
 use crate::dynatrace::Client;
 use crate::live::Live;
 use crate::logging::{SharedThrottle, Throttle};
-use crate::store::{Finish, NewRun, RunRow, Store, StoreError, StoredNotification};
+use crate::store::{Finish, NewRun, RunRow, RunStart, Store, StoreError, StoredNotification};
 
 /// How often the queue is looked at when nothing wakes the dispatcher.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -33,6 +33,8 @@ const DEPENDENCY_WAIT_MS: i64 = 500;
 /// Commands without a server wait for work due this soon; anything later is left to the hub.
 const SHORT_WAIT_MS: i64 = 10_000;
 const ENRICH_CONCURRENCY: usize = 8;
+/// How often silences' and windows' ends and heartbeats are looked at.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 /// Backoff while the store refuses writes: from the first wait, doubling, up to the longest.
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -56,6 +58,10 @@ pub(crate) struct Inner {
     sent: Arc<sent::SentFiles>,
     /// Says once in a while that runs wait for a rate limit, not once per run.
     rate_log: SharedThrottle,
+    /// When this process started: heartbeats' clocks start no earlier.
+    started_ms: i64,
+    /// When silences, maintenance windows and heartbeats were last looked at.
+    last_upkeep: Mutex<Option<std::time::Instant>>,
 }
 
 /// The dispatcher's part of the config, made ready to use.
@@ -69,6 +75,8 @@ pub struct Settings {
     limits: HashMap<String, Arc<Semaphore>>,
     /// Per action with a `rate_limit_per_minute`: the runs started in the last minute.
     rates: HashMap<String, Arc<Mutex<crate::rate::Window>>>,
+    maintenance: Vec<crate::config::noise::Maintenance>,
+    heartbeats: Vec<crate::config::noise::Heartbeat>,
 }
 
 impl Settings {
@@ -117,6 +125,8 @@ impl Settings {
             enrich_wait_ms: config.dynatrace.enrich_wait.as_millis() as i64,
             limits,
             rates,
+            maintenance: config.maintenance.clone(),
+            heartbeats: config.heartbeats.clone(),
         })
     }
 
@@ -162,6 +172,8 @@ impl Dispatcher {
                 enrich_limit: Arc::new(Semaphore::new(ENRICH_CONCURRENCY)),
                 enriching: Mutex::new(HashSet::new()),
                 rate_log: SharedThrottle::new(ERROR_LOG_INTERVAL),
+                started_ms: now_ms(),
+                last_upkeep: Mutex::new(None),
             }),
         })
     }
@@ -289,7 +301,7 @@ impl Dispatcher {
     pub async fn step(&self, tasks: &mut JoinSet<()>) -> Result<usize, StoreError> {
         let d = &self.inner;
         let s = d.settings.get();
-        let mut done = 0;
+        let mut done = self.upkeep(&s).await?;
         let due = d.store.due_enrichments(ENRICH_MAX_WAIT_MS, BATCH).await?;
         if s.client.is_none() && !due.is_empty() {
             // Nothing to ask: close them all at once, so routing goes on with the notifications.
@@ -419,6 +431,24 @@ impl Dispatcher {
         }
     }
 
+    /// Once a second at most: puts back what an ended silence or maintenance window held, and
+    /// opens or resolves heartbeats. Returns how many runs it put back.
+    async fn upkeep(&self, s: &Settings) -> Result<usize, StoreError> {
+        let d = &self.inner;
+        {
+            let mut last = d.last_upkeep.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < UPKEEP_EVERY) {
+                return Ok(0);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let now = now_ms();
+        let released =
+            crate::noise::settle(&d.store, &s.maintenance, s.tenant.as_deref(), now).await?;
+        crate::heartbeat::check(&d.store, &s.heartbeats, d.started_ms, now).await?;
+        Ok(released)
+    }
+
     /// An action that depends on others (a comment) waits until all their runs have finished.
     async fn dependencies_done(&self, s: &Settings, run: &RunRow) -> Result<bool, StoreError> {
         let Some((_, action)) = s.registry.get(&run.action) else {
@@ -431,6 +461,73 @@ impl Dispatcher {
         Ok(reported.iter().all(RunRow::is_final))
     }
 
+    /// How a chosen action's runs start: silenced when something covers the problem; for a route
+    /// with a flap wait, held (an open problem) or suppressed with the held runs (one that
+    /// resolved within the wait).
+    async fn start_of(
+        &self,
+        problem: &Problem,
+        chosen: &crate::actions::route::Chosen,
+        covered: Option<&(String, String)>,
+        now: i64,
+    ) -> Result<RunStart, StoreError> {
+        if let Some((held_by, note)) = covered {
+            return Ok(RunStart::Silenced {
+                held_by: held_by.clone(),
+                note: note.clone(),
+            });
+        }
+        let Some(wait) = chosen.wait else {
+            return Ok(RunStart::Now);
+        };
+        let shown = crate::config::reader::short_duration(wait);
+        if !crate::store::is_closed(&problem.state, false) {
+            return Ok(RunStart::Held {
+                until_ms: now + wait.as_millis() as i64,
+                held_by: "wait".into(),
+                note: format!("flap wait: runs in {shown} unless the problem resolves first"),
+            });
+        }
+        let note = format!("resolved within {shown}");
+        let suppressed = self
+            .inner
+            .store
+            .suppress_waiting(
+                problem.source,
+                problem.problem_id.clone(),
+                chosen.action.clone(),
+                note.clone(),
+            )
+            .await?;
+        Ok(if suppressed > 0 {
+            tracing::info!(
+                action = %chosen.action, problem_id = problem.problem_id.as_str(),
+                "the problem resolved within its flap wait: neither its open nor its resolve runs"
+            );
+            RunStart::Suppressed { note }
+        } else {
+            RunStart::Now
+        })
+    }
+
+    /// A stored notification that a heartbeat's `match` covers is a beat.
+    async fn beats_from(
+        &self,
+        s: &Settings,
+        n: &StoredNotification,
+        problem: &Problem,
+    ) -> Result<(), StoreError> {
+        if n.is_test || n.source == Source::Hub {
+            return Ok(());
+        }
+        for hb in &s.heartbeats {
+            if crate::matcher::all_match(&hb.matchers, problem) {
+                self.inner.store.beat(hb.name.clone(), n.received_at_ms).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Routes every plan that is ready, in one transaction.
     async fn plan(&self, s: &Settings, notification_ids: &[i64]) -> Result<(), StoreError> {
         let d = &self.inner;
@@ -440,23 +537,25 @@ impl Dispatcher {
             return d.store.close_plans(notification_ids.to_vec()).await;
         }
         let mut planned = Vec::with_capacity(notification_ids.len());
+        let now = now_ms();
+        let quiet = crate::noise::Quiet::now(&d.store, &s.maintenance, now).await?;
         for id in notification_ids {
             let n = d.store.notification(*id).await?;
             let problem = s.problem(&n);
+            self.beats_from(s, &n, &problem).await?;
             let decision = route(&s.actions, &s.registry, &problem, n.is_test);
-            let runs: Vec<NewRun> = decision
-                .chosen
-                .iter()
-                .flat_map(|c| {
-                    c.targets.iter().map(|t| NewRun {
-                        idem_key: idem_key(&problem, &c.action, t),
-                        action: c.action.clone(),
-                        target: t.id.clone(),
-                        target_label: t.label.clone(),
-                        start: Default::default(),
-                    })
-                })
-                .collect();
+            let covered = quiet.covering(&problem);
+            let mut runs = Vec::new();
+            for c in &decision.chosen {
+                let start = self.start_of(&problem, c, covered.as_ref(), now).await?;
+                runs.extend(c.targets.iter().map(|t| NewRun {
+                    idem_key: idem_key(&problem, &c.action, t),
+                    action: c.action.clone(),
+                    target: t.id.clone(),
+                    target_label: t.label.clone(),
+                    start: start.clone(),
+                }));
+            }
             planned.push((n, runs));
         }
         let batch: Vec<(&StoredNotification, Vec<NewRun>)> =
@@ -505,6 +604,38 @@ impl Inner {
         log_finish(&run, attempt, manual, &finish);
         self.record(&run, attempt, &finish).await;
         self.write_sent(run.source, &run.problem_key);
+        if let Err(e) = self.alarm(s, &run, &finish).await {
+            tracing::error!(action = %run.action, error = %e, "cannot raise or resolve the failure alarm");
+        }
+    }
+
+    /// A run that failed for good opens its action's failure alarm; a success resolves it. Runs
+    /// for hub's own problems raise nothing, so a failing fallback cannot loop.
+    async fn alarm(&self, s: &Settings, run: &RunRow, finish: &Finish) -> Result<(), StoreError> {
+        if run.source == Source::Hub {
+            return Ok(());
+        }
+        let fallbacks = s.actions.alarm_actions(&run.action);
+        if fallbacks.is_empty() {
+            return Ok(());
+        }
+        match finish {
+            Finish::Failed { error, .. } => {
+                let own = crate::own::failure(&run.action, error, fallbacks);
+                crate::own::open(&self.store, &own, now_ms()).await?;
+            }
+            Finish::Succeeded { .. } => {
+                let id = format!("action-failed-{}", run.action);
+                crate::own::resolve(
+                    &self.store,
+                    &id,
+                    serde_json::json!({"action": run.action, "succeeded_at": now_ms()}),
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Runs the attempt, renewing the run's lease meanwhile where instances share the store, so

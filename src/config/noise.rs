@@ -1,0 +1,205 @@
+//! `maintenance` and `heartbeats`: the recurring silences, and the dead-man's switches.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+
+use super::reader::{Issues, Section};
+use crate::matcher::{read_object, Matcher};
+
+/// A recurring silence: from each time `cron` names (in `timezone`), for `duration`.
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    pub name: String,
+    pub matchers: Vec<Matcher>,
+    pub pattern: String,
+    pub cron: croner::Cron,
+    pub duration: Duration,
+    pub timezone: chrono_tz::Tz,
+}
+
+impl Maintenance {
+    /// The window `now_ms` is in, as `(start, end)`, if it is in one.
+    pub fn window_at(&self, now_ms: i64) -> Option<(i64, i64)> {
+        let now = Utc
+            .timestamp_millis_opt(now_ms)
+            .single()?
+            .with_timezone(&self.timezone);
+        let start = self.cron.find_previous_occurrence(&now, true).ok()?;
+        let (start, end) = (
+            start.timestamp_millis(),
+            start.timestamp_millis() + self.duration.as_millis() as i64,
+        );
+        (now_ms < end).then_some((start, end))
+    }
+
+    /// When the next window starts after `now_ms`.
+    pub fn next_start(&self, now_ms: i64) -> Option<i64> {
+        let now = Utc
+            .timestamp_millis_opt(now_ms)
+            .single()?
+            .with_timezone(&self.timezone);
+        self.cron
+            .find_next_occurrence(&now, false)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
+    /// What holds the runs it silences (see `crate::store::RunStart`).
+    pub fn holder(&self) -> String {
+        format!("maintenance:{}", self.name)
+    }
+}
+
+/// A heartbeat: a beat is expected every `every`; after `every + grace` without one, hub opens
+/// its own problem `heartbeat-<name>` and runs `actions`.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub name: String,
+    pub every: Duration,
+    pub grace: Duration,
+    /// Stored notifications these match count as beats; empty: only `POST /heartbeats/<name>`.
+    pub matchers: Vec<Matcher>,
+    pub actions: Vec<String>,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86_400);
+
+pub(super) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<Maintenance> {
+    let Some(items) = root.items("maintenance", issues) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Maintenance> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let mut s = Section::at(format!("maintenance[{i}]"), item, issues);
+        let name = s.string("name", issues).unwrap_or_default();
+        if !super::actions::valid_name(&name) {
+            issues.push(
+                s.path_of("name"),
+                "missing or not a name: letters, digits, '-' and '_' (at most 64)",
+            );
+        } else if out.iter().any(|m| m.name == name) {
+            issues.push(s.path_of("name"), format!("{name:?} is named twice"));
+        }
+        let matchers = read_object(&mut s, "match", issues);
+        if matchers.is_empty() {
+            issues.push(
+                s.path_of("match"),
+                "missing: what the window silences, such as {\"tag\": \"env:prod\"}",
+            );
+        }
+        let pattern = s.string("cron", issues).unwrap_or_default();
+        let cron = match croner::Cron::from_str(&pattern) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                issues.push(
+                    s.path_of("cron"),
+                    format!("{pattern:?} is not a cron pattern such as \"0 2 * * SUN\": {e}"),
+                );
+                None
+            }
+        };
+        let duration = s.duration("duration", MINUTE, 7 * DAY, issues);
+        if duration.is_none() {
+            issues.push(s.path_of("duration"), "missing: how long each window lasts (1m–7d)");
+        }
+        let zone = s.string("timezone", issues).unwrap_or_else(|| "UTC".into());
+        let timezone = match zone.parse::<chrono_tz::Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                issues.push(
+                    s.path_of("timezone"),
+                    format!("{zone:?} is not an IANA time zone such as \"Europe/Berlin\""),
+                );
+                None
+            }
+        };
+        s.finish(issues);
+        if let (Some(cron), Some(duration), Some(timezone)) = (cron, duration, timezone) {
+            out.push(Maintenance {
+                name,
+                matchers,
+                pattern,
+                cron,
+                duration,
+                timezone,
+            });
+        }
+    }
+    out
+}
+
+pub(super) fn read_heartbeats(
+    root: &mut Section,
+    actions: &super::Actions,
+    issues: &mut Issues,
+) -> Vec<Heartbeat> {
+    let mut out = Vec::new();
+    for (name, value) in root.entries("heartbeats", issues) {
+        let mut s = Section::at(format!("heartbeats.{name}"), value, issues);
+        if !super::actions::valid_name(&name) {
+            issues.push(
+                s.path(),
+                "heartbeat names may use only letters, digits, '-' and '_' (at most 64)",
+            );
+        }
+        let every = s.duration("every", Duration::from_secs(1), 366 * DAY, issues);
+        if every.is_none() {
+            issues.push(s.path_of("every"), "missing: how often a beat is expected");
+        }
+        let grace = s
+            .duration("grace", Duration::ZERO, 366 * DAY, issues)
+            .unwrap_or(Duration::ZERO);
+        let matchers = read_object(&mut s, "match", issues);
+        let listed = s.string_list("actions", issues).unwrap_or_default();
+        if listed.is_empty() {
+            issues.push(
+                s.path_of("actions"),
+                "missing: the actions to run when the heartbeat goes silent",
+            );
+        }
+        for a in listed.iter().filter(|a| actions.get(a).is_none()) {
+            issues.push(s.path_of("actions"), format!("no action is named {a:?}"));
+        }
+        s.finish(issues);
+        if let Some(every) = every {
+            out.push(Heartbeat {
+                name,
+                every,
+                grace,
+                matchers,
+                actions: listed,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(pattern: &str, minutes: u64, zone: &str) -> Maintenance {
+        Maintenance {
+            name: "w".into(),
+            matchers: Vec::new(),
+            pattern: pattern.into(),
+            cron: croner::Cron::from_str(pattern).unwrap(),
+            duration: Duration::from_secs(minutes * 60),
+            timezone: zone.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_window_covers_its_duration_from_each_start_in_its_zone() {
+        // Sunday 2026-11-29 02:00 in Berlin is 01:00 UTC.
+        let w = window("0 2 * * SUN", 120, "Europe/Berlin");
+        let start = Utc.with_ymd_and_hms(2026, 11, 29, 1, 0, 0).unwrap().timestamp_millis();
+        assert_eq!(w.window_at(start + 60_000), Some((start, start + 7_200_000)));
+        assert_eq!(w.window_at(start + 7_200_000), None, "the end is outside");
+        assert_eq!(w.window_at(start - 60_000), None);
+        assert_eq!(w.next_start(start - 60_000), Some(start));
+    }
+}

@@ -1,0 +1,128 @@
+//! Quiet when it should be: silences and maintenance windows cover runs as they are routed, and
+//! when one ends, the runs it held for problems still open in the same state run then.
+
+use crate::actions::Problem;
+use crate::config::noise::Maintenance;
+use crate::matcher::{all_match, Matcher};
+use crate::store::{is_closed, RunRow, SilenceRow, Store, StoreError};
+
+/// What covers runs right now: the active silences and the maintenance windows in progress.
+pub struct Quiet<'a> {
+    silences: Vec<(SilenceRow, Vec<Matcher>)>,
+    windows: Vec<&'a Maintenance>,
+}
+
+impl<'a> Quiet<'a> {
+    pub async fn now(
+        store: &Store,
+        maintenance: &'a [Maintenance],
+        now: i64,
+    ) -> Result<Quiet<'a>, StoreError> {
+        let silences = store
+            .silences(now)
+            .await?
+            .into_iter()
+            .filter(|s| s.is_active(now))
+            .map(|s| {
+                let m = s.matcher_list();
+                (s, m)
+            })
+            .collect();
+        let windows = maintenance
+            .iter()
+            .filter(|w| w.window_at(now).is_some())
+            .collect();
+        Ok(Quiet { silences, windows })
+    }
+
+    /// What covers `p`, if anything: the holder to record on its runs and a note saying why.
+    pub fn covering(&self, p: &Problem) -> Option<(String, String)> {
+        if let Some((s, _)) = self.silences.iter().find(|(_, m)| all_match(m, p)) {
+            return Some((
+                s.id.clone(),
+                format!("silenced by {} ({}: {})", s.id, s.author, s.comment),
+            ));
+        }
+        self.windows
+            .iter()
+            .find(|w| all_match(&w.matchers, p))
+            .map(|w| (w.holder(), format!("silenced by maintenance window {}", w.name)))
+    }
+
+    pub fn active_silences(&self) -> usize {
+        self.silences.len()
+    }
+}
+
+/// Handles what ended: silences that ended or were expired, and maintenance windows not in
+/// progress. Returns how many runs it put back in the queue.
+pub async fn settle(
+    store: &Store,
+    maintenance: &[Maintenance],
+    tenant: Option<&str>,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let ended = store.silences_to_settle(now).await?;
+    let idle: Vec<&Maintenance> = maintenance
+        .iter()
+        .filter(|w| w.window_at(now).is_none())
+        .collect();
+    if ended.is_empty() && idle.is_empty() {
+        return Ok(0);
+    }
+    let quiet = Quiet::now(store, maintenance, now).await?;
+    let mut released = 0;
+    for s in ended {
+        let why = format!("silence {} ended", s.id);
+        released += settle_holder(store, &quiet, &s.id, s.renotify, &why, tenant).await?;
+        store.settle_silence(s.id, now).await?;
+    }
+    for w in idle {
+        let why = format!("maintenance window {} ended", w.name);
+        released += settle_holder(store, &quiet, &w.holder(), true, &why, tenant).await?;
+    }
+    Ok(released)
+}
+
+/// The runs `holder` silenced: those whose problem is still open in the same state run now
+/// (unless `renotify` is off, or something else still covers them); the others are let go.
+async fn settle_holder(
+    store: &Store,
+    quiet: &Quiet<'_>,
+    holder: &str,
+    renotify: bool,
+    why: &str,
+    tenant: Option<&str>,
+) -> Result<usize, StoreError> {
+    let runs: Vec<RunRow> = store.held_runs(holder).await?;
+    let (mut release, mut let_go) = (Vec::new(), Vec::new());
+    for run in runs {
+        let latest = store
+            .latest_notification(run.source, &run.problem_key)
+            .await?;
+        let still_open = latest
+            .as_ref()
+            .is_some_and(|n| n.state == run.state && !is_closed(&n.state, n.is_test));
+        match latest {
+            Some(n) if renotify && still_open => {
+                let problem = Problem::from_stored(&n).with_tenant_link(tenant);
+                match quiet.covering(&problem) {
+                    Some((other, _)) => store.rehold_runs(vec![run.id], other).await?,
+                    None => release.push(run.id),
+                }
+            }
+            _ => let_go.push(run.id),
+        }
+    }
+    let n = release.len();
+    if n > 0 {
+        tracing::info!(runs = n, holder, "a silence ended; the runs it held for open problems run now");
+        store
+            .release_runs(release, true, format!("{why}: the problem is still open, so it runs now"))
+            .await?;
+    }
+    if !let_go.is_empty() {
+        store.release_runs(let_go, false, String::new()).await?;
+    }
+    Ok(n)
+}
