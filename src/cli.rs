@@ -121,6 +121,11 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         max_age: Option<std::time::Duration>,
     },
+    /// Silences: add one, list them (with the maintenance windows), or end one now.
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
     /// Show one problem's details from the Dynatrace API.
     Problem {
         /// The problem's PID (Dynatrace's {PID} placeholder, v2 problemId). PIDs often start with
@@ -131,6 +136,40 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Silence what every --match covers, for --duration or --until; prints the new silence's id.
+    Add {
+        /// KEY=VALUE, exact or a * glob; keys: source, problem, state, severity, tag (name:value),
+        /// entity (name or id), title. Every one must match.
+        #[arg(long = "match", value_name = "KEY=VALUE", required = true)]
+        matchers: Vec<String>,
+        /// How long from now (30m, 2h, 1d).
+        #[arg(long, conflicts_with = "until")]
+        duration: Option<String>,
+        /// Until when (RFC 3339, such as 2026-12-24T08:00:00Z).
+        #[arg(long)]
+        until: Option<String>,
+        /// Why: shown wherever the silence is.
+        #[arg(long, required = true)]
+        comment: String,
+        /// Who (default: the user running the command).
+        #[arg(long)]
+        author: Option<String>,
+        /// When it ends, do not run what it held for problems still open.
+        #[arg(long)]
+        no_renotify: bool,
+    },
+    /// Silences in force or ended within a day, and the maintenance windows with their next start.
+    List {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now; what it held for problems still open runs then.
+    Expire { id: String },
 }
 
 pub fn main() -> ExitCode {
@@ -168,6 +207,9 @@ pub fn main() -> ExitCode {
             problem,
             source,
         } => test_action(&cli.config, &name, state, problem, source),
+        Command::Silence { command } => store_command(&cli.config, move |config| {
+            Box::pin(silence(config, command))
+        }),
         Command::Prune { dry_run, max_age } => store_command(&cli.config, move |config| {
             Box::pin(crate::retention::prune_now(config, max_age, dry_run))
         }),
@@ -175,6 +217,121 @@ pub fn main() -> ExitCode {
             Box::pin(crate::export::export(config, dir, since))
         }),
     }
+}
+
+async fn silence(config: Config, command: SilenceCommand) -> anyhow::Result<String> {
+    let store = crate::store::Store::open(&config.store, &config.dir_received).await?;
+    match command {
+        SilenceCommand::Add {
+            matchers,
+            duration,
+            until,
+            comment,
+            author,
+            no_renotify,
+        } => {
+            let author = author
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_default();
+            let request = crate::silences::Request {
+                matchers,
+                duration,
+                until,
+                comment,
+                author,
+                renotify: Some(!no_renotify),
+            };
+            let s = crate::silences::add(&store, &request).await?;
+            eprintln!(
+                "silenced {} until {}",
+                s.matcher_list()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                crate::clock::rfc3339(s.ends_at_ms)
+            );
+            Ok(s.id)
+        }
+        SilenceCommand::List { json } => {
+            let listed = crate::silences::list(&store, &config.maintenance).await?;
+            if json {
+                return Ok(serde_json::to_string_pretty(&listed)?);
+            }
+            Ok(silence_table(&listed))
+        }
+        SilenceCommand::Expire { id } => {
+            if store.silence(&id).await?.is_none() {
+                anyhow::bail!("no silence has the id {id:?} (hub silence list shows them)");
+            }
+            if !store
+                .expire_silence(id.clone(), crate::clock::now_ms())
+                .await?
+            {
+                anyhow::bail!("silence {id} has ended already");
+            }
+            Ok(format!(
+                "expired {id}; what it held for problems still open runs within a few seconds"
+            ))
+        }
+    }
+}
+
+fn silence_table(listed: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("-").to_string();
+    let joined = |v: &serde_json::Value| {
+        v["matchers"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "{:<21} {:<7} {:<20} {:<12} {:<30} COMMENT\n",
+        "ID", "STATE", "ENDS", "AUTHOR", "MATCHERS"
+    );
+    let silences = listed["silences"].as_array().cloned().unwrap_or_default();
+    for s in &silences {
+        out.push_str(&format!(
+            "{:<21} {:<7} {:<20} {:<12} {:<30} {}\n",
+            text(s, "id"),
+            text(s, "state"),
+            text(s, "ends"),
+            text(s, "author"),
+            joined(s),
+            text(s, "comment")
+        ));
+    }
+    if silences.is_empty() {
+        out.push_str("(no silence in force or ended within a day)\n");
+    }
+    let windows = listed["maintenance"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !windows.is_empty() {
+        out.push_str("\nMAINTENANCE WINDOW     CRON               ZONE             DURATION  NOW                       NEXT START\n");
+        for w in &windows {
+            let now = match w["active_until"].as_str() {
+                Some(end) => format!("active until {end}"),
+                None => "-".into(),
+            };
+            out.push_str(&format!(
+                "{:<22} {:<18} {:<16} {:<9} {:<25} {}\n",
+                text(w, "name"),
+                text(w, "cron"),
+                text(w, "timezone"),
+                text(w, "duration"),
+                now,
+                text(w, "next_start")
+            ));
+        }
+    }
+    out.trim_end().to_string()
 }
 
 fn explain(path: &std::path::Path, payload: &std::path::Path, source: Source) -> ExitCode {

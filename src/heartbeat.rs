@@ -31,9 +31,9 @@ pub async fn check(
         let deadline = last + allowed;
         let id = problem_id(&hb.name);
         if now > deadline {
-            let silent_for = crate::config::reader::short_duration(std::time::Duration::from_millis(
-                (now - last).max(0) as u64,
-            ));
+            let silent_for = crate::config::reader::short_duration(
+                std::time::Duration::from_millis((now - last).max(0) as u64),
+            );
             let own = Own {
                 kind: "heartbeat",
                 problem_id: id,

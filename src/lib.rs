@@ -27,6 +27,7 @@ pub mod replay;
 pub mod retention;
 pub mod retry;
 pub mod secret;
+pub mod silences;
 pub mod sources;
 pub mod store;
 pub mod template;

@@ -46,7 +46,12 @@ impl<'a> Quiet<'a> {
         self.windows
             .iter()
             .find(|w| all_match(&w.matchers, p))
-            .map(|w| (w.holder(), format!("silenced by maintenance window {}", w.name)))
+            .map(|w| {
+                (
+                    w.holder(),
+                    format!("silenced by maintenance window {}", w.name),
+                )
+            })
     }
 
     pub fn active_silences(&self) -> usize {
@@ -116,9 +121,17 @@ async fn settle_holder(
     }
     let n = release.len();
     if n > 0 {
-        tracing::info!(runs = n, holder, "a silence ended; the runs it held for open problems run now");
+        tracing::info!(
+            runs = n,
+            holder,
+            "a silence ended; the runs it held for open problems run now"
+        );
         store
-            .release_runs(release, true, format!("{why}: the problem is still open, so it runs now"))
+            .release_runs(
+                release,
+                true,
+                format!("{why}: the problem is still open, so it runs now"),
+            )
             .await?;
     }
     if !let_go.is_empty() {

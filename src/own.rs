@@ -69,7 +69,11 @@ pub async fn open(store: &Store, own: &Own, episode: i64) -> Result<bool, StoreE
         &own.detail,
     )?;
     let stored = store.accept(n).await?;
-    tracing::warn!(problem_id = own.problem_id.as_str(), title = own.title.as_str(), "hub opened its own problem");
+    tracing::warn!(
+        problem_id = own.problem_id.as_str(),
+        title = own.title.as_str(),
+        "hub opened its own problem"
+    );
     Ok(matches!(stored, crate::store::Accepted::Stored { .. }))
 }
 
@@ -82,11 +86,22 @@ pub async fn resolve(store: &Store, problem_id: &str, detail: Value) -> Result<b
         return Ok(false);
     }
     let opened: Value = serde_json::from_slice(&latest.body).unwrap_or(Value::Null);
-    let text = |k: &str| opened.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |k: &str| {
+        opened
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let actions: Vec<String> = opened
         .get("actions")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let episode = opened.get("episode").and_then(Value::as_i64).unwrap_or(0);
     let n = notification(
@@ -108,7 +123,10 @@ pub fn failure(action: &str, error: &str, actions: &[String]) -> Own {
     Own {
         kind: "action-failed",
         problem_id: format!("action-failed-{action}"),
-        title: format!("action {action} failed: {}", crate::actions::http::truncated(error, 200)),
+        title: format!(
+            "action {action} failed: {}",
+            crate::actions::http::truncated(error, 200)
+        ),
         actions: actions.to_vec(),
         detail: json!({"action": action, "error": error, "at": now_ms()}),
     }

@@ -103,7 +103,10 @@ pub(super) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<M
         };
         let duration = s.duration("duration", MINUTE, 7 * DAY, issues);
         if duration.is_none() {
-            issues.push(s.path_of("duration"), "missing: how long each window lasts (1m–7d)");
+            issues.push(
+                s.path_of("duration"),
+                "missing: how long each window lasts (1m–7d)",
+            );
         }
         let zone = s.string("timezone", issues).unwrap_or_else(|| "UTC".into());
         let timezone = match zone.parse::<chrono_tz::Tz>() {
@@ -196,8 +199,14 @@ mod tests {
     fn a_window_covers_its_duration_from_each_start_in_its_zone() {
         // Sunday 2026-11-29 02:00 in Berlin is 01:00 UTC.
         let w = window("0 2 * * SUN", 120, "Europe/Berlin");
-        let start = Utc.with_ymd_and_hms(2026, 11, 29, 1, 0, 0).unwrap().timestamp_millis();
-        assert_eq!(w.window_at(start + 60_000), Some((start, start + 7_200_000)));
+        let start = Utc
+            .with_ymd_and_hms(2026, 11, 29, 1, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(
+            w.window_at(start + 60_000),
+            Some((start, start + 7_200_000))
+        );
         assert_eq!(w.window_at(start + 7_200_000), None, "the end is outside");
         assert_eq!(w.window_at(start - 60_000), None);
         assert_eq!(w.next_start(start - 60_000), Some(start));

@@ -522,7 +522,10 @@ impl Dispatcher {
         }
         for hb in &s.heartbeats {
             if crate::matcher::all_match(&hb.matchers, problem) {
-                self.inner.store.beat(hb.name.clone(), n.received_at_ms).await?;
+                self.inner
+                    .store
+                    .beat(hb.name.clone(), n.received_at_ms)
+                    .await?;
             }
         }
         Ok(())

@@ -28,6 +28,11 @@ struct RunLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabels {
+    name: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     notifications: Family<NotificationLabels, Counter>,
@@ -35,6 +40,8 @@ pub struct Metrics {
     pending: Gauge,
     latency: Histogram,
     refused: Family<ReasonLabels, Counter>,
+    silences: Gauge,
+    beats: Family<NameLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -71,6 +78,18 @@ impl Default for Metrics {
             "Connections and requests the listener refused since start, by reason",
             refused.clone(),
         );
+        let silences = Gauge::default();
+        registry.register(
+            "silences_active",
+            "Silences in force now (maintenance windows not counted)",
+            silences.clone(),
+        );
+        let beats = Family::<NameLabels, Gauge>::default();
+        registry.register(
+            "heartbeat_last_seconds",
+            "When each heartbeat last beat, in seconds since the epoch (absent before its first beat)",
+            beats.clone(),
+        );
         Metrics {
             registry,
             notifications,
@@ -78,6 +97,8 @@ impl Default for Metrics {
             pending,
             latency,
             refused,
+            silences,
+            beats,
         }
     }
 }
@@ -165,6 +186,20 @@ impl Metrics {
             }
         }
         self.pending.set(store.pending_runs().await?);
+        let now = crate::clock::now_ms();
+        let active = store
+            .silences(now)
+            .await?
+            .iter()
+            .filter(|s| s.is_active(now))
+            .count();
+        self.silences.set(active as i64);
+        self.beats.clear();
+        for (name, at) in store.beats().await? {
+            self.beats
+                .get_or_create(&NameLabels { name })
+                .set(at / 1000);
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).map_err(|e| {
             StoreError::Encode {

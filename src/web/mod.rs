@@ -5,6 +5,7 @@ mod auth;
 mod error;
 mod ingest;
 mod metrics;
+mod noise;
 mod page;
 mod server;
 mod view;
@@ -278,6 +279,7 @@ fn build(
         .mount("/", ingest::routes())
         .mount("/", page::routes())
         .mount("/", api::routes())
+        .mount("/", noise::routes())
         .register("/", catchers![error::default_catcher]);
     Ok((rocket, refused))
 }

@@ -99,7 +99,12 @@ async fn index(app: &State<App>, auth: Presented, q: IndexQuery<'_>) -> Result<H
     }
     let problems = view::page_of(q.before, q.page)?;
     let notifications = view::page_of(q.notifications_before, q.page)?;
-    let data = view::status(app, problems, notifications).await?;
+    let mut data = view::status(app, problems, notifications).await?;
+    let quiet = super::noise::page_data(app).await?;
+    for key in ["silences", "maintenance", "heartbeats"] {
+        data[key] = quiet[key].clone();
+    }
+    data["csrf"] = json!(app.csrf_token());
     app.templates.render("index.html", &data)
 }
 

@@ -1,0 +1,205 @@
+//! Silences through the API and the status page, and heartbeats' beats.
+
+use rocket::form::{Form, FromForm};
+use rocket::http::{ContentType, Status};
+use rocket::response::Redirect;
+use rocket::{delete, get, post, routes, Route, State};
+use serde_json::{json, Value};
+
+use super::auth::Presented;
+use super::error::ApiError;
+use super::{view, App, JsonOk, StatusJson};
+use crate::clock::now_ms;
+use crate::credentials::BasicAuth;
+use crate::silences::{self, SilenceError};
+
+pub fn routes() -> Vec<Route> {
+    routes![list, add, expire, add_from_page, expire_from_page, beat]
+}
+
+impl From<SilenceError> for ApiError {
+    fn from(e: SilenceError) -> Self {
+        match e {
+            SilenceError::Store(e) => ApiError::from(e),
+            other => ApiError::new(Status::BadRequest, "invalid_silence", other.to_string()),
+        }
+    }
+}
+
+#[get("/api/silences")]
+async fn list(app: &State<App>, auth: Presented) -> Result<JsonOk, ApiError> {
+    app.viewer_allows(&auth)?;
+    let settings = app.settings.get();
+    Ok(JsonOk(
+        silences::list(&app.store, &settings.config.maintenance).await?,
+    ))
+}
+
+/// Adds a silence: `{"matchers": ["tag=env:prod"], "duration": "2h", "comment": "…"}`. A JSON
+/// content type is required, so a cross-site form cannot post one.
+#[post("/api/silences", data = "<body>")]
+async fn add(
+    app: &State<App>,
+    auth: Presented,
+    content_type: Option<&ContentType>,
+    body: &str,
+) -> Result<StatusJson, ApiError> {
+    app.viewer_allows(&auth)?;
+    if !content_type.is_some_and(|c| c.is_json()) {
+        return Err(ApiError::new(
+            Status::UnsupportedMediaType,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ));
+    }
+    let request: silences::Request = serde_json::from_str(body).map_err(|e| {
+        ApiError::new(
+            Status::BadRequest,
+            "invalid_silence",
+            format!("expected {{\"matchers\": [\"KEY=VALUE\", …], \"duration\" or \"until\", \"comment\", \"author\"?, \"renotify\"?}}: {e}"),
+        )
+    })?;
+    let s = silences::add(&app.store, &request).await?;
+    app.store.committed().notify_one();
+    Ok(StatusJson(Status::Created, silences::shown(&s, now_ms())))
+}
+
+async fn expire_one(app: &App, id: &str) -> Result<Value, ApiError> {
+    let Some(s) = app.store.silence(id).await? else {
+        return Err(ApiError::new(
+            Status::NotFound,
+            "not_found",
+            "no silence has this id",
+        ));
+    };
+    if !app.store.expire_silence(id.to_string(), now_ms()).await? {
+        return Err(ApiError::new(
+            Status::Conflict,
+            "ended",
+            "this silence has ended already",
+        ));
+    }
+    tracing::info!(silence = id, "silence expired");
+    app.store.committed().notify_one();
+    Ok(json!({"status": "expired", "id": s.id}))
+}
+
+#[delete("/api/silences/<id>")]
+async fn expire(app: &State<App>, auth: Presented, id: &str) -> Result<JsonOk, ApiError> {
+    app.viewer_allows(&auth)?;
+    expire_one(app, id).await.map(JsonOk)
+}
+
+#[derive(FromForm)]
+struct SilenceForm<'r> {
+    csrf: &'r str,
+    /// One KEY=VALUE per line.
+    matchers: &'r str,
+    duration: &'r str,
+    comment: &'r str,
+    author: &'r str,
+}
+
+fn from_page(app: &App, origin: &view::SameOrigin, csrf: &str) -> Result<(), ApiError> {
+    if !origin.0 || !app.csrf_matches(csrf) {
+        return Err(ApiError::new(
+            Status::Forbidden,
+            "forbidden",
+            "this form must be sent from hub's own status page",
+        ));
+    }
+    Ok(())
+}
+
+/// The status page's form; the same checks as the API, and the page's token.
+#[post("/silences", data = "<form>")]
+async fn add_from_page(
+    app: &State<App>,
+    auth: Presented,
+    origin: view::SameOrigin,
+    form: Form<SilenceForm<'_>>,
+) -> Result<Redirect, ApiError> {
+    app.viewer_allows(&auth)?;
+    from_page(app, &origin, form.csrf)?;
+    let request = silences::Request {
+        matchers: form
+            .matchers
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+        duration: Some(form.duration.to_string()),
+        until: None,
+        comment: form.comment.to_string(),
+        author: form.author.to_string(),
+        renotify: None,
+    };
+    silences::add(&app.store, &request).await?;
+    app.store.committed().notify_one();
+    Ok(Redirect::to("/#silences"))
+}
+
+#[derive(FromForm)]
+struct ExpireForm<'r> {
+    csrf: &'r str,
+}
+
+#[post("/silences/<id>/expire", data = "<form>")]
+async fn expire_from_page(
+    app: &State<App>,
+    auth: Presented,
+    origin: view::SameOrigin,
+    id: &str,
+    form: Form<ExpireForm<'_>>,
+) -> Result<Redirect, ApiError> {
+    app.viewer_allows(&auth)?;
+    from_page(app, &origin, form.csrf)?;
+    expire_one(app, id).await?;
+    Ok(Redirect::to("/#silences"))
+}
+
+/// A beat, with the webhook's credentials (what monitoring already sends with).
+#[post("/heartbeats/<name>")]
+async fn beat(app: &State<App>, auth: Presented, name: &str) -> Result<JsonOk, ApiError> {
+    let settings = app.settings.get();
+    let c = &settings.config;
+    if !BasicAuth::new(&c.webhook.username, &c.webhook.password).allows(&auth) {
+        return Err(ApiError::unauthorized_for(
+            "Basic",
+            "send HTTP Basic credentials matching webhook.username and webhook.password",
+        ));
+    }
+    if !c.heartbeats.iter().any(|h| h.name == name) {
+        return Err(ApiError::new(
+            Status::NotFound,
+            "unknown_heartbeat",
+            "no heartbeat has this name in the config",
+        ));
+    }
+    app.store.beat(name.to_string(), now_ms()).await?;
+    Ok(JsonOk(json!({"status": "beat", "heartbeat": name})))
+}
+
+/// The page's lists: silences in force or ended within a day, maintenance windows, heartbeats.
+pub async fn page_data(app: &App) -> Result<Value, ApiError> {
+    let settings = app.settings.get();
+    let c = &settings.config;
+    let mut listed = silences::list(&app.store, &c.maintenance).await?;
+    let beats = app.store.beats().await?;
+    let mut heartbeats = Vec::new();
+    for hb in &c.heartbeats {
+        let last = beats.iter().find(|(n, _)| n == &hb.name).map(|(_, t)| *t);
+        let open = crate::own::is_open(&app.store, &crate::heartbeat::problem_id(&hb.name)).await?;
+        heartbeats.push(json!({
+            "name": hb.name,
+            "every": crate::config::reader::short_duration(hb.every),
+            "grace": crate::config::reader::short_duration(hb.grace),
+            "last_beat": last.map_or_else(|| "none yet".to_string(), crate::clock::utc),
+            "state": if open { "silent" } else { "ok" },
+            "problem": view::problem_link(crate::domain::Source::Hub, &crate::heartbeat::problem_id(&hb.name)),
+        }));
+    }
+    listed["heartbeats"] = json!(heartbeats);
+    Ok(listed)
+}
