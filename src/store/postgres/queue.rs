@@ -105,7 +105,7 @@ impl Postgres {
                                                   state, action, target, target_label,
                                                   next_attempt_at_ms, created_at_ms, updated_at_ms,
                                                   status, held_by, last_error, summary)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($10, $9), $9, $9, $11,
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($10::BIGINT, $9), $9, $9, $11,
                                  $12, $13, $13)
                          ON CONFLICT (idem_key) DO NOTHING",
                     &[
