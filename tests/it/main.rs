@@ -14,6 +14,7 @@ mod email;
 mod enrich;
 mod ingest;
 mod integrations;
+mod noise;
 mod page;
 mod postgres;
 mod sources;

@@ -159,13 +159,13 @@ impl Sqlite {
     ) -> Result<usize, StoreError> {
         let now = crate::clock::now_ms();
         self.write(move |c| {
-            Ok(c.prepare_cached(
+            c.prepare_cached(
                 "UPDATE action_runs SET status = 'suppressed', last_error = ?4, summary = ?4,
                         updated_at_ms = ?5
                   WHERE source = ?1 AND problem_key = ?2 AND action = ?3 AND status = 'pending'
                     AND held_by = 'wait' AND attempts = 0",
             )?
-            .execute(rusqlite::params![source, problem_key, action, note, now])?)
+            .execute(rusqlite::params![source, problem_key, action, note, now])
         })
         .await
     }
