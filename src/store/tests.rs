@@ -71,6 +71,8 @@ on_both!(
     problems_that_ended_are_pruned_and_the_others_kept,
     a_folder_left_as_it_was_is_not_compared_again,
     a_thread_is_kept_with_its_run_and_replaced_by_a_later_one,
+    silences_hold_runs_until_they_end,
+    a_flap_wait_is_held_and_suppressed,
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -310,6 +312,122 @@ async fn a_thread_is_kept_with_its_run_and_replaced_by_a_later_one(store: &Store
         ("script", "C1/2.2")
     );
     assert!(listed[0].updated_at_ms >= listed[0].created_at_ms);
+}
+
+async fn silences_hold_runs_until_they_end(store: &Store, _: &Path) {
+    use crate::store::{RunStart, SilenceRow};
+    let now = crate::clock::now_ms();
+    let silence = SilenceRow {
+        id: "sil_1".into(),
+        matchers: r#"[{"key":"problem","value":"P-1"}]"#.into(),
+        starts_at_ms: now,
+        ends_at_ms: now + 3_600_000,
+        comment: "patching".into(),
+        author: "ops".into(),
+        created_at_ms: now,
+        expired_at_ms: None,
+        renotify: true,
+        settled_at_ms: None,
+    };
+    store.add_silence(silence).await.unwrap();
+    let listed = store.silences(now).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].is_active(now) && listed[0].renotify);
+    assert!(store.silences_to_settle(now).await.unwrap().is_empty());
+
+    store.accept(notification("P-1", 0)).await.unwrap();
+    let n = store
+        .notification(store.due_plans(0, 10).await.unwrap()[0])
+        .await
+        .unwrap();
+    let run = NewRun {
+        idem_key: "dynatrace/P-1/OPEN/page/".into(),
+        action: "page".into(),
+        target: String::new(),
+        target_label: String::new(),
+        start: RunStart::Silenced {
+            held_by: "sil_1".into(),
+            note: "silenced by sil_1".into(),
+        },
+    };
+    store.insert_runs(&[(&n, vec![run])]).await.unwrap();
+    assert!(
+        store.due_runs(0, 10).await.unwrap().is_empty(),
+        "a silenced run is not due"
+    );
+    let held = store.held_runs("sil_1").await.unwrap();
+    assert_eq!((held.len(), held[0].status.as_str()), (1, "silenced"));
+    assert_eq!(held[0].last_error.as_deref(), Some("silenced by sil_1"));
+
+    assert!(store.expire_silence("sil_1".into(), now + 1).await.unwrap());
+    assert!(
+        !store.expire_silence("sil_1".into(), now + 2).await.unwrap(),
+        "once"
+    );
+    let ended = store.silences_to_settle(now + 2).await.unwrap();
+    assert_eq!(ended.len(), 1);
+    assert!(!ended[0].is_active(now + 2));
+    store
+        .release_runs(vec![held[0].id], true, "silence sil_1 ended".into())
+        .await
+        .unwrap();
+    store.settle_silence("sil_1".into(), now + 2).await.unwrap();
+    assert!(store.silences_to_settle(now + 3).await.unwrap().is_empty());
+    let due = store.due_runs(0, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "released: due now");
+    assert!(store.held_runs("sil_1").await.unwrap().is_empty());
+
+    store.beat("nightly".into(), 5).await.unwrap();
+    store.beat("nightly".into(), 3).await.unwrap();
+    assert_eq!(
+        store.beats().await.unwrap(),
+        [("nightly".to_string(), 5)],
+        "an older beat changes nothing"
+    );
+}
+
+async fn a_flap_wait_is_held_and_suppressed(store: &Store, _: &Path) {
+    use crate::store::RunStart;
+    store.accept(notification("P-1", 0)).await.unwrap();
+    let n = store
+        .notification(store.due_plans(0, 10).await.unwrap()[0])
+        .await
+        .unwrap();
+    let far = crate::clock::now_ms() + 3_600_000;
+    let run = NewRun {
+        idem_key: "dynatrace/P-1/OPEN/page/".into(),
+        action: "page".into(),
+        target: String::new(),
+        target_label: String::new(),
+        start: RunStart::Held {
+            until_ms: far,
+            held_by: "wait".into(),
+            note: "flap wait".into(),
+        },
+    };
+    store.insert_runs(&[(&n, vec![run])]).await.unwrap();
+    // Further off than any retry, yet not taken for a clock that went back.
+    assert!(store.due_runs(1000, 10).await.unwrap().is_empty());
+    let other = store
+        .suppress_waiting(Source::Dynatrace, "P-1".into(), "other".into(), "x".into())
+        .await
+        .unwrap();
+    assert_eq!(other, 0);
+    let n = store
+        .suppress_waiting(
+            Source::Dynatrace,
+            "P-1".into(),
+            "page".into(),
+            "resolved within 2m".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let runs = store.problem_runs(Source::Dynatrace, "P-1").await.unwrap();
+    assert_eq!(
+        (runs[0].status.as_str(), runs[0].summary.as_deref()),
+        ("suppressed", Some("resolved within 2m"))
+    );
 }
 
 async fn a_replay_is_a_manual_attempt(store: &Store, _: &Path) {
