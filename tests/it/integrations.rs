@@ -9,7 +9,7 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::support::{
-    self, client, config_with, eventually, fixture, get_json, post, runs, script, Hub,
+    self, client, config_with, eventually, fixture, get_json, get_text, post, runs, script, Hub,
 };
 
 const HOSTILE: &str = "web's $(touch INJECTED) <b>01</b>";
@@ -41,18 +41,6 @@ async fn runs_reach(dir: &Path, n: usize, status: &str) {
         r.len() == n && r.iter().all(|r| r.2 == status)
     })
     .await;
-}
-
-async fn page_of(hub: &Hub, path: &str) -> String {
-    client()
-        .get(hub.url(path))
-        .basic_auth(support::USER, Some(support::PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 fn body_of(r: &Request) -> Value {
@@ -142,7 +130,7 @@ async fn slack_keeps_one_message_per_problem_updated_and_replied_in_its_thread()
     assert_eq!(problem["threads"][0]["ref"], "C0123/1700000000.000100");
     assert_eq!(problem["threads"][0]["url"], link);
     // Tera escapes `/` too (as &#x2F;), which a browser reads back as it was.
-    let page = page_of(&hub, "/problems/P-2411021?source=dynatrace")
+    let page = get_text(&hub, "/problems/P-2411021?source=dynatrace")
         .await
         .replace("&#x2F;", "/");
     assert!(
@@ -438,7 +426,7 @@ exit 0"#,
         support::lines(&dir.path().join("threads.log")),
         ["OPEN:none", "RESOLVED:INC-7<b>"]
     );
-    let page = page_of(&hub, "/problems/5?source=dynatrace").await;
+    let page = get_text(&hub, "/problems/5?source=dynatrace").await;
     assert!(page.contains("<code>INC-7&lt;b&gt;</code>"), "{page}");
     let bodies: Vec<Value> = receiver
         .received_requests()
@@ -468,13 +456,8 @@ fn bad_integration_keys_are_config_errors() {
                         "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "thread_pointer": "id"}
         }
     }));
-    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    let out = support::hub_command(dir.path())
-        .arg("check-config")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = support::check_config(dir.path(), &config);
+    assert_eq!(code, Some(1));
     for expected in [
         "actions.both.webhook_url: give either token and channel",
         "actions.neither.token: missing",

@@ -10,8 +10,8 @@ use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    client, config_with, eventually, expect_error, fixture, get_json, hub_command, lines, post,
-    runs, script, Hub, PASSWORD, USER,
+    check_config, client, config_with, eventually, expect_error, fixture, get_json, get_text,
+    hub_command, lines, merge, post, runs, script, Hub, PASSWORD, USER,
 };
 
 const WITNESS: &str = r#"printf '%s %s %s %s\n' "$HUB_SOURCE" "$HUB_PROBLEM_ID" "$HUB_STATE" "$HUB_ENTITY_NAME" >> calls.log"#;
@@ -23,17 +23,6 @@ fn start(dir: &Path, patch: Value) -> Hub {
     let config = config_with(base);
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     Hub::start_in(dir, &config, &[])
-}
-
-fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, p) => *b = p,
-    }
 }
 
 fn calls(dir: &Path) -> Vec<String> {
@@ -157,15 +146,7 @@ async fn a_silence_runs_nothing_and_its_expiry_runs_what_it_held() {
         listed["silences"][0]["matchers"],
         json!(["tag=env:prod", "entity=checkout-*"])
     );
-    let metrics = client()
-        .get(hub.url("/metrics"))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&hub, "/metrics").await;
     assert!(metrics.contains("hub_silences_active 1"), "{metrics}");
     assert!(
         metrics.contains(r#"hub_action_runs{action="page",outcome="silenced"} 2"#),
@@ -340,15 +321,7 @@ async fn a_missed_heartbeat_opens_a_problem_and_a_beat_resolves_it() {
         .as_str()
         .unwrap()
         .starts_with("heartbeat nightly is silent"));
-    let page = client()
-        .get(hub.url("/"))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&hub, "/").await;
     assert!(
         page.contains("<td>nightly</td>") && page.contains(">silent</a>"),
         "{page}"
@@ -365,15 +338,7 @@ async fn a_missed_heartbeat_opens_a_problem_and_a_beat_resolves_it() {
     );
     eventually("a beat resolved it", async || calls(d).len() == 2).await;
     assert_eq!(calls(d)[1], "hub heartbeat-nightly RESOLVED ");
-    let metrics = client()
-        .get(hub.url("/metrics"))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&hub, "/metrics").await;
     assert!(
         metrics.contains(r#"hub_heartbeat_last_seconds{name="nightly"}"#),
         "{metrics}"
@@ -462,8 +427,7 @@ fn noise_config_mistakes_are_refused() {
         ],
         "heartbeats": {"nightly": {"every": "1h", "actions": ["ghost"]}, "../x": {"actions": []}}
     }));
-    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    let (code, _, err) = hub_cli(dir.path(), &["check-config"]);
+    let (code, err) = check_config(dir.path(), &config);
     assert_eq!(code, Some(1));
     for expected in [
         "actions.a.on_failure: a would raise an alarm about its own alarm",
@@ -526,15 +490,7 @@ async fn the_status_page_form_adds_and_expires_silences_with_its_token_only() {
         s["matchers"],
         json!(["source=alertmanager", "tag=alertname:Watch*"])
     );
-    let page = client()
-        .get(hub.url("/"))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&hub, "/").await;
     assert!(
         page.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;")
             && !page.contains("<script>alert"),

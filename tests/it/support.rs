@@ -40,7 +40,8 @@ pub fn config_with(patch: Value) -> Value {
     base
 }
 
-fn merge(base: &mut Value, patch: Value) {
+/// Merges `patch` into `base`, objects key by key.
+pub fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, v) in p {
@@ -224,6 +225,29 @@ pub async fn get_json(hub: &Hub, path: &str) -> (u16, Value) {
     (
         status,
         serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+    )
+}
+
+/// A GET as the viewer: the body as text (a page, the metrics).
+pub async fn get_text(hub: &Hub, path: &str) -> String {
+    client()
+        .get(hub.url(path))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `hub check-config` on `config` written in `dir`: the exit code and what it printed on stderr.
+pub fn check_config(dir: &Path, config: &Value) -> (Option<i32>, String) {
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let out = hub_command(dir).arg("check-config").output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
