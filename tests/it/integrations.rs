@@ -43,6 +43,16 @@ async fn runs_reach(dir: &Path, n: usize, status: &str) {
     .await;
 }
 
+/// The hub's runs once there are `n` and none is pending or running.
+async fn final_runs(dir: &Path, n: usize) -> Vec<(String, String, String, i64, Option<String>)> {
+    eventually(&format!("{n} final runs"), async || {
+        let r = runs(dir).await;
+        r.len() == n && r.iter().all(|r| r.2 != "pending" && r.2 != "running")
+    })
+    .await;
+    runs(dir).await
+}
+
 fn body_of(r: &Request) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
@@ -177,12 +187,7 @@ async fn slack_errors_are_sorted_by_slack_s_own_codes() {
         json!({"revoked": action("revoked"), "busy": action("busy")}),
     );
     deliver(&hub, minimal(7)).await;
-    eventually("both runs final", async || {
-        let r = runs(dir.path()).await;
-        r.len() == 2 && r.iter().all(|r| r.2 != "pending" && r.2 != "running")
-    })
-    .await;
-    let r = runs(dir.path()).await;
+    let r = final_runs(dir.path(), 2).await;
     let revoked = r.iter().find(|r| r.0 == "revoked").unwrap();
     assert_eq!(
         (revoked.2.as_str(), revoked.3),
@@ -339,12 +344,7 @@ async fn pagerduty_answers_429_as_later_and_400_as_never() {
         json!({"busy": action("busy"), "bad": action("bad")}),
     );
     deliver(&hub, minimal(8)).await;
-    eventually("both runs final", async || {
-        let r = runs(dir.path()).await;
-        r.len() == 2 && r.iter().all(|r| r.2 != "pending" && r.2 != "running")
-    })
-    .await;
-    let r = runs(dir.path()).await;
+    let r = final_runs(dir.path(), 2).await;
     let busy = r.iter().find(|r| r.0 == "busy").unwrap();
     assert_eq!((busy.2.as_str(), busy.3), ("succeeded", 2), "{busy:?}");
     let bad = r.iter().find(|r| r.0 == "bad").unwrap();
