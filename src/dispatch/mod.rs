@@ -62,6 +62,9 @@ pub(crate) struct Inner {
     started_ms: i64,
     /// When silences, maintenance windows and heartbeats were last looked at.
     last_upkeep: Mutex<Option<std::time::Instant>>,
+    /// Failure alarms are checked and opened one at a time, so two runs failing together open
+    /// one alarm, not two.
+    alarms: tokio::sync::Mutex<()>,
 }
 
 /// The dispatcher's part of the config, made ready to use.
@@ -174,6 +177,7 @@ impl Dispatcher {
                 rate_log: SharedThrottle::new(ERROR_LOG_INTERVAL),
                 started_ms: now_ms(),
                 last_upkeep: Mutex::new(None),
+                alarms: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -622,6 +626,7 @@ impl Inner {
         if fallbacks.is_empty() {
             return Ok(());
         }
+        let _one_at_a_time = self.alarms.lock().await;
         match finish {
             Finish::Failed { error, .. } => {
                 let own = crate::own::failure(&run.action, error, fallbacks);
