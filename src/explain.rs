@@ -73,7 +73,7 @@ fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
             continue;
         };
         for target in &chosen.targets {
-            let key = idem_key(&problem, &chosen.action, target);
+            let key = idem_key(&problem, &chosen.action, target, None);
             let job = Job {
                 run_id: run_id(&key),
                 attempt: 1,

@@ -322,19 +322,17 @@ impl Registry {
     }
 }
 
-/// The key that makes a run happen once: the same problem, state change, action and target. hub's
-/// own problems open again after they resolved (a heartbeat silent a second time), so theirs also
-/// names the episode.
-pub fn idem_key(problem: &Problem, action: &str, target: &Target) -> String {
+/// The key that makes a run happen once: the same problem, state change, action and target, in
+/// the same opening of the problem. `episode` (see `crate::store::Store::episode`) is `None` for a
+/// problem's first opening, whose keys are as they always were.
+pub fn idem_key(problem: &Problem, action: &str, target: &Target, episode: Option<i64>) -> String {
     let key = format!(
         "{}/{}/{}/{}/{}",
         problem.source, problem.problem_id, problem.state, action, target.id
     );
-    match problem.notification.get("episode").and_then(Value::as_i64) {
-        Some(episode) if problem.source == crate::domain::Source::Hub => {
-            format!("{key}/{episode}")
-        }
-        _ => key,
+    match episode {
+        Some(after) => format!("{key}/after-{after}"),
+        None => key,
     }
 }
 

@@ -465,11 +465,13 @@ impl Dispatcher {
         Ok(reported.iter().all(RunRow::is_final))
     }
 
-    /// How a chosen action's runs start: silenced when something covers the problem; for a route
-    /// with a flap wait, held (an open problem) or suppressed with the held runs (one that
-    /// resolved within the wait).
+    /// How a chosen action's runs start: silenced when something covers the problem; held for a
+    /// route with a flap wait while the problem is open. (A closed notification suppresses the
+    /// problem's held runs in the store, in the transaction that inserts its own: see
+    /// `Store::insert_runs`.)
     async fn start_of(
         &self,
+        n: &StoredNotification,
         problem: &Problem,
         chosen: &crate::actions::route::Chosen,
         covered: Option<&(String, String)>,
@@ -484,33 +486,28 @@ impl Dispatcher {
         let Some(wait) = chosen.wait else {
             return Ok(RunStart::Now);
         };
-        let shown = crate::config::reader::short_duration(wait);
-        if !crate::store::is_closed(&problem.state, false) {
-            return Ok(RunStart::Held {
-                until_ms: now + wait.as_millis() as i64,
-                held_by: "wait".into(),
-                note: format!("flap wait: runs in {shown} unless the problem resolves first"),
-            });
+        if crate::store::is_closed(&problem.state, false) {
+            return Ok(RunStart::Now);
         }
-        let note = format!("resolved within {shown}");
-        let suppressed = self
+        let shown = crate::config::reader::short_duration(wait);
+        // Planned late (it waited for Dynatrace's details) after its own resolve arrived.
+        let latest = self
             .inner
             .store
-            .suppress_waiting(
-                problem.source,
-                problem.problem_id.clone(),
-                chosen.action.clone(),
-                note.clone(),
-            )
+            .latest_notification(n.source, &n.problem_key)
             .await?;
-        Ok(if suppressed > 0 {
-            tracing::info!(
-                action = %chosen.action, problem_id = problem.problem_id.as_str(),
-                "the problem resolved within its flap wait: neither its open nor its resolve runs"
-            );
-            RunStart::Suppressed { note }
-        } else {
-            RunStart::Now
+        if let Some(l) = latest.filter(|l| l.id > n.id && crate::store::is_closed(&l.state, false))
+        {
+            if l.received_at_ms - n.received_at_ms <= wait.as_millis() as i64 {
+                return Ok(RunStart::Suppressed {
+                    note: format!("resolved within {shown}"),
+                });
+            }
+        }
+        Ok(RunStart::Held {
+            until_ms: now + wait.as_millis() as i64,
+            held_by: "wait".into(),
+            note: format!("flap wait: runs in {shown} unless the problem resolves first"),
         })
     }
 
@@ -552,11 +549,21 @@ impl Dispatcher {
             self.beats_from(s, &n, &problem).await?;
             let decision = route(&s.actions, &s.registry, &problem, n.is_test);
             let covered = quiet.covering(&problem);
+            let episode = if decision.chosen.is_empty() {
+                None
+            } else {
+                let closed = crate::store::is_closed(&n.state, false);
+                d.store
+                    .episode(n.source, &n.problem_key, n.id, closed)
+                    .await?
+            };
             let mut runs = Vec::new();
             for c in &decision.chosen {
-                let start = self.start_of(&problem, c, covered.as_ref(), now).await?;
+                let start = self
+                    .start_of(&n, &problem, c, covered.as_ref(), now)
+                    .await?;
                 runs.extend(c.targets.iter().map(|t| NewRun {
-                    idem_key: idem_key(&problem, &c.action, t),
+                    idem_key: idem_key(&problem, &c.action, t, episode),
                     action: c.action.clone(),
                     target: t.id.clone(),
                     target_label: t.label.clone(),

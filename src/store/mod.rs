@@ -19,7 +19,7 @@ pub(crate) use model::Finished;
 pub use model::{
     is_closed, ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, Page,
     ProblemRow, Pruned, RunRow, RunStart, SentView, SilenceRow, SourceCounts, StoredNotification,
-    ThreadRef, ThreadRow,
+    ThreadRef, ThreadRow, FLAP_NOTE,
 };
 pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};
@@ -585,17 +585,20 @@ impl Store {
         }
     }
 
-    /// Suppresses the runs of `action` for a problem that still wait out a flap wait; how many.
-    pub async fn suppress_waiting(
+    /// Which opening of its problem notification `id` belongs to: `None` for the first, else the
+    /// id of the closing notification before that opening. A problem that opens again after it
+    /// closed (the same Alertmanager fingerprint firing again) runs its actions again; its resolve
+    /// belongs to the opening it closes, so a repeated resolve still runs nothing twice.
+    pub async fn episode(
         &self,
         source: Source,
-        problem_key: String,
-        action: String,
-        note: String,
-    ) -> Result<usize, StoreError> {
+        problem_key: &str,
+        id: i64,
+        closed: bool,
+    ) -> Result<Option<i64>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(s) => s.suppress_waiting(source, problem_key, action, note).await,
-            Backend::Postgres(p) => p.suppress_waiting(source, problem_key, action, note).await,
+            Backend::Sqlite(s) => s.episode(source, problem_key, id, closed).await,
+            Backend::Postgres(p) => p.episode(source, problem_key, id, closed).await,
         }
     }
 

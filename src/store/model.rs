@@ -41,6 +41,9 @@ pub struct NewRun {
     pub start: RunStart,
 }
 
+/// Why runs held by a flap wait did not happen: their problem closed first.
+pub const FLAP_NOTE: &str = "resolved within its flap wait";
+
 /// How a routed run starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum RunStart {

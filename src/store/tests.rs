@@ -388,45 +388,75 @@ async fn silences_hold_runs_until_they_end(store: &Store, _: &Path) {
 
 async fn a_flap_wait_is_held_and_suppressed(store: &Store, _: &Path) {
     use crate::store::RunStart;
-    store.accept(notification("P-1", 0)).await.unwrap();
-    let n = store
-        .notification(store.due_plans(0, 10).await.unwrap()[0])
-        .await
-        .unwrap();
-    let far = crate::clock::now_ms() + 3_600_000;
-    let run = NewRun {
-        idem_key: "dynatrace/P-1/OPEN/page/".into(),
+    let planned = async |n: Notification| {
+        store.accept(n).await.unwrap();
+        store
+            .notification(store.due_plans(0, 10).await.unwrap()[0])
+            .await
+            .unwrap()
+    };
+    let run = |state: &str, start: RunStart| NewRun {
+        idem_key: format!("dynatrace/P-1/{state}/page/"),
         action: "page".into(),
         target: String::new(),
         target_label: String::new(),
-        start: RunStart::Held {
-            until_ms: far,
-            held_by: "wait".into(),
-            note: "flap wait".into(),
-        },
+        start,
     };
-    store.insert_runs(&[(&n, vec![run])]).await.unwrap();
+    let open = planned(notification("P-1", 0)).await;
+    let far = crate::clock::now_ms() + 3_600_000;
+    let held = RunStart::Held {
+        until_ms: far,
+        held_by: "wait".into(),
+        note: "flap wait".into(),
+    };
+    store
+        .insert_runs(&[(&open, vec![run("OPEN", held)])])
+        .await
+        .unwrap();
     // Further off than any retry, yet not taken for a clock that went back.
     assert!(store.due_runs(1000, 10).await.unwrap().is_empty());
-    let other = store
-        .suppress_waiting(Source::Dynatrace, "P-1".into(), "other".into(), "x".into())
-        .await
-        .unwrap();
-    assert_eq!(other, 0);
-    let n = store
-        .suppress_waiting(
-            Source::Dynatrace,
-            "P-1".into(),
-            "page".into(),
-            "resolved within 2m".into(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
-    let runs = store.problem_runs(Source::Dynatrace, "P-1").await.unwrap();
     assert_eq!(
-        (runs[0].status.as_str(), runs[0].summary.as_deref()),
-        ("suppressed", Some("resolved within 2m"))
+        store
+            .episode(Source::Dynatrace, "P-1", open.id, false)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The resolve, in the same transaction as its own runs, suppresses what waited.
+    let resolved = planned(with_state("P-1", "RESOLVED")).await;
+    assert_eq!(
+        store
+            .episode(Source::Dynatrace, "P-1", resolved.id, true)
+            .await
+            .unwrap(),
+        None,
+        "a resolve belongs to the opening it closes"
+    );
+    store
+        .insert_runs(&[(&resolved, vec![run("RESOLVED", RunStart::Now)])])
+        .await
+        .unwrap();
+    let runs = store.problem_runs(Source::Dynatrace, "P-1").await.unwrap();
+    assert_eq!(runs.len(), 2);
+    for r in &runs {
+        assert_eq!(
+            (r.status.as_str(), r.summary.as_deref()),
+            ("suppressed", Some(crate::store::FLAP_NOTE)),
+            "{}",
+            r.state
+        );
+    }
+    assert!(store.due_runs(0, 10).await.unwrap().is_empty());
+
+    // Opened again: a new opening, whose runs are keyed apart.
+    let again = planned(notification("P-1", 2)).await;
+    assert_eq!(
+        store
+            .episode(Source::Dynatrace, "P-1", again.id, false)
+            .await
+            .unwrap(),
+        Some(resolved.id)
     );
 }
 

@@ -136,23 +136,39 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn suppress_waiting(
+    pub async fn episode(
         &self,
         source: Source,
-        problem_key: String,
-        action: String,
-        note: String,
-    ) -> Result<usize, StoreError> {
-        let now = crate::clock::now_ms();
-        Ok(exec(
-            &self.pool.get().await?,
-            "UPDATE action_runs SET status = 'suppressed', last_error = $4, summary = $4,
-                    updated_at_ms = $5
-              WHERE source = $1 AND problem_key = $2 AND action = $3 AND status = 'pending'
-                AND held_by = 'wait' AND attempts = 0",
-            &[&source, &problem_key, &action, &note, &now],
+        problem_key: &str,
+        id: i64,
+        closed: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let c = self.pool.get().await?;
+        let mut opened = id;
+        if closed {
+            let last_open: Option<i64> = optional::<Option<i64>>(
+                &c,
+                "SELECT MAX(id) FROM notifications
+                  WHERE source = $1 AND problem_key = $2 AND id < $3
+                    AND UPPER(state) NOT IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK') AND NOT is_test",
+                &[&source, &problem_key, &id],
+            )
+            .await?
+            .flatten();
+            match last_open {
+                Some(o) => opened = o,
+                None => return Ok(None),
+            }
+        }
+        Ok(optional::<Option<i64>>(
+            &c,
+            "SELECT MAX(id) FROM notifications
+              WHERE source = $1 AND problem_key = $2 AND id < $3
+                AND UPPER(state) IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK')",
+            &[&source, &problem_key, &opened],
         )
-        .await? as usize)
+        .await?
+        .flatten())
     }
 
     pub async fn beat(&self, name: String, at_ms: i64) -> Result<(), StoreError> {

@@ -97,8 +97,31 @@ impl Postgres {
         let mut counts = Vec::with_capacity(plans.len());
         for (n, runs) in plans {
             let mut inserted = 0;
+            // A close ends every flap wait of its problem: what waited never happens, and
+            // neither do this notification's runs of the same actions.
+            let suppressed: Vec<String> = if crate::store::is_closed(&n.state, false) {
+                all(
+                    &tx,
+                    "UPDATE action_runs SET status = 'suppressed', last_error = $3, summary = $3,
+                            updated_at_ms = $4
+                      WHERE source = $1 AND problem_key = $2 AND status = 'pending'
+                        AND held_by = 'wait' AND attempts = 0
+                     RETURNING action",
+                    &[&n.source, &n.problem_key, &crate::store::FLAP_NOTE, &now],
+                )
+                .await?
+            } else {
+                Vec::new()
+            };
             for r in runs {
-                let (status, due, held_by, note) = r.start.columns();
+                let start = if suppressed.contains(&r.action) {
+                    crate::store::RunStart::Suppressed {
+                        note: crate::store::FLAP_NOTE.into(),
+                    }
+                } else {
+                    r.start.clone()
+                };
+                let (status, due, held_by, note) = start.columns();
                 inserted += super::rows::exec(
                     &tx,
                     "INSERT INTO action_runs (notification_id, idem_key, source, problem_key,

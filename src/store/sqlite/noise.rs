@@ -8,6 +8,13 @@ use crate::store::{RunRow, SilenceRow, StoreError};
 const SILENCE_COLUMNS: &str = "id, matchers, starts_at_ms, ends_at_ms, comment, author,
      created_at_ms, expired_at_ms, renotify, settled_at_ms";
 
+const LAST_CLOSE: &str = "SELECT MAX(id) FROM notifications
+     WHERE source = ?1 AND problem_key = ?2 AND id < ?3
+       AND UPPER(state) IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK')";
+const LAST_OPEN: &str = "SELECT MAX(id) FROM notifications
+     WHERE source = ?1 AND problem_key = ?2 AND id < ?3
+       AND UPPER(state) NOT IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK') AND is_test = 0";
+
 impl Sqlite {
     pub async fn add_silence(&self, s: SilenceRow) -> Result<(), StoreError> {
         self.write(move |c| {
@@ -148,26 +155,26 @@ impl Sqlite {
         .await
     }
 
-    /// Suppresses the runs of `action` for the problem that still wait out their flap wait;
-    /// returns how many there were.
-    pub async fn suppress_waiting(
+    /// The closing notification before the open episode `id` belongs to (see `Store::episode`).
+    pub async fn episode(
         &self,
         source: Source,
-        problem_key: String,
-        action: String,
-        note: String,
-    ) -> Result<usize, StoreError> {
-        let now = crate::clock::now_ms();
-        self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE action_runs SET status = 'suppressed', last_error = ?4, summary = ?4,
-                        updated_at_ms = ?5
-                  WHERE source = ?1 AND problem_key = ?2 AND action = ?3 AND status = 'pending'
-                    AND held_by = 'wait' AND attempts = 0",
-            )?
-            .execute(rusqlite::params![source, problem_key, action, note, now])
+        problem_key: &str,
+        id: i64,
+        closed: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        self.reader.read(|c| {
+            let mut opened = id;
+            if closed {
+                let last_open: Option<i64> =
+                    optional(c, LAST_OPEN, (source, problem_key, id))?.flatten();
+                match last_open {
+                    Some(o) => opened = o,
+                    None => return Ok(None),
+                }
+            }
+            Ok(optional::<Option<i64>>(c, LAST_CLOSE, (source, problem_key, opened))?.flatten())
         })
-        .await
     }
 
     pub async fn beat(&self, name: String, at_ms: i64) -> Result<(), StoreError> {

@@ -17,6 +17,12 @@ pub(super) const RUN_COLUMNS: &str =
      target_label, status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms,
      summary";
 
+const SUPPRESS_HELD: &str =
+    "UPDATE action_runs SET status = 'suppressed', last_error = ?3, summary = ?3, updated_at_ms = ?4
+      WHERE source = ?1 AND problem_key = ?2 AND status = 'pending' AND held_by = 'wait'
+        AND attempts = 0
+     RETURNING action";
+
 const CLOSE_PLAN: &str =
     "UPDATE plans SET status = 'done', updated_at_ms = ?1 WHERE notification_id = ?2";
 
@@ -99,8 +105,27 @@ impl Sqlite {
             let mut counts = Vec::with_capacity(plans.len());
             for (id, source, problem_key, state, runs) in &plans {
                 let mut inserted = 0;
+                // A close ends every flap wait of its problem: what waited never happens, and
+                // neither do this notification's runs of the same actions.
+                let suppressed: Vec<String> = if crate::store::is_closed(state, false) {
+                    let mut held = c.prepare_cached(SUPPRESS_HELD)?;
+                    let actions = held.query_map(
+                        rusqlite::params![source, problem_key, crate::store::FLAP_NOTE, now],
+                        |r| r.get::<_, String>(0),
+                    )?;
+                    actions.collect::<Result<_, _>>()?
+                } else {
+                    Vec::new()
+                };
                 for r in runs {
-                    let (status, due, held_by, note) = r.start.columns();
+                    let start = if suppressed.contains(&r.action) {
+                        crate::store::RunStart::Suppressed {
+                            note: crate::store::FLAP_NOTE.into(),
+                        }
+                    } else {
+                        r.start.clone()
+                    };
+                    let (status, due, held_by, note) = start.columns();
                     inserted += insert.execute(rusqlite::params![
                         id,
                         r.idem_key,
