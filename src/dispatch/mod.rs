@@ -511,27 +511,6 @@ impl Dispatcher {
         })
     }
 
-    /// A stored notification that a heartbeat's `match` covers is a beat.
-    async fn beats_from(
-        &self,
-        s: &Settings,
-        n: &StoredNotification,
-        problem: &Problem,
-    ) -> Result<(), StoreError> {
-        if n.is_test || n.source == Source::Hub {
-            return Ok(());
-        }
-        for hb in &s.heartbeats {
-            if crate::matcher::all_match(&hb.matchers, problem) {
-                self.inner
-                    .store
-                    .beat(hb.name.clone(), n.received_at_ms)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Routes every plan that is ready, in one transaction.
     async fn plan(&self, s: &Settings, notification_ids: &[i64]) -> Result<(), StoreError> {
         let d = &self.inner;
@@ -546,7 +525,6 @@ impl Dispatcher {
         for id in notification_ids {
             let n = d.store.notification(*id).await?;
             let problem = s.problem(&n);
-            self.beats_from(s, &n, &problem).await?;
             let decision = route(&s.actions, &s.registry, &problem, n.is_test);
             let covered = quiet.covering(&problem);
             let episode = if decision.chosen.is_empty() {

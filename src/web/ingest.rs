@@ -122,6 +122,30 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
     }
 }
 
+/// The heartbeats whose `match` covers one of these notifications.
+fn heartbeats_fed(app: &App, notifications: &[Notification]) -> Vec<String> {
+    let settings = app.settings.get();
+    let config = &settings.config;
+    let watching: Vec<_> = config
+        .heartbeats
+        .iter()
+        .filter(|h| !h.matchers.is_empty())
+        .collect();
+    if watching.is_empty() {
+        return Vec::new();
+    }
+    let mut fed: Vec<String> = Vec::new();
+    for n in notifications.iter().filter(|n| !n.is_test) {
+        let problem = crate::explain::problem_of(config, n);
+        for h in &watching {
+            if !fed.contains(&h.name) && crate::matcher::all_match(&h.matchers, &problem) {
+                fed.push(h.name.clone());
+            }
+        }
+    }
+    fed
+}
+
 /// Stores what a request carried and logs each notification; the answer waits for this.
 async fn store(
     app: &App,
@@ -132,7 +156,12 @@ async fn store(
         .iter()
         .map(|n| (n.problem_key.clone(), n.state.clone(), n.is_test))
         .collect();
+    let beats = heartbeats_fed(app, &notifications);
     let accepted = app.store.accept_all(notifications).await?;
+    // A redelivery beats too: Alertmanager sends an always-firing Watchdog identically.
+    for name in beats {
+        app.store.beat(name, crate::clock::now_ms()).await?;
+    }
     let source = sender.source;
     let receipts: Vec<Receipt> = described
         .into_iter()

@@ -520,3 +520,30 @@ async fn the_status_page_form_adds_and_expires_silences_with_its_token_only() {
     let (_, listed) = get_json(&hub, "/api/silences").await;
     assert_eq!(listed["silences"][0]["state"], "expired");
 }
+
+#[tokio::test]
+async fn notifications_a_heartbeat_matches_are_beats_redeliveries_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hub = start(
+        d,
+        json!({"heartbeats": {"watchdog": {"every": "2s", "grace": "1s",
+                                           "match": {"title": "Watchdog*"}, "actions": ["page"]}},
+               "routes": [{"actions": ["page"], "sources": ["hub"]}]}),
+    );
+    let watchdog =
+        json!({"State": "OPEN", "ProblemID": "1", "PID": "1V2", "ProblemTitle": "Watchdog"})
+            .to_string()
+            .into_bytes();
+    // The same body again and again, as a sender repeats an always-firing alert: stored once,
+    // answered duplicate, and a beat each time.
+    for _ in 0..5 {
+        deliver(&hub, watchdog.clone()).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert!(calls(d).is_empty(), "fed, so never silent: {:?}", calls(d));
+    eventually("silent once the beats stop", async || {
+        calls(d) == ["hub heartbeat-watchdog OPEN "]
+    })
+    .await;
+}
