@@ -89,7 +89,8 @@ pub async fn test_action(
         });
     }
     let run_id = format!(
-        "run_test_{}",
+        "{}{}",
+        crate::actions::TEST_RUN_PREFIX,
         crate::secret::short_sha256(format!("{name}/{}", crate::clock::now_ms()).as_bytes(), 12)
     );
     let mut runs = Vec::new();

@@ -28,10 +28,10 @@ use crate::template::Template;
 
 /// The same for every state of a problem: mail clients that thread by subject (Gmail, Outlook)
 /// would split the conversation if the state were in it. The body's first line says the state.
-pub const DEFAULT_SUBJECT: &str = "{{ problem.title }} ({{ problem.problem_id }})";
+pub const DEFAULT_SUBJECT: &str = "{{ problem.headline }} ({{ problem.problem_id }})";
 
 pub const DEFAULT_TEXT: &str = "\
-{{ problem.title }} is {{ problem.state }}.
+{{ problem.headline }} is {{ problem.state }}.
 
 Problem:  {{ problem.problem_id }} ({{ problem.source }})
 State:    {{ problem.state }}

@@ -61,12 +61,19 @@ impl Job<'_> {
             Some(t) => (t.reference.as_str(), t.url.as_deref().unwrap_or_default()),
             None => ("", ""),
         };
+        let mut problem = serde_json::to_value(self.problem).unwrap_or(Value::Null);
+        problem["headline"] = json!(self.problem.headline());
         json!({
-            "problem": self.problem,
+            "problem": problem,
             "entity": self.target.entity,
             "run": {"id": self.run_id, "attempt": self.attempt},
             "thread": {"ref": reference, "url": url},
         })
+    }
+
+    /// A run of `hub test-action`: it must touch nothing a real run keeps (a PagerDuty incident).
+    pub fn is_test_action(&self) -> bool {
+        self.run_id.starts_with(TEST_RUN_PREFIX)
     }
 
     /// The kept thread's reference, if there is one.
@@ -74,6 +81,9 @@ impl Job<'_> {
         self.thread.as_ref().map(|t| t.reference.as_str())
     }
 }
+
+/// How the run ids of `hub test-action` start.
+pub const TEST_RUN_PREFIX: &str = "run_test_";
 
 /// A finished attempt: a line for comments and logs, what to keep (exit code, SID, status), and
 /// what it created far away for later runs to continue.
@@ -375,6 +385,15 @@ pub fn redact_url(url: &str) -> String {
     parsed.to_string()
 }
 
+/// A URL that is itself a credential (an incoming webhook carries its secret in the path), as it
+/// may be shown: its scheme and host only.
+pub fn redact_secret_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!("{}://{}/***", u.scheme(), u.host_str().unwrap_or_default()),
+        Err(_) => "(not a valid URL)".to_string(),
+    }
+}
+
 /// At most `max` bytes of text, cut on a character boundary, with a note when cut.
 pub fn bounded(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
@@ -402,6 +421,15 @@ mod tests {
             redact_url("https://chat.example/hooks"),
             "https://chat.example/hooks"
         );
+    }
+
+    #[test]
+    fn secret_urls_show_their_host_only() {
+        assert_eq!(
+            redact_secret_url("https://hooks.slack.com/services/T0/B0/SECRETxyz"),
+            "https://hooks.slack.com/***"
+        );
+        assert_eq!(redact_secret_url("not a url"), "(not a valid URL)");
     }
 
     #[test]

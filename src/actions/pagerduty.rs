@@ -120,10 +120,12 @@ impl Pagerduty {
     fn event(&self, job: &Job, routing_key: &str) -> Value {
         let p = job.problem;
         let action = event_action(&p.state);
-        let key = job
-            .thread_ref()
-            .map(str::to_string)
-            .unwrap_or_else(|| dedup_key(p));
+        let key = match job.thread_ref() {
+            Some(kept) => kept.to_string(),
+            // Its own incident, never the real problem's.
+            None if job.is_test_action() => format!("hub-test/{}", job.run_id),
+            None => dedup_key(p),
+        };
         if action != "trigger" {
             return json!({"routing_key": routing_key, "event_action": action, "dedup_key": key});
         }
@@ -169,7 +171,11 @@ impl Pagerduty {
             "client": "hub",
             "payload": payload,
         });
-        if let Some(url) = &p.url {
+        if let Some(url) = p
+            .url
+            .as_ref()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        {
             event["client_url"] = json!(url);
             event["links"] = json!([{"href": url, "text": format!("Open in {}", p.source)}]);
         }

@@ -53,7 +53,9 @@ impl ActionType for SlackConfig {
 
     fn read(s: &mut Section, ctx: &ReadContext, issues: &mut Issues) -> Option<Self> {
         let token = secret(s, "token", "token_env", ctx.env, issues);
-        let webhook_url = s.string("webhook_url", issues);
+        let webhook_url = Some(secret(s, "webhook_url", "webhook_url_env", ctx.env, issues))
+            .filter(|u| !u.is_empty())
+            .map(|u| u.expose().to_string());
         let channel = s.string("channel", issues).unwrap_or_default();
         let api_url = s
             .string("api_url", issues)
@@ -344,7 +346,7 @@ impl Action for Slack {
                        "thread": "the first run's message is updated and replied to by later states"})
             }
             Mode::Webhook { url } => json!({
-                "url": super::redact_url(url.expose()),
+                "url": super::redact_secret_url(url.expose()),
                 "body": {"text": self.text(job).unwrap_or_else(|e| format!("(error: {e})")),
                          "blocks": blocks(job.problem)},
                 "thread": "none: an incoming webhook posts a new message per state",

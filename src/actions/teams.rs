@@ -158,7 +158,7 @@ impl Action for Teams {
     }
 
     fn explain(&self, job: &Job) -> Value {
-        json!({"url": super::redact_url(self.url.expose()), "body": self.message(job)})
+        json!({"url": super::redact_secret_url(self.url.expose()), "body": self.message(job)})
     }
 }
 
