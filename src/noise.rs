@@ -68,13 +68,6 @@ pub async fn settle(
     now: i64,
 ) -> Result<usize, StoreError> {
     let ended = store.silences_to_settle(now).await?;
-    let idle: Vec<&Maintenance> = maintenance
-        .iter()
-        .filter(|w| w.window_at(now).is_none())
-        .collect();
-    if ended.is_empty() && idle.is_empty() {
-        return Ok(0);
-    }
     let quiet = Quiet::now(store, maintenance, now).await?;
     let mut released = 0;
     for s in ended {
@@ -82,9 +75,26 @@ pub async fn settle(
         released += settle_holder(store, &quiet, &s.id, s.renotify, &why, tenant).await?;
         store.settle_silence(s.id, now).await?;
     }
-    for w in idle {
-        let why = format!("maintenance window {} ended", w.name);
-        released += settle_holder(store, &quiet, &w.holder(), true, &why, tenant).await?;
+    // Every holder runs are still held by, whatever ended it: a window not in progress or no
+    // longer configured (a reload), a silence settled while another instance was routing under
+    // it, one that is gone.
+    for holder in store.holders().await? {
+        let (renotify, why) = match holder.strip_prefix("maintenance:") {
+            Some(name) => match maintenance.iter().find(|w| w.name == name) {
+                Some(w) if w.window_at(now).is_some() => continue,
+                Some(_) => (true, format!("maintenance window {name} ended")),
+                None => (
+                    true,
+                    format!("maintenance window {name} is no longer configured"),
+                ),
+            },
+            None => match store.silence(&holder).await? {
+                Some(s) if s.settled_at_ms.is_none() => continue,
+                Some(s) => (s.renotify, format!("silence {} ended", s.id)),
+                None => (false, String::new()),
+            },
+        };
+        released += settle_holder(store, &quiet, &holder, renotify, &why, tenant).await?;
     }
     Ok(released)
 }

@@ -118,8 +118,8 @@ pub async fn resolve(store: &Store, problem_id: &str, detail: Value) -> Result<b
     Ok(true)
 }
 
-/// The failure alarm of `action`: opened when one of its runs failed for good.
-pub fn failure(action: &str, error: &str, actions: &[String]) -> Own {
+/// The failure alarm of `action`: opened when one of its runs (on `target`) failed for good.
+pub fn failure(action: &str, target: &str, error: &str, actions: &[String]) -> Own {
     Own {
         kind: "action-failed",
         problem_id: format!("action-failed-{action}"),
@@ -128,6 +128,6 @@ pub fn failure(action: &str, error: &str, actions: &[String]) -> Own {
             crate::actions::http::truncated(error, 200)
         ),
         actions: actions.to_vec(),
-        detail: json!({"action": action, "error": error, "at": now_ms()}),
+        detail: json!({"action": action, "target": target, "error": error, "at": now_ms()}),
     }
 }

@@ -614,17 +614,28 @@ impl Inner {
         let _one_at_a_time = self.alarms.lock().await;
         match finish {
             Finish::Failed { error, .. } => {
-                let own = crate::own::failure(&run.action, error, fallbacks);
+                let own = crate::own::failure(&run.action, &run.target, error, fallbacks);
                 crate::own::open(&self.store, &own, now_ms()).await?;
             }
             Finish::Succeeded { .. } => {
+                // Only a success where it failed: one bad recipient beside good ones must not
+                // open and resolve the alarm with every problem.
                 let id = format!("action-failed-{}", run.action);
-                crate::own::resolve(
-                    &self.store,
-                    &id,
-                    serde_json::json!({"action": run.action, "succeeded_at": now_ms()}),
-                )
-                .await?;
+                let Some(latest) = self.store.latest_notification(Source::Hub, &id).await? else {
+                    return Ok(());
+                };
+                let opened: serde_json::Value =
+                    serde_json::from_slice(&latest.body).unwrap_or_default();
+                let failed_on = opened.pointer("/detail/target").and_then(|t| t.as_str());
+                if latest.state == "OPEN" && failed_on.is_none_or(|t| t == run.target) {
+                    crate::own::resolve(
+                        &self.store,
+                        &id,
+                        serde_json::json!({"action": run.action, "target": run.target,
+                                           "succeeded_at": now_ms()}),
+                    )
+                    .await?;
+                }
             }
             _ => {}
         }

@@ -577,6 +577,14 @@ impl Store {
         }
     }
 
+    /// Every holder (a silence's id, `maintenance:<name>`) that silenced runs are still held by.
+    pub async fn holders(&self) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.holders().await,
+            Backend::Postgres(p) => p.holders().await,
+        }
+    }
+
     /// Moves silenced runs under another holder that still covers them.
     pub async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
         match &self.backend {

@@ -126,6 +126,16 @@ impl Postgres {
         Ok(())
     }
 
+    pub async fn holders(&self) -> Result<Vec<String>, StoreError> {
+        all(
+            &self.pool.get().await?,
+            "SELECT DISTINCT held_by FROM action_runs
+              WHERE held_by IS NOT NULL AND status = 'silenced'",
+            &[],
+        )
+        .await
+    }
+
     pub async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
         exec(
             &self.pool.get().await?,

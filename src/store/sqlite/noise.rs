@@ -141,6 +141,18 @@ impl Sqlite {
         .await
     }
 
+    /// Every holder that silenced runs are still held by.
+    pub async fn holders(&self) -> Result<Vec<String>, StoreError> {
+        self.reader.read(|c| {
+            all(
+                c,
+                "SELECT DISTINCT held_by FROM action_runs
+                  WHERE held_by IS NOT NULL AND status = 'silenced'",
+                [],
+            )
+        })
+    }
+
     /// Moves silenced runs under another holder (a silence that still covers them).
     pub async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
         self.write(move |c| {
