@@ -460,6 +460,10 @@ impl Email {
 }
 
 impl Action for Email {
+    fn keeps_thread(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
         Box::pin(self.send(job))
     }

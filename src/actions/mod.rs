@@ -162,6 +162,12 @@ pub trait Action: Send + Sync {
     fn depends_on(&self) -> &[String] {
         &[]
     }
+    /// Whether its runs continue a thread (a message, a mail, an incident): a later state's run
+    /// then waits while an earlier one of the same problem and target is unfinished, so it finds
+    /// the thread the first one started instead of starting a second.
+    fn keeps_thread(&self) -> bool {
+        false
+    }
     /// Why this action cannot act on this problem at all, if it cannot (routing skips it, and
     /// `hub explain` says why).
     fn refuses(&self, problem: &Problem) -> Option<String> {

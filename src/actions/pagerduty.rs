@@ -230,6 +230,10 @@ impl Pagerduty {
 }
 
 impl Action for Pagerduty {
+    fn keeps_thread(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
         Box::pin(self.enqueue(job))
     }

@@ -317,6 +317,10 @@ fn slack_error(method: &str, answer: &Answer, doc: &Value) -> ActionError {
 }
 
 impl Action for Slack {
+    fn keeps_thread(&self) -> bool {
+        matches!(self.mode, Mode::Api { .. })
+    }
+
     fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
         Box::pin(async move {
             match &self.mode {

@@ -153,6 +153,10 @@ impl Teams {
 }
 
 impl Action for Teams {
+    fn keeps_thread(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
         Box::pin(self.post(job))
     }

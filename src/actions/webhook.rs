@@ -210,6 +210,10 @@ fn answered_ref(answer: &str, pointer: &str) -> Option<super::ThreadRef> {
 }
 
 impl Action for Webhook {
+    fn keeps_thread(&self) -> bool {
+        self.thread_pointer.is_some()
+    }
+
     fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
         Box::pin(self.post(job))
     }

@@ -453,11 +453,16 @@ impl Dispatcher {
         Ok(released)
     }
 
-    /// An action that depends on others (a comment) waits until all their runs have finished.
+    /// An action that depends on others (a comment) waits until all their runs have finished;
+    /// one that keeps a thread waits for its own earlier run of the problem (see
+    /// [`crate::actions::Action::keeps_thread`]).
     async fn dependencies_done(&self, s: &Settings, run: &RunRow) -> Result<bool, StoreError> {
         let Some((_, action)) = s.registry.get(&run.action) else {
             return Ok(true);
         };
+        if action.keeps_thread() && self.inner.store.earlier_unfinished(run).await? {
+            return Ok(false);
+        }
         if action.depends_on().is_empty() {
             return Ok(true);
         }

@@ -577,6 +577,14 @@ impl Store {
         }
     }
 
+    /// Whether an earlier run of the same problem, action and target is pending or running.
+    pub async fn earlier_unfinished(&self, run: &RunRow) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.earlier_unfinished(run).await,
+            Backend::Postgres(p) => p.earlier_unfinished(run).await,
+        }
+    }
+
     /// Every holder (a silence's id, `maintenance:<name>`) that silenced runs are still held by.
     pub async fn holders(&self) -> Result<Vec<String>, StoreError> {
         match &self.backend {

@@ -153,6 +153,44 @@ async fn slack_keeps_one_message_per_problem_updated_and_replied_in_its_thread()
 }
 
 #[tokio::test]
+async fn a_resolve_right_after_the_open_continues_its_thread_and_starts_no_second_one() {
+    let slack = MockServer::start().await;
+    let posted = json!({"ok": true, "channel": "C0123", "ts": "1700000000.000100"});
+    for m in ["chat.postMessage", "chat.update"] {
+        Mock::given(path(format!("/api/{m}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(&posted)
+                    .set_delay(std::time::Duration::from_millis(300)),
+            )
+            .mount(&slack)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(
+        dir.path(),
+        json!({"chat": {"type": "slack", "token": "xoxb-t", "channel": "#ops",
+                        "api_url": format!("{}/api", slack.uri())}}),
+    );
+    deliver(&hub, problem_in("OPEN")).await;
+    deliver(&hub, problem_in("RESOLVED")).await;
+    runs_reach(dir.path(), 2, "succeeded").await;
+    let posts: Vec<Value> = slack
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/api/chat.postMessage")
+        .map(body_of)
+        .collect();
+    let top_level = posts
+        .iter()
+        .filter(|b| b.get("thread_ts").is_none())
+        .count();
+    assert_eq!(top_level, 1, "one message per problem: {posts:?}");
+}
+
+#[tokio::test]
 async fn slack_errors_are_sorted_by_slack_s_own_codes() {
     let slack = MockServer::start().await;
     Mock::given(path("/revoked/chat.postMessage"))
