@@ -352,6 +352,11 @@ pub fn idem_key(problem: &Problem, action: &str, target: &Target, episode: Optio
     }
 }
 
+/// The opening a run's key names (see [`idem_key`]): `None` for a problem's first.
+pub fn episode_of(idem_key: &str) -> Option<i64> {
+    idem_key.rsplit_once("/after-")?.1.parse().ok()
+}
+
 /// A short id for the far side (`HUB_RUN_ID`, `webhook-id`), safe in a header and an env value.
 pub fn run_id(idem_key: &str) -> String {
     format!(
@@ -436,6 +441,12 @@ mod tests {
             "https://hooks.slack.com/***"
         );
         assert_eq!(redact_secret_url("not a url"), "(not a valid URL)");
+    }
+
+    #[test]
+    fn a_key_names_its_opening() {
+        assert_eq!(episode_of("alertmanager/fp/OPEN/chat//after-42"), Some(42));
+        assert_eq!(episode_of("dynatrace/P-1/OPEN/chat/HOST-1"), None);
     }
 
     #[test]

@@ -741,7 +741,13 @@ impl Inner {
         let reports = self.reports(run, action.depends_on()).await?;
         let thread = self
             .store
-            .thread(run.source, &run.problem_key, &run.action, &run.target)
+            .thread(
+                run.source,
+                &run.problem_key,
+                &run.action,
+                &run.target,
+                crate::actions::episode_of(&run.idem_key),
+            )
             .await?;
         let job = Job {
             run_id: run_id(&run.idem_key),

@@ -634,17 +634,20 @@ impl Store {
         }
     }
 
-    /// What run `action` kept for this problem and target, for its next run to continue.
+    /// What `action` kept for this problem and target, for its next run to continue: set by a run
+    /// of a notification after `after` (the close that began this opening of the problem), so a
+    /// problem that opens again starts a new thread.
     pub async fn thread(
         &self,
         source: Source,
         problem_key: &str,
         action: &str,
         target: &str,
+        after: Option<i64>,
     ) -> Result<Option<ThreadRef>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(s) => s.thread(source, problem_key, action, target).await,
-            Backend::Postgres(p) => p.thread(source, problem_key, action, target).await,
+            Backend::Sqlite(s) => s.thread(source, problem_key, action, target, after).await,
+            Backend::Postgres(p) => p.thread(source, problem_key, action, target, after).await,
         }
     }
 

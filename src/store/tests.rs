@@ -276,7 +276,7 @@ async fn a_thread_is_kept_with_its_run_and_replaced_by_a_later_one(store: &Store
             url: Some(format!("https://chat.example/{r}")),
         })
     };
-    let kept = || store.thread(Source::Dynatrace, "P-1", "script", "");
+    let kept = || store.thread(Source::Dynatrace, "P-1", "script", "", None);
     assert_eq!(kept().await.unwrap(), None);
     // A retry names no thread: nothing is kept.
     let first = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
@@ -295,9 +295,18 @@ async fn a_thread_is_kept_with_its_run_and_replaced_by_a_later_one(store: &Store
     };
     store.finish(id, second, &done("C1/1.1")).await.unwrap();
     assert_eq!(kept().await.unwrap(), thread("C1/1.1"));
+    // A later opening of the problem (after a close newer than this run's notification) starts
+    // a thread of its own.
     assert_eq!(
         store
-            .thread(Source::Dynatrace, "P-1", "other", "")
+            .thread(Source::Dynatrace, "P-1", "script", "", Some(i64::MAX))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .thread(Source::Dynatrace, "P-1", "other", "", None)
             .await
             .unwrap(),
         None

@@ -36,13 +36,15 @@ impl Postgres {
         problem_key: &str,
         action: &str,
         target: &str,
+        after: Option<i64>,
     ) -> Result<Option<ThreadRef>, StoreError> {
         let c = self.pool.get().await?;
         let found: Option<(String, Option<String>)> = optional(
             &c,
-            "SELECT ref, url FROM threads
-              WHERE source = $1 AND problem_key = $2 AND action = $3 AND target = $4",
-            &[&source, &problem_key, &action, &target],
+            "SELECT t.ref, t.url FROM threads t JOIN action_runs r ON r.id = t.run_id
+              WHERE t.source = $1 AND t.problem_key = $2 AND t.action = $3 AND t.target = $4
+                AND r.notification_id > COALESCE($5::BIGINT, 0)",
+            &[&source, &problem_key, &action, &target, &after],
         )
         .await?;
         Ok(found.map(|(reference, url)| ThreadRef { reference, url }))
