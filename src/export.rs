@@ -82,7 +82,8 @@ pub async fn export(
     let mut sent_written = 0;
     for chunk in problems.chunks(64) {
         for view in store.sent_views(chunk).await?.into_iter().flatten() {
-            let (name, bytes, dated) = crate::dispatch::sent::render(view)?;
+            let threads = store.threads(view.source, &view.problem_key).await?;
+            let (name, bytes, dated) = crate::dispatch::sent::render(view, &threads)?;
             match files::write_view_dated(&sent, &name, &bytes, dated) {
                 Ok(()) => sent_written += 1,
                 Err(e) => println!("failed   problems_sent/{name}: {e}"),

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::clock::now_ms;
 use crate::domain::Source;
-use crate::store::{files, SentView, Store, StoreError};
+use crate::store::{files, SentView, Store, StoreError, ThreadRow};
 
 /// How many problems one read covers: the dispatcher shares the reader and should not wait long.
 const CHUNK: usize = 64;
@@ -145,13 +145,11 @@ pub fn file_name(source: Source, problem_key: &str) -> String {
 /// Rewrites the files of these problems: their content read in one transaction, then written in
 /// one blocking task. A file that cannot be written is logged and left for the next change.
 async fn write(store: &Store, dir: &Path, problems: &[(Source, String)]) -> Result<(), StoreError> {
-    let files = store
-        .sent_views(problems)
-        .await?
-        .into_iter()
-        .flatten()
-        .map(render)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut files = Vec::new();
+    for view in store.sent_views(problems).await?.into_iter().flatten() {
+        let threads = store.threads(view.source, &view.problem_key).await?;
+        files.push(render(view, &threads)?);
+    }
     let target = dir.to_path_buf();
     let failed = tokio::task::spawn_blocking(move || {
         files
@@ -171,7 +169,10 @@ async fn write(store: &Store, dir: &Path, problems: &[(Source, String)]) -> Resu
 }
 
 /// A problem's file: its name, its content, and the time of the last change it shows.
-pub(crate) fn render(view: SentView) -> Result<(String, Vec<u8>, SystemTime), StoreError> {
+pub(crate) fn render(
+    view: SentView,
+    threads: &[ThreadRow],
+) -> Result<(String, Vec<u8>, SystemTime), StoreError> {
     let dated =
         UNIX_EPOCH + Duration::from_millis(view.changed_ms.unwrap_or_else(now_ms).max(0) as u64);
     let details: Value = view
@@ -182,6 +183,10 @@ pub(crate) fn render(view: SentView) -> Result<(String, Vec<u8>, SystemTime), St
         .runs
         .into_iter()
         .map(|r| {
+            let thread = threads
+                .iter()
+                .find(|t| t.action == r.action && t.target == r.target)
+                .map(|t| json!({"ref": t.reference, "url": t.url}));
             json!({
                 "state": r.state,
                 "action": r.action,
@@ -192,6 +197,7 @@ pub(crate) fn render(view: SentView) -> Result<(String, Vec<u8>, SystemTime), St
                 "outcome": r.outcome_json(),
                 "run_id": crate::actions::run_id(&r.idem_key),
                 "updated_at": crate::clock::utc(r.updated_at_ms),
+                "thread": thread,
             })
         })
         .collect();

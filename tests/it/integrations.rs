@@ -139,6 +139,19 @@ async fn slack_keeps_one_message_per_problem_updated_and_replied_in_its_thread()
     let (_, problem) = get_json(&hub, "/api/problems/P-2411021").await;
     assert_eq!(problem["threads"][0]["ref"], "C0123/1700000000.000100");
     assert_eq!(problem["threads"][0]["url"], link);
+    // problems_sent/ shows each run's thread too (written a moment after each outcome).
+    let sent = dir.path().join("problems_sent").join("P-2411021.json");
+    eventually("the sent file with both runs' thread", async || {
+        std::fs::read(&sent).ok().is_some_and(|b| {
+            let v: Value = serde_json::from_slice(&b).unwrap_or_default();
+            v["runs"].as_array().is_some_and(|r| {
+                r.len() == 2
+                    && r.iter()
+                        .all(|r| r["thread"]["ref"] == "C0123/1700000000.000100")
+            })
+        })
+    })
+    .await;
     // Tera escapes `/` too (as &#x2F;), which a browser reads back as it was.
     let page = get_text(&hub, "/problems/P-2411021?source=dynatrace")
         .await
