@@ -409,7 +409,10 @@ impl Dispatcher {
                 if tasks.is_empty() {
                     // A comment waiting for its runs, or a quick retry, is worth waiting for.
                     match self.inner.store.earliest_pending_ms().await? {
-                        Some(at) if at - now_ms() <= SHORT_WAIT_MS => {
+                        Some(at)
+                            if at - now_ms() <= SHORT_WAIT_MS
+                                && tokio::time::Instant::now() < deadline =>
+                        {
                             let wait = (at - now_ms()).max(10) as u64;
                             tokio::time::sleep(Duration::from_millis(wait)).await;
                             continue;
@@ -495,22 +498,9 @@ impl Dispatcher {
             return Ok(RunStart::Now);
         }
         let shown = crate::config::reader::short_duration(wait);
-        // Planned late (it waited for Dynatrace's details) after its own resolve arrived.
-        let latest = self
-            .inner
-            .store
-            .latest_notification(n.source, &n.problem_key)
-            .await?;
-        if let Some(l) = latest.filter(|l| l.id > n.id && crate::store::is_closed(&l.state, false))
-        {
-            if l.received_at_ms - n.received_at_ms <= wait.as_millis() as i64 {
-                return Ok(RunStart::Suppressed {
-                    note: format!("resolved within {shown}"),
-                });
-            }
-        }
+        // From its arrival: a backlog, or a wait for Dynatrace's details, is not added to it.
         Ok(RunStart::Held {
-            until_ms: now + wait.as_millis() as i64,
+            until_ms: (n.received_at_ms + wait.as_millis() as i64).max(now),
             held_by: "wait".into(),
             note: format!("flap wait: runs in {shown} unless the problem resolves first"),
         })

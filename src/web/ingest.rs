@@ -160,7 +160,11 @@ async fn store(
     let accepted = app.store.accept_all(notifications).await?;
     // A redelivery beats too: Alertmanager sends an always-firing Watchdog identically.
     for name in beats {
-        app.store.beat(name, crate::clock::now_ms()).await?;
+        // The notification is stored: a beat that cannot be written must not make its sender
+        // send it again.
+        if let Err(e) = app.store.beat(name.clone(), crate::clock::now_ms()).await {
+            tracing::error!(heartbeat = name.as_str(), error = %e, "cannot record a heartbeat's beat");
+        }
     }
     let source = sender.source;
     let receipts: Vec<Receipt> = described

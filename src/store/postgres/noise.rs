@@ -192,7 +192,7 @@ impl Postgres {
             &c,
             "SELECT MAX(id) FROM notifications
               WHERE source = $1 AND problem_key = $2 AND id < $3
-                AND UPPER(state) IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK')",
+                AND UPPER(state) IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK') AND NOT is_test",
             &[&source, &problem_key, &opened],
         )
         .await?

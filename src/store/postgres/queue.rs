@@ -99,15 +99,22 @@ impl Postgres {
             let mut inserted = 0;
             // A close ends every flap wait of its problem: what waited never happens, and
             // neither do this notification's runs of the same actions.
-            let suppressed: Vec<String> = if crate::store::is_closed(&n.state, false) {
+            let suppressed: Vec<String> = if !n.is_test && crate::store::is_closed(&n.state, false)
+            {
                 all(
                     &tx,
                     "UPDATE action_runs SET status = 'suppressed', last_error = $3, summary = $3,
                             updated_at_ms = $4
                       WHERE source = $1 AND problem_key = $2 AND status = 'pending'
-                        AND held_by = 'wait' AND attempts = 0
+                        AND held_by = 'wait' AND attempts = 0 AND next_attempt_at_ms > $5
                      RETURNING action",
-                    &[&n.source, &n.problem_key, &crate::store::FLAP_NOTE, &now],
+                    &[
+                        &n.source,
+                        &n.problem_key,
+                        &crate::store::FLAP_NOTE,
+                        &now,
+                        &n.received_at_ms,
+                    ],
                 )
                 .await?
             } else {

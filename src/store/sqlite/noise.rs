@@ -10,7 +10,7 @@ const SILENCE_COLUMNS: &str = "id, matchers, starts_at_ms, ends_at_ms, comment, 
 
 const LAST_CLOSE: &str = "SELECT MAX(id) FROM notifications
      WHERE source = ?1 AND problem_key = ?2 AND id < ?3
-       AND UPPER(state) IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK')";
+       AND UPPER(state) IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK') AND is_test = 0";
 const LAST_OPEN: &str = "SELECT MAX(id) FROM notifications
      WHERE source = ?1 AND problem_key = ?2 AND id < ?3
        AND UPPER(state) NOT IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK') AND is_test = 0";
@@ -142,20 +142,22 @@ impl Sqlite {
     }
 
     pub async fn earlier_unfinished(&self, run: &RunRow) -> Result<bool, StoreError> {
-        let (source, key, action, target, id) = (
+        let (source, key, action, target, id, notification) = (
             run.source,
             run.problem_key.clone(),
             run.action.clone(),
             run.target.clone(),
             run.id,
+            run.notification_id,
         );
         let found: Option<i64> = self.reader.read(|c| {
             optional(
                 c,
                 "SELECT 1 FROM action_runs
                   WHERE source = ?1 AND problem_key = ?2 AND action = ?3 AND target = ?4
-                    AND id < ?5 AND status IN ('pending', 'running') LIMIT 1",
-                rusqlite::params![source, key, action, target, id],
+                    AND (notification_id < ?6 OR (notification_id = ?6 AND id < ?5))
+                    AND status IN ('pending', 'running') LIMIT 1",
+                rusqlite::params![source, key, action, target, id, notification],
             )
         })?;
         Ok(found.is_some())

@@ -20,7 +20,7 @@ pub(super) const RUN_COLUMNS: &str =
 const SUPPRESS_HELD: &str =
     "UPDATE action_runs SET status = 'suppressed', last_error = ?3, summary = ?3, updated_at_ms = ?4
       WHERE source = ?1 AND problem_key = ?2 AND status = 'pending' AND held_by = 'wait'
-        AND attempts = 0
+        AND attempts = 0 AND next_attempt_at_ms > ?5
      RETURNING action";
 
 const CLOSE_PLAN: &str =
@@ -84,11 +84,23 @@ impl Sqlite {
         plans: &[(&StoredNotification, Vec<NewRun>)],
     ) -> Result<Vec<usize>, StoreError> {
         let now = now_ms();
-        let plans: Vec<(i64, Source, String, String, Vec<NewRun>)> = plans
+        // With each: whether it closes its problem (a sender's test closes nothing), and when it
+        // came.
+        type Plan = (i64, Source, String, String, bool, i64, Vec<NewRun>);
+        let plans: Vec<Plan> = plans
             .iter()
             .map(|(n, runs)| {
                 let (source, key, state) = (n.source, n.problem_key.clone(), n.state.clone());
-                (n.id, source, key, state, runs.clone())
+                let closes = !n.is_test && crate::store::is_closed(&n.state, false);
+                (
+                    n.id,
+                    source,
+                    key,
+                    state,
+                    closes,
+                    n.received_at_ms,
+                    runs.clone(),
+                )
             })
             .collect();
         self.write(move |c| {
@@ -103,14 +115,20 @@ impl Sqlite {
             )?;
             let mut close = c.prepare_cached(CLOSE_PLAN)?;
             let mut counts = Vec::with_capacity(plans.len());
-            for (id, source, problem_key, state, runs) in &plans {
+            for (id, source, problem_key, state, closes, received_at_ms, runs) in &plans {
                 let mut inserted = 0;
                 // A close ends every flap wait of its problem: what waited never happens, and
                 // neither do this notification's runs of the same actions.
-                let suppressed: Vec<String> = if crate::store::is_closed(state, false) {
+                let suppressed: Vec<String> = if *closes {
                     let mut held = c.prepare_cached(SUPPRESS_HELD)?;
                     let actions = held.query_map(
-                        rusqlite::params![source, problem_key, crate::store::FLAP_NOTE, now],
+                        rusqlite::params![
+                            source,
+                            problem_key,
+                            crate::store::FLAP_NOTE,
+                            now,
+                            received_at_ms
+                        ],
                         |r| r.get::<_, String>(0),
                     )?;
                     actions.collect::<Result<_, _>>()?
