@@ -13,6 +13,24 @@ use crate::dispatch::Dispatcher;
 use crate::domain::Source;
 use crate::store::Store;
 
+/// The runs of the problem's latest state in its current opening: what a replay runs again (a
+/// problem that opened again does not resend its first opening's runs).
+pub async fn current(
+    store: &Store,
+    latest: &crate::store::StoredNotification,
+    runs: &[crate::store::RunRow],
+) -> Result<Vec<crate::store::RunRow>, crate::store::StoreError> {
+    let closed = crate::store::is_closed(&latest.state, latest.is_test);
+    let episode = store
+        .episode(latest.source, &latest.problem_key, latest.id, closed)
+        .await?;
+    Ok(runs
+        .iter()
+        .filter(|r| r.state == latest.state && crate::actions::episode_of(&r.idem_key) == episode)
+        .cloned()
+        .collect())
+}
+
 pub async fn replay(
     config: Config,
     source: Source,
@@ -25,11 +43,10 @@ pub async fn replay(
         .await?
         .with_context(|| format!("hub has no {source} notification for problem {problem_id}"))?;
     let all = store.problem_runs(source, problem_id).await?;
-    let runs: Vec<_> = all
-        .iter()
-        .filter(|r| r.state == latest.state)
+    let runs: Vec<_> = current(&store, &latest, &all)
+        .await?
+        .into_iter()
         .filter(|r| action.is_none_or(|a| r.action == a))
-        .cloned()
         .collect();
     if runs.is_empty() {
         let names: Vec<&str> = all.iter().map(|r| r.action.as_str()).collect();

@@ -339,12 +339,10 @@ pub async fn replay(app: &App, id: &str, source: Option<&str>) -> Result<(Source
         .latest_notification(source, id)
         .await?
         .ok_or_else(|| ApiError::new(Status::NotFound, "not_found", "no such problem"))?;
-    let ids: Vec<i64> = app
-        .store
-        .problem_runs(source, id)
+    let runs = app.store.problem_runs(source, id).await?;
+    let ids: Vec<i64> = crate::replay::current(&app.store, &latest, &runs)
         .await?
         .into_iter()
-        .filter(|r| r.state == latest.state)
         .map(|r| r.id)
         .collect();
     if ids.is_empty() {
