@@ -68,6 +68,11 @@ pub async fn settle(
     now: i64,
 ) -> Result<usize, StoreError> {
     let ended = store.silences_to_settle(now).await?;
+    let holders = store.holders().await?;
+    // Once a second on an idle hub: read nothing more when nothing ended and nothing is held.
+    if ended.is_empty() && holders.is_empty() {
+        return Ok(0);
+    }
     let quiet = Quiet::now(store, maintenance, now).await?;
     let mut released = 0;
     for s in ended {
@@ -78,7 +83,7 @@ pub async fn settle(
     // Every holder runs are still held by, whatever ended it: a window not in progress or no
     // longer configured (a reload), a silence settled while another instance was routing under
     // it, one that is gone.
-    for holder in store.holders().await? {
+    for holder in holders {
         let (renotify, why) = match holder.strip_prefix("maintenance:") {
             Some(name) => match maintenance.iter().find(|w| w.name == name) {
                 Some(w) if w.window_at(now).is_some() => continue,
