@@ -34,3 +34,4 @@ pub mod template;
 pub mod test_action;
 pub mod tls;
 pub mod web;
+pub mod zone;

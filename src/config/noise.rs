@@ -16,7 +16,7 @@ pub struct Maintenance {
     pub pattern: String,
     pub cron: croner::Cron,
     pub duration: Duration,
-    pub timezone: chrono_tz::Tz,
+    pub timezone: crate::zone::Zone,
 }
 
 impl Maintenance {
@@ -109,13 +109,10 @@ pub(super) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<M
             );
         }
         let zone = s.string("timezone", issues).unwrap_or_else(|| "UTC".into());
-        let timezone = match zone.parse::<chrono_tz::Tz>() {
+        let timezone = match crate::zone::Zone::named(&zone) {
             Ok(tz) => Some(tz),
-            Err(_) => {
-                issues.push(
-                    s.path_of("timezone"),
-                    format!("{zone:?} is not an IANA time zone such as \"Europe/Berlin\""),
-                );
+            Err(e) => {
+                issues.push(s.path_of("timezone"), e);
                 None
             }
         };
@@ -191,7 +188,7 @@ mod tests {
             pattern: pattern.into(),
             cron: croner::Cron::from_str(pattern).unwrap(),
             duration: Duration::from_secs(minutes * 60),
-            timezone: zone.parse().unwrap(),
+            timezone: crate::zone::Zone::named(zone).unwrap(),
         }
     }
 
@@ -210,5 +207,29 @@ mod tests {
         assert_eq!(w.window_at(start + 7_200_000), None, "the end is outside");
         assert_eq!(w.window_at(start - 60_000), None);
         assert_eq!(w.next_start(start - 60_000), Some(start));
+    }
+
+    #[test]
+    fn windows_across_summer_time_changes_start_at_the_zones_own_hours() {
+        let utc = |d, h, m| {
+            Utc.with_ymd_and_hms(2026, 10, d, h, m, 0)
+                .unwrap()
+                .timestamp_millis()
+        };
+        // 09:00 in Berlin is 07:00 UTC on Saturday 24 October and 08:00 UTC a day later.
+        let daily = window("0 9 * * *", 60, "Europe/Berlin");
+        assert_eq!(daily.next_start(utc(24, 0, 0)), Some(utc(24, 7, 0)));
+        assert_eq!(daily.next_start(utc(24, 12, 0)), Some(utc(25, 8, 0)));
+        // 02:30 happens twice on 25 October; a fixed-time window starts once, at the first.
+        let repeated = window("30 2 * * *", 30, "Europe/Berlin");
+        assert_eq!(repeated.next_start(utc(24, 12, 0)), Some(utc(25, 0, 30)));
+        // 02:30 never happens on 29 March: no panic, and the next start is a real instant.
+        let skipped = window("30 2 29 3 *", 30, "Europe/Berlin");
+        let march = Utc
+            .with_ymd_and_hms(2026, 3, 28, 12, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let next = skipped.next_start(march);
+        assert!(next.is_none_or(|t| t > march), "{next:?}");
     }
 }
