@@ -30,6 +30,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../../migrations/postgres/0006_noise.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/postgres/0007_queue_indexes.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

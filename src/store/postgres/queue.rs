@@ -10,24 +10,32 @@ pub(super) const RUN_COLUMNS: &str =
     "id, notification_id, idem_key, source, problem_key, state, action, target, target_label,
      status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms, summary";
 
+/// How many pending plans, per plan asked for, are looked at for one that is ready.
+const CANDIDATES: i64 = 4;
+
 const NOTIFICATION: &str = "SELECT n.id, n.source, n.problem_key, n.state, n.pid, n.title,
         n.is_test, n.body, n.received_at_ms, e.details, n.facts
      FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id";
 
 impl Postgres {
+    /// The oldest plans ready to route. The candidates are taken first, in order, from the
+    /// partial index of pending plans, so a backlog of plans still waiting for their details
+    /// (which a planner misled by fast-growing tables would otherwise sort and merge whole at
+    /// every pass) costs no more than the batch.
     pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         let now = now_ms();
         let c = self.pool.get().await?;
         all(
             &c,
-            "SELECT p.notification_id FROM plans p
-             WHERE p.status = 'pending'
-               AND NOT EXISTS (
+            "SELECT p.notification_id
+             FROM (SELECT notification_id FROM plans WHERE status = 'pending'
+                   ORDER BY notification_id LIMIT $4) p
+             WHERE NOT EXISTS (
                    SELECT 1 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
                    WHERE e.notification_id = p.notification_id AND e.status = 'pending'
                      AND n.received_at_ms > $2 AND n.received_at_ms <= $1)
              ORDER BY p.notification_id LIMIT $3",
-            &[&now, &(now - enrich_wait_ms), &limit],
+            &[&now, &(now - enrich_wait_ms), &limit, &(limit * CANDIDATES)],
         )
         .await
     }
@@ -156,22 +164,17 @@ impl Postgres {
                 )
                 .await? as usize;
             }
-            close_plan(&tx, n.id, now).await?;
             counts.push(inserted);
         }
+        let ids: Vec<i64> = plans.iter().map(|(n, _)| n.id).collect();
+        close_plans(&tx, &ids, now).await?;
         tx.commit().await?;
         Ok(counts)
     }
 
     pub async fn close_plans(&self, notification_ids: Vec<i64>) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        for id in notification_ids {
-            close_plan(&tx, id, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        close_plans(&self.pool.get().await?, &notification_ids, now).await
     }
 
     /// Runs due now: pending ones, and running ones whose instance stopped renewing their lease
@@ -521,15 +524,16 @@ impl Postgres {
     }
 }
 
-async fn close_plan(
+/// One statement for the lot: a round trip per plan was most of a pass without actions.
+async fn close_plans(
     c: &impl deadpool_postgres::GenericClient,
-    id: i64,
+    ids: &[i64],
     now: i64,
 ) -> Result<(), StoreError> {
     super::rows::exec(
         c,
-        "UPDATE plans SET status = 'done', updated_at_ms = $1 WHERE notification_id = $2",
-        &[&now, &id],
+        "UPDATE plans SET status = 'done', updated_at_ms = $1 WHERE notification_id = ANY($2)",
+        &[&now, &ids],
     )
     .await?;
     Ok(())

@@ -80,24 +80,45 @@ impl Writer {
         }
     }
 
-    /// Inserts the batch in one transaction; per notification, what it became (or why it could not
-    /// be stored) and the name its file is to get. The common batch (new notifications and
-    /// redeliveries, free names) takes a few round trips in all ([`Writer::commit_fast`]); anything
-    /// else, or a race with another instance, is done one notification at a time.
+    /// Stores the batch; per notification, what it became (or why it could not be stored) and the
+    /// name its file is to get. The common batch (new notifications and redeliveries, free names)
+    /// takes two statements ([`Writer::commit_fast`]); what that leaves, because it needs more care
+    /// or raced with another instance, is done one notification at a time in one transaction.
     async fn commit(&self, batch: &[Accept]) -> Result<Vec<Outcome>, StoreError> {
-        match self.commit_fast(batch).await {
-            Ok(Some(outcomes)) => return Ok(outcomes),
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "batch taken one notification at a time"),
+        let mut outcomes: Vec<Option<Outcome>> = match self.commit_fast(batch).await {
+            Ok(Some(outcomes)) => outcomes,
+            Ok(None) => (0..batch.len()).map(|_| None).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "batch taken one notification at a time");
+                (0..batch.len()).map(|_| None).collect()
+            }
+        };
+        let left: Vec<usize> = (0..batch.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        if !left.is_empty() {
+            let jobs: Vec<&Accept> = left.iter().map(|&i| &batch[i]).collect();
+            for (i, outcome) in left.into_iter().zip(self.commit_each(&jobs).await?) {
+                outcomes[i] = Some(outcome);
+            }
         }
-        self.commit_each(batch).await
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Err(StoreError::Closed)))
+            .collect())
     }
 
-    /// The batch in one transaction of a few statements: one lookup of the redeliveries, one of
-    /// the names, and one insert of every new notification with its plan and enrichment.
-    /// `None` when the batch needs more care: an import, a name taken or foreign, the same delivery
-    /// twice, a redelivery whose file went missing, or a row another instance inserted meanwhile.
-    async fn commit_fast(&self, batch: &[Accept]) -> Result<Option<Vec<Outcome>>, StoreError> {
+    /// The batch in two statements: one look-up of the redeliveries and of the names, then one
+    /// statement, its own transaction, that inserts every new notification with its plan and
+    /// enrichment, counts the redeliveries and wakes the other instances. `None` when the batch
+    /// needs more care: an import, a name taken or foreign, the same delivery twice, or a
+    /// redelivery whose file went missing; then nothing was written. A notification another
+    /// instance stored between the two statements is left `None` in the list, for the careful
+    /// way (where it is that instance's duplicate).
+    async fn commit_fast(
+        &self,
+        batch: &[Accept],
+    ) -> Result<Option<Vec<Option<Outcome>>>, StoreError> {
         if batch.iter().any(|j| j.mode != Mode::Live) {
             return Ok(None);
         }
@@ -134,45 +155,49 @@ impl Writer {
             return Ok(None);
         }
 
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let known = super::rows::query(
-            &tx,
-            "SELECT k.i, n.id, n.file_name
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
-                      WITH ORDINALITY AS k(source, problem_key, state, sha, i)
-                 JOIN notifications n ON n.source = k.source AND n.problem_key = k.problem_key
-                      AND n.state = k.state AND n.body_sha256 = k.sha",
-            &[&sources, &keys, &states, &shas],
+        let client = self.pool.get().await?;
+        // One look-up of the unique key per notification, and whether its file's name is free.
+        // `LIMIT 1` keeps each look-up a subquery per notification: as a plain join or an
+        // `EXISTS`, the planner hashed the whole table for a batch of a few dozen.
+        let looked_up = super::rows::query(
+            &client,
+            "SELECT k.i, n.id, n.file_name, t.taken IS NOT NULL
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[])
+                      WITH ORDINALITY AS k(source, problem_key, state, sha, name, i)
+                 LEFT JOIN LATERAL (
+                      SELECT id, file_name FROM notifications
+                      WHERE source = k.source AND problem_key = k.problem_key
+                        AND state = k.state AND body_sha256 = k.sha LIMIT 1) n ON true
+                 LEFT JOIN LATERAL (
+                      SELECT 1 AS taken FROM notifications WHERE file_name = k.name LIMIT 1) t
+                      ON true",
+            &[&sources, &keys, &states, &shas, &names],
         )
         .await?;
         let mut outcomes: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();
         let mut redelivered = Vec::new();
-        for row in &known {
-            let (i, id, file_name): (i64, i64, String) = FromRow::from_row(row)?;
+        let mut fresh = Vec::new();
+        for row in &looked_up {
+            let (i, id, file_name, taken): (i64, Option<i64>, Option<String>, bool) =
+                FromRow::from_row(row)?;
             let i = (i - 1) as usize;
-            if outcomes[i].is_some() || !files::exists_in(&self.dir, &file_name) {
-                return Ok(None);
+            match (id, file_name) {
+                (Some(id), Some(file_name)) => {
+                    if outcomes[i].is_some() || !files::exists_in(&self.dir, &file_name) {
+                        return Ok(None);
+                    }
+                    redelivered.push(id);
+                    outcomes[i] = Some(Ok((Accepted::Duplicate { id, file_name }, None)));
+                }
+                _ if taken => return Ok(None),
+                _ => fresh.push(i),
             }
-            redelivered.push(id);
-            outcomes[i] = Some(Ok((Accepted::Duplicate { id, file_name }, None)));
         }
-        let fresh: Vec<usize> = (0..batch.len())
-            .filter(|i| outcomes[*i].is_none())
-            .collect();
-        let wanted: Vec<&String> = fresh.iter().map(|&i| &names[i]).collect();
-        let taken = super::rows::query(
-            &tx,
-            "SELECT file_name FROM notifications WHERE file_name = ANY($1)",
-            &[&wanted],
-        )
-        .await?;
-        if !taken.is_empty() {
+        if fresh.len() + redelivered.len() != batch.len() {
             return Ok(None);
         }
         let received_at_ms = crate::clock::now_ms();
-        // One statement for the whole batch, rows in unique-key order (see `commit_each`).
-        let mut fresh = fresh;
+        // Rows in unique-key order (see `commit_each`).
         fresh.sort_by(|&x, &y| {
             let (x, y) = (&batch[x].notification, &batch[y].notification);
             (x.source, &x.problem_key, &x.state).cmp(&(y.source, &y.problem_key, &y.state))
@@ -199,9 +224,12 @@ impl Writer {
             .collect();
         let fresh_shas: Vec<&[u8]> = fresh.iter().map(|&i| &shas[i][..]).collect();
         let fresh_names: Vec<&str> = fresh.iter().map(|&i| names[i].as_str()).collect();
+        // A statement outside a transaction block is a transaction of its own: all of it is
+        // committed, or (a name another instance took meanwhile) none of it.
         let inserted = super::rows::query(
-            &tx,
-            "WITH ins AS (
+            &client,
+            &format!(
+                "WITH ins AS (
                  INSERT INTO notifications
                    (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name,
                     received_at_ms, facts)
@@ -217,8 +245,11 @@ impl Writer {
                    SELECT id, $10, $10 FROM ins
                    WHERE source = $12 AND NOT is_test AND pid IS NOT NULL),
              p AS (INSERT INTO plans (notification_id, updated_at_ms)
-                   SELECT id, $10 FROM ins WHERE NOT is_test)
-             SELECT id, file_name FROM ins",
+                   SELECT id, $10 FROM ins WHERE NOT is_test),
+             d AS (UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ANY($13)),
+             w AS (SELECT pg_notify('{CHANNEL}', ''))
+             SELECT id, file_name FROM ins UNION ALL SELECT NULL, NULL FROM w"
+            ),
             &[
                 &sources,
                 &keys,
@@ -232,51 +263,35 @@ impl Writer {
                 &received_at_ms,
                 &facts,
                 &Source::Dynatrace,
+                &redelivered,
             ],
         )
         .await?;
-        // A row another instance stored since the lookup is missing here: take the careful way.
-        if inserted.len() != fresh.len() {
-            return Ok(None);
+        let mut by_name: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for row in &inserted {
+            if let (Some(id), Some(name)) = FromRow::from_row(row)? {
+                by_name.insert(name, id);
+            }
         }
-        let by_name: std::collections::HashMap<String, i64> = inserted
-            .iter()
-            .map(|row| Ok((row.try_get::<_, String>(1)?, row.try_get::<_, i64>(0)?)))
-            .collect::<Result<_, tokio_postgres::Error>>()?;
+        // A notification another instance stored since the look-up is missing here.
         for &i in &fresh {
-            let Some(&id) = by_name.get(&names[i]) else {
-                return Ok(None);
-            };
-            let file_name = names[i].clone();
-            outcomes[i] = Some(Ok((
-                Accepted::Stored {
-                    id,
-                    file_name: file_name.clone(),
-                },
-                Some(file_name),
-            )));
+            if let Some(&id) = by_name.get(&names[i]) {
+                let file_name = names[i].clone();
+                outcomes[i] = Some(Ok((
+                    Accepted::Stored {
+                        id,
+                        file_name: file_name.clone(),
+                    },
+                    Some(file_name),
+                )));
+            }
         }
-        if !redelivered.is_empty() {
-            super::rows::exec(
-                &tx,
-                "UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ANY($1)",
-                &[&redelivered],
-            )
-            .await?;
-        }
-        super::rows::exec(&tx, &format!("NOTIFY {CHANNEL}"), &[]).await?;
-        tx.commit().await?;
-        Ok(Some(
-            outcomes
-                .into_iter()
-                .map(|o| o.unwrap_or(Err(StoreError::Closed)))
-                .collect(),
-        ))
+        Ok(Some(outcomes))
     }
 
     /// One notification at a time, each in a savepoint, retried when another instance took its
     /// name or the two waited for each other.
-    async fn commit_each(&self, batch: &[Accept]) -> Result<Vec<Outcome>, StoreError> {
+    async fn commit_each(&self, batch: &[&Accept]) -> Result<Vec<Outcome>, StoreError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
         let received_at_ms = crate::clock::now_ms();
