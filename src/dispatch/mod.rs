@@ -517,8 +517,7 @@ impl Dispatcher {
         let mut planned = Vec::with_capacity(notification_ids.len());
         let now = now_ms();
         let quiet = crate::noise::Quiet::now(&d.store, &s.maintenance, now).await?;
-        for id in notification_ids {
-            let n = d.store.notification(*id).await?;
+        for n in d.store.notifications(notification_ids).await? {
             let problem = s.problem(&n);
             let decision = route(&s.actions, &s.registry, &problem, n.is_test);
             let covered = quiet.covering(&problem);

@@ -408,6 +408,23 @@ impl Store {
         }
     }
 
+    /// Several notifications by id, oldest first.
+    pub async fn notifications(&self, ids: &[i64]) -> Result<Vec<StoredNotification>, StoreError> {
+        match &self.backend {
+            // Reads in place: one at a time costs nothing more.
+            Backend::Sqlite(s) => {
+                let mut ids = ids.to_vec();
+                ids.sort_unstable();
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.push(s.notification(id).await?);
+                }
+                Ok(out)
+            }
+            Backend::Postgres(p) => p.notifications(ids).await,
+        }
+    }
+
     /// The newest notification of a problem; `None` when hub never received one.
     pub async fn latest_notification(
         &self,

@@ -19,9 +19,9 @@ const NOTIFICATION: &str = "SELECT n.id, n.source, n.problem_key, n.state, n.pid
 
 impl Postgres {
     /// The oldest plans ready to route. The candidates are taken first, in order, from the
-    /// partial index of pending plans, so a backlog of plans still waiting for their details
-    /// (which a planner misled by fast-growing tables would otherwise sort and merge whole at
-    /// every pass) costs no more than the batch.
+    /// partial index of pending plans, and each is looked up alone (`LIMIT 1` keeps it a
+    /// subquery), so a backlog of plans and of details still to fetch, which a `NOT EXISTS`
+    /// had the planner sort and merge whole at every pass, costs no more than the batch.
     pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         let now = now_ms();
         let c = self.pool.get().await?;
@@ -30,10 +30,13 @@ impl Postgres {
             "SELECT p.notification_id
              FROM (SELECT notification_id FROM plans WHERE status = 'pending'
                    ORDER BY notification_id LIMIT $4) p
-             WHERE NOT EXISTS (
-                   SELECT 1 FROM enrichments e JOIN notifications n ON n.id = e.notification_id
+             LEFT JOIN LATERAL (
+                   SELECT 1 AS waiting
+                   FROM enrichments e JOIN notifications n ON n.id = e.notification_id
                    WHERE e.notification_id = p.notification_id AND e.status = 'pending'
-                     AND n.received_at_ms > $2 AND n.received_at_ms <= $1)
+                     AND n.received_at_ms > $2 AND n.received_at_ms <= $1
+                   LIMIT 1) w ON true
+             WHERE w.waiting IS NULL
              ORDER BY p.notification_id LIMIT $3",
             &[&now, &(now - enrich_wait_ms), &limit, &(limit * CANDIDATES)],
         )
@@ -43,6 +46,17 @@ impl Postgres {
     pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
         let c = self.pool.get().await?;
         super::rows::one(&c, &format!("{NOTIFICATION} WHERE n.id = $1"), &[&id]).await
+    }
+
+    /// Several at once, by id: one round trip for a pass's plans, not one per plan.
+    pub async fn notifications(&self, ids: &[i64]) -> Result<Vec<StoredNotification>, StoreError> {
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            &format!("{NOTIFICATION} WHERE n.id = ANY($1) ORDER BY n.id"),
+            &[&ids],
+        )
+        .await
     }
 
     pub async fn latest_notification(
