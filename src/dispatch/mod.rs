@@ -28,6 +28,9 @@ use crate::store::{Finish, NewRun, RunRow, RunStart, Store, StoreError, StoredNo
 /// How often the queue is looked at when nothing wakes the dispatcher.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const BATCH: i64 = 64;
+
+/// How many openings routing looks up at once.
+const EPISODE_LOOKUPS: usize = 8;
 /// How long a comment waits before looking again at the runs it reports.
 const DEPENDENCY_WAIT_MS: i64 = 500;
 /// Commands without a server wait for work due this soon; anything later is left to the hub.
@@ -517,18 +520,29 @@ impl Dispatcher {
         let mut planned = Vec::with_capacity(notification_ids.len());
         let now = now_ms();
         let quiet = crate::noise::Quiet::now(&d.store, &s.maintenance, now).await?;
-        for n in d.store.notifications(notification_ids).await? {
-            let problem = s.problem(&n);
-            let decision = route(&s.actions, &s.registry, &problem, n.is_test);
+        let routed: Vec<_> = d
+            .store
+            .notifications(notification_ids)
+            .await?
+            .into_iter()
+            .map(|n| {
+                let problem = s.problem(&n);
+                let decision = route(&s.actions, &s.registry, &problem, n.is_test);
+                (n, problem, decision)
+            })
+            .collect();
+        // Which opening each belongs to depends only on notifications stored before it, so the
+        // look-ups run side by side: one after the other they were a round trip each on
+        // PostgreSQL. A few at a time, to leave the pool's other connections to the writer.
+        let mut episodes = Vec::with_capacity(routed.len());
+        for some in routed.chunks(EPISODE_LOOKUPS) {
+            let lookups = some
+                .iter()
+                .map(|(n, _, decision)| opening(&d.store, n, !decision.chosen.is_empty()));
+            episodes.extend(futures_util::future::try_join_all(lookups).await?);
+        }
+        for ((n, problem, decision), episode) in routed.into_iter().zip(episodes) {
             let covered = quiet.covering(&problem);
-            let episode = if decision.chosen.is_empty() {
-                None
-            } else {
-                let closed = crate::store::is_closed(&n.state, false);
-                d.store
-                    .episode(n.source, &n.problem_key, n.id, closed)
-                    .await?
-            };
             let mut runs = Vec::new();
             for c in &decision.chosen {
                 let start = self
@@ -852,4 +866,18 @@ fn log_finish(run: &RunRow, attempt: i64, manual: bool, finish: &Finish) {
             action = %action, target, problem_id = problem, reason = %reason, "action held back"
         ),
     }
+}
+
+/// The opening a routed notification belongs to (see `Store::episode`); nothing to look up when
+/// it runs no action.
+async fn opening(
+    store: &Store,
+    n: &StoredNotification,
+    runs_actions: bool,
+) -> Result<Option<i64>, StoreError> {
+    if !runs_actions {
+        return Ok(None);
+    }
+    let closed = crate::store::is_closed(&n.state, false);
+    store.episode(n.source, &n.problem_key, n.id, closed).await
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::StoreConfig;
 use crate::domain::{Facts, Notification, Source};
 use crate::secret::Secret;
-use crate::store::{Accepted, Finish, NewRun, Page, Store};
+use crate::store::{Accepted, Finish, NewRun, Page, Store, StoredNotification};
 
 fn config(url: String) -> StoreConfig {
     StoreConfig {
@@ -73,6 +73,7 @@ on_both!(
     a_thread_is_kept_with_its_run_and_replaced_by_a_later_one,
     silences_hold_runs_until_they_end,
     a_flap_wait_is_held_and_suppressed,
+    an_open_and_its_close_routed_together_run_nothing,
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -467,6 +468,47 @@ async fn a_flap_wait_is_held_and_suppressed(store: &Store, _: &Path) {
             .unwrap(),
         Some(resolved.id)
     );
+}
+
+/// The open's held run and the close come in one pass: the close still ends the wait (the
+/// runs routed before it in the batch are written before it looks), and counts stay per plan.
+async fn an_open_and_its_close_routed_together_run_nothing(store: &Store, _: &Path) {
+    use crate::store::RunStart;
+    store.accept(notification("P-1", 0)).await.unwrap();
+    store.accept(notification("P-2", 0)).await.unwrap();
+    store.accept(with_state("P-1", "RESOLVED")).await.unwrap();
+    let ids = store.due_plans(0, 10).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    let plans = store.notifications(&ids).await.unwrap();
+    let run = |n: &StoredNotification, start: RunStart| NewRun {
+        idem_key: format!("dynatrace/{}/{}/page/", n.problem_key, n.state),
+        action: "page".into(),
+        target: String::new(),
+        target_label: String::new(),
+        start,
+    };
+    let held = RunStart::Held {
+        until_ms: crate::clock::now_ms() + 3_600_000,
+        held_by: "wait".into(),
+        note: "flap wait".into(),
+    };
+    let batch: Vec<(&StoredNotification, Vec<NewRun>)> = vec![
+        (&plans[0], vec![run(&plans[0], held.clone())]),
+        (&plans[1], vec![run(&plans[1], RunStart::Now)]),
+        (&plans[2], vec![run(&plans[2], RunStart::Now)]),
+    ];
+    assert_eq!(store.insert_runs(&batch).await.unwrap(), vec![1, 1, 1]);
+    assert_eq!(
+        store.insert_runs(&batch).await.unwrap(),
+        vec![0, 0, 0],
+        "routed again, nothing is new"
+    );
+    let p1 = store.problem_runs(Source::Dynatrace, "P-1").await.unwrap();
+    assert_eq!(p1.len(), 2);
+    assert!(p1.iter().all(|r| r.status == "suppressed"), "{p1:?}");
+    let p2 = store.problem_runs(Source::Dynatrace, "P-2").await.unwrap();
+    assert_eq!(p2[0].status, "pending", "another problem is not touched");
+    assert!(store.due_plans(0, 10).await.unwrap().is_empty());
 }
 
 async fn a_replay_is_a_manual_attempt(store: &Store, _: &Path) {

@@ -108,7 +108,9 @@ impl Postgres {
     }
 
     /// Creates the routed runs and closes the plans in one transaction. Two instances routing the
-    /// same plan at once create each run once: the idempotency key is unique.
+    /// same plan at once create each run once: the idempotency key is unique. The runs go in one
+    /// statement for all the plans between two closes (a statement per run was most of a pass
+    /// with actions).
     pub async fn insert_runs(
         &self,
         plans: &[(&StoredNotification, Vec<NewRun>)],
@@ -116,13 +118,15 @@ impl Postgres {
         let now = now_ms();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        let mut counts = Vec::with_capacity(plans.len());
+        let mut pending = RunRows::default();
+        let mut inserted = std::collections::HashMap::new();
         for (n, runs) in plans {
-            let mut inserted = 0;
             // A close ends every flap wait of its problem: what waited never happens, and
-            // neither do this notification's runs of the same actions.
+            // neither do this notification's runs of the same actions. The runs routed before
+            // it in this pass are written first, so that their waits end too.
             let suppressed: Vec<String> = if !n.is_test && crate::store::is_closed(&n.state, false)
             {
+                pending.flush(&tx, now, &mut inserted).await?;
                 all(
                     &tx,
                     "UPDATE action_runs SET status = 'suppressed', last_error = $3, summary = $3,
@@ -150,36 +154,14 @@ impl Postgres {
                 } else {
                     r.start.clone()
                 };
-                let (status, due, held_by, note) = start.columns();
-                inserted += super::rows::exec(
-                    &tx,
-                    "INSERT INTO action_runs (notification_id, idem_key, source, problem_key,
-                                                  state, action, target, target_label,
-                                                  next_attempt_at_ms, created_at_ms, updated_at_ms,
-                                                  status, held_by, last_error, summary)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($10::BIGINT, $9), $9, $9, $11,
-                                 $12, $13, $13)
-                         ON CONFLICT (idem_key) DO NOTHING",
-                    &[
-                        &n.id,
-                        &r.idem_key,
-                        &n.source,
-                        &n.problem_key,
-                        &n.state,
-                        &r.action,
-                        &r.target,
-                        &r.target_label,
-                        &now,
-                        &due,
-                        &status,
-                        &held_by,
-                        &note,
-                    ],
-                )
-                .await? as usize;
+                pending.push(n, r, &start);
             }
-            counts.push(inserted);
         }
+        pending.flush(&tx, now, &mut inserted).await?;
+        let counts = plans
+            .iter()
+            .map(|(n, _)| inserted.get(&n.id).copied().unwrap_or(0))
+            .collect();
         let ids: Vec<i64> = plans.iter().map(|(n, _)| n.id).collect();
         close_plans(&tx, &ids, now).await?;
         tx.commit().await?;
@@ -567,4 +549,87 @@ async fn latest_details(
     )
     .await?;
     Ok(row.flatten())
+}
+
+/// Runs to insert, column by column, for one `INSERT … SELECT FROM unnest(…)`.
+#[derive(Default)]
+struct RunRows {
+    notification_id: Vec<i64>,
+    idem_key: Vec<String>,
+    source: Vec<Source>,
+    problem_key: Vec<String>,
+    state: Vec<String>,
+    action: Vec<String>,
+    target: Vec<String>,
+    target_label: Vec<String>,
+    due: Vec<Option<i64>>,
+    status: Vec<&'static str>,
+    held_by: Vec<Option<String>>,
+    note: Vec<Option<String>>,
+}
+
+impl RunRows {
+    fn push(&mut self, n: &StoredNotification, r: &NewRun, start: &crate::store::RunStart) {
+        let (status, due, held_by, note) = start.columns();
+        self.notification_id.push(n.id);
+        self.idem_key.push(r.idem_key.clone());
+        self.source.push(n.source);
+        self.problem_key.push(n.problem_key.clone());
+        self.state.push(n.state.clone());
+        self.action.push(r.action.clone());
+        self.target.push(r.target.clone());
+        self.target_label.push(r.target_label.clone());
+        self.due.push(due);
+        self.status.push(status);
+        self.held_by.push(held_by.map(str::to_owned));
+        self.note.push(note.map(str::to_owned));
+    }
+
+    /// Inserts what is buffered and adds, per notification, how many runs were new.
+    async fn flush(
+        &mut self,
+        c: &impl deadpool_postgres::GenericClient,
+        now: i64,
+        inserted: &mut std::collections::HashMap<i64, usize>,
+    ) -> Result<(), StoreError> {
+        if self.idem_key.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(self);
+        let ids: Vec<i64> = all(
+            c,
+            "INSERT INTO action_runs (notification_id, idem_key, source, problem_key, state, action,
+                                      target, target_label, next_attempt_at_ms, created_at_ms,
+                                      updated_at_ms, status, held_by, last_error, summary)
+             SELECT notification_id, idem_key, source, problem_key, state, action, target,
+                    target_label, COALESCE(due, $12), $12, $12, status, held_by, note, note
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[],
+                         $11::text[], $13::text[])
+                  AS u(notification_id, idem_key, source, problem_key, state, action, target,
+                       target_label, due, status, held_by, note)
+             ON CONFLICT (idem_key) DO NOTHING
+             RETURNING notification_id",
+            &[
+                &rows.notification_id,
+                &rows.idem_key,
+                &rows.source,
+                &rows.problem_key,
+                &rows.state,
+                &rows.action,
+                &rows.target,
+                &rows.target_label,
+                &rows.due,
+                &rows.status,
+                &rows.held_by,
+                &now,
+                &rows.note,
+            ],
+        )
+        .await?;
+        for id in ids {
+            *inserted.entry(id).or_default() += 1;
+        }
+        Ok(())
+    }
 }
