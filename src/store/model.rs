@@ -41,6 +41,21 @@ pub struct NewRun {
     pub start: RunStart,
 }
 
+impl NewRun {
+    /// How it starts once its notification is stored: a close's run of an action whose flap wait
+    /// the close just ended (`suppressed`, the actions of the runs it suppressed) is suppressed
+    /// too.
+    pub(crate) fn start_after(&self, suppressed: &[String]) -> RunStart {
+        if suppressed.contains(&self.action) {
+            RunStart::Suppressed {
+                note: FLAP_NOTE.into(),
+            }
+        } else {
+            self.start.clone()
+        }
+    }
+}
+
 /// Why runs held by a flap wait did not happen: their problem closed first.
 pub const FLAP_NOTE: &str = "resolved within its flap wait";
 

@@ -147,13 +147,7 @@ impl Postgres {
                 Vec::new()
             };
             for r in runs {
-                let start = if suppressed.contains(&r.action) {
-                    crate::store::RunStart::Suppressed {
-                        note: crate::store::FLAP_NOTE.into(),
-                    }
-                } else {
-                    r.start.clone()
-                };
+                let start = r.start_after(&suppressed);
                 pending.push(n, r, &start);
             }
         }

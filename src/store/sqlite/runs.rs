@@ -136,13 +136,7 @@ impl Sqlite {
                     Vec::new()
                 };
                 for r in runs {
-                    let start = if suppressed.contains(&r.action) {
-                        crate::store::RunStart::Suppressed {
-                            note: crate::store::FLAP_NOTE.into(),
-                        }
-                    } else {
-                        r.start.clone()
-                    };
+                    let start = r.start_after(&suppressed);
                     let (status, due, held_by, note) = start.columns();
                     inserted += insert.execute(rusqlite::params![
                         id,
