@@ -11,6 +11,28 @@ pub struct Chosen {
     /// The flap wait of the routes that chose it: set when every one of them has a wait (the
     /// shortest), so a route without one is never delayed by another's.
     pub wait: Option<std::time::Duration>,
+    /// How urgent its runs are within the action: 1 (most) to 5 (see [`priority`]).
+    pub priority: u8,
+}
+
+/// The most urgent level, what a route's `"P1"` gives.
+pub const MOST_URGENT: u8 = 1;
+/// Opsgenie's default, for a problem whose severity says nothing urgent.
+pub const DEFAULT_PRIORITY: u8 = 3;
+
+/// How urgent a problem's runs are when no route that chose the action sets a priority: outages
+/// and errors (Dynatrace's AVAILABILITY and ERROR, a `critical` or `error` alert, hub's own
+/// problems) first, then the rest.
+pub fn priority(problem: &Problem) -> u8 {
+    const URGENT: [&str; 3] = ["availability", "error", "critical"];
+    if URGENT
+        .iter()
+        .any(|u| problem.severity.eq_ignore_ascii_case(u))
+    {
+        MOST_URGENT
+    } else {
+        DEFAULT_PRIORITY
+    }
 }
 
 /// The routing decision, with a reason for every action left out (for `hub explain` and logs).
@@ -32,7 +54,8 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
         return d;
     }
     let mut matched: Vec<&str> = Vec::new();
-    let mut waits: Vec<(&str, Option<std::time::Duration>)> = Vec::new();
+    // Per action chosen by routes: its flap wait and the most urgent priority a route set.
+    let mut waits: Vec<(&str, Option<std::time::Duration>, Option<u8>)> = Vec::new();
     // hub's own problems run the actions they list, and what a route for source hub names;
     // routes that name no source do not reach them.
     let listed: Vec<&str> = match problem.source {
@@ -78,7 +101,8 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
                         } else {
                             None
                         };
-                        waits.push((a.name.as_str(), wait));
+                        let urgent = hits.iter().filter_map(|r| r.priority).min();
+                        waits.push((a.name.as_str(), wait, urgent));
                         None
                     }
                 }
@@ -110,14 +134,15 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
             d.skipped.push((a.name.clone(), "nothing to act on".into()));
             continue;
         }
-        let wait = waits
-            .iter()
-            .find(|(n, _)| *n == a.name)
-            .and_then(|(_, w)| *w);
+        let by_route = waits.iter().find(|(n, _, _)| *n == a.name);
+        let wait = by_route.and_then(|(_, w, _)| *w);
         d.chosen.push(Chosen {
             action: a.name.clone(),
             targets,
             wait,
+            priority: by_route
+                .and_then(|(_, _, p)| *p)
+                .unwrap_or_else(|| priority(problem)),
         });
     }
     d

@@ -43,6 +43,9 @@ pub struct RouteConfig {
     /// Flap wait: this route's runs for an open problem wait this long, and do not happen at all
     /// when the problem resolves meanwhile.
     pub wait: Option<std::time::Duration>,
+    /// `"P1"` (most urgent) to `"P5"`: the order this route's runs are taken in within an
+    /// action. Unset, the problem's severity decides (see [`crate::actions::route::priority`]).
+    pub priority: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -370,6 +373,7 @@ fn read_route(
             std::time::Duration::from_secs(86_400),
             issues,
         ),
+        priority: read_priority(&mut s, issues),
     };
     if route.actions.is_empty() {
         issues.push(
@@ -392,6 +396,22 @@ fn read_route(
     }
     s.finish(issues);
     route
+}
+
+/// A route's `priority`: Opsgenie's P1 (most urgent) to P5, which teams moving from it know.
+fn read_priority(s: &mut Section, issues: &mut Issues) -> Option<u8> {
+    let value = s.string("priority", issues)?;
+    let level = value
+        .strip_prefix(['P', 'p'])
+        .and_then(|n| n.parse::<u8>().ok())
+        .filter(|n| (1..=5).contains(n));
+    if level.is_none() {
+        issues.push(
+            s.path_of("priority"),
+            format!("{value:?} is not a priority: use P1 (most urgent), P2, P3, P4 or P5"),
+        );
+    }
+    level
 }
 
 fn read_dispatch(mut s: Section, issues: &mut Issues) -> DispatchConfig {

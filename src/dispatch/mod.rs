@@ -136,6 +136,21 @@ impl Settings {
         })
     }
 
+    /// Every action that could start a run now, with how many (a pass takes at most `BATCH`).
+    fn room(&self) -> Vec<(String, i64)> {
+        let mut room: Vec<(String, i64)> = self
+            .limits
+            .iter()
+            .filter_map(|(name, limit)| {
+                let free = limit.available_permits().min(BATCH as usize);
+                (free > 0).then(|| (name.clone(), free as i64))
+            })
+            .collect();
+        // A stable order, so the look-ups read alike from pass to pass.
+        room.sort();
+        room
+    }
+
     fn permit(&self, action: &str) -> Option<OwnedSemaphorePermit> {
         self.limits.get(action)?.clone().try_acquire_owned().ok()
     }
@@ -345,7 +360,10 @@ impl Dispatcher {
         // Everything that can start now is claimed in one write (one commit for the lot).
         let mut chosen = Vec::new();
         let max_wait_ms = (s.actions.dispatch.max_retry_secs * 1000) as i64;
-        for run in d.store.due_runs(max_wait_ms, BATCH).await? {
+        // Each action with room takes its own due runs, so a saturated action's backlog never
+        // stands in front of another action's page.
+        let wanted = s.room();
+        for run in d.store.due_runs_of(&wanted, max_wait_ms).await? {
             if locked(&d.in_flight).contains(&run.id) {
                 continue;
             }
@@ -456,7 +474,30 @@ impl Dispatcher {
         let released =
             crate::noise::settle(&d.store, &s.maintenance, s.tenant.as_deref(), now).await?;
         crate::heartbeat::check(&d.store, &s.heartbeats, d.started_ms, now).await?;
-        Ok(released)
+        Ok(released + self.orphans().await?)
+    }
+
+    /// Puts back in the queue this instance's runs the store holds as running under a lease
+    /// that ended while this instance is not running them: a claim that committed but whose
+    /// answer was lost with the database. No other instance takes over a live instance's runs
+    /// (the owner wins), so the owner must. Returns how many.
+    async fn orphans(&self) -> Result<usize, StoreError> {
+        let d = &self.inner;
+        let lapsed = d.store.lapsed_own_runs().await?;
+        let in_flight = d.in_flight();
+        let orphans: Vec<i64> = lapsed
+            .into_iter()
+            .filter(|id| !in_flight.contains(id))
+            .collect();
+        if orphans.is_empty() {
+            return Ok(0);
+        }
+        let n = d.store.recover_in_flight(Some(&orphans)).await?;
+        tracing::warn!(
+            runs = n,
+            "runs claimed by this instance while the store was away were never started; they run now"
+        );
+        Ok(n as usize)
     }
 
     /// An action that depends on others (a comment) waits until all their runs have finished;
@@ -553,6 +594,7 @@ impl Dispatcher {
                     action: c.action.clone(),
                     target: t.id.clone(),
                     target_label: t.label.clone(),
+                    priority: c.priority,
                     start: start.clone(),
                 }));
             }

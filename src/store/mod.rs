@@ -17,9 +17,9 @@ mod tests;
 pub use inbox::Mode;
 pub(crate) use model::Finished;
 pub use model::{
-    is_closed, ActionCounts, Finish, HourCount, InstanceRow, NewRun, NotificationRow, Page,
-    ProblemRow, Pruned, RunRow, RunStart, SentView, SilenceRow, SourceCounts, StoredNotification,
-    ThreadRef, ThreadRow, FLAP_NOTE,
+    is_closed, ActionCounts, Backlog, Finish, HourCount, InstanceRow, NewRun, NotificationRow,
+    Page, ProblemRow, Pruned, RunRow, RunStart, SentView, SilenceRow, SourceCounts,
+    StoredNotification, ThreadRef, ThreadRow, FLAP_NOTE,
 };
 pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};
@@ -194,6 +194,24 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(p) => Some(p.lease()),
+        }
+    }
+
+    /// Where instances share the store, this instance's runs whose lease has ended (see
+    /// `Postgres::lapsed_own_runs`); none on SQLite, where a claim cannot be lost.
+    pub async fn lapsed_own_runs(&self) -> Result<Vec<i64>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(p) => p.lapsed_own_runs().await,
+        }
+    }
+
+    /// Where instances share the store: how far the store's clock is ahead of this instance's
+    /// (negative when behind), once measured. Leases and due times follow the store's clock.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => p.clock_offset_ms(),
         }
     }
 
@@ -484,6 +502,24 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(s) => s.due_runs(max_wait_ms, limit).await,
             Backend::Postgres(p) => p.due_runs(max_wait_ms, limit).await,
+        }
+    }
+
+    /// What the dispatcher takes: per action named in `wanted`, at most that many due runs, the
+    /// most urgent first, then by due time. Each action's runs are looked for on their own, so
+    /// one action's backlog never hides another's due runs. Where instances share the store,
+    /// runs whose lease ended are due too.
+    pub async fn due_runs_of(
+        &self,
+        wanted: &[(String, i64)],
+        max_wait_ms: i64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.backend {
+            Backend::Sqlite(s) => s.due_runs_of(wanted, max_wait_ms).await,
+            Backend::Postgres(p) => p.due_runs_of(wanted, max_wait_ms).await,
         }
     }
 
@@ -794,6 +830,15 @@ impl Store {
     }
 
     /// Runs not finished yet (pending, retrying or running), per action.
+    /// Per action, its runs due at `now_ms` that wait to start, and since when the oldest waits:
+    /// an action that cannot keep up shows here first.
+    pub async fn backlogs(&self, now_ms: i64) -> Result<Vec<Backlog>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.backlogs(now_ms).await,
+            Backend::Postgres(p) => p.backlogs(now_ms).await,
+        }
+    }
+
     pub async fn waiting_runs_by_action(&self) -> Result<Vec<(String, i64)>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.waiting_runs_by_action().await,

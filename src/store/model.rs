@@ -36,6 +36,8 @@ pub struct NewRun {
     pub action: String,
     pub target: String,
     pub target_label: String,
+    /// 1 (most urgent) to 5: within its action, runs are taken in this order, then by due time.
+    pub priority: u8,
     /// How it starts: pending (now, or held until a time), or already settled as silenced or
     /// suppressed.
     pub start: RunStart,
@@ -255,6 +257,14 @@ pub struct ActionCounts {
     pub suppressed: i64,
 }
 
+/// An action's runs that are due and wait to start: how many, and since when the oldest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backlog {
+    pub action: String,
+    pub due: i64,
+    pub oldest_due_ms: i64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NotificationRow {
     pub id: i64,
@@ -402,6 +412,11 @@ read_by_name!(ActionCounts {
     held_back,
     silenced,
     suppressed
+});
+read_by_name!(Backlog {
+    action,
+    due,
+    oldest_due_ms
 });
 read_by_name!(NotificationRow {
     id,

@@ -168,6 +168,7 @@ async fn routed_run(store: &Store) -> i64 {
         action: "script".into(),
         target: String::new(),
         target_label: String::new(),
+        priority: 3,
         start: Default::default(),
     };
     assert_eq!(
@@ -355,6 +356,7 @@ async fn silences_hold_runs_until_they_end(store: &Store, _: &Path) {
         action: "page".into(),
         target: String::new(),
         target_label: String::new(),
+        priority: 3,
         start: RunStart::Silenced {
             held_by: "sil_1".into(),
             note: "silenced by sil_1".into(),
@@ -410,6 +412,7 @@ async fn a_flap_wait_is_held_and_suppressed(store: &Store, _: &Path) {
         action: "page".into(),
         target: String::new(),
         target_label: String::new(),
+        priority: 3,
         start,
     };
     let open = planned(notification("P-1", 0)).await;
@@ -485,6 +488,7 @@ async fn an_open_and_its_close_routed_together_run_nothing(store: &Store, _: &Pa
         action: "page".into(),
         target: String::new(),
         target_label: String::new(),
+        priority: 3,
         start,
     };
     let held = RunStart::Held {
@@ -660,6 +664,7 @@ async fn handled(store: &Store, n: Notification, finish: Option<Finish>) {
         action: "script".into(),
         target: String::new(),
         target_label: String::new(),
+        priority: 3,
         start: Default::default(),
     };
     store.insert_runs(&[(&stored, vec![run])]).await.unwrap();

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::domain::Source;
 use crate::store::{Store, StoreError};
@@ -42,6 +43,14 @@ pub struct Metrics {
     refused: Family<ReasonLabels, Counter>,
     silences: Gauge,
     beats: Family<NameLabels, Gauge>,
+    backlog: Family<ActionLabels, Gauge>,
+    oldest_due: Family<ActionLabels, Gauge<f64, AtomicU64>>,
+    clock_offset: Gauge<f64, AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
 }
 
 impl Default for Metrics {
@@ -90,8 +99,29 @@ impl Default for Metrics {
             "When each heartbeat last beat, in seconds since the epoch (absent before its first beat)",
             beats.clone(),
         );
+        let backlog = Family::<ActionLabels, Gauge>::default();
+        registry.register(
+            "action_backlog",
+            "Action runs due now that wait to start, by action",
+            backlog.clone(),
+        );
+        let oldest_due = Family::<ActionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "action_oldest_due_seconds",
+            "How long the oldest run due now has waited to start, by action (0 when none waits)",
+            oldest_due.clone(),
+        );
+        let clock_offset = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "clock_offset_seconds",
+            "How far this instance's clock is behind the shared store's (negative: ahead); 0 on SQLite",
+            clock_offset.clone(),
+        );
         Metrics {
             registry,
+            clock_offset,
+            backlog,
+            oldest_due,
             notifications,
             runs,
             pending,
@@ -166,7 +196,8 @@ impl Metrics {
 
     pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
         self.runs.clear();
-        for a in store.action_counts().await? {
+        let counts = store.action_counts().await?;
+        for a in &counts {
             for (outcome, n) in [
                 ("succeeded", a.succeeded),
                 ("failed", a.failed),
@@ -187,6 +218,22 @@ impl Metrics {
         }
         self.pending.set(store.pending_runs().await?);
         let now = crate::clock::now_ms();
+        // Every action that has runs shows a backlog, 0 included, so an alert on it has a series.
+        self.backlog.clear();
+        self.oldest_due.clear();
+        for a in &counts {
+            let labels = ActionLabels {
+                action: a.action.clone(),
+            };
+            self.backlog.get_or_create(&labels).set(0);
+            self.oldest_due.get_or_create(&labels).set(0.0);
+        }
+        for b in store.backlogs(now).await? {
+            let labels = ActionLabels { action: b.action };
+            self.backlog.get_or_create(&labels).set(b.due);
+            let waited = (now - b.oldest_due_ms).max(0) as f64 / 1000.0;
+            self.oldest_due.get_or_create(&labels).set(waited);
+        }
         let active = store
             .silences(now)
             .await?
@@ -200,6 +247,8 @@ impl Metrics {
                 .get_or_create(&NameLabels { name })
                 .set(at / 1000);
         }
+        self.clock_offset
+            .set(store.clock_offset_ms().unwrap_or(0) as f64 / 1000.0);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).map_err(|e| {
             StoreError::Encode {

@@ -83,7 +83,8 @@ pub fn problem_link(source: Source, key: &str) -> String {
     format!("/problems/{}?source={source}", encode(key))
 }
 
-fn uptime(secs: u64) -> String {
+/// A span of seconds as a person reads it at a glance: "4m 10s", "3h 2m", "2d 5h".
+fn short_span(secs: u64) -> String {
     let (d, h, m) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
     match (d, h) {
         (0, 0) => format!("{m}m {}s", secs % 60),
@@ -107,6 +108,8 @@ pub async fn status(app: &App, problems_page: Page, notes_page: Page) -> Result<
         })
         .collect();
     let settings = app.settings.get();
+    let now = now_ms();
+    let backlogs = store.backlogs(now).await?;
     let actions: Vec<Value> = store
         .action_counts()
         .await?
@@ -122,6 +125,11 @@ pub async fn status(app: &App, problems_page: Page, notes_page: Page) -> Result<
             let mut v = json!(a);
             v["configured"] = json!(configured);
             v["waiting"] = json!(a.pending + a.retrying + a.running);
+            // What waits to start now, and for how long: an action that cannot keep up.
+            let backlog = backlogs.iter().find(|b| b.action == a.action);
+            v["due"] = json!(backlog.map_or(0, |b| b.due));
+            v["oldest_due"] =
+                json!(backlog.map(|b| short_span(((now - b.oldest_due_ms).max(0) / 1000) as u64)));
             v
         })
         .collect();
@@ -169,7 +177,7 @@ pub async fn status(app: &App, problems_page: Page, notes_page: Page) -> Result<
     let c = &settings.config;
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime": uptime(app.started.elapsed().as_secs()),
+        "uptime": short_span(app.started.elapsed().as_secs()),
         "uptime_secs": app.started.elapsed().as_secs(),
         "bind": format!("{}:{}", c.webhook.interface, c.webhook.port),
         "tenant": c.dynatrace.tenant,
@@ -182,6 +190,12 @@ pub async fn status(app: &App, problems_page: Page, notes_page: Page) -> Result<
         "pending_runs": store.pending_runs().await?,
         "instance": c.store.instance,
         "instances": instances,
+        // Shown when this instance's clock is more than 2 s off the store's: its logs and files
+        // then show other times than the others'.
+        "clock_off_s": store
+            .clock_offset_ms()
+            .filter(|o| o.abs() > 2_000)
+            .map(|o| format!("{:+.1}", -(o as f64) / 1000.0)),
         "notifications": notifications,
         "problems": problems,
         "first_page": problems_page.before == i64::MAX && problems_page.skip == 0

@@ -8,6 +8,7 @@ mod alertmanager;
 mod browser;
 mod cli;
 mod crash;
+mod dispatch;
 mod dynatrace;
 mod edges;
 mod email;

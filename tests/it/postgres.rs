@@ -20,6 +20,11 @@ use crate::support::{self, client, post, Hub, JsonValue};
 /// A hub named `instance` in a folder of its own under `root`, on the database at `url`, with
 /// `shared/received` as its received folder and a script that appends `start`/`done` lines.
 fn hub(root: &Path, url: &str, instance: &str, lease_secs: u64) -> Hub {
+    hub_with(root, url, instance, lease_secs, &[])
+}
+
+/// As [`hub`], with variables set for the process (libfaketime's).
+fn hub_with(root: &Path, url: &str, instance: &str, lease_secs: u64, env: &[(&str, &str)]) -> Hub {
     let dir = root.join(instance);
     std::fs::create_dir_all(&dir).unwrap();
     let shared = root.join("shared");
@@ -30,7 +35,7 @@ fn hub(root: &Path, url: &str, instance: &str, lease_secs: u64) -> Hub {
         "actions": {"note": {"type": "script", "command": [shared.join("note.sh")],
                               "max_concurrent": 4}}
     }));
-    Hub::start_in(&dir, &config, &[])
+    Hub::start_in(&dir, &config, env)
 }
 
 /// The folder instances share, with a `note.sh` that appends `start <problem>`, waits `pause`
@@ -472,4 +477,243 @@ async fn a_postgres_outage_under_load_loses_nothing() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+}
+
+/// Debian's libfaketime (package `faketime`), which moves a process's clock.
+fn faketime() -> String {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join("faketime/libfaketime.so.1"))
+    .find(|p| p.exists());
+    found
+        .expect("libfaketime (apt-get install faketime; tools/test does it)")
+        .display()
+        .to_string()
+}
+
+/// One instance's clock five minutes ahead, another's five minutes behind, a third's right; runs
+/// that take a second under a 5 s lease: every run runs once, since leases and takeovers follow the
+/// database's clock, and the instances whose clocks are off say so.
+#[tokio::test]
+async fn instances_whose_clocks_are_minutes_off_run_every_run_once() {
+    const N: usize = 48;
+    let url = pg::database();
+    let root = tempfile::tempdir().unwrap();
+    let (_, log) = shared_with_note(root.path(), "1");
+    let lib = faketime();
+    let skewed = |offset| {
+        [
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME", offset),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]
+    };
+    let ahead = hub_with(root.path(), &url, "ahead", 5, &skewed("+5m"));
+    let behind = hub_with(root.path(), &url, "behind", 5, &skewed("-5m"));
+    let right = hub(root.path(), &url, "right", 5);
+    let hubs = [&ahead, &behind, &right];
+    let c = client();
+    for i in 0..N {
+        let r = post(&c, &hubs[i % 3].url("/"), body(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    support::eventually("every run done", async || {
+        pg::psql(
+            &url,
+            "SELECT COUNT(*) FROM action_runs WHERE status = 'succeeded'",
+        ) == N.to_string()
+    })
+    .await;
+    let starts = lines_of(&log, "start");
+    let unique: HashSet<&String> = starts.iter().collect();
+    assert_eq!(unique.len(), N);
+    assert_eq!(starts.len(), N, "a run ran twice: {starts:?}");
+    assert!(!right.stderr().contains("took over"), "{}", right.stderr());
+
+    for (hub, sign) in [(&ahead, -1.0), (&behind, 1.0)] {
+        assert!(
+            hub.stderr().contains("off from the store's"),
+            "{}",
+            hub.stderr()
+        );
+        let metrics = support::get_text(hub, "/metrics").await;
+        let offset: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("hub_clock_offset_seconds "))
+            .unwrap_or_else(|| panic!("no clock offset in {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(
+            (offset * sign - 300.0).abs() < 5.0,
+            "offset {offset} s for a clock 5 minutes off"
+        );
+        assert!(support::get_text(hub, "/")
+            .await
+            .contains("off from the store's"));
+    }
+    assert!(!right.stderr().contains("off from the store's"));
+}
+
+/// PostgreSQL away for longer than the lease while runs are in flight on two live instances:
+/// their scripts finish during the outage, their outcomes are recorded once it is back, and no
+/// instance takes over the other's runs meanwhile: every run runs once.
+#[tokio::test]
+async fn an_outage_longer_than_the_lease_runs_nothing_twice() {
+    const N: usize = 16;
+    let url = pg::database();
+    let root = tempfile::tempdir().unwrap();
+    let (_, log) = shared_with_note(root.path(), "3");
+    let a = hub(root.path(), &url, "a", 5);
+    let b = hub(root.path(), &url, "b", 5);
+    let c = client();
+    for i in 0..N {
+        let h = if i % 2 == 0 { &a } else { &b };
+        let r = post(&c, &h.url("/"), body(i)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    support::eventually("runs in flight on both", async || {
+        lines_of(&log, "start").len() >= 6
+    })
+    .await;
+    tokio::task::spawn_blocking(|| pg::outage(Duration::from_secs(8)))
+        .await
+        .unwrap();
+    support::eventually("every run done", async || {
+        pg::psql(
+            &url,
+            "SELECT COUNT(*) FROM action_runs WHERE status = 'succeeded'",
+        ) == N.to_string()
+    })
+    .await;
+    let starts = lines_of(&log, "start");
+    let unique: HashSet<&String> = starts.iter().collect();
+    assert_eq!(unique.len(), N);
+    assert_eq!(starts.len(), N, "a run ran twice: {starts:?}");
+    for h in [&a, &b] {
+        assert!(!h.stderr().contains("took over"), "{}", h.stderr());
+    }
+}
+
+/// The README's HAProxy configuration in front of two hubs, through a database restart: while the
+/// database is away senders get a 503 (not a closed connection), and once it is back requests
+/// through HAProxy succeed again within 10 s, with no request sent to an instance directly.
+#[tokio::test]
+async fn behind_the_readmes_haproxy_requests_succeed_again_soon_after_a_database_restart() {
+    let url = pg::database();
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    support::script(&shared, "note.sh", "true");
+    let a = hub(root.path(), &url, "a", 60);
+    let b = hub(root.path(), &url, "b", 60);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```\ndefaults\n")
+        .expect("the README's HAProxy example")
+        + 4;
+    let end = start + readme[start..].find("```").unwrap();
+    let port = support::free_port();
+    let backend = |h: &Hub| h.base_url.trim_start_matches("http://").to_string();
+    let cfg_text = readme[start..end]
+        .replace("bind :5000", &format!("bind 127.0.0.1:{port}"))
+        .replace("10.0.0.11:5000", &backend(&a))
+        .replace("10.0.0.12:5000", &backend(&b));
+    let cfg = root.path().join("haproxy.cfg");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let check = std::process::Command::new("haproxy")
+        .args(["-c", "-f", cfg.to_str().unwrap()])
+        .output()
+        .expect("haproxy (apt-get install haproxy; tools/test does it)");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _haproxy = support::Running(
+        std::process::Command::new("haproxy")
+            .args(["-db", "-f", cfg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let front = format!("http://127.0.0.1:{port}/");
+    let c = client();
+    let mut i = 0;
+    support::eventually("a notification through haproxy", async || {
+        i += 1;
+        post(&c, &front, body(i))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    let outage = tokio::task::spawn_blocking(|| {
+        pg::outage(Duration::from_secs(8));
+        Instant::now()
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Each instance's last write fails, as it would under traffic.
+    for h in [&a, &b] {
+        let r = post(&c, &h.url("/"), body(1000)).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+    }
+    // Once HAProxy has seen both fail their checks, it answers 503 itself.
+    let mut refused = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = post(&c, &front, body(1001)).send().await;
+        match answer {
+            // A hub's own 503 says `not_stored`; HAProxy's, once no instance is up, does not.
+            Ok(r) if r.status() == 503 => {
+                if !r.text().await.unwrap_or_default().contains("not_stored") {
+                    refused = Some(503);
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("haproxy closed the connection instead of answering: {e}"),
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(503),
+        "haproxy's own 503 while every hub is down"
+    );
+    let back = outage.await.unwrap();
+    let mut through = None;
+    while back.elapsed() < Duration::from_secs(10) {
+        if post(&c, &front, body(2000))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            through = Some(back.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        through.is_some(),
+        "no request through haproxy succeeded within 10 s of the database's return"
+    );
+    for h in [&a, &b] {
+        support::eventually("/healthz 200 with no notification sent to it", async || {
+            client()
+                .get(h.url("/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
 }

@@ -34,6 +34,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/postgres/0007_queue_indexes.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/postgres/0008_run_priority.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

@@ -5,6 +5,7 @@
 //! other with `LISTEN/NOTIFY`, polling being the backstop. When the database is away, writes fail
 //! (ingest answers 503), `/healthz` says so, and connections are made again once it is back.
 
+mod clock;
 mod migrate;
 mod noise;
 mod prune;
@@ -34,6 +35,7 @@ use crate::clock::now_ms;
 use crate::config::StoreConfig;
 use crate::domain::{Notification, Source};
 use crate::feed::Wanted;
+use clock::DB_NOW_MS;
 use rows::{all, one};
 
 /// Connections per instance: the writer's, the dispatcher's and the pages' at once.
@@ -62,6 +64,8 @@ pub(super) struct Postgres {
     file_slots: Arc<tokio::sync::Semaphore>,
     instance: Arc<str>,
     lease_ms: i64,
+    /// The database's clock, as this instance follows it.
+    clock: Arc<clock::StoreClock>,
 }
 
 impl Postgres {
@@ -111,6 +115,7 @@ impl Postgres {
             file_slots: Arc::new(tokio::sync::Semaphore::new(1024)),
             instance: config.instance.as_str().into(),
             lease_ms: config.lease.as_millis() as i64,
+            clock: Arc::default(),
         };
         let w = writer::Writer {
             pool,
@@ -186,7 +191,7 @@ impl Postgres {
         max_wait_ms: i64,
         limit: i64,
     ) -> Result<Vec<DueEnrichment>, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let hold = self.lease_ms.min(max_wait_ms / 2);
         let c = self.pool.get().await?;
         let rows = rows::query(
@@ -225,14 +230,16 @@ impl Postgres {
         let (status, next, error) = match outcome {
             EnrichmentOutcome::Done => ("done", 0, None),
             EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
-            EnrichmentOutcome::Retry { error, at_ms } => ("pending", at_ms, Some(error)),
+            EnrichmentOutcome::Retry { error, at_ms } => {
+                ("pending", self.clock.shift(at_ms), Some(error))
+            }
         };
         rows::exec(
             &self.pool.get().await?,
             "UPDATE enrichments SET status = $1, attempts = attempts + 1,
                         next_attempt_at_ms = $2, last_error = $3, updated_at_ms = $4
                  WHERE notification_id = $5",
-            &[&status, &next, &error, &now_ms(), &notification_id],
+            &[&status, &next, &error, &self.clock.now(), &notification_id],
         )
         .await?;
         Ok(())
@@ -266,22 +273,26 @@ impl Postgres {
     /// another instance of the same name is alive: two would take each other's runs for crashed
     /// ones at start.
     pub async fn announce(&self) -> Result<(), StoreError> {
-        let now = now_ms();
-        let stale = now - 3 * HEARTBEAT.as_millis() as i64;
+        let stale = 3 * HEARTBEAT.as_millis() as i64;
         let c = self.pool.get().await?;
+        let before = now_ms();
         let joined = rows::query_opt(
             &c,
-            "INSERT INTO instances (name, started_at_ms, last_seen_ms) VALUES ($1, $2, $2)
-             ON CONFLICT (name) DO UPDATE
-             SET started_at_ms = excluded.started_at_ms, last_seen_ms = excluded.last_seen_ms
-             WHERE instances.last_seen_ms < $3
-             RETURNING name",
-            &[&&*self.instance, &now, &stale],
+            &format!(
+                "INSERT INTO instances (name, started_at_ms, last_seen_ms)
+                 VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS})
+                 ON CONFLICT (name) DO UPDATE
+                 SET started_at_ms = excluded.started_at_ms, last_seen_ms = excluded.last_seen_ms
+                 WHERE instances.last_seen_ms < {DB_NOW_MS} - $2::BIGINT
+                 RETURNING last_seen_ms"
+            ),
+            &[&&*self.instance, &stale],
         )
         .await?;
-        if joined.is_none() {
+        let Some(row) = joined else {
             return Err(StoreError::InstanceTaken(self.instance.to_string()));
-        }
+        };
+        self.clock.measured(row.try_get(0)?, before, now_ms());
         tokio::spawn(self.clone().heartbeat());
         Ok(())
     }
@@ -298,8 +309,14 @@ impl Postgres {
         Ok(())
     }
 
+    /// The database's clock minus this instance's, once measured (see [`clock`]).
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        self.clock.offset_ms()
+    }
+
+    /// Every beat is written with the database's clock, which it also reads, so this instance
+    /// keeps the offset between the two clocks.
     async fn heartbeat(self) {
-        let started = now_ms();
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.tick().await;
         loop {
@@ -307,24 +324,42 @@ impl Postgres {
             if self.jobs.is_closed() {
                 return;
             }
+            let before = now_ms();
             let beat = async {
                 let c = self.pool.get().await?;
-                rows::exec(
+                let row = rows::query_opt(
                     &c,
-                    "INSERT INTO instances (name, started_at_ms, last_seen_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (name) DO UPDATE
-                     SET last_seen_ms = excluded.last_seen_ms,
-                         started_at_ms = CASE WHEN $2 > instances.started_at_ms
-                                              THEN $2 ELSE instances.started_at_ms END",
-                    &[&&*self.instance, &started, &now_ms()],
+                    &format!(
+                        "INSERT INTO instances (name, started_at_ms, last_seen_ms)
+                         VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS})
+                         ON CONFLICT (name) DO UPDATE SET last_seen_ms = excluded.last_seen_ms
+                         RETURNING last_seen_ms"
+                    ),
+                    &[&&*self.instance],
                 )
                 .await?;
-                Ok::<_, StoreError>(())
+                Ok::<_, StoreError>(row.map(|r| r.try_get::<_, i64>(0)))
             };
             match tokio::time::timeout(CONNECT_TIMEOUT, beat).await {
-                Ok(Ok(())) => self.reachable.write_succeeded(),
-                Ok(Err(e)) => self.reachable.write_failed(&e.to_string()),
-                Err(_) => self.reachable.write_failed("timed out"),
+                // The beat is a write that committed: the store takes writes again, so a commit
+                // that failed during an outage no longer keeps `/healthz` down. Waiting for the
+                // next notification to clear it never ends behind a load balancer, which sends
+                // none to an instance it takes for down.
+                Ok(Ok(db_now)) => {
+                    if let Some(Ok(db_now)) = db_now {
+                        self.clock.measured(db_now, before, now_ms());
+                    }
+                    self.reachable.write_succeeded();
+                    self.health.write_succeeded();
+                }
+                Ok(Err(e)) => {
+                    self.clock.failed();
+                    self.reachable.write_failed(&e.to_string());
+                }
+                Err(_) => {
+                    self.clock.failed();
+                    self.reachable.write_failed("timed out");
+                }
             }
         }
     }

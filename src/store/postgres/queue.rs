@@ -1,8 +1,8 @@
 //! Plans, enrichments and action runs on PostgreSQL: the work queue several instances share.
 
+use super::clock::{takeover, DB_NOW_MS};
 use super::rows::{all, optional, FromRow};
 use super::Postgres;
-use crate::clock::now_ms;
 use crate::domain::Source;
 use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification};
 
@@ -23,7 +23,7 @@ impl Postgres {
     /// subquery), so a backlog of plans and of details still to fetch, which a `NOT EXISTS`
     /// had the planner sort and merge whole at every pass, costs no more than the batch.
     pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let c = self.pool.get().await?;
         all(
             &c,
@@ -115,7 +115,7 @@ impl Postgres {
         &self,
         plans: &[(&StoredNotification, Vec<NewRun>)],
     ) -> Result<Vec<usize>, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let mut pending = RunRows::default();
@@ -163,26 +163,78 @@ impl Postgres {
     }
 
     pub async fn close_plans(&self, notification_ids: Vec<i64>) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         close_plans(&self.pool.get().await?, &notification_ids, now).await
     }
 
     /// Runs due now: pending ones, and running ones whose instance stopped renewing their lease
     /// (it died), which are taken over.
     pub async fn due_runs(&self, max_wait_ms: i64, limit: i64) -> Result<Vec<RunRow>, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let c = self.pool.get().await?;
         all(
             &c,
             &format!(
-                "SELECT {RUN_COLUMNS} FROM action_runs
+                "SELECT {RUN_COLUMNS} FROM action_runs r
                  WHERE (status = 'pending'
                         AND (next_attempt_at_ms <= $1
                              OR (next_attempt_at_ms > $2 AND held_by IS DISTINCT FROM 'wait')))
-                    OR (status = 'running' AND lease_until_ms < $1)
-                 ORDER BY next_attempt_at_ms, id LIMIT $3"
+                    OR ($5 AND {})
+                 ORDER BY next_attempt_at_ms, id LIMIT $3",
+                takeover("$4::BIGINT")
             ),
-            &[&now, &(now + max_wait_ms), &limit],
+            &[
+                &now,
+                &(now + max_wait_ms),
+                &limit,
+                &self.lease_ms,
+                &self.clock.may_take_over(self.lease_ms),
+            ],
+        )
+        .await
+    }
+
+    /// Per action in `wanted`, up to its number of due runs (as [`Postgres::due_runs`] finds
+    /// them), the most urgent first: one statement, each action looked up on its own.
+    pub async fn due_runs_of(
+        &self,
+        wanted: &[(String, i64)],
+        max_wait_ms: i64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let now = self.clock.now();
+        let (actions, limits): (Vec<&str>, Vec<i64>) =
+            wanted.iter().map(|(a, n)| (a.as_str(), *n)).unzip();
+        let c = self.pool.get().await?;
+        let columns = RUN_COLUMNS
+            .split(',')
+            .map(|c| format!("d.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        all(
+            &c,
+            &format!(
+                "SELECT {columns} FROM unnest($3::text[], $4::bigint[]) AS w(action, n)
+                 CROSS JOIN LATERAL (
+                     (SELECT * FROM action_runs r
+                      WHERE $5 AND r.action = w.action AND {}
+                      ORDER BY r.lease_until_ms LIMIT w.n)
+                     UNION ALL
+                     (SELECT * FROM action_runs
+                      WHERE status = 'pending' AND action = w.action
+                        AND (next_attempt_at_ms <= $1
+                             OR (next_attempt_at_ms > $2 AND held_by IS DISTINCT FROM 'wait'))
+                      ORDER BY priority, next_attempt_at_ms, id LIMIT w.n)
+                     LIMIT w.n) AS d",
+                takeover("$6::BIGINT")
+            ),
+            &[
+                &now,
+                &(now + max_wait_ms),
+                &actions,
+                &limits,
+                &self.clock.may_take_over(self.lease_ms),
+                &self.lease_ms,
+            ],
         )
         .await
     }
@@ -229,22 +281,31 @@ impl Postgres {
     /// a lease of `dispatch.lease_secs` and counts an attempt, whose number is the fencing token
     /// its outcome is recorded under. A run taken over has its open attempt closed as interrupted.
     pub async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let rows = super::rows::query(
             &tx,
-            "WITH c AS (
-                     SELECT id, manual, status AS was FROM action_runs
-                     WHERE id = ANY($1)
-                       AND (status = 'pending' OR (status = 'running' AND lease_until_ms < $2))
+            &format!(
+                "WITH c AS (
+                     SELECT id, manual, status AS was FROM action_runs r
+                     WHERE id = ANY($1) AND (status = 'pending' OR ($5 AND {}))
                      FOR UPDATE SKIP LOCKED)
                  UPDATE action_runs r
                  SET status = 'running', attempts = r.attempts + 1, manual = FALSE,
-                     updated_at_ms = $2, instance = $3, lease_until_ms = $2::BIGINT + $4::BIGINT
+                     updated_at_ms = $2, instance = $3,
+                     lease_until_ms = {DB_NOW_MS} + $4::BIGINT
                  FROM c WHERE r.id = c.id
                  RETURNING r.id, r.attempts, c.manual, c.was",
-            &[&run_ids, &now, &&*self.instance, &self.lease_ms],
+                takeover("$4::BIGINT")
+            ),
+            &[
+                &run_ids,
+                &now,
+                &&*self.instance,
+                &self.lease_ms,
+                &self.clock.may_take_over(self.lease_ms),
+            ],
         )
         .await?;
         let mut claimed = std::collections::HashMap::new();
@@ -277,15 +338,31 @@ impl Postgres {
         Ok(run_ids.iter().map(|id| claimed.get(id).copied()).collect())
     }
 
+    /// This instance's runs whose lease has ended: those it is not running are orphans (a claim
+    /// whose answer was lost when the database went away), which no other instance takes over
+    /// while this one lives.
+    pub async fn lapsed_own_runs(&self) -> Result<Vec<i64>, StoreError> {
+        all(
+            &self.pool.get().await?,
+            &format!(
+                "SELECT id FROM action_runs
+                 WHERE status = 'running' AND instance = $1 AND lease_until_ms < {DB_NOW_MS}"
+            ),
+            &[&&*self.instance],
+        )
+        .await
+    }
+
     /// Extends this instance's lease on a run it is running; `false` when the run is no longer
     /// its own (taken over after the lease ended).
     pub async fn renew(&self, run_id: i64, attempt: i64) -> Result<bool, StoreError> {
-        let now = now_ms();
         let renewed = super::rows::exec(
             &self.pool.get().await?,
-            "UPDATE action_runs SET lease_until_ms = $1::BIGINT + $2::BIGINT
-                 WHERE id = $3 AND attempts = $4 AND status = 'running' AND instance = $5",
-            &[&now, &self.lease_ms, &run_id, &attempt, &&*self.instance],
+            &format!(
+                "UPDATE action_runs SET lease_until_ms = {DB_NOW_MS} + $1::BIGINT
+                 WHERE id = $2 AND attempts = $3 AND status = 'running' AND instance = $4"
+            ),
+            &[&self.lease_ms, &run_id, &attempt, &&*self.instance],
         )
         .await?;
         Ok(renewed == 1)
@@ -299,8 +376,12 @@ impl Postgres {
         attempt: i64,
         finish: &Finish,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let f = crate::store::Finished::of(finish);
+        let now = self.clock.now();
+        let mut f = crate::store::Finished::of(finish);
+        if f.status == "pending" {
+            // A retry's due time, computed on this instance's clock, compared on the store's.
+            f.next = self.clock.shift(f.next);
+        }
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let updated = super::rows::exec(
@@ -339,7 +420,7 @@ impl Postgres {
     /// Puts this instance's runs left in flight back in the queue (at start, after a crash, or
     /// after a shutdown past its deadline). Other instances' runs are theirs until their leases end.
     pub async fn recover_in_flight(&self, only: Option<&[i64]>) -> Result<u64, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let ids: Option<Vec<i64>> = only.map(<[i64]>::to_vec);
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
@@ -380,6 +461,7 @@ impl Postgres {
         at_ms: i64,
         note: Option<String>,
     ) -> Result<(), StoreError> {
+        let at_ms = self.clock.shift(at_ms);
         super::rows::exec(
             &self.pool.get().await?,
             "UPDATE action_runs SET next_attempt_at_ms = $1, last_error = COALESCE($3, last_error)
@@ -410,7 +492,7 @@ impl Postgres {
             "UPDATE enrichments SET status = 'failed', attempts = attempts + 1,
                         last_error = $1, updated_at_ms = $2
                  WHERE notification_id = ANY($3) AND status = 'pending'",
-            &[&reason, &now_ms(), &ids],
+            &[&reason, &self.clock.now(), &ids],
         )
         .await?;
         Ok(())
@@ -508,7 +590,7 @@ impl Postgres {
             "UPDATE action_runs SET status = 'pending', manual = TRUE, next_attempt_at_ms = $1,
                         updated_at_ms = $1
                  WHERE id = ANY($2) AND status != 'running'",
-            &[&now_ms(), &run_ids],
+            &[&self.clock.now(), &run_ids],
         )
         .await?)
     }
@@ -560,6 +642,7 @@ struct RunRows {
     status: Vec<&'static str>,
     held_by: Vec<Option<String>>,
     note: Vec<Option<String>>,
+    priority: Vec<i16>,
 }
 
 impl RunRows {
@@ -577,6 +660,7 @@ impl RunRows {
         self.status.push(status);
         self.held_by.push(held_by.map(str::to_owned));
         self.note.push(note.map(str::to_owned));
+        self.priority.push(i16::from(r.priority));
     }
 
     /// Inserts what is buffered and adds, per notification, how many runs were new.
@@ -594,14 +678,16 @@ impl RunRows {
             c,
             "INSERT INTO action_runs (notification_id, idem_key, source, problem_key, state, action,
                                       target, target_label, next_attempt_at_ms, created_at_ms,
-                                      updated_at_ms, status, held_by, last_error, summary)
+                                      updated_at_ms, status, held_by, last_error, summary,
+                                      priority)
              SELECT notification_id, idem_key, source, problem_key, state, action, target,
-                    target_label, COALESCE(due, $12), $12, $12, status, held_by, note, note
+                    target_label, COALESCE(due, $12), $12, $12, status, held_by, note, note,
+                    priority
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[],
-                         $11::text[], $13::text[])
+                         $11::text[], $13::text[], $14::smallint[])
                   AS u(notification_id, idem_key, source, problem_key, state, action, target,
-                       target_label, due, status, held_by, note)
+                       target_label, due, status, held_by, note, priority)
              ON CONFLICT (idem_key) DO NOTHING
              RETURNING notification_id",
             &[
@@ -618,6 +704,7 @@ impl RunRows {
                 &rows.held_by,
                 &now,
                 &rows.note,
+                &rows.priority,
             ],
         )
         .await?;

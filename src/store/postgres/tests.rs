@@ -117,6 +117,7 @@ async fn one_run(store: &Store) -> i64 {
         action: "script".into(),
         target: String::new(),
         target_label: String::new(),
+        priority: 3,
         start: Default::default(),
     }];
     assert_eq!(store.insert_runs(&[(&stored, runs)]).await.unwrap(), [1]);

@@ -6,7 +6,7 @@ use super::Postgres;
 use crate::clock::now_ms;
 use crate::domain::Source;
 use crate::store::{
-    ActionCounts, HourCount, InstanceRow, NotificationRow, Page, ProblemRow, SourceCounts,
+    ActionCounts, Backlog, HourCount, InstanceRow, NotificationRow, Page, ProblemRow, SourceCounts,
     StoreError,
 };
 
@@ -39,6 +39,18 @@ impl Postgres {
                     COALESCE(SUM(runs) FILTER (WHERE bucket = 'suppressed'), 0)::BIGINT AS suppressed
              FROM run_counts GROUP BY action HAVING SUM(runs) > 0 ORDER BY action",
             &[],
+        )
+        .await
+    }
+
+    pub async fn backlogs(&self, now_ms: i64) -> Result<Vec<Backlog>, StoreError> {
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            "SELECT action, COUNT(*) AS due, MIN(next_attempt_at_ms) AS oldest_due_ms
+             FROM action_runs WHERE status = 'pending' AND next_attempt_at_ms <= $1
+             GROUP BY action ORDER BY action",
+            &[&now_ms],
         )
         .await
     }

@@ -55,6 +55,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../../../migrations/sqlite/0012_noise.sql"),
     ),
+    (
+        13,
+        include_str!("../../../migrations/sqlite/0013_run_priority.sql"),
+    ),
+    (
+        14,
+        include_str!("../../../migrations/sqlite/0014_write_probe.sql"),
+    ),
 ];
 
 /// Applies what the store lacks; returns how many migrations ran.

@@ -34,6 +34,9 @@ use crate::clock::now_ms;
 use crate::domain::Notification;
 use crate::feed::Wanted;
 
+/// How often a store whose last commit failed tries a small write of its own.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// Files written and waiting for their names, at most, unless `set_file_slots` says otherwise.
 const DEFAULT_FILE_SLOTS: usize = 1024;
 
@@ -53,6 +56,42 @@ pub struct Sqlite {
     foreign: Arc<Foreign>,
     /// Slots for files written and waiting for their names (each holds a descriptor until then).
     file_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// While the last commit failed, one small write a second: the first that commits clears the
+/// failure, so `/healthz` turns healthy by itself. Waiting for a notification to clear it never
+/// ends behind a load balancer, which sends none to an instance it takes for down. Ends with the
+/// store.
+async fn probe(jobs: mpsc::WeakSender<Job>, health: Arc<Health>) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(jobs) = jobs.upgrade() else {
+            return;
+        };
+        if health.last_failure().is_none() {
+            continue;
+        }
+        let still_failing = health.clone();
+        let work: writer::Work = Box::new(move |c| {
+            let written = c.execute(
+                "INSERT INTO write_probe (id, at_ms) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms",
+                [now_ms()],
+            );
+            writer::Applied {
+                keep: written.is_ok(),
+                // The writer counts an empty commit as a success; a probe whose row could not be
+                // written (the disk is still full) says the store still refuses writes.
+                deliver: Box::new(move |_| {
+                    if let Err(e) = written {
+                        still_failing.write_failed(&e.to_string());
+                    }
+                }),
+            }
+        });
+        let _ = jobs.send(Job::Apply(work)).await;
+    }
 }
 
 impl Sqlite {
@@ -100,6 +139,7 @@ impl Sqlite {
             health.clone(),
             foreign.clone(),
         )?;
+        tokio::spawn(probe(jobs.downgrade(), health.clone()));
         Ok(Sqlite {
             reader: Arc::new(reader),
             views: reader::ReadPool::new(&path),
@@ -583,6 +623,40 @@ mod tests {
         let stored = store.accept(notification("P-1")).await.unwrap();
         assert_eq!(stored.file_name(), "P-1-OPEN.json");
         store.health().unwrap();
+    }
+
+    /// A store whose last commit failed turns healthy by itself once it takes writes again, with
+    /// no notification needed (behind a load balancer, none would come): its own small write
+    /// tries once a second, and one that fails keeps it unhealthy.
+    #[tokio::test]
+    async fn health_comes_back_by_itself_once_the_store_takes_writes() {
+        let (dir, store) = open().await;
+        let refuse = "CREATE TRIGGER refuse_insert BEFORE INSERT ON write_probe
+                          BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;
+                      CREATE TRIGGER refuse_update BEFORE UPDATE ON write_probe
+                          BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;";
+        db(&dir).execute_batch(refuse).unwrap();
+        sqlite(&store)
+            .health
+            .write_failed("database or disk is full");
+        tokio::time::sleep(PROBE_EVERY * 3).await;
+        assert!(
+            store.health().is_err(),
+            "a probe that cannot write clears nothing"
+        );
+
+        db(&dir)
+            .execute_batch("DROP TRIGGER refuse_insert; DROP TRIGGER refuse_update;")
+            .unwrap();
+        let mut healthy = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if store.health().is_ok() {
+                healthy = true;
+                break;
+            }
+        }
+        assert!(healthy, "{:?}", store.health());
     }
 
     /// A file hub did not write is never replaced: the notification takes the next free name. And

@@ -152,6 +152,27 @@ pub(super) fn due_runs(
     )
 }
 
+/// Each action's due runs (as [`due_runs`] finds them), at most as many as it asks for, the most
+/// urgent first, then by due time.
+pub(super) fn due_runs_of(
+    c: &Connection,
+    now_ms: i64,
+    latest_ms: i64,
+    wanted: &[(String, i64)],
+) -> rusqlite::Result<Vec<RunRow>> {
+    let mut due = Vec::new();
+    for (action, limit) in wanted {
+        due.extend(runs(
+            c,
+            "WHERE status = 'pending' AND action = ?1
+               AND (next_attempt_at_ms <= ?2 OR (next_attempt_at_ms > ?3 AND held_by IS NOT 'wait'))
+             ORDER BY priority, next_attempt_at_ms, id LIMIT ?4",
+            (action, now_ms, latest_ms, limit),
+        )?);
+    }
+    Ok(due)
+}
+
 /// The runs of one state change of a problem.
 pub(super) fn state_runs(
     c: &Connection,

@@ -108,9 +108,9 @@ impl Sqlite {
                 "INSERT INTO action_runs (notification_id, idem_key, source, problem_key, state,
                                           action, target, target_label, next_attempt_at_ms,
                                           created_at_ms, updated_at_ms, status, held_by,
-                                          last_error, summary)
+                                          last_error, summary, priority)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, COALESCE(?10, ?9), ?9, ?9, ?11, ?12,
-                         ?13, ?13)
+                         ?13, ?13, ?14)
                  ON CONFLICT (idem_key) DO NOTHING",
             )?;
             let mut close = c.prepare_cached(CLOSE_PLAN)?;
@@ -151,7 +151,8 @@ impl Sqlite {
                         due,
                         status,
                         held_by,
-                        note
+                        note,
+                        r.priority
                     ])?;
                 }
                 close.execute(rusqlite::params![now, id])?;
@@ -180,6 +181,17 @@ impl Sqlite {
         let now = now_ms();
         self.reader
             .read(|c| super::reader::due_runs(c, now, now + max_wait_ms, limit))
+    }
+
+    /// Per action in `wanted`, up to its number of due runs, the most urgent first.
+    pub async fn due_runs_of(
+        &self,
+        wanted: &[(String, i64)],
+        max_wait_ms: i64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let now = now_ms();
+        self.reader
+            .read(|c| super::reader::due_runs_of(c, now, now + max_wait_ms, wanted))
     }
 
     /// Every run of a problem, for `problems_sent/` and the pages.

@@ -6,7 +6,9 @@ use super::rows::{all, one, optional};
 use super::Sqlite;
 use crate::clock::now_ms;
 use crate::store::StoreError;
-use crate::store::{ActionCounts, HourCount, NotificationRow, Page, ProblemRow, SourceCounts};
+use crate::store::{
+    ActionCounts, Backlog, HourCount, NotificationRow, Page, ProblemRow, SourceCounts,
+};
 
 impl Sqlite {
     pub async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
@@ -38,6 +40,21 @@ impl Sqlite {
                             SUM(CASE bucket WHEN 'suppressed' THEN runs ELSE 0 END) AS suppressed
                      FROM run_counts GROUP BY action HAVING SUM(runs) > 0 ORDER BY action",
                     [],
+                )
+            })
+            .await
+    }
+
+    /// Per action, its runs due now that wait to start, and since when the oldest waits.
+    pub async fn backlogs(&self, now_ms: i64) -> Result<Vec<Backlog>, StoreError> {
+        self.views
+            .read(move |c| {
+                all(
+                    c,
+                    "SELECT action, COUNT(*) AS due, MIN(next_attempt_at_ms) AS oldest_due_ms
+                     FROM action_runs WHERE status = 'pending' AND next_attempt_at_ms <= ?1
+                     GROUP BY action ORDER BY action",
+                    [now_ms],
                 )
             })
             .await

@@ -1,0 +1,6 @@
+-- Each action takes its own due runs, the most urgent first, then by due time: a slow or
+-- saturated action's backlog never stands in front of another action's page. Runs stored before
+-- this have the default level, P3.
+ALTER TABLE action_runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 3;
+CREATE INDEX action_runs_action_due ON action_runs (action, priority, next_attempt_at_ms, id)
+    WHERE status = 'pending';
