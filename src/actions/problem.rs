@@ -77,6 +77,37 @@ impl Problem {
         }
     }
 
+    /// A problem with every field filled (two entities, tags, a link), to render a template with
+    /// when the configuration is checked, before any real problem exists.
+    pub fn sample() -> Problem {
+        let entity = |id: &str, name: &str| Entity {
+            id: id.to_string(),
+            name: name.to_string(),
+            kind: "HOST".to_string(),
+            severity: "AVAILABILITY".to_string(),
+            impact: "INFRASTRUCTURE".to_string(),
+            event_type: "HOST_UNAVAILABLE".to_string(),
+        };
+        Problem {
+            source: Source::Dynatrace,
+            problem_id: "P-TEST".to_string(),
+            pid: Some("hub-sample".to_string()),
+            state: "OPEN".to_string(),
+            title: "a sample problem".to_string(),
+            severity: "AVAILABILITY".to_string(),
+            impact: "INFRASTRUCTURE".to_string(),
+            tags: vec!["hub:sample".to_string(), "env:test".to_string()],
+            url: Some("https://tenant.example/#problems/problemdetails;pid=hub-sample".to_string()),
+            entities: vec![
+                entity("HOST-0000000000000001", "sample-host-01"),
+                entity("HOST-0000000000000002", "sample-host-02"),
+            ],
+            received_at_ms: 0,
+            notification: serde_json::json!({"ProblemID": "P-TEST", "State": "OPEN"}),
+            details: None,
+        }
+    }
+
     /// A Dynatrace problem without `ProblemURL` gets its link on the tenant, as the sample built it.
     pub fn with_tenant_link(mut self, tenant: Option<&str>) -> Problem {
         if self.url.is_none() && self.source == Source::Dynatrace {

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{ReadContext, RunFuture};
-use crate::config::reader::{check_template, check_url, secret, Env, Issues, Section};
+use crate::config::reader::{check_url, secret, Env, Issues, Section};
 use crate::secret::Secret;
-use crate::template::Template;
+use crate::template::{check_json, Template};
 
 /// `type: "webhook"`: `url`, `secret` (or `secret_env`, a `whsec_` key), optional `template`,
 /// `timeout_secs` and `thread_pointer`.
@@ -48,7 +48,7 @@ fn read_webhook(s: &mut Section, env: &Env, issues: &mut Issues) -> WebhookConfi
     }
     let template = s.string("template", issues);
     if let Some(t) = &template {
-        check_template(&s.path_of("template"), t, issues);
+        check_json_template(&s.path_of("template"), t, issues);
     }
     let timeout_secs = s.integer("timeout_secs", 1, 600, issues).unwrap_or(15);
     let thread_pointer = s.string("thread_pointer", issues);
@@ -66,6 +66,33 @@ fn read_webhook(s: &mut Section, env: &Env, issues: &mut Issues) -> WebhookConfi
         template,
         timeout_secs,
         thread_pointer,
+    }
+}
+
+/// A body template must compile and, rendered for a sample problem, make a JSON document: a
+/// template that cannot is wrong for every problem, so it is found at load, not at the first page.
+/// (A template that cannot render for the sample, say one reading the details, is left to its runs.)
+fn check_json_template(path: &str, source: &str, issues: &mut Issues) {
+    let template = match Template::json(source) {
+        Ok(t) => t,
+        Err(e) => return issues.push(path, format!("bad template: {e}")),
+    };
+    let problem = super::Problem::sample();
+    let job = Job {
+        run_id: "run_sample".to_string(),
+        attempt: 1,
+        problem: &problem,
+        target: super::Target::whole(),
+        reports: Vec::new(),
+        thread: None,
+    };
+    if let Ok(body) = template.render(&job.template_data()) {
+        if let Err(e) = check_json(&body) {
+            issues.push(
+                path,
+                format!("the template does not make JSON (rendered for a sample problem): {e}"),
+            );
+        }
     }
 }
 
@@ -128,7 +155,7 @@ impl Webhook {
         Ok(Webhook {
             url: c.url.clone(),
             signer: Signer::new(&c.secret)?,
-            template: c.template.as_deref().map(Template::new).transpose()?,
+            template: c.template.as_deref().map(Template::json).transpose()?,
             timeout: Duration::from_secs(c.timeout_secs),
             thread_pointer: c.thread_pointer.clone(),
             http,
@@ -137,10 +164,17 @@ impl Webhook {
 
     fn body(&self, job: &Job) -> Result<Vec<u8>, ActionError> {
         match &self.template {
-            Some(t) => t
-                .render(&job.template_data())
-                .map(String::into_bytes)
-                .map_err(|e| ActionError::permanent(format!("cannot render the body: {e}"))),
+            Some(t) => {
+                let body = t
+                    .render(&job.template_data())
+                    .map_err(|e| ActionError::permanent(format!("cannot render the body: {e}")))?;
+                // Checked before it is signed: a receiver must never get a signed body that is
+                // not the JSON the template was meant to make (a `| safe` value can still break it).
+                check_json(&body).map_err(|e| {
+                    ActionError::permanent(format!("the template made a body that is not JSON: {e}"))
+                })?;
+                Ok(body.into_bytes())
+            }
             None => {
                 let p = job.problem;
                 let doc = json!({

@@ -473,6 +473,99 @@ async fn a_webhook_is_signed_and_keeps_its_id_across_a_retry() {
     );
 }
 
+/// A webhook's body template escapes values as JSON: a title that closes its string and adds
+/// fields, or breaks the line, stays one string in a valid, signed body; a `| safe` value that
+/// breaks the JSON fails the run before anything is signed or sent; a template that cannot make
+/// JSON is refused at load, with its key path.
+#[tokio::test]
+async fn a_webhook_template_cannot_be_made_to_forge_fields() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let template = r#"{"id": "{{ problem.problem_id }}", "title": "{{ problem.title }}",
+        "severity": "{{ problem.severity }}", "tags": {{ problem.tags | json_encode }}}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_with(
+        dir.path(),
+        json!({"actions": {
+            "notify": {"type": "webhook", "url": format!("{}/in", receiver.uri()),
+                       "secret": secret, "template": template},
+            "raw": {"type": "webhook", "url": format!("{}/raw", receiver.uri()),
+                    "secret": secret, "template": "{\"title\": \"{{ problem.title | safe }}\"}"}}}),
+        &[],
+    );
+    let forged = r#"disk full", "id": "P-FORGED", "severity": "none"#;
+    let broken = "disk full\r\nX-Injected: 1\n\"}";
+    for (id, title) in [("P-1", forged), ("P-2", broken)] {
+        let mut n: Value = serde_json::from_slice(&fixture("dynatrace/full-open.json")).unwrap();
+        n["ProblemID"] = json!(id);
+        n["PID"] = json!(format!("pid-{id}"));
+        n["ProblemTitle"] = json!(title);
+        deliver(&hub, serde_json::to_vec(&n).unwrap()).await;
+    }
+    eventually("four finished runs", async || {
+        let r = runs(dir.path()).await;
+        r.len() == 4 && r.iter().all(|r| r.2 == "succeeded" || r.2 == "failed")
+    })
+    .await;
+    let requests = receiver.received_requests().await.unwrap();
+    let verifier = standardwebhooks::Webhook::new(secret).unwrap();
+    let mut seen = Vec::new();
+    for r in requests.iter().filter(|r| r.url.path() == "/in") {
+        let mut headers = http::HeaderMap::new();
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            headers.insert(name, r.headers.get(name).unwrap().clone());
+        }
+        verifier.verify(&r.body, &headers).expect("signature verifies");
+        let body: Value = serde_json::from_slice(&r.body).expect("the body is JSON");
+        assert_eq!(body.as_object().unwrap().len(), 4, "no field added: {body}");
+        assert_eq!(body["severity"], "PERFORMANCE", "{body}");
+        seen.push((body["id"].to_string(), body["title"].to_string()));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (json!("P-1").to_string(), json!(forged).to_string()),
+            (json!("P-2").to_string(), json!(broken).to_string())
+        ]
+    );
+    // `| safe` opts out of escaping: the forged title still makes valid JSON (the operator's
+    // choice), the line break does not, and that run fails for good without sending.
+    let raw: Vec<_> = requests.iter().filter(|r| r.url.path() == "/raw").collect();
+    assert_eq!(raw.len(), 1, "only the body that is JSON is sent");
+    let failed: Vec<_> = runs(dir.path())
+        .await
+        .into_iter()
+        .filter(|r| r.2 == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "raw");
+    assert_eq!(failed[0].3, 1, "a permanent error is not retried");
+    let error = failed[0].4.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("the template made a body that is not JSON"),
+        "{error}"
+    );
+
+    // At load: a template whose values are not inside strings makes no JSON for any problem.
+    let check = tempfile::tempdir().unwrap();
+    let (code, stderr) = support::check_config(
+        check.path(),
+        &config_with(json!({"actions": {
+            "notify": {"type": "webhook", "url": "http://127.0.0.1:9/in", "secret": secret,
+                       "template": "{\"title\": {{ problem.title }}}"}}})),
+    );
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("actions.notify.template: the template does not make JSON"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn routes_choose_actions_and_tests_run_nothing() {
     let dir = tempfile::tempdir().unwrap();
