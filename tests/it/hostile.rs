@@ -1,0 +1,74 @@
+//! Hostile values and neighbours through the real binary: a store password in any shape never
+//! shown, one `hub run` per database file whatever path names it, work bounded for values made to
+//! be slow, and a share of the listener for every sender.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::postgres::pg;
+use crate::support::{config_with, get_json, get_text, hub_command, Hub};
+
+/// Everything a hub shows about itself: its stderr, its log file, its page, `/api/stats` and
+/// `/metrics`.
+async fn shown(hub: &Hub, dir: &Path) -> String {
+    let (status, stats) = get_json(hub, "/api/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    let log = std::fs::read_to_string(dir.join("log/hub.log")).unwrap_or_default();
+    format!(
+        "{}\n{log}\n{}\n{stats}\n{}",
+        hub.stderr(),
+        get_text(hub, "/").await,
+        get_text(hub, "/metrics").await
+    )
+}
+
+/// `hub check-config` on `config` in `dir`: its exit code and everything it printed.
+fn check_config(dir: &Path, config: &Value) -> (Option<i32>, String) {
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let out = hub_command(dir).arg("check-config").output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), printed)
+}
+
+/// 5. A store URL's password, in its user part with a raw `/`, `@` or `%`, or in its query, is
+/// shown nowhere: not by check-config, the start line (text or JSON), the log file, the page,
+/// `/api/stats` or `/metrics`; the URL is still shown, masked.
+#[tokio::test]
+async fn a_store_password_is_shown_nowhere() {
+    const SECRET: &str = "Pw-7f3q";
+    // The server trusts local connections, so each URL connects whatever its password.
+    let with_password = {
+        let url = pg::database();
+        let (head, tail) = url.split_once('@').unwrap();
+        format!("{head}:{SECRET}/a%2@{tail}")
+    };
+    let in_query = format!(
+        "{}?sslmode=disable&password={SECRET}&application_name=hub",
+        pg::database()
+    );
+    for (url, format) in [(with_password, "text"), (in_query, "json")] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_with(json!({"store": {"url": url}, "log_format": format}));
+        let (code, checked) = check_config(dir.path(), &config);
+        assert_eq!(code, Some(0), "{checked}");
+        let hub = Hub::start_in(dir.path(), &config, &[]);
+        let everything = format!("{checked}\n{}", shown(&hub, dir.path()).await);
+        assert!(!everything.contains(SECRET), "{url} shown: {everything}");
+        assert!(
+            everything.contains("postgres:***@127.0.0.1") || everything.contains("password=***"),
+            "the URL is shown, masked: {everything}"
+        );
+    }
+    // A raw `@` in the password: what is shown before any connection is masked too.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://hub:{SECRET}@x@db/hub");
+    let (_, checked) = check_config(dir.path(), &config_with(json!({"store": {"url": url}})));
+    assert!(!checked.contains(SECRET), "{checked}");
+    assert!(checked.contains("postgres://hub:***@db/hub"), "{checked}");
+}
+
