@@ -72,3 +72,51 @@ async fn a_store_password_is_shown_nowhere() {
     assert!(checked.contains("postgres://hub:***@db/hub"), "{checked}");
 }
 
+/// `hub run` in `dir` with `config`, which must end within 10 s: its exit code and stderr.
+fn run_to_end(dir: &Path, config: &Value) -> (Option<i32>, String) {
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut child = hub_command(dir)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("a second hub kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// 3. One lock per database file: a second `hub run` on the store of a running one, through a
+/// symlink, a hard link or a path with `./` in it, exits at once naming the process that holds it.
+#[tokio::test]
+async fn a_second_hub_through_another_path_to_the_store_exits_at_once() {
+    let first = tempfile::tempdir().unwrap();
+    let hub = Hub::start_in(first.path(), &config_with(json!({})), &[]);
+    let db = first.path().join("hub.db");
+    let other = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&db, other.path().join("link.db")).unwrap();
+    std::fs::hard_link(&db, other.path().join("hard.db")).unwrap();
+    let dotted = format!("sqlite://{}/./hub.db", first.path().display());
+    for url in ["sqlite://link.db", "sqlite://hard.db", &dotted] {
+        let (code, said) = run_to_end(
+            other.path(),
+            &config_with(json!({"store": {"url": url}})),
+        );
+        assert_eq!(code, Some(1), "{url}: {said}");
+        assert!(
+            said.contains(&format!("in use by another hub (process {})", hub.pid())),
+            "{url}: {said}"
+        );
+    }
+    assert!(!other.path().join("hard.db-wal").exists(), "the second hub opened nothing");
+}
