@@ -28,6 +28,7 @@ pub mod retention;
 pub mod retry;
 pub mod secret;
 pub mod silences;
+pub mod small_file;
 pub mod sources;
 pub mod store;
 pub mod template;

@@ -51,15 +51,16 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError>
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| read(&files.cert, e))?
+    let cert_pem = read_small(&files.cert)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| read(&files.cert, e))?;
     let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate(files.cert.clone()));
     };
     check_dates(&files.cert, leaf, SystemTime::now())?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| read(&files.key, e))?;
+    let key = PrivateKeyDer::from_pem_slice(&read_small(&files.key)?)
+        .map_err(|e| read(&files.key, e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let signing = provider
         .key_provider
@@ -80,6 +81,28 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError>
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// A file of the pair, read with a cap (`"key": "/dev/zero"` is an error, not a 2 GiB read).
+fn read_small(path: &Path) -> Result<Vec<u8>, TlsError> {
+    crate::small_file::read(path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+/// The certificates of a CA file (`store.ca_file`), read with a cap; at least one.
+pub fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_small(path)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Read {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.to_path_buf()));
+    }
+    Ok(certs)
 }
 
 /// The leaf must be valid now.

@@ -56,7 +56,7 @@ impl Zone {
 
     fn read(name: &str, dir: &Path) -> Result<Zone, String> {
         let path = dir.join(name);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match crate::small_file::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() => {
                 return Err(format!(

@@ -822,11 +822,14 @@ fn read_store(
     };
     let ca_file = s.string("ca_file", issues).map(|f| base.join(f));
     if let Some(f) = &ca_file {
-        if !f.is_file() {
+        if !f.exists() {
             issues.push(
                 s.path_of("ca_file"),
                 format!("no such file: {}", f.display()),
             );
+        } else if let Err(e) = crate::tls::ca_certificates(f) {
+            // Read here with a cap, so a file that could never be a CA is refused at load.
+            issues.push(s.path_of("ca_file"), e.to_string());
         }
     }
     let instance = s.string("instance", issues).unwrap_or_else(host_name);

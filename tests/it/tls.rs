@@ -162,6 +162,15 @@ fn check_config_refuses_a_pair_no_sender_would_accept() {
             json!({"cert": "good.key", "key": "good.key"}),
             "holds no certificate",
         ),
+        // Read with a cap: an endless file is an error at once, not a read without end.
+        (
+            json!({"cert": "good.crt", "key": "/dev/zero"}),
+            "cannot read /dev/zero: larger than 1 MiB",
+        ),
+        (
+            json!({"cert": "/dev/zero", "key": "good.key"}),
+            "cannot read /dev/zero: larger than 1 MiB",
+        ),
         (json!({"cert": "good.crt"}), "webhook.tls.key: required"),
         (
             json!({"cert": "good.crt", "key": "good.key", "ca": "x"}),
@@ -180,4 +189,21 @@ fn check_config_refuses_a_pair_no_sender_would_accept() {
         }
     }
     assert!(!d.join("x").exists());
+    // The store's CA file too, with its key path.
+    for (ca, says) in [
+        ("/dev/zero", "store.ca_file: cannot read /dev/zero: larger than 1 MiB"),
+        ("good.key", "store.ca_file: "),
+        ("ca.crt", ""),
+    ] {
+        let config = config_with(json!({"store": {"url": "postgres://hub@db/hub", "ca_file": ca}}));
+        std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+        let out = hub_command(d).arg("check-config").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if says.is_empty() {
+            assert!(out.status.success(), "{ca}: {err}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{ca}: {err}");
+            assert!(err.contains(says), "{ca}: {err}");
+        }
+    }
 }
