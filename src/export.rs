@@ -79,18 +79,21 @@ pub async fn export(
         .filter(|(_, _, changed)| *changed >= since_ms)
         .map(|(source, key, _)| (source, key))
         .collect();
-    let mut sent_written = 0;
+    let (mut sent_written, mut sent_failed) = (0, 0);
     for chunk in problems.chunks(64) {
         for view in store.sent_views(chunk).await?.into_iter().flatten() {
             let threads = store.threads(view.source, &view.problem_key).await?;
             let (name, bytes, dated) = crate::dispatch::sent::render(view, &threads)?;
             match files::write_view_dated(&sent, &name, &bytes, dated) {
                 Ok(()) => sent_written += 1,
-                Err(e) => println!("failed   problems_sent/{name}: {e}"),
+                Err(e) => {
+                    sent_failed += 1;
+                    println!("failed   problems_sent/{name}: {e}");
+                }
             }
         }
     }
-    Ok(format!(
+    let summary = format!(
         "problems_received: {} written, {} already there, {} kept (another file under the name), \
          {} failed; problems_sent: {sent_written} of {} written",
         tally.written,
@@ -98,7 +101,16 @@ pub async fn export(
         tally.kept,
         tally.failed,
         problems.len()
-    ))
+    );
+    // A script that exports and then copies the folders must not take a partial export for a
+    // whole one: any file that could not be written fails the command (each is listed above).
+    if tally.failed + sent_failed > 0 {
+        anyhow::bail!(
+            "{summary}: {} file(s) could not be written",
+            tally.failed + sent_failed
+        );
+    }
+    Ok(summary)
 }
 
 fn write_received(dir: &Path, name: &str, body: &[u8], t: &mut Tally) {

@@ -7,10 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+/// A name made from `part` (`problems_sent/<name>.json`): its characters made safe
+/// ([`safe_chars`]) and its length bounded ([`fit`]), so that with `.json`, and inside the
+/// temporary `.<name>.tmp`, it stays within the 255 bytes a file system takes. An id of 251
+/// characters made a name no folder could hold, and its problem's file failed at every change.
+pub fn sanitize(part: &str) -> String {
+    fit(safe_chars(part))
+}
+
 /// Replaces every character outside `[A-Za-z0-9._-]` with `_`, so no name can leave its folder.
 /// Leading dots become `_` too: a name is never `.` or `..`, and never a hidden file that a tool
 /// watching the folder would skip (hub's own temporary files are the hidden ones).
-pub fn sanitize(part: &str) -> String {
+fn safe_chars(part: &str) -> String {
     let mut leading = true;
     part.chars()
         .map(|c| {
@@ -49,8 +57,8 @@ pub fn stem_of(name: &str) -> &str {
 /// The stem for a Dynatrace notification; other sources prefix their name.
 pub fn stem(source_prefix: Option<&str>, key: &str, state: &str) -> String {
     fit(match source_prefix {
-        None => format!("{}-{}", sanitize(key), sanitize(state)),
-        Some(p) => format!("{}-{}-{}", sanitize(p), sanitize(key), sanitize(state)),
+        None => format!("{}-{}", safe_chars(key), safe_chars(state)),
+        Some(p) => format!("{}-{}-{}", safe_chars(p), safe_chars(key), safe_chars(state)),
     })
 }
 

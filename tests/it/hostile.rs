@@ -120,3 +120,74 @@ async fn a_second_hub_through_another_path_to_the_store_exits_at_once() {
     }
     assert!(!other.path().join("hard.db-wal").exists(), "the second hub opened nothing");
 }
+
+/// A PagerDuty Events v2 trigger whose dedup key (the problem's id) is `key`.
+fn trigger(key: &str) -> String {
+    json!({"routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": key,
+           "payload": {"summary": "disk full", "source": "db-1", "severity": "critical"}})
+    .to_string()
+}
+
+const ROUTING_KEY: &str = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12";
+
+/// 8. Ids of 245 to 255 characters (a PagerDuty dedup key may be 255): each problem's `problems_sent/` file is written, under a name
+/// that fits 255 bytes; and `hub export` exits non-zero when a file cannot be written.
+#[tokio::test]
+async fn every_name_in_problems_sent_fits_and_a_failed_export_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::script(dir.path(), "ok.sh", "exit 0");
+    let config = config_with(json!({
+        "sources": {"pagerduty": {"routing_keys": [ROUTING_KEY]}},
+        "actions": {"page": {"type": "script", "command": ["./ok.sh"]}}}));
+    let mut hub = Hub::start_in(dir.path(), &config, &[]);
+    let ids: Vec<String> = (245..=255).map(|n| "P".repeat(n)).collect();
+    for id in &ids {
+        let r = crate::support::client()
+            .post(hub.url("/v2/enqueue"))
+            .header("content-type", "application/json")
+            .body(trigger(id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    }
+    let sent = dir.path().join("problems_sent");
+    // Without the hidden temporary names a rewrite uses for a moment.
+    let listed = |dir: &Path| -> Vec<String> {
+        crate::support::list_files(dir)
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    };
+    crate::support::eventually("a sent file for each problem", async || {
+        listed(&sent).len() == ids.len()
+    })
+    .await;
+    let names = listed(&sent);
+    assert!(names.iter().all(|n| n.len() <= 255 && n.starts_with("pagerduty-PPP")), "{names:?}");
+    assert!(!hub.stderr().contains("File name too long"), "{}", hub.stderr());
+    hub.terminate();
+
+    let export = |to: &Path| {
+        hub_command(dir.path())
+            .args(["export", "--dir", to.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let good = tempfile::tempdir().unwrap();
+    let out = export(good.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listed(&good.path().join("problems_sent")), names);
+    // A folder where one problem's file should go: that file cannot be written.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(bad.path().join("problems_sent").join(&names[0])).unwrap();
+    let out = export(bad.path());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("failed   problems_sent/{}", names[0])), "{said}");
+    assert!(said.contains("1 file(s) could not be written"), "{said}");
+}
