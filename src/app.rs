@@ -30,6 +30,9 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         warn_example_password();
     }
     tracing::info!(summary = %config.summary(), "starting hub {}", env!("CARGO_PKG_VERSION"));
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     if config.dynatrace.tenant.is_none() {
         tracing::info!("dynatrace.tenant is not set: notifications are not enriched");
     }

@@ -514,6 +514,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             if config.uses_example_password() {
                 println!("warning: webhook.password is the example password; change it before exposing hub");
             }
+            for warning in config.warnings() {
+                println!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => report_config_error(&e),

@@ -414,6 +414,24 @@ impl Config {
         Ok(read(&doc, env, base, &mut Issues::default()))
     }
 
+    /// What is allowed but almost surely a mistake, one line each with its key path: shown by
+    /// check-config and logged at start. A maintenance window whose cron never fires (`0 0 30 2 *`,
+    /// the 30th of February) is valid cron, and would silence nothing, ever, without a word.
+    pub fn warnings(&self) -> Vec<String> {
+        self.maintenance
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.never_fires())
+            .map(|(i, m)| {
+                format!(
+                    "maintenance[{i}].cron: {:?} names no time that ever comes (a date no month \
+                     has?), so the window {} never opens",
+                    m.pattern, m.name
+                )
+            })
+            .collect()
+    }
+
     /// Whether the webhook password is one of the published example passwords.
     pub fn uses_example_password(&self) -> bool {
         EXAMPLE_PASSWORDS.contains(&self.webhook.password.expose())

@@ -46,6 +46,12 @@ impl Maintenance {
             .map(|t| t.timestamp_millis())
     }
 
+    /// Whether the pattern names no time at all: the next start is sought from now, and croner
+    /// gives up past its last year, so a day no month has (`0 0 30 2 *`) finds none.
+    pub fn never_fires(&self) -> bool {
+        self.next_start(crate::clock::now_ms()).is_none()
+    }
+
     /// What holds the runs it silences (see `crate::store::RunStart`).
     pub fn holder(&self) -> String {
         format!("maintenance:{}", self.name)

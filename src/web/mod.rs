@@ -148,10 +148,23 @@ fn healthz(app: &rocket::State<App>) -> Result<JsonOk, ApiError> {
 }
 
 /// Re-reads `config.json` (as SIGHUP does). 200 with what changed; 500 when the new config is
-/// refused, which leaves the running one in force.
+/// refused, which leaves the running one in force. Refused (403) when a browser says another
+/// site's page sent it: a form there could otherwise post it with the viewer's saved login.
 #[rocket::post("/-/reload")]
-async fn reload(app: &rocket::State<App>, auth: Presented) -> Result<JsonOk, ApiError> {
+async fn reload(
+    app: &rocket::State<App>,
+    auth: Presented,
+    origin: view::SameOrigin,
+) -> Result<JsonOk, ApiError> {
     app.viewer_allows(&auth)?;
+    if !origin.0 {
+        return Err(ApiError::new(
+            rocket::http::Status::Forbidden,
+            "forbidden",
+            "a reload is not taken from another site's page; POST it from hub's own host (curl, a \
+             script) or send SIGHUP",
+        ));
+    }
     match app.reloader.reload("POST /-/reload").await {
         Ok(done) => Ok(JsonOk(json!({
             "status": "reloaded",

@@ -2,6 +2,7 @@
 
 use rocket::form::{Form, FromForm};
 use rocket::http::{ContentType, Status};
+use rocket::data::{Data, ToByteUnit};
 use rocket::response::Redirect;
 use rocket::{delete, get, post, routes, Route, State};
 use serde_json::{json, Value};
@@ -35,14 +36,20 @@ async fn list(app: &State<App>, auth: Presented) -> Result<JsonOk, ApiError> {
     ))
 }
 
+/// The largest silence the API takes: its matchers (each at most
+/// [`crate::matcher::MAX_VALUE_CHARS`]), a comment of 1,000 characters and an author of 200 fit
+/// with room to spare.
+pub const MAX_SILENCE_BYTES: u64 = 16 * 1024;
+
 /// Adds a silence: `{"matchers": ["tag=env:prod"], "duration": "2h", "comment": "…"}`. A JSON
-/// content type is required, so a cross-site form cannot post one.
+/// content type is required, so a cross-site form cannot post one. A body over
+/// [`MAX_SILENCE_BYTES`] is 413, as an oversized notification is, not a generic 400.
 #[post("/api/silences", data = "<body>")]
 async fn add(
     app: &State<App>,
     auth: Presented,
     content_type: Option<&ContentType>,
-    body: &str,
+    body: Data<'_>,
 ) -> Result<StatusJson, ApiError> {
     app.viewer_allows(&auth)?;
     if !content_type.is_some_and(|c| c.is_json()) {
@@ -52,7 +59,28 @@ async fn add(
             "send Content-Type: application/json",
         ));
     }
-    let request: silences::Request = serde_json::from_str(body).map_err(|e| {
+    let body = body
+        .open(MAX_SILENCE_BYTES.bytes())
+        .into_string()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                Status::BadRequest,
+                "invalid_silence",
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+    if !body.is_complete() {
+        return Err(ApiError::new(
+            Status::PayloadTooLarge,
+            "payload_too_large",
+            format!(
+                "a silence is at most {} KiB of JSON",
+                MAX_SILENCE_BYTES / 1024
+            ),
+        ));
+    }
+    let request: silences::Request = serde_json::from_str(&body).map_err(|e| {
         ApiError::new(
             Status::BadRequest,
             "invalid_silence",

@@ -492,7 +492,9 @@ pub fn chart(hours: &[crate::store::HourCount]) -> String {
 }
 
 /// Whether a state-changing request comes from this hub's own pages: an `Origin` (or, without one,
-/// a `Referer`) naming another host is refused; none at all is allowed (not a browser).
+/// a `Referer`) naming another host is refused, and so is a browser's `Sec-Fetch-Site` saying the
+/// request was made by another site's page; none of them at all is allowed (not a browser: curl,
+/// a script).
 pub struct SameOrigin(pub bool);
 
 #[rocket::async_trait]
@@ -505,7 +507,14 @@ impl<'r> FromRequest<'r> for SameOrigin {
             .headers()
             .get_one("Origin")
             .or_else(|| req.headers().get_one("Referer"));
-        let same = match from {
+        // Sent by every current browser, whatever the page's referrer policy: `same-origin`, or
+        // `none` for what the user did themselves (typed the address, a bookmark).
+        let fetched_by_other_site = req
+            .headers()
+            .get_one("Sec-Fetch-Site")
+            .is_some_and(|site| !matches!(site, "same-origin" | "none"));
+        let same = !fetched_by_other_site
+            && match from {
             None => true,
             Some(url) => reqwest::Url::parse(url).is_ok_and(|u| {
                 let authority = match u.port() {

@@ -191,3 +191,64 @@ async fn every_name_in_problems_sent_fits_and_a_failed_export_says_so() {
     assert!(said.contains(&format!("failed   problems_sent/{}", names[0])), "{said}");
     assert!(said.contains("1 file(s) could not be written"), "{said}");
 }
+
+/// 8. `POST /-/reload` refuses what a browser says another site's page sent (403), as the page's
+/// forms do, and takes it from curl; a silence over its size limit is 413; check-config warns of a
+/// maintenance window whose cron never fires.
+#[tokio::test]
+async fn cross_site_reloads_big_silences_and_dead_crons_are_answered() {
+    let (dir, hub) = crate::support::start(json!({}));
+    let reload = |headers: &[(&str, &str)]| {
+        let mut r = crate::support::client()
+            .post(hub.url("/-/reload"))
+            .basic_auth(crate::support::USER, Some(crate::support::PASSWORD));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send()
+    };
+    for cross in [
+        &[("Origin", "https://evil.example")][..],
+        &[("Sec-Fetch-Site", "cross-site")][..],
+        &[("Referer", "https://evil.example/page")][..],
+    ] {
+        let r = reload(cross).await.unwrap();
+        crate::support::expect_error(r, 403, "forbidden").await;
+    }
+    let r = reload(&[]).await.unwrap();
+    assert_eq!(r.status(), 200, "curl's reload");
+    let own = hub.base_url.clone();
+    let r = reload(&[("Origin", own.as_str()), ("Sec-Fetch-Site", "same-origin")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the page's own");
+
+    let silence = |comment: String| {
+        crate::support::client()
+            .post(hub.url("/api/silences"))
+            .basic_auth(crate::support::USER, Some(crate::support::PASSWORD))
+            .header("content-type", "application/json")
+            .body(json!({"matchers": ["tag=env:prod"], "duration": "1h", "comment": comment})
+                .to_string())
+            .send()
+    };
+    let r = silence("x".repeat(20_000)).await.unwrap();
+    let e = crate::support::expect_error(r, 413, "payload_too_large").await;
+    assert!(e.to_string().contains("16 KiB"), "{e}");
+    let r = silence("x".repeat(1_001)).await.unwrap();
+    crate::support::expect_error(r, 400, "invalid_silence").await;
+    assert_eq!(silence("patching".into()).await.unwrap().status(), 201);
+
+    let (code, said) = check_config(
+        dir.path(),
+        &config_with(json!({"maintenance": [
+            {"name": "never", "match": {"tag": "env:prod"}, "cron": "0 0 30 2 *", "duration": "1h"},
+            {"name": "sundays", "match": {"tag": "env:prod"}, "cron": "0 2 * * SUN", "duration": "1h"}]})),
+    );
+    assert_eq!(code, Some(0), "a warning, not an error: {said}");
+    assert!(
+        said.contains("warning: maintenance[0].cron: \"0 0 30 2 *\" names no time that ever comes"),
+        "{said}"
+    );
+    assert!(!said.contains("maintenance[1]"), "{said}");
+}
