@@ -179,6 +179,10 @@ fn restart_needed(started: &Config, new: &Config) -> Vec<&'static str> {
             a.webhook.max_connections != b.webhook.max_connections,
         ),
         (
+            "webhook.max_connections_per_client",
+            a.webhook.max_connections_per_client != b.webhook.max_connections_per_client,
+        ),
+        (
             "store.url",
             sa.connect_url.expose() != sb.connect_url.expose(),
         ),

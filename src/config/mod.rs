@@ -106,6 +106,10 @@ pub struct WebhookConfig {
     pub body_timeout: std::time::Duration,
     /// Open connections at most; `None`: what the open-file limit allows.
     pub max_connections: Option<usize>,
+    /// Open connections at most from one client address (an IPv6 client: its /64); `None`: a
+    /// quarter of the connection cap, so one sender holding slow connections leaves room for the
+    /// others.
+    pub max_connections_per_client: Option<usize>,
     /// `webhook.tls`: serve HTTPS with these files; `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
 }
@@ -743,6 +747,20 @@ fn read_webhook(mut s: Section, base: &Path, issues: &mut Issues) -> WebhookConf
     let max_connections = s
         .integer("max_connections", 1, 1_000_000, issues)
         .map(|n| n as usize);
+    let max_connections_per_client = s
+        .integer("max_connections_per_client", 1, 1_000_000, issues)
+        .map(|n| n as usize);
+    if let (Some(all), Some(each)) = (max_connections, max_connections_per_client) {
+        if each > all {
+            issues.push(
+                s.path_of("max_connections_per_client"),
+                format!(
+                    "{each} is more than webhook.max_connections ({all}); at most that (the \
+                     same value turns the per-client cap off)"
+                ),
+            );
+        }
+    }
     let tls = match s.value("tls") {
         Some(_) => read_tls(s.section("tls", issues), base, issues),
         None => None,
@@ -757,6 +775,7 @@ fn read_webhook(mut s: Section, base: &Path, issues: &mut Issues) -> WebhookConf
         header_timeout,
         body_timeout,
         max_connections,
+        max_connections_per_client,
         tls,
     }
 }
@@ -1149,17 +1168,29 @@ mod tests {
     #[test]
     fn a_store_urls_password_is_masked_whatever_it_holds() {
         let cases = [
-            ("postgres://hub:pa/ss@db:5432/hub", "postgres://hub:***@db:5432/hub"),
+            (
+                "postgres://hub:pa/ss@db:5432/hub",
+                "postgres://hub:***@db:5432/hub",
+            ),
             ("postgres://hub:p@ss@db/hub", "postgres://hub:***@db/hub"),
-            ("postgres://hub:p%40ss%2F@db/hub", "postgres://hub:***@db/hub"),
+            (
+                "postgres://hub:p%40ss%2F@db/hub",
+                "postgres://hub:***@db/hub",
+            ),
             ("postgres://hub:pa?ss#x@db/hub", "postgres://hub:***@db/hub"),
             ("postgres://hub:@db/hub", "postgres://hub:***@db/hub"),
-            ("postgres://hub@db/hub?password=SeCrEt", "postgres://hub@db/hub?password=***"),
+            (
+                "postgres://hub@db/hub?password=SeCrEt",
+                "postgres://hub@db/hub?password=***",
+            ),
             (
                 "postgres://db/hub?sslmode=require&password=a&b/c@d&application_name=x",
                 "postgres://db/hub?sslmode=require&password=***&application_name=x",
             ),
-            ("postgres://db/hub?pass%77ord=SeCrEt", "postgres://db/hub?pass%77ord=***"),
+            (
+                "postgres://db/hub?pass%77ord=SeCrEt",
+                "postgres://db/hub?pass%77ord=***",
+            ),
             (
                 "postgres://hub:one@db/hub?sslpassword=two",
                 "postgres://hub:***@db/hub?sslpassword=***",

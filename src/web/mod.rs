@@ -226,6 +226,8 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let max_connections = server::connection_cap(config.webhook.max_connections, open_files);
+    let per_client =
+        server::per_client_cap(config.webhook.max_connections_per_client, max_connections);
     let (rocket, refused) = build(config, store, reloader.clone(), pruned)?;
     let client = rocket::local::asynchronous::Client::untracked(rocket)
         .await
@@ -234,13 +236,15 @@ pub async fn serve(
     let tls = reloader.tls();
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        address = %addr, max_connections, open_file_limit = open_files,
+        address = %addr, max_connections, max_connections_per_client = per_client,
+        open_file_limit = open_files,
         "listening on {scheme}://{addr}"
     );
     let limits = server::Limits {
         header_timeout: config.webhook.header_timeout,
         body_timeout: config.webhook.body_timeout,
         max_body_bytes: config.webhook.max_body_bytes,
+        per_client,
     };
     server::serve(
         listener,

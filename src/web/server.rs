@@ -8,6 +8,8 @@
 //!   connection is closed after it too) and its body within `webhook.body_timeout`;
 //! - at most `webhook.max_connections` are open at once, below the open-file limit (raised to what
 //!   the system allows at start), so the store, the folders and the scripts always have room;
+//! - at most `webhook.max_connections_per_client` of them from one client address (by default a
+//!   quarter of all), so one sender holding slow connections cannot keep every other out;
 //! - a request with both `Content-Length` and `Transfer-Encoding` is refused (400): a proxy in
 //!   front that reads the other one would see another request than hub does (request smuggling);
 //! - what is refused is counted (`hub_connections_refused_total{reason}`) and logged, once per
@@ -16,8 +18,9 @@
 //! Each request, its body read within the limits, is handed to Rocket's routes in process, so the
 //! routes, guards and catchers are exactly those of the rest of hub.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +57,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Bodies are read up to one byte more than this; the routes answer 413 past it.
     pub max_body_bytes: u64,
+    /// Connections one client address may hold (see [`per_client_cap`]).
+    pub per_client: usize,
 }
 
 /// Why a connection or request was refused; the label of `hub_connections_refused_total`.
@@ -61,6 +66,8 @@ pub struct Limits {
 pub enum Refused {
     /// Every connection slot was taken.
     Limit,
+    /// The client's address had every connection it may hold.
+    ClientLimit,
     HeaderTimeout,
     BodyTimeout,
     /// Both `Content-Length` and `Transfer-Encoding`.
@@ -74,6 +81,7 @@ impl Refused {
     pub fn as_str(self) -> &'static str {
         match self {
             Refused::Limit => "connection_limit",
+            Refused::ClientLimit => "client_connection_limit",
             Refused::HeaderTimeout => "header_timeout",
             Refused::BodyTimeout => "body_timeout",
             Refused::Ambiguous => "content_length_and_transfer_encoding",
@@ -84,6 +92,7 @@ impl Refused {
     fn why(self) -> &'static str {
         match self {
             Refused::Limit => "closed a connection at once: every connection slot is taken (webhook.max_connections)",
+            Refused::ClientLimit => "closed a connection at once: its client address holds every connection it may (webhook.max_connections_per_client)",
             Refused::HeaderTimeout => "closed a connection whose request headers did not arrive in time (webhook.header_timeout)",
             Refused::BodyTimeout => "closed a connection whose request body did not arrive in time (webhook.body_timeout)",
             Refused::Ambiguous => "refused a request with both Content-Length and Transfer-Encoding",
@@ -178,6 +187,72 @@ pub fn connection_cap(configured: Option<usize>, open_files: u64) -> usize {
     }
 }
 
+/// How many connections one client address may hold: what is configured, else a quarter of
+/// `max_connections` (at least one), and never more than `max_connections`.
+pub fn per_client_cap(configured: Option<usize>, max_connections: usize) -> usize {
+    configured
+        .unwrap_or(max_connections / 4)
+        .clamp(1, max_connections.max(1))
+}
+
+/// The open connections of each client address. An IPv6 client counts by its /64, which one
+/// host is usually given whole (each of its addresses would otherwise have a share of its own);
+/// an IPv4 address mapped into IPv6 counts as that IPv4 address.
+struct PerClient {
+    cap: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its client's count, given back when the connection ends.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    key: IpAddr,
+}
+
+impl PerClient {
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut s = v6.segments();
+                    s[4..].fill(0);
+                    IpAddr::V6(s.into())
+                }
+            },
+            v4 => v4,
+        }
+    }
+
+    /// A place for one more connection from `ip`, unless it holds its share already.
+    fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let key = Self::key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let held = open.entry(key).or_insert(0);
+        if *held >= self.cap {
+            return None;
+        }
+        *held += 1;
+        Some(ClientSlot {
+            clients: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = open.get_mut(&self.key) {
+            *held = held.saturating_sub(1);
+            // Forgotten at zero, so the map holds only the addresses connected now.
+            if *held == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Serves until `stop` resolves; then stops accepting, lets open requests finish for a few
 /// seconds, and returns.
 pub async fn serve(
@@ -191,6 +266,10 @@ pub async fn serve(
 ) {
     let client = Arc::new(client);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let clients = Arc::new(PerClient {
+        cap: limits.per_client,
+        open: Mutex::new(HashMap::new()),
+    });
     let (closing, closed) = watch::channel(false);
     let limits = Arc::new(limits);
     let mut stop = std::pin::pin!(stop);
@@ -210,6 +289,12 @@ pub async fn serve(
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             refused.record(Refused::Limit, remote);
             drop(stream);
+            continue;
+        };
+        // A client at its share gives the slot it was just lent straight back.
+        let Some(client_slot) = clients.try_take(remote.ip()) else {
+            refused.record(Refused::ClientLimit, remote);
+            drop((stream, slot));
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -237,6 +322,7 @@ pub async fn serve(
                 }
             }
             drop(slot);
+            drop(client_slot);
         });
     }
     drop(listener);
@@ -630,6 +716,29 @@ mod tests {
             scan.feed(c);
         }
         flag.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn each_client_address_has_its_share_and_gets_it_back() {
+        assert_eq!(per_client_cap(None, 1000), 250);
+        assert_eq!(per_client_cap(None, 2), 1);
+        assert_eq!(per_client_cap(Some(5000), 1000), 1000);
+        let clients = Arc::new(PerClient {
+            cap: 2,
+            open: Mutex::new(HashMap::new()),
+        });
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = clients.try_take(ip("127.0.0.2")).unwrap();
+        let _b = clients.try_take(ip("::ffff:127.0.0.2")).unwrap();
+        assert!(clients.try_take(ip("127.0.0.2")).is_none());
+        assert!(clients.try_take(ip("127.0.0.1")).is_some());
+        // One IPv6 host's /64 is one client.
+        let _c = clients.try_take(ip("2001:db8::1")).unwrap();
+        let _d = clients.try_take(ip("2001:db8::ffff:2")).unwrap();
+        assert!(clients.try_take(ip("2001:db8::3")).is_none());
+        assert!(clients.try_take(ip("2001:db8:0:1::1")).is_some());
+        drop(a);
+        assert!(clients.try_take(ip("127.0.0.2")).is_some());
     }
 
     #[test]

@@ -267,8 +267,10 @@ async fn files_hub_did_not_write_are_kept_and_imported_once() {
 ///    keeps room; `/healthz` answers again; a request with both framings is refused.
 #[tokio::test]
 async fn slow_clients_are_cut_off_and_health_stays_reachable() {
+    // All from one address: its share is the whole cap here, so the cap itself is what is tested.
     let (dir, hub) = support::start(json!({"webhook": {
-        "header_timeout": "1s", "body_timeout": "1s", "max_connections": 20}}));
+        "header_timeout": "1s", "body_timeout": "1s", "max_connections": 20,
+        "max_connections_per_client": 20}}));
     let addr = hub.base_url.trim_start_matches("http://").to_string();
     let mut slow = Vec::new();
     for _ in 0..30 {

@@ -3,6 +3,7 @@
 //! be slow, and a share of the listener for every sender.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -83,11 +84,11 @@ fn run_to_end(dir: &Path, config: &Value) -> (Option<i32>, String) {
         .unwrap();
     let started = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(10) {
+        if started.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
             panic!("a second hub kept running");
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
     (
@@ -108,17 +109,17 @@ async fn a_second_hub_through_another_path_to_the_store_exits_at_once() {
     std::fs::hard_link(&db, other.path().join("hard.db")).unwrap();
     let dotted = format!("sqlite://{}/./hub.db", first.path().display());
     for url in ["sqlite://link.db", "sqlite://hard.db", &dotted] {
-        let (code, said) = run_to_end(
-            other.path(),
-            &config_with(json!({"store": {"url": url}})),
-        );
+        let (code, said) = run_to_end(other.path(), &config_with(json!({"store": {"url": url}})));
         assert_eq!(code, Some(1), "{url}: {said}");
         assert!(
             said.contains(&format!("in use by another hub (process {})", hub.pid())),
             "{url}: {said}"
         );
     }
-    assert!(!other.path().join("hard.db-wal").exists(), "the second hub opened nothing");
+    assert!(
+        !other.path().join("hard.db-wal").exists(),
+        "the second hub opened nothing"
+    );
 }
 
 /// A PagerDuty Events v2 trigger whose dedup key (the problem's id) is `key`.
@@ -164,8 +165,17 @@ async fn every_name_in_problems_sent_fits_and_a_failed_export_says_so() {
     })
     .await;
     let names = listed(&sent);
-    assert!(names.iter().all(|n| n.len() <= 255 && n.starts_with("pagerduty-PPP")), "{names:?}");
-    assert!(!hub.stderr().contains("File name too long"), "{}", hub.stderr());
+    assert!(
+        names
+            .iter()
+            .all(|n| n.len() <= 255 && n.starts_with("pagerduty-PPP")),
+        "{names:?}"
+    );
+    assert!(
+        !hub.stderr().contains("File name too long"),
+        "{}",
+        hub.stderr()
+    );
     hub.terminate();
 
     let export = |to: &Path| {
@@ -176,7 +186,12 @@ async fn every_name_in_problems_sent_fits_and_a_failed_export_says_so() {
     };
     let good = tempfile::tempdir().unwrap();
     let out = export(good.path());
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(listed(&good.path().join("problems_sent")), names);
     // A folder where one problem's file should go: that file cannot be written.
     let bad = tempfile::tempdir().unwrap();
@@ -188,7 +203,10 @@ async fn every_name_in_problems_sent_fits_and_a_failed_export_says_so() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains(&format!("failed   problems_sent/{}", names[0])), "{said}");
+    assert!(
+        said.contains(&format!("failed   problems_sent/{}", names[0])),
+        "{said}"
+    );
     assert!(said.contains("1 file(s) could not be written"), "{said}");
 }
 
@@ -228,8 +246,10 @@ async fn cross_site_reloads_big_silences_and_dead_crons_are_answered() {
             .post(hub.url("/api/silences"))
             .basic_auth(crate::support::USER, Some(crate::support::PASSWORD))
             .header("content-type", "application/json")
-            .body(json!({"matchers": ["tag=env:prod"], "duration": "1h", "comment": comment})
-                .to_string())
+            .body(
+                json!({"matchers": ["tag=env:prod"], "duration": "1h", "comment": comment})
+                    .to_string(),
+            )
             .send()
     };
     let r = silence("x".repeat(20_000)).await.unwrap();
@@ -251,4 +271,82 @@ async fn cross_site_reloads_big_silences_and_dead_crons_are_answered() {
         "{said}"
     );
     assert!(!said.contains("maintenance[1]"), "{said}");
+}
+
+/// 7. A share for every sender: an attacker on 127.0.0.2 opening slow connections (headers never
+/// finished) gets its share of the listener, by default a quarter of `max_connections`, and no
+/// more; senders on 127.0.0.1 still get through.
+#[tokio::test]
+async fn one_address_holding_slow_connections_leaves_room_for_the_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, hub) = crate::support::start(json!({"webhook": {
+        "max_connections": 8, "header_timeout": "60s"}}));
+    let addr: std::net::SocketAddr = hub.base_url.trim_start_matches("http://").parse().unwrap();
+    let mut attacker = Vec::new();
+    for _ in 0..10 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        let _ = stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").await;
+        attacker.push(stream);
+    }
+    // Past its share each is closed at once; the ones it holds stay open, waiting.
+    let mut held = 0;
+    for stream in &mut attacker {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+            Err(_) => held += 1,
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!("an answer to a request never finished: {n} bytes"),
+        }
+    }
+    assert_eq!(held, 2, "a quarter of max_connections (8)");
+    // Two senders at once, three notifications each, all stored; one client, so its (at most
+    // two) connections are 127.0.0.1's share, and the metrics come over one of them.
+    let client = crate::support::client();
+    let send = |i: usize| {
+        let (client, url) = (client.clone(), hub.url("/"));
+        async move {
+            for j in 0..3 {
+                let body = json!({"State": "OPEN", "ProblemID": format!("P-{i}{j}"),
+                                  "PID": format!("{i}{j}V2")});
+                let r = crate::support::post(&client, &url, body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }
+    };
+    tokio::join!(send(1), send(2));
+    let metrics = client
+        .get(hub.url("/metrics"))
+        .basic_auth(crate::support::USER, Some(crate::support::PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hub_connections_refused_total{reason=\"client_connection_limit\"} 8"),
+        "{metrics}"
+    );
+    drop(attacker);
+
+    let dir = tempfile::tempdir().unwrap();
+    for (webhook, says) in [
+        (
+            json!({"max_connections": 8, "max_connections_per_client": 9}),
+            "webhook.max_connections_per_client: 9 is more than webhook.max_connections (8)",
+        ),
+        (
+            json!({"max_connections_per_client": 0}),
+            "webhook.max_connections_per_client:",
+        ),
+    ] {
+        let (code, said) = check_config(dir.path(), &config_with(json!({"webhook": webhook})));
+        assert_eq!(code, Some(1), "{said}");
+        assert!(said.contains(says), "{said}");
+    }
 }
