@@ -76,12 +76,8 @@ impl Matcher {
     pub fn matches(&self, p: &Problem) -> bool {
         let glob = |text: &str| glob_matches(&self.value, text);
         // States and severities are written in capitals by one source and not by another.
-        let folded = |text: &str| {
-            glob_matches(
-                &self.value.to_ascii_uppercase(),
-                &text.to_ascii_uppercase(),
-            )
-        };
+        let folded =
+            |text: &str| glob_matches(&self.value.to_ascii_uppercase(), &text.to_ascii_uppercase());
         match self.key.as_str() {
             "source" => glob(p.source.as_str()),
             "problem" => glob(&p.problem_id) || glob(&p.display_id()),
@@ -282,7 +278,10 @@ mod tests {
                 .collect();
             assert_eq!(
                 glob_matches(&pattern, &text),
-                backtracking(&pattern.chars().collect::<Vec<_>>(), &text.chars().collect::<Vec<_>>()),
+                backtracking(
+                    &pattern.chars().collect::<Vec<_>>(),
+                    &text.chars().collect::<Vec<_>>()
+                ),
                 "{pattern:?} against {text:?}"
             );
         }
@@ -296,7 +295,9 @@ mod tests {
     fn backtracking(p: &[char], t: &[char]) -> bool {
         match (p.first(), t.first()) {
             (None, _) => t.is_empty(),
-            (Some('*'), _) => backtracking(&p[1..], t) || (!t.is_empty() && backtracking(p, &t[1..])),
+            (Some('*'), _) => {
+                backtracking(&p[1..], t) || (!t.is_empty() && backtracking(p, &t[1..]))
+            }
             (Some(_), None) => false,
             (Some(c), Some(d)) => (*c == '?' || c == d) && backtracking(&p[1..], &t[1..]),
         }
@@ -317,7 +318,11 @@ mod tests {
         assert!(!glob_matches(&wildcards, &title));
         let mut p = problem();
         p.title = title;
-        assert!(!Matcher { key: "title".into(), value: hostile }.matches(&p));
+        assert!(!Matcher {
+            key: "title".into(),
+            value: hostile
+        }
+        .matches(&p));
         assert_eq!(
             Matcher::new("title", &"*a".repeat(MAX_VALUE_CHARS)),
             Err(MatcherError::Long("title".into()))

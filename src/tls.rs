@@ -59,8 +59,8 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError>
         return Err(TlsError::NoCertificate(files.cert.clone()));
     };
     check_dates(&files.cert, leaf, SystemTime::now())?;
-    let key = PrivateKeyDer::from_pem_slice(&read_small(&files.key)?)
-        .map_err(|e| read(&files.key, e))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&read_small(&files.key)?).map_err(|e| read(&files.key, e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let signing = provider
         .key_provider

@@ -58,7 +58,12 @@ pub fn stem_of(name: &str) -> &str {
 pub fn stem(source_prefix: Option<&str>, key: &str, state: &str) -> String {
     fit(match source_prefix {
         None => format!("{}-{}", safe_chars(key), safe_chars(state)),
-        Some(p) => format!("{}-{}-{}", safe_chars(p), safe_chars(key), safe_chars(state)),
+        Some(p) => format!(
+            "{}-{}-{}",
+            safe_chars(p),
+            safe_chars(key),
+            safe_chars(state)
+        ),
     })
 }
 

@@ -1,8 +1,8 @@
 //! Silences through the API and the status page, and heartbeats' beats.
 
+use rocket::data::{Data, ToByteUnit};
 use rocket::form::{Form, FromForm};
 use rocket::http::{ContentType, Status};
-use rocket::data::{Data, ToByteUnit};
 use rocket::response::Redirect;
 use rocket::{delete, get, post, routes, Route, State};
 use serde_json::{json, Value};

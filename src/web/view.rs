@@ -515,15 +515,15 @@ impl<'r> FromRequest<'r> for SameOrigin {
             .is_some_and(|site| !matches!(site, "same-origin" | "none"));
         let same = !fetched_by_other_site
             && match from {
-            None => true,
-            Some(url) => reqwest::Url::parse(url).is_ok_and(|u| {
-                let authority = match u.port() {
-                    Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
-                    None => u.host_str().unwrap_or_default().to_string(),
-                };
-                authority.eq_ignore_ascii_case(host)
-            }),
-        };
+                None => true,
+                Some(url) => reqwest::Url::parse(url).is_ok_and(|u| {
+                    let authority = match u.port() {
+                        Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
+                        None => u.host_str().unwrap_or_default().to_string(),
+                    };
+                    authority.eq_ignore_ascii_case(host)
+                }),
+            };
         Outcome::Success(SameOrigin(same))
     }
 }

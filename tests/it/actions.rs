@@ -519,7 +519,9 @@ async fn a_webhook_template_cannot_be_made_to_forge_fields() {
         for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
             headers.insert(name, r.headers.get(name).unwrap().clone());
         }
-        verifier.verify(&r.body, &headers).expect("signature verifies");
+        verifier
+            .verify(&r.body, &headers)
+            .expect("signature verifies");
         let body: Value = serde_json::from_slice(&r.body).expect("the body is JSON");
         assert_eq!(body.as_object().unwrap().len(), 4, "no field added: {body}");
         assert_eq!(body["severity"], "PERFORMANCE", "{body}");

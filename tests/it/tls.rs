@@ -191,7 +191,10 @@ fn check_config_refuses_a_pair_no_sender_would_accept() {
     assert!(!d.join("x").exists());
     // The store's CA file too, with its key path.
     for (ca, says) in [
-        ("/dev/zero", "store.ca_file: cannot read /dev/zero: larger than 1 MiB"),
+        (
+            "/dev/zero",
+            "store.ca_file: cannot read /dev/zero: larger than 1 MiB",
+        ),
         ("good.key", "store.ca_file: "),
         ("ca.crt", ""),
     ] {

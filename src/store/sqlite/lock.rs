@@ -80,7 +80,13 @@ pub fn acquire(db: &Path) -> Result<StoreLock, LockError> {
     let holder = file
         .metadata()
         .ok()
-        .and_then(|m| holder(&std::fs::read_to_string("/proc/locks").ok()?, m.dev(), m.ino()))
+        .and_then(|m| {
+            holder(
+                &std::fs::read_to_string("/proc/locks").ok()?,
+                m.dev(),
+                m.ino(),
+            )
+        })
         .map_or_else(
             || "a process this one cannot see".to_string(),
             |pid| format!("process {pid}"),
@@ -122,10 +128,9 @@ mod tests {
         std::os::unix::fs::symlink(&db, dir.path().join("link.db")).unwrap();
         std::fs::hard_link(&db, dir.path().join("hard.db")).unwrap();
         for other in ["hub.db", "link.db", "hard.db", "./hub.db"] {
-            let path = if other.starts_with("./") {
-                dir.path().join(".").join(&other[2..])
-            } else {
-                dir.path().join(other)
+            let path = match other.strip_prefix("./") {
+                Some(name) => dir.path().join(".").join(name),
+                None => dir.path().join(other),
             };
             let second = acquire(&path).unwrap_err().to_string();
             assert!(
@@ -145,6 +150,9 @@ mod tests {
         let dev = libc::makedev(0xfe, 0);
         assert_eq!(holder(locks, dev, 42), Some(1234));
         assert_eq!(holder(locks, dev, 43), None);
-        assert_eq!(holder("1: FLOCK  ADVISORY  WRITE 0 fe:00:42 0 EOF", dev, 42), None);
+        assert_eq!(
+            holder("1: FLOCK  ADVISORY  WRITE 0 fe:00:42 0 EOF", dev, 42),
+            None
+        );
     }
 }
