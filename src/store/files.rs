@@ -96,6 +96,13 @@ pub fn in_folder<T>(dir: &Path, write: impl Fn() -> io::Result<T>) -> io::Result
     }
 }
 
+/// The stem of a notification's received file names: Dynatrace keeps the sample's names, the
+/// other sources say where they came from.
+pub fn notification_stem(n: &crate::domain::Notification) -> String {
+    let prefix = (n.source != crate::domain::Source::Dynatrace).then(|| n.source.as_str());
+    stem(prefix, &n.problem_key, &n.state)
+}
+
 /// Whether anything (a file, a folder, a link) is in `dir` under `name`.
 pub fn exists_in(dir: &Path, name: &str) -> bool {
     fs::symlink_metadata(dir.join(name)).is_ok()
@@ -141,7 +148,7 @@ impl Unnamed {
     }
 
     /// Gives the file its name; an error of kind `AlreadyExists` if the name is taken.
-    pub fn link(self, dir: &Path, name: &str) -> io::Result<()> {
+    pub fn link(&self, dir: &Path, name: &str) -> io::Result<()> {
         let target = dir.join(name);
         match &self.0 {
             #[cfg(target_os = "linux")]

@@ -52,6 +52,11 @@ impl Foreign {
         self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A file hub did not write, found under a name hub was about to give: never given again.
+    pub fn add(&self, name: &str) {
+        self.names().insert(name.to_string());
+    }
+
     /// A stored notification's file could not be given its name.
     pub fn left_unnamed(&self) {
         self.unnamed

@@ -61,6 +61,7 @@ macro_rules! on_both {
 on_both!(
     a_redelivery_is_counted_not_stored,
     names_skip_foreign_files_and_count_on,
+    a_file_put_under_a_name_while_hub_runs_gives_the_notification_the_next_one,
     missing_and_cut_short_files_are_written_back,
     an_import_adopts_its_file_and_runs_nothing,
     a_run_goes_from_routed_to_done,
@@ -121,6 +122,38 @@ async fn names_skip_foreign_files_and_count_on(store: &Store, dir: &Path) {
         std::fs::read(dir.join("P-1-OPEN.json")).unwrap(),
         b"left by the sample"
     );
+}
+
+/// A file hub did not write, put in the folder while hub runs under the name a notification is
+/// about to get: the notification gets the next free name, the answer names the file it really
+/// has, that file is there when the answer comes, and the foreign file is left as it was.
+async fn a_file_put_under_a_name_while_hub_runs_gives_the_notification_the_next_one(
+    store: &Store,
+    dir: &Path,
+) {
+    store.check_folder().await.unwrap();
+    std::fs::write(dir.join("P-7-OPEN.json"), b"put there by hand").unwrap();
+    let n = notification("P-7", 0);
+    let a = store.accept(n.clone()).await.unwrap();
+    assert_eq!(a.file_name(), "P-7-OPEN.2.json");
+    assert_eq!(std::fs::read(dir.join("P-7-OPEN.2.json")).unwrap(), n.body);
+    assert_eq!(
+        std::fs::read(dir.join("P-7-OPEN.json")).unwrap(),
+        b"put there by hand"
+    );
+    // The store says so too, and the next notification skips the foreign name at once.
+    let listed = store
+        .latest_notifications(Page {
+            before: i64::MAX,
+            limit: 10,
+            skip: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed[0].file_name, "P-7-OPEN.2.json");
+    let next = store.accept(notification("P-7", 1)).await.unwrap();
+    assert_eq!(next.file_name(), "P-7-OPEN.3.json");
+    assert!(dir.join("P-7-OPEN.3.json").exists());
 }
 
 async fn missing_and_cut_short_files_are_written_back(store: &Store, dir: &Path) {

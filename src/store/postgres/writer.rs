@@ -359,14 +359,18 @@ impl Writer {
         for (job, outcome) in batch.into_iter().zip(outcomes) {
             let answer = match outcome {
                 Ok((accepted, to_name)) => {
+                    let id = match &accepted {
+                        Accepted::Stored { id, .. } | Accepted::Duplicate { id, .. } => *id,
+                    };
+                    let stem = files::notification_stem(&job.notification);
                     match (to_name, job.file) {
                         (Some(name), Some(file)) => {
-                            named.push((Some(file), name, job.notification.body))
+                            named.push((Some(file), name, job.notification.body, id, stem))
                         }
                         (Some(name), None) => {
                             // An imported file whose own name the store gave to another.
                             let copy = self.unnamed_copy(&job.notification, &name);
-                            named.push((copy, name, job.notification.body));
+                            named.push((copy, name, job.notification.body, id, stem));
                         }
                         (None, _) => {}
                     }
@@ -377,33 +381,96 @@ impl Writer {
             answers.push((job.reply, answer));
         }
         let (dir, foreign) = (self.dir.clone(), self.foreign.clone());
+        // Files whose name a file hub did not write holds: they get another name below.
         let linked = tokio::task::spawn_blocking(move || {
-            for (pending, name, body) in named
+            let mut taken = Vec::new();
+            for (pending, name, body, id, stem) in named
                 .into_iter()
-                .filter_map(|(pending, name, body)| Some((pending?, name, body)))
+                .filter_map(|(p, name, body, id, stem)| Some((p?, name, body, id, stem)))
             {
                 match pending.file.link(&dir, &name) {
                     Ok(()) => {}
-                    // Another instance answered a redelivery of this notification between this
-                    // commit and this link, and wrote the file itself: the same bytes.
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::AlreadyExists
-                            && std::fs::read(dir.join(&name)).is_ok_and(|there| there == body) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        // Another instance answered a redelivery of this notification between
+                        // this commit and this link, and wrote the file itself: the same bytes.
+                        if !std::fs::read(dir.join(&name)).is_ok_and(|there| there == body) {
+                            foreign.add(&name);
+                            taken.push((pending, name, id, stem));
+                        }
+                    }
                     Err(e) => {
                         foreign.left_unnamed();
                         tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start")
                     }
                 }
             }
+            taken
         })
         .await;
-        if let Err(e) = linked {
-            self.foreign.left_unnamed();
-            tracing::error!(error = %e, "the task naming received files failed; they are written back at the next start");
+        let taken = match linked {
+            Ok(taken) => taken,
+            Err(e) => {
+                self.foreign.left_unnamed();
+                tracing::error!(error = %e, "the task naming received files failed; they are written back at the next start");
+                Vec::new()
+            }
+        };
+        let mut renamed = std::collections::HashMap::new();
+        for (pending, name, id, stem) in taken {
+            match self.rename(&pending, id, &stem).await {
+                Ok(new) => {
+                    tracing::warn!(taken = %name, file = %new, "a file hub did not write holds a received file's name; the notification's file has the next free name");
+                    renamed.insert(id, new);
+                }
+                Err(e) => {
+                    self.foreign.left_unnamed();
+                    tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start");
+                }
+            }
         }
-        for (reply, answer) in answers {
+        for (reply, mut answer) in answers {
+            if let Ok(Accepted::Stored { id, file_name }) = &mut answer {
+                if let Some(new) = renamed.remove(id) {
+                    *file_name = new;
+                }
+            }
             let _ = reply.send(answer);
         }
+    }
+
+    /// A committed notification whose name a file hub did not write holds (put in the folder
+    /// while hub ran) gets the next free name, in the store first, then in the folder; so the
+    /// answer names the file the notification really has, and that file is there when the
+    /// answer goes out.
+    async fn rename(&self, pending: &Pending, id: i64, stem: &str) -> Result<String, StoreError> {
+        for _ in 0..8 {
+            let mut c = self.pool.get().await?;
+            let tx = c.transaction().await?;
+            let new = free_name(&tx, stem, &self.foreign).await?;
+            let updated = tx
+                .execute(
+                    "UPDATE notifications SET file_name = $1 WHERE id = $2",
+                    &[&new, &id],
+                )
+                .await
+                .map_err(StoreError::from);
+            match updated {
+                Ok(_) => tx.commit().await?,
+                // Another instance gave the name meanwhile: try the next.
+                Err(e) if is_name_taken(&e) => continue,
+                Err(e) => return Err(e),
+            }
+            let (dir, target) = (self.dir.clone(), new.clone());
+            let file = &pending.file;
+            match file.link(&dir, &target) {
+                Ok(()) => return Ok(new),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.foreign.add(&new),
+                Err(e) => return Err(StoreError::NotStored(format!("cannot name {new}: {e}"))),
+            }
+        }
+        Err(StoreError::NotStored(
+            "every free name tried is taken by a file hub did not write".into(),
+        ))
     }
 
     fn unnamed_copy(&self, n: &Notification, name: &str) -> Option<Pending> {
@@ -461,7 +528,7 @@ async fn insert_one(
     };
     let file_name = match &adopted {
         Some(name) => name.clone(),
-        None => free_name(c, n, &w.foreign).await?,
+        None => free_name(c, &files::notification_stem(n), &w.foreign).await?,
     };
     let facts = serde_json::to_string(&n.facts).ok();
     let inserted = super::rows::query_opt(
@@ -559,11 +626,9 @@ async fn duplicate(
 /// may take it before this transaction commits, which the unique key catches.
 async fn free_name(
     c: &impl GenericClient,
-    n: &Notification,
+    stem: &str,
     foreign: &Foreign,
 ) -> Result<String, StoreError> {
-    let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
-    let stem = files::stem(prefix, &n.problem_key, &n.state);
     let taken = |name: String| async move {
         let row: Option<i64> = optional(
             c,
@@ -573,7 +638,7 @@ async fn free_name(
         .await?;
         Ok::<_, StoreError>(row.is_some() || foreign.names().contains(&name))
     };
-    let plain = files::candidate(&stem, 1);
+    let plain = files::candidate(stem, 1);
     if !taken(plain.clone()).await? {
         return Ok(plain);
     }
@@ -585,7 +650,7 @@ async fn free_name(
     .await?;
     let mut number = last.map_or(2, |l| l.max(1) as u64 + 1);
     let name = loop {
-        let name = files::candidate(&stem, number);
+        let name = files::candidate(stem, number);
         if !taken(name.clone()).await? {
             break name;
         }

@@ -699,25 +699,26 @@ mod tests {
         assert_eq!(check.unknown, ["P-1-OPEN.json"]);
         assert_eq!(check.restored, 0);
 
-        // A file put under the next name while hub runs is kept; the notification named so is
-        // stored, and the next start gives it a name of its own and its file.
+        // A file put under the next name while hub runs is kept; the notification gets the name
+        // after it, which the answer gives, and its file is there when the answer comes.
         std::fs::write(received.join("P-1-OPEN.6.json"), b"put there meanwhile").unwrap();
         let mut n = notification("P-1");
         n.body = b"{\"ProblemID\":\"P-1\",\"variant\":6}".to_vec();
         assert_eq!(
             store.accept(n).await.unwrap().file_name(),
-            "P-1-OPEN.6.json"
+            "P-1-OPEN.7.json"
         );
         assert_eq!(
             std::fs::read(received.join("P-1-OPEN.6.json")).unwrap(),
             b"put there meanwhile"
         );
-        let check = store.check_folder().await.unwrap();
-        assert_eq!(check.unknown, ["P-1-OPEN.6.json", "P-1-OPEN.json"]);
         assert_eq!(
             std::fs::read(received.join("P-1-OPEN.7.json")).unwrap(),
             b"{\"ProblemID\":\"P-1\",\"variant\":6}"
         );
+        let check = store.check_folder().await.unwrap();
+        assert_eq!(check.unknown, ["P-1-OPEN.6.json", "P-1-OPEN.json"]);
+        assert_eq!(check.restored, 0);
     }
 
     /// At a graceful stop the WAL is emptied into the database file.

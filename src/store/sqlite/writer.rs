@@ -82,10 +82,10 @@ pub(super) fn start(
     })?;
     // Bounded, so memory stays flat if the disk stalls.
     let (files, batches) = std_mpsc::sync_channel::<Publish>(PUBLISH_QUEUE);
-    let (file_dir, unnamed) = (dir.clone(), foreign.clone());
+    let (file_dir, unnamed, file_db) = (dir.clone(), foreign.clone(), db_path.to_path_buf());
     std::thread::Builder::new()
         .name("hub-files".into())
-        .spawn(move || publish_loop(&file_dir, batches, &unnamed))
+        .spawn(move || publish_loop(&file_db, &file_dir, batches, &unnamed))
         .map_err(StoreError::StartWriter)?;
     std::thread::Builder::new()
         .name("hub-writer".into())
@@ -99,26 +99,107 @@ pub(super) fn start(
 /// threads only makes the threads spin on the folder's lock; and it does so while the next batch
 /// is inserted and committed.
 struct Publish {
-    named: Vec<(Pending, String)>,
+    named: Vec<(Pending, NameFor)>,
     answers: Vec<(Reply, Result<Accepted, StoreError>)>,
 }
 
-fn publish_loop(dir: &Path, batches: std_mpsc::Receiver<Publish>, foreign: &Foreign) {
+fn publish_loop(
+    db_path: &Path,
+    dir: &Path,
+    batches: std_mpsc::Receiver<Publish>,
+    foreign: &Foreign,
+) {
+    // Opened the first time a file hub did not write holds a name it gives (rare).
+    let mut own: Option<Connection> = None;
     for Publish { named, answers } in batches {
+        let mut renamed = std::collections::HashMap::new();
         for (Pending { file, .. }, name) in named {
-            // Rare (a file put under this name since it was found free, or no room for one more
-            // folder entry): the notification is committed, so it is answered as stored, and the
-            // start-up pass writes its file.
-            if let Err(e) = file.link(dir, &name) {
+            let linked = match file.link(dir, &name.file) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    rename(&mut own, db_path, dir, &file, &name, foreign)
+                        .map(|new| renamed.insert(name.id, new))
+                        .map_err(|e| e.to_string())
+                }
+                other => other.map(|()| None).map_err(|e| e.to_string()),
+            };
+            // Rare (no room for one more folder entry): the notification is committed, so it
+            // is answered as stored, and the start-up pass writes its file.
+            if let Err(e) = linked {
                 foreign.left_unnamed();
-                tracing::error!(file = %name, error = %e, "cannot name a received file; it is written back at the next start");
+                tracing::error!(file = %name.file, error = %e, "cannot name a received file; it is written back at the next start");
             }
         }
-        for (reply, answer) in answers {
+        for (reply, mut answer) in answers {
+            if let Ok(Accepted::Stored { id, file_name }) = &mut answer {
+                if let Some(new) = renamed.remove(id) {
+                    *file_name = new;
+                }
+            }
             // The requester may have gone away; its notification is stored anyway.
             let _ = reply.send(answer);
         }
     }
+}
+
+/// Who a new file's name was given to, so that it can be given another.
+pub(super) struct NameFor {
+    file: String,
+    id: i64,
+    stem: String,
+}
+
+impl NameFor {
+    fn new(file: String, accepted: &Accepted, n: &Notification) -> NameFor {
+        let id = match accepted {
+            Accepted::Stored { id, .. } | Accepted::Duplicate { id, .. } => *id,
+        };
+        NameFor {
+            file,
+            id,
+            stem: files::notification_stem(n),
+        }
+    }
+}
+
+/// A committed notification whose name a file hub did not write holds (put in the folder while
+/// hub ran) gets the next free name, in the store first, then in the folder; so the answer names
+/// the file the notification really has, and that file is there when the answer goes out. On the
+/// file thread's own connection: it is rare, and the writer's transactions are short.
+fn rename(
+    own: &mut Option<Connection>,
+    db_path: &Path,
+    dir: &Path,
+    file: &files::Unnamed,
+    name: &NameFor,
+    foreign: &Foreign,
+) -> Result<String, StoreError> {
+    foreign.add(&name.file);
+    let conn = match own {
+        Some(c) => c,
+        None => own.insert(open(db_path)?),
+    };
+    for _ in 0..8 {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let new = free_name(&tx, &name.stem, foreign)?;
+        tx.execute(
+            "UPDATE notifications SET file_name = ?1 WHERE id = ?2",
+            params![new, name.id],
+        )?;
+        tx.commit()?;
+        match file.link(dir, &new) {
+            Ok(()) => {
+                tracing::warn!(taken = %name.file, file = %new, "a file hub did not write holds a received file's name; the notification's file has the next free name");
+                return Ok(new);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => foreign.add(&new),
+            Err(e) => {
+                return Err(StoreError::NotStored(format!("cannot name {new}: {e}")));
+            }
+        }
+    }
+    Err(StoreError::NotStored(
+        "every free name tried is taken by a file hub did not write".into(),
+    ))
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -236,7 +317,7 @@ struct Batch {
     delivers: Vec<Deliver>,
     /// New files written for this batch, to be named once it is committed (dropped unnamed, and
     /// so gone, if it is not).
-    unnamed: Vec<(Pending, String)>,
+    unnamed: Vec<(Pending, NameFor)>,
 }
 
 /// Runs one batch in one transaction, in the order the jobs came. Each job has a savepoint of its
@@ -272,13 +353,16 @@ fn run_batch(
                     Ok((accepted, to_name)) => {
                         // A redelivery's file was written already: this one is dropped unnamed.
                         match (to_name, file) {
-                            (Some(name), Some(file)) => batch.unnamed.push((file, name)),
+                            (Some(name), Some(file)) => batch
+                                .unnamed
+                                .push((file, NameFor::new(name, &accepted, &notification))),
                             // An imported file whose own name the store gave to another.
                             (Some(name), None) => {
                                 match files::Unnamed::write(dir, &notification.body) {
-                                    Ok(file) => {
-                                        batch.unnamed.push((Pending { file, _slot: None }, name))
-                                    }
+                                    Ok(file) => batch.unnamed.push((
+                                        Pending { file, _slot: None },
+                                        NameFor::new(name, &accepted, &notification),
+                                    )),
                                     Err(e) => {
                                         tracing::error!(file = %name, error = %e, "cannot write an imported file; it is written back at the next start")
                                     }
@@ -418,7 +502,7 @@ fn insert_one(
     };
     let file_name = match &adopted {
         Some(name) => name.clone(),
-        None => free_name(conn, n, foreign)?,
+        None => free_name(conn, &files::notification_stem(n), foreign)?,
     };
     let facts = serde_json::to_string(&n.facts).ok();
     let id: i64 = conn
@@ -479,13 +563,10 @@ fn needs_enrichment(n: &Notification) -> bool {
 /// The last number a stem was given is kept, so a new variant costs one lookup whether the
 /// problem's state has one variant or thirteen thousand; probing every number from the first made
 /// the single writer, and every sender waiting on it, slower with each variant.
-fn free_name(conn: &Connection, n: &Notification, foreign: &Foreign) -> rusqlite::Result<String> {
-    // Dynatrace keeps the sample's names; the others say where they came from.
-    let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
-    let stem = files::stem(prefix, &n.problem_key, &n.state);
+fn free_name(conn: &Connection, stem: &str, foreign: &Foreign) -> rusqlite::Result<String> {
     let mut taken = conn.prepare_cached("SELECT 1 FROM notifications WHERE file_name = ?1")?;
     let foreign = foreign.names();
-    let plain = files::candidate(&stem, 1);
+    let plain = files::candidate(stem, 1);
     let mut free = |name: &str| -> rusqlite::Result<bool> {
         Ok(!taken.exists([name])? && !foreign.contains(name))
     };
@@ -495,11 +576,11 @@ fn free_name(conn: &Connection, n: &Notification, foreign: &Foreign) -> rusqlite
     }
     let last: Option<i64> = conn
         .prepare_cached("SELECT last FROM file_name_counters WHERE stem = ?1")?
-        .query_row([&stem], |r| r.get(0))
+        .query_row([stem], |r| r.get(0))
         .optional()?;
     let mut number = last.map_or(2, |l| l.max(1) as u64 + 1);
     let name = loop {
-        let name = files::candidate(&stem, number);
+        let name = files::candidate(stem, number);
         if free(&name)? {
             break name;
         }
