@@ -409,9 +409,8 @@ impl Dispatcher {
             let (inner, settings) = (self.inner.clone(), s.clone());
             tasks.spawn(async move {
                 let id = run.id;
-                inner.execute(&settings, run, attempt, false).await;
+                inner.execute(&settings, run, attempt, false, permit).await;
                 inner.in_flight_remove(id);
-                drop(permit);
                 inner.wake.notify_one();
             });
             done += 1;
@@ -633,8 +632,18 @@ impl Inner {
         locked(&self.in_flight).remove(&id);
     }
 
-    /// One attempt of a claimed run, recorded whatever happens.
-    async fn execute(&self, s: &Settings, run: RunRow, attempt: i64, manual: bool) {
+    /// One attempt of a claimed run, recorded whatever happens. The action's slot (`permit`)
+    /// is given back as soon as the far side has answered: `max_concurrent` bounds what the far
+    /// side sees, and holding the slot through the outcome's commit halved what an action with
+    /// few slots could send.
+    async fn execute(
+        &self,
+        s: &Settings,
+        run: RunRow,
+        attempt: i64,
+        manual: bool,
+        permit: OwnedSemaphorePermit,
+    ) {
         let finish = match self.holding_lease(s, &run, attempt).await {
             Ok(f) => f,
             Err(e) => Finish::Retry {
@@ -643,6 +652,10 @@ impl Inner {
                 retry_at_ms: now_ms() + 5_000,
             },
         };
+        drop(permit);
+        // The run stays in flight (and claimed in the store) until its outcome is recorded, so
+        // the freed slot never starts it again; wake the dispatcher to give the slot to the next.
+        self.wake.notify_one();
         log_finish(&run, attempt, manual, &finish);
         self.record(&run, attempt, &finish).await;
         self.write_sent(run.source, &run.problem_key);

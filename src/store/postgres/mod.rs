@@ -476,16 +476,14 @@ impl FolderRows for Postgres {
 /// default, when the server offers it; `require`), and the server's certificate always checked:
 /// against the Mozilla roots, or against `store.ca_file` alone when it is given (a private CA).
 fn tls(config: &StoreConfig) -> Result<MakeRustlsConnect, StoreError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
     match &config.ca_file {
         Some(path) => {
-            let unreadable = |e: rustls_pki_types::pem::Error| {
-                StoreError::Tls(format!("cannot read store.ca_file {}: {e}", path.display()))
-            };
-            for cert in CertificateDer::pem_file_iter(path).map_err(unreadable)? {
-                roots.add(cert.map_err(unreadable)?).map_err(|e| {
+            // Read with the same size cap as at load: the file may have changed since.
+            let certs = crate::tls::ca_certificates(path)
+                .map_err(|e| StoreError::Tls(format!("store.ca_file: {e}")))?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
                     StoreError::Tls(format!("store.ca_file {}: {e}", path.display()))
                 })?;
             }

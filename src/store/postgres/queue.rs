@@ -309,6 +309,7 @@ impl Postgres {
         )
         .await?;
         let mut claimed = std::collections::HashMap::new();
+        let mut attempts: (Vec<i64>, Vec<i64>, Vec<bool>) = Default::default();
         for row in &rows {
             let (id, attempt, manual, was): (i64, i64, bool, String) = FromRow::from_row(row)?;
             if was == "running" {
@@ -325,15 +326,27 @@ impl Postgres {
                     "took over a run whose instance stopped renewing its lease"
                 );
             }
-            super::rows::exec(
-                &tx,
-                "INSERT INTO action_attempts (run_id, number, manual, started_at_ms, instance)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&id, &attempt, &manual, &now, &&*self.instance],
-            )
-            .await?;
             claimed.insert(id, attempt);
+            attempts.0.push(id);
+            attempts.1.push(attempt);
+            attempts.2.push(manual);
         }
+        // Every claimed run's attempt in one statement: a round trip per run was most of a
+        // claim of many.
+        super::rows::exec(
+            &tx,
+            "INSERT INTO action_attempts (run_id, number, manual, started_at_ms, instance)
+             SELECT run_id, number, manual, $4, $5
+             FROM unnest($1::bigint[], $2::bigint[], $3::bool[]) AS a(run_id, number, manual)",
+            &[
+                &attempts.0,
+                &attempts.1,
+                &attempts.2,
+                &now,
+                &&*self.instance,
+            ],
+        )
+        .await?;
         tx.commit().await?;
         Ok(run_ids.iter().map(|id| claimed.get(id).copied()).collect())
     }
