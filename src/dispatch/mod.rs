@@ -363,7 +363,12 @@ impl Dispatcher {
         // Each action with room takes its own due runs, so a saturated action's backlog never
         // stands in front of another action's page.
         let wanted = s.room();
-        for run in d.store.due_runs_of(&wanted, max_wait_ms).await? {
+        let due = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            d.store.due_runs_of(&wanted, max_wait_ms).await?
+        };
+        for run in due {
             if locked(&d.in_flight).contains(&run.id) {
                 continue;
             }

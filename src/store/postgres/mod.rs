@@ -30,11 +30,13 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::inbox::{self, FolderMark, FolderRows, Foreign, Health, Mode};
-use super::{files, Accepted, DueEnrichment, EnrichmentOutcome, StoreError, Unhealthy};
+use super::{files, Accepted, StoreError, Unhealthy};
 use crate::clock::now_ms;
 use crate::config::StoreConfig;
 use crate::domain::{Notification, Source};
 use crate::feed::Wanted;
+use crate::store::concerns::{Inbox, Instances};
+use crate::store::InstanceRow;
 use clock::DB_NOW_MS;
 use rows::{all, one};
 
@@ -154,11 +156,6 @@ impl Postgres {
         Ok(())
     }
 
-    /// Nothing to empty: PostgreSQL keeps its own write-ahead log.
-    pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     pub fn file_slots(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.file_slots
     }
@@ -183,81 +180,8 @@ impl Postgres {
         Ok(answer)
     }
 
-    /// Enrichments due now, claimed for this instance: each is held back from the others for a
-    /// while (the lease, at most half of `max_wait_ms`), so two instances never ask Dynatrace for
-    /// the same problem at once; one whose instance died is due again when the hold ends.
-    pub async fn due_enrichments(
-        &self,
-        max_wait_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<DueEnrichment>, StoreError> {
-        let now = self.clock.now();
-        let hold = self.lease_ms.min(max_wait_ms / 2);
-        let c = self.pool.get().await?;
-        let rows = rows::query(
-            &c,
-            "WITH due AS (
-                 SELECT notification_id FROM enrichments
-                 WHERE status = 'pending'
-                   AND (next_attempt_at_ms <= $1 OR next_attempt_at_ms > $2)
-                 ORDER BY next_attempt_at_ms, notification_id LIMIT $3
-                 FOR UPDATE SKIP LOCKED)
-             UPDATE enrichments e SET next_attempt_at_ms = $1::BIGINT + $4::BIGINT
-             FROM due, notifications n
-             WHERE e.notification_id = due.notification_id AND n.id = e.notification_id
-             RETURNING e.notification_id, n.problem_key, n.state, n.pid, e.attempts",
-            &[&now, &(now + max_wait_ms), &limit, &hold],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DueEnrichment {
-                    notification_id: r.try_get(0)?,
-                    problem_key: r.try_get(1)?,
-                    state: r.try_get(2)?,
-                    pid: r.try_get(3)?,
-                    attempts: r.try_get(4)?,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn record_enrichment(
-        &self,
-        notification_id: i64,
-        outcome: EnrichmentOutcome<'_>,
-    ) -> Result<(), StoreError> {
-        let (status, next, error) = match outcome {
-            EnrichmentOutcome::Done => ("done", 0, None),
-            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
-            EnrichmentOutcome::Retry { error, at_ms } => {
-                ("pending", self.clock.shift(at_ms), Some(error))
-            }
-        };
-        rows::exec(
-            &self.pool.get().await?,
-            "UPDATE enrichments SET status = $1, attempts = attempts + 1,
-                        next_attempt_at_ms = $2, last_error = $3, updated_at_ms = $4
-                 WHERE notification_id = $5",
-            &[&status, &next, &error, &self.clock.now(), &notification_id],
-        )
-        .await?;
-        Ok(())
-    }
-
     pub fn committed(&self) -> Arc<Notify> {
         self.committed.clone()
-    }
-
-    pub async fn received(&self, wanted: &Wanted) -> Result<crate::feed::Received, StoreError> {
-        let c = self.pool.get().await?;
-        let rows: Vec<(String, Option<String>)> = all(
-            &c,
-            RECEIVED_AMONG,
-            &[&Source::Dynatrace, &wanted.keys, &wanted.pids],
-        )
-        .await?;
-        Ok(super::received_from(rows))
     }
 
     pub fn dir_received(&self) -> &Path {
@@ -266,47 +190,6 @@ impl Postgres {
 
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms as u64)
-    }
-
-    /// Joins the table of instances, and keeps saying this one is alive (and whether the database
-    /// can be reached, for `/healthz`), until the last handle to the store is gone. Refused while
-    /// another instance of the same name is alive: two would take each other's runs for crashed
-    /// ones at start.
-    pub async fn announce(&self) -> Result<(), StoreError> {
-        let stale = 3 * HEARTBEAT.as_millis() as i64;
-        let c = self.pool.get().await?;
-        let before = now_ms();
-        let joined = rows::query_opt(
-            &c,
-            &format!(
-                "INSERT INTO instances (name, started_at_ms, last_seen_ms)
-                 VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS})
-                 ON CONFLICT (name) DO UPDATE
-                 SET started_at_ms = excluded.started_at_ms, last_seen_ms = excluded.last_seen_ms
-                 WHERE instances.last_seen_ms < {DB_NOW_MS} - $2::BIGINT
-                 RETURNING last_seen_ms"
-            ),
-            &[&&*self.instance, &stale],
-        )
-        .await?;
-        let Some(row) = joined else {
-            return Err(StoreError::InstanceTaken(self.instance.to_string()));
-        };
-        self.clock.measured(row.try_get(0)?, before, now_ms());
-        tokio::spawn(self.clone().heartbeat());
-        Ok(())
-    }
-
-    /// Leaves the table of instances at a graceful stop, so that a restart under the same name
-    /// need not wait for this one's heartbeat to go stale.
-    pub async fn leave(&self) -> Result<(), StoreError> {
-        rows::exec(
-            &self.pool.get().await?,
-            "UPDATE instances SET last_seen_ms = 0 WHERE name = $1",
-            &[&&*self.instance],
-        )
-        .await?;
-        Ok(())
     }
 
     /// The database's clock minus this instance's, once measured (see [`clock`]).
@@ -362,6 +245,113 @@ impl Postgres {
                 }
             }
         }
+    }
+}
+
+impl Inbox for Postgres {
+    /// Nothing to empty: PostgreSQL keeps its own write-ahead log.
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn received(&self, wanted: &Wanted) -> Result<crate::feed::Received, StoreError> {
+        let c = self.pool.get().await?;
+        let rows: Vec<(String, Option<String>)> = all(
+            &c,
+            RECEIVED_AMONG,
+            &[&Source::Dynatrace, &wanted.keys, &wanted.pids],
+        )
+        .await?;
+        Ok(super::received_from(rows))
+    }
+}
+
+/// Instances announce themselves and beat (see `Postgres::heartbeat`); a run's lease is renewed
+/// by its instance and, once it ended, taken over only as `clock::takeover` allows.
+impl Instances for Postgres {
+    /// Joins the table of instances, and keeps saying this one is alive (and whether the database
+    /// can be reached, for `/healthz`), until the last handle to the store is gone. Refused while
+    /// another instance of the same name is alive: two would take each other's runs for crashed
+    /// ones at start.
+    async fn announce(&self) -> Result<(), StoreError> {
+        let stale = 3 * HEARTBEAT.as_millis() as i64;
+        let c = self.pool.get().await?;
+        let before = now_ms();
+        let joined = rows::query_opt(
+            &c,
+            &format!(
+                "INSERT INTO instances (name, started_at_ms, last_seen_ms)
+                 VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS})
+                 ON CONFLICT (name) DO UPDATE
+                 SET started_at_ms = excluded.started_at_ms, last_seen_ms = excluded.last_seen_ms
+                 WHERE instances.last_seen_ms < {DB_NOW_MS} - $2::BIGINT
+                 RETURNING last_seen_ms"
+            ),
+            &[&&*self.instance, &stale],
+        )
+        .await?;
+        let Some(row) = joined else {
+            return Err(StoreError::InstanceTaken(self.instance.to_string()));
+        };
+        self.clock.measured(row.try_get(0)?, before, now_ms());
+        tokio::spawn(self.clone().heartbeat());
+        Ok(())
+    }
+
+    /// Leaves the table of instances at a graceful stop, so that a restart under the same name
+    /// need not wait for this one's heartbeat to go stale.
+    async fn leave(&self) -> Result<(), StoreError> {
+        rows::exec(
+            &self.pool.get().await?,
+            "UPDATE instances SET last_seen_ms = 0 WHERE name = $1",
+            &[&&*self.instance],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Every instance that ran on this store, newest first, with its runs in flight.
+    async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
+        let c = self.pool.get().await?;
+        all(
+            &c,
+            "SELECT i.name, i.started_at_ms, i.last_seen_ms,
+                    (SELECT COUNT(*) FROM action_runs r
+                     WHERE r.status = 'running' AND r.instance = i.name) AS runs_in_flight
+             FROM instances i ORDER BY i.last_seen_ms DESC",
+            &[],
+        )
+        .await
+    }
+
+    /// Extends this instance's lease on a run it is running; `false` when the run is no longer
+    /// its own (taken over after the lease ended).
+    async fn renew(&self, run_id: i64, attempt: i64) -> Result<bool, StoreError> {
+        let renewed = rows::exec(
+            &self.pool.get().await?,
+            &format!(
+                "UPDATE action_runs SET lease_until_ms = {DB_NOW_MS} + $1::BIGINT
+                 WHERE id = $2 AND attempts = $3 AND status = 'running' AND instance = $4"
+            ),
+            &[&self.lease_ms, &run_id, &attempt, &&*self.instance],
+        )
+        .await?;
+        Ok(renewed == 1)
+    }
+
+    /// This instance's runs whose lease has ended: those it is not running are orphans (a claim
+    /// whose answer was lost when the database went away), which no other instance takes over
+    /// while this one lives.
+    async fn lapsed_own_runs(&self) -> Result<Vec<i64>, StoreError> {
+        all(
+            &self.pool.get().await?,
+            &format!(
+                "SELECT id FROM action_runs
+                 WHERE status = 'running' AND instance = $1 AND lease_until_ms < {DB_NOW_MS}"
+            ),
+            &[&&*self.instance],
+        )
+        .await
     }
 }
 

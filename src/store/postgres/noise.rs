@@ -3,13 +3,14 @@
 use super::rows::{all, exec, optional};
 use super::Postgres;
 use crate::domain::Source;
+use crate::store::concerns::Quiet;
 use crate::store::{RunRow, SilenceRow, StoreError};
 
 const SILENCE_COLUMNS: &str = "id, matchers, starts_at_ms, ends_at_ms, comment, author,
      created_at_ms, expired_at_ms, renotify, settled_at_ms";
 
-impl Postgres {
-    pub async fn add_silence(&self, s: SilenceRow) -> Result<(), StoreError> {
+impl Quiet for Postgres {
+    async fn add_silence(&self, s: SilenceRow) -> Result<(), StoreError> {
         exec(
             &self.pool.get().await?,
             "INSERT INTO silences (id, matchers, starts_at_ms, ends_at_ms, comment, author,
@@ -30,7 +31,7 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn silences(&self, ended_after_ms: i64) -> Result<Vec<SilenceRow>, StoreError> {
+    async fn silences(&self, ended_after_ms: i64) -> Result<Vec<SilenceRow>, StoreError> {
         all(
             &self.pool.get().await?,
             &format!(
@@ -43,7 +44,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn silence(&self, id: &str) -> Result<Option<SilenceRow>, StoreError> {
+    async fn silence(&self, id: &str) -> Result<Option<SilenceRow>, StoreError> {
         optional(
             &self.pool.get().await?,
             &format!("SELECT {SILENCE_COLUMNS} FROM silences WHERE id = $1"),
@@ -52,7 +53,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn expire_silence(&self, id: String, now: i64) -> Result<bool, StoreError> {
+    async fn expire_silence(&self, id: String, now: i64) -> Result<bool, StoreError> {
         Ok(exec(
             &self.pool.get().await?,
             "UPDATE silences SET expired_at_ms = $2
@@ -63,7 +64,7 @@ impl Postgres {
             > 0)
     }
 
-    pub async fn silences_to_settle(&self, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
+    async fn silences_to_settle(&self, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
         all(
             &self.pool.get().await?,
             &format!(
@@ -76,7 +77,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn settle_silence(&self, id: String, now: i64) -> Result<(), StoreError> {
+    async fn settle_silence(&self, id: String, now: i64) -> Result<(), StoreError> {
         exec(
             &self.pool.get().await?,
             "UPDATE silences SET settled_at_ms = $2 WHERE id = $1",
@@ -86,7 +87,7 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn held_runs(&self, held_by: &str) -> Result<Vec<RunRow>, StoreError> {
+    async fn held_runs(&self, held_by: &str) -> Result<Vec<RunRow>, StoreError> {
         all(
             &self.pool.get().await?,
             &format!(
@@ -98,7 +99,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn release_runs(
+    async fn release_runs(
         &self,
         ids: Vec<i64>,
         release: bool,
@@ -126,7 +127,7 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn earlier_unfinished(&self, run: &RunRow) -> Result<bool, StoreError> {
+    async fn earlier_unfinished(&self, run: &RunRow) -> Result<bool, StoreError> {
         let found: Option<i64> = optional(
             &self.pool.get().await?,
             "SELECT 1::BIGINT FROM action_runs
@@ -144,7 +145,7 @@ impl Postgres {
         Ok(found.is_some())
     }
 
-    pub async fn holders(&self) -> Result<Vec<String>, StoreError> {
+    async fn holders(&self) -> Result<Vec<String>, StoreError> {
         all(
             &self.pool.get().await?,
             "SELECT DISTINCT held_by FROM action_runs
@@ -154,7 +155,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
+    async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
         exec(
             &self.pool.get().await?,
             "UPDATE action_runs SET held_by = $2 WHERE id = ANY($1) AND status = 'silenced'",
@@ -164,7 +165,7 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn episode(
+    async fn episode(
         &self,
         source: Source,
         problem_key: &str,
@@ -199,7 +200,7 @@ impl Postgres {
         .flatten())
     }
 
-    pub async fn beat(&self, name: String, at_ms: i64) -> Result<(), StoreError> {
+    async fn beat(&self, name: String, at_ms: i64) -> Result<(), StoreError> {
         exec(
             &self.pool.get().await?,
             "INSERT INTO heartbeats (name, last_beat_ms) VALUES ($1, $2)
@@ -211,7 +212,7 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn beats(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn beats(&self) -> Result<Vec<(String, i64)>, StoreError> {
         all(
             &self.pool.get().await?,
             "SELECT name, last_beat_ms FROM heartbeats ORDER BY name",

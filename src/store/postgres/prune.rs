@@ -9,13 +9,14 @@ use deadpool_postgres::GenericClient;
 use super::rows::{all, one, optional};
 use super::Postgres;
 use crate::domain::Source;
+use crate::store::concerns::Retention;
 use crate::store::{is_closed, Pruned, StoreError};
 
 /// The pruning lock's key: beside the migrations' one, used by nothing else.
 const PRUNE_LOCK: i64 = 0x6875_625f_7072_756e;
 
-impl Postgres {
-    pub async fn prune_candidates(
+impl Retention for Postgres {
+    async fn prune_candidates(
         &self,
         cutoff_ms: i64,
         after: i64,
@@ -34,7 +35,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn prune(
+    async fn prune(
         &self,
         problems: Vec<(Source, String)>,
         cutoff_ms: i64,

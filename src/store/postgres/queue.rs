@@ -1,10 +1,13 @@
 //! Plans, enrichments and action runs on PostgreSQL: the work queue several instances share.
 
 use super::clock::{takeover, DB_NOW_MS};
-use super::rows::{all, optional, FromRow};
+use super::rows;
 use super::Postgres;
 use crate::domain::Source;
+use crate::store::concerns::Queue;
+use crate::store::{DueEnrichment, EnrichmentOutcome};
 use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification};
+use rows::{all, optional, FromRow};
 
 pub(super) const RUN_COLUMNS: &str =
     "id, notification_id, idem_key, source, problem_key, state, action, target, target_label,
@@ -17,12 +20,74 @@ const NOTIFICATION: &str = "SELECT n.id, n.source, n.problem_key, n.state, n.pid
         n.is_test, n.body, n.received_at_ms, e.details, n.facts
      FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id";
 
-impl Postgres {
+impl Queue for Postgres {
+    /// Enrichments due now, claimed for this instance: each is held back from the others for a
+    /// while (the lease, at most half of `max_wait_ms`), so two instances never ask Dynatrace for
+    /// the same problem at once; one whose instance died is due again when the hold ends.
+    async fn due_enrichments(
+        &self,
+        max_wait_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueEnrichment>, StoreError> {
+        let now = self.clock.now();
+        let hold = self.lease_ms.min(max_wait_ms / 2);
+        let c = self.pool.get().await?;
+        let rows = rows::query(
+            &c,
+            "WITH due AS (
+                 SELECT notification_id FROM enrichments
+                 WHERE status = 'pending'
+                   AND (next_attempt_at_ms <= $1 OR next_attempt_at_ms > $2)
+                 ORDER BY next_attempt_at_ms, notification_id LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE enrichments e SET next_attempt_at_ms = $1::BIGINT + $4::BIGINT
+             FROM due, notifications n
+             WHERE e.notification_id = due.notification_id AND n.id = e.notification_id
+             RETURNING e.notification_id, n.problem_key, n.state, n.pid, e.attempts",
+            &[&now, &(now + max_wait_ms), &limit, &hold],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueEnrichment {
+                    notification_id: r.try_get(0)?,
+                    problem_key: r.try_get(1)?,
+                    state: r.try_get(2)?,
+                    pid: r.try_get(3)?,
+                    attempts: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_enrichment(
+        &self,
+        notification_id: i64,
+        outcome: EnrichmentOutcome<'_>,
+    ) -> Result<(), StoreError> {
+        let (status, next, error) = match outcome {
+            EnrichmentOutcome::Done => ("done", 0, None),
+            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
+            EnrichmentOutcome::Retry { error, at_ms } => {
+                ("pending", self.clock.shift(at_ms), Some(error))
+            }
+        };
+        rows::exec(
+            &self.pool.get().await?,
+            "UPDATE enrichments SET status = $1, attempts = attempts + 1,
+                        next_attempt_at_ms = $2, last_error = $3, updated_at_ms = $4
+                 WHERE notification_id = $5",
+            &[&status, &next, &error, &self.clock.now(), &notification_id],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The oldest plans ready to route. The candidates are taken first, in order, from the
     /// partial index of pending plans, and each is looked up alone (`LIMIT 1` keeps it a
     /// subquery), so a backlog of plans and of details still to fetch, which a `NOT EXISTS`
     /// had the planner sort and merge whole at every pass, costs no more than the batch.
-    pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+    async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         let now = self.clock.now();
         let c = self.pool.get().await?;
         all(
@@ -43,13 +108,13 @@ impl Postgres {
         .await
     }
 
-    pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
+    async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
         let c = self.pool.get().await?;
-        super::rows::one(&c, &format!("{NOTIFICATION} WHERE n.id = $1"), &[&id]).await
+        rows::one(&c, &format!("{NOTIFICATION} WHERE n.id = $1"), &[&id]).await
     }
 
     /// Several at once, by id: one round trip for a pass's plans, not one per plan.
-    pub async fn notifications(&self, ids: &[i64]) -> Result<Vec<StoredNotification>, StoreError> {
+    async fn notifications(&self, ids: &[i64]) -> Result<Vec<StoredNotification>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
@@ -59,7 +124,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn latest_notification(
+    async fn latest_notification(
         &self,
         source: Source,
         problem_key: &str,
@@ -75,9 +140,9 @@ impl Postgres {
         .await
     }
 
-    pub async fn earliest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+    async fn earliest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
         let c = self.pool.get().await?;
-        super::rows::one(
+        rows::one(
             &c,
             "SELECT MIN(at) FROM (
                 SELECT MIN(next_attempt_at_ms) AS at FROM action_runs WHERE status = 'pending'
@@ -90,7 +155,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn has_state(
+    async fn has_state(
         &self,
         source: Source,
         problem_key: &str,
@@ -111,7 +176,7 @@ impl Postgres {
     /// same plan at once create each run once: the idempotency key is unique. The runs go in one
     /// statement for all the plans between two closes (a statement per run was most of a pass
     /// with actions).
-    pub async fn insert_runs(
+    async fn insert_runs(
         &self,
         plans: &[(&StoredNotification, Vec<NewRun>)],
     ) -> Result<Vec<usize>, StoreError> {
@@ -162,14 +227,14 @@ impl Postgres {
         Ok(counts)
     }
 
-    pub async fn close_plans(&self, notification_ids: Vec<i64>) -> Result<(), StoreError> {
+    async fn close_plans(&self, notification_ids: Vec<i64>) -> Result<(), StoreError> {
         let now = self.clock.now();
         close_plans(&self.pool.get().await?, &notification_ids, now).await
     }
 
     /// Runs due now: pending ones, and running ones whose instance stopped renewing their lease
     /// (it died), which are taken over.
-    pub async fn due_runs(&self, max_wait_ms: i64, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+    async fn due_runs(&self, max_wait_ms: i64, limit: i64) -> Result<Vec<RunRow>, StoreError> {
         let now = self.clock.now();
         let c = self.pool.get().await?;
         all(
@@ -196,7 +261,7 @@ impl Postgres {
 
     /// Per action in `wanted`, up to its number of due runs (as [`Postgres::due_runs`] finds
     /// them), the most urgent first: one statement, each action looked up on its own.
-    pub async fn due_runs_of(
+    async fn due_runs_of(
         &self,
         wanted: &[(String, i64)],
         max_wait_ms: i64,
@@ -239,7 +304,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn problem_runs(
+    async fn problem_runs(
         &self,
         source: Source,
         problem_key: &str,
@@ -256,7 +321,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn group_runs(
+    async fn group_runs(
         &self,
         source: Source,
         problem_key: &str,
@@ -280,11 +345,11 @@ impl Postgres {
     /// ended, and that no other instance is claiming at this moment (`SKIP LOCKED`). A claim takes
     /// a lease of `dispatch.lease_secs` and counts an attempt, whose number is the fencing token
     /// its outcome is recorded under. A run taken over has its open attempt closed as interrupted.
-    pub async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
+    async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
         let now = self.clock.now();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        let rows = super::rows::query(
+        let rows = rows::query(
             &tx,
             &format!(
                 "WITH c AS (
@@ -313,7 +378,7 @@ impl Postgres {
         for row in &rows {
             let (id, attempt, manual, was): (i64, i64, bool, String) = FromRow::from_row(row)?;
             if was == "running" {
-                super::rows::exec(
+                rows::exec(
                     &tx,
                     "UPDATE action_attempts SET finished_at_ms = $1, result = 'interrupted'
                      WHERE run_id = $2 AND finished_at_ms IS NULL",
@@ -333,7 +398,7 @@ impl Postgres {
         }
         // Every claimed run's attempt in one statement: a round trip per run was most of a
         // claim of many.
-        super::rows::exec(
+        rows::exec(
             &tx,
             "INSERT INTO action_attempts (run_id, number, manual, started_at_ms, instance)
              SELECT run_id, number, manual, $4, $5
@@ -351,44 +416,9 @@ impl Postgres {
         Ok(run_ids.iter().map(|id| claimed.get(id).copied()).collect())
     }
 
-    /// This instance's runs whose lease has ended: those it is not running are orphans (a claim
-    /// whose answer was lost when the database went away), which no other instance takes over
-    /// while this one lives.
-    pub async fn lapsed_own_runs(&self) -> Result<Vec<i64>, StoreError> {
-        all(
-            &self.pool.get().await?,
-            &format!(
-                "SELECT id FROM action_runs
-                 WHERE status = 'running' AND instance = $1 AND lease_until_ms < {DB_NOW_MS}"
-            ),
-            &[&&*self.instance],
-        )
-        .await
-    }
-
-    /// Extends this instance's lease on a run it is running; `false` when the run is no longer
-    /// its own (taken over after the lease ended).
-    pub async fn renew(&self, run_id: i64, attempt: i64) -> Result<bool, StoreError> {
-        let renewed = super::rows::exec(
-            &self.pool.get().await?,
-            &format!(
-                "UPDATE action_runs SET lease_until_ms = {DB_NOW_MS} + $1::BIGINT
-                 WHERE id = $2 AND attempts = $3 AND status = 'running' AND instance = $4"
-            ),
-            &[&self.lease_ms, &run_id, &attempt, &&*self.instance],
-        )
-        .await?;
-        Ok(renewed == 1)
-    }
-
     /// Records how an attempt ended, only if the run is still this attempt's: a run taken over
     /// by another instance meanwhile keeps its successor's record.
-    pub async fn finish(
-        &self,
-        run_id: i64,
-        attempt: i64,
-        finish: &Finish,
-    ) -> Result<(), StoreError> {
+    async fn finish(&self, run_id: i64, attempt: i64, finish: &Finish) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut f = crate::store::Finished::of(finish);
         if f.status == "pending" {
@@ -397,7 +427,7 @@ impl Postgres {
         }
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        let updated = super::rows::exec(
+        let updated = rows::exec(
             &tx,
             "UPDATE action_runs SET status = $1, next_attempt_at_ms = $2, last_error = $3,
                         outcome = COALESCE($4, outcome), updated_at_ms = $5, summary = $7,
@@ -416,7 +446,7 @@ impl Postgres {
             );
             return Ok(());
         }
-        super::rows::exec(
+        rows::exec(
             &tx,
             "UPDATE action_attempts SET finished_at_ms = $1, result = $2, detail = COALESCE($3, $4)
              WHERE run_id = $5 AND number = $6",
@@ -432,7 +462,7 @@ impl Postgres {
 
     /// Puts this instance's runs left in flight back in the queue (at start, after a crash, or
     /// after a shutdown past its deadline). Other instances' runs are theirs until their leases end.
-    pub async fn recover_in_flight(&self, only: Option<&[i64]>) -> Result<u64, StoreError> {
+    async fn recover_in_flight(&self, only: Option<&[i64]>) -> Result<u64, StoreError> {
         let now = self.clock.now();
         let ids: Option<Vec<i64>> = only.map(<[i64]>::to_vec);
         let mut c = self.pool.get().await?;
@@ -447,7 +477,7 @@ impl Postgres {
             &[&now, &&*self.instance, &ids],
         )
         .await?;
-        super::rows::exec(
+        rows::exec(
             &tx,
             "UPDATE action_attempts SET finished_at_ms = $1, result = 'interrupted'
              WHERE run_id = ANY($2) AND finished_at_ms IS NULL",
@@ -458,9 +488,9 @@ impl Postgres {
         Ok(recovered.len() as u64)
     }
 
-    pub async fn run(&self, run_id: i64) -> Result<RunRow, StoreError> {
+    async fn run(&self, run_id: i64) -> Result<RunRow, StoreError> {
         let c = self.pool.get().await?;
-        super::rows::one(
+        rows::one(
             &c,
             &format!("SELECT {RUN_COLUMNS} FROM action_runs WHERE id = $1"),
             &[&run_id],
@@ -468,14 +498,9 @@ impl Postgres {
         .await
     }
 
-    pub async fn defer(
-        &self,
-        run_id: i64,
-        at_ms: i64,
-        note: Option<String>,
-    ) -> Result<(), StoreError> {
+    async fn defer(&self, run_id: i64, at_ms: i64, note: Option<String>) -> Result<(), StoreError> {
         let at_ms = self.clock.shift(at_ms);
-        super::rows::exec(
+        rows::exec(
             &self.pool.get().await?,
             "UPDATE action_runs SET next_attempt_at_ms = $1, last_error = COALESCE($3, last_error)
               WHERE id = $2 AND status = 'pending'",
@@ -485,12 +510,8 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn store_details(
-        &self,
-        notification_id: i64,
-        details: &str,
-    ) -> Result<(), StoreError> {
-        super::rows::exec(
+    async fn store_details(&self, notification_id: i64, details: &str) -> Result<(), StoreError> {
+        rows::exec(
             &self.pool.get().await?,
             "UPDATE enrichments SET details = $1 WHERE notification_id = $2",
             &[&details, &notification_id],
@@ -499,8 +520,8 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn fail_enrichments(&self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
-        super::rows::exec(
+    async fn fail_enrichments(&self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
+        rows::exec(
             &self.pool.get().await?,
             "UPDATE enrichments SET status = 'failed', attempts = attempts + 1,
                         last_error = $1, updated_at_ms = $2
@@ -511,7 +532,7 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn latest_details(
+    async fn latest_details(
         &self,
         source: Source,
         problem_key: &str,
@@ -521,7 +542,7 @@ impl Postgres {
     }
 
     /// What the `problems_sent/` files of these problems show, read in one snapshot.
-    pub async fn sent_views(
+    async fn sent_views(
         &self,
         problems: &[(Source, String)],
     ) -> Result<Vec<Option<SentView>>, StoreError> {
@@ -534,7 +555,7 @@ impl Postgres {
             .await?;
         let mut views = Vec::with_capacity(problems.len());
         for (source, key) in problems {
-            let changed_ms: Option<i64> = super::rows::one(
+            let changed_ms: Option<i64> = rows::one(
                 &tx,
                 "SELECT MAX(changed_ms) FROM (
                      SELECT updated_at_ms AS changed_ms FROM action_runs
@@ -580,7 +601,7 @@ impl Postgres {
         Ok(views)
     }
 
-    pub async fn last_sent_changes(&self) -> Result<Vec<(Source, String, i64)>, StoreError> {
+    async fn last_sent_changes(&self) -> Result<Vec<(Source, String, i64)>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
@@ -597,8 +618,8 @@ impl Postgres {
         .await
     }
 
-    pub async fn schedule_replay(&self, run_ids: &[i64]) -> Result<u64, StoreError> {
-        Ok(super::rows::exec(
+    async fn schedule_replay(&self, run_ids: &[i64]) -> Result<u64, StoreError> {
+        Ok(rows::exec(
             &self.pool.get().await?,
             "UPDATE action_runs SET status = 'pending', manual = TRUE, next_attempt_at_ms = $1,
                         updated_at_ms = $1
@@ -615,7 +636,7 @@ async fn close_plans(
     ids: &[i64],
     now: i64,
 ) -> Result<(), StoreError> {
-    super::rows::exec(
+    rows::exec(
         c,
         "UPDATE plans SET status = 'done', updated_at_ms = $1 WHERE notification_id = ANY($2)",
         &[&now, &ids],

@@ -3,6 +3,7 @@
 use super::rows::{all, optional, Params};
 use super::Postgres;
 use crate::domain::Source;
+use crate::store::concerns::Threads;
 use crate::store::{StoreError, ThreadRef, ThreadRow};
 
 /// Keeps `thread` for the problem, action and target of run `run_id`; called inside the
@@ -29,8 +30,8 @@ pub(super) async fn keep(
     Ok(())
 }
 
-impl Postgres {
-    pub async fn thread(
+impl Threads for Postgres {
+    async fn thread(
         &self,
         source: Source,
         problem_key: &str,
@@ -50,7 +51,7 @@ impl Postgres {
         Ok(found.map(|(reference, url)| ThreadRef { reference, url }))
     }
 
-    pub async fn threads(
+    async fn threads(
         &self,
         source: Source,
         problem_key: &str,

@@ -5,13 +5,13 @@ use super::rows::{all, one, optional};
 use super::Postgres;
 use crate::clock::now_ms;
 use crate::domain::Source;
+use crate::store::concerns::Views;
 use crate::store::{
-    ActionCounts, Backlog, HourCount, InstanceRow, NotificationRow, Page, ProblemRow, SourceCounts,
-    StoreError,
+    ActionCounts, Backlog, HourCount, NotificationRow, Page, ProblemRow, SourceCounts, StoreError,
 };
 
-impl Postgres {
-    pub async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
+impl Views for Postgres {
+    async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
@@ -24,7 +24,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError> {
+    async fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
@@ -43,7 +43,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn backlogs(&self, now_ms: i64) -> Result<Vec<Backlog>, StoreError> {
+    async fn backlogs(&self, now_ms: i64) -> Result<Vec<Backlog>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
@@ -55,7 +55,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn waiting_runs_by_action(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn waiting_runs_by_action(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
@@ -67,10 +67,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn latest_notifications(
-        &self,
-        page: Page,
-    ) -> Result<Vec<NotificationRow>, StoreError> {
+    async fn latest_notifications(&self, page: Page) -> Result<Vec<NotificationRow>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
@@ -84,7 +81,7 @@ impl Postgres {
 
     /// The page's problems are found first, walking the notifications down from `before`, and
     /// only those are counted.
-    pub async fn problems(&self, page: Page) -> Result<Vec<ProblemRow>, StoreError> {
+    async fn problems(&self, page: Page) -> Result<Vec<ProblemRow>, StoreError> {
         let c = self.pool.get().await?;
         all(
             &c,
@@ -113,7 +110,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn problem_notifications(
+    async fn problem_notifications(
         &self,
         source: Source,
         problem_key: &str,
@@ -129,7 +126,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn source_of(&self, problem_key: &str) -> Result<Option<Source>, StoreError> {
+    async fn source_of(&self, problem_key: &str) -> Result<Option<Source>, StoreError> {
         let c = self.pool.get().await?;
         optional(
             &c,
@@ -139,7 +136,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn hourly_counts(&self) -> Result<Vec<HourCount>, StoreError> {
+    async fn hourly_counts(&self) -> Result<Vec<HourCount>, StoreError> {
         let since = now_ms() - 24 * 3_600_000;
         let c = self.pool.get().await?;
         all(
@@ -152,7 +149,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn attempts(
+    async fn attempts(
         &self,
         run_id: i64,
     ) -> Result<Vec<(i64, bool, i64, Option<String>)>, StoreError> {
@@ -166,7 +163,7 @@ impl Postgres {
         .await
     }
 
-    pub async fn export_batch(
+    async fn export_batch(
         &self,
         after_id: i64,
         since_ms: i64,
@@ -182,26 +179,12 @@ impl Postgres {
         .await
     }
 
-    pub async fn pending_runs(&self) -> Result<i64, StoreError> {
+    async fn pending_runs(&self) -> Result<i64, StoreError> {
         let c = self.pool.get().await?;
         one(
             &c,
             "SELECT COALESCE(SUM(runs), 0)::BIGINT FROM run_counts
              WHERE bucket IN ('pending', 'retrying')",
-            &[],
-        )
-        .await
-    }
-
-    /// Every instance that ran on this store, newest first, with its runs in flight.
-    pub async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
-        let c = self.pool.get().await?;
-        all(
-            &c,
-            "SELECT i.name, i.started_at_ms, i.last_seen_ms,
-                    (SELECT COUNT(*) FROM action_runs r
-                     WHERE r.status = 'running' AND r.instance = i.name) AS runs_in_flight
-             FROM instances i ORDER BY i.last_seen_ms DESC",
             &[],
         )
         .await

@@ -29,10 +29,11 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::files;
 use super::inbox::{self, FolderMark, FolderRows, Foreign, Health, Mode};
-use super::{Accepted, DueEnrichment, EnrichmentOutcome, StoreError, Unhealthy};
+use super::{Accepted, DueEnrichment, StoreError, Unhealthy};
 use crate::clock::now_ms;
 use crate::domain::Notification;
 use crate::feed::Wanted;
+use crate::store::concerns::{Inbox, Instances};
 
 /// How often a store whose last commit failed tries a small write of its own.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -91,6 +92,49 @@ async fn probe(jobs: mpsc::WeakSender<Job>, health: Arc<Health>) {
             }
         });
         let _ = jobs.send(Job::Apply(work)).await;
+    }
+}
+
+impl Inbox for Sqlite {
+    /// Empties the WAL into the database file; at a graceful stop, so the database file alone
+    /// holds everything that was acknowledged.
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Checkpoint(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Which Dynatrace problems hub has received a notification for.
+    async fn received(&self, wanted: &Wanted) -> Result<crate::feed::Received, StoreError> {
+        let wanted = wanted.clone();
+        self.views.read(move |c| received_among(c, &wanted)).await
+    }
+}
+
+/// One instance owns an SQLite store (its lock says so): there is no other instance to announce
+/// itself to, and no lease to renew or to lose.
+impl Instances for Sqlite {
+    async fn announce(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn instances(&self) -> Result<Vec<crate::store::InstanceRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn renew(&self, _run_id: i64, _attempt: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn lapsed_own_runs(&self) -> Result<Vec<i64>, StoreError> {
+        Ok(Vec::new())
     }
 }
 
@@ -179,17 +223,6 @@ impl Sqlite {
         Ok(())
     }
 
-    /// Empties the WAL into the database file; at a graceful stop, so the database file alone
-    /// holds everything that was acknowledged.
-    pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Checkpoint(reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-
     /// Runs `work` in the writer's next transaction and returns its result once that is committed
     /// (fsynced). A failing `work` is rolled back alone; the rest of the batch is kept.
     async fn write<T: Send + 'static>(
@@ -243,50 +276,9 @@ impl Sqlite {
         Ok(answer)
     }
 
-    /// Enrichments due now, oldest first; none waits longer than `max_wait_ms` from now.
-    pub async fn due_enrichments(
-        &self,
-        max_wait_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<DueEnrichment>, StoreError> {
-        let now = now_ms();
-        self.reader
-            .read(|c| reader::due_enrichments(c, now, now + max_wait_ms, limit))
-    }
-
-    /// Records an attempt: done, failed for good, or pending again at `retry_at_ms`.
-    pub async fn record_enrichment(
-        &self,
-        notification_id: i64,
-        outcome: EnrichmentOutcome<'_>,
-    ) -> Result<(), StoreError> {
-        let (status, next, error) = match outcome {
-            EnrichmentOutcome::Done => ("done", 0, None),
-            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
-            EnrichmentOutcome::Retry { error, at_ms } => ("pending", at_ms, Some(error)),
-        };
-        let error = error.map(str::to_string);
-        self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE enrichments SET status = ?1, attempts = attempts + 1, next_attempt_at_ms = ?2,
-                        last_error = ?3, updated_at_ms = ?4
-                 WHERE notification_id = ?5",
-            )?
-            .execute(rusqlite::params![status, next, error, now_ms(), notification_id])
-        })
-        .await?;
-        Ok(())
-    }
-
     /// Notified after every commit of new notifications.
     pub fn committed(&self) -> Arc<Notify> {
         self.committed.clone()
-    }
-
-    /// Which Dynatrace problems hub has received a notification for.
-    pub async fn received(&self, wanted: &Wanted) -> Result<crate::feed::Received, StoreError> {
-        let wanted = wanted.clone();
-        self.views.read(move |c| received_among(c, &wanted)).await
     }
 
     /// The received folder.

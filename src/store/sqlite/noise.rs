@@ -3,6 +3,7 @@
 use super::rows::{all, optional};
 use super::Sqlite;
 use crate::domain::Source;
+use crate::store::concerns::Quiet;
 use crate::store::{RunRow, SilenceRow, StoreError};
 
 const SILENCE_COLUMNS: &str = "id, matchers, starts_at_ms, ends_at_ms, comment, author,
@@ -15,8 +16,8 @@ const LAST_OPEN: &str = "SELECT MAX(id) FROM notifications
      WHERE source = ?1 AND problem_key = ?2 AND id < ?3
        AND UPPER(state) NOT IN ('RESOLVED', 'CLOSED', 'MERGED', 'OK') AND is_test = 0";
 
-impl Sqlite {
-    pub async fn add_silence(&self, s: SilenceRow) -> Result<(), StoreError> {
+impl Quiet for Sqlite {
+    async fn add_silence(&self, s: SilenceRow) -> Result<(), StoreError> {
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO silences (id, matchers, starts_at_ms, ends_at_ms, comment, author,
@@ -39,7 +40,7 @@ impl Sqlite {
     }
 
     /// Silences that have not ended, or ended after `ended_after_ms`, newest first.
-    pub async fn silences(&self, ended_after_ms: i64) -> Result<Vec<SilenceRow>, StoreError> {
+    async fn silences(&self, ended_after_ms: i64) -> Result<Vec<SilenceRow>, StoreError> {
         self.reader.read(|c| {
             all(
                 c,
@@ -53,7 +54,7 @@ impl Sqlite {
         })
     }
 
-    pub async fn silence(&self, id: &str) -> Result<Option<SilenceRow>, StoreError> {
+    async fn silence(&self, id: &str) -> Result<Option<SilenceRow>, StoreError> {
         self.reader.read(|c| {
             optional(
                 c,
@@ -64,7 +65,7 @@ impl Sqlite {
     }
 
     /// Ends a silence now; `false` when it had ended already.
-    pub async fn expire_silence(&self, id: String, now: i64) -> Result<bool, StoreError> {
+    async fn expire_silence(&self, id: String, now: i64) -> Result<bool, StoreError> {
         self.write(move |c| {
             Ok(c.prepare_cached(
                 "UPDATE silences SET expired_at_ms = ?2
@@ -77,7 +78,7 @@ impl Sqlite {
     }
 
     /// Silences that ended and whose end was not handled yet.
-    pub async fn silences_to_settle(&self, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
+    async fn silences_to_settle(&self, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
         self.reader.read(|c| {
             all(
                 c,
@@ -91,7 +92,7 @@ impl Sqlite {
         })
     }
 
-    pub async fn settle_silence(&self, id: String, now: i64) -> Result<(), StoreError> {
+    async fn settle_silence(&self, id: String, now: i64) -> Result<(), StoreError> {
         self.write(move |c| {
             c.prepare_cached("UPDATE silences SET settled_at_ms = ?2 WHERE id = ?1")?
                 .execute(rusqlite::params![id, now])?;
@@ -101,7 +102,7 @@ impl Sqlite {
     }
 
     /// The silenced runs `held_by` holds.
-    pub async fn held_runs(&self, held_by: &str) -> Result<Vec<RunRow>, StoreError> {
+    async fn held_runs(&self, held_by: &str) -> Result<Vec<RunRow>, StoreError> {
         self.reader.read(|c| {
             super::reader::runs(
                 c,
@@ -113,7 +114,7 @@ impl Sqlite {
 
     /// Puts silenced runs back in the queue, due now, saying why; or, with `release` false, lets
     /// them go (they stay silenced, held by nothing).
-    pub async fn release_runs(
+    async fn release_runs(
         &self,
         ids: Vec<i64>,
         release: bool,
@@ -141,7 +142,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn earlier_unfinished(&self, run: &RunRow) -> Result<bool, StoreError> {
+    async fn earlier_unfinished(&self, run: &RunRow) -> Result<bool, StoreError> {
         let (source, key, action, target, id, notification) = (
             run.source,
             run.problem_key.clone(),
@@ -164,7 +165,7 @@ impl Sqlite {
     }
 
     /// Every holder that silenced runs are still held by.
-    pub async fn holders(&self) -> Result<Vec<String>, StoreError> {
+    async fn holders(&self) -> Result<Vec<String>, StoreError> {
         self.reader.read(|c| {
             all(
                 c,
@@ -176,7 +177,7 @@ impl Sqlite {
     }
 
     /// Moves silenced runs under another holder (a silence that still covers them).
-    pub async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
+    async fn rehold_runs(&self, ids: Vec<i64>, held_by: String) -> Result<(), StoreError> {
         self.write(move |c| {
             let mut stmt = c.prepare_cached(
                 "UPDATE action_runs SET held_by = ?2 WHERE id = ?1 AND status = 'silenced'",
@@ -190,7 +191,7 @@ impl Sqlite {
     }
 
     /// The closing notification before the open episode `id` belongs to (see `Store::episode`).
-    pub async fn episode(
+    async fn episode(
         &self,
         source: Source,
         problem_key: &str,
@@ -211,7 +212,7 @@ impl Sqlite {
         })
     }
 
-    pub async fn beat(&self, name: String, at_ms: i64) -> Result<(), StoreError> {
+    async fn beat(&self, name: String, at_ms: i64) -> Result<(), StoreError> {
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO heartbeats (name, last_beat_ms) VALUES (?1, ?2)
@@ -224,7 +225,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn beats(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn beats(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.reader.read(|c| {
             all(
                 c,

@@ -7,12 +7,13 @@ use rusqlite::Connection;
 use super::rows::{all, one, optional};
 use super::Sqlite;
 use crate::domain::Source;
+use crate::store::concerns::Retention;
 use crate::store::{is_closed, Pruned, StoreError};
 
-impl Sqlite {
+impl Retention for Sqlite {
     /// Problems whose newest notification is older than `cutoff_ms`, after the one whose newest
     /// notification is `after`: `(newest id, source, problem key)`, oldest first.
-    pub async fn prune_candidates(
+    async fn prune_candidates(
         &self,
         cutoff_ms: i64,
         after: i64,
@@ -36,7 +37,7 @@ impl Sqlite {
 
     /// Deletes those of `problems` that may go (see `Store::prune`), with their received files,
     /// in one transaction; `dry` only counts them.
-    pub async fn prune(
+    async fn prune(
         &self,
         problems: Vec<(Source, String)>,
         cutoff_ms: i64,

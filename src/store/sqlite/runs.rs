@@ -10,6 +10,8 @@ use rusqlite::OptionalExtension;
 use super::rows::{all, optional};
 use super::Sqlite;
 use crate::clock::now_ms;
+use crate::store::concerns::Queue;
+use crate::store::{DueEnrichment, EnrichmentOutcome};
 use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification};
 
 pub(super) const RUN_COLUMNS: &str =
@@ -26,21 +28,87 @@ const SUPPRESS_HELD: &str =
 const CLOSE_PLAN: &str =
     "UPDATE plans SET status = 'done', updated_at_ms = ?1 WHERE notification_id = ?2";
 
-impl Sqlite {
+impl Queue for Sqlite {
+    /// Enrichments due now, oldest first; none waits longer than `max_wait_ms` from now.
+    async fn due_enrichments(
+        &self,
+        max_wait_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueEnrichment>, StoreError> {
+        let now = now_ms();
+        self.reader
+            .read(|c| super::reader::due_enrichments(c, now, now + max_wait_ms, limit))
+    }
+
+    /// Records an attempt: done, failed for good, or pending again at `retry_at_ms`.
+    async fn record_enrichment(
+        &self,
+        notification_id: i64,
+        outcome: EnrichmentOutcome<'_>,
+    ) -> Result<(), StoreError> {
+        let (status, next, error) = match outcome {
+            EnrichmentOutcome::Done => ("done", 0, None),
+            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
+            EnrichmentOutcome::Retry { error, at_ms } => ("pending", at_ms, Some(error)),
+        };
+        let error = error.map(str::to_string);
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE enrichments SET status = ?1, attempts = attempts + 1, next_attempt_at_ms = ?2,
+                        last_error = ?3, updated_at_ms = ?4
+                 WHERE notification_id = ?5",
+            )?
+            .execute(rusqlite::params![status, next, error, now_ms(), notification_id])
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Several notifications by id, oldest first: read in place, one at a time costs nothing more.
+    async fn notifications(&self, ids: &[i64]) -> Result<Vec<StoredNotification>, StoreError> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.notification(id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Asks for every given run to run again now, as a manual attempt; runs in flight are left
+    /// alone. The dispatcher (of this hub, or of the one running on this store) does the work.
+    /// Returns how many were scheduled.
+    async fn schedule_replay(&self, run_ids: &[i64]) -> Result<u64, StoreError> {
+        let (ids, now) = (run_ids.to_vec(), now_ms());
+        self.write(move |c| {
+            let mut schedule = c.prepare_cached(
+                "UPDATE action_runs SET status = 'pending', manual = 1, next_attempt_at_ms = ?1,
+                        updated_at_ms = ?1
+                 WHERE id = ?2 AND status != 'running'",
+            )?;
+            let mut scheduled = 0;
+            for id in ids {
+                scheduled += schedule.execute(rusqlite::params![now, id])? as u64;
+            }
+            Ok(scheduled)
+        })
+        .await
+    }
+
     /// Notifications ready to be routed: not a test, and enrichment (if any) finished or waited
     /// for `enrich_wait_ms` since the notification came.
-    pub async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+    async fn due_plans(&self, enrich_wait_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         let now = now_ms();
         self.reader
             .read(|c| super::reader::due_plans(c, now, now - enrich_wait_ms, limit))
     }
 
-    pub async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
+    async fn notification(&self, id: i64) -> Result<StoredNotification, StoreError> {
         self.reader.read(|c| super::reader::notification(c, id))
     }
 
     /// The newest notification of a problem; `None` when hub never received one.
-    pub async fn latest_notification(
+    async fn latest_notification(
         &self,
         source: Source,
         problem_key: &str,
@@ -50,12 +118,12 @@ impl Sqlite {
     }
 
     /// When the next pending run or enrichment is due; `None` when nothing is pending.
-    pub async fn earliest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+    async fn earliest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
         self.reader.read(super::reader::earliest_pending_ms)
     }
 
     /// Whether hub has a notification of this problem in this state.
-    pub async fn has_state(
+    async fn has_state(
         &self,
         source: Source,
         problem_key: &str,
@@ -79,7 +147,7 @@ impl Sqlite {
     /// Creates the routed runs and closes the plans, all in one transaction (one fsync for a whole
     /// burst). A run whose key exists already (the same change reached hub before) is left as it is.
     /// Returns how many runs were new, per plan.
-    pub async fn insert_runs(
+    async fn insert_runs(
         &self,
         plans: &[(&StoredNotification, Vec<NewRun>)],
     ) -> Result<Vec<usize>, StoreError> {
@@ -164,7 +232,7 @@ impl Sqlite {
     }
 
     /// Closes plans that route to nothing, in one transaction.
-    pub async fn close_plans(&self, notification_ids: Vec<i64>) -> Result<(), StoreError> {
+    async fn close_plans(&self, notification_ids: Vec<i64>) -> Result<(), StoreError> {
         let now = now_ms();
         self.write(move |c| {
             let mut close = c.prepare_cached(CLOSE_PLAN)?;
@@ -177,14 +245,14 @@ impl Sqlite {
     }
 
     /// Runs due now, oldest first; none waits longer than `max_wait_ms` from now.
-    pub async fn due_runs(&self, max_wait_ms: i64, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+    async fn due_runs(&self, max_wait_ms: i64, limit: i64) -> Result<Vec<RunRow>, StoreError> {
         let now = now_ms();
         self.reader
             .read(|c| super::reader::due_runs(c, now, now + max_wait_ms, limit))
     }
 
     /// Per action in `wanted`, up to its number of due runs, the most urgent first.
-    pub async fn due_runs_of(
+    async fn due_runs_of(
         &self,
         wanted: &[(String, i64)],
         max_wait_ms: i64,
@@ -195,7 +263,7 @@ impl Sqlite {
     }
 
     /// Every run of a problem, for `problems_sent/` and the pages.
-    pub async fn problem_runs(
+    async fn problem_runs(
         &self,
         source: Source,
         problem_key: &str,
@@ -205,7 +273,7 @@ impl Sqlite {
     }
 
     /// The runs of one state change of a problem by the named actions (what a comment reports).
-    pub async fn group_runs(
+    async fn group_runs(
         &self,
         source: Source,
         problem_key: &str,
@@ -225,7 +293,7 @@ impl Sqlite {
     /// transaction. Only a pending run can be claimed, so two dispatchers never start the same
     /// run. The attempt number of each, or `None` for a run that could not be claimed (another
     /// claim or a finish got there first).
-    pub async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
+    async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
         let now = now_ms();
         let claim =
             "UPDATE action_runs SET status = 'running', attempts = attempts + 1, manual = 0,
@@ -261,12 +329,7 @@ impl Sqlite {
     }
 
     /// Records how an attempt ended, on the run and on its attempt row.
-    pub async fn finish(
-        &self,
-        run_id: i64,
-        attempt: i64,
-        finish: &Finish,
-    ) -> Result<(), StoreError> {
+    async fn finish(&self, run_id: i64, attempt: i64, finish: &Finish) -> Result<(), StoreError> {
         let now = now_ms();
         let crate::store::Finished {
             status,
@@ -304,7 +367,7 @@ impl Sqlite {
 
     /// Puts runs left in flight (by a crash, or by a shutdown past its deadline) back in the queue.
     /// Their open attempts are closed as interrupted. Returns how many runs were recovered.
-    pub async fn recover_in_flight(&self, only: Option<&[i64]>) -> Result<u64, StoreError> {
+    async fn recover_in_flight(&self, only: Option<&[i64]>) -> Result<u64, StoreError> {
         let (only, now) = (only.map(<[i64]>::to_vec), now_ms());
         self.write(move |c| {
             let ids: Vec<i64> = match only {
@@ -332,17 +395,12 @@ impl Sqlite {
         .await
     }
 
-    pub async fn run(&self, run_id: i64) -> Result<RunRow, StoreError> {
+    async fn run(&self, run_id: i64) -> Result<RunRow, StoreError> {
         self.reader.read(|c| super::reader::run(c, run_id))
     }
 
     /// Defers a run without counting an attempt (a comment waiting for the runs it reports).
-    pub async fn defer(
-        &self,
-        run_id: i64,
-        at_ms: i64,
-        note: Option<String>,
-    ) -> Result<(), StoreError> {
+    async fn defer(&self, run_id: i64, at_ms: i64, note: Option<String>) -> Result<(), StoreError> {
         self.write(move |c| {
             c.prepare_cached(
                 "UPDATE action_runs SET next_attempt_at_ms = ?1, last_error = COALESCE(?3, last_error)
@@ -355,11 +413,7 @@ impl Sqlite {
     }
 
     /// Marks a notification's enrichment done (or failed) with the details it fetched.
-    pub async fn store_details(
-        &self,
-        notification_id: i64,
-        details: &str,
-    ) -> Result<(), StoreError> {
+    async fn store_details(&self, notification_id: i64, details: &str) -> Result<(), StoreError> {
         let details = details.to_string();
         self.write(move |c| {
             c.prepare_cached("UPDATE enrichments SET details = ?1 WHERE notification_id = ?2")?
@@ -370,7 +424,7 @@ impl Sqlite {
     }
 
     /// Marks enrichments failed for one reason, in one transaction.
-    pub async fn fail_enrichments(&self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
+    async fn fail_enrichments(&self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
         let now = now_ms();
         let (ids, reason) = (ids.to_vec(), reason.to_string());
         self.write(move |c| {
@@ -388,7 +442,7 @@ impl Sqlite {
     }
 
     /// The newest enriched details of a problem, for `problems_sent/`.
-    pub async fn latest_details(
+    async fn latest_details(
         &self,
         source: Source,
         problem_key: &str,
@@ -400,7 +454,7 @@ impl Sqlite {
     /// What the `problems_sent/` files of these problems show, read in one transaction (one look
     /// at what changed since the last read, rather than one per query); `None` for a problem hub
     /// never received.
-    pub async fn sent_views(
+    async fn sent_views(
         &self,
         problems: &[(Source, String)],
     ) -> Result<Vec<Option<SentView>>, StoreError> {
@@ -418,7 +472,7 @@ impl Sqlite {
     /// Each problem that has a `problems_sent/` file, with the time of its last change (an attempted
     /// run's update, or details fetched), for the start-up check of those files. A problem whose runs
     /// were routed but never attempted has no file yet.
-    pub async fn last_sent_changes(&self) -> Result<Vec<(Source, String, i64)>, StoreError> {
+    async fn last_sent_changes(&self) -> Result<Vec<(Source, String, i64)>, StoreError> {
         self.views
             .read(|c| {
                 all(

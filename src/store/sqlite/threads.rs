@@ -5,6 +5,7 @@ use rusqlite::Connection;
 use super::rows::{all, optional};
 use super::Sqlite;
 use crate::domain::Source;
+use crate::store::concerns::Threads;
 use crate::store::{StoreError, ThreadRef, ThreadRow};
 
 /// Keeps `thread` for the problem, action and target of run `run_id`; called inside the
@@ -28,8 +29,8 @@ pub(super) fn keep(
     Ok(())
 }
 
-impl Sqlite {
-    pub async fn thread(
+impl Threads for Sqlite {
+    async fn thread(
         &self,
         source: Source,
         problem_key: &str,
@@ -49,7 +50,7 @@ impl Sqlite {
         Ok(found.map(|(reference, url)| ThreadRef { reference, url }))
     }
 
-    pub async fn threads(
+    async fn threads(
         &self,
         source: Source,
         problem_key: &str,

@@ -5,13 +5,14 @@ use crate::domain::Source;
 use super::rows::{all, one, optional};
 use super::Sqlite;
 use crate::clock::now_ms;
+use crate::store::concerns::Views;
 use crate::store::StoreError;
 use crate::store::{
     ActionCounts, Backlog, HourCount, NotificationRow, Page, ProblemRow, SourceCounts,
 };
 
-impl Sqlite {
-    pub async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
+impl Views for Sqlite {
+    async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
         self.views
             .read(|c| {
                 all(
@@ -24,7 +25,7 @@ impl Sqlite {
             .await
     }
 
-    pub async fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError> {
+    async fn action_counts(&self) -> Result<Vec<ActionCounts>, StoreError> {
         self.views
             .read(|c| {
                 all(
@@ -46,7 +47,7 @@ impl Sqlite {
     }
 
     /// Per action, its runs due now that wait to start, and since when the oldest waits.
-    pub async fn backlogs(&self, now_ms: i64) -> Result<Vec<Backlog>, StoreError> {
+    async fn backlogs(&self, now_ms: i64) -> Result<Vec<Backlog>, StoreError> {
         self.views
             .read(move |c| {
                 all(
@@ -61,7 +62,7 @@ impl Sqlite {
     }
 
     /// Runs not finished yet (pending, retrying or running), per action.
-    pub async fn waiting_runs_by_action(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn waiting_runs_by_action(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.views
             .read(|c| {
                 all(
@@ -76,10 +77,7 @@ impl Sqlite {
     }
 
     /// The newest notifications first.
-    pub async fn latest_notifications(
-        &self,
-        page: Page,
-    ) -> Result<Vec<NotificationRow>, StoreError> {
+    async fn latest_notifications(&self, page: Page) -> Result<Vec<NotificationRow>, StoreError> {
         self.views
             .read(move |c| {
                 all(
@@ -95,7 +93,7 @@ impl Sqlite {
 
     /// Problems by their newest notification, newest first. The page's problems are found first,
     /// walking the notifications down from `before`, and only those are counted.
-    pub async fn problems(&self, page: Page) -> Result<Vec<ProblemRow>, StoreError> {
+    async fn problems(&self, page: Page) -> Result<Vec<ProblemRow>, StoreError> {
         self.views
             .read(move |c| {
                 all(
@@ -131,7 +129,7 @@ impl Sqlite {
     }
 
     /// Every notification of a problem, oldest first.
-    pub async fn problem_notifications(
+    async fn problem_notifications(
         &self,
         source: Source,
         problem_key: &str,
@@ -151,7 +149,7 @@ impl Sqlite {
     }
 
     /// The source of the newest notification with this problem id, whichever source sent it.
-    pub async fn source_of(&self, problem_key: &str) -> Result<Option<Source>, StoreError> {
+    async fn source_of(&self, problem_key: &str) -> Result<Option<Source>, StoreError> {
         let problem_key = problem_key.to_string();
         self.views
             .read(move |c| {
@@ -165,7 +163,7 @@ impl Sqlite {
             .await
     }
 
-    pub async fn hourly_counts(&self) -> Result<Vec<HourCount>, StoreError> {
+    async fn hourly_counts(&self) -> Result<Vec<HourCount>, StoreError> {
         let since = now_ms() - 24 * 3_600_000;
         self.views
             .read(move |c| {
@@ -184,7 +182,7 @@ impl Sqlite {
     }
 
     /// A run's attempts: number, manual, started at, result (`None` while in flight).
-    pub async fn attempts(
+    async fn attempts(
         &self,
         run_id: i64,
     ) -> Result<Vec<(i64, bool, i64, Option<String>)>, StoreError> {
@@ -201,7 +199,7 @@ impl Sqlite {
     }
 
     /// Notifications after `after_id` received since `since_ms`, by id: id, file name, body.
-    pub async fn export_batch(
+    async fn export_batch(
         &self,
         after_id: i64,
         since_ms: i64,
@@ -220,7 +218,7 @@ impl Sqlite {
     }
 
     /// Runs waiting to start or to be retried.
-    pub async fn pending_runs(&self) -> Result<i64, StoreError> {
+    async fn pending_runs(&self) -> Result<i64, StoreError> {
         self.views
             .read(|c| {
                 one(
@@ -231,25 +229,5 @@ impl Sqlite {
                 )
             })
             .await
-    }
-
-    /// Asks for every given run to run again now, as a manual attempt; runs in flight are left
-    /// alone. The dispatcher (of this hub, or of the one running on this store) does the work.
-    /// Returns how many were scheduled.
-    pub async fn schedule_replay(&self, run_ids: &[i64]) -> Result<u64, StoreError> {
-        let (ids, now) = (run_ids.to_vec(), now_ms());
-        self.write(move |c| {
-            let mut schedule = c.prepare_cached(
-                "UPDATE action_runs SET status = 'pending', manual = 1, next_attempt_at_ms = ?1,
-                        updated_at_ms = ?1
-                 WHERE id = ?2 AND status != 'running'",
-            )?;
-            let mut scheduled = 0;
-            for id in ids {
-                scheduled += schedule.execute(rusqlite::params![now, id])? as u64;
-            }
-            Ok(scheduled)
-        })
-        .await
     }
 }
