@@ -23,7 +23,9 @@ use crate::domain::Source;
 use crate::dynatrace::Client;
 use crate::live::Live;
 use crate::logging::{SharedThrottle, Throttle};
-use crate::store::{Finish, NewRun, RunRow, RunStart, Store, StoreError, StoredNotification};
+use crate::store::{
+    Claim, Finish, NewRun, Room, RunRow, RunStart, Store, StoreError, StoredNotification,
+};
 
 /// How often the queue is looked at when nothing wakes the dispatcher.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -137,13 +139,21 @@ impl Settings {
     }
 
     /// Every action that could start a run now, with how many (a pass takes at most `BATCH`).
-    fn room(&self) -> Vec<(String, i64)> {
-        let mut room: Vec<(String, i64)> = self
+    fn room(&self) -> Vec<Room> {
+        let mut room: Vec<Room> = self
             .limits
             .iter()
             .filter_map(|(name, limit)| {
                 let free = limit.available_permits().min(BATCH as usize);
-                (free > 0).then(|| (name.clone(), free as i64))
+                let in_order = self
+                    .registry
+                    .get(name)
+                    .is_some_and(|(_, action)| action.keeps_thread());
+                (free > 0).then(|| Room {
+                    action: name.clone(),
+                    free: free as i64,
+                    in_order,
+                })
             })
             .collect();
         // A stable order, so the look-ups read alike from pass to pass.
@@ -404,17 +414,22 @@ impl Dispatcher {
         if chosen.is_empty() {
             return Ok(done);
         }
-        let ids = chosen.iter().map(|(run, _)| run.id).collect();
-        let attempts = d.store.claim_many(ids).await?;
-        for ((run, permit), attempt) in chosen.into_iter().zip(attempts) {
-            let Some(attempt) = attempt else {
+        // The claim brings what each run needs (its notification, its thread): starting a run
+        // costs no further call to the store.
+        let wanted = chosen
+            .iter()
+            .map(|(run, _)| (run.id, crate::actions::episode_of(&run.idem_key)))
+            .collect();
+        let claims = d.store.claim_many(wanted).await?;
+        for ((run, permit), claim) in chosen.into_iter().zip(claims) {
+            let Some(claim) = claim else {
                 continue;
             };
             d.in_flight_insert(run.id);
             let (inner, settings) = (self.inner.clone(), s.clone());
             tasks.spawn(async move {
                 let id = run.id;
-                inner.execute(&settings, run, attempt, false, permit).await;
+                inner.execute(&settings, run, claim, false, permit).await;
                 inner.in_flight_remove(id);
                 inner.wake.notify_one();
             });
@@ -504,16 +519,13 @@ impl Dispatcher {
         Ok(n as usize)
     }
 
-    /// An action that depends on others (a comment) waits until all their runs have finished;
-    /// one that keeps a thread waits for its own earlier run of the problem (see
-    /// [`crate::actions::Action::keeps_thread`]).
+    /// An action that depends on others (a comment) waits until all their runs have finished.
     async fn dependencies_done(&self, s: &Settings, run: &RunRow) -> Result<bool, StoreError> {
         let Some((_, action)) = s.registry.get(&run.action) else {
             return Ok(true);
         };
-        if action.keeps_thread() && self.inner.store.earlier_unfinished(run).await? {
-            return Ok(false);
-        }
+        // An action that keeps a thread gets no run while its own earlier run of the problem and
+        // target is unfinished: `due_runs_of` leaves those out (see `Room::in_order`).
         if action.depends_on().is_empty() {
             return Ok(true);
         }
@@ -645,11 +657,12 @@ impl Inner {
         &self,
         s: &Settings,
         run: RunRow,
-        attempt: i64,
+        claim: Claim,
         manual: bool,
         permit: OwnedSemaphorePermit,
     ) {
-        let finish = match self.holding_lease(s, &run, attempt).await {
+        let attempt = claim.attempt;
+        let finish = match self.holding_lease(s, &run, claim).await {
             Ok(f) => f,
             Err(e) => Finish::Retry {
                 error: format!("cannot prepare the run: {e}"),
@@ -717,9 +730,10 @@ impl Inner {
         &self,
         s: &Settings,
         run: &RunRow,
-        attempt: i64,
+        claim: Claim,
     ) -> Result<Finish, StoreError> {
-        let work = self.attempt(s, run, attempt);
+        let attempt = claim.attempt;
+        let work = self.attempt(s, run, claim);
         let Some(lease) = self.store.lease() else {
             return work.await;
         };
@@ -782,10 +796,14 @@ impl Inner {
         &self,
         s: &Settings,
         run: &RunRow,
-        attempt: i64,
+        claim: Claim,
     ) -> Result<Finish, StoreError> {
-        let n = self.store.notification(run.notification_id).await?;
-        let problem = s.problem(&n);
+        let Claim {
+            attempt,
+            notification,
+            thread,
+        } = claim;
+        let problem = s.problem(&notification);
         let Some((_, action)) = s.registry.get(&run.action) else {
             return Ok(Finish::Failed {
                 error: format!("action {} is no longer configured", run.action),
@@ -802,16 +820,6 @@ impl Inner {
                 entity: None,
             });
         let reports = self.reports(run, action.depends_on()).await?;
-        let thread = self
-            .store
-            .thread(
-                run.source,
-                &run.problem_key,
-                &run.action,
-                &run.target,
-                crate::actions::episode_of(&run.idem_key),
-            )
-            .await?;
         let job = Job {
             run_id: run_id(&run.idem_key),
             attempt,

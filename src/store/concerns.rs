@@ -5,9 +5,9 @@
 //! of that concern, in one place.
 
 use super::{
-    ActionCounts, Backend, Backlog, DueEnrichment, EnrichmentOutcome, Finish, HourCount,
-    InstanceRow, NewRun, NotificationRow, Page, ProblemRow, Pruned, RunRow, SentView, SilenceRow,
-    SourceCounts, Store, StoreError, StoredNotification, ThreadRef, ThreadRow,
+    ActionCounts, Backend, Backlog, Claim, DueEnrichment, EnrichmentOutcome, Finish, HourCount,
+    InstanceRow, NewRun, NotificationRow, Page, ProblemRow, Pruned, Room, RunRow, SentView,
+    SilenceRow, SourceCounts, Store, StoreError, StoredNotification, ThreadRef, ThreadRow,
 };
 use crate::domain::Source;
 
@@ -85,18 +85,21 @@ concern! {
         async fn due_runs(&self, max_wait_ms: i64, limit: i64) -> Result<Vec<RunRow>, StoreError>;
         /// What the dispatcher takes: per action named in `wanted`, at most that many due runs, the
         /// most urgent first, then by due time. Each action's runs are looked for on their own, so
-        /// one action's backlog never hides another's due runs. Where instances share the store,
-        /// runs whose lease ended are due too.
-        async fn due_runs_of(&self, wanted: &[(String, i64)], max_wait_ms: i64) -> Result<Vec<RunRow>, StoreError>;
+        /// one action's backlog never hides another's due runs. A run of an action that keeps
+        /// its order is not due while its own earlier run of the problem and target is unfinished.
+        /// Where instances share the store, runs whose lease ended are due too.
+        async fn due_runs_of(&self, wanted: &[Room], max_wait_ms: i64) -> Result<Vec<RunRow>, StoreError>;
         /// Every run of a problem, for `problems_sent/` and the pages.
         async fn problem_runs(&self, source: Source, problem_key: &str) -> Result<Vec<RunRow>, StoreError>;
         /// The runs of one state change of a problem by the named actions (what a comment reports).
         async fn group_runs(&self, source: Source, problem_key: &str, state: &str, actions: &[String]) -> Result<Vec<RunRow>, StoreError>;
         /// Marks runs in flight and writes their attempts, before anything is done, in one
-        /// transaction. Only a pending run can be claimed, so two dispatchers never start the same
-        /// run. The attempt number of each, or `None` for a run that could not be claimed (another
-        /// claim or a finish got there first).
-        async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError>;
+        /// transaction, and reads what each needs to run (its notification, and the problem's
+        /// thread for its action and target since the opening `after`, when given), so a run
+        /// costs one call to start and one to record. Only a pending run can be claimed, so two
+        /// dispatchers never start the same run: `None` for one that could not be (another claim
+        /// or a finish got there first).
+        async fn claim_many(&self, runs: Vec<(i64, Option<i64>)>) -> Result<Vec<Option<Claim>>, StoreError>;
         /// Records how an attempt ended, on the run and on its attempt row, and keeps the thread a
         /// success names (in the same transaction).
         async fn finish(&self, run_id: i64, attempt: i64, finish: &Finish) -> Result<(), StoreError>;
@@ -145,8 +148,6 @@ concern! {
         /// Puts silenced runs back in the queue, due now, with `note` as why; or, with `release` false,
         /// leaves them silenced and held by nothing.
         async fn release_runs(&self, ids: Vec<i64>, release: bool, note: String) -> Result<(), StoreError>;
-        /// Whether an earlier run of the same problem, action and target is pending or running.
-        async fn earlier_unfinished(&self, run: &RunRow) -> Result<bool, StoreError>;
         /// Every holder (a silence's id, `maintenance:<name>`) that silenced runs are still held by.
         async fn holders(&self) -> Result<Vec<String>, StoreError>;
         /// Moves silenced runs under another holder that still covers them.

@@ -16,12 +16,12 @@ mod sqlite;
 mod tests;
 
 pub use inbox::Mode;
-pub(crate) use model::Finished;
 pub use model::{
-    is_closed, ActionCounts, Backlog, Finish, HourCount, InstanceRow, NewRun, NotificationRow,
-    Page, ProblemRow, Pruned, RunRow, RunStart, SentView, SilenceRow, SourceCounts,
-    StoredNotification, ThreadRef, ThreadRow, FLAP_NOTE,
+    is_closed, ActionCounts, Backlog, Claim, Finish, HourCount, InstanceRow, NewRun,
+    NotificationRow, Page, ProblemRow, Pruned, Room, RunRow, RunStart, SentView, SilenceRow,
+    SourceCounts, StoredNotification, ThreadRef, ThreadRow, FLAP_NOTE,
 };
+pub(crate) use model::{Finished, EARLIER_UNFINISHED};
 pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};
 

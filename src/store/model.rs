@@ -29,6 +29,36 @@ pub struct StoredNotification {
     pub facts: Option<String>,
 }
 
+/// An action that can start runs now: how many, and whether each of its runs must wait for its
+/// own earlier run of the same problem and target (an action that keeps a thread: the resolve
+/// continues the thread the open started, so it must not start before the open has finished).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Room {
+    pub action: String,
+    pub free: i64,
+    pub in_order: bool,
+}
+
+/// Whether run `r` has an earlier run of the same problem, action and target still to finish
+/// (see [`crate::store::Room::in_order`]); the same condition on both stores.
+pub(crate) const EARLIER_UNFINISHED: &str = "EXISTS (
+    SELECT 1 FROM action_runs e
+    WHERE e.source = r.source AND e.problem_key = r.problem_key AND e.action = r.action
+      AND e.target = r.target
+      AND (e.notification_id < r.notification_id
+           OR (e.notification_id = r.notification_id AND e.id < r.id))
+      AND e.status IN ('pending', 'running'))";
+
+/// A run claimed for this instance, with what running it needs, read in the claim's own call:
+/// its attempt number (the fencing token its outcome is recorded under), its notification and
+/// the problem's thread for its action and target.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub attempt: i64,
+    pub notification: StoredNotification,
+    pub thread: Option<ThreadRef>,
+}
+
 /// A run to create when a notification is routed.
 #[derive(Debug, Clone)]
 pub struct NewRun {

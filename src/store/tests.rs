@@ -218,11 +218,13 @@ async fn routed_run(store: &Store) -> i64 {
 
 async fn a_run_goes_from_routed_to_done(store: &Store, _: &Path) {
     let id = routed_run(store).await;
-    let first = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let first = store.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     assert_eq!(first, 1);
-    assert_eq!(
-        store.claim_many(vec![id]).await.unwrap(),
-        [None],
+    assert!(
+        store.claim_many(vec![(id, None)]).await.unwrap()[0].is_none(),
         "claimed once"
     );
     let retry_at = crate::clock::now_ms() + 60_000;
@@ -246,7 +248,10 @@ async fn a_run_goes_from_routed_to_done(store: &Store, _: &Path) {
     assert_eq!(store.due_runs(30_000, 10).await.unwrap().len(), 1);
     assert_eq!(store.earliest_pending_ms().await.unwrap(), Some(retry_at));
     store.defer(id, 0, None).await.unwrap();
-    let second = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let second = store.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     let done = Finish::Succeeded {
         summary: "exit 0".into(),
         outcome: "{\"exit\":0}".into(),
@@ -292,7 +297,10 @@ async fn a_run_goes_from_routed_to_done(store: &Store, _: &Path) {
 
 async fn runs_left_in_flight_are_put_back(store: &Store, _: &Path) {
     let id = routed_run(store).await;
-    store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    store.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     assert_eq!(store.recover_in_flight(None).await.unwrap(), 1);
     let run = store.run(id).await.unwrap();
     assert_eq!(run.status, "pending");
@@ -314,7 +322,10 @@ async fn a_thread_is_kept_with_its_run_and_replaced_by_a_later_one(store: &Store
     let kept = || store.thread(Source::Dynatrace, "P-1", "script", "", None);
     assert_eq!(kept().await.unwrap(), None);
     // A retry names no thread: nothing is kept.
-    let first = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let first = store.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     let retry = Finish::Retry {
         error: "503".into(),
         outcome: "{}".into(),
@@ -322,7 +333,10 @@ async fn a_thread_is_kept_with_its_run_and_replaced_by_a_later_one(store: &Store
     };
     store.finish(id, first, &retry).await.unwrap();
     assert_eq!(kept().await.unwrap(), None);
-    let second = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let second = store.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     let done = |r: &str| Finish::Succeeded {
         summary: "posted".into(),
         outcome: "{}".into(),
@@ -347,8 +361,28 @@ async fn a_thread_is_kept_with_its_run_and_replaced_by_a_later_one(store: &Store
         None
     );
     store.schedule_replay(&[id]).await.unwrap();
-    let third = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    // The claim brings what the run needs: its notification and the thread kept so far; a claim
+    // for a later opening brings none.
+    let claim = store.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(claim.thread, thread("C1/1.1"));
+    assert_eq!(claim.notification.problem_key, "P-1");
+    assert_eq!(
+        claim.notification.id,
+        store.run(id).await.unwrap().notification_id
+    );
+    let third = claim.attempt;
     store.finish(id, third, &done("C1/2.2")).await.unwrap();
+    store.schedule_replay(&[id]).await.unwrap();
+    let later = store.claim_many(vec![(id, Some(i64::MAX))]).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(later.thread, None);
+    store
+        .finish(id, later.attempt, &done("C1/2.2"))
+        .await
+        .unwrap();
     let listed = store.threads(Source::Dynatrace, "P-1").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
@@ -550,7 +584,10 @@ async fn an_open_and_its_close_routed_together_run_nothing(store: &Store, _: &Pa
 
 async fn a_replay_is_a_manual_attempt(store: &Store, _: &Path) {
     let id = routed_run(store).await;
-    let first = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let first = store.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     let done = Finish::Succeeded {
         summary: "exit 0".into(),
         outcome: "{}".into(),
@@ -559,7 +596,10 @@ async fn a_replay_is_a_manual_attempt(store: &Store, _: &Path) {
     store.finish(id, first, &done).await.unwrap();
     assert_eq!(store.schedule_replay(&[id]).await.unwrap(), 1);
     assert_eq!(store.pending_runs().await.unwrap(), 1);
-    let second = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let second = store.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     let manual: Vec<bool> = store
         .attempts(id)
         .await
@@ -703,7 +743,10 @@ async fn handled(store: &Store, n: Notification, finish: Option<Finish>) {
     store.insert_runs(&[(&stored, vec![run])]).await.unwrap();
     let Some(finish) = finish else { return };
     let id = store.due_runs(0, 10).await.unwrap()[0].id;
-    let attempt = store.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let attempt = store.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     store.finish(id, attempt, &finish).await.unwrap();
 }
 

@@ -127,24 +127,6 @@ impl Quiet for Postgres {
         Ok(())
     }
 
-    async fn earlier_unfinished(&self, run: &RunRow) -> Result<bool, StoreError> {
-        let found: Option<i64> = optional(
-            &self.pool.get().await?,
-            "SELECT 1::BIGINT FROM action_runs
-              WHERE source = $1 AND problem_key = $2 AND action = $3 AND target = $4
-                AND id < $5 AND status IN ('pending', 'running') LIMIT 1",
-            &[
-                &run.source,
-                &run.problem_key,
-                &run.action,
-                &run.target,
-                &run.id,
-            ],
-        )
-        .await?;
-        Ok(found.is_some())
-    }
-
     async fn holders(&self) -> Result<Vec<String>, StoreError> {
         all(
             &self.pool.get().await?,

@@ -5,8 +5,8 @@ use super::rows;
 use super::Postgres;
 use crate::domain::Source;
 use crate::store::concerns::Queue;
-use crate::store::{DueEnrichment, EnrichmentOutcome};
-use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification};
+use crate::store::{Claim, DueEnrichment, EnrichmentOutcome, Room};
+use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification, ThreadRef};
 use rows::{all, optional, FromRow};
 
 pub(super) const RUN_COLUMNS: &str =
@@ -263,12 +263,13 @@ impl Queue for Postgres {
     /// them), the most urgent first: one statement, each action looked up on its own.
     async fn due_runs_of(
         &self,
-        wanted: &[(String, i64)],
+        wanted: &[Room],
         max_wait_ms: i64,
     ) -> Result<Vec<RunRow>, StoreError> {
         let now = self.clock.now();
-        let (actions, limits): (Vec<&str>, Vec<i64>) =
-            wanted.iter().map(|(a, n)| (a.as_str(), *n)).unzip();
+        let actions: Vec<&str> = wanted.iter().map(|w| w.action.as_str()).collect();
+        let limits: Vec<i64> = wanted.iter().map(|w| w.free).collect();
+        let in_order: Vec<bool> = wanted.iter().map(|w| w.in_order).collect();
         let c = self.pool.get().await?;
         let columns = RUN_COLUMNS
             .split(',')
@@ -278,19 +279,22 @@ impl Queue for Postgres {
         all(
             &c,
             &format!(
-                "SELECT {columns} FROM unnest($3::text[], $4::bigint[]) AS w(action, n)
+                "SELECT {columns}
+                 FROM unnest($3::text[], $4::bigint[], $7::bool[]) AS w(action, n, in_order)
                  CROSS JOIN LATERAL (
                      (SELECT * FROM action_runs r
                       WHERE $5 AND r.action = w.action AND {}
                       ORDER BY r.lease_until_ms LIMIT w.n)
                      UNION ALL
-                     (SELECT * FROM action_runs
-                      WHERE status = 'pending' AND action = w.action
-                        AND (next_attempt_at_ms <= $1
-                             OR (next_attempt_at_ms > $2 AND held_by IS DISTINCT FROM 'wait'))
-                      ORDER BY priority, next_attempt_at_ms, id LIMIT w.n)
+                     (SELECT * FROM action_runs r
+                      WHERE r.status = 'pending' AND r.action = w.action
+                        AND (r.next_attempt_at_ms <= $1
+                             OR (r.next_attempt_at_ms > $2 AND r.held_by IS DISTINCT FROM 'wait'))
+                        AND NOT (w.in_order AND {})
+                      ORDER BY r.priority, r.next_attempt_at_ms, r.id LIMIT w.n)
                      LIMIT w.n) AS d",
-                takeover("$6::BIGINT")
+                takeover("$6::BIGINT"),
+                crate::store::EARLIER_UNFINISHED
             ),
             &[
                 &now,
@@ -299,6 +303,7 @@ impl Queue for Postgres {
                 &limits,
                 &self.clock.may_take_over(self.lease_ms),
                 &self.lease_ms,
+                &in_order,
             ],
         )
         .await
@@ -345,8 +350,12 @@ impl Queue for Postgres {
     /// ended, and that no other instance is claiming at this moment (`SKIP LOCKED`). A claim takes
     /// a lease of `dispatch.lease_secs` and counts an attempt, whose number is the fencing token
     /// its outcome is recorded under. A run taken over has its open attempt closed as interrupted.
-    async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
+    async fn claim_many(
+        &self,
+        runs: Vec<(i64, Option<i64>)>,
+    ) -> Result<Vec<Option<Claim>>, StoreError> {
         let now = self.clock.now();
+        let (run_ids, afters): (Vec<i64>, Vec<Option<i64>>) = runs.into_iter().unzip();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let rows = rows::query(
@@ -412,8 +421,59 @@ impl Queue for Postgres {
             ],
         )
         .await?;
+        // What each claimed run needs to start, in the same transaction: its notification and
+        // the problem's thread for its action and target since its opening.
+        let wanted: Vec<(i64, Option<i64>)> = run_ids
+            .iter()
+            .zip(&afters)
+            .filter(|(id, _)| claimed.contains_key(*id))
+            .map(|(id, after)| (*id, *after))
+            .collect();
+        let (ids, afters): (Vec<i64>, Vec<Option<i64>>) = wanted.into_iter().unzip();
+        let needs = rows::query(
+            &tx,
+            "SELECT k.id AS run_id, n.id, n.source, n.problem_key, n.state, n.pid, n.title,
+                    n.is_test, n.body, n.received_at_ms, e.details, n.facts,
+                    t.ref AS thread_ref, t.url AS thread_url
+             FROM unnest($1::bigint[], $2::bigint[]) AS k(id, after)
+             JOIN action_runs r ON r.id = k.id
+             JOIN notifications n ON n.id = r.notification_id
+             LEFT JOIN enrichments e ON e.notification_id = n.id
+             LEFT JOIN LATERAL (
+                 SELECT t.ref, t.url FROM threads t JOIN action_runs tr ON tr.id = t.run_id
+                 WHERE t.source = r.source AND t.problem_key = r.problem_key
+                   AND t.action = r.action AND t.target = r.target
+                   AND tr.notification_id > COALESCE(k.after, 0)) t ON true",
+            &[&ids, &afters],
+        )
+        .await?;
         tx.commit().await?;
-        Ok(run_ids.iter().map(|id| claimed.get(id).copied()).collect())
+        let mut ready = std::collections::HashMap::new();
+        for row in &needs {
+            let run_id: i64 = row.try_get("run_id")?;
+            let reference: Option<String> = row.try_get("thread_ref")?;
+            let url: Option<String> = row.try_get("thread_url")?;
+            let notification = StoredNotification::from_row(row)?;
+            ready.insert(
+                run_id,
+                (
+                    notification,
+                    reference.map(|reference| ThreadRef { reference, url }),
+                ),
+            );
+        }
+        Ok(run_ids
+            .iter()
+            .map(|id| {
+                let attempt = *claimed.get(id)?;
+                let (notification, thread) = ready.remove(id)?;
+                Some(Claim {
+                    attempt,
+                    notification,
+                    thread,
+                })
+            })
+            .collect())
     }
 
     /// Records how an attempt ended, only if the run is still this attempt's: a run taken over

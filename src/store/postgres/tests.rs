@@ -136,9 +136,12 @@ fn succeeded(what: &str) -> Finish {
 async fn a_run_is_claimed_by_one_instance_only() {
     let (_dir, url, a, b) = two(Duration::from_secs(60)).await;
     let id = one_run(&a).await;
-    let (x, y) = tokio::join!(a.claim_many(vec![id]), b.claim_many(vec![id]));
-    let claims = [x.unwrap()[0], y.unwrap()[0]];
-    assert_eq!(claims.iter().flatten().count(), 1, "{claims:?}");
+    let (x, y) = tokio::join!(
+        a.claim_many(vec![(id, None)]),
+        b.claim_many(vec![(id, None)])
+    );
+    let claims = [x.unwrap()[0].is_some(), y.unwrap()[0].is_some()];
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{claims:?}");
     assert_eq!(pg::psql(&url, "SELECT COUNT(*) FROM action_attempts"), "1");
 }
 
@@ -148,16 +151,22 @@ async fn a_run_is_claimed_by_one_instance_only() {
 async fn a_run_whose_lease_ended_is_taken_over_and_fenced() {
     let (_dir, url, a, b) = two(Duration::from_millis(300)).await;
     let id = one_run(&a).await;
-    let first = a.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let first = a.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     assert!(a.renew(id, first).await.unwrap());
     assert!(
-        b.claim_many(vec![id]).await.unwrap()[0].is_none(),
+        b.claim_many(vec![(id, None)]).await.unwrap()[0].is_none(),
         "held by a"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let due = b.due_runs(0, 10).await.unwrap();
     assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
-    let second = b.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    let second = b.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     assert_eq!(second, first + 1);
     assert!(!a.renew(id, first).await.unwrap(), "a's lease is gone");
     b.finish(id, second, &succeeded("by b")).await.unwrap();
@@ -181,7 +190,10 @@ async fn a_run_whose_lease_ended_is_taken_over_and_fenced() {
 async fn recovery_takes_back_only_this_instances_runs() {
     let (_dir, _url, a, b) = two(Duration::from_secs(60)).await;
     let id = one_run(&a).await;
-    a.claim_many(vec![id]).await.unwrap()[0].unwrap();
+    a.claim_many(vec![(id, None)]).await.unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .attempt;
     assert_eq!(b.recover_in_flight(None).await.unwrap(), 0);
     assert_eq!(a.run(id).await.unwrap().status, "running");
     assert_eq!(a.recover_in_flight(None).await.unwrap(), 1);

@@ -142,28 +142,6 @@ impl Quiet for Sqlite {
         .await
     }
 
-    async fn earlier_unfinished(&self, run: &RunRow) -> Result<bool, StoreError> {
-        let (source, key, action, target, id, notification) = (
-            run.source,
-            run.problem_key.clone(),
-            run.action.clone(),
-            run.target.clone(),
-            run.id,
-            run.notification_id,
-        );
-        let found: Option<i64> = self.reader.read(|c| {
-            optional(
-                c,
-                "SELECT 1 FROM action_runs
-                  WHERE source = ?1 AND problem_key = ?2 AND action = ?3 AND target = ?4
-                    AND (notification_id < ?6 OR (notification_id = ?6 AND id < ?5))
-                    AND status IN ('pending', 'running') LIMIT 1",
-                rusqlite::params![source, key, action, target, id, notification],
-            )
-        })?;
-        Ok(found.is_some())
-    }
-
     /// Every holder that silenced runs are still held by.
     async fn holders(&self) -> Result<Vec<String>, StoreError> {
         self.reader.read(|c| {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{DueEnrichment, StoreError};
-use crate::store::{RunRow, SentView, StoredNotification};
+use crate::store::{Room, RunRow, SentView, StoredNotification};
 
 /// A connection that can only read.
 fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
@@ -158,16 +158,21 @@ pub(super) fn due_runs_of(
     c: &Connection,
     now_ms: i64,
     latest_ms: i64,
-    wanted: &[(String, i64)],
+    wanted: &[Room],
 ) -> rusqlite::Result<Vec<RunRow>> {
     let mut due = Vec::new();
-    for (action, limit) in wanted {
+    for room in wanted {
         due.extend(runs(
             c,
-            "WHERE status = 'pending' AND action = ?1
-               AND (next_attempt_at_ms <= ?2 OR (next_attempt_at_ms > ?3 AND held_by IS NOT 'wait'))
-             ORDER BY priority, next_attempt_at_ms, id LIMIT ?4",
-            (action, now_ms, latest_ms, limit),
+            &format!(
+                "AS r WHERE status = 'pending' AND action = ?1
+                   AND (next_attempt_at_ms <= ?2
+                        OR (next_attempt_at_ms > ?3 AND held_by IS NOT 'wait'))
+                   AND (NOT ?5 OR NOT {})
+                 ORDER BY priority, next_attempt_at_ms, id LIMIT ?4",
+                crate::store::EARLIER_UNFINISHED
+            ),
+            (&room.action, now_ms, latest_ms, room.free, room.in_order),
         )?);
     }
     Ok(due)

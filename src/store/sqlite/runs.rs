@@ -11,7 +11,7 @@ use super::rows::{all, optional};
 use super::Sqlite;
 use crate::clock::now_ms;
 use crate::store::concerns::Queue;
-use crate::store::{DueEnrichment, EnrichmentOutcome};
+use crate::store::{Claim, DueEnrichment, EnrichmentOutcome, Room};
 use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification};
 
 pub(super) const RUN_COLUMNS: &str =
@@ -254,7 +254,7 @@ impl Queue for Sqlite {
     /// Per action in `wanted`, up to its number of due runs, the most urgent first.
     async fn due_runs_of(
         &self,
-        wanted: &[(String, i64)],
+        wanted: &[Room],
         max_wait_ms: i64,
     ) -> Result<Vec<RunRow>, StoreError> {
         let now = now_ms();
@@ -293,13 +293,16 @@ impl Queue for Sqlite {
     /// transaction. Only a pending run can be claimed, so two dispatchers never start the same
     /// run. The attempt number of each, or `None` for a run that could not be claimed (another
     /// claim or a finish got there first).
-    async fn claim_many(&self, run_ids: Vec<i64>) -> Result<Vec<Option<i64>>, StoreError> {
+    async fn claim_many(
+        &self,
+        runs: Vec<(i64, Option<i64>)>,
+    ) -> Result<Vec<Option<Claim>>, StoreError> {
         let now = now_ms();
         let claim =
             "UPDATE action_runs SET status = 'running', attempts = attempts + 1, manual = 0,
                     updated_at_ms = ?1
              WHERE id = ?2 AND status = 'pending'
-             RETURNING attempts, manual";
+             RETURNING attempts, notification_id, source, problem_key, action, target";
         self.write(move |c| {
             // RETURNING gives the row as updated; `manual` is read first, since the claim clears it.
             let mut was_manual =
@@ -309,19 +312,37 @@ impl Queue for Sqlite {
                 "INSERT INTO action_attempts (run_id, number, manual, started_at_ms)
                  VALUES (?1, ?2, ?3, ?4)",
             )?;
-            let mut claimed = Vec::with_capacity(run_ids.len());
-            for id in run_ids {
+            let mut claimed = Vec::with_capacity(runs.len());
+            for (id, thread_after) in runs {
                 let manual: bool = was_manual
                     .query_row([id], |r| r.get(0))
                     .optional()?
                     .unwrap_or(false);
-                let attempt: Option<i64> = claim
-                    .query_row(rusqlite::params![now, id], |r| r.get(0))
+                type Claimed = (i64, i64, Source, String, String, String);
+                let row: Option<Claimed> = claim
+                    .query_row(rusqlite::params![now, id], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })
                     .optional()?;
-                if let Some(attempt) = attempt {
-                    attempt_row.execute(rusqlite::params![id, attempt, manual, now])?;
-                }
-                claimed.push(attempt);
+                let Some((attempt, notification_id, source, key, action, target)) = row else {
+                    claimed.push(None);
+                    continue;
+                };
+                attempt_row.execute(rusqlite::params![id, attempt, manual, now])?;
+                // Read on the writer's connection, in the claim's transaction: indexed look-ups
+                // that cost less than a trip to the reader each.
+                claimed.push(Some(Claim {
+                    attempt,
+                    notification: super::reader::notification(c, notification_id)?,
+                    thread: super::threads::find(c, source, &key, &action, &target, thread_after)?,
+                }));
             }
             Ok(claimed)
         })

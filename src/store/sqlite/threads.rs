@@ -29,6 +29,26 @@ pub(super) fn keep(
     Ok(())
 }
 
+/// The problem's thread for this action and target, kept by a run of a notification after
+/// `after` (the opening it belongs to), if there is one.
+pub(super) fn find(
+    c: &Connection,
+    source: Source,
+    problem_key: &str,
+    action: &str,
+    target: &str,
+    after: Option<i64>,
+) -> rusqlite::Result<Option<ThreadRef>> {
+    let found: Option<(String, Option<String>)> = optional(
+        c,
+        "SELECT t.ref, t.url FROM threads t JOIN action_runs r ON r.id = t.run_id
+          WHERE t.source = ?1 AND t.problem_key = ?2 AND t.action = ?3 AND t.target = ?4
+            AND r.notification_id > COALESCE(?5, 0)",
+        rusqlite::params![source, problem_key, action, target, after],
+    )?;
+    Ok(found.map(|(reference, url)| ThreadRef { reference, url }))
+}
+
 impl Threads for Sqlite {
     async fn thread(
         &self,
@@ -38,16 +58,8 @@ impl Threads for Sqlite {
         target: &str,
         after: Option<i64>,
     ) -> Result<Option<ThreadRef>, StoreError> {
-        let found: Option<(String, Option<String>)> = self.reader.read(|c| {
-            optional(
-                c,
-                "SELECT t.ref, t.url FROM threads t JOIN action_runs r ON r.id = t.run_id
-                  WHERE t.source = ?1 AND t.problem_key = ?2 AND t.action = ?3 AND t.target = ?4
-                    AND r.notification_id > COALESCE(?5, 0)",
-                rusqlite::params![source, problem_key, action, target, after],
-            )
-        })?;
-        Ok(found.map(|(reference, url)| ThreadRef { reference, url }))
+        self.reader
+            .read(|c| find(c, source, problem_key, action, target, after))
     }
 
     async fn threads(
