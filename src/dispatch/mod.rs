@@ -949,3 +949,125 @@ async fn opening(
     let closed = crate::store::is_closed(&n.state, false);
     store.episode(n.source, &n.problem_key, n.id, closed).await
 }
+
+#[cfg(test)]
+mod tests {
+    //! The dispatcher's pass against a temporary SQLite store: routing, then starting runs by
+    //! each action's room and priority.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::domain::{Facts, Notification};
+
+    async fn setup(actions: serde_json::Value) -> (tempfile::TempDir, Store, Dispatcher) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = serde_json::json!({
+            "webhook": {"username": "u", "password": "a-password-for-tests"},
+            "store": {"url": format!("sqlite://{}", dir.path().join("hub.db").display())},
+            "dir_received": dir.path().join("received"),
+            "dir_sent": dir.path().join("sent"),
+            "actions": actions["actions"],
+            "routes": actions["routes"],
+        })
+        .to_string();
+        let config = Config::from_str(&text, &[], dir.path()).unwrap();
+        let store = Store::open(&config.store, &config.dir_received)
+            .await
+            .unwrap();
+        let dispatcher = Dispatcher::new(&config, store.clone()).unwrap();
+        (dir, store, dispatcher)
+    }
+
+    fn problem(key: &str, severity: &str) -> Notification {
+        Notification {
+            source: Source::Dynatrace,
+            problem_key: key.into(),
+            state: "OPEN".into(),
+            pid: None,
+            title: Some("Checkout down".into()),
+            is_test: false,
+            body: format!("{{\"ProblemID\":\"{key}\"}}").into_bytes(),
+            facts: Facts {
+                severity: severity.into(),
+                ..Facts::default()
+            },
+            identity: None,
+        }
+    }
+
+    /// `(problem, action, status)` of every run, oldest first.
+    async fn runs(store: &Store, keys: &[&str]) -> Vec<(String, String, String)> {
+        let mut all = Vec::new();
+        for key in keys {
+            for r in store.problem_runs(Source::Dynatrace, key).await.unwrap() {
+                all.push((r.problem_key, r.action, r.status));
+            }
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn a_pass_routes_then_starts_the_most_urgent_run_first() {
+        let (_dir, store, dispatcher) = setup(serde_json::json!({
+            "actions": {"one": {"type": "script", "command": ["sleep", "30"], "max_concurrent": 1}},
+            "routes": [{"actions": ["one"]}]
+        }))
+        .await;
+        for (key, severity) in [
+            ("P-1", "PERFORMANCE"),
+            ("P-2", "AVAILABILITY"),
+            ("P-3", "INFO"),
+        ] {
+            store.accept(problem(key, severity)).await.unwrap();
+        }
+        let mut tasks = JoinSet::new();
+        // Routing and starting happen in one pass: three routed, one started (the one slot).
+        dispatcher.step(&mut tasks).await.unwrap();
+        let statuses = runs(&store, &["P-1", "P-2", "P-3"]).await;
+        let running: Vec<&str> = statuses
+            .iter()
+            .filter(|(_, _, s)| s == "running")
+            .map(|(k, _, _)| k.as_str())
+            .collect();
+        assert_eq!(statuses.len(), 3, "{statuses:?}");
+        assert_eq!(running, ["P-2"], "the availability problem goes first");
+        // The slot is taken: another pass starts nothing.
+        assert_eq!(dispatcher.step(&mut tasks).await.unwrap(), 0);
+        tasks.abort_all();
+    }
+
+    #[tokio::test]
+    async fn a_saturated_action_leaves_another_actions_runs_to_start() {
+        let (_dir, store, dispatcher) = setup(serde_json::json!({
+            "actions": {
+                "slow": {"type": "script", "command": ["sleep", "30"], "max_concurrent": 1},
+                "page": {"type": "script", "command": ["sleep", "30"], "max_concurrent": 1}
+            },
+            "routes": [
+                {"severities": ["PERFORMANCE"], "actions": ["slow"]},
+                {"severities": ["AVAILABILITY"], "actions": ["page"]}
+            ]
+        }))
+        .await;
+        let mut keys = Vec::new();
+        for i in 0..(BATCH as usize + 10) {
+            keys.push(format!("N-{i}"));
+        }
+        for key in &keys {
+            store.accept(problem(key, "PERFORMANCE")).await.unwrap();
+        }
+        let mut tasks = JoinSet::new();
+        while dispatcher.step(&mut tasks).await.unwrap() > 0 {}
+        // Behind more than a pass's worth of the slow action's runs, a page to another action.
+        store
+            .accept(problem("P-PAGE", "AVAILABILITY"))
+            .await
+            .unwrap();
+        while dispatcher.step(&mut tasks).await.unwrap() > 0 {}
+        assert_eq!(
+            runs(&store, &["P-PAGE"]).await,
+            [("P-PAGE".into(), "page".into(), "running".into())]
+        );
+        tasks.abort_all();
+    }
+}
