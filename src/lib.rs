@@ -1,5 +1,5 @@
 //! hub: receives monitoring notifications durably and runs the actions an operations team uses.
-//! See DESIGN.md for how the parts fit together.
+//! The README's Development section says how the parts fit together and which way imports run.
 
 pub mod actions;
 pub mod app;

@@ -16,6 +16,27 @@ use chrono::{FixedOffset, MappedLocalTime, NaiveDate, NaiveDateTime, Offset, Tim
 /// Where the tz database is when `TZDIR` does not say.
 const DEFAULT_DIR: &str = "/usr/share/zoneinfo";
 
+/// Why a zone name cannot be used; each says what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    #[error("{0:?} is not an IANA time zone name such as \"Europe/Berlin\"")]
+    NotAName(String),
+    #[error(
+        "no time zone database at {}: install tzdata (or set TZDIR) to name {name:?}, or use \"UTC\"",
+        dir.display()
+    )]
+    NoDatabase { name: String, dir: PathBuf },
+    #[error("{name:?} is not an IANA time zone such as \"Europe/Berlin\" (not found in {})", dir.display())]
+    Unknown { name: String, dir: PathBuf },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a time zone file: {detail}", path.display())]
+    NotAZoneFile { path: PathBuf, detail: String },
+}
+
 /// A time zone, cheap to clone.
 #[derive(Clone)]
 pub struct Zone {
@@ -38,14 +59,12 @@ impl Zone {
     }
 
     /// The zone an IANA name such as `Europe/Berlin` names. `UTC` needs no tz database.
-    pub fn named(name: &str) -> Result<Zone, String> {
+    pub fn named(name: &str) -> Result<Zone, ZoneError> {
         if name == "UTC" || name == "Etc/UTC" {
             return Ok(Zone::utc());
         }
         if !plausible(name) {
-            return Err(format!(
-                "{name:?} is not an IANA time zone name such as \"Europe/Berlin\""
-            ));
+            return Err(ZoneError::NotAName(name.to_string()));
         }
         let dir = std::env::var_os("TZDIR")
             .filter(|d| !d.is_empty())
@@ -54,28 +73,28 @@ impl Zone {
         Self::read(name, &dir)
     }
 
-    fn read(name: &str, dir: &Path) -> Result<Zone, String> {
+    fn read(name: &str, dir: &Path) -> Result<Zone, ZoneError> {
         let path = dir.join(name);
         let bytes = match crate::small_file::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() => {
-                return Err(format!(
-                    "no time zone database at {}: install tzdata (or set TZDIR) to name \
-                     {name:?}, or use \"UTC\"",
-                    dir.display()
-                ))
+                return Err(ZoneError::NoDatabase {
+                    name: name.to_string(),
+                    dir: dir.to_path_buf(),
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!(
-                    "{name:?} is not an IANA time zone such as \"Europe/Berlin\" \
-                     (not found in {})",
-                    dir.display()
-                ))
+                return Err(ZoneError::Unknown {
+                    name: name.to_string(),
+                    dir: dir.to_path_buf(),
+                })
             }
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(ZoneError::Read { path, source }),
         };
-        let rules = tz::TimeZone::from_tz_data(&bytes)
-            .map_err(|e| format!("{} is not a time zone file: {e}", path.display()))?;
+        let rules = tz::TimeZone::from_tz_data(&bytes).map_err(|e| ZoneError::NotAZoneFile {
+            detail: e.to_string(),
+            path: path.clone(),
+        })?;
         Ok(Zone {
             name: name.into(),
             rules: Arc::new(rules),
@@ -245,16 +264,16 @@ mod tests {
             "a b",
             "$(x)",
         ] {
-            let e = Zone::named(bad).unwrap_err();
+            let e = Zone::named(bad).unwrap_err().to_string();
             assert!(e.contains("not an IANA time zone"), "{bad:?}: {e}");
         }
-        let e = Zone::named("Mars/Olympus_Mons").unwrap_err();
+        let e = Zone::named("Mars/Olympus_Mons").unwrap_err().to_string();
         assert!(e.contains("not found"), "{e}");
         let dir = std::env::temp_dir().join("hub-no-such-zoneinfo");
-        let e = Zone::read("Europe/Berlin", &dir).unwrap_err();
+        let e = Zone::read("Europe/Berlin", &dir).unwrap_err().to_string();
         assert!(e.contains("install tzdata"), "{e}");
         // A file in the database that is not a zone (Debian ships such text files).
-        let e = Zone::named("zone.tab").unwrap_err();
+        let e = Zone::named("zone.tab").unwrap_err().to_string();
         assert!(e.contains("not a time zone file"), "{e}");
     }
 }

@@ -118,7 +118,7 @@ pub(super) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<M
         let timezone = match crate::zone::Zone::named(&zone) {
             Ok(tz) => Some(tz),
             Err(e) => {
-                issues.push(s.path_of("timezone"), e);
+                issues.push(s.path_of("timezone"), e.to_string());
                 None
             }
         };

@@ -64,9 +64,9 @@ pub(super) fn read(
             }
             Some(s) => s,
             None => {
-                let known: Vec<&str> = Source::ALL[1..]
+                let known: Vec<&str> = Source::ALL
                     .iter()
-                    .filter(|s| **s != Source::Hub)
+                    .filter(|s| !matches!(s, Source::Dynatrace | Source::Hub))
                     .map(|s| s.as_str())
                     .collect();
                 issues.push(
