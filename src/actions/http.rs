@@ -45,9 +45,10 @@ impl Answer {
 
 /// Sends `request`; a request that got no answer (refused, reset, timed out) is transient.
 pub async fn send(request: reqwest::RequestBuilder, to: &str) -> Result<Answer, ActionError> {
-    let response = request.send().await.map_err(|e| {
-        ActionError::transient(format!("{to} unreachable: {}", super::sms::plain(&e)))
-    })?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ActionError::transient(format!("{to} unreachable: {}", plain(&e))))?;
     let status = response.status().as_u16();
     let retry_after = crate::retry::server_wait(response.headers());
     let text = response.text().await.unwrap_or_default();
@@ -56,6 +57,22 @@ pub async fn send(request: reqwest::RequestBuilder, to: &str) -> Result<Answer, 
         retry_after,
         text,
     })
+}
+
+/// Why a request got no answer, short: reqwest's own message names the whole URL, which may carry
+/// a secret (a Twilio account SID, a Teams webhook's key).
+pub(crate) fn plain(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(s) => format!("{kind}: {s}"),
+        None => kind.to_string(),
+    }
 }
 
 /// A POST of `body` as JSON (the body is built here, so no serde feature of the client is needed).

@@ -200,20 +200,15 @@ impl Sms {
                 self.window().per_minute()
             )));
         }
-        let response = self
+        let request = self
             .http
             .post(self.url())
             .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
             .form(&self.form(&to, &body))
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| ActionError::transient(format!("Twilio unreachable: {}", plain(&e))))?;
-        let status = response.status();
-        let retry_after = crate::retry::server_wait(response.headers());
-        let text = response.text().await.unwrap_or_default();
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.as_u16() == 201 || status.is_success() {
+            .timeout(self.timeout);
+        let reply = super::http::send(request, "Twilio").await?;
+        let answer = reply.json();
+        if reply.is_success() {
             let sid = answer
                 .get("sid")
                 .and_then(Value::as_str)
@@ -227,10 +222,10 @@ impl Sms {
         let message = answer
             .get("message")
             .and_then(Value::as_str)
-            .unwrap_or(text.trim());
+            .unwrap_or(reply.text.trim());
         let error = format!(
             "Twilio answered {}{}: {}",
-            status.as_u16(),
+            reply.status,
             if code.is_null() {
                 String::new()
             } else {
@@ -238,19 +233,8 @@ impl Sms {
             },
             mask_all(message, &to)
         );
-        let detail = json!({"to": masked, "http_status": status.as_u16(), "code": code});
-        if crate::retry::transient_status(status.as_u16()) {
-            Err(ActionError::Transient {
-                message: error,
-                detail,
-                retry_after,
-            })
-        } else {
-            Err(ActionError::Permanent {
-                message: error,
-                detail,
-            })
-        }
+        let detail = json!({"to": masked, "http_status": reply.status, "code": code});
+        Err(reply.error(error, detail))
     }
 }
 
@@ -324,17 +308,3 @@ fn mask_all(text: &str, number: &str) -> String {
     }
 }
 
-/// reqwest's errors name the URL; the URL carries the account SID only, but keep messages short.
-pub(crate) fn plain(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    match std::error::Error::source(e) {
-        Some(s) => format!("{kind}: {s}"),
-        None => kind.to_string(),
-    }
-}

@@ -192,7 +192,7 @@ impl Webhook {
         let body = self.body(job)?;
         let timestamp = crate::clock::now_ms() / 1000;
         let signature = self.signer.sign(&job.run_id, timestamp, &body);
-        let response = self
+        let request = self
             .http
             .post(&self.url)
             .header("content-type", "application/json")
@@ -200,32 +200,18 @@ impl Webhook {
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .timeout(self.timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                ActionError::transient(format!("POST failed: {}", super::sms::plain(&e)))
-            })?;
-        let status = response.status().as_u16();
-        let retry = crate::retry::server_wait(response.headers());
-        let text = response.text().await.unwrap_or_default();
-        let detail =
-            json!({"http_status": status, "response": super::bounded(text.as_bytes(), 1024)});
-        match status {
-            200..=299 => {
-                let thread = self.thread_pointer.as_deref().and_then(|p| answered_ref(&text, p));
-                Ok(Outcome::new(format!("delivered ({status})"), detail).with_thread(thread))
-            }
-            s if crate::retry::transient_status(s) => Err(ActionError::Transient {
-                message: format!("the receiver answered {status}"),
-                detail,
-                retry_after: retry,
-            }),
-            _ => Err(ActionError::Permanent {
-                message: format!("the receiver answered {status}"),
-                detail,
-            }),
+            .body(body);
+        let answer = super::http::send(request, "the receiver").await?;
+        let status = answer.status;
+        let detail = json!({"http_status": status, "response": answer.shown()});
+        if !answer.is_success() {
+            return Err(answer.error(format!("the receiver answered {status}"), detail));
         }
+        let thread = self
+            .thread_pointer
+            .as_deref()
+            .and_then(|p| answered_ref(&answer.text, p));
+        Ok(Outcome::new(format!("delivered ({status})"), detail).with_thread(thread))
     }
 }
 
