@@ -33,8 +33,8 @@ pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, Ex
         .map_err(|error| ExplainError::Refused { source, error })?;
     let client = crate::dynatrace::Client::from_config(&config.dynatrace)
         .map_err(crate::dispatch::StartError::from)?;
-    let registry =
-        Registry::build(config, client.as_ref()).map_err(crate::dispatch::StartError::from)?;
+    let registry = Registry::build(&config.actions, client.as_ref())
+        .map_err(crate::dispatch::StartError::from)?;
     let explained: Vec<Value> = notifications
         .iter()
         .map(|n| one(config, &registry, n))

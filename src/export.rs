@@ -40,7 +40,7 @@ pub async fn export(
     eprintln!(
         "exporting {} to {}",
         match since {
-            Some(d) => format!("the last {}", crate::config::reader::short_duration(d)),
+            Some(d) => format!("the last {}", crate::keys::short_duration(d)),
             None => "everything".to_string(),
         },
         dir.display()

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::noise::Heartbeat;
+use crate::noise::config::Heartbeat;
 use crate::own::{self, Own};
 use crate::store::{Store, StoreError};
 
@@ -31,17 +31,17 @@ pub async fn check(
         let deadline = last + allowed;
         let id = problem_id(&hb.name);
         if now > deadline {
-            let silent_for = crate::config::reader::short_duration(
-                std::time::Duration::from_millis((now - last).max(0) as u64),
-            );
+            let silent_for = crate::keys::short_duration(std::time::Duration::from_millis(
+                (now - last).max(0) as u64,
+            ));
             let own = Own {
                 kind: "heartbeat",
                 problem_id: id,
                 title: format!("heartbeat {} is silent: no beat for {silent_for}", hb.name),
                 actions: hb.actions.clone(),
                 detail: json!({"heartbeat": hb.name, "last_beat_ms": stored,
-                               "every": crate::config::reader::short_duration(hb.every),
-                               "grace": crate::config::reader::short_duration(hb.grace)}),
+                               "every": crate::keys::short_duration(hb.every),
+                               "grace": crate::keys::short_duration(hb.grace)}),
             };
             own::open(store, &own, deadline).await?;
         } else if let Some(beat) = stored {

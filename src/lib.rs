@@ -15,6 +15,7 @@ pub mod export;
 pub mod feed;
 pub mod heartbeat;
 pub mod import;
+pub mod keys;
 pub mod live;
 pub mod logging;
 pub mod matcher;

@@ -203,9 +203,9 @@ pub fn all_match(matchers: &[Matcher], p: &Problem) -> bool {
 
 /// A config object's matchers: `{"tag": "env:prod", "source": "alertmanager"}`.
 pub fn read_object(
-    s: &mut crate::config::reader::Section,
+    s: &mut crate::keys::Section,
     key: &'static str,
-    issues: &mut crate::config::reader::Issues,
+    issues: &mut crate::keys::Issues,
 ) -> Vec<Matcher> {
     let mut out = Vec::new();
     for (k, v) in s.entries(key, issues) {

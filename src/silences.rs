@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::clock::{now_ms, rfc3339};
-use crate::config::noise::Maintenance;
 use crate::matcher::{Matcher, MatcherError};
+use crate::noise::config::Maintenance;
 use crate::store::{SilenceRow, Store, StoreError};
 
 /// Ended silences stay listed this long.
@@ -154,7 +154,7 @@ pub fn shown_window(w: &Maintenance, now: i64) -> Value {
     json!({
         "name": w.name, "matchers": matchers, "cron": w.pattern,
         "timezone": w.timezone.name(),
-        "duration": crate::config::reader::short_duration(w.duration),
+        "duration": crate::keys::short_duration(w.duration),
         "active_until": w.window_at(now).map(|(_, end)| rfc3339(end)),
         "next_start": w.next_start(now).map(rfc3339),
     })

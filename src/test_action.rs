@@ -54,8 +54,8 @@ pub async fn test_action(
 ) -> Result<Report, TestActionError> {
     let client = crate::dynatrace::Client::from_config(&config.dynatrace)
         .map_err(crate::dispatch::StartError::from)?;
-    let registry =
-        Registry::build(config, client.as_ref()).map_err(crate::dispatch::StartError::from)?;
+    let registry = Registry::build(&config.actions, client.as_ref())
+        .map_err(crate::dispatch::StartError::from)?;
     let Some((action_config, action)) = registry.get(name) else {
         let known: Vec<&str> = registry
             .actions

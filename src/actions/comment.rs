@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{ReadContext, RunFuture};
-use crate::config::reader::{Issues, Section};
+use crate::keys::{Issues, Section};
 use crate::domain::Source;
 use crate::dynatrace::Client;
 use crate::store::RunRow;

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{ReadContext, RunFuture, ThreadRef};
-use crate::config::reader::{check_template, secret, Env, Issues, Section};
+use crate::keys::{check_template, secret, Env, Issues, Section};
 use crate::secret::Secret;
 use crate::template::Template;
 

@@ -4,6 +4,7 @@
 //! the dispatcher decides what to record and when to try again. `explain` shows what a run would do
 //! without doing it, for `hub explain`.
 
+pub mod config;
 pub mod http;
 pub mod problem;
 pub mod route;
@@ -15,10 +16,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::reader::{Env, Issues, Section};
-use crate::config::{ActionConfig, Config};
+use crate::keys::{Env, Issues, Section};
 use crate::store::RunRow;
 pub use crate::store::ThreadRef;
+use config::{ActionConfig, Actions};
 pub use problem::{Entity, Problem};
 
 /// What a run acts on: an impacted entity, a recipient, or nothing in particular (empty id).
@@ -313,7 +314,7 @@ pub struct Registry {
 impl Registry {
     /// `client` is the Dynatrace client comment actions post with (the dispatcher's own).
     pub fn build(
-        config: &Config,
+        config: &Actions,
         client: Option<&crate::dynatrace::Client>,
     ) -> Result<Registry, BuildError> {
         let http = reqwest::Client::builder()
@@ -322,7 +323,7 @@ impl Registry {
             .build()
             .map_err(BuildError::Http)?;
         let mut actions = Vec::new();
-        for a in &config.actions.actions {
+        for a in &config.actions {
             let built = a.kind.build(&BuildContext {
                 name: &a.name,
                 http: &http,

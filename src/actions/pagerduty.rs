@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::http::{post_json, send, truncated};
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, ThreadRef};
-use crate::config::reader::{check_url, secret, Issues, Section};
+use crate::keys::{check_url, secret, Issues, Section};
 use crate::secret::Secret;
 
 pub const EVENTS_API_URL: &str = "https://events.pagerduty.com";

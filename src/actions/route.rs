@@ -1,7 +1,7 @@
 //! Routing: which actions run for a problem, and on which targets.
 
+use super::config::{Actions, RouteConfig};
 use super::{Problem, Registry, Target};
-use crate::config::{Actions, RouteConfig};
 use crate::domain::Source;
 
 /// An action chosen for a problem, with what it fans out to.

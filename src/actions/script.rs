@@ -16,7 +16,7 @@ use tokio::process::Command;
 
 use super::{bounded, Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, Target};
-use crate::config::reader::{check_template, Issues, Section};
+use crate::keys::{check_template, Issues, Section};
 use crate::retry::TRANSIENT_EXIT;
 use crate::template::Template;
 

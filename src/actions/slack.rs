@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use super::http::{post_json, send, truncated, Answer};
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, ThreadRef};
-use crate::config::reader::{check_secret_url, check_template, check_url, secret};
-use crate::config::reader::{Issues, Section};
+use crate::keys::{check_secret_url, check_template, check_url, secret};
+use crate::keys::{Issues, Section};
 use crate::secret::Secret;
 use crate::template::Template;
 

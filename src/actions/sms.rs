@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{mask_number, Action, ActionError, ActionType, BuildContext, BuildError, Job};
 use super::{Outcome, Problem, ReadContext, RunFuture, Target};
-use crate::config::reader::{check_template, check_url, secret, Env, Issues, Section};
+use crate::keys::{check_template, check_url, secret, Env, Issues, Section};
 use crate::domain::Source;
 use crate::secret::Secret;
 use crate::template::Template;

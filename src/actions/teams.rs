@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::http::{post_json, send, truncated};
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, ThreadRef};
-use crate::config::reader::{check_secret_url, Issues, Section};
+use crate::keys::{check_secret_url, Issues, Section};
 use crate::secret::Secret;
 
 const MAX_TEXT: usize = 2000;
@@ -30,7 +30,7 @@ impl ActionType for TeamsConfig {
     const RATE_LIMIT_PER_MINUTE: Option<u32> = Some(60);
 
     fn read(s: &mut Section, ctx: &ReadContext, issues: &mut Issues) -> Option<Self> {
-        let url = crate::config::reader::secret(s, "webhook_url", "webhook_url_env", ctx.env, issues);
+        let url = crate::keys::secret(s, "webhook_url", "webhook_url_env", ctx.env, issues);
         if url.is_empty() {
             issues.push(
                 s.path_of("webhook_url"),

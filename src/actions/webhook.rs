@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{ReadContext, RunFuture};
-use crate::config::reader::{check_url, secret, Env, Issues, Section};
+use crate::keys::{check_url, secret, Env, Issues, Section};
 use crate::secret::Secret;
 use crate::template::{check_json, Template};
 

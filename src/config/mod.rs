@@ -4,22 +4,22 @@
 //! defaults, so a sample config works as it is. Secrets may come from the environment instead of the
 //! file (see [`SECRET_ENV`]). Every problem is reported at once, each named by its key path.
 
-pub mod actions;
-pub mod noise;
-pub(crate) mod reader;
-pub mod sources;
-
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub use crate::actions::config::{
+    ActionConfig, Actions, DispatchConfig, IncidentNotification, RouteConfig, SmsNotification,
+};
 pub use crate::actions::ActionKind;
-pub use actions::{ActionConfig, Actions, DispatchConfig, RouteConfig};
-pub use reader::ConfigIssue;
-use reader::{duplicate_keys, type_name, Issues, Section};
-pub(crate) use reader::{secret, Env};
-pub use sources::SourcesConfig;
+pub use crate::dynatrace::config::DynatraceConfig;
+pub use crate::keys::ConfigIssue;
+use crate::keys::Env;
+use crate::keys::{duplicate_keys, Issues, Section};
+pub use crate::retention::config::RetentionConfig;
+pub use crate::sources::config::SourcesConfig;
+pub use crate::store::config::StoreConfig;
 
 use crate::secret::Secret;
 
@@ -40,7 +40,6 @@ pub const EXAMPLE_PASSWORDS: &[&str] = &["s3cr3t", "change-me"];
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// Paging never waits on Dynatrace for longer than this by default.
-pub const DEFAULT_ENRICH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
@@ -63,34 +62,8 @@ pub struct Config {
     /// `None`: nothing is ever deleted.
     pub retention: Option<RetentionConfig>,
     /// Recurring silences.
-    pub maintenance: Vec<noise::Maintenance>,
-    pub heartbeats: Vec<noise::Heartbeat>,
-}
-
-/// `retention`: how long problems that ended are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetentionConfig {
-    /// A problem that ended, and has had nothing to do, for longer than this is deleted.
-    pub max_age: std::time::Duration,
-    /// How often a pass looks for such problems.
-    pub interval: std::time::Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct DynatraceConfig {
-    /// Base URL of the environment; `None` when not configured (no enrichment).
-    pub tenant: Option<String>,
-    pub api_token: Secret,
-    /// Problems API version: 2 (default) or 1 for old Managed clusters.
-    pub api_version: u8,
-    pub connect_timeout_secs: u64,
-    pub timeout_secs: u64,
-    /// Tries per API call, the first included.
-    pub max_attempts: u32,
-    /// The longest hub waits for a rate limit to reset before trying again.
-    pub max_rate_limit_wait_secs: u64,
-    /// How long actions wait for a problem's details before they run on the notification alone.
-    pub enrich_wait: std::time::Duration,
+    pub maintenance: Vec<crate::noise::config::Maintenance>,
+    pub heartbeats: Vec<crate::noise::config::Heartbeat>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,198 +85,6 @@ pub struct WebhookConfig {
     pub max_connections_per_client: Option<usize>,
     /// `webhook.tls`: serve HTTPS with these files; `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// `sqlite://FILE` or `postgres://USER@HOST:PORT/DB`, as it may be shown: a password in it
-    /// is `***` here.
-    pub url: String,
-    /// The URL as given, password included (from the file or `HUB_STORE_URL`).
-    pub connect_url: Secret,
-    /// From `store.password_env`; wins over a password in the URL.
-    pub password: Option<Secret>,
-    /// `store.ca_file`: the CA certificates (PEM) a PostgreSQL server's certificate is checked
-    /// against instead of the Mozilla roots.
-    pub ca_file: Option<PathBuf>,
-    /// This instance's name among those sharing a PostgreSQL store (`store.instance`, default the
-    /// host name); shown on the page and in logs.
-    pub instance: String,
-    /// How long a claimed run is held for the instance running it before another may take it
-    /// over (`dispatch.lease_secs`); renewed while the action runs.
-    pub lease: std::time::Duration,
-}
-
-impl StoreConfig {
-    pub fn is_postgres(&self) -> bool {
-        is_postgres_url(&self.url)
-    }
-}
-
-fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// A store URL as it may be shown (check-config, the start line, the page, `/api/stats`): the
-/// password in its user part and the value of any query key naming a password replaced by `***`.
-///
-/// This is the one place a store URL is made fit to show, and it must hold for a password of any
-/// character, written raw as operators do (`pa/ss`, `p@ss`, `50%`). So it masks more than any
-/// parser takes: the user part runs to the *last* `@` before the query (tokio-postgres stops at
-/// the first, the WHATWG parser at the first `/`), and a password value runs to the next `&`
-/// that starts a known option. A URL it cannot read loses more of itself, never the password.
-pub(crate) fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // Not a URL (`sqlite:hub.db`, or a libpq `key=value` string given by mistake).
-        return if url.to_ascii_lowercase().contains("pass") {
-            "(not shown: it may hold a password)".to_string()
-        } else {
-            url.to_string()
-        };
-    };
-    match user_part(rest) {
-        Some((colon, at)) => {
-            // A `?` in the part taken for a password may have been the query's start (an `@` in
-            // a query value): then what follows is the query's rest, and is masked as one.
-            let after = &rest[at + 1..];
-            let after = if rest[colon..at].contains('?') && !after.contains('?') {
-                mask_query(&format!("?{after}"))[1..].to_string()
-            } else {
-                mask_query(after)
-            };
-            format!("{scheme}://{}:***@{after}", &rest[..colon])
-        }
-        None => format!("{scheme}://{}", mask_query(rest)),
-    }
-}
-
-/// Where the `:` before a password and the `@` after it are in what follows `scheme://`.
-fn user_part(rest: &str) -> Option<(usize, usize)> {
-    let first_at = rest.find('@')?;
-    let query = rest[first_at..]
-        .find('?')
-        .map_or(rest.len(), |q| first_at + q);
-    let at = rest[..query].rfind('@')?;
-    let colon = rest[..at].find(':')?;
-    // A user name holds none of these; a `:` after one is a port, and the `@` is in the query.
-    if rest[..colon].contains(['/', '?', '#']) {
-        return None;
-    }
-    Some((colon, at))
-}
-
-/// The options tokio-postgres reads from a URL's query (and libpq's file options): a `&` starts
-/// a new pair only before one of these, so a raw `&` in a password stays in the masked value.
-const URL_OPTIONS: &[&str] = &[
-    "user",
-    "password",
-    "dbname",
-    "options",
-    "application_name",
-    "sslmode",
-    "sslnegotiation",
-    "sslcert",
-    "sslkey",
-    "sslrootcert",
-    "sslpassword",
-    "passfile",
-    "host",
-    "hostaddr",
-    "port",
-    "connect_timeout",
-    "tcp_user_timeout",
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_retries",
-    "target_session_attrs",
-    "channel_binding",
-    "load_balance_hosts",
-];
-
-/// `s` with the value of every query pair whose key names a password (`password`, `sslpassword`,
-/// percent-encoded or not) replaced by `***`.
-fn mask_query(s: &str) -> String {
-    let Some(q) = s.find('?') else {
-        return s.to_string();
-    };
-    let (head, query) = s.split_at(q + 1);
-    let mut pairs = Vec::new();
-    let mut start = 0;
-    for (i, _) in query.match_indices('&') {
-        let starts_option = query[i + 1..]
-            .split_once('=')
-            .is_some_and(|(key, _)| URL_OPTIONS.contains(&percent_decoded(key).as_str()));
-        if starts_option {
-            pairs.push(&query[start..i]);
-            start = i + 1;
-        }
-    }
-    pairs.push(&query[start..]);
-    let pairs: Vec<String> = pairs
-        .into_iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if percent_decoded(key).to_ascii_lowercase().contains("pass") => {
-                format!("{key}=***")
-            }
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{head}{}", pairs.join("&"))
-}
-
-/// A query key as tokio-postgres reads it (`pass%77ord` is `password`); bytes that do not decode
-/// stay as they are.
-fn percent_decoded(key: &str) -> String {
-    let bytes = key.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let (h, l) = (hex(h).unwrap_or(0), hex(l).unwrap_or(0));
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The machine's host name, the default instance name.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "hub".to_string())
-}
-
-#[derive(Debug, Clone)]
-pub struct IncidentNotification {
-    pub active: bool,
-    pub exec_win: String,
-    pub exec_unix: String,
-    /// The `script` action's other keys, which the section takes too.
-    pub options: crate::actions::script::ScriptOptions,
-    pub max_concurrent: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct SmsNotification {
-    pub active: bool,
-    pub twilio_account: String,
-    pub twilio_token: Secret,
-    pub twilio_number: String,
-    pub to_numbers: Vec<String>,
-    /// The `sms` action's other keys, which the section takes too.
-    pub options: crate::actions::sms::SmsOptions,
-    pub max_concurrent: usize,
 }
 
 /// Why a configuration could not be loaded.
@@ -466,8 +247,8 @@ impl Config {
             match &self.retention {
                 Some(r) => format!(
                     "{} (checked every {})",
-                    reader::short_duration(r.max_age),
-                    reader::short_duration(r.interval)
+                    crate::keys::short_duration(r.max_age),
+                    crate::keys::short_duration(r.interval)
                 ),
                 None => "none (everything is kept)".to_string(),
             },
@@ -529,9 +310,9 @@ fn apply_secret_env(doc: &mut Value, env: &[(String, String)]) {
 fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues) -> Config {
     let mut root = Section::root(doc, issues);
 
-    let dynatrace = read_dynatrace(root.section("dynatrace", issues), issues);
+    let dynatrace = crate::dynatrace::config::read(root.section("dynatrace", issues), issues);
     let webhook = read_webhook(root.section("webhook", issues), base, issues);
-    let mut store = read_store(root.section("store", issues), env, base, issues);
+    let mut store = crate::store::config::read(root.section("store", issues), env, base, issues);
 
     let mut folder = |root: &mut Section, key: &'static str, default: &str| {
         let path = root.path_of(key);
@@ -555,13 +336,17 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     }
     let log_format = read_log_format(&mut root, env, issues);
 
-    let incident_notification =
-        read_incident(root.section("incident_notification", issues), base, issues);
-    let sms_notification = read_sms(root.section("sms_notification", issues), issues);
+    let incident_notification = crate::actions::config::read_incident(
+        root.section("incident_notification", issues),
+        base,
+        issues,
+    );
+    let sms_notification =
+        crate::actions::config::read_sms(root.section("sms_notification", issues), issues);
 
-    let actions = actions::read(
+    let actions = crate::actions::config::read(
         &mut root,
-        actions::Legacy {
+        crate::actions::config::Legacy {
             incident: &incident_notification,
             sms: &sms_notification,
             tenant_set: dynatrace.tenant.is_some() && !dynatrace.api_token.is_empty(),
@@ -573,7 +358,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     );
     store.lease = std::time::Duration::from_secs(actions.dispatch.lease_secs);
 
-    let sources = sources::read(
+    let sources = crate::sources::config::read(
         &mut root,
         (&webhook.username, &webhook.password),
         &Env(env),
@@ -581,11 +366,11 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     );
     let viewer = read_viewer(root.section("status_page", issues), issues);
     let retention = match root.value("retention") {
-        Some(_) => read_retention(root.section("retention", issues), issues),
+        Some(_) => crate::retention::config::read(root.section("retention", issues), issues),
         None => None,
     };
-    let maintenance = noise::read_maintenance(&mut root, issues);
-    let heartbeats = noise::read_heartbeats(&mut root, &actions, issues);
+    let maintenance = crate::noise::config::read_maintenance(&mut root, issues);
+    let heartbeats = crate::noise::config::read_heartbeats(&mut root, &actions, issues);
 
     if dir_received == dir_sent {
         issues.push("dir_sent", "must be a different folder from dir_received");
@@ -612,27 +397,6 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     }
 }
 
-fn read_retention(mut s: Section, issues: &mut Issues) -> Option<RetentionConfig> {
-    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
-    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-    // At least an hour: "90s" typed for "90d" must not delete what just resolved.
-    let max_age = s.duration("max_age", HOUR, DAY * 36_500, issues);
-    if s.value("max_age").is_none() {
-        issues.push(
-            s.path_of("max_age"),
-            "required with retention: how long a problem that ended is kept, such as \"90d\"",
-        );
-    }
-    let interval = s
-        .duration("interval", std::time::Duration::from_secs(1), DAY, issues)
-        .unwrap_or(std::time::Duration::from_secs(600));
-    s.finish(issues);
-    Some(RetentionConfig {
-        max_age: max_age?,
-        interval,
-    })
-}
-
 fn read_viewer(mut s: Section, issues: &mut Issues) -> Option<(String, Secret)> {
     let username = s.string("username", issues).filter(|u| !u.is_empty());
     let password = s.string("password", issues).filter(|p| !p.is_empty());
@@ -651,50 +415,6 @@ fn read_viewer(mut s: Section, issues: &mut Issues) -> Option<(String, Secret)> 
             );
             None
         }
-    }
-}
-
-fn read_dynatrace(mut s: Section, issues: &mut Issues) -> DynatraceConfig {
-    let tenant = s.string("tenant", issues).filter(|t| !t.trim().is_empty());
-    if let Some(t) = &tenant {
-        let lower = t.to_ascii_lowercase();
-        if !(lower.starts_with("https://") || lower.starts_with("http://")) || t.contains(' ') {
-            issues.push(
-                s.path_of("tenant"),
-                format!(
-                    "expected a URL such as https://abc12345.live.dynatrace.com or https://host/e/<env-id>, found {t:?}"
-                ),
-            );
-        }
-    }
-    let api_token = Secret::new(s.string("api_token", issues).unwrap_or_default());
-    let api_version = s.integer("api_version", 1, 2, issues).unwrap_or(2) as u8;
-    let connect_timeout_secs = s
-        .integer("connect_timeout_secs", 1, 300, issues)
-        .unwrap_or(5);
-    let timeout_secs = s.integer("timeout_secs", 1, 600, issues).unwrap_or(30);
-    let max_attempts = s.integer("max_attempts", 1, 20, issues).unwrap_or(4) as u32;
-    let max_rate_limit_wait_secs = s
-        .integer("max_rate_limit_wait_secs", 0, 3600, issues)
-        .unwrap_or(60);
-    let enrich_wait = s
-        .duration(
-            "enrich_wait",
-            std::time::Duration::ZERO,
-            std::time::Duration::from_secs(24 * 3600),
-            issues,
-        )
-        .unwrap_or(DEFAULT_ENRICH_WAIT);
-    s.finish(issues);
-    DynatraceConfig {
-        tenant,
-        api_token,
-        api_version,
-        connect_timeout_secs,
-        timeout_secs,
-        max_attempts,
-        max_rate_limit_wait_secs,
-        enrich_wait,
     }
 }
 
@@ -805,185 +525,6 @@ fn read_tls(mut s: Section, base: &Path, issues: &mut Issues) -> Option<crate::t
         return None;
     }
     Some(files)
-}
-
-fn read_store(
-    mut s: Section,
-    env: &[(String, String)],
-    base: &Path,
-    issues: &mut Issues,
-) -> StoreConfig {
-    let in_file = s.string("url", issues);
-    let from_env = env
-        .iter()
-        .find(|(k, _)| k == "HUB_STORE_URL")
-        .map(|(_, v)| v.clone());
-    let url = from_env
-        .or(in_file)
-        .unwrap_or_else(|| "sqlite://hub.db".to_string());
-    if is_postgres_url(&url) {
-        let authority = url.split_once("://").map_or("", |(_, rest)| rest);
-        if authority.split('/').nth(1).is_none_or(str::is_empty) {
-            issues.push(
-                s.path_of("url"),
-                "name the database, such as postgres://hub@db.example:5432/hub",
-            );
-        }
-    } else if !url.starts_with("sqlite:") {
-        issues.push(
-            s.path_of("url"),
-            format!(
-                "expected a SQLite URL such as sqlite://hub.db or a PostgreSQL one such as \
-                 postgres://hub@db.example:5432/hub, found {:?}",
-                without_password(&url)
-            ),
-        );
-    } else if url.contains(":memory:") || url.contains("mode=memory") {
-        issues.push(
-            s.path_of("url"),
-            "an in-memory store forgets every notification when hub stops; name a file, such as sqlite://hub.db",
-        );
-    }
-    let password = match s.string("password_env", issues) {
-        Some(var) => match env.iter().find(|(k, _)| *k == var) {
-            Some((_, v)) if !v.is_empty() => Some(Secret::new(v.clone())),
-            _ => {
-                issues.push(
-                    s.path_of("password_env"),
-                    format!("environment variable {var} is not set"),
-                );
-                None
-            }
-        },
-        None => None,
-    };
-    let ca_file = s.string("ca_file", issues).map(|f| base.join(f));
-    if let Some(f) = &ca_file {
-        if !f.exists() {
-            issues.push(
-                s.path_of("ca_file"),
-                format!("no such file: {}", f.display()),
-            );
-        } else if let Err(e) = crate::tls::ca_certificates(f) {
-            // Read here with a cap, so a file that could never be a CA is refused at load.
-            issues.push(s.path_of("ca_file"), e.to_string());
-        }
-    }
-    let instance = s.string("instance", issues).unwrap_or_else(host_name);
-    if instance.is_empty()
-        || instance.len() > 64
-        || !instance
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        issues.push(
-            s.path_of("instance"),
-            "letters, digits, '-', '_' and '.' only, 64 at most",
-        );
-    }
-    s.finish(issues);
-    StoreConfig {
-        url: without_password(&url),
-        connect_url: Secret::new(url),
-        password,
-        ca_file,
-        instance,
-        lease: std::time::Duration::from_secs(DispatchConfig::default().lease_secs),
-    }
-}
-
-fn read_incident(mut s: Section, base: &Path, issues: &mut Issues) -> IncidentNotification {
-    let active = s.bool("active", issues).unwrap_or(false);
-    let exec_win = s.string("exec_win", issues).unwrap_or_default();
-    let exec_unix = s.string("exec_unix", issues).unwrap_or_default();
-    let options = crate::actions::script::read_options(&mut s, base, issues);
-    let max_concurrent = read_max_concurrent(&mut s, issues);
-    let needed = if cfg!(windows) {
-        ("exec_win", &exec_win)
-    } else {
-        ("exec_unix", &exec_unix)
-    };
-    if active && needed.1.trim().is_empty() {
-        issues.push(
-            s.path_of(needed.0),
-            "missing: the command to run when incident_notification is active",
-        );
-    }
-    s.finish(issues);
-    IncidentNotification {
-        active,
-        exec_win,
-        exec_unix,
-        options,
-        max_concurrent,
-    }
-}
-
-fn read_max_concurrent(s: &mut Section, issues: &mut Issues) -> usize {
-    s.integer("max_concurrent", 1, 256, issues).unwrap_or(4) as usize
-}
-
-fn read_sms(mut s: Section, issues: &mut Issues) -> SmsNotification {
-    let active = s.bool("active", issues).unwrap_or(false);
-    let twilio_account = s.string("twilio_account", issues).unwrap_or_default();
-    let twilio_token = Secret::new(s.string("twilio_token", issues).unwrap_or_default());
-    let twilio_number = s.string("twilio_number", issues).unwrap_or_default();
-    let options = crate::actions::sms::read_options(&mut s, issues);
-    let max_concurrent = read_max_concurrent(&mut s, issues);
-    let to_path = s.path_of("to_number");
-    let to_numbers = match s.value("to_number") {
-        None => Vec::new(),
-        Some(Value::String(n)) if n.is_empty() => Vec::new(),
-        Some(Value::String(n)) => vec![n.clone()],
-        Some(Value::Array(items)) => {
-            let mut numbers = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                match item {
-                    Value::String(n) if !n.is_empty() => numbers.push(n.clone()),
-                    other => issues.push(
-                        format!("{to_path}[{i}]"),
-                        format!("expected a phone number string, found {}", type_name(other)),
-                    ),
-                }
-            }
-            numbers
-        }
-        Some(other) => {
-            issues.push(
-                to_path.clone(),
-                format!(
-                    "expected a phone number or a list of them, found {}",
-                    type_name(other)
-                ),
-            );
-            Vec::new()
-        }
-    };
-    if active {
-        for (key, empty) in [
-            ("twilio_account", twilio_account.is_empty()),
-            ("twilio_token", twilio_token.is_empty()),
-            ("twilio_number", twilio_number.is_empty()),
-            ("to_number", to_numbers.is_empty()),
-        ] {
-            if empty {
-                issues.push(
-                    s.path_of(key),
-                    "missing: required when sms_notification is active",
-                );
-            }
-        }
-    }
-    s.finish(issues);
-    SmsNotification {
-        active,
-        twilio_account,
-        twilio_token,
-        twilio_number,
-        to_numbers,
-        options,
-        max_concurrent,
-    }
 }
 
 /// `log_format`, or `HUB_LOG_FORMAT`, which wins: `text` or `json`.
@@ -1161,50 +702,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.sms_notification.to_numbers, ["+2", "+3"]);
-    }
-
-    /// A password of any character, in the user part or the query, is never shown, and what is
-    /// shown still names the host and database.
-    #[test]
-    fn a_store_urls_password_is_masked_whatever_it_holds() {
-        let cases = [
-            (
-                "postgres://hub:pa/ss@db:5432/hub",
-                "postgres://hub:***@db:5432/hub",
-            ),
-            ("postgres://hub:p@ss@db/hub", "postgres://hub:***@db/hub"),
-            (
-                "postgres://hub:p%40ss%2F@db/hub",
-                "postgres://hub:***@db/hub",
-            ),
-            ("postgres://hub:pa?ss#x@db/hub", "postgres://hub:***@db/hub"),
-            ("postgres://hub:@db/hub", "postgres://hub:***@db/hub"),
-            (
-                "postgres://hub@db/hub?password=SeCrEt",
-                "postgres://hub@db/hub?password=***",
-            ),
-            (
-                "postgres://db/hub?sslmode=require&password=a&b/c@d&application_name=x",
-                "postgres://db/hub?sslmode=require&password=***&application_name=x",
-            ),
-            (
-                "postgres://db/hub?pass%77ord=SeCrEt",
-                "postgres://db/hub?pass%77ord=***",
-            ),
-            (
-                "postgres://hub:one@db/hub?sslpassword=two",
-                "postgres://hub:***@db/hub?sslpassword=***",
-            ),
-            ("sqlite://hub.db", "sqlite://hub.db"),
-            ("sqlite:hub.db", "sqlite:hub.db"),
-            ("host=db password=x", "(not shown: it may hold a password)"),
-        ];
-        for (url, shown) in cases {
-            assert_eq!(without_password(url), shown, "{url}");
-        }
-        // Where the query holds an `@` and a `:` comes before it, more is hidden, nothing leaks.
-        let odd = without_password("postgres://db:5432/hub?application_name=a@b&password=Z9");
-        assert!(!odd.contains("Z9") && !odd.contains("5432/hub?"), "{odd}");
     }
 
     /// A PostgreSQL store: its password from the URL, `HUB_STORE_URL` or `store.password_env`,

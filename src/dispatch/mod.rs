@@ -83,8 +83,8 @@ pub struct Settings {
     limits: HashMap<String, Arc<Semaphore>>,
     /// Per action with a `rate_limit_per_minute`: the runs started in the last minute.
     rates: HashMap<String, Arc<Mutex<crate::rate::Window>>>,
-    maintenance: Vec<crate::config::noise::Maintenance>,
-    heartbeats: Vec<crate::config::noise::Heartbeat>,
+    maintenance: Vec<crate::noise::config::Maintenance>,
+    heartbeats: Vec<crate::noise::config::Heartbeat>,
 }
 
 impl Settings {
@@ -92,7 +92,7 @@ impl Settings {
     /// the actions whose limit did not change, so runs in flight still count against them.
     pub fn new(config: &Config, before: Option<&Settings>) -> Result<Settings, StartError> {
         let client = Client::from_config(&config.dynatrace)?;
-        let registry = Registry::build(config, client.as_ref())?;
+        let registry = Registry::build(&config.actions, client.as_ref())?;
         let limits = config
             .actions
             .actions
@@ -557,7 +557,7 @@ impl Dispatcher {
         if crate::store::is_closed(&problem.state, false) {
             return Ok(RunStart::Now);
         }
-        let shown = crate::config::reader::short_duration(wait);
+        let shown = crate::keys::short_duration(wait);
         // From its arrival: a backlog, or a wait for Dynatrace's details, is not added to it.
         Ok(RunStart::Held {
             until_ms: (n.received_at_ms + wait.as_millis() as i64).max(now),

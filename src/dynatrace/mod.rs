@@ -5,6 +5,7 @@
 //! `Retry-After` or `X-RateLimit-Reset` asks, within a cap); any other answer fails at once with
 //! Dynatrace's own message.
 
+pub mod config;
 pub mod problem;
 pub mod window;
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 
-use crate::config::DynatraceConfig;
 use crate::secret::Secret;
+use config::DynatraceConfig;
 pub use window::{UnknownWindow, Window};
 
 /// Tries a paged feed at most this many pages, so a server that never stops cannot hold hub.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::{object, required_text, text, Gate, Headers, ParseError, Plain, Source, SourcePlugin};
 use super::MAX_KEY_LEN;
-use crate::config::reader::{Issues, Section};
-use crate::config::Env;
+use crate::keys::{Issues, Section};
+use crate::keys::Env;
 use crate::domain::{Entity, Facts, Notification};
 
 pub const PATHS: &[&str] = &["/hooks/alertmanager"];

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::{digest_id, object, text, Gate, Headers, ParseError, Refusal, Source, SourcePlugin};
 use super::MAX_KEY_LEN;
-use crate::config::reader::{Issues, Section};
-use crate::config::{secret, Env};
+use crate::keys::{Issues, Section};
+use crate::keys::{secret, Env};
 use crate::domain::{Entity, Facts, Notification};
 use crate::secret::Secret;
 

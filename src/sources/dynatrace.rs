@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 use super::{Gate, Headers, ParseError, Receipt, Reply, Source, SourcePlugin};
-use crate::config::reader::{Issues, Section};
-use crate::config::Env;
+use crate::keys::{Issues, Section};
+use crate::keys::Env;
 use crate::domain::{dedup_entities, Entity, Facts, Notification};
 
 /// The sample's path (Dynatrace custom integrations already point here) and hub's own.

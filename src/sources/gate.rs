@@ -4,9 +4,9 @@
 use serde_json::Value;
 
 use super::{Headers, Refusal};
-use crate::config::reader::{type_name, Issues, Section};
-use crate::config::{secret, Env};
 use crate::credentials::{token_matches, BasicAuth, Presented};
+use crate::keys::{secret, Env};
+use crate::keys::{type_name, Issues, Section};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Default)]

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::{object, required_text, text, Gate, Headers, ParseError, Plain, SourcePlugin};
 use super::MAX_KEY_LEN;
-use crate::config::reader::{Issues, Section};
-use crate::config::Env;
+use crate::keys::{Issues, Section};
+use crate::keys::Env;
 use crate::domain::{Facts, Notification};
 
 pub const PATHS: &[&str] = &[];

@@ -3,16 +3,17 @@
 //! become notifications and how its senders expect to be answered; the web layer does the HTTP and
 //! the store the keeping. No I/O here.
 
+pub mod config;
 pub mod gate;
 
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::reader::{Issues, Section};
-use crate::config::Env;
 pub(crate) use crate::domain::text;
 use crate::domain::Notification;
+use crate::keys::Env;
+use crate::keys::{Issues, Section};
 pub use gate::{Gate, SourceAuth};
 
 /// Lists the sources: each line is the enum variant, its module (whose name is the source's name

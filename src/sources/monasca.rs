@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::{object, required_text, text, Gate, Headers, ParseError, Plain, Source, SourcePlugin};
 use super::MAX_KEY_LEN;
-use crate::config::reader::{Issues, Section};
-use crate::config::Env;
+use crate::keys::{Issues, Section};
+use crate::keys::Env;
 use crate::domain::{dedup_entities, Entity, Facts, Notification};
 
 /// hub's path, and the one Monasca's webhook notifier examples use.

@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::{digest_id, object, text, Failure, Gate, Headers, ParseError, Receipt, Refusal};
 use super::{Reply, Source, SourcePlugin};
-use crate::config::reader::{Issues, Section};
-use crate::config::Env;
+use crate::keys::{Issues, Section};
+use crate::keys::Env;
 use crate::credentials::token_matches;
 use crate::domain::{Entity, Facts, Notification};
 use crate::secret::Secret;

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::{object, required_text, text, Failure, Gate, Headers, ParseError, Receipt, Reply};
 use super::{Source, SourcePlugin, MAX_KEY_LEN};
-use crate::config::reader::{Issues, Section};
-use crate::config::Env;
+use crate::keys::{Issues, Section};
+use crate::keys::Env;
 use crate::domain::{Entity, Facts, Notification};
 
 pub const PATHS: &[&str] = &["/hooks/ucloud"];

@@ -7,6 +7,7 @@
 //! transaction (group commit) and answers only then.
 
 mod concerns;
+pub mod config;
 pub mod files;
 mod inbox;
 mod model;
@@ -30,8 +31,8 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::config::StoreConfig;
 use crate::domain::Notification;
+use config::StoreConfig;
 
 /// What happened to an accepted notification.
 #[derive(Debug, Clone, PartialEq, Eq)]

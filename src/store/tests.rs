@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::StoreConfig;
 use crate::domain::{Facts, Notification, Source};
 use crate::secret::Secret;
+use crate::store::config::StoreConfig;
 use crate::store::{Accepted, Finish, NewRun, Page, Store, StoredNotification};
 
 fn config(url: String) -> StoreConfig {

@@ -221,8 +221,8 @@ pub async fn page_data(app: &App) -> Result<Value, ApiError> {
         let open = crate::own::is_open(&app.store, &crate::heartbeat::problem_id(&hb.name)).await?;
         heartbeats.push(json!({
             "name": hb.name,
-            "every": crate::config::reader::short_duration(hb.every),
-            "grace": crate::config::reader::short_duration(hb.grace),
+            "every": crate::keys::short_duration(hb.every),
+            "grace": crate::keys::short_duration(hb.grace),
             "last_beat": last.map_or_else(|| "none yet".to_string(), crate::clock::utc),
             "state": if open { "silent" } else { "ok" },
             "problem": view::problem_link(crate::domain::Source::Hub, &crate::heartbeat::problem_id(&hb.name)),

@@ -8,9 +8,9 @@ pub(in crate::store) mod pg;
 
 use std::time::Duration;
 
-use crate::config::StoreConfig;
 use crate::domain::{Facts, Notification, Source};
 use crate::secret::Secret;
+use crate::store::config::StoreConfig;
 use crate::store::{Accepted, Finish, NewRun, Store};
 
 fn config(url: &str, instance: &str, lease: Duration) -> StoreConfig {

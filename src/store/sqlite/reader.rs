@@ -14,6 +14,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use super::{DueEnrichment, StoreError};
 use crate::store::{Room, RunRow, SentView, StoredNotification};
 
+pub(super) const RUN_COLUMNS: &str =
+    "id, notification_id, idem_key, source, problem_key, state, action, target,
+     target_label, status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms,
+     summary";
+
 /// A connection that can only read.
 fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
@@ -203,10 +208,7 @@ pub(super) fn runs(
     filter: &str,
     params: impl rusqlite::Params,
 ) -> rusqlite::Result<Vec<RunRow>> {
-    let sql = format!(
-        "SELECT {} FROM action_runs {filter}",
-        super::runs::RUN_COLUMNS
-    );
+    let sql = format!("SELECT {} FROM action_runs {filter}", RUN_COLUMNS);
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(params, |r| {
         Ok(RunRow {

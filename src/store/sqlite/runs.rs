@@ -14,11 +14,6 @@ use crate::store::concerns::Queue;
 use crate::store::{Claim, DueEnrichment, EnrichmentOutcome, Room};
 use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification};
 
-pub(super) const RUN_COLUMNS: &str =
-    "id, notification_id, idem_key, source, problem_key, state, action, target,
-     target_label, status, attempts, next_attempt_at_ms, last_error, outcome, manual, updated_at_ms,
-     summary";
-
 const SUPPRESS_HELD: &str =
     "UPDATE action_runs SET status = 'suppressed', last_error = ?3, summary = ?3, updated_at_ms = ?4
       WHERE source = ?1 AND problem_key = ?2 AND status = 'pending' AND held_by = 'wait'

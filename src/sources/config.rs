@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::reader::Env;
-use super::reader::{Issues, Section};
 use crate::credentials::BasicAuth;
+use crate::keys::Env;
+use crate::keys::{Issues, Section};
 use crate::secret::Secret;
 use crate::sources::{gate, Gate, Source, SourceAuth, SourcePlugin};
 
@@ -32,7 +32,7 @@ impl SourcesConfig {
     }
 }
 
-pub(super) fn read(
+pub(crate) fn read(
     root: &mut Section,
     webhook: (&str, &Secret),
     env: &Env,

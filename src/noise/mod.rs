@@ -1,10 +1,12 @@
 //! Quiet when it should be: silences and maintenance windows cover runs as they are routed, and
 //! when one ends, the runs it held for problems still open in the same state run then.
 
+pub mod config;
+
 use crate::actions::Problem;
-use crate::config::noise::Maintenance;
 use crate::matcher::{all_match, Matcher};
 use crate::store::{is_closed, RunRow, SilenceRow, Store, StoreError};
+use config::Maintenance;
 
 /// What covers runs right now: the active silences and the maintenance windows in progress.
 pub struct Quiet<'a> {

@@ -1,4 +1,5 @@
-//! A path-tracking reader over a parsed JSON document.
+//! The key reader every part reads its config with: a path-tracking reader over a parsed JSON
+//! document that depends on nothing of hub but `secret` and `template`.
 //!
 //! serde's derive stops at the first problem; an operator fixing a config file wants every problem at
 //! once, each named by its key path. This reader walks a `serde_json::Value`, records every missing

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 
-use super::reader::{Issues, Section};
+use crate::keys::{Issues, Section};
 use crate::matcher::{read_object, Matcher};
 
 /// A recurring silence: from each time `cron` names (in `timezone`), for `duration`.
@@ -73,7 +73,7 @@ pub struct Heartbeat {
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);
 
-pub(super) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<Maintenance> {
+pub(crate) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<Maintenance> {
     let Some(items) = root.items("maintenance", issues) else {
         return Vec::new();
     };
@@ -81,7 +81,7 @@ pub(super) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<M
     for (i, item) in items.into_iter().enumerate() {
         let mut s = Section::at(format!("maintenance[{i}]"), item, issues);
         let name = s.string("name", issues).unwrap_or_default();
-        if !super::actions::valid_name(&name) {
+        if !crate::actions::config::valid_name(&name) {
             issues.push(
                 s.path_of("name"),
                 "missing or not a name: letters, digits, '-' and '_' (at most 64)",
@@ -137,15 +137,15 @@ pub(super) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<M
     out
 }
 
-pub(super) fn read_heartbeats(
+pub(crate) fn read_heartbeats(
     root: &mut Section,
-    actions: &super::Actions,
+    actions: &crate::actions::config::Actions,
     issues: &mut Issues,
 ) -> Vec<Heartbeat> {
     let mut out = Vec::new();
     for (name, value) in root.entries("heartbeats", issues) {
         let mut s = Section::at(format!("heartbeats.{name}"), value, issues);
-        if !super::actions::valid_name(&name) {
+        if !crate::actions::config::valid_name(&name) {
             issues.push(
                 s.path(),
                 "heartbeat names may use only letters, digits, '-' and '_' (at most 64)",

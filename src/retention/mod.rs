@@ -5,6 +5,8 @@
 //! that reopened or got a replay since it was chosen stays. Batches are spaced out: deleting many
 //! files at once slows file creation on ext4, and ingest must not feel a prune.
 
+pub mod config;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
-use crate::config::RetentionConfig;
 use crate::live::Live;
 use crate::store::{Pruned, Store, StoreError};
+pub use config::RetentionConfig;
 
 /// Problems looked at per transaction.
 const BATCH: i64 = 200;
@@ -125,7 +127,7 @@ pub async fn run(
                 counters.notifications.inc_by(t.notifications);
                 tracing::info!(
                     problems = t.problems, notifications = t.notifications, runs = t.runs,
-                    max_age = %crate::config::reader::short_duration(r.max_age),
+                    max_age = %crate::keys::short_duration(r.max_age),
                     took_ms = started.elapsed().as_millis() as u64,
                     "pruned problems that ended before the retention period"
                 );
@@ -151,7 +153,7 @@ pub async fn prune_now(
         anyhow::bail!("--max-age must be at least 1h: a problem that just ended is kept");
     }
     let store = Store::open(&config.store, &config.dir_received).await?;
-    let age = crate::config::reader::short_duration(max_age);
+    let age = crate::keys::short_duration(max_age);
     eprintln!(
         "{} problems that ended more than {age} ago …",
         if dry { "looking for" } else { "pruning" }

@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
-use super::reader::{Env, Issues, Section};
-use super::{IncidentNotification, SmsNotification};
-use crate::actions::comment::CommentConfig;
-use crate::actions::script::split_command;
-use crate::actions::sms::SmsConfig;
-use crate::actions::{ActionKind, ReadContext};
+use super::comment::CommentConfig;
+use super::script::split_command;
+use super::sms::SmsConfig;
+use super::{ActionKind, ReadContext};
+use crate::keys::{type_name, Env, Issues, Section};
+use crate::secret::Secret;
+use serde_json::Value;
 
 /// Name of the action the sample's `incident_notification` becomes, and of its comment-back.
 pub const LEGACY_SCRIPT: &str = "incident_notification";
@@ -112,14 +113,14 @@ impl Actions {
     }
 }
 
-pub(super) struct Legacy<'a> {
+pub(crate) struct Legacy<'a> {
     pub incident: &'a IncidentNotification,
     pub sms: &'a SmsNotification,
     pub tenant_set: bool,
     pub webhook_user: &'a str,
 }
 
-pub(super) fn read(
+pub(crate) fn read(
     root: &mut Section,
     legacy: Legacy,
     env: &Env,
@@ -227,7 +228,7 @@ fn check_fallbacks(actions: &[ActionConfig], dispatch: &DispatchConfig, issues: 
     }
 }
 
-pub(super) fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -443,4 +444,125 @@ fn read_dispatch(mut s: Section, issues: &mut Issues) -> DispatchConfig {
     }
     s.finish(issues);
     c
+}
+
+#[derive(Debug, Clone)]
+pub struct IncidentNotification {
+    pub active: bool,
+    pub exec_win: String,
+    pub exec_unix: String,
+    /// The `script` action's other keys, which the section takes too.
+    pub options: crate::actions::script::ScriptOptions,
+    pub max_concurrent: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmsNotification {
+    pub active: bool,
+    pub twilio_account: String,
+    pub twilio_token: Secret,
+    pub twilio_number: String,
+    pub to_numbers: Vec<String>,
+    /// The `sms` action's other keys, which the section takes too.
+    pub options: crate::actions::sms::SmsOptions,
+    pub max_concurrent: usize,
+}
+
+/// The sample's `incident_notification` section.
+pub(crate) fn read_incident(
+    mut s: Section,
+    base: &Path,
+    issues: &mut Issues,
+) -> IncidentNotification {
+    let active = s.bool("active", issues).unwrap_or(false);
+    let exec_win = s.string("exec_win", issues).unwrap_or_default();
+    let exec_unix = s.string("exec_unix", issues).unwrap_or_default();
+    let options = crate::actions::script::read_options(&mut s, base, issues);
+    let max_concurrent = read_max_concurrent(&mut s, issues);
+    let needed = if cfg!(windows) {
+        ("exec_win", &exec_win)
+    } else {
+        ("exec_unix", &exec_unix)
+    };
+    if active && needed.1.trim().is_empty() {
+        issues.push(
+            s.path_of(needed.0),
+            "missing: the command to run when incident_notification is active",
+        );
+    }
+    s.finish(issues);
+    IncidentNotification {
+        active,
+        exec_win,
+        exec_unix,
+        options,
+        max_concurrent,
+    }
+}
+
+fn read_max_concurrent(s: &mut Section, issues: &mut Issues) -> usize {
+    s.integer("max_concurrent", 1, 256, issues).unwrap_or(4) as usize
+}
+
+pub(crate) fn read_sms(mut s: Section, issues: &mut Issues) -> SmsNotification {
+    let active = s.bool("active", issues).unwrap_or(false);
+    let twilio_account = s.string("twilio_account", issues).unwrap_or_default();
+    let twilio_token = Secret::new(s.string("twilio_token", issues).unwrap_or_default());
+    let twilio_number = s.string("twilio_number", issues).unwrap_or_default();
+    let options = crate::actions::sms::read_options(&mut s, issues);
+    let max_concurrent = read_max_concurrent(&mut s, issues);
+    let to_path = s.path_of("to_number");
+    let to_numbers = match s.value("to_number") {
+        None => Vec::new(),
+        Some(Value::String(n)) if n.is_empty() => Vec::new(),
+        Some(Value::String(n)) => vec![n.clone()],
+        Some(Value::Array(items)) => {
+            let mut numbers = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(n) if !n.is_empty() => numbers.push(n.clone()),
+                    other => issues.push(
+                        format!("{to_path}[{i}]"),
+                        format!("expected a phone number string, found {}", type_name(other)),
+                    ),
+                }
+            }
+            numbers
+        }
+        Some(other) => {
+            issues.push(
+                to_path.clone(),
+                format!(
+                    "expected a phone number or a list of them, found {}",
+                    type_name(other)
+                ),
+            );
+            Vec::new()
+        }
+    };
+    if active {
+        for (key, empty) in [
+            ("twilio_account", twilio_account.is_empty()),
+            ("twilio_token", twilio_token.is_empty()),
+            ("twilio_number", twilio_number.is_empty()),
+            ("to_number", to_numbers.is_empty()),
+        ] {
+            if empty {
+                issues.push(
+                    s.path_of(key),
+                    "missing: required when sms_notification is active",
+                );
+            }
+        }
+    }
+    s.finish(issues);
+    SmsNotification {
+        active,
+        twilio_account,
+        twilio_token,
+        twilio_number,
+        to_numbers,
+        options,
+        max_concurrent,
+    }
 }
