@@ -45,7 +45,7 @@ const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dynatrace: DynatraceConfig,
-    pub webhook: WebhookConfig,
+    pub webhook: ListenerConfig,
     pub store: StoreConfig,
     pub dir_received: PathBuf,
     pub dir_sent: PathBuf,
@@ -66,8 +66,10 @@ pub struct Config {
     pub heartbeats: Vec<crate::noise::config::Heartbeat>,
 }
 
+/// The `webhook` section (the sample's name for it): hub's own listener, its credentials and
+/// limits. Not the `webhook` action's config, which is `actions::webhook::WebhookConfig`.
 #[derive(Debug, Clone)]
-pub struct WebhookConfig {
+pub struct ListenerConfig {
     pub username: String,
     pub password: Secret,
     pub interface: IpAddr,
@@ -418,7 +420,7 @@ fn read_viewer(mut s: Section, issues: &mut Issues) -> Option<(String, Secret)> 
     }
 }
 
-fn read_webhook(mut s: Section, base: &Path, issues: &mut Issues) -> WebhookConfig {
+fn read_webhook(mut s: Section, base: &Path, issues: &mut Issues) -> ListenerConfig {
     let username = s.string("username", issues).unwrap_or_default();
     if username.is_empty() {
         issues.push(
@@ -486,7 +488,7 @@ fn read_webhook(mut s: Section, base: &Path, issues: &mut Issues) -> WebhookConf
         None => None,
     };
     s.finish(issues);
-    WebhookConfig {
+    ListenerConfig {
         username,
         password,
         interface,
