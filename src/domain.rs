@@ -28,6 +28,13 @@ pub struct Notification {
     pub identity: Option<Vec<u8>>,
 }
 
+impl Notification {
+    /// A real problem of a source with details to fetch is enriched; a sender's self-test never is.
+    pub fn needs_enrichment(&self) -> bool {
+        self.source.is_enriched() && !self.is_test && self.pid.is_some()
+    }
+}
+
 /// The source-independent description of a problem, as far as one notification tells it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {

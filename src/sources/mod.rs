@@ -91,6 +91,17 @@ impl Source {
     pub fn parse(name: &str) -> Option<Source> {
         Source::ALL.iter().copied().find(|s| s.as_str() == name)
     }
+
+    /// What its received files' names start with: none for Dynatrace, whose files keep the
+    /// sample's `<ProblemID>-<State>.json`; the source's name for the others.
+    pub fn file_prefix(self) -> Option<&'static str> {
+        (self != Source::Dynatrace).then(|| self.as_str())
+    }
+
+    /// Whether its problems have details to fetch: Dynatrace's, from its Problems API.
+    pub fn is_enriched(self) -> bool {
+        self == Source::Dynatrace
+    }
 }
 
 impl std::fmt::Display for Source {

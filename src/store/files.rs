@@ -96,11 +96,9 @@ pub fn in_folder<T>(dir: &Path, write: impl Fn() -> io::Result<T>) -> io::Result
     }
 }
 
-/// The stem of a notification's received file names: Dynatrace keeps the sample's names, the
-/// other sources say where they came from.
+/// The stem of a notification's received file names (see `Source::file_prefix`).
 pub fn notification_stem(n: &crate::domain::Notification) -> String {
-    let prefix = (n.source != crate::domain::Source::Dynatrace).then(|| n.source.as_str());
-    stem(prefix, &n.problem_key, &n.state)
+    stem(n.source.file_prefix(), &n.problem_key, &n.state)
 }
 
 /// Whether anything (a file, a folder, a link) is in `dir` under `name`.

@@ -140,11 +140,7 @@ impl Writer {
             .collect();
         let names: Vec<String> = batch
             .iter()
-            .map(|j| {
-                let n = &j.notification;
-                let prefix = (n.source != Source::Dynatrace).then(|| n.source.as_str());
-                files::candidate(&files::stem(prefix, &n.problem_key, &n.state), 1)
-            })
+            .map(|j| files::candidate(&files::notification_stem(&j.notification), 1))
             .collect();
         let unique_names: std::collections::HashSet<&String> = names.iter().collect();
         let any_foreign = {
@@ -224,6 +220,12 @@ impl Writer {
             .collect();
         let fresh_shas: Vec<&[u8]> = fresh.iter().map(|&i| &shas[i][..]).collect();
         let fresh_names: Vec<&str> = fresh.iter().map(|&i| names[i].as_str()).collect();
+        // The same rule as `Notification::needs_enrichment`, for the rows the statement inserts.
+        let enriched: Vec<Source> = Source::ALL
+            .iter()
+            .copied()
+            .filter(|s| s.is_enriched())
+            .collect();
         // A statement outside a transaction block is a transaction of its own: all of it is
         // committed, or (a name another instance took meanwhile) none of it.
         let inserted = super::rows::query(
@@ -243,7 +245,7 @@ impl Writer {
                  RETURNING id, file_name, source, is_test, pid),
              e AS (INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
                    SELECT id, $10, $10 FROM ins
-                   WHERE source = $12 AND NOT is_test AND pid IS NOT NULL),
+                   WHERE source = ANY($12) AND NOT is_test AND pid IS NOT NULL),
              p AS (INSERT INTO plans (notification_id, updated_at_ms)
                    SELECT id, $10 FROM ins WHERE NOT is_test),
              d AS (UPDATE notifications SET duplicates = duplicates + 1 WHERE id = ANY($13)),
@@ -262,7 +264,7 @@ impl Writer {
                 &fresh_names,
                 &received_at_ms,
                 &facts,
-                &Source::Dynatrace,
+                &enriched,
                 &redelivered,
             ],
         )
@@ -564,7 +566,7 @@ async fn insert_one(
             ));
     };
     let id: i64 = row.try_get(0)?;
-    if live && n.source == Source::Dynatrace && !n.is_test && n.pid.is_some() {
+    if live && n.needs_enrichment() {
         super::rows::exec(
             c,
             "INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)

@@ -21,7 +21,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
-use crate::domain::{Notification, Source};
+use crate::domain::Notification;
 use crate::logging::Throttle;
 use crate::store::inbox::{Foreign, Health, Mode, Pending};
 use crate::store::{files, Accepted, StoreError};
@@ -529,7 +529,7 @@ fn insert_one(
             ],
             |r| r.get(0),
         )?;
-    if live && needs_enrichment(n) {
+    if live && n.needs_enrichment() {
         conn.prepare_cached(
             "INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
              VALUES (?1, ?2, ?2)",
@@ -547,11 +547,6 @@ fn insert_one(
 fn stored_body(conn: &Connection, id: i64) -> rusqlite::Result<Vec<u8>> {
     conn.prepare_cached("SELECT body FROM notifications WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
-}
-
-/// Real Dynatrace problems are enriched from the API; a sender's self-test never is.
-fn needs_enrichment(n: &Notification) -> bool {
-    n.source == Source::Dynatrace && !n.is_test && n.pid.is_some()
 }
 
 /// The first name that neither a stored notification nor a file found in the folder at start uses
