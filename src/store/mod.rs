@@ -56,17 +56,11 @@ pub enum StoreError {
     #[error("store.url {url:?}: {reason}")]
     Url { url: String, reason: &'static str },
     #[error("cannot open the store on {path}: {source}")]
-    OpenFile {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    OpenFile { path: PathBuf, source: DriverError },
     #[error("cannot start the store's writer: {0}")]
     StartWriter(std::io::Error),
     #[error("cannot bring the store's tables up to date (migration {version}): {source}")]
-    Migrate {
-        version: i64,
-        source: rusqlite::Error,
-    },
+    Migrate { version: i64, source: DriverError },
     #[error(
         "the store was made by a newer hub (schema {found}; this hub knows up to {known}); \
          run that release, or restore a backup made before it"
@@ -78,11 +72,9 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
-    #[error("database error: {}", postgres::describe(.0))]
-    Pg(#[from] tokio_postgres::Error),
+    Db(DriverError),
     #[error("the database cannot be reached: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    Pool(DriverError),
     #[error("the database cannot be reached: {0}")]
     Unreachable(String),
     #[error("TLS to the database: {0}")]
@@ -108,6 +100,64 @@ pub enum StoreError {
     Closed,
     #[error(transparent)]
     Locked(#[from] LockError),
+}
+
+/// A database driver's error: its text, and the error itself as the source, so no module outside
+/// the store names a driver's types (the store looks inside with [`DriverError::driver`]).
+#[derive(Debug)]
+pub struct DriverError {
+    text: String,
+    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl DriverError {
+    fn new(text: String, inner: impl std::error::Error + Send + Sync + 'static) -> DriverError {
+        DriverError {
+            text,
+            inner: Box::new(inner),
+        }
+    }
+
+    /// The driver's own error, for the store's code that tells one kind from another.
+    pub(crate) fn driver<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.inner.downcast_ref::<E>()
+    }
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.inner.as_ref())
+    }
+}
+
+impl From<rusqlite::Error> for DriverError {
+    fn from(e: rusqlite::Error) -> DriverError {
+        DriverError::new(e.to_string(), e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Db(e.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Db(DriverError::new(postgres::describe(&e), e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> StoreError {
+        StoreError::Pool(DriverError::new(e.to_string(), e))
+    }
 }
 
 /// Why a notification posted now would not be stored (see [`Store::health`]).

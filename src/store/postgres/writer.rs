@@ -489,16 +489,19 @@ impl Writer {
 /// A unique violation on the file name: another instance took it since it was found free.
 fn is_name_taken(e: &StoreError) -> bool {
     match e {
-        StoreError::Pg(e) => e
-            .as_db_error()
-            .is_some_and(|d| d.constraint() == Some("notifications_file_name_key")),
+        StoreError::Db(e) => e.driver::<tokio_postgres::Error>().is_some_and(|e| {
+            e.as_db_error()
+                .is_some_and(|d| d.constraint() == Some("notifications_file_name_key"))
+        }),
         _ => false,
     }
 }
 
 /// PostgreSQL broke a lock cycle with another instance's transaction by failing this statement.
 fn is_deadlock(e: &StoreError) -> bool {
-    matches!(e, StoreError::Pg(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED))
+    matches!(e, StoreError::Db(e) if e
+        .driver::<tokio_postgres::Error>()
+        .is_some_and(|e| e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)))
 }
 
 /// Inserts a notification (or counts a redelivery), and says which file it needs named.

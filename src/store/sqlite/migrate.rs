@@ -77,9 +77,9 @@ pub(super) fn run(conn: &mut Connection) -> Result<usize, StoreError> {
     }
     let mut ran = 0;
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        let failed = |source| StoreError::Migrate {
+        let failed = |source: rusqlite::Error| StoreError::Migrate {
             version: *version,
-            source,
+            source: source.into(),
         };
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -96,7 +96,10 @@ pub(super) fn run(conn: &mut Connection) -> Result<usize, StoreError> {
 /// The schema version of a store: `user_version`, or for a store of an older release the last
 /// migration its `_sqlx_migrations` table records.
 fn version(conn: &Connection) -> Result<i64, StoreError> {
-    let read = |source| StoreError::Migrate { version: 0, source };
+    let read = |source: rusqlite::Error| StoreError::Migrate {
+        version: 0,
+        source: source.into(),
+    };
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(read)?;

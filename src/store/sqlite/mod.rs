@@ -149,9 +149,9 @@ impl Sqlite {
         let prepare = {
             let path = path.clone();
             move || -> Result<usize, StoreError> {
-                let opened = |source| StoreError::OpenFile {
+                let opened = |source: rusqlite::Error| StoreError::OpenFile {
                     path: path.clone(),
-                    source,
+                    source: source.into(),
                 };
                 let mut conn = rusqlite::Connection::open(&path).map_err(opened)?;
                 conn.busy_timeout(Duration::from_secs(10)).map_err(opened)?;
@@ -165,9 +165,9 @@ impl Sqlite {
         if ran > 0 {
             tracing::info!(migrations = ran, "brought the store's tables up to date");
         }
-        let opened = |source| StoreError::OpenFile {
+        let opened = |source: rusqlite::Error| StoreError::OpenFile {
             path: path.clone(),
-            source,
+            source: source.into(),
         };
 
         let reader = reader::Reader::open(&path).map_err(opened)?;
@@ -240,7 +240,7 @@ impl Sqlite {
             Err(e) => writer::Applied {
                 keep: false,
                 deliver: Box::new(move |_| {
-                    let _ = reply.send(Err(StoreError::Db(e)));
+                    let _ = reply.send(Err(StoreError::from(e)));
                 }),
             },
         });

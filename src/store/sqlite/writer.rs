@@ -78,7 +78,7 @@ pub(super) fn start(
 ) -> Result<(), StoreError> {
     let conn = open(db_path).map_err(|source| StoreError::OpenFile {
         path: db_path.to_path_buf(),
-        source,
+        source: source.into(),
     })?;
     // Bounded, so memory stays flat if the disk stalls.
     let (files, batches) = std_mpsc::sync_channel::<Publish>(PUBLISH_QUEUE);
