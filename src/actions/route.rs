@@ -24,11 +24,13 @@ pub const DEFAULT_PRIORITY: u8 = 3;
 /// and errors (Dynatrace's AVAILABILITY and ERROR, a `critical` or `error` alert, hub's own
 /// problems) first, then the rest.
 pub fn priority(problem: &Problem) -> u8 {
+    severity_priority(&problem.severity)
+}
+
+/// [`priority`] by the severity alone (the status page ranks problems with it too).
+pub fn severity_priority(severity: &str) -> u8 {
     const URGENT: [&str; 3] = ["availability", "error", "critical"];
-    if URGENT
-        .iter()
-        .any(|u| problem.severity.eq_ignore_ascii_case(u))
-    {
+    if URGENT.iter().any(|u| severity.eq_ignore_ascii_case(u)) {
         MOST_URGENT
     } else {
         DEFAULT_PRIORITY

@@ -8,6 +8,7 @@ mod metrics;
 mod noise;
 mod page;
 mod server;
+mod triage;
 mod view;
 
 use std::io::Cursor;

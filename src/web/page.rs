@@ -16,6 +16,7 @@ use tera::Tera;
 
 use super::auth::Presented;
 use super::error::ApiError;
+use super::triage;
 use super::view;
 use super::App;
 use crate::dynatrace::Window;
@@ -87,23 +88,51 @@ struct IndexQuery<'r> {
     #[field(name = "relativeTime")]
     relative_time: Option<&'r str>,
     page: Option<&'r str>,
-    before: Option<&'r str>,
     notifications_before: Option<&'r str>,
+    show: Option<&'r str>,
+    source: Option<&'r str>,
+    severity: Option<&'r str>,
+    outcome: Option<&'r str>,
+    q: Option<&'r str>,
+    refresh: Option<&'r str>,
 }
 
+/// The status page: the instance's health, then the problems that need a person (worst first,
+/// filtered by the query), then what this hub is doing and how it is set up.
 #[get("/?<q..>")]
 async fn index(app: &State<App>, auth: Presented, q: IndexQuery<'_>) -> Result<Html, ApiError> {
     app.viewer_allows(&auth)?;
     if let Some(window) = q.relative_time {
         return feed_page(app, window).await;
     }
-    let problems = view::page_of(q.before, q.page)?;
+    let filters = triage::Filters::parse(&triage::Raw {
+        show: q.show,
+        source: q.source,
+        severity: q.severity,
+        outcome: q.outcome,
+        q: q.q,
+        refresh: q.refresh,
+    })?;
     let notifications = view::page_of(q.notifications_before, q.page)?;
-    let mut data = view::status(app, problems, notifications).await?;
+    // The problems are the triage list's, read below; the page keeps no list of its own.
+    let mut data = view::status(app, crate::store::Page::first(0), notifications).await?;
     let quiet = super::noise::page_data(app).await?;
     for key in ["silences", "maintenance", "heartbeats"] {
         data[key] = quiet[key].clone();
     }
+    if let (Value::Object(data), Value::Object(triage)) =
+        (&mut data, triage::problems(app, &filters).await?)
+    {
+        data.extend(triage);
+    }
+    data["health"] = triage::health(app);
+    data["next"] = json!(format!(
+        "/?notifications_before={}{}",
+        data["notifications_next"].as_i64().unwrap_or(1),
+        filters.query().replacen('?', "&", 1)
+    ));
+    // A wallboard only shows: it offers no form, so a screen left logged in changes nothing.
+    data["read_only"] = json!(filters.refresh.is_some());
     data["csrf"] = json!(app.csrf_token());
     app.templates.render("index.html", &data)
 }

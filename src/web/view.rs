@@ -84,7 +84,7 @@ pub fn problem_link(source: Source, key: &str) -> String {
 }
 
 /// A span of seconds as a person reads it at a glance: "4m 10s", "3h 2m", "2d 5h".
-fn short_span(secs: u64) -> String {
+pub(super) fn short_span(secs: u64) -> String {
     let (d, h, m) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
     match (d, h) {
         (0, 0) => format!("{m}m {}s", secs % 60),
@@ -202,6 +202,7 @@ pub async fn status(app: &App, problems_page: Page, notes_page: Page) -> Result<
             && notes_page.before == i64::MAX && notes_page.skip == 0,
         "has_next": has_next,
         "next": format!("/?before={problems_next}&notifications_before={notes_next}"),
+        "notifications_next": notes_next,
         "windows": window_names(),
         "chart": chart(&hours),
         "hourly": hours,
@@ -411,11 +412,14 @@ fn render(out: &mut String, key: Option<&str>, v: &Value) {
     }
 }
 
-/// Notifications per hour over the last 24 hours, stacked by source, as inline SVG.
+/// Notifications per hour over the last 24 hours, stacked by source, as inline SVG. Its text is
+/// sized and coloured to be read at a glance (12 px, dark), hours read as `07:00`, and the legend
+/// gives each source's count so no colour has to be matched by eye.
 pub fn chart(hours: &[crate::store::HourCount]) -> String {
     let now_hour = now_ms() / 3_600_000;
     let first = now_hour - 23;
-    let (w, h, bar) = (720, 150, 30);
+    let (left, w, h, bar) = (44, 720, 150, 28);
+    let top = 8;
     let max = (first..=now_hour)
         .map(|hr| {
             hours
@@ -427,14 +431,27 @@ pub fn chart(hours: &[crate::store::HourCount]) -> String {
         .max()
         .unwrap_or(0)
         .max(1);
+    let full = left + 24 * bar + 8;
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"chart\" width=\"{w}\" height=\"{}\" \
-         role=\"img\" aria-label=\"notifications per hour\">",
-        h + 40
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"chart\" viewBox=\"0 0 {full} {}\" \
+         width=\"{w}\" style=\"max-width:100%;height:auto\" role=\"img\" \
+         aria-label=\"notifications per hour, last 24 hours\" font-family=\"system-ui, sans-serif\">",
+        h + top + 48
     );
+    // The scale: the top (the busiest hour) and zero, with a faint line at each.
+    for (value, y) in [(max, top), (0, top + h)] {
+        let _ = write!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#d0d5dd\"/>\
+             <text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#344054\" text-anchor=\"end\">{value}</text>",
+            full - 4,
+            left - 6,
+            y + 4
+        );
+    }
     for (i, hr) in (first..=now_hour).enumerate() {
-        let x = i as i64 * bar;
-        let mut y = h;
+        let x = left + i as i64 * bar;
+        let mut y = top + h;
         for source in Source::ALL {
             let count: i64 = hours
                 .iter()
@@ -449,7 +466,7 @@ pub fn chart(hours: &[crate::store::HourCount]) -> String {
             let _ = write!(
                 svg,
                 "<rect x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{height}\" fill=\"{}\">\
-                 <title>{} {}:00 UTC: {count}</title></rect>",
+                 <title>{} {:02}:00 UTC: {count}</title></rect>",
                 x + 2,
                 bar - 4,
                 source.colour(),
@@ -457,36 +474,44 @@ pub fn chart(hours: &[crate::store::HourCount]) -> String {
                 (hr % 24)
             );
         }
-        if i % 3 == 0 {
+        if i % 3 == 0 || hr == now_hour {
             let _ = write!(
                 svg,
-                "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#667085\">{:02}h</text>",
-                x + 4,
-                h + 14,
+                "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#344054\" \
+                 text-anchor=\"middle\">{:02}:00</text>",
+                x + bar / 2,
+                top + h + 16,
                 hr % 24
             );
         }
     }
-    let mut lx = 0;
+    let mut lx = left;
+    let legend_y = top + h + 30;
     for source in Source::ALL {
-        if hours.iter().any(|c| c.source == *source) {
+        let total: i64 = hours
+            .iter()
+            .filter(|c| c.source == *source && c.hour >= first)
+            .map(|c| c.count)
+            .sum();
+        if total > 0 {
+            let label = format!("{} ({total})", source.as_str());
             let _ = write!(
                 svg,
-                "<rect x=\"{lx}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/>\
-                 <text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
-                h + 24,
+                "<rect x=\"{lx}\" y=\"{legend_y}\" width=\"12\" height=\"12\" fill=\"{}\"/>\
+                 <text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1d2430\">{label}</text>",
                 source.colour(),
-                lx + 14,
-                h + 33,
-                source.as_str()
+                lx + 16,
+                legend_y + 11,
             );
-            lx += 110;
+            // About 7 px a character at 12 px, and a gap.
+            lx += 16 + label.len() as i64 * 7 + 18;
         }
     }
     let _ = write!(
         svg,
-        "<text x=\"{}\" y=\"12\" font-size=\"11\" fill=\"#667085\" text-anchor=\"end\">max {max}/h</text></svg>",
-        w - 4
+        "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#344054\" text-anchor=\"end\">hours in UTC</text></svg>",
+        full - 4,
+        legend_y + 11
     );
     svg
 }

@@ -22,4 +22,5 @@ mod postgres;
 mod sources;
 mod support;
 mod tls;
+mod triage;
 mod upkeep;
