@@ -55,6 +55,7 @@ async fn problem(
                 r["outcome"] = r["outcome_json"].take();
                 if let Value::Object(run) = r {
                     run.remove("outcome_json");
+                    run.remove("outcome_parts");
                 }
             }
         }
@@ -67,13 +68,14 @@ async fn problem(
 
 /// Schedules a replay. A JSON content type is required: a cross-site HTML form cannot send one,
 /// so a page elsewhere cannot make a logged-in browser post here.
-#[post("/api/problems/<id>/replay?<source>")]
+#[post("/api/problems/<id>/replay?<source>&<action>")]
 async fn replay(
     app: &State<App>,
     auth: Presented,
     content_type: Option<&ContentType>,
     id: &str,
     source: Option<&str>,
+    action: Option<&str>,
 ) -> Result<StatusJson, ApiError> {
     app.viewer_allows(&auth)?;
     if !content_type.is_some_and(|c| c.is_json()) {
@@ -83,8 +85,11 @@ async fn replay(
             "send Content-Type: application/json (a cross-site form cannot)",
         ));
     }
-    let (source, scheduled) = view::replay(app, id, source).await?;
-    tracing::info!(%source, problem_id = id, scheduled, "replay requested through the API");
+    let (source, scheduled) = view::replay(app, id, source, action).await?;
+    tracing::info!(
+        %source, problem_id = id, action, scheduled, manual = true,
+        "replay requested through the API"
+    );
     Ok(StatusJson(
         Status::Accepted,
         json!({"status": "scheduled", "source": source, "problem_id": id, "runs": scheduled}),

@@ -22,7 +22,7 @@ use super::App;
 use crate::dynatrace::Window;
 
 pub fn routes() -> Vec<Route> {
-    routes![index, feed, problem, replay]
+    routes![index, feed, problem, confirm_replay, replay]
 }
 
 /// The templates, compiled when the first page is asked for: a hub that only receives never
@@ -38,6 +38,8 @@ impl Templates {
             ("index.html", include_str!("../../templates/index.html")),
             ("feed.html", include_str!("../../templates/feed.html")),
             ("problem.html", include_str!("../../templates/problem.html")),
+            ("replay.html", include_str!("../../templates/replay.html")),
+            ("error.html", include_str!("../../templates/error.html")),
         ])?;
         Ok(tera)
     }
@@ -154,32 +156,128 @@ async fn feed_page(app: &App, window: &str) -> Result<Html, ApiError> {
     app.templates.render("feed.html", &data)
 }
 
+/// An error from a page's route: a browser (one that asks for HTML) gets a page saying what is
+/// wrong, with the same status; anything else gets the JSON every other error is.
+pub struct PageError(ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> PageError {
+        PageError(e)
+    }
+}
+
+impl<'r> Responder<'r, 'static> for PageError {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        let wants_html = req
+            .headers()
+            .get("Accept")
+            .any(|a| a.to_ascii_lowercase().contains("text/html"));
+        // A 401 keeps its JSON and challenge: the browser shows its login prompt for it.
+        let app = req.rocket().state::<App>();
+        match app {
+            Some(app) if wants_html && self.0.status != Status::Unauthorized => {
+                let data = json!({
+                    "status": self.0.status.code,
+                    "reason": self.0.status.reason_lossy(),
+                    "error": self.0.error,
+                    "detail": self.0.detail,
+                });
+                match app.templates.render("error.html", &data) {
+                    Ok(page) => {
+                        let mut response = page.respond_to(req)?;
+                        response.set_status(self.0.status);
+                        Ok(response)
+                    }
+                    Err(e) => e.respond_to(req),
+                }
+            }
+            _ => self.0.respond_to(req),
+        }
+    }
+}
+
 #[get("/problems/<id>?<source>")]
 async fn problem(
     app: &State<App>,
     auth: Presented,
     id: &str,
     source: Option<&str>,
-) -> Result<Html, ApiError> {
+) -> Result<Html, PageError> {
     app.viewer_allows(&auth)?;
     let mut data = view::problem(app, id, source).await?;
-    data["csrf"] = json!(app.csrf_token());
-    data["replay_url"] = json!(format!(
+    let source = data["source"].as_str().unwrap_or_default().to_string();
+    data["replay_url"] = json!(replay_url(id, &source, None));
+    let actions: Vec<Value> = data["replay_actions"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|a| json!({"action": a, "url": replay_url(id, &source, Some(a))}))
+                .collect()
+        })
+        .unwrap_or_default();
+    data["replay_actions"] = json!(actions);
+    Ok(app.templates.render("problem.html", &data)?)
+}
+
+/// The confirmation page's address: a GET, which changes nothing.
+fn replay_url(id: &str, source: &str, action: Option<&str>) -> String {
+    let mut url = format!(
         "/problems/{}/replay?source={}",
         view::encode(id),
-        view::encode(data["source"].as_str().unwrap_or_default())
-    ));
-    app.templates.render("problem.html", &data)
+        view::encode(source)
+    );
+    if let Some(a) = action {
+        url.push_str("&action=");
+        url.push_str(&view::encode(a));
+    }
+    url
+}
+
+/// The replay's second step: what would run again (and so page again), and a form that says
+/// yes. Only its form's POST schedules anything.
+#[get("/problems/<id>/replay?<source>&<action>")]
+async fn confirm_replay(
+    app: &State<App>,
+    auth: Presented,
+    id: &str,
+    source: Option<&str>,
+    action: Option<&str>,
+) -> Result<Html, PageError> {
+    app.viewer_allows(&auth)?;
+    let (source, runs) = view::replayable(app, id, source, action).await?;
+    let runs: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({"action": r.action, "target": r.target_label, "state": r.state,
+                   "status": r.status, "attempts": r.attempts})
+        })
+        .collect();
+    let data = json!({
+        "problem_id": id,
+        "source": source,
+        "action": action,
+        "runs": runs,
+        "csrf": app.csrf_token(),
+        "post_url": format!("/problems/{}/replay?source={}", view::encode(id), view::encode(source.as_str())),
+        "back": view::problem_link(source, id),
+    });
+    Ok(app.templates.render("replay.html", &data)?)
 }
 
 #[derive(FromForm)]
 struct ReplayForm<'r> {
     csrf: &'r str,
+    /// `yes` from the confirmation page; without it nothing runs and the browser is sent there.
+    confirm: Option<&'r str>,
+    action: Option<&'r str>,
 }
 
-/// The replay button. Basic auth alone does not stop a cross-site form post (the browser sends the
-/// credentials along), so the form carries a token only this hub's own page knows, and an `Origin`
-/// from another site is refused.
+/// The replay's last step. Basic auth alone does not stop a cross-site form post (the browser
+/// sends the credentials along), so the form carries a token only this hub's own page knows, and
+/// an `Origin` from another site is refused. A post without the confirmation (an old page's
+/// button, a form elsewhere) schedules nothing: it leads to the confirmation page.
 #[post("/problems/<id>/replay?<source>", data = "<form>")]
 async fn replay(
     app: &State<App>,
@@ -188,19 +286,29 @@ async fn replay(
     id: &str,
     source: Option<&str>,
     form: Form<ReplayForm<'_>>,
-) -> Result<Redirect, ApiError> {
+) -> Result<Redirect, PageError> {
     app.viewer_allows(&auth)?;
     if !origin.0 || !app.csrf_matches(form.csrf) {
         return Err(ApiError::new(
             Status::Forbidden,
             "forbidden",
             "this form must be sent from hub's own problem page",
-        ));
+        )
+        .into());
+    }
+    let action = form.action.filter(|a| !a.is_empty());
+    if form.confirm != Some("yes") {
+        return Ok(Redirect::to(replay_url(
+            id,
+            source.unwrap_or_default(),
+            action,
+        )));
     }
     let started = Instant::now();
-    let (source, scheduled) = view::replay(app, id, source).await?;
+    let (source, scheduled) = view::replay(app, id, source, action).await?;
     tracing::info!(
-        %source, problem_id = id, scheduled, took_ms = started.elapsed().as_millis() as u64,
+        %source, problem_id = id, action, scheduled, manual = true,
+        took_ms = started.elapsed().as_millis() as u64,
         "replay requested from the status page"
     );
     Ok(Redirect::to(format!(

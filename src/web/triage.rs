@@ -342,7 +342,7 @@ impl Counts {
 
 /// When the problem's current episode began: its first notification after the last one that
 /// closed it (a problem that resolved and opened again is a new opening).
-fn episode_start(notes: &[crate::store::NotificationRow]) -> Option<i64> {
+pub(super) fn episode_start(notes: &[crate::store::NotificationRow]) -> Option<i64> {
     let mut start = notes.first()?.received_at_ms;
     for pair in notes.windows(2) {
         if is_closed(&pair[0].state, pair[0].is_test) {

@@ -275,7 +275,8 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
         ));
     };
     let stored = store.notification(latest.id).await?;
-    let view = crate::actions::Problem::from_stored(&stored);
+    let tenant = app.settings.get().config.dynatrace.tenant.clone();
+    let view = crate::actions::Problem::from_stored(&stored).with_tenant_link(tenant.as_deref());
     let mut shown = Vec::new();
     for n in &notifications {
         let full = store.notification(n.id).await?;
@@ -310,7 +311,7 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
                    "created": utc(t.created_at_ms), "updated": utc(t.updated_at_ms)})
         })
         .collect();
-    for r in run_rows {
+    for r in &run_rows {
         let attempts: Vec<Value> = store
             .attempts(r.id)
             .await?
@@ -322,6 +323,19 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
             .collect();
         let outcome = r.outcome_json();
         let mut v = json!(r);
+        v["outcome_parts"] = json!(outcome_parts(&outcome));
+        // A run that failed for good opened hub's own alarm for its action (unless it is one of
+        // hub's own runs, which raise none): link to it, so the two are read together.
+        if r.status == "failed" && source != Source::Hub {
+            let alarm = format!("action-failed-{}", r.action);
+            if store
+                .latest_notification(Source::Hub, &alarm)
+                .await?
+                .is_some()
+            {
+                v["alarm_link"] = json!(problem_link(Source::Hub, &alarm));
+            }
+        }
         v["run_id"] = json!(crate::actions::run_id(&r.idem_key));
         v["outcome"] = json!(if outcome.is_null() {
             String::new()
@@ -332,11 +346,57 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
         v["attempt_list"] = json!(attempts);
         runs.push(v);
     }
+    let open = !crate::store::is_closed(&latest.state, stored.is_test);
+    let last_ms = notifications.last().map_or(0, |n| n.received_at_ms);
+    // Dynatrace's own start and end when its details say; else the current opening's first
+    // notification, and the last one for a problem that ended.
+    let detail_ms = |key: &str| {
+        details
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(Value::as_i64)
+            .filter(|ms| *ms > 0)
+    };
+    let start_ms = detail_ms("startTime")
+        .or_else(|| super::triage::episode_start(&notifications))
+        .unwrap_or(last_ms);
+    let end_ms = if open {
+        now_ms()
+    } else {
+        detail_ms("endTime").unwrap_or(last_ms)
+    };
+    let duration = short_span(((end_ms - start_ms).max(0) / 1000) as u64);
+    // Only a link a browser opens as a page: no `javascript:` from a payload.
+    let link = view
+        .url
+        .clone()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    // hub's own failure alarm names its action: its failed runs are on the status page.
+    let alarm_of = (source == Source::Hub)
+        .then(|| id.strip_prefix("action-failed-"))
+        .flatten();
+    let mut actions: Vec<String> = Vec::new();
+    for r in crate::replay::current(store, &stored, &run_rows).await? {
+        if !actions.contains(&r.action) {
+            actions.push(r.action);
+        }
+    }
     Ok(json!({
         "source": source,
         "problem_id": id,
         "state": latest.state,
+        "open": open,
         "title": view.title,
+        "severity": view.severity,
+        "impact": view.impact,
+        "tags": view.tags,
+        "link": link,
+        "started": utc(start_ms),
+        "duration": duration,
+        "duration_label": if open { "open for" } else { "lasted" },
+        "alarm_of": alarm_of,
+        "failed_runs_link": alarm_of.map(|_| "/?show=all&outcome=failed"),
+        "replay_actions": actions,
         "entities": view.entities,
         "notifications": shown,
         "details": details.as_ref().map(details_html),
@@ -346,8 +406,69 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
     }))
 }
 
+/// Where a run's output is folded away: longer than a screen's glance.
+const FOLD_LINES: usize = 12;
+const FOLD_CHARS: usize = 1_500;
+
+/// A run's outcome as a person reads it: its stderr first (why it failed is there), then its
+/// stdout, each as text with its real line breaks, then the other fields one per line. A long
+/// part is marked to be folded.
+pub fn outcome_parts(outcome: &Value) -> Vec<Value> {
+    let part = |label: &str, text: String| {
+        let lines = text.lines().count();
+        json!({"label": label, "long": lines > FOLD_LINES || text.len() > FOLD_CHARS,
+               "lines": lines, "text": text})
+    };
+    let mut parts = Vec::new();
+    match outcome {
+        Value::Null => {}
+        Value::Object(map) => {
+            for stream in ["stderr", "stdout"] {
+                if let Some(Value::String(text)) = map.get(stream) {
+                    if !text.trim().is_empty() {
+                        parts.push(part(stream, text.clone()));
+                    }
+                }
+            }
+            let rest: Vec<String> = map
+                .iter()
+                .filter(|(k, v)| !matches!(k.as_str(), "stderr" | "stdout") && !v.is_null())
+                .map(|(k, v)| match v {
+                    Value::String(text) => format!("{k}: {text}"),
+                    other => format!("{k}: {other}"),
+                })
+                .collect();
+            if !rest.is_empty() {
+                parts.push(part("details", rest.join("\n")));
+            }
+        }
+        Value::String(text) => parts.push(part("outcome", text.clone())),
+        other => parts.push(part("outcome", other.to_string())),
+    }
+    parts
+}
+
 /// Schedules the runs of the problem's latest state again; the dispatcher runs them after the answer.
-pub async fn replay(app: &App, id: &str, source: Option<&str>) -> Result<(Source, u64), ApiError> {
+pub async fn replay(
+    app: &App,
+    id: &str,
+    source: Option<&str>,
+    action: Option<&str>,
+) -> Result<(Source, u64), ApiError> {
+    let (source, runs) = replayable(app, id, source, action).await?;
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let scheduled = app.store.schedule_replay(&ids).await?;
+    Ok((source, scheduled))
+}
+
+/// The runs a replay would run again: those of the problem's latest state in its current
+/// opening, of one action when one is named.
+pub async fn replayable(
+    app: &App,
+    id: &str,
+    source: Option<&str>,
+    action: Option<&str>,
+) -> Result<(Source, Vec<crate::store::RunRow>), ApiError> {
     let source = resolve_source(app, id, source).await?;
     let latest = app
         .store
@@ -355,20 +476,22 @@ pub async fn replay(app: &App, id: &str, source: Option<&str>) -> Result<(Source
         .await?
         .ok_or_else(|| ApiError::new(Status::NotFound, "not_found", "no such problem"))?;
     let runs = app.store.problem_runs(source, id).await?;
-    let ids: Vec<i64> = crate::replay::current(&app.store, &latest, &runs)
+    let runs: Vec<_> = crate::replay::current(&app.store, &latest, &runs)
         .await?
         .into_iter()
-        .map(|r| r.id)
+        .filter(|r| action.is_none_or(|a| a == r.action))
         .collect();
-    if ids.is_empty() {
+    if runs.is_empty() {
         return Err(ApiError::new(
             Status::Conflict,
             "nothing_to_replay",
-            "no action ran for this problem's latest state",
+            match action {
+                Some(_) => "this action did not run for this problem's latest state",
+                None => "no action ran for this problem's latest state",
+            },
         ));
     }
-    let scheduled = app.store.schedule_replay(&ids).await?;
-    Ok((source, scheduled))
+    Ok((source, runs))
 }
 
 /// Nested tables for the details, every text escaped; times (`…Time`, ms since the epoch) in UTC,
@@ -572,6 +695,27 @@ mod tests {
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(html.contains("2023-11-14 22:13 UTC"), "{html}");
         assert!(html.contains("still open"), "{html}");
+    }
+
+    #[test]
+    fn an_outcome_reads_as_text_stderr_first_and_long_output_folded() {
+        let long = (1..=40)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parts = outcome_parts(&json!({
+            "exit_code": 2, "signal": null, "stdout": long, "stderr": "no route to pager\nretry later"
+        }));
+        let labels: Vec<&str> = parts.iter().filter_map(|p| p["label"].as_str()).collect();
+        assert_eq!(labels, ["stderr", "stdout", "details"]);
+        assert_eq!(
+            parts[0]["text"], "no route to pager\nretry later",
+            "real new lines"
+        );
+        assert_eq!(parts[0]["long"], false);
+        assert_eq!(parts[1]["long"], true, "folded");
+        assert_eq!(parts[2]["text"], "exit_code: 2", "nulls left out");
+        assert!(outcome_parts(&Value::Null).is_empty());
     }
 
     #[test]

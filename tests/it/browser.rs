@@ -9,7 +9,7 @@ use fantoccini::{ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::page::{hub_with_tenant, second_attempt_succeeded};
-use crate::support::{self, eventually, free_port, Running, PASSWORD, USER};
+use crate::support::{self, eventually, free_port, runs, Running, PASSWORD, USER};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -110,8 +110,19 @@ async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
         "no script ran, no element was injected"
     );
 
+    // Replay asks first: the link opens a confirmation page that lists what would run again.
     browser
         .find(Locator::Id("replay"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let listed = text_of(&browser, "replay-runs").await;
+    assert!(listed.contains("page"), "{listed}");
+    assert_eq!(runs(dir.path()).await[0].3, 1, "nothing ran before yes");
+    browser
+        .find(Locator::Id("replay-yes"))
         .await
         .unwrap()
         .click()

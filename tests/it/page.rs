@@ -243,8 +243,35 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
     assert_eq!(status, 200);
     assert!(!html.contains("<script>") && !html.contains("<img"));
     assert!(html.contains("still open"), "details with readable times");
-    assert!(html.contains("exit_code"), "outcome shown");
-    let csrf = html
+    assert!(
+        html.contains("exit_code: 0"),
+        "outcome shown as text: {html}"
+    );
+    assert!(
+        !html.contains("&quot;exit_code&quot;"),
+        "not a JSON blob: {html}"
+    );
+    assert!(
+        html.contains("id=\"source-link\"") && html.contains("problemdetails;pid=-31337_1V2"),
+        "the link to the problem in Dynatrace: {html}"
+    );
+    assert!(html.contains("open for"), "its duration: {html}");
+    // Replay asks first: the problem page only links to a confirmation page, which has the form.
+    assert!(!html.contains("<form"), "no one-click replay: {html}");
+    let (status, _, confirm) = get(
+        &hub,
+        "/problems/P-31337/replay?source=dynatrace&action=page",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("Yes, run 1 run(s) again"), "{confirm}");
+    let (status, _, _) = get(
+        &hub,
+        "/problems/P-31337/replay?source=dynatrace&action=nope",
+    )
+    .await;
+    assert_eq!(status, 409, "an action that did not run");
+    let csrf = confirm
         .split("name=\"csrf\" value=\"")
         .nth(1)
         .unwrap()
@@ -252,8 +279,31 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
         .next()
         .unwrap()
         .to_string();
-    let (status, _, _) = get(&hub, "/problems/P-404").await;
+    let (status, _, body) = get(&hub, "/problems/P-404").await;
     assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "not_found",
+        "an API client gets JSON"
+    );
+    let r = client()
+        .get(hub.url("/problems/%3Cb%3EP-404"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r
+        .headers()
+        .get("content-type")
+        .is_some_and(|c| c.to_str().unwrap().starts_with("text/html")));
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("hub has received no notification for this problem")
+            && !page.contains("<b>P-404"),
+        "a browser gets a page: {page}"
+    );
 
     let replay = |token: &str, origin: Option<&str>| {
         let mut r = client()
@@ -275,11 +325,31 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // Without the confirmation nothing runs: the browser is sent to the confirmation page.
     let r = no_redirect
         .post(hub.url("/problems/P-31337/replay?source=dynatrace"))
         .basic_auth(USER, Some(PASSWORD))
         .header("Origin", hub.base_url.clone())
         .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/problems/P-31337/replay?source=dynatrace"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(runs(dir.path()).await[0].3, 1, "nothing ran again");
+    let r = no_redirect
+        .post(hub.url("/problems/P-31337/replay?source=dynatrace"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("Origin", hub.base_url.clone())
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("confirm", "yes"),
+            ("action", "page"),
+        ])
         .send()
         .await
         .unwrap();
