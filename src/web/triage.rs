@@ -316,11 +316,7 @@ impl Counts {
         );
         let pending_text = match self.waits_until_ms {
             Some(at) if self.waiting > 0 => {
-                format!(
-                    "{} pending (the next held until {} UTC)",
-                    self.pending,
-                    utc(at)
-                )
+                format!("{} pending, held until {} UTC", self.pending, utc(at))
             }
             _ => format!("{} pending", self.pending),
         };

@@ -22,37 +22,7 @@ async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
     );
     let (dir, hub, _tenant) = hub_with_tenant().await;
 
-    let port = free_port();
-    let _driver = Running(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
-    let webdriver = format!("http://127.0.0.1:{port}");
-    let http = support::client();
-    eventually("chromedriver", async || {
-        http.get(format!("{webdriver}/status")).send().await.is_ok()
-    })
-    .await;
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"binary": CHROMIUM, "args": [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-            "--window-size=1280,1600"
-        ]}),
-    );
-    // chromedriver speaks plain HTTP on loopback; no TLS stack is needed to reach it.
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&webdriver)
-        .await
-        .expect("a WebDriver session");
+    let (_driver, browser) = chromium().await;
 
     // Log in the way an operator's browser does: Basic credentials for this origin.
     let authority = hub.base_url.trim_start_matches("http://");
@@ -141,6 +111,223 @@ async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
         "a PNG screenshot at {}",
         shot.display()
     );
+    browser.close().await.unwrap();
+}
+
+/// chromedriver and a headless Chromium session on it; the driver stops when the first value
+/// is dropped.
+async fn chromium() -> (Running, fantoccini::Client) {
+    assert!(
+        Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
+        "this test needs Debian's chromium and chromium-driver; tools/test installs them"
+    );
+    let port = free_port();
+    let driver = Running(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let webdriver = format!("http://127.0.0.1:{port}");
+    let http = support::client();
+    eventually("chromedriver", async || {
+        http.get(format!("{webdriver}/status")).send().await.is_ok()
+    })
+    .await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": CHROMIUM, "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+            "--window-size=1280,1600"
+        ]}),
+    );
+    // chromedriver speaks plain HTTP on loopback; no TLS stack is needed to reach it.
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&webdriver)
+        .await
+        .expect("a WebDriver session");
+    (driver, browser)
+}
+
+/// Keeps a screenshot of what the browser shows in `docs/` (the README shows them).
+async fn keep_screenshot(browser: &fantoccini::Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name);
+    std::fs::write(&path, &png).unwrap();
+}
+
+/// The problems of the status page's triage table, in the order shown.
+async fn triage_order(browser: &fantoccini::Client) -> Vec<String> {
+    let shown: Value = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('#problems tr[data-problem]')).map(r => r.dataset.problem);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(shown).unwrap()
+}
+
+#[tokio::test]
+async fn a_browser_triages_filters_silences_and_confirms_a_replay() {
+    let (dir, hub) = crate::triage::triage_hub().await;
+    let (_driver, browser) = chromium().await;
+    let authority = hub.base_url.trim_start_matches("http://");
+    browser
+        .goto(&format!("http://{USER}:{PASSWORD}@{authority}/"))
+        .await
+        .unwrap();
+
+    // Worst first: failed, pending (a flap wait), silenced, then the rest; the resolved one is
+    // not open.
+    assert_eq!(
+        triage_order(&browser).await,
+        ["P-FAIL", "P-WAIT", "a-pending", "P-SIL", "P-OK"]
+    );
+    let health = text_of(&browser, "health").await;
+    assert!(health.contains("healthy"), "{health}");
+    keep_screenshot(&browser, "status-page.png").await;
+
+    // The filters go into the URL, so the view can be bookmarked and opened again.
+    browser
+        .find(Locator::Id("filter-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("pending")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("filter-source"))
+        .await
+        .unwrap()
+        .select_by_value("dynatrace")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("filter-apply"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let url = browser.current_url().await.unwrap();
+    assert!(
+        url.query()
+            .is_some_and(|q| q.contains("source=dynatrace") && q.contains("outcome=pending")),
+        "{url}"
+    );
+    assert_eq!(triage_order(&browser).await, ["P-WAIT"]);
+    browser.goto(url.as_str()).await.unwrap();
+    assert_eq!(triage_order(&browser).await, ["P-WAIT"], "the bookmark");
+    browser
+        .find(Locator::Id("filter-clear"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(triage_order(&browser).await.len(), 5);
+
+    // Silence this: the form under the row comes filled in with the problem's own matchers.
+    let row = browser
+        .find(Locator::Css("#problems tr[data-problem='P-OK']"))
+        .await
+        .unwrap();
+    row.find(Locator::Css("details.silence-this summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let matchers = row
+        .find(Locator::Css("textarea[name=matchers]"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(matchers.as_deref(), Some("source=dynatrace\nproblem=P-OK"));
+    row.find(Locator::Css("input[name=comment]"))
+        .await
+        .unwrap()
+        .send_keys("known, fixing")
+        .await
+        .unwrap();
+    row.find(Locator::Css("form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let silences = text_of(&browser, "silence-list").await;
+    assert!(
+        silences.contains("problem=P-OK") && silences.contains("known, fixing"),
+        "{silences}"
+    );
+
+    // Replay asks first, and *No* runs nothing.
+    browser
+        .goto(&format!(
+            "{}/problems/P-FAIL?source=dynatrace",
+            hub.base_url
+        ))
+        .await
+        .unwrap();
+    let runs_text = text_of(&browser, "runs").await;
+    assert!(
+        runs_text.contains("the pager gateway said no") && runs_text.contains("tried once"),
+        "the outcome as text: {runs_text}"
+    );
+    keep_screenshot(&browser, "problem-page.png").await;
+    let attempts = async || -> i64 {
+        support::db(dir.path()).await.one(
+            "SELECT attempts FROM action_runs WHERE problem_key = 'P-FAIL'",
+            [],
+        )
+    };
+    browser
+        .find(Locator::Css("a.replay-action"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    keep_screenshot(&browser, "replay-confirm.png").await;
+    browser
+        .find(Locator::Id("replay-cancel"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(attempts().await, 1, "no meant nothing ran");
+    browser
+        .find(Locator::Css("a.replay-action"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("replay-yes"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the confirmed replay to run", async || {
+        attempts().await == 2
+    })
+    .await;
     browser.close().await.unwrap();
 }
 

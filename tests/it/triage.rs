@@ -133,7 +133,7 @@ async fn open_problems_come_worst_first_and_filters_live_in_the_url() {
     };
     assert!(row("P-SIL").contains("1 silenced"), "{}", row("P-SIL"));
     assert!(!row("P-SIL").contains(" ok<"), "{}", row("P-SIL"));
-    assert!(row("P-WAIT").contains("1 pending (the next held until"));
+    assert!(row("P-WAIT").contains("1 pending, held until"));
     assert!(row("P-FAIL").contains("1 failed") && row("P-FAIL").contains("ERROR"));
     assert!(
         row("P-FAIL").contains("open for"),
