@@ -640,3 +640,34 @@ async fn deep_pages_follow_next_by_key_and_see_every_problem_once() {
     );
     assert!(second.contains("href=\"/\">newest"), "{second}");
 }
+
+/// Every script the README and the unit's install steps name is shipped, and runs.
+#[test]
+fn the_scripts_the_readme_names_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let unit = std::fs::read_to_string(root.join("contrib/hub.service")).unwrap();
+    let mut named: Vec<&str> = readme
+        .split("scripts/")
+        .chain(unit.split("scripts/"))
+        .skip(1)
+        .filter_map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .next()
+        })
+        .filter(|name| name.ends_with(".sh"))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    assert!(
+        named.contains(&"page.sh") && named.contains(&"legacy_script.sh"),
+        "{named:?}"
+    );
+    for name in named {
+        let out = std::process::Command::new(root.join("scripts").join(name))
+            .args(["--team", "ops", "db-1", "CPU saturation"])
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/{name}: {e}"));
+        assert!(out.status.success(), "scripts/{name}: {out:?}");
+    }
+}
