@@ -235,6 +235,7 @@ async fn a_browser_triages_filters_silences_and_confirms_a_replay() {
         .click()
         .await
         .unwrap();
+    url_once(&browser, |u| u.query().is_none()).await;
     assert_eq!(triage_order(&browser).await.len(), 5);
 
     // Silence this: the form under the row comes filled in with the problem's own matchers.
@@ -268,7 +269,14 @@ async fn a_browser_triages_filters_silences_and_confirms_a_replay() {
         .click()
         .await
         .unwrap();
-    let silences = text_of(&browser, "silence-list").await;
+    let mut silences = String::new();
+    for _ in 0..100 {
+        silences = text_of(&browser, "silence-list").await;
+        if silences.contains("problem=P-OK") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
         silences.contains("problem=P-OK") && silences.contains("known, fixing"),
         "{silences}"
@@ -331,12 +339,35 @@ async fn a_browser_triages_filters_silences_and_confirms_a_replay() {
     browser.close().await.unwrap();
 }
 
+/// The browser's URL once it is one `wanted` takes (a click that submits a form returns before
+/// the next page is there).
+async fn url_once(
+    browser: &fantoccini::Client,
+    wanted: impl Fn(&reqwest::Url) -> bool,
+) -> reqwest::Url {
+    for _ in 0..100 {
+        let url = browser.current_url().await.unwrap();
+        if wanted(&url) {
+            return url;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the browser never reached the URL wanted")
+}
+
+/// The text of the element `#id` once the page that has it is there: a click that submits a form
+/// returns before the next page has loaded, and an element of the old page goes stale.
 async fn text_of(browser: &fantoccini::Client, id: &str) -> String {
-    browser
-        .find(Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("#{id}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    let mut last = String::new();
+    for _ in 0..100 {
+        match browser.find(Locator::Id(id)).await {
+            Ok(element) => match element.text().await {
+                Ok(text) => return text,
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("#{id}: {last}")
 }
