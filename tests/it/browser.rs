@@ -167,14 +167,21 @@ async fn keep_screenshot(browser: &fantoccini::Client, name: &str) {
 
 /// The problems of the status page's triage table, in the order shown.
 async fn triage_order(browser: &fantoccini::Client) -> Vec<String> {
-    let shown: Value = browser
-        .execute(
-            "return Array.from(document.querySelectorAll('#problems tr[data-problem]')).map(r => r.dataset.problem);",
-            vec![],
-        )
-        .await
-        .unwrap();
-    serde_json::from_value(shown).unwrap()
+    // Read once the page has loaded whole: a form's next page may still be arriving.
+    for _ in 0..100 {
+        let shown: Value = browser
+            .execute(
+                "return document.readyState === 'complete' ? Array.from(document.querySelectorAll('#problems tr[data-problem]')).map(r => r.dataset.problem) : null;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if !shown.is_null() {
+            return serde_json::from_value(shown).unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the status page never finished loading")
 }
 
 #[tokio::test]
@@ -219,12 +226,11 @@ async fn a_browser_triages_filters_silences_and_confirms_a_replay() {
         .click()
         .await
         .unwrap();
-    let url = browser.current_url().await.unwrap();
-    assert!(
-        url.query()
-            .is_some_and(|q| q.contains("source=dynatrace") && q.contains("outcome=pending")),
-        "{url}"
-    );
+    let url = url_once(&browser, |u| {
+        u.query()
+            .is_some_and(|q| q.contains("source=dynatrace") && q.contains("outcome=pending"))
+    })
+    .await;
     assert_eq!(triage_order(&browser).await, ["P-WAIT"]);
     browser.goto(url.as_str()).await.unwrap();
     assert_eq!(triage_order(&browser).await, ["P-WAIT"], "the bookmark");
@@ -302,41 +308,34 @@ async fn a_browser_triages_filters_silences_and_confirms_a_replay() {
             [],
         )
     };
-    browser
-        .find(Locator::Css("a.replay-action"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_once_there(&browser, Locator::Css("a.replay-action")).await;
     keep_screenshot(&browser, "replay-confirm.png").await;
-    browser
-        .find(Locator::Id("replay-cancel"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_once_there(&browser, Locator::Id("replay-cancel")).await;
     assert_eq!(attempts().await, 1, "no meant nothing ran");
-    browser
-        .find(Locator::Css("a.replay-action"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("replay-yes"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_once_there(&browser, Locator::Css("a.replay-action")).await;
+    click_once_there(&browser, Locator::Id("replay-yes")).await;
     eventually("the confirmed replay to run", async || {
         attempts().await == 2
     })
     .await;
     browser.close().await.unwrap();
+}
+
+/// Clicks the element once the page that has it is there (the click before may still be
+/// loading the next page).
+async fn click_once_there(browser: &fantoccini::Client, locator: Locator<'_>) {
+    let mut last = String::new();
+    for _ in 0..100 {
+        match browser.find(locator).await {
+            Ok(element) => match element.click().await {
+                Ok(_) => return,
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{locator:?}: {last}")
 }
 
 /// The browser's URL once it is one `wanted` takes (a click that submits a form returns before
