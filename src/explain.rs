@@ -8,11 +8,9 @@ use serde_json::{json, Value};
 
 use crate::actions::route::route;
 use crate::actions::{idem_key, run_id, Job, Problem, Registry};
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::{Notification, Source};
 use crate::sources::Headers;
-use crate::store::StoredNotification;
 
 /// Why a dry run could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -46,26 +44,8 @@ pub fn explain(config: &Config, body: &[u8], source: Source) -> Result<Value, Ex
     }))
 }
 
-/// The problem as actions would see `n` when it arrives (without Dynatrace's details).
-pub fn problem_of(config: &Config, n: &Notification) -> Problem {
-    let stored = StoredNotification {
-        id: 0,
-        source: n.source,
-        problem_key: n.problem_key.clone(),
-        state: n.state.clone(),
-        pid: n.pid.clone(),
-        title: n.title.clone(),
-        is_test: n.is_test,
-        body: n.body.clone(),
-        received_at_ms: now_ms(),
-        details: None,
-        facts: serde_json::to_string(&n.facts).ok(),
-    };
-    Problem::from_stored(&stored).with_tenant_link(config.dynatrace.tenant.as_deref())
-}
-
 fn one(config: &Config, registry: &Registry, n: &Notification) -> Value {
-    let problem = problem_of(config, n);
+    let problem = Problem::arriving(n, config.dynatrace.tenant.as_deref());
     let decision = route(&config.actions, registry, &problem, n.is_test);
     let mut runs = Vec::new();
     for chosen in &decision.chosen {

@@ -78,7 +78,8 @@ pub async fn test_action(
         .into_iter()
         .next()
         .ok_or(TestActionError::Empty)?;
-    let mut problem = crate::explain::problem_of(config, &notification);
+    let mut problem =
+        crate::actions::Problem::arriving(&notification, config.dynatrace.tenant.as_deref());
     if let Some(state) = state {
         problem.state = state.to_string();
     }

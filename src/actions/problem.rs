@@ -77,6 +77,25 @@ impl Problem {
         }
     }
 
+    /// The problem as actions see `n` when it arrives, before any details are fetched: what
+    /// ingest matches heartbeats with, `hub explain` routes and `hub test-action` sends.
+    pub fn arriving(n: &crate::domain::Notification, tenant: Option<&str>) -> Problem {
+        let stored = StoredNotification {
+            id: 0,
+            source: n.source,
+            problem_key: n.problem_key.clone(),
+            state: n.state.clone(),
+            pid: n.pid.clone(),
+            title: n.title.clone(),
+            is_test: n.is_test,
+            body: n.body.clone(),
+            received_at_ms: crate::clock::now_ms(),
+            details: None,
+            facts: serde_json::to_string(&n.facts).ok(),
+        };
+        Problem::from_stored(&stored).with_tenant_link(tenant)
+    }
+
     /// A problem with every field filled (two entities, tags, a link), to render a template with
     /// when the configuration is checked, before any real problem exists.
     pub fn sample() -> Problem {

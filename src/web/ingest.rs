@@ -136,7 +136,7 @@ fn heartbeats_fed(app: &App, notifications: &[Notification]) -> Vec<String> {
     }
     let mut fed: Vec<String> = Vec::new();
     for n in notifications.iter().filter(|n| !n.is_test) {
-        let problem = crate::explain::problem_of(config, n);
+        let problem = crate::actions::Problem::arriving(n, config.dynatrace.tenant.as_deref());
         for h in &watching {
             if !fed.contains(&h.name) && crate::matcher::all_match(&h.matchers, &problem) {
                 fed.push(h.name.clone());

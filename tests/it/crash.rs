@@ -185,11 +185,13 @@ async fn a_file_cut_short_is_restored_at_start() {
     // After a clean stop the files are on the disk and the folder is not compared again, unless
     // it changed: a file removed, say, or the folder touched to ask for the full comparison.
     hub.terminate();
+    // What the stop said of the folder, for the message if the next start compares it anyway.
+    let stopped = hub.stderr();
     let config = support::config_with(json!({}));
     let mut hub = support::Hub::start_in(tmp.path(), &config, &[]);
     assert!(
         hub.stderr().contains("as the last clean stop left them"),
-        "{}",
+        "the start:\n{}\nthe stop before it:\n{stopped}",
         hub.stderr()
     );
     hub.terminate();

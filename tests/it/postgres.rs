@@ -717,3 +717,75 @@ async fn behind_the_readmes_haproxy_requests_succeed_again_soon_after_a_database
         .await;
     }
 }
+
+/// No page waits behind noise with several instances either: two hubs on one PostgreSQL, a slow
+/// action saturated on both with 200 runs queued, then a page to another action runs at once.
+#[tokio::test]
+async fn two_hubs_run_a_page_while_a_slow_action_has_200_runs_queued() {
+    let url = pg::database();
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let paged = shared.join("paged.log");
+    support::script(&shared, "slow.sh", "sleep 120");
+    support::script(
+        &shared,
+        "page.sh",
+        &format!("echo \"$HUB_PROBLEM_ID\" >> {}", paged.display()),
+    );
+    let start = |instance: &str| {
+        let dir = root.path().join(instance);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = support::config_with(json!({
+            "store": {"url": url, "instance": instance},
+            "dir_received": shared.join("received"),
+            "dispatch": {"shutdown_grace_secs": 0},
+            "actions": {
+                "slow": {"type": "script", "command": [shared.join("slow.sh")], "max_concurrent": 2},
+                "pager": {"type": "script", "command": [shared.join("page.sh")]}
+            },
+            "routes": [
+                {"severities": ["PERFORMANCE"], "actions": ["slow"]},
+                {"severities": ["AVAILABILITY"], "actions": ["pager"]}
+            ]
+        }));
+        Hub::start_in(&dir, &config, &[])
+    };
+    let (a, b) = (start("a"), start("b"));
+    let c = client();
+    for i in 0..200 {
+        let h = if i % 2 == 0 { &a } else { &b };
+        let body = json!({"State": "OPEN", "ProblemID": format!("N-{i}"), "PID": format!("{i}V2"),
+                          "ProblemSeverity": "PERFORMANCE"});
+        let r = post(&c, &h.url("/"), body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    support::eventually("the storm routed", async || {
+        pg::psql(
+            &url,
+            "SELECT COUNT(*) FROM action_runs WHERE action = 'slow'",
+        ) == "200"
+    })
+    .await;
+    let page = json!({"State": "OPEN", "ProblemID": "P-URGENT", "PID": "9V2",
+                      "ProblemSeverity": "AVAILABILITY"});
+    let r = post(&c, &b.url("/"), page.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    support::eventually("the page ran", async || {
+        support::lines(&paged) == ["P-URGENT"]
+    })
+    .await;
+    let waiting: i64 = pg::psql(
+        &url,
+        "SELECT COUNT(*) FROM action_runs WHERE action = 'slow' AND status = 'pending'",
+    )
+    .parse()
+    .unwrap();
+    assert!(waiting >= 196, "{waiting} slow runs still queued");
+}
