@@ -79,9 +79,7 @@ async fn replay(
 ) -> Result<StatusJson, ApiError> {
     app.viewer_allows(&auth)?;
     if !content_type.is_some_and(|c| c.is_json()) {
-        return Err(ApiError::new(
-            Status::UnsupportedMediaType,
-            "unsupported_media_type",
+        return Err(ApiError::unsupported_media_type(
             "send Content-Type: application/json (a cross-site form cannot)",
         ));
     }

@@ -25,13 +25,77 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: Status, error: &'static str, detail: impl Into<String>) -> Self {
+    fn new(status: Status, error: &'static str, detail: impl Into<String>) -> Self {
         ApiError {
             status,
             error,
             detail: detail.into(),
             challenge: None,
         }
+    }
+
+    /// Nothing has this id or name.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::NotFound, "not_found", detail)
+    }
+
+    /// A request hub cannot read.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::BadRequest, "bad_request", detail)
+    }
+
+    /// Known, but not allowed this (a cross-site form, say).
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::Forbidden, "forbidden", detail)
+    }
+
+    /// A body that is not declared as JSON.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        ApiError::new(
+            Status::UnsupportedMediaType,
+            "unsupported_media_type",
+            detail,
+        )
+    }
+
+    /// A body over its limit; the detail says which.
+    pub fn payload_too_large(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::PayloadTooLarge, "payload_too_large", detail)
+    }
+
+    /// hub cannot take a notification now: the sender goes elsewhere or retries.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::ServiceUnavailable, "unavailable", detail)
+    }
+
+    /// A silence that cannot be made as asked; nothing was created.
+    pub fn invalid_silence(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::BadRequest, "invalid_silence", detail)
+    }
+
+    /// A silence asked to end that had ended already.
+    pub fn ended(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::Conflict, "ended", detail)
+    }
+
+    /// A reload refused: the running config stays in force.
+    pub fn reload_failed(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::InternalServerError, "reload_failed", detail)
+    }
+
+    /// A replay of what has no run to replay.
+    pub fn nothing_to_replay(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::Conflict, "nothing_to_replay", detail)
+    }
+
+    /// A beat for a heartbeat the config does not have.
+    pub fn unknown_heartbeat(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::NotFound, "unknown_heartbeat", detail)
+    }
+
+    /// A failure of hub's own, not the request's.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::InternalServerError, "internal_error", detail)
     }
 
     pub fn unauthorized_for(scheme: &'static str, detail: impl Into<String>) -> Self {
@@ -42,9 +106,14 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer, the routes' and the listener's alike.
+pub fn body(error: &str, detail: &str) -> String {
+    json!({ "error": error, "detail": detail }).to_string()
+}
+
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
-        let body = json!({ "error": self.error, "detail": self.detail }).to_string();
+        let body = body(self.error, &self.detail);
         let mut response = Response::build();
         response
             .status(self.status)

@@ -69,11 +69,9 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
     let mut refusal = None;
     let result = async {
         let plugin = plugin.ok_or_else(|| {
-            ApiError::new(
-                Status::NotFound,
-                "not_found",
-                format!("the {source} source is not enabled (add sources.{source} to config.json)"),
-            )
+            ApiError::not_found(format!(
+                "the {source} source is not enabled (add sources.{source} to config.json)"
+            ))
         })?;
         let refused = |r: Refusal, refusal: &mut Option<Refusal>| {
             *refusal = Some(r.clone());
@@ -221,15 +219,11 @@ fn check_json_content_type(content_type: Option<&ContentType>) -> Result<(), Api
     match content_type {
         None => Ok(()),
         Some(ct) if ct.is_json() || ct.sub().as_str().ends_with("+json") => Ok(()),
-        Some(ct) => Err(ApiError::new(
-            Status::UnsupportedMediaType,
-            "unsupported_media_type",
-            format!(
-                "expected Content-Type: application/json, got {}/{}",
-                ct.top(),
-                ct.sub()
-            ),
-        )),
+        Some(ct) => Err(ApiError::unsupported_media_type(format!(
+            "expected Content-Type: application/json, got {}/{}",
+            ct.top(),
+            ct.sub()
+        ))),
     }
 }
 
@@ -238,19 +232,11 @@ async fn read_capped(body: Data<'_>, limit: u64) -> Result<Vec<u8>, ApiError> {
         .open(ByteUnit::from(limit))
         .into_bytes()
         .await
-        .map_err(|e| {
-            ApiError::new(
-                Status::BadRequest,
-                "bad_request",
-                format!("cannot read body: {e}"),
-            )
-        })?;
+        .map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
     if !capped.is_complete() {
-        return Err(ApiError::new(
-            Status::PayloadTooLarge,
-            "payload_too_large",
-            format!("body is larger than the limit of {limit} bytes (webhook.max_body_bytes)"),
-        ));
+        return Err(ApiError::payload_too_large(format!(
+            "body is larger than the limit of {limit} bytes (webhook.max_body_bytes)"
+        )));
     }
     Ok(capped.into_inner())
 }

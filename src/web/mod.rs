@@ -140,11 +140,7 @@ impl<'r> Responder<'r, 'static> for StatusJson {
 fn healthz(app: &rocket::State<App>) -> Result<JsonOk, ApiError> {
     match app.store.health() {
         Ok(()) => Ok(JsonOk(json!({ "status": "ok" }))),
-        Err(reason) => Err(ApiError::new(
-            rocket::http::Status::ServiceUnavailable,
-            "unavailable",
-            reason.to_string(),
-        )),
+        Err(reason) => Err(ApiError::unavailable(reason.to_string())),
     }
 }
 
@@ -159,9 +155,7 @@ async fn reload(
 ) -> Result<JsonOk, ApiError> {
     app.viewer_allows(&auth)?;
     if !origin.0 {
-        return Err(ApiError::new(
-            rocket::http::Status::Forbidden,
-            "forbidden",
+        return Err(ApiError::forbidden(
             "a reload is not taken from another site's page; POST it from hub's own host (curl, a \
              script) or send SIGHUP",
         ));
@@ -171,11 +165,9 @@ async fn reload(
             "status": "reloaded",
             "restart_needed": done.restart_needed,
         }))),
-        Err(e) => Err(ApiError::new(
-            rocket::http::Status::InternalServerError,
-            "reload_failed",
-            format!("{e}; the running config stays in force"),
-        )),
+        Err(e) => Err(ApiError::reload_failed(format!(
+            "{e}; the running config stays in force"
+        ))),
     }
 }
 

@@ -22,7 +22,7 @@ impl From<SilenceError> for ApiError {
     fn from(e: SilenceError) -> Self {
         match e {
             SilenceError::Store(e) => ApiError::from(e),
-            other => ApiError::new(Status::BadRequest, "invalid_silence", other.to_string()),
+            other => ApiError::invalid_silence(other.to_string()),
         }
     }
 }
@@ -53,9 +53,7 @@ async fn add(
 ) -> Result<StatusJson, ApiError> {
     app.viewer_allows(&auth)?;
     if !content_type.is_some_and(|c| c.is_json()) {
-        return Err(ApiError::new(
-            Status::UnsupportedMediaType,
-            "unsupported_media_type",
+        return Err(ApiError::unsupported_media_type(
             "send Content-Type: application/json",
         ));
     }
@@ -63,28 +61,15 @@ async fn add(
         .open(MAX_SILENCE_BYTES.bytes())
         .into_string()
         .await
-        .map_err(|e| {
-            ApiError::new(
-                Status::BadRequest,
-                "invalid_silence",
-                format!("cannot read the body: {e}"),
-            )
-        })?;
+        .map_err(|e| ApiError::invalid_silence(format!("cannot read the body: {e}")))?;
     if !body.is_complete() {
-        return Err(ApiError::new(
-            Status::PayloadTooLarge,
-            "payload_too_large",
-            format!(
-                "a silence is at most {} KiB of JSON",
-                MAX_SILENCE_BYTES / 1024
-            ),
-        ));
+        return Err(ApiError::payload_too_large(format!(
+            "a silence is at most {} KiB of JSON",
+            MAX_SILENCE_BYTES / 1024
+        )));
     }
     let request: silences::Request = serde_json::from_str(&body).map_err(|e| {
-        ApiError::new(
-            Status::BadRequest,
-            "invalid_silence",
-            format!("expected {{\"matchers\": [\"KEY=VALUE\", …], \"duration\" or \"until\", \"comment\", \"author\"?, \"renotify\"?}}: {e}"),
+        ApiError::invalid_silence(format!("expected {{\"matchers\": [\"KEY=VALUE\", …], \"duration\" or \"until\", \"comment\", \"author\"?, \"renotify\"?}}: {e}"),
         )
     })?;
     let s = silences::add(&app.store, &request).await?;
@@ -94,18 +79,10 @@ async fn add(
 
 async fn expire_one(app: &App, id: &str) -> Result<Value, ApiError> {
     let Some(s) = app.store.silence(id).await? else {
-        return Err(ApiError::new(
-            Status::NotFound,
-            "not_found",
-            "no silence has this id",
-        ));
+        return Err(ApiError::not_found("no silence has this id"));
     };
     if !app.store.expire_silence(id.to_string(), now_ms()).await? {
-        return Err(ApiError::new(
-            Status::Conflict,
-            "ended",
-            "this silence has ended already",
-        ));
+        return Err(ApiError::ended("this silence has ended already"));
     }
     tracing::info!(silence = id, "silence expired");
     app.store.committed().notify_one();
@@ -130,9 +107,7 @@ struct SilenceForm<'r> {
 
 fn from_page(app: &App, origin: &view::SameOrigin, csrf: &str) -> Result<(), ApiError> {
     if !origin.0 || !app.csrf_matches(csrf) {
-        return Err(ApiError::new(
-            Status::Forbidden,
-            "forbidden",
+        return Err(ApiError::forbidden(
             "this form must be sent from hub's own status page",
         ));
     }
@@ -199,9 +174,7 @@ async fn beat(app: &State<App>, auth: Presented, name: &str) -> Result<JsonOk, A
         ));
     }
     if !c.heartbeats.iter().any(|h| h.name == name) {
-        return Err(ApiError::new(
-            Status::NotFound,
-            "unknown_heartbeat",
+        return Err(ApiError::unknown_heartbeat(
             "no heartbeat has this name in the config",
         ));
     }

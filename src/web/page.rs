@@ -57,11 +57,7 @@ impl Templates {
 
 fn internal(e: impl std::fmt::Debug) -> ApiError {
     tracing::error!(error = ?e, "cannot render a page");
-    ApiError::new(
-        Status::InternalServerError,
-        "internal_error",
-        "the page could not be rendered",
-    )
+    ApiError::internal("the page could not be rendered")
 }
 
 /// An HTML answer, with headers that keep it from running or embedding anything.
@@ -289,12 +285,9 @@ async fn replay(
 ) -> Result<Redirect, PageError> {
     app.viewer_allows(&auth)?;
     if !origin.0 || !app.csrf_matches(form.csrf) {
-        return Err(ApiError::new(
-            Status::Forbidden,
-            "forbidden",
-            "this form must be sent from hub's own problem page",
-        )
-        .into());
+        return Err(
+            ApiError::forbidden("this form must be sent from hub's own problem page").into(),
+        );
     }
     let action = form.action.filter(|a| !a.is_empty());
     if form.confirm != Some("yes") {

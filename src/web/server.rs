@@ -491,7 +491,7 @@ async fn read_capped(mut body: Incoming, cap: u64) -> Result<(Vec<u8>, bool), hy
 /// An answer made here, before the routes: the same JSON shape as theirs, and the connection
 /// closed after it.
 fn error(status: hyper::StatusCode, code: &str, detail: impl Into<String>) -> Answer {
-    let body = serde_json::json!({ "error": code, "detail": detail.into() }).to_string();
+    let body = super::error::body(code, &detail.into());
     let mut answer = hyper::Response::new(Full::new(Bytes::from(body)));
     *answer.status_mut() = status;
     let headers = answer.headers_mut();

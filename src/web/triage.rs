@@ -9,7 +9,6 @@
 
 use std::fmt::Write;
 
-use rocket::http::Status;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -87,7 +86,7 @@ pub struct Raw<'a> {
 }
 
 fn bad(detail: impl Into<String>) -> ApiError {
-    ApiError::new(Status::BadRequest, "bad_request", detail)
+    ApiError::bad_request(detail)
 }
 
 /// An empty field (what a GET form sends for an input left blank) is no filter.
@@ -558,7 +557,7 @@ mod tests {
             ("q", "a\nb"),
         ] {
             let e = Filters::parse(&raw(&[(k, v)])).unwrap_err();
-            assert_eq!(e.status, Status::BadRequest, "{k}={v}");
+            assert_eq!(e.status, rocket::http::Status::BadRequest, "{k}={v}");
             assert!(!e.detail.contains("<script>"), "{}", e.detail);
         }
         let huge: &'static str = Box::leak("x".repeat(10_000).into_boxed_str());

@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::fmt::Write;
 
-use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 use serde_json::{json, Value};
 
@@ -40,9 +39,7 @@ pub fn page_of(before: Option<&str>, page: Option<&str>) -> Result<Page, ApiErro
     let mut p = Page::first(PER_PAGE + 1);
     if let Some(raw) = before {
         p.before = raw.parse::<i64>().ok().filter(|b| *b > 0).ok_or_else(|| {
-            ApiError::new(
-                Status::BadRequest,
-                "bad_request",
+            ApiError::bad_request(
                 "before must be a positive whole number: the `next` of the page before",
             )
         })?;
@@ -50,11 +47,9 @@ pub fn page_of(before: Option<&str>, page: Option<&str>) -> Result<Page, ApiErro
     }
     let n = page_number(page);
     if n > MAX_SKIPPED_PAGE {
-        return Err(ApiError::new(
-            Status::BadRequest,
-            "bad_request",
-            format!("page goes up to {MAX_SKIPPED_PAGE}; deeper pages follow `next` (?before=…)"),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "page goes up to {MAX_SKIPPED_PAGE}; deeper pages follow `next` (?before=…)"
+        )));
     }
     p.skip = n * PER_PAGE;
     Ok(p)
@@ -249,13 +244,7 @@ pub async fn feed(app: &App, window: Window) -> Result<Value, FeedError> {
 
 /// Which source a problem id belongs to: the one asked for, else whichever sent it last.
 async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<Source, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            Status::NotFound,
-            "not_found",
-            "hub has received no notification for this problem",
-        )
-    };
+    let not_found = || ApiError::not_found("hub has received no notification for this problem");
     match source.filter(|s| !s.is_empty()) {
         Some(s) => Ok(s.parse::<Source>()?),
         None => app.store.source_of(id).await?.ok_or_else(not_found),
@@ -268,9 +257,7 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
     let store = &app.store;
     let notifications = store.problem_notifications(source, id).await?;
     let Some(latest) = notifications.last() else {
-        return Err(ApiError::new(
-            Status::NotFound,
-            "not_found",
+        return Err(ApiError::not_found(
             "hub has received no notification for this problem",
         ));
     };
@@ -474,7 +461,7 @@ pub async fn replayable(
         .store
         .latest_notification(source, id)
         .await?
-        .ok_or_else(|| ApiError::new(Status::NotFound, "not_found", "no such problem"))?;
+        .ok_or_else(|| ApiError::not_found("no such problem"))?;
     let runs = app.store.problem_runs(source, id).await?;
     let runs: Vec<_> = crate::replay::current(&app.store, &latest, &runs)
         .await?
@@ -482,14 +469,10 @@ pub async fn replayable(
         .filter(|r| action.is_none_or(|a| a == r.action))
         .collect();
     if runs.is_empty() {
-        return Err(ApiError::new(
-            Status::Conflict,
-            "nothing_to_replay",
-            match action {
-                Some(_) => "this action did not run for this problem's latest state",
-                None => "no action ran for this problem's latest state",
-            },
-        ));
+        return Err(ApiError::nothing_to_replay(match action {
+            Some(_) => "this action did not run for this problem's latest state",
+            None => "no action ran for this problem's latest state",
+        }));
     }
     Ok((source, runs))
 }
