@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -103,7 +104,7 @@ pub enum Command {
         /// Only notifications received, and problems changed, this long ago or since (30s, 10m,
         /// 12h, 90d).
         #[arg(long, value_parser = humantime::parse_duration)]
-        since: Option<std::time::Duration>,
+        since: Option<Duration>,
     },
     /// Write a consistent copy of the SQLite store while hub runs; `store.url = "sqlite://FILE"`
     /// starts from the copy as it is. Never replaces a file. (On PostgreSQL, use pg_dump.)
@@ -119,7 +120,7 @@ pub enum Command {
         dry_run: bool,
         /// Instead of retention.max_age (at least 1h; such as 90d).
         #[arg(long, value_parser = humantime::parse_duration)]
-        max_age: Option<std::time::Duration>,
+        max_age: Option<Duration>,
     },
     /// Silences: add one, list them (with the maintenance windows), or end one now.
     Silence {
@@ -211,7 +212,7 @@ pub fn main() -> ExitCode {
             Box::pin(silence(config, command))
         }),
         Command::Prune { dry_run, max_age } => store_command(&cli.config, move |config| {
-            Box::pin(crate::retention::prune_now(config, max_age, dry_run))
+            Box::pin(prune_now(config, max_age, dry_run))
         }),
         Command::Export { dir, since } => store_command(&cli.config, move |config| {
             Box::pin(crate::export::export(config, dir, since))
@@ -560,4 +561,50 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runti
         .build()
         .map_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
         .ok()
+}
+
+/// `hub prune [--dry-run] [--max-age D]`: one pass now, with progress on stderr.
+async fn prune_now(config: Config, max_age: Option<Duration>, dry: bool) -> anyhow::Result<String> {
+    let Some(max_age) = max_age.or(config.retention.map(|r| r.max_age)) else {
+        anyhow::bail!(
+            "no retention.max_age in the config: give one there, or here with --max-age (such as 90d)"
+        );
+    };
+    if max_age < Duration::from_secs(3600) {
+        anyhow::bail!("--max-age must be at least 1h: a problem that just ended is kept");
+    }
+    let store = crate::store::Store::open(&config.store, &config.dir_received).await?;
+    let age = crate::keys::short_duration(max_age);
+    eprintln!(
+        "{} problems that ended more than {age} ago …",
+        if dry { "looking for" } else { "pruning" }
+    );
+    let mut shown = 0;
+    let totals = crate::retention::pass(
+        &store,
+        &config.dir_sent,
+        max_age,
+        dry,
+        Duration::ZERO,
+        |t| {
+            if t.problems >= shown + 1000 {
+                shown = t.problems;
+                eprintln!(
+                    "… {} problems, {} notifications",
+                    t.problems, t.notifications
+                );
+            }
+        },
+    )
+    .await?;
+    let verb = if dry { "would remove" } else { "removed" };
+    Ok(format!(
+        "{verb} {} problems that ended more than {age} ago: {} notifications (and their files in {}), \
+         {} runs{}",
+        totals.problems,
+        totals.notifications,
+        config.dir_received.display(),
+        totals.runs,
+        if dry { " (dry run: nothing was deleted)" } else { "" }
+    ))
 }

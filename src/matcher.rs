@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actions::Problem;
+use crate::domain::Entity;
 
 /// The keys a matcher may test.
 pub const KEYS: &[&str] = &[
@@ -73,22 +73,35 @@ impl Matcher {
         Matcher::new(key.trim(), value)
     }
 
-    pub fn matches(&self, p: &Problem) -> bool {
+    pub fn matches(&self, p: &impl Matchable) -> bool {
         let glob = |text: &str| glob_matches(&self.value, text);
         // States and severities are written in capitals by one source and not by another.
         let folded =
             |text: &str| glob_matches(&self.value.to_ascii_uppercase(), &text.to_ascii_uppercase());
         match self.key.as_str() {
-            "source" => glob(p.source.as_str()),
-            "problem" => glob(&p.problem_id) || glob(&p.display_id()),
-            "state" => folded(&p.state),
-            "severity" => folded(&p.severity),
-            "tag" => p.tags.iter().any(|t| glob(t)),
-            "entity" => p.entities.iter().any(|e| glob(&e.name) || glob(&e.id)),
-            "title" => glob(&p.title),
+            "source" => glob(p.source_name()),
+            "problem" => p.ids().iter().any(|id| glob(id)),
+            "state" => folded(p.state()),
+            "severity" => folded(p.severity()),
+            "tag" => p.tags().iter().any(|t| glob(t)),
+            "entity" => p.entities().iter().any(|e| glob(&e.name) || glob(&e.id)),
+            "title" => glob(p.title()),
             _ => false,
         }
     }
+}
+
+/// What matchers look at in a problem; the actions' `Problem` says it, so matching depends on
+/// nothing above it.
+pub trait Matchable {
+    fn source_name(&self) -> &str;
+    /// Every id the problem is known by (its own, and the one people see when it differs).
+    fn ids(&self) -> Vec<String>;
+    fn state(&self) -> &str;
+    fn severity(&self) -> &str;
+    fn title(&self) -> &str;
+    fn tags(&self) -> &[String];
+    fn entities(&self) -> &[Entity];
 }
 
 impl std::fmt::Display for Matcher {
@@ -197,7 +210,7 @@ fn find_piece(piece: &str, text: &str) -> Option<usize> {
 }
 
 /// Every matcher of a list matches (a list is never empty where it is used).
-pub fn all_match(matchers: &[Matcher], p: &Problem) -> bool {
+pub fn all_match(matchers: &[Matcher], p: &impl Matchable) -> bool {
     !matchers.is_empty() && matchers.iter().all(|m| m.matches(p))
 }
 
@@ -224,7 +237,8 @@ pub fn read_object(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Entity, Source};
+    use crate::actions::Problem;
+    use crate::domain::Source;
     use serde_json::Value;
 
     fn problem() -> Problem {

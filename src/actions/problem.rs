@@ -218,3 +218,33 @@ fn detail_tags(d: &Value) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+impl crate::matcher::Matchable for Problem {
+    fn source_name(&self) -> &str {
+        self.source.as_str()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        vec![self.problem_id.clone(), self.display_id()]
+    }
+
+    fn state(&self) -> &str {
+        &self.state
+    }
+
+    fn severity(&self) -> &str {
+        &self.severity
+    }
+
+    fn title(&self) -> &str {
+        &self.title
+    }
+
+    fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    fn entities(&self) -> &[Entity] {
+        &self.entities
+    }
+}

@@ -112,7 +112,7 @@ pub async fn repair(sent: &Arc<SentFiles>) -> Result<usize, StoreError> {
         changed
             .into_iter()
             .filter(|(source, key, changed_ms)| {
-                let meta = std::fs::metadata(dir.join(file_name(*source, key)));
+                let meta = std::fs::metadata(dir.join(files::sent_name(*source, key)));
                 let written_ms = meta
                     .ok()
                     .filter(|m| m.len() > 0)
@@ -128,18 +128,6 @@ pub async fn repair(sent: &Arc<SentFiles>) -> Result<usize, StoreError> {
         sent.mark(*source, key);
     }
     Ok(stale.len())
-}
-
-/// The file name for a problem: the sample's `<ProblemID>.json` for Dynatrace, `<source>-<key>.json`
-/// for the others.
-pub fn file_name(source: Source, problem_key: &str) -> String {
-    match source {
-        Source::Dynatrace => format!("{}.json", files::sanitize(problem_key)),
-        other => format!(
-            "{}.json",
-            files::sanitize(&format!("{other}-{problem_key}"))
-        ),
-    }
 }
 
 /// Rewrites the files of these problems: their content read in one transaction, then written in
@@ -214,5 +202,9 @@ pub(crate) fn render(
         what: "a problems_sent/ file",
         detail: e.to_string(),
     })?;
-    Ok((file_name(view.source, &view.problem_key), bytes, dated))
+    Ok((
+        files::sent_name(view.source, &view.problem_key),
+        bytes,
+        dated,
+    ))
 }

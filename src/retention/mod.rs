@@ -84,7 +84,7 @@ async fn remove_sent(dir: &Path, pruned: &Pruned) -> Result<(), StoreError> {
     let paths: Vec<PathBuf> = pruned
         .problems
         .iter()
-        .map(|(source, key)| dir.join(crate::dispatch::sent::file_name(*source, key)))
+        .map(|(source, key)| dir.join(crate::store::files::sent_name(*source, key)))
         .collect();
     tokio::task::spawn_blocking(move || {
         for path in paths {
@@ -136,54 +136,4 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "cannot prune; trying again at the next interval"),
         }
     }
-}
-
-/// `hub prune [--dry-run] [--max-age D]`: one pass now, with progress on stderr.
-pub async fn prune_now(
-    config: crate::config::Config,
-    max_age: Option<Duration>,
-    dry: bool,
-) -> anyhow::Result<String> {
-    let Some(max_age) = max_age.or(config.retention.map(|r| r.max_age)) else {
-        anyhow::bail!(
-            "no retention.max_age in the config: give one there, or here with --max-age (such as 90d)"
-        );
-    };
-    if max_age < Duration::from_secs(3600) {
-        anyhow::bail!("--max-age must be at least 1h: a problem that just ended is kept");
-    }
-    let store = Store::open(&config.store, &config.dir_received).await?;
-    let age = crate::keys::short_duration(max_age);
-    eprintln!(
-        "{} problems that ended more than {age} ago …",
-        if dry { "looking for" } else { "pruning" }
-    );
-    let mut shown = 0;
-    let totals = pass(
-        &store,
-        &config.dir_sent,
-        max_age,
-        dry,
-        Duration::ZERO,
-        |t| {
-            if t.problems >= shown + 1000 {
-                shown = t.problems;
-                eprintln!(
-                    "… {} problems, {} notifications",
-                    t.problems, t.notifications
-                );
-            }
-        },
-    )
-    .await?;
-    let verb = if dry { "would remove" } else { "removed" };
-    Ok(format!(
-        "{verb} {} problems that ended more than {age} ago: {} notifications (and their files in {}), \
-         {} runs{}",
-        totals.problems,
-        totals.notifications,
-        config.dir_received.display(),
-        totals.runs,
-        if dry { " (dry run: nothing was deleted)" } else { "" }
-    ))
 }

@@ -1,5 +1,5 @@
 //! hub's own problems: a heartbeat that went silent, an action whose runs fail. hub stores them
-//! itself (see `crate::own`), never from a request: the source has no path. They are shown,
+//! itself (see `own.rs`), never from a request: the source has no path. They are shown,
 //! routed and kept like any other problem.
 
 use std::sync::Arc;

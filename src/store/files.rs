@@ -101,6 +101,15 @@ pub fn notification_stem(n: &crate::domain::Notification) -> String {
     stem(n.source.file_prefix(), &n.problem_key, &n.state)
 }
 
+/// A problem's file name in `problems_sent/`: the sample's `<ProblemID>.json` for Dynatrace, `<source>-<key>.json`
+/// for the others.
+pub fn sent_name(source: crate::domain::Source, problem_key: &str) -> String {
+    match source {
+        crate::domain::Source::Dynatrace => format!("{}.json", sanitize(problem_key)),
+        other => format!("{}.json", sanitize(&format!("{other}-{problem_key}"))),
+    }
+}
+
 /// Whether anything (a file, a folder, a link) is in `dir` under `name`.
 pub fn exists_in(dir: &Path, name: &str) -> bool {
     fs::symlink_metadata(dir.join(name)).is_ok()

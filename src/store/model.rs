@@ -217,7 +217,7 @@ impl RunRow {
 }
 
 /// What an action created far away for a problem, which its later runs continue (see
-/// `crate::actions::Outcome::thread`).
+/// the actions' `Outcome::thread`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ThreadRef {
     /// Slack's `channel/ts`, a mail's `Message-ID`, PagerDuty's `dedup_key`, a webhook's or a

@@ -7,7 +7,6 @@ use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 use serde_json::json;
 
-use super::view::FeedError;
 use crate::dynatrace::UnknownWindow;
 use crate::logging::SharedThrottle;
 use crate::sources::{ParseError, Refusal, Source, UnknownSource};
@@ -195,6 +194,17 @@ impl From<UnknownSource> for ApiError {
             format!("unknown source; use one of {}", known.join(", ")),
         )
     }
+}
+
+/// Why the feed cannot be shown; the page shows it in place of the feed.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("dynatrace.tenant is not set in config.json")]
+    NoTenant,
+    #[error(transparent)]
+    Dynatrace(#[from] crate::dynatrace::DynatraceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The feed could not be fetched: 502 when Dynatrace is not there (or not configured), 503 when

@@ -8,6 +8,7 @@ mod metrics;
 mod noise;
 mod page;
 mod server;
+mod text;
 mod triage;
 mod view;
 

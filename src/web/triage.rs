@@ -12,7 +12,7 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::view::{encode, problem_link, short_span};
+use super::text::{encode, problem_link, short_span};
 use super::App;
 use crate::actions::Problem;
 use crate::clock::{now_ms, utc};

@@ -6,7 +6,8 @@ use std::fmt::Write;
 use rocket::request::{FromRequest, Outcome, Request};
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, FeedError};
+pub use super::text::{encode, problem_link, short_span};
 use super::App;
 use crate::clock::{now_ms, utc};
 use crate::domain::Source;
@@ -14,7 +15,6 @@ use crate::dynatrace::problem::Summary;
 use crate::dynatrace::Window;
 use crate::feed::Feed;
 use crate::store::Page;
-use crate::store::StoreError;
 
 pub const PER_PAGE: i64 = 25;
 
@@ -58,34 +58,6 @@ pub fn page_of(before: Option<&str>, page: Option<&str>) -> Result<Page, ApiErro
 /// A feed window from a query.
 pub fn window(raw: &str) -> Result<Window, ApiError> {
     Ok(raw.parse::<Window>()?)
-}
-
-/// Percent-encodes everything but unreserved characters, for ids in links.
-pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        // '.' too: a segment of dots would be read as a path step by the browser.
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-pub fn problem_link(source: Source, key: &str) -> String {
-    format!("/problems/{}?source={source}", encode(key))
-}
-
-/// A span of seconds as a person reads it at a glance: "4m 10s", "3h 2m", "2d 5h".
-pub(super) fn short_span(secs: u64) -> String {
-    let (d, h, m) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
-    match (d, h) {
-        (0, 0) => format!("{m}m {}s", secs % 60),
-        (0, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
 }
 
 /// Everything on the status page.
@@ -202,17 +174,6 @@ pub async fn status(app: &App, problems_page: Page, notes_page: Page) -> Result<
         "chart": chart(&hours),
         "hourly": hours,
     }))
-}
-
-/// Why the feed cannot be shown; the page shows it in place of the feed.
-#[derive(Debug, thiserror::Error)]
-pub enum FeedError {
-    #[error("dynatrace.tenant is not set in config.json")]
-    NoTenant,
-    #[error(transparent)]
-    Dynatrace(#[from] crate::dynatrace::DynatraceError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 pub async fn feed(app: &App, window: Window) -> Result<Value, FeedError> {
