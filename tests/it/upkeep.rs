@@ -680,3 +680,94 @@ fn the_scripts_the_readme_names_exist() {
         assert!(out.status.success(), "scripts/{name}: {out:?}");
     }
 }
+
+/// The README's service steps, followed in a scratch root: the binary, the shipped config and the
+/// scripts installed where the steps put them, the unit (pointing into the root) verified, then
+/// hub started as the unit starts it (its working directory, `HUB_CONFIG`) on the shipped config
+/// with only its port moved to a free one; the README's first notification runs the shipped
+/// script.
+#[tokio::test]
+async fn the_readmes_service_steps_give_a_hub_that_starts_and_runs_the_shipped_script() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let root = root_dir.path();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    let steps = readme
+        .split("## Run it as a service")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README's service steps");
+    // What the steps install, read from the steps themselves.
+    let scripts: Vec<&str> = steps
+        .lines()
+        .find(|l| l.contains("-t /var/lib/hub/scripts"))
+        .expect("a step that installs the scripts")
+        .split_whitespace()
+        .filter(|w| w.starts_with("scripts/"))
+        .collect();
+    assert!(!scripts.is_empty(), "{steps}");
+    assert!(steps.contains("install -m 0640 -g hub config.json /etc/hub/config.json"));
+    assert!(steps.contains("install -m 0755 target/release/hub /usr/local/bin/hub"));
+
+    let bin = root.join("usr/local/bin/hub");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(support::hub_bin(), &bin).unwrap();
+    let work = root.join("var/lib/hub");
+    std::fs::create_dir_all(work.join("scripts")).unwrap();
+    for s in &scripts {
+        std::fs::copy(repo.join(s), work.join(s)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("config.json")).unwrap()).unwrap();
+    config["webhook"]["port"] = serde_json::json!(0);
+    let etc = root.join("etc/hub");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("config.json"), config.to_string()).unwrap();
+
+    let shipped = std::fs::read_to_string(repo.join("contrib/hub.service")).unwrap();
+    let unit = root.join("hub.service");
+    std::fs::write(
+        &unit,
+        shipped
+            .replace("/usr/local/bin/hub", bin.to_str().unwrap())
+            .replace(
+                "/etc/hub/config.json",
+                etc.join("config.json").to_str().unwrap(),
+            ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // As the unit runs it: `hub run` in the state directory, the config from HUB_CONFIG.
+    let config_path = etc.join("config.json");
+    let hub = Hub::start_in(
+        &work,
+        &serde_json::json!({"not": "read: HUB_CONFIG names the installed config"}),
+        &[("HUB_CONFIG", config_path.to_str().unwrap())],
+    );
+    let answer = support::client()
+        .post(hub.url("/"))
+        .basic_auth("dynatrace", Some("change-me"))
+        .header("content-type", "application/json")
+        .body(r#"{"State":"OPEN","ProblemID":"P-1042","PID":"-52896_1606920000000V2","ProblemTitle":"CPU saturation"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(work.join("problems_received/P-1042-OPEN.json").exists());
+    support::eventually("the shipped script ran", async || {
+        std::fs::read_to_string(work.join("problems_sent/P-1042.json"))
+            .is_ok_and(|t| t.contains("succeeded"))
+    })
+    .await;
+}
