@@ -308,6 +308,18 @@ pub async fn serve(
                 None => connection(stream, remote, client, limits, refused, closed).await,
                 // The handshake counts against the time the headers have.
                 Some(acceptor) => {
+                    // A client that speaks plain HTTP to the TLS port gets an answer it can read,
+                    // saying so, instead of a handshake error it cannot.
+                    let mut first = [0u8; 1];
+                    let peeked =
+                        tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await;
+                    if matches!(peeked, Ok(Ok(1))) && first[0].is_ascii_uppercase() {
+                        refused.record(Refused::Handshake, remote);
+                        plain_http_hint(stream).await;
+                        drop(slot);
+                        drop(client_slot);
+                        return;
+                    }
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(limits.header_timeout, handshake).await {
                         Ok(Ok(secured)) => {
@@ -486,6 +498,23 @@ async fn read_capped(mut body: Incoming, cap: u64) -> Result<(Vec<u8>, bool), hy
         }
     }
     Ok((bytes, true))
+}
+
+/// Answers a plain HTTP request sent to the TLS port (a TLS client opens with a handshake record,
+/// never with a letter), then closes the connection.
+async fn plain_http_hint(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = super::error::body(
+        "https_required",
+        "this port serves HTTPS (webhook.tls): send the request to https:// instead of http://",
+    );
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(answer.as_bytes())).await;
+    let _ = stream.shutdown().await;
 }
 
 /// An answer made here, before the routes: the same JSON shape as theirs, and the connection

@@ -56,6 +56,24 @@ async fn hub_serves_https_and_takes_a_renewed_certificate_at_a_reload() {
         hub.base_url
     );
 
+    // Plain HTTP sent to the HTTPS port is told so, in an answer it can read; nothing is stored.
+    let plain = hub.base_url.replacen("https://", "http://", 1);
+    let r = support::client()
+        .post(format!("{plain}/"))
+        .basic_auth(support::USER, Some(support::PASSWORD))
+        .header("content-type", "application/json")
+        .body(json!({"State": "OPEN", "ProblemID": "T-0", "PID": "pid-T-0"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let said = r.text().await.unwrap();
+    assert!(
+        said.contains("https_required") && said.contains("https://"),
+        "{said}"
+    );
+    assert!(!d.join("problems_received/T-0-OPEN.json").exists());
+
     // A notification over HTTPS, the chain checked against the test's CA.
     let body = json!({"State": "OPEN", "ProblemID": "T-1", "PID": "pid-T-1"}).to_string();
     let r = trusting(d)
@@ -72,14 +90,17 @@ async fn hub_serves_https_and_takes_a_renewed_certificate_at_a_reload() {
         std::fs::read(d.join("first.der")).unwrap()
     );
 
-    // A client that does not trust the CA, and plain HTTP, get no answer; both are counted.
+    // A client that does not trust the CA gets no answer, plain HTTP the hint; all are counted.
     let untrusting = reqwest::Client::builder()
         .tls_built_in_root_certs(true)
         .build()
         .unwrap();
     assert!(untrusting.get(hub.url("/healthz")).send().await.is_err());
     let plain = hub.url("/healthz").replacen("https://", "http://", 1);
-    assert!(support::client().get(&plain).send().await.is_err());
+    assert_eq!(
+        support::client().get(&plain).send().await.unwrap().status(),
+        400
+    );
     support::eventually("handshakes counted", async || {
         let text = trusting(d)
             .get(hub.url("/metrics"))
@@ -90,7 +111,7 @@ async fn hub_serves_https_and_takes_a_renewed_certificate_at_a_reload() {
             .text()
             .await
             .unwrap();
-        text.contains("hub_connections_refused_total{reason=\"tls_handshake\"} 2")
+        text.contains("hub_connections_refused_total{reason=\"tls_handshake\"} 3")
     })
     .await;
 
