@@ -207,6 +207,17 @@ pub enum EnrichmentOutcome<'a> {
     Retry { error: &'a str, at_ms: i64 },
 }
 
+impl EnrichmentOutcome<'_> {
+    /// The enrichment's row as it records: its status, when it is due again (0: never), and why.
+    pub(crate) fn columns(&self) -> (&'static str, i64, Option<&str>) {
+        match self {
+            EnrichmentOutcome::Done => ("done", 0, None),
+            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
+            EnrichmentOutcome::Retry { error, at_ms } => ("pending", *at_ms, Some(error)),
+        }
+    }
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {

@@ -479,6 +479,21 @@ async fn a_postgres_outage_under_load_loses_nothing() {
     .await;
 }
 
+/// Waits until all `n` runs succeeded, then checks that each started exactly once.
+async fn every_run_once(url: &str, log: &Path, n: usize) {
+    support::eventually("every run done", async || {
+        pg::psql(
+            url,
+            "SELECT COUNT(*) FROM action_runs WHERE status = 'succeeded'",
+        ) == n.to_string()
+    })
+    .await;
+    let starts = lines_of(log, "start");
+    let unique: HashSet<&String> = starts.iter().collect();
+    assert_eq!(unique.len(), n);
+    assert_eq!(starts.len(), n, "a run ran twice: {starts:?}");
+}
+
 /// Debian's libfaketime (package `faketime`), which moves a process's clock.
 fn faketime() -> String {
     let found = [
@@ -524,17 +539,7 @@ async fn instances_whose_clocks_are_minutes_off_run_every_run_once() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    support::eventually("every run done", async || {
-        pg::psql(
-            &url,
-            "SELECT COUNT(*) FROM action_runs WHERE status = 'succeeded'",
-        ) == N.to_string()
-    })
-    .await;
-    let starts = lines_of(&log, "start");
-    let unique: HashSet<&String> = starts.iter().collect();
-    assert_eq!(unique.len(), N);
-    assert_eq!(starts.len(), N, "a run ran twice: {starts:?}");
+    every_run_once(&url, &log, N).await;
     assert!(!right.stderr().contains("took over"), "{}", right.stderr());
 
     for (hub, sign) in [(&ahead, -1.0), (&behind, 1.0)] {
@@ -585,17 +590,7 @@ async fn an_outage_longer_than_the_lease_runs_nothing_twice() {
     tokio::task::spawn_blocking(|| pg::outage(Duration::from_secs(8)))
         .await
         .unwrap();
-    support::eventually("every run done", async || {
-        pg::psql(
-            &url,
-            "SELECT COUNT(*) FROM action_runs WHERE status = 'succeeded'",
-        ) == N.to_string()
-    })
-    .await;
-    let starts = lines_of(&log, "start");
-    let unique: HashSet<&String> = starts.iter().collect();
-    assert_eq!(unique.len(), N);
-    assert_eq!(starts.len(), N, "a run ran twice: {starts:?}");
+    every_run_once(&url, &log, N).await;
     for h in [&a, &b] {
         assert!(!h.stderr().contains("took over"), "{}", h.stderr());
     }

@@ -65,13 +65,11 @@ impl Queue for Postgres {
         notification_id: i64,
         outcome: EnrichmentOutcome<'_>,
     ) -> Result<(), StoreError> {
-        let (status, next, error) = match outcome {
-            EnrichmentOutcome::Done => ("done", 0, None),
-            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
-            EnrichmentOutcome::Retry { error, at_ms } => {
-                ("pending", self.clock.shift(at_ms), Some(error))
-            }
-        };
+        let (status, mut next, error) = outcome.columns();
+        if status == "pending" {
+            // A retry's due time, computed on this instance's clock, compared on the store's.
+            next = self.clock.shift(next);
+        }
         rows::exec(
             &self.pool.get().await?,
             "UPDATE enrichments SET status = $1, attempts = attempts + 1,

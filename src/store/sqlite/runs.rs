@@ -41,11 +41,7 @@ impl Queue for Sqlite {
         notification_id: i64,
         outcome: EnrichmentOutcome<'_>,
     ) -> Result<(), StoreError> {
-        let (status, next, error) = match outcome {
-            EnrichmentOutcome::Done => ("done", 0, None),
-            EnrichmentOutcome::Failed(e) => ("failed", 0, Some(e)),
-            EnrichmentOutcome::Retry { error, at_ms } => ("pending", at_ms, Some(error)),
-        };
+        let (status, next, error) = outcome.columns();
         let error = error.map(str::to_string);
         self.write(move |c| {
             c.prepare_cached(
