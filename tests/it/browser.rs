@@ -155,14 +155,16 @@ async fn chromium() -> (Running, fantoccini::Client) {
     (driver, browser)
 }
 
-/// Keeps a screenshot of what the browser shows in `docs/` (the README shows them).
+/// Keeps a screenshot of what the browser shows: in `target/tmp/`, or with `HUB_SCREENSHOTS=docs`
+/// in `docs/` (the README shows those), so that a test run leaves the tree as it found it.
 async fn keep_screenshot(browser: &fantoccini::Client, name: &str) {
     let png = browser.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("docs")
-        .join(name);
-    std::fs::write(&path, &png).unwrap();
+    let folder = match std::env::var("HUB_SCREENSHOTS").as_deref() {
+        Ok("docs") => Path::new(env!("CARGO_MANIFEST_DIR")).join("docs"),
+        _ => Path::new(env!("CARGO_TARGET_TMPDIR")).to_path_buf(),
+    };
+    std::fs::write(folder.join(name), &png).unwrap();
 }
 
 /// The problems of the status page's triage table, in the order shown.
