@@ -14,6 +14,10 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     // At once: from here on a SIGHUP reloads instead of ending the process.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch for SIGHUP (reload)")?;
+    // The same for SIGTERM and Ctrl-C: watched only once the listener runs, a SIGTERM that came
+    // just after "listening" was logged ended the process at once, with no graceful stop (no
+    // drain, no folder mark, no checkpoint).
+    let stops = Stops::watch();
     // Before anything is touched: a second hub on this store would run the first one's in-flight
     // actions again.
     let _lock = crate::store::lock(&config.store)?;
@@ -72,7 +76,7 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         open_files,
         reloader,
         pruned,
-        stop_signal(),
+        stops.next(),
     )
     .await;
     // The server has stopped taking notifications; now let running actions finish.
@@ -106,22 +110,40 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
 }
 
 /// Resolves at SIGTERM (a service manager's stop) or Ctrl-C.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch for SIGTERM; stop hub with Ctrl-C");
-                std::future::pending::<()>().await;
-            }
+/// SIGTERM and Ctrl-C, watched from the start of `hub run`.
+struct Stops {
+    term: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stops {
+    fn watch() -> Stops {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate())
+            .map_err(
+                |e| tracing::warn!(error = %e, "cannot watch for SIGTERM; stop hub with Ctrl-C"),
+            )
+            .ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        Stops { term, interrupt }
+    }
+
+    /// The first of them to come.
+    async fn next(mut self) {
+        tokio::select! {
+            _ = next_of(self.term.as_mut()) => tracing::info!("SIGTERM: stopping"),
+            _ = next_of(self.interrupt.as_mut()) => tracing::info!("interrupted: stopping"),
         }
-    };
-    tokio::select! {
-        _ = term => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+    }
+}
+
+/// The signal's next delivery; never, for a signal that could not be watched.
+async fn next_of(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
