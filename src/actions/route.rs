@@ -151,9 +151,53 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
 }
 
 fn matches(r: &RouteConfig, p: &Problem) -> bool {
-    let any = |list: &[String], f: &dyn Fn(&String) -> bool| list.is_empty() || list.iter().any(f);
-    (r.sources.is_empty() || r.sources.contains(&p.source))
-        && any(&r.states, &|s| s.eq_ignore_ascii_case(&p.state))
-        && any(&r.severities, &|s| s.eq_ignore_ascii_case(&p.severity))
-        && any(&r.tags, &|t| p.tags.iter().any(|pt| pt == t))
+    mismatch(r, p).is_none()
+}
+
+/// Why route `r` does not match `p`: the first of its criteria that fails, in words; `None` when
+/// it matches. [`route`] decides with it, and `hub explain` shows it, so the two cannot disagree.
+pub fn mismatch(r: &RouteConfig, p: &Problem) -> Option<String> {
+    let listed = |list: &[String]| {
+        list.iter()
+            .map(|v| format!("{v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if p.source == Source::Hub && !r.sources.contains(&Source::Hub) {
+        return Some("hub's own problems reach only routes that name source hub".into());
+    }
+    if !r.sources.is_empty() && !r.sources.contains(&p.source) {
+        let names: Vec<String> = r.sources.iter().map(ToString::to_string).collect();
+        return Some(format!(
+            "source {} is not one of {}",
+            p.source,
+            names.join(", ")
+        ));
+    }
+    if !r.states.is_empty() && !r.states.iter().any(|s| s.eq_ignore_ascii_case(&p.state)) {
+        return Some(format!(
+            "state {:?} is not one of {}",
+            p.state,
+            listed(&r.states)
+        ));
+    }
+    if !r.severities.is_empty()
+        && !r
+            .severities
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&p.severity))
+    {
+        return Some(format!(
+            "severity {:?} is not one of {}",
+            p.severity,
+            listed(&r.severities)
+        ));
+    }
+    if !r.tags.is_empty() && !r.tags.iter().any(|t| p.tags.iter().any(|pt| pt == t)) {
+        return Some(format!(
+            "the problem has none of the tags {}",
+            listed(&r.tags)
+        ));
+    }
+    None
 }
