@@ -353,9 +353,14 @@ fn explain(path: &std::path::Path, payload: &std::path::Path, source: Source) ->
             return ExitCode::FAILURE;
         }
     };
-    match crate::explain::explain(&config, &body, source) {
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(crate::explain::explain(&config, &body, source)) {
         Ok(v) => {
+            // The plan as JSON for scripts on stdout, and in a few lines for a person on stderr.
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            eprint!("{}", crate::explain::summary(&v));
             ExitCode::SUCCESS
         }
         Err(e) => {

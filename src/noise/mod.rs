@@ -5,7 +5,7 @@ pub mod config;
 
 use crate::actions::Problem;
 use crate::matcher::{all_match, Matcher};
-use crate::store::{is_closed, RunRow, SilenceRow, Store, StoreError};
+use crate::store::{is_closed, RunRow, RunStart, SilenceRow, Store, StoreError};
 use config::Maintenance;
 
 /// What covers runs right now: the active silences and the maintenance windows in progress.
@@ -58,6 +58,53 @@ impl<'a> Quiet<'a> {
 
     pub fn active_silences(&self) -> usize {
         self.silences.len()
+    }
+
+    /// The maintenance windows in progress alone, for a dry run that cannot read the silences
+    /// (no store yet, or one that cannot be opened).
+    pub fn windows_only(maintenance: &'a [Maintenance], now: i64) -> Quiet<'a> {
+        Quiet {
+            silences: Vec::new(),
+            windows: maintenance
+                .iter()
+                .filter(|w| w.window_at(now).is_some())
+                .collect(),
+        }
+    }
+
+    /// The names of the maintenance windows in progress.
+    pub fn windows_in_progress(&self) -> Vec<&str> {
+        self.windows.iter().map(|w| w.name.as_str()).collect()
+    }
+}
+
+/// How a chosen action's runs start: silenced when something covers the problem; held for a
+/// route's flap wait (counted from the notification's arrival) while the problem is open; else
+/// now. A pure rule, so a dry run (`hub explain`) and the dispatcher decide alike.
+pub fn start_of(
+    covered: Option<&(String, String)>,
+    wait: Option<std::time::Duration>,
+    problem_closed: bool,
+    received_at_ms: i64,
+    now: i64,
+) -> RunStart {
+    if let Some((held_by, note)) = covered {
+        return RunStart::Silenced {
+            held_by: held_by.clone(),
+            note: note.clone(),
+        };
+    }
+    let Some(wait) = wait else {
+        return RunStart::Now;
+    };
+    if problem_closed {
+        return RunStart::Now;
+    }
+    let shown = crate::keys::short_duration(wait);
+    RunStart::Held {
+        until_ms: (received_at_ms + wait.as_millis() as i64).max(now),
+        held_by: "wait".into(),
+        note: format!("flap wait: runs in {shown} unless the problem resolves first"),
     }
 }
 

@@ -13,6 +13,7 @@ mod dynatrace;
 mod edges;
 mod email;
 mod enrich;
+mod explain;
 mod hostile;
 mod ingest;
 mod integrations;
