@@ -16,6 +16,9 @@ pub struct ConfigIssue {
     pub message: String,
     /// A program an action runs is missing: it matters only to commands that run actions.
     pub missing_program: bool,
+    /// What only serving needs is missing (the webhook's credentials): it matters only to
+    /// `hub run`, not to commands that work on the store.
+    pub serving_only: bool,
 }
 
 impl std::fmt::Display for ConfigIssue {
@@ -34,6 +37,17 @@ impl Issues {
             path: path.into(),
             message: message.into(),
             missing_program: false,
+            serving_only: false,
+        });
+    }
+
+    /// Something only serving needs; see [`ConfigIssue::serving_only`].
+    pub fn push_serving_only(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+            missing_program: false,
+            serving_only: true,
         });
     }
 
@@ -43,6 +57,7 @@ impl Issues {
             path: path.into(),
             message: message.into(),
             missing_program: true,
+            serving_only: false,
         });
     }
 }
@@ -275,11 +290,7 @@ impl<'a> Section<'a> {
         let path = self.path_of(key);
         let found = match self.get(key) {
             None | Some(Value::Null) => return None,
-            Some(Value::String(text)) => humantime::parse_duration(text.trim()).map_err(|e| {
-                format!(
-                    "expected a duration such as \"30s\", \"10m\" or \"12h\", found {text:?} ({e})"
-                )
-            }),
+            Some(Value::String(text)) => parse_duration(text),
             Some(Value::Number(n)) => n
                 .as_u64()
                 .map(std::time::Duration::from_secs)
@@ -480,6 +491,22 @@ pub(crate) fn check_template(path: &str, source: &str, issues: &mut Issues) {
 
 /// A duration as an operator writes one: `90d`, `12h`, `10m`, `30s` when it is whole in that
 /// unit (humantime would say "2months 29days 2h 52m 48s" for 90 days), else humantime's text.
+/// A duration as an operator writes it, in the config or on the command line (one parser for
+/// both, so what works in one works in the other): `30s`, `10m`, `12h`, `90d`, `1h 30m`, or a
+/// whole number of seconds (what a JSON number means in the config). Blanks around it are ignored.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| format!("{text:?} is too many seconds"));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("expected a duration such as \"30s\", \"10m\" or \"12h\", found {text:?} ({e})")
+    })
+}
+
 pub fn short_duration(d: std::time::Duration) -> String {
     let secs = d.as_secs();
     if d.subsec_nanos() != 0 || secs == 0 {

@@ -76,7 +76,7 @@ pub fn make(r: &Request, now: i64) -> Result<SilenceRow, SilenceError> {
         (None, None) => return Err(SilenceError::NoEnd),
         (Some(_), Some(_)) => return Err(SilenceError::BothEnds),
         (Some(d), None) => {
-            let parsed = humantime::parse_duration(d.trim())
+            let parsed = crate::keys::parse_duration(d)
                 .ok()
                 .filter(|d| !d.is_zero() && *d <= LONGEST)
                 .ok_or_else(|| SilenceError::Duration(d.clone()))?;

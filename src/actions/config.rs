@@ -81,6 +81,9 @@ impl Default for DispatchConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Actions {
     pub actions: Vec<ActionConfig>,
+    /// Actions given whose keys were refused: reported once, where they are, and not again by
+    /// every route, fallback or heartbeat that names them as "no action is named".
+    pub refused: Vec<String>,
     /// `None`: every action runs for every (non-test) notification.
     pub routes: Option<Vec<RouteConfig>>,
     pub dispatch: DispatchConfig,
@@ -89,6 +92,11 @@ pub struct Actions {
 impl Actions {
     pub fn get(&self, name: &str) -> Option<&ActionConfig> {
         self.actions.iter().find(|a| a.name == name)
+    }
+
+    /// Whether the config gives an action of this name, valid or not (see [`Actions::refused`]).
+    pub fn is_given(&self, name: &str) -> bool {
+        self.get(name).is_some() || self.refused.iter().any(|r| r == name)
     }
 
     /// Whether `name` is some action's fallback: a fallback never raises an alarm about itself.
@@ -128,6 +136,7 @@ pub(crate) fn read(
     issues: &mut Issues,
 ) -> Actions {
     let mut actions = legacy_actions(&legacy, base, issues);
+    let mut refused = Vec::new();
     for (name, value) in root.entries("actions", issues) {
         let path = format!("actions.{name}");
         if !valid_name(&name) {
@@ -143,8 +152,9 @@ pub(crate) fn read(
             );
         }
         let section = Section::at(path, value, issues);
-        if let Some(action) = read_action(name, section, &legacy, env, base, issues) {
-            actions.push(action);
+        match read_action(name.clone(), section, &legacy, env, base, issues) {
+            Some(action) => actions.push(action),
+            None => refused.push(name),
         }
     }
 
@@ -153,6 +163,7 @@ pub(crate) fn read(
     for a in &actions {
         for other in a.kind.depends_on() {
             match actions.iter().find(|x| &x.name == other) {
+                None if refused.contains(other) => {}
                 None => issues.push(
                     format!("actions.{}.after", a.name),
                     format!("no action is named {other:?}"),
@@ -168,6 +179,11 @@ pub(crate) fn read(
         }
     }
 
+    let given: Vec<&str> = actions
+        .iter()
+        .map(|a| a.name.as_str())
+        .chain(refused.iter().map(String::as_str))
+        .collect();
     let routes = root.items("routes", issues).map(|items| {
         items
             .into_iter()
@@ -175,7 +191,7 @@ pub(crate) fn read(
             .map(|(i, v)| {
                 read_route(
                     Section::at(format!("routes[{i}]"), v, issues),
-                    &actions,
+                    &given,
                     i,
                     issues,
                 )
@@ -183,9 +199,10 @@ pub(crate) fn read(
             .collect()
     });
     let dispatch = read_dispatch(root.section("dispatch", issues), issues);
-    check_fallbacks(&actions, &dispatch, issues);
+    check_fallbacks(&actions, &refused, &dispatch, issues);
     Actions {
         actions,
+        refused,
         routes,
         dispatch,
     }
@@ -193,8 +210,13 @@ pub(crate) fn read(
 
 /// Every fallback exists, and no chain of fallbacks comes back to where it started. (At run time
 /// a fallback never alarms about itself either: this keeps the config saying what happens.)
-fn check_fallbacks(actions: &[ActionConfig], dispatch: &DispatchConfig, issues: &mut Issues) {
-    let exists = |n: &String| actions.iter().any(|a| &a.name == n);
+fn check_fallbacks(
+    actions: &[ActionConfig],
+    refused: &[String],
+    dispatch: &DispatchConfig,
+    issues: &mut Issues,
+) {
+    let exists = |n: &String| actions.iter().any(|a| &a.name == n) || refused.contains(n);
     for n in dispatch.on_failure.iter().filter(|n| !exists(n)) {
         issues.push("dispatch.on_failure", format!("no action is named {n:?}"));
     }
@@ -354,12 +376,7 @@ fn read_action(
     })
 }
 
-fn read_route(
-    mut s: Section,
-    actions: &[ActionConfig],
-    index: usize,
-    issues: &mut Issues,
-) -> RouteConfig {
+fn read_route(mut s: Section, given: &[&str], index: usize, issues: &mut Issues) -> RouteConfig {
     let mut list = |s: &mut Section, key| s.string_list(key, issues).unwrap_or_default();
     let sources = list(&mut s, "sources");
     let route = RouteConfig {
@@ -383,7 +400,7 @@ fn read_route(
         );
     }
     for name in &route.actions {
-        if !actions.iter().any(|a| &a.name == name) {
+        if !given.contains(&name.as_str()) {
             issues.push(
                 format!("routes[{index}].actions"),
                 format!("no action is named {name:?}"),

@@ -121,16 +121,23 @@ impl Config {
     /// Reads the file, applies secrets from the process environment, validates everything.
     /// Relative folders are resolved against the working directory, as the sample did.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_checked(path, true)
+        Config::load_checked(path, true, true)
     }
 
     /// As [`Config::load`], for commands that run no action (`hub poll` without
     /// `--run-actions`, `hub problem`): a script missing from this folder is no reason to refuse.
     pub fn load_without_running(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_checked(path, false)
+        Config::load_checked(path, false, false)
     }
 
-    fn load_checked(path: &Path, runs_actions: bool) -> Result<Config, ConfigError> {
+    /// As [`Config::load`], for commands that work on the store and serve nothing (`hub silence`,
+    /// `hub replay`, `hub prune`, `hub export`, `hub import`): the webhook's password is no reason
+    /// to refuse. `runs_actions` as for [`Config::load_without_running`].
+    pub fn load_for_store(path: &Path, runs_actions: bool) -> Result<Config, ConfigError> {
+        Config::load_checked(path, runs_actions, false)
+    }
+
+    fn load_checked(path: &Path, runs_actions: bool, serves: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -138,9 +145,12 @@ impl Config {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let base = std::env::current_dir().unwrap_or_default();
         let parsed = match Config::from_str(&text, &env, &base) {
-            Err(ConfigParseError::Invalid(issues)) if !runs_actions => {
-                let left: Vec<ConfigIssue> =
-                    issues.into_iter().filter(|i| !i.missing_program).collect();
+            Err(ConfigParseError::Invalid(issues)) if !runs_actions || !serves => {
+                let left: Vec<ConfigIssue> = issues
+                    .into_iter()
+                    .filter(|i| runs_actions || !i.missing_program)
+                    .filter(|i| serves || !i.serving_only)
+                    .collect();
                 if left.is_empty() {
                     Config::from_str_unchecked(&text, &env, &base)
                 } else {
@@ -181,6 +191,7 @@ impl Config {
                 "given more than once; keep one (JSON readers would silently take the last)",
             );
         }
+        placeholders(&doc, "", &mut issues);
         let config = read(&doc, env, base, &mut issues);
         if issues.0.is_empty() {
             Ok(config)
@@ -289,6 +300,50 @@ impl Config {
 pub enum ConfigParseError {
     Json(serde_json::Error),
     Invalid(Vec<ConfigIssue>),
+}
+
+/// Keys whose value is a credential (by the end of their name).
+const SECRET_KEYS: [&str; 7] = [
+    "password",
+    "token",
+    "secret",
+    "bearer",
+    "routing_key",
+    "integration_key",
+    "webhook_url",
+];
+
+/// Refuses a credential left as the README writes it (`"…"`, `"xoxb-…"`): copied as is, hub
+/// would start, and every call would fail at 3 a.m. with an authentication error far from here.
+fn placeholders(v: &Value, path: &str, issues: &mut Issues) {
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map {
+                let secret = SECRET_KEYS.iter().any(|k| key.ends_with(k));
+                match value {
+                    Value::String(text) if secret && text.contains('…') => issues.push(
+                        at(key),
+                        "a placeholder copied from the README (it contains \"…\"): put the real \
+                         value here, or name an environment variable with the key's _env form",
+                    ),
+                    _ => placeholders(value, &at(key), issues),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                placeholders(item, &format!("{path}[{i}]"), issues);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn apply_secret_env(doc: &mut Value, env: &[(String, String)]) {
@@ -435,7 +490,7 @@ fn read_webhook(mut s: Section, base: &Path, issues: &mut Issues) -> ListenerCon
     }
     let password = Secret::new(s.string("password", issues).unwrap_or_default());
     if password.is_empty() {
-        issues.push(
+        issues.push_serving_only(
             s.path_of("password"),
             "missing: set it in the file or in HUB_WEBHOOK_PASSWORD",
         );

@@ -102,13 +102,17 @@ pub(crate) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<M
             Err(e) => {
                 issues.push(
                     s.path_of("cron"),
-                    format!("{pattern:?} is not a cron pattern such as \"0 2 * * SUN\": {e}"),
+                    format!(
+                        "{pattern:?} is not a cron pattern such as \"0 2 * * SUN\": {}",
+                        cron_problem(&pattern, &e)
+                    ),
                 );
                 None
             }
         };
         let duration = s.duration("duration", MINUTE, 7 * DAY, issues);
-        if duration.is_none() {
+        // A value out of range has been reported by the reader already; "missing" would be false.
+        if s.value("duration").is_none() {
             issues.push(
                 s.path_of("duration"),
                 "missing: how long each window lasts (1m–7d)",
@@ -137,6 +141,72 @@ pub(crate) fn read_maintenance(root: &mut Section, issues: &mut Issues) -> Vec<M
     out
 }
 
+/// The five fields of a cron pattern, with the values each takes.
+const CRON_FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+];
+const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+
+/// What is wrong with a cron pattern croner refused, in an operator's words: croner's own
+/// messages name its internals ("Component error: Invalid number."), not the field or the fix.
+fn cron_problem(pattern: &str, error: &croner::errors::CronError) -> String {
+    let fields: Vec<&str> = pattern.split_whitespace().collect();
+    if fields.len() != 5 && fields.len() != 6 {
+        return format!(
+            "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
+            fields.len()
+        );
+    }
+    // Six fields start with seconds.
+    let named = &fields[fields.len() - 5..];
+    for (text, (field, low, high)) in named.iter().zip(CRON_FIELDS) {
+        for word in text
+            .split([',', '-', '/'])
+            .filter(|w| !w.is_empty() && *w != "*")
+        {
+            let upper = word.to_ascii_uppercase();
+            if let Ok(n) = word.parse::<u32>() {
+                if !text.contains('/') && !(low..=high).contains(&n) {
+                    return format!("{field} {n} is out of range: use {low}-{high}");
+                }
+                continue;
+            }
+            let names: &[&str] = match field {
+                "day of week" => &DAYS,
+                "month" => &MONTHS,
+                _ => &[],
+            };
+            if names.contains(&upper.as_str()) {
+                continue;
+            }
+            if let Some(i) = names.iter().position(|n| upper.starts_with(n)) {
+                // SUNDAY for SUN, JANUARY for JAN: the three-letter name or the number.
+                let number = if field == "day of week" { i } else { i + 1 };
+                return format!("{word}: use {} or {number}", names[i]);
+            }
+            if names.is_empty() {
+                return format!("{field} {word:?} is not a number from {low} to {high}");
+            }
+            return format!(
+                "{field} {word:?} is not a number from {low} to {high} or a name such as {}",
+                names[0]
+            );
+        }
+    }
+    // Something this reading does not know: croner's words, without its internal prefixes.
+    let text = error.to_string();
+    text.trim_start_matches("Component error: ")
+        .trim_start_matches("Invalid pattern: ")
+        .to_string()
+}
+
 pub(crate) fn read_heartbeats(
     root: &mut Section,
     actions: &crate::actions::config::Actions,
@@ -152,7 +222,7 @@ pub(crate) fn read_heartbeats(
             );
         }
         let every = s.duration("every", Duration::from_secs(1), 366 * DAY, issues);
-        if every.is_none() {
+        if s.value("every").is_none() {
             issues.push(s.path_of("every"), "missing: how often a beat is expected");
         }
         let grace = s
@@ -166,7 +236,7 @@ pub(crate) fn read_heartbeats(
                 "missing: the actions to run when the heartbeat goes silent",
             );
         }
-        for a in listed.iter().filter(|a| actions.get(a).is_none()) {
+        for a in listed.iter().filter(|a| !actions.is_given(a)) {
             issues.push(s.path_of("actions"), format!("no action is named {a:?}"));
         }
         s.finish(issues);
@@ -186,6 +256,23 @@ pub(crate) fn read_heartbeats(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn croner_refusals_are_said_in_an_operators_words() {
+        let said = |p: &str| {
+            let e = croner::Cron::from_str(p).expect_err(p);
+            cron_problem(p, &e)
+        };
+        assert_eq!(said("0 2 * * SUNDAY"), "SUNDAY: use SUN or 0");
+        assert_eq!(said("0 2 1 JANUARY *"), "JANUARY: use JAN or 1");
+        assert_eq!(said("60 2 * * *"), "minute 60 is out of range: use 0-59");
+        assert_eq!(said("0 24 * * *"), "hour 24 is out of range: use 0-23");
+        assert_eq!(
+            said("0 2 * *"),
+            "expected 5 fields (minute hour day-of-month month day-of-week), found 4"
+        );
+        assert!(said("0 2 * * XYZ").starts_with("day of week \"XYZ\" is not a number"));
+    }
 
     fn window(pattern: &str, minutes: u64, zone: &str) -> Maintenance {
         Maintenance {
