@@ -25,7 +25,7 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.dir_sent)
         .with_context(|| format!("cannot create dir_sent {}", config.dir_sent.display()))?;
     let open_files = crate::web::raise_open_file_limit();
-    let mut store = Store::open(&config.store, &config.dir_received).await?;
+    let mut store = open_store(&config).await?;
     store.set_file_slots(crate::web::file_slots(open_files));
     store.announce().await?;
     report_folder(&config, &store.check_folder().await?);
@@ -197,4 +197,38 @@ fn warn_example_password() {
     tracing::warn!("Anyone who has read the example can post notifications to this hub.");
     tracing::warn!("Set a password of your own in config.json or in HUB_WEBHOOK_PASSWORD.");
     tracing::warn!("{line}");
+}
+
+/// Opens the configured store for a command or the service, and says which store an error is
+/// about: a PostgreSQL driver's "Connection refused" names neither host nor port.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.store, &config.dir_received)
+        .await
+        .with_context(|| format!("cannot open the store ({})", store_place(config)))
+}
+
+/// Where the store is, fit to show (no password): `PostgreSQL at HOST:PORT, database DB` or
+/// `SQLite file FILE`.
+pub fn store_place(config: &Config) -> String {
+    let url = &config.store.url;
+    if !config.store.is_postgres() {
+        let file = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        return format!("SQLite file {file}");
+    }
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("localhost");
+            let port = u.port().unwrap_or(5432);
+            let db = u.path().trim_start_matches('/');
+            if db.is_empty() {
+                format!("PostgreSQL at {host}:{port}")
+            } else {
+                format!("PostgreSQL at {host}:{port}, database {db}")
+            }
+        }
+        Err(_) => format!("PostgreSQL {url}"),
+    }
 }

@@ -38,7 +38,12 @@ pub enum Command {
     /// is given).
     Run,
     /// Validate the configuration: list every problem and exit 1, or print a summary and exit 0.
-    CheckConfig,
+    CheckConfig {
+        /// Also open the store (connect to PostgreSQL, or open the SQLite file) and say whether
+        /// that works.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Show Dynatrace's problem feed and whether hub received a notification for each problem.
     Poll {
         /// How far back: hour, 2hours, 6hours, day, 3days, week, month.
@@ -103,7 +108,7 @@ pub enum Command {
         dir: PathBuf,
         /// Only notifications received, and problems changed, this long ago or since (30s, 10m,
         /// 12h, 90d).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = crate::keys::parse_duration)]
         since: Option<Duration>,
     },
     /// Write a consistent copy of the SQLite store while hub runs; `store.url = "sqlite://FILE"`
@@ -119,7 +124,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Instead of retention.max_age (at least 1h; such as 90d).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = crate::keys::parse_duration)]
         max_age: Option<Duration>,
     },
     /// Silences: add one, list them (with the maintenance windows), or end one now.
@@ -176,7 +181,7 @@ pub enum SilenceCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => check_config(&cli.config),
+        Command::CheckConfig { connect } => check_config(&cli.config, connect),
         Command::Run => run(&cli.config),
         Command::Poll {
             relative,
@@ -192,13 +197,13 @@ pub fn main() -> ExitCode {
             problem_id,
             action,
             source,
-        } => store_command(&cli.config, move |config| {
+        } => store_command(&cli.config, true, move |config| {
             Box::pin(async move {
                 crate::replay::replay(config, source, &problem_id, action.as_deref()).await
             })
         }),
         Command::Explain { payload, source } => explain(&cli.config, &payload, source),
-        Command::Import { dir, source } => store_command(&cli.config, move |config| {
+        Command::Import { dir, source } => store_command(&cli.config, false, move |config| {
             Box::pin(crate::import::import(config, dir, source))
         }),
         Command::Backup { file } => backup(&cli.config, &file),
@@ -208,20 +213,20 @@ pub fn main() -> ExitCode {
             problem,
             source,
         } => test_action(&cli.config, &name, state, problem, source),
-        Command::Silence { command } => store_command(&cli.config, move |config| {
+        Command::Silence { command } => store_command(&cli.config, false, move |config| {
             Box::pin(silence(config, command))
         }),
-        Command::Prune { dry_run, max_age } => store_command(&cli.config, move |config| {
+        Command::Prune { dry_run, max_age } => store_command(&cli.config, false, move |config| {
             Box::pin(prune_now(config, max_age, dry_run))
         }),
-        Command::Export { dir, since } => store_command(&cli.config, move |config| {
+        Command::Export { dir, since } => store_command(&cli.config, false, move |config| {
             Box::pin(crate::export::export(config, dir, since))
         }),
     }
 }
 
 async fn silence(config: Config, command: SilenceCommand) -> anyhow::Result<String> {
-    let store = crate::store::Store::open(&config.store, &config.dir_received).await?;
+    let store = crate::app::open_store(&config).await?;
     match command {
         SilenceCommand::Add {
             matchers,
@@ -371,8 +376,14 @@ fn explain(path: &std::path::Path, payload: &std::path::Path, source: Source) ->
 }
 
 /// Runs a command on the store beside (or instead of) a running hub.
-fn store_command(path: &std::path::Path, command: impl FnOnce(Config) -> ApiFuture) -> ExitCode {
-    let config = match Config::load(path) {
+/// Such a command serves nothing, so it needs no webhook password; only `runs_actions` (replay)
+/// needs the actions' programs.
+fn store_command(
+    path: &std::path::Path,
+    runs_actions: bool,
+    command: impl FnOnce(Config) -> ApiFuture,
+) -> ExitCode {
+    let config = match Config::load_for_store(path, runs_actions) {
         Ok(c) => c,
         Err(e) => return report_config_error(&e),
     };
@@ -390,7 +401,7 @@ fn print_result(result: anyhow::Result<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::logging::error_text(&e));
             ExitCode::FAILURE
         }
     }
@@ -497,7 +508,7 @@ fn test_action(
 }
 
 fn backup(path: &std::path::Path, file: &std::path::Path) -> ExitCode {
-    let config = match Config::load_without_running(path) {
+    let config = match Config::load_for_store(path, false) {
         Ok(c) => c,
         Err(e) => return report_config_error(&e),
     };
@@ -513,7 +524,7 @@ fn backup(path: &std::path::Path, file: &std::path::Path) -> ExitCode {
     }))
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
+fn check_config(path: &std::path::Path, connect: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             println!("{}: OK: {}", path.display(), config.summary());
@@ -523,9 +534,55 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for warning in config.warnings() {
                 println!("warning: {warning}");
             }
+            if connect {
+                return check_store(&config);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => report_config_error(&e),
+    }
+}
+
+/// `check-config --connect`: opens the store as `hub run` would, and says whether it can.
+fn check_store(config: &Config) -> ExitCode {
+    let place = crate::app::store_place(config);
+    if !config.store.is_postgres() {
+        // Opening a SQLite file that is not there would create it: check-config changes nothing.
+        let file = config
+            .store
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| config.store.url.strip_prefix("sqlite:"))
+            .unwrap_or_default();
+        let file = std::path::Path::new(file);
+        if !file.exists() {
+            let folder = match file.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            if folder.is_dir() {
+                println!("store: {place} does not exist yet; hub run creates it");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "error: store: {place}: the folder {} does not exist",
+                folder.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(crate::app::open_store(config)) {
+        Ok(_) => {
+            println!("store: OK: opened {place}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", crate::logging::error_text(&e));
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -553,7 +610,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     match runtime.block_on(crate::app::run(config, path.to_path_buf())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", crate::logging::error_text(&e));
             ExitCode::FAILURE
         }
     }
@@ -578,7 +635,7 @@ async fn prune_now(config: Config, max_age: Option<Duration>, dry: bool) -> anyh
     if max_age < Duration::from_secs(3600) {
         anyhow::bail!("--max-age must be at least 1h: a problem that just ended is kept");
     }
-    let store = crate::store::Store::open(&config.store, &config.dir_received).await?;
+    let store = crate::app::open_store(&config).await?;
     let age = crate::keys::short_duration(max_age);
     eprintln!(
         "{} problems that ended more than {age} ago …",

@@ -103,15 +103,16 @@ async fn open_store(config: &Config) -> (Option<Store>, String) {
         Ok(Err(e)) => (
             None,
             format!(
-                "not known: cannot open the store {} ({e}); only maintenance windows were applied",
-                config.store.url
+                "not known: cannot open the store ({}): {}; only maintenance windows were applied",
+                crate::app::store_place(config),
+                crate::logging::error_text(&anyhow::Error::from(e))
             ),
         ),
         Err(_) => (
             None,
             format!(
-                "not known: the store {} did not answer within {} s; only maintenance windows were applied",
-                config.store.url,
+                "not known: the store ({}) did not answer within {} s; only maintenance windows were applied",
+                crate::app::store_place(config),
                 STORE_WAIT.as_secs()
             ),
         ),

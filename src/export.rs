@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::store::{files, Store};
+use crate::store::files;
 
 /// Notifications read from the store at a time.
 const BATCH: i64 = 500;
@@ -36,7 +36,7 @@ pub async fn export(
         std::fs::create_dir_all(folder)
             .map_err(|e| anyhow::anyhow!("cannot make {}: {e}", folder.display()))?;
     }
-    let store = Store::open(&config.store, &config.dir_received).await?;
+    let store = crate::app::open_store(&config).await?;
     eprintln!(
         "exporting {} to {}",
         match since {

@@ -20,7 +20,7 @@ enum Fate {
 
 pub async fn import(config: Config, dir: PathBuf, source: Source) -> anyhow::Result<String> {
     let files = notification_files(&dir)?;
-    let store = Store::open(&config.store, &config.dir_received).await?;
+    let store = crate::app::open_store(&config).await?;
     // As at `hub run`'s start: learns which names in the folder are taken by files it does not hold.
     store.check_folder().await?;
     // Files of hub's own folder are kept where they are, as the notifications' files.

@@ -223,6 +223,24 @@ impl SharedThrottle {
     }
 }
 
+/// An error and its causes on one line, each cause once: many errors already include their
+/// source in their own message, so printing the chain as it is repeats the cause
+/// ("… (os error 111): … (os error 111)"). A cause whose text the line holds already is left out.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use crate::domain::Source;
 use crate::dynatrace::problem::Summary;
 use crate::dynatrace::{Client, Window};
 use crate::feed::Feed;
-use crate::store::{self, Store};
+use crate::store;
 
 /// How long `--run-actions` works the queue before leaving the rest to a running hub.
 const RUN_ACTIONS_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);
@@ -60,7 +60,7 @@ pub async fn poll(
 /// Dynatrace could have sent, then works the queue. Idempotency keys make this safe to repeat: a
 /// problem already handled in that status runs nothing again.
 async fn run_actions_for(config: &Config, problems: &[Summary]) -> anyhow::Result<String> {
-    let store = Store::open(&config.store, &config.dir_received).await?;
+    let store = crate::app::open_store(config).await?;
     let (mut handed, mut known) = (0, 0);
     for p in problems {
         let state = if p.status == "OPEN" {

@@ -37,7 +37,7 @@ pub async fn replay(
     problem_id: &str,
     action: Option<&str>,
 ) -> anyhow::Result<String> {
-    let store = Store::open(&config.store, &config.dir_received).await?;
+    let store = crate::app::open_store(&config).await?;
     let latest = store
         .latest_notification(source, problem_id)
         .await?
@@ -85,6 +85,7 @@ pub async fn replay(
         Err(e) => return Err(e.into()),
     };
     let mut lines = Vec::new();
+    let mut failed = 0;
     if let Some(held) = waited {
         lines.push(format!(
             "scheduled {scheduled} run(s) for the running hub: {}",
@@ -101,8 +102,10 @@ pub async fn replay(
         lines.push(if before.status == "running" {
             format!("{what}: in flight in the running hub; left to it")
         } else if after.attempts == before.attempts {
+            // Not run by this command: what it shows is not this replay's outcome.
             format!("{what}: {} (not run yet; the hub runs it)", after.status)
         } else {
+            failed += usize::from(after.status == "failed");
             format!(
                 "{what}: {} (attempt {}, manual){}",
                 after.status,
@@ -113,6 +116,10 @@ pub async fn replay(
                     .unwrap_or_default()
             )
         });
+    }
+    // A script that replays and checks the exit code must see a run that failed.
+    if failed > 0 {
+        anyhow::bail!("{}\n{failed} replayed run(s) failed", lines.join("\n"));
     }
     Ok(lines.join("\n"))
 }

@@ -13,6 +13,7 @@ mod dynatrace;
 mod edges;
 mod email;
 mod enrich;
+mod errors;
 mod explain;
 mod hostile;
 mod ingest;
