@@ -293,10 +293,15 @@ fn verdict(
     };
     if kind != "held" {
         if !waits_for.is_empty() {
-            text.push_str(&format!(
-                ", once the runs it reports ({}) have finished",
+            let after = format!(
+                "the runs it reports ({}) have finished",
                 waits_for.join(", ")
-            ));
+            );
+            // Not "now": the dispatcher starts it only once those are final.
+            text = match kind {
+                "now" => format!("would run once {after}"),
+                _ => format!("{text}, then once {after}"),
+            };
         }
         if let Some(limit) = rate_limit {
             // A dry run cannot know how full the action's minute is.

@@ -198,3 +198,31 @@ fn explain_says_when_it_cannot_read_the_silences() {
     );
     assert!(!d.join("hub.db").exists());
 }
+
+/// A comment waits for the runs it reports: explain says so, and what it waits for.
+#[test]
+fn explain_says_a_comment_waits_for_the_runs_it_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = config_with(json!({
+        "dynatrace": {"tenant": "https://abc12345.live.dynatrace.com", "api_token": "dt0c01.token"},
+        "actions": {"page": {"type": "script", "command": "/bin/true"},
+                    "note": {"type": "comment", "after": ["page"]}}
+    }));
+    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(d.join("p.json"), payload("P-1", "ERROR", "team:web")).unwrap();
+    let (plan, summary) = explain(d, "p.json");
+    let runs = plan["notifications"][0]["runs"].as_array().unwrap();
+    let note = runs
+        .iter()
+        .find(|r| r["action"] == "note")
+        .expect("a comment run");
+    assert_eq!(note["start"], "now");
+    assert_eq!(note["waits_for"], json!(["page"]));
+    let verdict = note["verdict"].as_str().unwrap();
+    assert_eq!(
+        verdict,
+        "would run once the runs it reports (page) have finished"
+    );
+    assert!(summary.contains(verdict), "{summary}");
+}
