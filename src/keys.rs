@@ -445,6 +445,17 @@ pub(crate) fn secret(
     let direct = s.string(key, issues);
     match s.string(env_key, issues) {
         Some(var) => match env.get(&var) {
+            // As in the file (see `config::placeholders`): an example copied into the variable.
+            Some(v) if v.contains('…') => {
+                issues.push(
+                    s.path_of(env_key),
+                    format!(
+                        "environment variable {var} holds {PLACEHOLDER} (it contains \"…\"): \
+                         set the real value"
+                    ),
+                );
+                Secret::default()
+            }
             Some(v) if !v.is_empty() => Secret::new(v),
             _ => {
                 issues.push(
@@ -457,6 +468,9 @@ pub(crate) fn secret(
         None => Secret::new(direct.unwrap_or_default()),
     }
 }
+
+/// How a credential left as the README writes it is reported (see `config::placeholders`).
+pub(crate) const PLACEHOLDER: &str = "a placeholder copied from the README";
 
 /// An http:// or https:// URL with a host.
 pub(crate) fn check_url(path: &str, url: &str, issues: &mut Issues) {

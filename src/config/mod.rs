@@ -16,7 +16,7 @@ pub use crate::actions::ActionKind;
 pub use crate::dynatrace::config::DynatraceConfig;
 pub use crate::keys::ConfigIssue;
 use crate::keys::Env;
-use crate::keys::{duplicate_keys, Issues, Section};
+use crate::keys::{duplicate_keys, Issues, Section, PLACEHOLDER};
 pub use crate::retention::config::RetentionConfig;
 pub use crate::sources::config::SourcesConfig;
 pub use crate::store::config::StoreConfig;
@@ -193,6 +193,17 @@ impl Config {
         }
         placeholders(&doc, "", &mut issues);
         let config = read(&doc, env, base, &mut issues);
+        // A placeholder is the cause of whatever else its key's reader says of it ("missing",
+        // "not valid base64"): say it alone.
+        let placeholder_keys: Vec<String> = issues
+            .0
+            .iter()
+            .filter(|i| i.message.contains(PLACEHOLDER))
+            .map(|i| i.path.trim_end_matches("_env").to_string())
+            .collect();
+        issues
+            .0
+            .retain(|i| i.message.contains(PLACEHOLDER) || !placeholder_keys.contains(&i.path));
         if issues.0.is_empty() {
             Ok(config)
         } else {
@@ -330,8 +341,10 @@ fn placeholders(v: &Value, path: &str, issues: &mut Issues) {
                 match value {
                     Value::String(text) if secret && text.contains('…') => issues.push(
                         at(key),
-                        "a placeholder copied from the README (it contains \"…\"): put the real \
-                         value here, or name an environment variable with the key's _env form",
+                        format!(
+                            "{PLACEHOLDER} (it contains \"…\"): put the real value here, or \
+                             name an environment variable with the key's _env form"
+                        ),
                     ),
                     _ => placeholders(value, &at(key), issues),
                 }
@@ -626,6 +639,40 @@ mod tests {
             }
             other => panic!("expected issues, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn placeholder_secrets_are_refused_in_the_file_and_in_variables() {
+        let doc = json!({"webhook": {"username": "u", "password": "p"},
+                         "actions": {"chat": {"type": "slack", "token_env": "SLACK_TOKEN",
+                                              "channel": "#ops"},
+                                     "hook": {"type": "webhook", "url": "https://x.example/in",
+                                              "secret": "whsec_…"}}});
+        let found = match load(doc, &[("SLACK_TOKEN", "xoxb-…")]) {
+            Err(ConfigParseError::Invalid(issues)) => {
+                issues.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+            }
+            other => panic!("expected issues, got {other:?}"),
+        };
+        assert!(
+            found.iter().any(|i| i.starts_with(
+                "actions.chat.token_env: environment variable \
+                 SLACK_TOKEN holds a placeholder"
+            )),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|i| i.starts_with("actions.hook.secret: a placeholder")),
+            "{found:?}"
+        );
+        assert!(
+            !found
+                .iter()
+                .any(|i| i.contains("whsec_") || i.contains("xoxb")),
+            "{found:#?}"
+        );
     }
 
     #[test]
