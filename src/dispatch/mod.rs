@@ -23,9 +23,7 @@ use crate::domain::Source;
 use crate::dynatrace::Client;
 use crate::live::Live;
 use crate::logging::{SharedThrottle, Throttle};
-use crate::store::{
-    Claim, Finish, NewRun, Room, RunRow, RunStart, Store, StoreError, StoredNotification,
-};
+use crate::store::{Claim, Finish, NewRun, Room, RunRow, Store, StoreError, StoredNotification};
 
 /// How often the queue is looked at when nothing wakes the dispatcher.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -533,39 +531,6 @@ impl Dispatcher {
         Ok(reported.iter().all(RunRow::is_final))
     }
 
-    /// How a chosen action's runs start: silenced when something covers the problem; held for a
-    /// route with a flap wait while the problem is open. (A closed notification suppresses the
-    /// problem's held runs in the store, in the transaction that inserts its own: see
-    /// `Store::insert_runs`.)
-    async fn start_of(
-        &self,
-        n: &StoredNotification,
-        problem: &Problem,
-        chosen: &crate::actions::route::Chosen,
-        covered: Option<&(String, String)>,
-        now: i64,
-    ) -> Result<RunStart, StoreError> {
-        if let Some((held_by, note)) = covered {
-            return Ok(RunStart::Silenced {
-                held_by: held_by.clone(),
-                note: note.clone(),
-            });
-        }
-        let Some(wait) = chosen.wait else {
-            return Ok(RunStart::Now);
-        };
-        if crate::store::is_closed(&problem.state, false) {
-            return Ok(RunStart::Now);
-        }
-        let shown = crate::keys::short_duration(wait);
-        // From its arrival: a backlog, or a wait for Dynatrace's details, is not added to it.
-        Ok(RunStart::Held {
-            until_ms: (n.received_at_ms + wait.as_millis() as i64).max(now),
-            held_by: "wait".into(),
-            note: format!("flap wait: runs in {shown} unless the problem resolves first"),
-        })
-    }
-
     /// Routes every plan that is ready, in one transaction.
     async fn plan(&self, s: &Settings, notification_ids: &[i64]) -> Result<(), StoreError> {
         let d = &self.inner;
@@ -602,9 +567,15 @@ impl Dispatcher {
             let covered = quiet.covering(&problem);
             let mut runs = Vec::new();
             for c in &decision.chosen {
-                let start = self
-                    .start_of(&n, &problem, c, covered.as_ref(), now)
-                    .await?;
+                // The rule `hub explain` applies too. A close suppresses the problem's held runs in
+                // the store, in the transaction that inserts its own (see `Store::insert_runs`).
+                let start = crate::noise::start_of(
+                    covered.as_ref(),
+                    c.wait,
+                    crate::store::is_closed(&problem.state, false),
+                    n.received_at_ms,
+                    now,
+                );
                 runs.extend(c.targets.iter().map(|t| NewRun {
                     idem_key: idem_key(&problem, &c.action, t, episode),
                     action: c.action.clone(),
