@@ -425,7 +425,8 @@ fn api_command(
         Ok(c) => c,
         Err(e) => return report_config_error(&e),
     };
-    crate::logging::init_stderr();
+    // The feed's last line says what failed; each retry before it is shown with HUB_LOG=warn.
+    crate::logging::init_stderr_at(tracing_subscriber::filter::LevelFilter::ERROR);
     let client = match Client::from_config(&config.dynatrace) {
         Ok(Some(client)) => client,
         Ok(None) => {

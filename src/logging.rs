@@ -147,13 +147,24 @@ where
 /// Logs warnings and errors to stderr only (for commands that do not serve), as text unless
 /// `HUB_LOG_FORMAT=json`.
 pub fn init_stderr() {
+    init_stderr_at(LevelFilter::WARN);
+}
+
+/// As [`init_stderr`], at `default` unless `HUB_LOG` names a level: commands whose last line
+/// already says what failed (`hub poll` against a tenant that does not answer) keep their
+/// retries to themselves unless asked.
+pub fn init_stderr_at(default: LevelFilter) {
+    let level = std::env::var("HUB_LOG")
+        .ok()
+        .and_then(|v| LevelFilter::from_str(&v).ok())
+        .unwrap_or(default);
     let format = std::env::var("HUB_LOG_FORMAT")
         .ok()
         .and_then(|f| f.parse().ok())
         .unwrap_or_default();
     let ansi = format == Format::Text && std::io::stderr().is_terminal();
     let _ = tracing_subscriber::registry()
-        .with(layer(format, std::io::stderr, ansi).with_filter(LevelFilter::WARN))
+        .with(layer(format, std::io::stderr, ansi).with_filter(level))
         .try_init();
 }
 

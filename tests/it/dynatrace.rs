@@ -417,16 +417,24 @@ async fn poll_reports_bad_windows_and_api_failures_in_one_line() {
         "{stderr}"
     );
 
-    // Nobody listening at all.
+    // Nobody listening at all, tried three times: one line still, each retry with HUB_LOG=warn.
     let closed = config_with(
-        json!({"dynatrace": {"tenant": "http://127.0.0.1:9", "api_token": TOKEN, "max_attempts": 1}}),
+        json!({"dynatrace": {"tenant": "http://127.0.0.1:9", "api_token": TOKEN, "max_attempts": 3}}),
     );
     std::fs::write(dir.path().join("config.json"), closed.to_string()).unwrap();
     let out = hub_command(dir.path()).arg("poll").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot reach Dynatrace"), "{stderr}");
     assert!(!stderr.contains(TOKEN));
+    let out = hub_command(dir.path())
+        .arg("poll")
+        .env("HUB_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 3, "{stderr}");
 }
 
 #[tokio::test]

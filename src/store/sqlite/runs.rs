@@ -294,50 +294,72 @@ impl Queue for Sqlite {
                     updated_at_ms = ?1
              WHERE id = ?2 AND status = 'pending'
              RETURNING attempts, notification_id, source, problem_key, action, target";
-        self.write(move |c| {
-            // RETURNING gives the row as updated; `manual` is read first, since the claim clears it.
-            let mut was_manual =
-                c.prepare_cached("SELECT manual FROM action_runs WHERE id = ?1")?;
-            let mut claim = c.prepare_cached(claim)?;
-            let mut attempt_row = c.prepare_cached(
-                "INSERT INTO action_attempts (run_id, number, manual, started_at_ms)
+        let claimed = self
+            .write(move |c| {
+                // RETURNING gives the row as updated; `manual` is read first, since the claim clears it.
+                let mut was_manual =
+                    c.prepare_cached("SELECT manual FROM action_runs WHERE id = ?1")?;
+                let mut claim = c.prepare_cached(claim)?;
+                let mut attempt_row = c.prepare_cached(
+                    "INSERT INTO action_attempts (run_id, number, manual, started_at_ms)
                  VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut claimed = Vec::with_capacity(runs.len());
-            for (id, thread_after) in runs {
-                let manual: bool = was_manual
-                    .query_row([id], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(false);
-                type Claimed = (i64, i64, Source, String, String, String);
-                let row: Option<Claimed> = claim
-                    .query_row(rusqlite::params![now, id], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    })
-                    .optional()?;
-                let Some((attempt, notification_id, source, key, action, target)) = row else {
-                    claimed.push(None);
-                    continue;
-                };
-                attempt_row.execute(rusqlite::params![id, attempt, manual, now])?;
-                // Read on the writer's connection, in the claim's transaction: indexed look-ups
-                // that cost less than a trip to the reader each.
-                claimed.push(Some(Claim {
-                    attempt,
-                    notification: super::reader::notification(c, notification_id)?,
-                    thread: super::threads::find(c, source, &key, &action, &target, thread_after)?,
-                }));
-            }
-            Ok(claimed)
+                )?;
+                let mut claimed = Vec::with_capacity(runs.len());
+                for (id, thread_after) in runs {
+                    let manual: bool = was_manual
+                        .query_row([id], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(false);
+                    type Claimed = (i64, i64, Source, String, String, String);
+                    let row: Option<Claimed> = claim
+                        .query_row(rusqlite::params![now, id], |r| {
+                            Ok((
+                                r.get(0)?,
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                                r.get(4)?,
+                                r.get(5)?,
+                            ))
+                        })
+                        .optional()?;
+                    let Some((attempt, notification_id, source, key, action, target)) = row else {
+                        claimed.push(None);
+                        continue;
+                    };
+                    attempt_row.execute(rusqlite::params![id, attempt, manual, now])?;
+                    claimed.push(Some((
+                        attempt,
+                        notification_id,
+                        source,
+                        key,
+                        action,
+                        target,
+                        thread_after,
+                    )));
+                }
+                Ok(claimed)
+            })
+            .await?;
+        // What each claimed run needs, read after the commit on the reader's connection: in the
+        // writer's transaction these reads (the body among them) held up every commit behind
+        // them, ingest's included, and cost a third of the rate pages could go out at.
+        self.reader.read(|c| {
+            claimed
+                .into_iter()
+                .map(|row| {
+                    let Some((attempt, notification_id, source, key, action, target, after)) = row
+                    else {
+                        return Ok(None);
+                    };
+                    Ok(Some(Claim {
+                        attempt,
+                        notification: super::reader::notification(c, notification_id)?,
+                        thread: super::threads::find(c, source, &key, &action, &target, after)?,
+                    }))
+                })
+                .collect()
         })
-        .await
     }
 
     /// Records how an attempt ended, on the run and on its attempt row.
