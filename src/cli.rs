@@ -549,13 +549,7 @@ fn check_store(config: &Config) -> ExitCode {
     let place = crate::app::store_place(config);
     if !config.store.is_postgres() {
         // Opening a SQLite file that is not there would create it: check-config changes nothing.
-        let file = config
-            .store
-            .url
-            .strip_prefix("sqlite://")
-            .or_else(|| config.store.url.strip_prefix("sqlite:"))
-            .unwrap_or_default();
-        let file = std::path::Path::new(file);
+        let file = config.store.sqlite_file().unwrap_or_default();
         if !file.exists() {
             let folder = match file.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,

@@ -76,14 +76,7 @@ pub async fn explain(config: &Config, body: &[u8], source: Source) -> Result<Val
 /// can be in force then. A store that cannot be opened is said so, and the dry run goes on.
 async fn open_store(config: &Config) -> (Option<Store>, String) {
     if !config.store.is_postgres() {
-        let file = config
-            .store
-            .url
-            .strip_prefix("sqlite://")
-            .or_else(|| config.store.url.strip_prefix("sqlite:"))
-            .and_then(|rest| rest.split('?').next())
-            .unwrap_or_default();
-        if file.is_empty() || !std::path::Path::new(file).exists() {
+        if !config.store.sqlite_file().is_some_and(|f| f.exists()) {
             return (
                 None,
                 format!(

@@ -33,6 +33,16 @@ impl StoreConfig {
     pub fn is_postgres(&self) -> bool {
         is_postgres_url(&self.url)
     }
+
+    /// The SQLite file the URL names; `None` for PostgreSQL or a URL that names no file.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        let rest = self
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+    }
 }
 
 fn is_postgres_url(url: &str) -> bool {
