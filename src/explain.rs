@@ -75,16 +75,14 @@ pub async fn explain(config: &Config, body: &[u8], source: Source) -> Result<Val
 /// them. A SQLite file that is not there yet is not created (a dry run writes nothing): no silence
 /// can be in force then. A store that cannot be opened is said so, and the dry run goes on.
 async fn open_store(config: &Config) -> (Option<Store>, String) {
-    if !config.store.is_postgres() {
-        if !config.store.sqlite_file().is_some_and(|f| f.exists()) {
-            return (
-                None,
-                format!(
-                    "none: there is no store at {} yet, so no silence is in force",
-                    config.store.url
-                ),
-            );
-        }
+    if !config.store.is_postgres() && !config.store.sqlite_file().is_some_and(|f| f.exists()) {
+        return (
+            None,
+            format!(
+                "none: there is no store at {} yet, so no silence is in force",
+                config.store.url
+            ),
+        );
     }
     match tokio::time::timeout(
         STORE_WAIT,
