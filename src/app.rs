@@ -207,6 +207,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the store ({})", store_place(config)))
 }
 
+/// As [`open_store`], changing none of the store's tables (see `Store::open_to_inspect`).
+pub async fn inspect_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open_to_inspect(&config.store, &config.dir_received)
+        .await
+        .with_context(|| format!("cannot open the store ({})", store_place(config)))
+}
+
 /// Where the store is, fit to show (no password): `PostgreSQL at HOST:PORT, database DB` or
 /// `SQLite file FILE`.
 pub fn store_place(config: &Config) -> String {

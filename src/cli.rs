@@ -569,7 +569,7 @@ fn check_store(config: &Config) -> ExitCode {
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(crate::app::open_store(config)) {
+    match runtime.block_on(crate::app::inspect_store(config)) {
         Ok(_) => {
             println!("store: OK: opened {place}");
             ExitCode::SUCCESS

@@ -86,7 +86,7 @@ async fn open_store(config: &Config) -> (Option<Store>, String) {
     }
     match tokio::time::timeout(
         STORE_WAIT,
-        Store::open(&config.store, &config.dir_received),
+        Store::open_to_inspect(&config.store, &config.dir_received),
     )
     .await
     {

@@ -66,6 +66,11 @@ pub enum StoreError {
          run that release, or restore a backup made before it"
     )]
     NewerSchema { found: i64, known: i64 },
+    #[error(
+        "the store's tables are at schema {found} and this hub's at {known}: start `hub run` once \
+         to make them or bring them up to date (this command changes nothing)"
+    )]
+    OlderSchema { found: i64, known: i64 },
     #[error("cannot use folder {path}: {source}")]
     Folder {
         path: PathBuf,
@@ -218,6 +223,15 @@ impl EnrichmentOutcome<'_> {
     }
 }
 
+/// Whether opening the store may make or change its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// `hub run` and the commands that write: tables made and brought up to date.
+    Serve,
+    /// Reading beside a running hub: the tables must be this hub's already.
+    Inspect,
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -235,10 +249,28 @@ impl Store {
     /// Opens (creating when missing) the database and the received folder, brings the tables up
     /// to date, and starts the writer.
     pub async fn open(config: &StoreConfig, dir_received: &Path) -> Result<Store, StoreError> {
+        Store::open_as(config, dir_received, Opening::Serve).await
+    }
+
+    /// Opens a store whose tables hub has made and brought up to date, changing none of them:
+    /// for commands that only read beside a running hub (`hub explain`, `check-config
+    /// --connect`). A store hub has not made yet, or an older one, is an error that says so.
+    pub async fn open_to_inspect(
+        config: &StoreConfig,
+        dir_received: &Path,
+    ) -> Result<Store, StoreError> {
+        Store::open_as(config, dir_received, Opening::Inspect).await
+    }
+
+    async fn open_as(
+        config: &StoreConfig,
+        dir_received: &Path,
+        opening: Opening,
+    ) -> Result<Store, StoreError> {
         let backend = if config.is_postgres() {
-            Backend::Postgres(postgres::Postgres::open(config, dir_received).await?)
+            Backend::Postgres(postgres::Postgres::open(config, dir_received, opening).await?)
         } else {
-            Backend::Sqlite(sqlite::Sqlite::open(&config.url, dir_received).await?)
+            Backend::Sqlite(sqlite::Sqlite::open(&config.url, dir_received, opening).await?)
         };
         Ok(Store { backend })
     }

@@ -784,3 +784,37 @@ async fn two_hubs_run_a_page_while_a_slow_action_has_200_runs_queued() {
     .unwrap();
     assert!(waiting >= 196, "{waiting} slow runs still queued");
 }
+
+/// Commands that only read beside a running hub change nothing of a database hub has not made
+/// its tables in: `check-config --connect` says so, and `hub explain` goes on without silences.
+#[tokio::test]
+async fn reading_commands_leave_a_database_hub_never_used_as_it_was() {
+    let url = pg::database();
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::config_with(json!({"store": {"url": url, "instance": "reader"}}));
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let tables = || {
+        pg::psql(
+            &url,
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+    };
+    assert_eq!(tables(), "0");
+
+    let out = support::hub_command(dir.path())
+        .args(["check-config", "--connect"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("start `hub run` once"), "{said}");
+
+    let payload = dir.path().join("p.json");
+    std::fs::write(&payload, body(1)).unwrap();
+    let out = support::hub_command(dir.path())
+        .args(["explain", payload.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tables(), "0", "a reading command made tables");
+}

@@ -43,6 +43,28 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// The advisory lock's key: any fixed number no other program on the database uses.
 const LOCK_KEY: i64 = 0x0068_7562_5f6d_6967; // "hub_mig"
 
+/// Whether the database's tables are this hub's, changing nothing (not even the schema table).
+pub(super) async fn check(client: &tokio_postgres::Client) -> Result<(), StoreError> {
+    let made: bool = client
+        .query_one("SELECT to_regclass('hub_schema') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?;
+    let found: i64 = if made {
+        client
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM hub_schema", &[])
+            .await?
+            .try_get(0)?
+    } else {
+        0
+    };
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    match found.cmp(&known) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(StoreError::NewerSchema { found, known }),
+        std::cmp::Ordering::Less => Err(StoreError::OlderSchema { found, known }),
+    }
+}
+
 /// Applies what the database lacks; returns how many migrations ran.
 pub(super) async fn run(client: &mut tokio_postgres::Client) -> Result<usize, StoreError> {
     let tx = client.transaction().await?;

@@ -71,7 +71,11 @@ pub(super) struct Postgres {
 }
 
 impl Postgres {
-    pub async fn open(config: &StoreConfig, dir_received: &Path) -> Result<Postgres, StoreError> {
+    pub async fn open(
+        config: &StoreConfig,
+        dir_received: &Path,
+        opening: super::Opening,
+    ) -> Result<Postgres, StoreError> {
         std::fs::create_dir_all(dir_received).map_err(|source| StoreError::Folder {
             path: dir_received.to_path_buf(),
             source,
@@ -83,7 +87,10 @@ impl Postgres {
                 .await
                 .map_err(|_| StoreError::Unreachable("timed out connecting".into()))??;
         let connection = tokio::spawn(connection);
-        let ran = migrate::run(&mut client).await?;
+        let ran = match opening {
+            super::Opening::Serve => migrate::run(&mut client).await?,
+            super::Opening::Inspect => migrate::check(&client).await.map(|()| 0)?,
+        };
         if ran > 0 {
             tracing::info!(migrations = ran, "brought the store's tables up to date");
         }

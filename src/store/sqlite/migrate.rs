@@ -65,6 +65,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// Whether the store's tables are this hub's, changing nothing.
+pub(super) fn check(conn: &Connection) -> Result<(), StoreError> {
+    let found = version(conn)?;
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    match found.cmp(&known) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(StoreError::NewerSchema { found, known }),
+        std::cmp::Ordering::Less => Err(StoreError::OlderSchema { found, known }),
+    }
+}
+
 /// Applies what the store lacks; returns how many migrations ran.
 pub(super) fn run(conn: &mut Connection) -> Result<usize, StoreError> {
     let current = version(conn)?;

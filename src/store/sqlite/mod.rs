@@ -140,7 +140,11 @@ impl Instances for Sqlite {
 
 impl Sqlite {
     /// Opens (creating when missing) the database and the folder, applies migrations, starts the writer.
-    pub async fn open(url: &str, dir_received: &Path) -> Result<Sqlite, StoreError> {
+    pub async fn open(
+        url: &str,
+        dir_received: &Path,
+        opening: super::Opening,
+    ) -> Result<Sqlite, StoreError> {
         std::fs::create_dir_all(dir_received).map_err(|source| StoreError::Folder {
             path: dir_received.to_path_buf(),
             source,
@@ -158,7 +162,10 @@ impl Sqlite {
                 // WAL is kept by the file itself, so every later connection reads beside the writer.
                 conn.pragma_update(None, "journal_mode", "WAL")
                     .map_err(opened)?;
-                migrate::run(&mut conn)
+                match opening {
+                    super::Opening::Serve => migrate::run(&mut conn),
+                    super::Opening::Inspect => migrate::check(&conn).map(|()| 0),
+                }
             }
         };
         let ran = tokio::task::spawn_blocking(prepare).await??;
@@ -504,9 +511,13 @@ mod tests {
     async fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("hub.db").display());
-        let backend = Sqlite::open(&url, &dir.path().join("received"))
-            .await
-            .unwrap();
+        let backend = Sqlite::open(
+            &url,
+            &dir.path().join("received"),
+            crate::store::Opening::Serve,
+        )
+        .await
+        .unwrap();
         let store = Store {
             backend: Backend::Sqlite(backend),
         };
