@@ -815,6 +815,10 @@ async fn reading_commands_leave_a_database_hub_never_used_as_it_was() {
         .args(["explain", payload.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(tables(), "0", "a reading command made tables");
 }
