@@ -469,9 +469,14 @@ async fn a_postgres_outage_under_load_loses_nothing() {
     );
     assert_kept(&url, &shared.join("received"), &acknowledged);
     // The next heartbeat (every 2 s) sees the database again.
+    healthy_again(&a).await;
+}
+
+/// Waits until the hub's `/healthz` answers 200 again, with no notification sent to it.
+async fn healthy_again(hub: &Hub) {
     support::eventually("/healthz 200 again", async || {
         client()
-            .get(a.url("/healthz"))
+            .get(hub.url("/healthz"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
@@ -702,14 +707,7 @@ async fn behind_the_readmes_haproxy_requests_succeed_again_soon_after_a_database
         "no request through haproxy succeeded within 10 s of the database's return"
     );
     for h in [&a, &b] {
-        support::eventually("/healthz 200 with no notification sent to it", async || {
-            client()
-                .get(h.url("/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        healthy_again(h).await;
     }
 }
 
