@@ -21,6 +21,7 @@ pub mod logging;
 pub mod matcher;
 pub mod noise;
 pub mod own;
+pub mod people;
 pub mod poll;
 pub mod rate;
 pub mod reload;

@@ -64,6 +64,8 @@ pub struct Config {
     /// Recurring silences.
     pub maintenance: Vec<crate::noise::config::Maintenance>,
     pub heartbeats: Vec<crate::noise::config::Heartbeat>,
+    /// `people`, `auth` and `schedules`.
+    pub people: crate::people::PeopleConfig,
 }
 
 /// The `webhook` section (the sample's name for it): hub's own listener, its credentials and
@@ -441,6 +443,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     };
     let maintenance = crate::noise::config::read_maintenance(&mut root, issues);
     let heartbeats = crate::noise::config::read_heartbeats(&mut root, &actions, issues);
+    let people = crate::people::config::read(&mut root, issues);
 
     if dir_received == dir_sent {
         issues.push("dir_sent", "must be a different folder from dir_received");
@@ -464,6 +467,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         retention,
         maintenance,
         heartbeats,
+        people,
     }
 }
 
