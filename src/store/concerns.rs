@@ -9,6 +9,7 @@ use super::{
     InstanceRow, NewRun, NotificationRow, Page, ProblemRow, Pruned, Room, RunRow, SentView,
     SilenceRow, SourceCounts, Store, StoreError, StoredNotification, ThreadRef, ThreadRow,
 };
+use super::{AuditRow, OverrideRow, TokenRow};
 use crate::domain::Source;
 
 /// Declares a concern's trait and the `Store` methods that forward each of its methods to the
@@ -239,5 +240,27 @@ concern! {
         async fn leave(&self) -> Result<(), StoreError>;
         /// The instances that run on this store (none listed where one instance owns it).
         async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError>;
+    }
+}
+
+concern! {
+    /// People's part of the store: API tokens, schedule overrides and the audit log.
+    trait Roster {
+        async fn add_token(&self, token: TokenRow) -> Result<(), StoreError>;
+        async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError>;
+        /// Every token, revoked and expired ones too, newest first.
+        async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+        /// Revokes a token now; `false` when there is no such token or it was revoked already.
+        async fn revoke_token(&self, id: String, now: i64) -> Result<bool, StoreError>;
+        async fn add_override(&self, o: OverrideRow) -> Result<(), StoreError>;
+        /// Overrides not removed that end after `ending_after_ms`, of one schedule or of all,
+        /// oldest start first.
+        async fn overrides(&self, schedule: Option<String>, ending_after_ms: i64) -> Result<Vec<OverrideRow>, StoreError>;
+        /// Removes an override now; `false` when there is no such override or it was removed.
+        async fn remove_override(&self, id: String, now: i64) -> Result<bool, StoreError>;
+        /// Records a change a person made.
+        async fn record_audit(&self, row: AuditRow) -> Result<(), StoreError>;
+        /// What was recorded at or after `since_ms`, newest first, at most `limit` rows.
+        async fn audit(&self, since_ms: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
     }
 }

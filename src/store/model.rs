@@ -552,3 +552,90 @@ impl Page {
         }
     }
 }
+
+/// An API token as stored: its secret's digest, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub person: String,
+    /// `viewer`, `responder` or `admin`; the person's role, if lower, wins at use.
+    pub role: String,
+    pub digest: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl TokenRow {
+    /// Whether it lets anyone in at `now`.
+    pub fn live(&self, now: i64) -> bool {
+        self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|e| now < e)
+    }
+}
+
+/// Who is on call instead of a schedule's rotation, and who said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverrideRow {
+    pub id: String,
+    pub schedule: String,
+    pub person: String,
+    pub from_ms: i64,
+    pub until_ms: i64,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub removed_at_ms: Option<i64>,
+}
+
+/// One change a person made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Given by the store; any value when recording.
+    pub id: i64,
+    pub at_ms: i64,
+    /// A person's id, `status_page`, or the system user (then `verified` is false).
+    pub actor: String,
+    pub token_id: Option<String>,
+    pub verified: bool,
+    /// `page`, `api`, `cli`, `sms`, `slack` or `link`.
+    pub via: String,
+    pub from_addr: String,
+    /// What was done: `silence.add`, `replay`, `token.create`, …
+    pub action: String,
+    /// What it was done to: a silence's id, a problem, a schedule, a token's id.
+    pub target: String,
+    pub detail: String,
+}
+
+read_by_name!(TokenRow {
+    id,
+    person,
+    role,
+    digest,
+    created_at_ms,
+    created_by,
+    expires_at_ms,
+    revoked_at_ms
+});
+read_by_name!(OverrideRow {
+    id,
+    schedule,
+    person,
+    from_ms,
+    until_ms,
+    created_at_ms,
+    created_by,
+    removed_at_ms
+});
+read_by_name!(AuditRow {
+    id,
+    at_ms,
+    actor,
+    token_id,
+    verified,
+    via,
+    from_addr,
+    action,
+    target,
+    detail
+});

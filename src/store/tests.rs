@@ -75,6 +75,7 @@ on_both!(
     silences_hold_runs_until_they_end,
     a_flap_wait_is_held_and_suppressed,
     an_open_and_its_close_routed_together_run_nothing,
+    tokens_overrides_and_the_audit_are_kept,
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -890,4 +891,80 @@ async fn a_folder_left_as_it_was_is_not_compared_again(store: &Store, dir: &Path
     assert_eq!(store.check_folder().await.unwrap().unknown, ["sample.json"]);
     assert!(!store.mark_folder().await.unwrap());
     assert!(!store.check_folder().await.unwrap().as_left);
+}
+
+async fn tokens_overrides_and_the_audit_are_kept(store: &Store, _: &Path) {
+    use crate::store::{AuditRow, OverrideRow, TokenRow};
+    let token = TokenRow {
+        id: "0123456789abcdef".into(),
+        person: "ana".into(),
+        role: "responder".into(),
+        digest: "d".into(),
+        created_at_ms: 10,
+        created_by: "admin".into(),
+        expires_at_ms: Some(1_000),
+        revoked_at_ms: None,
+    };
+    store.add_token(token.clone()).await.unwrap();
+    assert_eq!(store.token(&token.id).await.unwrap(), Some(token.clone()));
+    assert!(store.token("nope").await.unwrap().is_none());
+    assert!(token.live(999) && !token.live(1_000));
+    assert!(store.revoke_token(token.id.clone(), 50).await.unwrap());
+    assert!(!store.revoke_token(token.id.clone(), 60).await.unwrap());
+    let listed = store.tokens().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].revoked_at_ms, Some(50));
+    assert!(!listed[0].live(51));
+
+    for (id, schedule, from, until) in [("o1", "primary", 100, 200), ("o2", "other", 150, 400)] {
+        store
+            .add_override(OverrideRow {
+                id: id.into(),
+                schedule: schedule.into(),
+                person: "bo".into(),
+                from_ms: from,
+                until_ms: until,
+                created_at_ms: 5,
+                created_by: "ana".into(),
+                removed_at_ms: None,
+            })
+            .await
+            .unwrap();
+    }
+    let ids = |rows: Vec<OverrideRow>| rows.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.overrides(None, 0).await.unwrap()), ["o1", "o2"]);
+    assert_eq!(
+        ids(store.overrides(Some("primary".into()), 0).await.unwrap()),
+        ["o1"]
+    );
+    assert_eq!(ids(store.overrides(None, 200).await.unwrap()), ["o2"]);
+    assert!(store.remove_override("o2".into(), 7).await.unwrap());
+    assert!(!store.remove_override("o2".into(), 8).await.unwrap());
+    assert!(ids(store.overrides(None, 200).await.unwrap()).is_empty());
+
+    for (at, action) in [(1, "silence.add"), (2, "replay")] {
+        store
+            .record_audit(AuditRow {
+                id: 0,
+                at_ms: at,
+                actor: "ana".into(),
+                token_id: None,
+                verified: true,
+                via: "api".into(),
+                from_addr: "127.0.0.1".into(),
+                action: action.into(),
+                target: "x".into(),
+                detail: "<script>".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let rows = store.audit(0, 10).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["replay", "silence.add"]
+    );
+    assert!(rows[0].verified && rows[0].detail == "<script>");
+    assert_eq!(store.audit(2, 10).await.unwrap().len(), 1);
+    assert_eq!(store.audit(0, 1).await.unwrap().len(), 1);
 }

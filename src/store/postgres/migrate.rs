@@ -38,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../../migrations/postgres/0008_run_priority.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/postgres/0009_people.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

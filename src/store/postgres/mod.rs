@@ -10,6 +10,7 @@ mod migrate;
 mod noise;
 mod prune;
 mod queue;
+mod roster;
 pub(super) mod rows;
 mod source_sql;
 #[cfg(test)]

@@ -63,6 +63,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../../../migrations/sqlite/0014_write_probe.sql"),
     ),
+    (
+        15,
+        include_str!("../../../migrations/sqlite/0015_people.sql"),
+    ),
 ];
 
 /// Whether the store's tables are this hub's, changing nothing.

@@ -8,6 +8,7 @@ mod migrate;
 mod noise;
 mod prune;
 mod reader;
+mod roster;
 pub(super) mod rows;
 mod runs;
 mod source_sql;
