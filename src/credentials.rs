@@ -44,6 +44,11 @@ impl BasicAuth {
 pub struct Presented(Option<(String, String)>);
 
 impl Presented {
+    /// The user name and password, when the request presented readable ones.
+    pub fn pair(&self) -> Option<(&str, &str)> {
+        self.0.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
     /// Reads an `Authorization` header's value.
     pub fn parse(header: Option<&str>) -> Presented {
         let parsed = header.and_then(|h| {

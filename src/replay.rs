@@ -36,6 +36,7 @@ pub async fn replay(
     source: Source,
     problem_id: &str,
     action: Option<&str>,
+    actor: &crate::people::Actor,
 ) -> anyhow::Result<String> {
     let store = crate::app::open_store(&config).await?;
     let latest = store
@@ -65,6 +66,17 @@ pub async fn replay(
     }
     let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
     let scheduled = store.schedule_replay(&ids).await?;
+    crate::people::audit::record(
+        &store,
+        actor,
+        "replay",
+        &format!("{source}/{problem_id}"),
+        format!(
+            "{scheduled} run(s){}",
+            action.map(|a| format!(" of {a}")).unwrap_or_default()
+        ),
+    )
+    .await;
     let waited = match crate::store::lock(&config.store) {
         // No hub runs on this store: this command does the work itself, holding the store as
         // `hub run` would, so one that starts meanwhile waits its turn.

@@ -2,7 +2,9 @@
 //! header of a trusted sign-on proxy), who is on call (schedules), and what each did (the audit
 //! log). No HTTP and no SQL here: the web layer and the store use these types.
 
+pub mod audit;
 pub mod config;
+pub mod oncall;
 pub mod password;
 pub mod schedule;
 pub mod tokens;

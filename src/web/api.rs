@@ -8,9 +8,10 @@ use rocket::response::{self, Responder, Response};
 use rocket::{get, post, routes, Route, State};
 use serde_json::{json, Value};
 
-use super::auth::Presented;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::{view, App, JsonOk, StatusJson};
+use crate::people::{Role, Via};
 
 pub fn routes() -> Vec<Route> {
     routes![problems, problem, replay, feed, stats, metrics]
@@ -21,11 +22,11 @@ pub fn routes() -> Vec<Route> {
 #[get("/api/problems?<page>&<before>")]
 async fn problems(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     page: Option<&str>,
     before: Option<&str>,
 ) -> Result<JsonOk, ApiError> {
-    app.viewer_allows(&auth)?;
+    app.require(&caller, Role::Viewer, Via::Api).await?;
     let rows = app.store.problems(view::page_of(before, page)?).await?;
     let has_next = rows.len() as i64 > view::PER_PAGE;
     let rows: Vec<_> = rows.into_iter().take(view::PER_PAGE as usize).collect();
@@ -41,11 +42,11 @@ async fn problems(
 #[get("/api/problems/<id>?<source>")]
 async fn problem(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     id: &str,
     source: Option<&str>,
 ) -> Result<JsonOk, ApiError> {
-    app.viewer_allows(&auth)?;
+    app.require(&caller, Role::Viewer, Via::Api).await?;
     let mut data = view::problem(app, id, source).await?;
     if let Value::Object(map) = &mut data {
         // The page's renderings; the API gives the data.
@@ -71,13 +72,13 @@ async fn problem(
 #[post("/api/problems/<id>/replay?<source>&<action>")]
 async fn replay(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     content_type: Option<&ContentType>,
     id: &str,
     source: Option<&str>,
     action: Option<&str>,
 ) -> Result<StatusJson, ApiError> {
-    app.viewer_allows(&auth)?;
+    let actor = app.require(&caller, Role::Responder, Via::Api).await?;
     if !content_type.is_some_and(|c| c.is_json()) {
         return Err(ApiError::unsupported_media_type(
             "send Content-Type: application/json (a cross-site form cannot)",
@@ -88,6 +89,13 @@ async fn replay(
         %source, problem_id = id, action, scheduled, manual = true,
         "replay requested through the API"
     );
+    app.audit(
+        &actor,
+        "replay",
+        &format!("{source}/{id}"),
+        replay_detail(action, scheduled),
+    )
+    .await;
     Ok(StatusJson(
         Status::Accepted,
         json!({"status": "scheduled", "source": source, "problem_id": id, "runs": scheduled}),
@@ -97,10 +105,10 @@ async fn replay(
 #[get("/api/feed?<relative>")]
 async fn feed(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     relative: Option<&str>,
 ) -> Result<JsonOk, ApiError> {
-    app.viewer_allows(&auth)?;
+    app.require(&caller, Role::Viewer, Via::Api).await?;
     let window = view::window(relative.unwrap_or("hour"))?;
     view::feed(app, window)
         .await
@@ -109,8 +117,8 @@ async fn feed(
 }
 
 #[get("/api/stats")]
-async fn stats(app: &State<App>, auth: Presented) -> Result<JsonOk, ApiError> {
-    app.viewer_allows(&auth)?;
+async fn stats(app: &State<App>, caller: Caller) -> Result<JsonOk, ApiError> {
+    app.require(&caller, Role::Viewer, Via::Api).await?;
     // The lists are the page's; none is read.
     let none = crate::store::Page::first(0);
     let mut data = view::status(app, none, none).await?;
@@ -147,11 +155,19 @@ impl<'r> Responder<'r, 'static> for Text {
 }
 
 #[get("/metrics")]
-async fn metrics(app: &State<App>, auth: Presented) -> Result<Text, ApiError> {
-    app.viewer_allows(&auth)?;
+async fn metrics(app: &State<App>, caller: Caller) -> Result<Text, ApiError> {
+    app.require(&caller, Role::Viewer, Via::Api).await?;
     app.metrics
         .render(&app.store)
         .await
         .map(Text)
         .map_err(ApiError::from)
+}
+
+/// What a replay's audit row says: which runs, how many.
+pub(super) fn replay_detail(action: Option<&str>, scheduled: u64) -> String {
+    format!(
+        "{scheduled} run(s){}",
+        action.map(|a| format!(" of {a}")).unwrap_or_default()
+    )
 }

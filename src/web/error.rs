@@ -97,6 +97,30 @@ impl ApiError {
         ApiError::new(Status::InternalServerError, "internal_error", detail)
     }
 
+    /// Signed in, but the role does not allow this; the detail names the role needed.
+    pub fn needs_role(needed: crate::people::Role, actor: &crate::people::Actor) -> Self {
+        ApiError::new(
+            Status::Forbidden,
+            "forbidden",
+            format!(
+                "this needs the {needed} role; {} is {} {}",
+                actor.label(),
+                if actor.role == crate::people::Role::Admin {
+                    "an"
+                } else {
+                    "a"
+                },
+                actor.role
+            ),
+        )
+    }
+
+    /// A schedule, person or token the request names that the config or store does not have, or
+    /// a value that cannot be used for one; nothing was changed.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::BadRequest, "invalid", detail)
+    }
+
     pub fn unauthorized_for(scheme: &'static str, detail: impl Into<String>) -> Self {
         ApiError {
             challenge: Some(scheme),

@@ -7,6 +7,7 @@ mod ingest;
 mod metrics;
 mod noise;
 mod page;
+mod people;
 mod server;
 mod text;
 mod triage;
@@ -26,7 +27,7 @@ use crate::config::Config;
 use crate::live::Live;
 use crate::reload::Reloader;
 use crate::store::Store;
-pub use auth::{BasicAuth, Presented};
+pub use auth::{BasicAuth, Caller, Presented};
 pub use error::ApiError;
 pub use server::Tls;
 use std::sync::Arc;
@@ -44,6 +45,10 @@ pub struct App {
     pub reloader: Arc<Reloader>,
     /// Signs the page's own forms (see `page::replay`); new at every start.
     csrf_key: [u8; 32],
+    /// Passwords that checked out lately (see `people::password`).
+    pub remembered: crate::people::password::Remembered,
+    /// Turns for the slow password check.
+    pub password_checks: tokio::sync::Semaphore,
 }
 
 /// The web's part of the config, made ready to use. A request keeps the one it started with.
@@ -51,8 +56,10 @@ pub struct Settings {
     pub config: Config,
     pub sources: crate::config::SourcesConfig,
     pub client: Option<crate::dynatrace::Client>,
-    /// Who may read the page, the API and the metrics.
-    pub viewer: BasicAuth,
+    /// The `status_page` login, an admin. Without that section, the webhook's credentials, as
+    /// long as the config has no people: a sample's config keeps its one login, and once there
+    /// are people a monitoring system's password no longer opens the page.
+    pub status_page: Option<BasicAuth>,
 }
 
 impl Settings {
@@ -61,26 +68,19 @@ impl Settings {
             config: config.clone(),
             sources: config.sources.clone(),
             client: crate::dynatrace::Client::from_config(&config.dynatrace)?,
-            viewer: match &config.viewer {
-                Some((user, password)) => BasicAuth::new(user, password),
-                None => BasicAuth::new(&config.webhook.username, &config.webhook.password),
+            status_page: match &config.viewer {
+                Some((user, password)) => Some(BasicAuth::new(user, password)),
+                None if config.people.people.is_empty() => Some(BasicAuth::new(
+                    &config.webhook.username,
+                    &config.webhook.password,
+                )),
+                None => None,
             },
         })
     }
 }
 
 impl App {
-    pub fn viewer_allows(&self, presented: &Presented) -> Result<(), ApiError> {
-        if self.settings.get().viewer.allows(presented) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized_for(
-                "Basic",
-                "send HTTP Basic credentials (status_page, else webhook username and password)",
-            ))
-        }
-    }
-
     pub fn csrf_token(&self) -> String {
         crate::secret::hex(&crate::secret::hmac_sha256(
             &self.csrf_key,
@@ -151,17 +151,25 @@ fn healthz(app: &rocket::State<App>) -> Result<JsonOk, ApiError> {
 #[rocket::post("/-/reload")]
 async fn reload(
     app: &rocket::State<App>,
-    auth: Presented,
+    caller: Caller,
     origin: view::SameOrigin,
 ) -> Result<JsonOk, ApiError> {
-    app.viewer_allows(&auth)?;
+    let actor = app
+        .require(&caller, crate::people::Role::Admin, crate::people::Via::Api)
+        .await?;
     if !origin.0 {
         return Err(ApiError::forbidden(
             "a reload is not taken from another site's page; POST it from hub's own host (curl, a \
              script) or send SIGHUP",
         ));
     }
-    match app.reloader.reload("POST /-/reload").await {
+    let done = app.reloader.reload("POST /-/reload").await;
+    let outcome = match &done {
+        Ok(_) => "reloaded".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    app.audit(&actor, "reload", "config", outcome).await;
+    match done {
         Ok(done) => Ok(JsonOk(json!({
             "status": "reloaded",
             "restart_needed": done.restart_needed,
@@ -283,6 +291,8 @@ fn build(
         settings: reloader.web(),
         reloader,
         csrf_key: random_key(),
+        remembered: Default::default(),
+        password_checks: tokio::sync::Semaphore::new(auth::PASSWORD_CHECKS),
     };
     let rocket = rocket::custom(rocket_config)
         .manage(app)
@@ -291,6 +301,7 @@ fn build(
         .mount("/", page::routes())
         .mount("/", api::routes())
         .mount("/", noise::routes())
+        .mount("/", people::routes())
         .register("/", catchers![error::default_catcher]);
     Ok((rocket, refused))
 }

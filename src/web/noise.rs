@@ -7,11 +7,12 @@ use rocket::response::Redirect;
 use rocket::{delete, get, post, routes, Route, State};
 use serde_json::{json, Value};
 
-use super::auth::Presented;
+use super::auth::{Caller, Presented};
 use super::error::ApiError;
 use super::{view, App, JsonOk, StatusJson};
 use crate::clock::now_ms;
 use crate::credentials::BasicAuth;
+use crate::people::{Role, Via};
 use crate::silences::{self, SilenceError};
 
 pub fn routes() -> Vec<Route> {
@@ -28,8 +29,8 @@ impl From<SilenceError> for ApiError {
 }
 
 #[get("/api/silences")]
-async fn list(app: &State<App>, auth: Presented) -> Result<JsonOk, ApiError> {
-    app.viewer_allows(&auth)?;
+async fn list(app: &State<App>, caller: Caller) -> Result<JsonOk, ApiError> {
+    app.require(&caller, Role::Viewer, Via::Api).await?;
     let settings = app.settings.get();
     Ok(JsonOk(
         silences::list(&app.store, &settings.config.maintenance).await?,
@@ -47,11 +48,11 @@ pub const MAX_SILENCE_BYTES: u64 = 16 * 1024;
 #[post("/api/silences", data = "<body>")]
 async fn add(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     content_type: Option<&ContentType>,
     body: Data<'_>,
 ) -> Result<StatusJson, ApiError> {
-    app.viewer_allows(&auth)?;
+    let actor = app.require(&caller, Role::Responder, Via::Api).await?;
     if !content_type.is_some_and(|c| c.is_json()) {
         return Err(ApiError::unsupported_media_type(
             "send Content-Type: application/json",
@@ -68,31 +69,63 @@ async fn add(
             MAX_SILENCE_BYTES / 1024
         )));
     }
-    let request: silences::Request = serde_json::from_str(&body).map_err(|e| {
+    let mut request: silences::Request = serde_json::from_str(&body).map_err(|e| {
         ApiError::invalid_silence(format!("expected {{\"matchers\": [\"KEY=VALUE\", …], \"duration\" or \"until\", \"comment\", \"author\"?, \"renotify\"?}}: {e}"),
         )
     })?;
-    let s = silences::add(&app.store, &request).await?;
-    app.store.committed().notify_one();
+    let s = add_as(app, &actor, &mut request).await?;
     Ok(StatusJson(Status::Created, silences::shown(&s, now_ms())))
 }
 
-async fn expire_one(app: &App, id: &str) -> Result<Value, ApiError> {
+/// Adds a silence in the actor's name (what was typed as its author is kept after it, as a
+/// note), and records who did.
+async fn add_as(
+    app: &App,
+    actor: &crate::people::Actor,
+    request: &mut silences::Request,
+) -> Result<crate::store::SilenceRow, ApiError> {
+    let typed = request.author.trim();
+    request.author = if typed.is_empty() || typed == actor.name {
+        actor.label()
+    } else {
+        format!("{} for {typed}", actor.label())
+    };
+    let s = silences::add(&app.store, request).await?;
+    app.store.committed().notify_one();
+    let matchers: Vec<String> = s.matcher_list().iter().map(ToString::to_string).collect();
+    app.audit(
+        actor,
+        "silence.add",
+        &s.id,
+        format!(
+            "{} until {} ({})",
+            matchers.join(" "),
+            crate::clock::rfc3339(s.ends_at_ms),
+            s.comment
+        ),
+    )
+    .await;
+    Ok(s)
+}
+
+async fn expire_one(app: &App, actor: &crate::people::Actor, id: &str) -> Result<Value, ApiError> {
     let Some(s) = app.store.silence(id).await? else {
         return Err(ApiError::not_found("no silence has this id"));
     };
     if !app.store.expire_silence(id.to_string(), now_ms()).await? {
         return Err(ApiError::ended("this silence has ended already"));
     }
-    tracing::info!(silence = id, "silence expired");
+    tracing::info!(silence = id, by = actor.name, "silence expired");
     app.store.committed().notify_one();
+    app.audit(actor, "silence.expire", id, s.comment.clone())
+        .await;
     Ok(json!({"status": "expired", "id": s.id}))
 }
 
 #[delete("/api/silences/<id>")]
-async fn expire(app: &State<App>, auth: Presented, id: &str) -> Result<JsonOk, ApiError> {
-    app.viewer_allows(&auth)?;
-    expire_one(app, id).await.map(JsonOk)
+async fn expire(app: &State<App>, caller: Caller, id: &str) -> Result<JsonOk, ApiError> {
+    let actor = app.require(&caller, Role::Responder, Via::Api).await?;
+    expire_one(app, &actor, id).await.map(JsonOk)
 }
 
 #[derive(FromForm)]
@@ -118,13 +151,13 @@ fn from_page(app: &App, origin: &view::SameOrigin, csrf: &str) -> Result<(), Api
 #[post("/silences", data = "<form>")]
 async fn add_from_page(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     origin: view::SameOrigin,
     form: Form<SilenceForm<'_>>,
 ) -> Result<Redirect, ApiError> {
-    app.viewer_allows(&auth)?;
+    let actor = app.require(&caller, Role::Responder, Via::Page).await?;
     from_page(app, &origin, form.csrf)?;
-    let request = silences::Request {
+    let mut request = silences::Request {
         matchers: form
             .matchers
             .lines()
@@ -138,8 +171,7 @@ async fn add_from_page(
         author: form.author.to_string(),
         renotify: None,
     };
-    silences::add(&app.store, &request).await?;
-    app.store.committed().notify_one();
+    add_as(app, &actor, &mut request).await?;
     Ok(Redirect::to("/#silences"))
 }
 
@@ -151,14 +183,14 @@ struct ExpireForm<'r> {
 #[post("/silences/<id>/expire", data = "<form>")]
 async fn expire_from_page(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     origin: view::SameOrigin,
     id: &str,
     form: Form<ExpireForm<'_>>,
 ) -> Result<Redirect, ApiError> {
-    app.viewer_allows(&auth)?;
+    let actor = app.require(&caller, Role::Responder, Via::Page).await?;
     from_page(app, &origin, form.csrf)?;
-    expire_one(app, id).await?;
+    expire_one(app, &actor, id).await?;
     Ok(Redirect::to("/#silences"))
 }
 

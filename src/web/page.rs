@@ -14,15 +14,16 @@ use rocket::{get, post, routes, Route, State};
 use serde_json::{json, Value};
 use tera::Tera;
 
-use super::auth::Presented;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::triage;
 use super::view;
 use super::App;
 use crate::dynatrace::Window;
+use crate::people::{Role, Via};
 
 pub fn routes() -> Vec<Route> {
-    routes![index, feed, problem, confirm_replay, replay]
+    routes![index, feed, problem, confirm_replay, replay, audit]
 }
 
 /// The templates, compiled when the first page is asked for: a hub that only receives never
@@ -40,6 +41,7 @@ impl Templates {
             ("problem.html", include_str!("../../templates/problem.html")),
             ("replay.html", include_str!("../../templates/replay.html")),
             ("error.html", include_str!("../../templates/error.html")),
+            ("audit.html", include_str!("../../templates/audit.html")),
         ])?;
         Ok(tera)
     }
@@ -98,8 +100,8 @@ struct IndexQuery<'r> {
 /// The status page: the instance's health, then the problems that need a person (worst first,
 /// filtered by the query), then what this hub is doing and how it is set up.
 #[get("/?<q..>")]
-async fn index(app: &State<App>, auth: Presented, q: IndexQuery<'_>) -> Result<Html, ApiError> {
-    app.viewer_allows(&auth)?;
+async fn index(app: &State<App>, caller: Caller, q: IndexQuery<'_>) -> Result<Html, ApiError> {
+    let actor = app.require(&caller, Role::Viewer, Via::Page).await?;
     if let Some(window) = q.relative_time {
         return feed_page(app, window).await;
     }
@@ -132,12 +134,14 @@ async fn index(app: &State<App>, auth: Presented, q: IndexQuery<'_>) -> Result<H
     // A wallboard only shows: it offers no form, so a screen left logged in changes nothing.
     data["read_only"] = json!(filters.refresh.is_some());
     data["csrf"] = json!(app.csrf_token());
+    signed_in(app, &actor, &mut data);
+    data["oncall"] = super::people::page_data(app).await?;
     app.templates.render("index.html", &data)
 }
 
 #[get("/feed?<relative>")]
-async fn feed(app: &State<App>, auth: Presented, relative: Option<&str>) -> Result<Html, ApiError> {
-    app.viewer_allows(&auth)?;
+async fn feed(app: &State<App>, caller: Caller, relative: Option<&str>) -> Result<Html, ApiError> {
+    app.require(&caller, Role::Viewer, Via::Page).await?;
     feed_page(app, relative.unwrap_or("hour")).await
 }
 
@@ -195,12 +199,13 @@ impl<'r> Responder<'r, 'static> for PageError {
 #[get("/problems/<id>?<source>")]
 async fn problem(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     id: &str,
     source: Option<&str>,
 ) -> Result<Html, PageError> {
-    app.viewer_allows(&auth)?;
+    let actor = app.require(&caller, Role::Viewer, Via::Page).await?;
     let mut data = view::problem(app, id, source).await?;
+    signed_in(app, &actor, &mut data);
     let source = data["source"].as_str().unwrap_or_default().to_string();
     data["replay_url"] = json!(replay_url(id, &source, None));
     let actions: Vec<Value> = data["replay_actions"]
@@ -215,6 +220,29 @@ async fn problem(
         .unwrap_or_default();
     data["replay_actions"] = json!(actions);
     Ok(app.templates.render("problem.html", &data)?)
+}
+
+/// Who the page is for, and whether to show the forms that change something: a viewer sees
+/// none (they would only answer 403).
+fn signed_in(app: &App, actor: &crate::people::Actor, data: &mut Value) {
+    data["me"] = super::people::actor_json(app, actor);
+    data["may_respond"] = json!(actor.may(Role::Responder));
+}
+
+/// The audit log as a page: the last 30 days, newest first.
+#[get("/audit?<since>")]
+async fn audit(app: &State<App>, caller: Caller, since: Option<&str>) -> Result<Html, ApiError> {
+    let actor = app.require(&caller, Role::Viewer, Via::Page).await?;
+    let now = crate::clock::now_ms();
+    let from = crate::people::oncall::since_ms(since, now).map_err(ApiError::invalid)?;
+    let rows = app.store.audit(from, 2_000).await?;
+    let shown: Vec<Value> = rows
+        .iter()
+        .map(crate::people::oncall::shown_audit)
+        .collect();
+    let mut data = json!({"audit": shown, "since": crate::clock::rfc3339(from)});
+    signed_in(app, &actor, &mut data);
+    app.templates.render("audit.html", &data)
 }
 
 /// The confirmation page's address: a GET, which changes nothing.
@@ -236,12 +264,12 @@ fn replay_url(id: &str, source: &str, action: Option<&str>) -> String {
 #[get("/problems/<id>/replay?<source>&<action>")]
 async fn confirm_replay(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     id: &str,
     source: Option<&str>,
     action: Option<&str>,
 ) -> Result<Html, PageError> {
-    app.viewer_allows(&auth)?;
+    app.require(&caller, Role::Responder, Via::Page).await?;
     let (source, runs) = view::replayable(app, id, source, action).await?;
     let runs: Vec<Value> = runs
         .iter()
@@ -277,13 +305,13 @@ struct ReplayForm<'r> {
 #[post("/problems/<id>/replay?<source>", data = "<form>")]
 async fn replay(
     app: &State<App>,
-    auth: Presented,
+    caller: Caller,
     origin: view::SameOrigin,
     id: &str,
     source: Option<&str>,
     form: Form<ReplayForm<'_>>,
 ) -> Result<Redirect, PageError> {
-    app.viewer_allows(&auth)?;
+    let actor = app.require(&caller, Role::Responder, Via::Page).await?;
     if !origin.0 || !app.csrf_matches(form.csrf) {
         return Err(
             ApiError::forbidden("this form must be sent from hub's own problem page").into(),
@@ -304,6 +332,13 @@ async fn replay(
         took_ms = started.elapsed().as_millis() as u64,
         "replay requested from the status page"
     );
+    app.audit(
+        &actor,
+        "replay",
+        &format!("{source}/{id}"),
+        super::api::replay_detail(action, scheduled),
+    )
+    .await;
     Ok(Redirect::to(format!(
         "/problems/{}?source={}",
         view::encode(id),

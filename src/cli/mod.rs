@@ -1,5 +1,8 @@
 //! The command line: `hub run`, `hub check-config`, `hub poll`, `hub problem`, `hub replay`,
-//! `hub explain`, `hub import`, `hub export`, `hub backup`, `hub prune`.
+//! `hub explain`, `hub import`, `hub export`, `hub backup`, `hub prune`, and people's commands
+//! (`people`: `hub hash-password`, `hub token`, `hub oncall`, `hub audit`).
+
+mod people;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +30,12 @@ pub struct Cli {
         default_value = "config.json"
     )]
     pub config: PathBuf,
+
+    /// Act as this person (an id of "people"), with their role; recorded in the audit log.
+    /// Without it, commands that change something act as the system user, recorded as
+    /// unverified.
+    #[arg(long = "as", global = true, value_name = "PERSON")]
+    pub as_person: Option<String>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -132,6 +141,24 @@ pub enum Command {
         #[command(subcommand)]
         command: SilenceCommand,
     },
+    /// Read a password from standard input (one trailing new line dropped) and print its argon2id
+    /// hash, for a person's "password_hash".
+    HashPassword,
+    /// API tokens: create one for a person, list them, or revoke one.
+    Token {
+        #[command(subcommand)]
+        command: people::TokenCommand,
+    },
+    /// Who is on call now (or --at a time), and overrides of the rotation.
+    Oncall(people::OncallArgs),
+    /// The changes people made: silences, replays, overrides, tokens, reloads.
+    Audit {
+        /// How far back (7d, 12h) or since when (RFC 3339). Default: 30d.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one problem's details from the Dynatrace API.
     Problem {
         /// The problem's PID (Dynatrace's {PID} placeholder, v2 problemId). PIDs often start with
@@ -161,7 +188,7 @@ pub enum SilenceCommand {
         /// Why: shown wherever the silence is.
         #[arg(long, required = true)]
         comment: String,
-        /// Who (default: the user running the command).
+        /// On whose behalf, kept after the name of who ran it (--as, else the system user).
         #[arg(long)]
         author: Option<String>,
         /// When it ends, do not run what it held for problems still open.
@@ -180,7 +207,18 @@ pub enum SilenceCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let as_person = cli.as_person.clone();
     match cli.command.unwrap_or(Command::Run) {
+        Command::HashPassword => print_result(people::hash_password()),
+        Command::Token { command } => store_command(&cli.config, false, move |config| {
+            Box::pin(people::token(config, as_person, command))
+        }),
+        Command::Oncall(args) => store_command(&cli.config, false, move |config| {
+            Box::pin(people::on_call(config, as_person, args))
+        }),
+        Command::Audit { since, json } => store_command(&cli.config, false, move |config| {
+            Box::pin(people::audit(config, since, json))
+        }),
         Command::CheckConfig { connect } => check_config(&cli.config, connect),
         Command::Run => run(&cli.config),
         Command::Poll {
@@ -199,7 +237,15 @@ pub fn main() -> ExitCode {
             source,
         } => store_command(&cli.config, true, move |config| {
             Box::pin(async move {
-                crate::replay::replay(config, source, &problem_id, action.as_deref()).await
+                let actor = people::actor(&config, as_person.as_deref())?;
+                if !actor.may(crate::people::Role::Responder) {
+                    anyhow::bail!(
+                        "a replay needs the responder role; {} is {}",
+                        actor.label(),
+                        actor.role
+                    );
+                }
+                crate::replay::replay(config, source, &problem_id, action.as_deref(), &actor).await
             })
         }),
         Command::Explain { payload, source } => explain(&cli.config, &payload, source),
@@ -214,7 +260,7 @@ pub fn main() -> ExitCode {
             source,
         } => test_action(&cli.config, &name, state, problem, source),
         Command::Silence { command } => store_command(&cli.config, false, move |config| {
-            Box::pin(silence(config, command))
+            Box::pin(silence(config, as_person, command))
         }),
         Command::Prune { dry_run, max_age } => store_command(&cli.config, false, move |config| {
             Box::pin(prune_now(config, max_age, dry_run))
@@ -225,8 +271,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn silence(config: Config, command: SilenceCommand) -> anyhow::Result<String> {
+async fn silence(
+    config: Config,
+    as_person: Option<String>,
+    command: SilenceCommand,
+) -> anyhow::Result<String> {
     let store = crate::app::open_store(&config).await?;
+    let actor = people::actor(&config, as_person.as_deref())?;
+    let changes = !matches!(command, SilenceCommand::List { .. });
+    if changes && !actor.may(crate::people::Role::Responder) {
+        anyhow::bail!(
+            "silences need the responder role; {} is {}",
+            actor.label(),
+            actor.role
+        );
+    }
     match command {
         SilenceCommand::Add {
             matchers,
@@ -236,9 +295,10 @@ async fn silence(config: Config, command: SilenceCommand) -> anyhow::Result<Stri
             author,
             no_renotify,
         } => {
-            let author = author
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_default();
+            let author = match author.filter(|a| !a.trim().is_empty()) {
+                Some(typed) if typed != actor.name => format!("{} for {typed}", actor.label()),
+                _ => actor.label(),
+            };
             let request = crate::silences::Request {
                 matchers,
                 duration,
@@ -248,6 +308,20 @@ async fn silence(config: Config, command: SilenceCommand) -> anyhow::Result<Stri
                 renotify: Some(!no_renotify),
             };
             let s = crate::silences::add(&store, &request).await?;
+            let matchers: Vec<String> = s.matcher_list().iter().map(ToString::to_string).collect();
+            crate::people::audit::record(
+                &store,
+                &actor,
+                "silence.add",
+                &s.id,
+                format!(
+                    "{} until {} ({})",
+                    matchers.join(" "),
+                    crate::clock::rfc3339(s.ends_at_ms),
+                    s.comment
+                ),
+            )
+            .await;
             eprintln!(
                 "silenced {} until {}",
                 s.matcher_list()
@@ -267,15 +341,17 @@ async fn silence(config: Config, command: SilenceCommand) -> anyhow::Result<Stri
             Ok(silence_table(&listed))
         }
         SilenceCommand::Expire { id } => {
-            if store.silence(&id).await?.is_none() {
+            let Some(found) = store.silence(&id).await? else {
                 anyhow::bail!("no silence has the id {id:?} (hub silence list shows them)");
-            }
+            };
             if !store
                 .expire_silence(id.clone(), crate::clock::now_ms())
                 .await?
             {
                 anyhow::bail!("silence {id} has ended already");
             }
+            crate::people::audit::record(&store, &actor, "silence.expire", &id, found.comment)
+                .await;
             Ok(format!(
                 "expired {id}; what it held for problems still open runs within a few seconds"
             ))
