@@ -295,10 +295,7 @@ async fn silence(
             author,
             no_renotify,
         } => {
-            let author = match author.filter(|a| !a.trim().is_empty()) {
-                Some(typed) if typed != actor.name => format!("{} for {typed}", actor.label()),
-                _ => actor.label(),
-            };
+            let author = actor.author(author.as_deref().unwrap_or_default());
             let request = crate::silences::Request {
                 matchers,
                 duration,

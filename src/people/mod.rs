@@ -104,6 +104,19 @@ impl Actor {
         people.people.get(&self.name)
     }
 
+    /// The author a silence they make carries. A shared login (`status_page`) or the command
+    /// line's unverified user proves no one, so what was typed names the author, as before hub
+    /// knew people; a person's own name is theirs, with what they typed kept after it.
+    pub fn author(&self, typed: &str) -> String {
+        let typed = typed.trim();
+        let shared = self.name == STATUS_PAGE || !self.verified;
+        match (typed.is_empty() || typed == self.name, shared) {
+            (true, _) => self.label(),
+            (false, true) => typed.to_string(),
+            (false, false) => format!("{} for {typed}", self.label()),
+        }
+    }
+
     /// How the audit log and the page name this actor: `ana`, `ana (token 3f2a…)`, `root
     /// (unverified)`.
     pub fn label(&self) -> String {
@@ -138,6 +151,35 @@ mod tests {
         }
         assert_eq!(Role::parse(" Admin "), Some(Role::Admin));
         assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn a_silence_author_is_the_person_or_what_a_shared_login_typed() {
+        let person = Actor {
+            name: "ana".into(),
+            role: Role::Responder,
+            token: None,
+            verified: true,
+            via: Via::Api,
+            from: "127.0.0.1".into(),
+        };
+        assert_eq!(person.author(""), "ana");
+        assert_eq!(person.author(" ana "), "ana");
+        assert_eq!(person.author("ops"), "ana for ops");
+        let shared = Actor {
+            name: STATUS_PAGE.into(),
+            role: Role::Admin,
+            ..person.clone()
+        };
+        assert_eq!(shared.author("ops"), "ops");
+        assert_eq!(shared.author(""), "status_page");
+        let cli = Actor {
+            name: "root".into(),
+            verified: false,
+            ..person
+        };
+        assert_eq!(cli.author("ops"), "ops");
+        assert_eq!(cli.author(""), "root (unverified)");
     }
 
     #[test]

@@ -77,19 +77,13 @@ async fn add(
     Ok(StatusJson(Status::Created, silences::shown(&s, now_ms())))
 }
 
-/// Adds a silence in the actor's name (what was typed as its author is kept after it, as a
-/// note), and records who did.
+/// Adds a silence in the actor's name (see `Actor::author`), and records who did.
 async fn add_as(
     app: &App,
     actor: &crate::people::Actor,
     request: &mut silences::Request,
 ) -> Result<crate::store::SilenceRow, ApiError> {
-    let typed = request.author.trim();
-    request.author = if typed.is_empty() || typed == actor.name {
-        actor.label()
-    } else {
-        format!("{} for {typed}", actor.label())
-    };
+    request.author = actor.author(&request.author);
     let s = silences::add(&app.store, request).await?;
     app.store.committed().notify_one();
     let matchers: Vec<String> = s.matcher_list().iter().map(ToString::to_string).collect();

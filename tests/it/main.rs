@@ -20,6 +20,7 @@ mod ingest;
 mod integrations;
 mod noise;
 mod page;
+mod people;
 mod postgres;
 mod sources;
 mod support;
