@@ -74,10 +74,11 @@ pub enum OncallCommand {
 /// an admin (whoever can run hub here can read its config and its store), recorded as
 /// unverified.
 pub fn actor(config: &Config, as_person: Option<&str>) -> anyhow::Result<Actor> {
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "unknown".into());
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        // SAFETY: getuid has no preconditions and cannot fail.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
     match as_person {
         Some(id) => {
             let Some(p) = config.people.people.get(id) else {
