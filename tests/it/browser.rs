@@ -323,6 +323,61 @@ async fn a_browser_triages_filters_silences_and_confirms_a_replay() {
     browser.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_responder_signs_in_sees_who_is_on_call_and_overrides_the_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::people::team(dir.path(), None);
+    let hub = support::Hub::start_in(dir.path(), &config, &[]);
+    let (_driver, browser) = chromium().await;
+    let authority = hub.base_url.trim_start_matches("http://");
+    let pw = crate::people::PW.replace(' ', "%20");
+    browser
+        .goto(&format!("http://ana:{pw}@{authority}/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(&browser, "signed-in").await,
+        "signed in as Ana Lima (responder)"
+    );
+    let before = text_of(&browser, "oncall-list").await;
+    assert!(before.contains("primary"), "{before}");
+    // Put Vi on call from now for a day, with the page's own form.
+    let form = browser.find(Locator::Id("override-primary")).await.unwrap();
+    form.find(Locator::Css("select[name=person] option[value=vi]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::days(1);
+    form.find(Locator::Css("input[name=until]"))
+        .await
+        .unwrap()
+        .send_keys(&until.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .await
+        .unwrap();
+    click_once_there(&browser, Locator::Css("#override-primary button")).await;
+    url_once(&browser, |u| u.fragment() == Some("oncall")).await;
+    let after = text_of(&browser, "oncall-list").await;
+    assert!(
+        after.contains("Vi Viewer") && after.contains("override"),
+        "{after}"
+    );
+    assert!(text_of(&browser, "override-list").await.contains("ana"));
+    keep_screenshot(&browser, "oncall").await;
+    // The change is in the audit log, through the page, under her name.
+    browser
+        .goto(&format!("{}/audit", hub.base_url))
+        .await
+        .unwrap();
+    let audit = text_of(&browser, "audit").await;
+    assert!(
+        audit.contains("override.add") && audit.contains("ana") && audit.contains("page"),
+        "{audit}"
+    );
+    browser.close().await.unwrap();
+}
+
 /// Clicks the element once the page that has it is there (the click before may still be
 /// loading the next page).
 async fn click_once_there(browser: &fantoccini::Client, locator: Locator<'_>) {

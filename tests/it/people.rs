@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const PW: &str = "a long pass phrase";
+pub const PW: &str = "a long pass phrase";
 
 trait SendJson {
     fn json_body(self, v: &Value) -> Self;
@@ -51,7 +51,7 @@ fn hash_password(dir: &Path, input: &str) -> (Option<i32>, String, String) {
 
 /// Three people, one of each role, a schedule, and (with `proxy_from`) a sign-on proxy trusted
 /// from that network.
-fn team(dir: &Path, proxy_from: Option<&str>) -> Value {
+pub fn team(dir: &Path, proxy_from: Option<&str>) -> Value {
     let (code, hash, err) = hash_password(dir, &format!("{PW}\n"));
     assert_eq!(code, Some(0), "{err}");
     let mut patch = json!({
