@@ -364,7 +364,7 @@ async fn a_responder_signs_in_sees_who_is_on_call_and_overrides_the_rotation() {
         "{after}"
     );
     assert!(text_of(&browser, "override-list").await.contains("ana"));
-    keep_screenshot(&browser, "oncall").await;
+    keep_screenshot(&browser, "oncall.png").await;
     // The change is in the audit log, through the page, under her name.
     browser
         .goto(&format!("{}/audit", hub.base_url))
