@@ -226,7 +226,29 @@ pub fn main() -> ExitCode {
             json,
             run_actions,
         } => api_command(&cli.config, run_actions, move |c, config| {
-            Box::pin(crate::poll::poll(c, config, relative, json, run_actions))
+            Box::pin(async move {
+                if !run_actions {
+                    return crate::poll::poll(c, config, relative, json, run_actions).await;
+                }
+                let actor = people::require(
+                    &config,
+                    as_person.as_deref(),
+                    crate::people::Role::Responder,
+                    "poll --run-actions",
+                )?;
+                let store = crate::app::open_store(&config).await?;
+                let window = relative.clone();
+                let done = crate::poll::poll(c, config, relative, json, run_actions).await?;
+                crate::people::audit::record(
+                    &store,
+                    &actor,
+                    "poll.run_actions",
+                    &format!("{window:?}"),
+                    String::new(),
+                )
+                .await;
+                Ok(done)
+            })
         }),
         Command::Problem { pid, json } => api_command(&cli.config, false, move |c, _| {
             Box::pin(crate::poll::problem(c, pid, json))
@@ -237,20 +259,31 @@ pub fn main() -> ExitCode {
             source,
         } => store_command(&cli.config, true, move |config| {
             Box::pin(async move {
-                let actor = people::actor(&config, as_person.as_deref())?;
-                if !actor.may(crate::people::Role::Responder) {
-                    anyhow::bail!(
-                        "a replay needs the responder role; {} is {}",
-                        actor.label(),
-                        actor.role
-                    );
-                }
+                let actor = people::require(
+                    &config,
+                    as_person.as_deref(),
+                    crate::people::Role::Responder,
+                    "a replay",
+                )?;
                 crate::replay::replay(config, source, &problem_id, action.as_deref(), &actor).await
             })
         }),
         Command::Explain { payload, source } => explain(&cli.config, &payload, source),
         Command::Import { dir, source } => store_command(&cli.config, false, move |config| {
-            Box::pin(crate::import::import(config, dir, source))
+            Box::pin(async move {
+                let actor = people::require(
+                    &config,
+                    as_person.as_deref(),
+                    crate::people::Role::Admin,
+                    "an import",
+                )?;
+                let store = crate::app::open_store(&config).await?;
+                let target = dir.display().to_string();
+                let done = crate::import::import(config, dir, source).await?;
+                let summary = done.lines().last().unwrap_or_default().to_string();
+                crate::people::audit::record(&store, &actor, "import", &target, summary).await;
+                Ok(done)
+            })
         }),
         Command::Backup { file } => backup(&cli.config, &file),
         Command::TestAction {
@@ -263,7 +296,22 @@ pub fn main() -> ExitCode {
             Box::pin(silence(config, as_person, command))
         }),
         Command::Prune { dry_run, max_age } => store_command(&cli.config, false, move |config| {
-            Box::pin(prune_now(config, max_age, dry_run))
+            Box::pin(async move {
+                if dry_run {
+                    return prune_now(config, max_age, dry_run).await;
+                }
+                let actor = people::require(
+                    &config,
+                    as_person.as_deref(),
+                    crate::people::Role::Admin,
+                    "a prune",
+                )?;
+                let store = crate::app::open_store(&config).await?;
+                let done = prune_now(config, max_age, dry_run).await?;
+                let summary = done.lines().last().unwrap_or_default().to_string();
+                crate::people::audit::record(&store, &actor, "prune", "store", summary).await;
+                Ok(done)
+            })
         }),
         Command::Export { dir, since } => store_command(&cli.config, false, move |config| {
             Box::pin(crate::export::export(config, dir, since))

@@ -104,6 +104,25 @@ pub fn actor(config: &Config, as_person: Option<&str>) -> anyhow::Result<Actor> 
     }
 }
 
+/// The command line's actor, if their role allows what the command does (`what`, as the error
+/// says it); else an error naming the role needed.
+pub fn require(
+    config: &Config,
+    as_person: Option<&str>,
+    needed: Role,
+    what: &str,
+) -> anyhow::Result<Actor> {
+    let actor = actor(config, as_person)?;
+    if !actor.may(needed) {
+        anyhow::bail!(
+            "{what} needs the {needed} role; {} is {}",
+            actor.label(),
+            actor.role
+        );
+    }
+    Ok(actor)
+}
+
 /// `hub hash-password`: a password from standard input, its argon2id hash on standard output.
 pub fn hash_password() -> anyhow::Result<String> {
     let mut text = String::new();

@@ -920,3 +920,50 @@ async fn hash_password_and_the_people_config_are_checked() {
     }
     assert!(!d.join("x").exists());
 }
+
+#[tokio::test]
+async fn commands_that_change_the_store_check_the_role_and_are_recorded() {
+    let (dir, hub) = start_team(None);
+    let d = dir.path();
+    std::fs::create_dir(d.join("old")).unwrap();
+    std::fs::write(d.join("old/1.json"), fixture("dynatrace/minimal-open.json")).unwrap();
+    for args in [
+        vec!["--as", "ana", "import", "old"],
+        vec!["--as", "vi", "prune", "--max-age", "90d"],
+        vec![
+            "--as",
+            "vi",
+            "silence",
+            "add",
+            "--match",
+            "tag=a:b",
+            "--duration",
+            "1h",
+            "--comment",
+            "c",
+        ],
+    ] {
+        let (code, _, err) = hub_cli(d, &args);
+        assert_eq!(code, Some(1), "{args:?}");
+        assert!(err.contains("role"), "{args:?}: {err}");
+    }
+    // A dry run changes nothing, so a viewer may.
+    let (code, _, err) = hub_cli(d, &["--as", "vi", "prune", "--max-age", "90d", "--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = hub_cli(d, &["--as", "root", "import", "old"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = hub_cli(d, &["prune", "--max-age", "90d"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows = audit(&hub).await;
+    let import = rows.iter().find(|r| r["action"] == "import").unwrap();
+    assert_eq!(
+        (import["actor"].as_str(), import["via"].as_str()),
+        (Some("root"), Some("cli"))
+    );
+    let prune = rows.iter().find(|r| r["action"] == "prune").unwrap();
+    assert_eq!(
+        prune["verified"], false,
+        "no --as: the system user, unverified"
+    );
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+}
