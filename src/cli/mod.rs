@@ -237,7 +237,7 @@ pub fn main() -> ExitCode {
                     "poll --run-actions",
                 )?;
                 let store = crate::app::open_store(&config).await?;
-                let window = relative.clone();
+                let window = relative;
                 let done = crate::poll::poll(c, config, relative, json, run_actions).await?;
                 crate::people::audit::record(
                     &store,
