@@ -9,7 +9,7 @@ use super::{
     InstanceRow, NewRun, NotificationRow, Page, ProblemRow, Pruned, Room, RunRow, SentView,
     SilenceRow, SourceCounts, Store, StoreError, StoredNotification, ThreadRef, ThreadRow,
 };
-use super::{AuditRow, OverrideRow, TokenRow};
+use super::{Advance, AuditRow, EscalationRow, OverrideRow, StepRow, TokenRow};
 use crate::domain::Source;
 
 /// Declares a concern's trait and the `Store` methods that forward each of its methods to the
@@ -262,5 +262,39 @@ concern! {
         async fn record_audit(&self, row: AuditRow) -> Result<(), StoreError>;
         /// What was recorded at or after `since_ms`, newest first, at most `limit` rows.
         async fn audit(&self, since_ms: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
+    }
+}
+
+concern! {
+    /// Escalations: started by routing, moved on by the dispatcher, stopped by an
+    /// acknowledgement or the problem's resolution.
+    trait Escalations {
+        /// Starts an escalation unless the problem has one running (`open`, `ended` or `acked`);
+        /// `true` when this one started.
+        async fn start_escalation(&self, e: EscalationRow) -> Result<bool, StoreError>;
+        /// Open escalations whose next step is due at `now`, oldest due first.
+        async fn due_escalations(&self, now: i64, limit: i64) -> Result<Vec<EscalationRow>, StoreError>;
+        /// Records a step as sent (once: a second record of it changes nothing).
+        async fn record_step(&self, row: StepRow) -> Result<(), StoreError>;
+        /// Moves an open escalation on from `(pass, step)`; `false` when it is no longer there
+        /// (another instance moved it, or it was acknowledged or resolved meanwhile).
+        async fn advance_escalation(&self, id: i64, pass: i64, step: i64, to: Advance, now: i64) -> Result<bool, StoreError>;
+        /// Marks the problem's running escalation acknowledged; `None` when it has none running.
+        async fn acknowledge(&self, source: Source, problem_key: &str, by: String, via: String, now: i64) -> Result<Option<EscalationRow>, StoreError>;
+        /// Starts an acknowledged escalation again from its first step, due now.
+        async fn unacknowledge(&self, source: Source, problem_key: &str, now: i64) -> Result<Option<EscalationRow>, StoreError>;
+        /// Ends the problem's running escalation as `state` (`resolved`); how many ended.
+        async fn end_escalations(&self, source: Source, problem_key: String, state: String, now: i64) -> Result<u64, StoreError>;
+        /// The problem's latest escalation.
+        async fn escalation_of(&self, source: Source, problem_key: &str) -> Result<Option<EscalationRow>, StoreError>;
+        async fn escalation(&self, id: i64) -> Result<Option<EscalationRow>, StoreError>;
+        /// The running, unacknowledged escalation a reply code names.
+        async fn escalation_by_code(&self, code: &str) -> Result<Option<EscalationRow>, StoreError>;
+        /// An escalation's steps as sent, in order.
+        async fn escalation_steps(&self, id: i64) -> Result<Vec<StepRow>, StoreError>;
+        /// How many escalations are climbing.
+        async fn open_escalations(&self) -> Result<i64, StoreError>;
+        /// A key made once and shared by every instance (made now with `fresh` when there is none).
+        async fn shared_key(&self, name: &str, fresh: String) -> Result<String, StoreError>;
     }
 }

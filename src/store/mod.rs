@@ -22,7 +22,7 @@ pub use model::{
     NotificationRow, Page, ProblemRow, Pruned, Room, RunRow, RunStart, SentView, SilenceRow,
     SourceCounts, StoredNotification, ThreadRef, ThreadRow, FLAP_NOTE,
 };
-pub use model::{AuditRow, OverrideRow, TokenRow};
+pub use model::{Advance, AuditRow, EscalationRow, OverrideRow, StepRow, TokenRow};
 pub(crate) use model::{Finished, EARLIER_UNFINISHED};
 pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};

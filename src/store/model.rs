@@ -639,3 +639,80 @@ read_by_name!(AuditRow {
     target,
     detail
 });
+
+/// An escalation: a problem's page climbing its policy's steps until someone acknowledges.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EscalationRow {
+    pub id: i64,
+    pub source: Source,
+    pub problem_key: String,
+    /// The notification that opened it; its runs hang on it.
+    pub notification_id: i64,
+    pub policy: String,
+    /// `open` (climbing), `ended` (every step sent, nobody answered), `acked`, `resolved`.
+    pub state: String,
+    /// The next step to send: the pass (0 first) and the step in it.
+    pub pass: i64,
+    pub step: i64,
+    /// When that step is due; `None` once it stopped.
+    pub next_at_ms: Option<i64>,
+    pub held_by: Option<String>,
+    /// What a person texts back to acknowledge.
+    pub code: String,
+    pub started_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub acked_at_ms: Option<i64>,
+    pub acked_by: Option<String>,
+    pub acked_via: Option<String>,
+}
+
+/// One step as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepRow {
+    pub escalation_id: i64,
+    pub pass: i64,
+    pub step: i64,
+    pub started_at_ms: i64,
+    /// JSON: `[{"person", "name"}]`.
+    pub notified: String,
+    /// JSON: the action names.
+    pub actions: String,
+}
+
+/// Where an escalation goes after the step it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advance {
+    /// To this pass and step, due then.
+    To { pass: i64, step: i64, at_ms: i64 },
+    /// Every step of every pass was sent.
+    Ended,
+    /// Held (a silence, a window): back to its first step, looked at again then.
+    Held { by: String, at_ms: i64 },
+}
+
+read_by_name!(EscalationRow {
+    id,
+    source,
+    problem_key,
+    notification_id,
+    policy,
+    state,
+    pass,
+    step,
+    next_at_ms,
+    held_by,
+    code,
+    started_at_ms,
+    updated_at_ms,
+    acked_at_ms,
+    acked_by,
+    acked_via
+});
+read_by_name!(StepRow {
+    escalation_id,
+    pass,
+    step,
+    started_at_ms,
+    notified,
+    actions
+});

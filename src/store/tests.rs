@@ -76,6 +76,7 @@ on_both!(
     a_flap_wait_is_held_and_suppressed,
     an_open_and_its_close_routed_together_run_nothing,
     tokens_overrides_and_the_audit_are_kept,
+    an_escalation_climbs_once_and_stops_when_acknowledged,
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -967,4 +968,133 @@ async fn tokens_overrides_and_the_audit_are_kept(store: &Store, _: &Path) {
     assert!(rows[0].verified && rows[0].detail == "<script>");
     assert_eq!(store.audit(2, 10).await.unwrap().len(), 1);
     assert_eq!(store.audit(0, 1).await.unwrap().len(), 1);
+}
+
+async fn an_escalation_climbs_once_and_stops_when_acknowledged(store: &Store, _: &Path) {
+    use crate::store::{Advance, EscalationRow, StepRow};
+    let new = |key: &str| EscalationRow {
+        id: 0,
+        source: Source::Dynatrace,
+        problem_key: key.into(),
+        notification_id: 1,
+        policy: "prod".into(),
+        state: "open".into(),
+        pass: 0,
+        step: 0,
+        next_at_ms: Some(100),
+        held_by: None,
+        code: "123456".into(),
+        started_at_ms: 50,
+        updated_at_ms: 50,
+        acked_at_ms: None,
+        acked_by: None,
+        acked_via: None,
+    };
+    assert!(store.start_escalation(new("P1")).await.unwrap());
+    // One at a time per problem.
+    assert!(!store.start_escalation(new("P1")).await.unwrap());
+    assert!(store.due_escalations(99, 10).await.unwrap().is_empty());
+    let due = store.due_escalations(100, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let e = &due[0];
+    assert_eq!((e.state.as_str(), e.pass, e.step), ("open", 0, 0));
+    assert_eq!(store.open_escalations().await.unwrap(), 1);
+    // Two instances move the same step on: one wins.
+    let to = Advance::To {
+        pass: 0,
+        step: 1,
+        at_ms: 400,
+    };
+    assert!(store
+        .advance_escalation(e.id, 0, 0, to.clone(), 100)
+        .await
+        .unwrap());
+    assert!(!store.advance_escalation(e.id, 0, 0, to, 100).await.unwrap());
+    let step = StepRow {
+        escalation_id: e.id,
+        pass: 0,
+        step: 0,
+        started_at_ms: 100,
+        notified: "[]".into(),
+        actions: "[]".into(),
+    };
+    store.record_step(step.clone()).await.unwrap();
+    store.record_step(step).await.unwrap();
+    assert_eq!(store.escalation_steps(e.id).await.unwrap().len(), 1);
+    // Held: back to the first step.
+    let held = Advance::Held {
+        by: "sil_1".into(),
+        at_ms: 500,
+    };
+    assert!(store
+        .advance_escalation(e.id, 0, 1, held, 200)
+        .await
+        .unwrap());
+    let now = store.escalation(e.id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.pass, now.step, now.held_by.as_deref()),
+        (0, 0, Some("sil_1"))
+    );
+    assert_eq!(
+        store
+            .escalation_by_code("123456")
+            .await
+            .unwrap()
+            .map(|e| e.id),
+        Some(e.id)
+    );
+    // Acknowledged: no longer due, not found by its code, and not twice.
+    let acked = store
+        .acknowledge(Source::Dynatrace, "P1", "ana".into(), "sms".into(), 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (acked.state.as_str(), acked.acked_by.as_deref()),
+        ("acked", Some("ana"))
+    );
+    assert!(store
+        .acknowledge(Source::Dynatrace, "P1", "bo".into(), "api".into(), 301)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.due_escalations(10_000, 10).await.unwrap().is_empty());
+    assert!(store.escalation_by_code("123456").await.unwrap().is_none());
+    // Unacknowledged: from the first step, due now.
+    let again = store
+        .unacknowledge(Source::Dynatrace, "P1", 400)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            again.state.as_str(),
+            again.pass,
+            again.step,
+            again.next_at_ms
+        ),
+        ("open", 0, 0, Some(400))
+    );
+    // Resolved: ended, and a new opening may start another.
+    assert_eq!(
+        store
+            .end_escalations(Source::Dynatrace, "P1".into(), "resolved".into(), 500)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.start_escalation(new("P1")).await.unwrap());
+    assert_eq!(
+        store
+            .escalation_of(Source::Dynatrace, "P1")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "open"
+    );
+    // The shared key is made once.
+    let k = store.shared_key("links", "a".into()).await.unwrap();
+    assert_eq!(k, "a");
+    assert_eq!(store.shared_key("links", "b".into()).await.unwrap(), "a");
 }

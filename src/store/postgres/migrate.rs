@@ -42,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../../../migrations/postgres/0009_people.sql"),
     ),
+    (
+        10,
+        include_str!("../../../migrations/postgres/0010_escalations.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

@@ -6,6 +6,7 @@
 //! (ingest answers 503), `/healthz` says so, and connections are made again once it is back.
 
 mod clock;
+mod escalations;
 mod migrate;
 mod noise;
 mod prune;

@@ -67,6 +67,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../../../migrations/sqlite/0015_people.sql"),
     ),
+    (
+        16,
+        include_str!("../../../migrations/sqlite/0016_escalations.sql"),
+    ),
 ];
 
 /// Whether the store's tables are this hub's, changing nothing.

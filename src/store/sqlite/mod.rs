@@ -3,6 +3,7 @@
 //! reads on connections of their own ([`reader`]).
 
 pub mod backup;
+mod escalations;
 pub mod lock;
 mod migrate;
 mod noise;

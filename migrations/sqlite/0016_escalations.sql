@@ -1,0 +1,47 @@
+-- Escalations: one per opening of a problem whose route escalates. `pass` and `step` name the
+-- next step to send, due at `next_at_ms`; a step is sent by whichever instance moves them on
+-- (a conditional update), and its runs' keys make sending it twice impossible.
+CREATE TABLE escalations (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    source          TEXT    NOT NULL,
+    problem_key     TEXT    NOT NULL,
+    notification_id INTEGER NOT NULL,
+    policy          TEXT    NOT NULL,
+    -- open (climbing), ended (every step sent, nobody answered), acked, resolved.
+    state           TEXT    NOT NULL,
+    pass            INTEGER NOT NULL,
+    step            INTEGER NOT NULL,
+    next_at_ms      INTEGER,
+    -- What holds it at its first step: a silence's id, maintenance:NAME.
+    held_by         TEXT,
+    code            TEXT    NOT NULL,
+    started_at_ms   INTEGER NOT NULL,
+    updated_at_ms   INTEGER NOT NULL,
+    acked_at_ms     INTEGER,
+    acked_by        TEXT,
+    acked_via       TEXT
+);
+-- One escalation at a time per problem: a second opening notification starts none.
+CREATE UNIQUE INDEX escalations_live ON escalations (source, problem_key)
+    WHERE state IN ('open', 'ended', 'acked');
+CREATE INDEX escalations_due ON escalations (next_at_ms) WHERE state = 'open';
+CREATE INDEX escalations_code ON escalations (code) WHERE state IN ('open', 'ended');
+
+-- Each step as it was sent: the timeline the problem page shows.
+CREATE TABLE escalation_steps (
+    escalation_id INTEGER NOT NULL,
+    pass          INTEGER NOT NULL,
+    step          INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    -- JSON: [{"person": "ana", "name": "Ana Lima"}, …]
+    notified      TEXT    NOT NULL,
+    -- JSON: ["text-person", …]
+    actions       TEXT    NOT NULL,
+    PRIMARY KEY (escalation_id, pass, step)
+);
+
+-- Keys hub makes once and every instance shares (the acknowledgement links' signing key).
+CREATE TABLE hub_keys (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
