@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod dispatch;
 pub mod domain;
 pub mod dynatrace;
+pub mod escalate;
 pub mod explain;
 pub mod export;
 pub mod feed;

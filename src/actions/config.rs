@@ -47,6 +47,8 @@ pub struct RouteConfig {
     /// `"P1"` (most urgent) to `"P5"`: the order this route's runs are taken in within an
     /// action. Unset, the problem's severity decides (see [`crate::actions::route::priority`]).
     pub priority: Option<u8>,
+    /// The escalation policy an open problem this route matches climbs (see `crate::escalate`).
+    pub escalate: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -392,11 +394,12 @@ fn read_route(mut s: Section, given: &[&str], index: usize, issues: &mut Issues)
             issues,
         ),
         priority: read_priority(&mut s, issues),
+        escalate: s.string("escalate", issues),
     };
-    if route.actions.is_empty() {
+    if route.actions.is_empty() && route.escalate.is_none() {
         issues.push(
             format!("routes[{index}].actions"),
-            "missing: the names of the actions this route runs",
+            "missing: the names of the actions this route runs (or an escalate)",
         );
     }
     for name in &route.actions {

@@ -66,6 +66,8 @@ pub struct Config {
     pub heartbeats: Vec<crate::noise::config::Heartbeat>,
     /// `people`, `auth` and `schedules`.
     pub people: crate::people::PeopleConfig,
+    /// `escalations`, `public_url`, `escalation_link_ttl`, `slack`.
+    pub escalation: crate::escalate::EscalationConfig,
 }
 
 /// The `webhook` section (the sample's name for it): hub's own listener, its credentials and
@@ -444,6 +446,18 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     let maintenance = crate::noise::config::read_maintenance(&mut root, issues);
     let heartbeats = crate::noise::config::read_heartbeats(&mut root, &actions, issues);
     let people = crate::people::config::read(&mut root, issues);
+    let names: Vec<&str> = actions.actions.iter().map(|a| a.name.as_str()).collect();
+    let escalation = crate::escalate::config::read(&mut root, &names, &people, &Env(env), issues);
+    for (i, route) in actions.routes.iter().flatten().enumerate() {
+        if let Some(name) = &route.escalate {
+            if !escalation.policies.contains_key(name) {
+                issues.push(
+                    format!("routes[{i}].escalate"),
+                    format!("no escalation is named {name:?} in \"escalations\""),
+                );
+            }
+        }
+    }
 
     if dir_received == dir_sent {
         issues.push("dir_sent", "must be a different folder from dir_received");
@@ -468,6 +482,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         maintenance,
         heartbeats,
         people,
+        escalation,
     }
 }
 

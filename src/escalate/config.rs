@@ -99,7 +99,9 @@ pub(crate) fn read(
             _ => {
                 issues.push(
                     "public_url",
-                    format!("{text:?} is not an http(s) address such as \"https://hub.example.com\""),
+                    format!(
+                        "{text:?} is not an http(s) address such as \"https://hub.example.com\""
+                    ),
                 );
                 None
             }
@@ -169,7 +171,9 @@ fn read_policy(
                 Some(("person", p)) if people.people.contains_key(p) => {
                     notify.push(Recipient::Person(p.to_string()))
                 }
-                Some(("schedule", s)) => issues.push(at, format!("no schedule {s:?} in \"schedules\"")),
+                Some(("schedule", s)) => {
+                    issues.push(at, format!("no schedule {s:?} in \"schedules\""))
+                }
                 Some(("person", p)) => issues.push(at, format!("no person {p:?} in \"people\"")),
                 _ => issues.push(
                     at,
@@ -182,7 +186,10 @@ fn read_policy(
         }
         let step_actions = st.string_list("actions", issues).unwrap_or_default();
         if step_actions.is_empty() {
-            issues.push(st.path_of("actions"), "missing: the actions that notify each person");
+            issues.push(
+                st.path_of("actions"),
+                "missing: the actions that notify each person",
+            );
         }
         for a in &step_actions {
             if !actions.contains(&a.as_str()) {
@@ -196,7 +203,10 @@ fn read_policy(
             issues,
         );
         if st.value("wait").is_none() {
-            issues.push(st.path_of("wait"), "missing: how long to wait for an acknowledgement, such as \"5m\"");
+            issues.push(
+                st.path_of("wait"),
+                "missing: how long to wait for an acknowledgement, such as \"5m\"",
+            );
         }
         st.finish(issues);
         if let Some(wait) = wait {
@@ -224,7 +234,13 @@ mod tests {
         let mut issues = Issues::default();
         let mut root = Section::root(&v, &mut issues);
         let people = crate::people::config::read(&mut root, &mut issues);
-        let esc = read(&mut root, &["text", "mail"], &people, &Env(&[]), &mut issues);
+        let esc = read(
+            &mut root,
+            &["text", "mail"],
+            &people,
+            &Env(&[]),
+            &mut issues,
+        );
         (esc, issues.0.iter().map(ToString::to_string).collect())
     }
 

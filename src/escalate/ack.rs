@@ -1,0 +1,122 @@
+//! Acknowledging, unacknowledging and resolving: one way to do each, whichever way a person came
+//! in (the command line, the API, the page, a link, an SMS reply, a Slack button), each recorded
+//! in the audit log.
+
+use crate::domain::Source;
+use crate::people::audit::record;
+use crate::people::Actor;
+use crate::store::{EscalationRow, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AckError {
+    /// The problem has no escalation that this would change.
+    #[error("{0}")]
+    Nothing(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Stops the problem's escalation: no further step is sent.
+pub async fn acknowledge(
+    store: &Store,
+    actor: &Actor,
+    source: Source,
+    problem_key: &str,
+) -> Result<EscalationRow, AckError> {
+    let now = crate::clock::now_ms();
+    let Some(e) = store
+        .acknowledge(
+            source,
+            problem_key,
+            actor.name.clone(),
+            actor.via.as_str().to_string(),
+            now,
+        )
+        .await?
+    else {
+        return Err(AckError::Nothing(
+            match store.escalation_of(source, problem_key).await? {
+                Some(e) if e.state == "acked" => format!(
+                    "problem {problem_key} was acknowledged already, by {}",
+                    e.acked_by.unwrap_or_default()
+                ),
+                Some(e) => format!("problem {problem_key}'s escalation is {}", e.state),
+                None => format!("problem {problem_key} has no escalation to acknowledge"),
+            },
+        ));
+    };
+    tracing::info!(
+        %source, problem_id = problem_key, by = actor.name, via = actor.via.as_str(),
+        took_ms = now - e.started_at_ms, "acknowledged"
+    );
+    record(
+        store,
+        actor,
+        "ack",
+        &format!("{source}/{problem_key}"),
+        format!(
+            "escalation {} at pass {} step {}",
+            e.policy,
+            e.pass + 1,
+            e.step + 1
+        ),
+    )
+    .await;
+    Ok(e)
+}
+
+/// Starts an acknowledged escalation again from its first step.
+pub async fn unacknowledge(
+    store: &Store,
+    actor: &Actor,
+    source: Source,
+    problem_key: &str,
+) -> Result<EscalationRow, AckError> {
+    let now = crate::clock::now_ms();
+    let Some(e) = store.unacknowledge(source, problem_key, now).await? else {
+        return Err(AckError::Nothing(format!(
+            "problem {problem_key} has no acknowledged escalation"
+        )));
+    };
+    record(
+        store,
+        actor,
+        "unack",
+        &format!("{source}/{problem_key}"),
+        format!("escalation {} starts again at its first step", e.policy),
+    )
+    .await;
+    store.committed().notify_one();
+    Ok(e)
+}
+
+/// Ends the problem's escalation as resolved, in a person's name.
+pub async fn resolve(
+    store: &Store,
+    actor: &Actor,
+    source: Source,
+    problem_key: &str,
+) -> Result<u64, AckError> {
+    let ended = store
+        .end_escalations(
+            source,
+            problem_key.to_string(),
+            "resolved".into(),
+            crate::clock::now_ms(),
+        )
+        .await?;
+    if ended == 0 {
+        return Err(AckError::Nothing(format!(
+            "problem {problem_key} has no escalation running"
+        )));
+    }
+    record(
+        store,
+        actor,
+        "resolve",
+        &format!("{source}/{problem_key}"),
+        String::new(),
+    )
+    .await;
+    Ok(ended)
+}
