@@ -52,12 +52,13 @@ pub async fn check(
             {
                 // A beat after the one it opened for (none: any beat) resolves it, whatever the
                 // config says now.
-                let opened: Value = serde_json::from_slice(&latest.body).unwrap_or(Value::Null);
+                let opened: Value =
+                    serde_json::from_slice(&latest.notification.body).unwrap_or(Value::Null);
                 let missed = opened
                     .pointer("/detail/last_beat_ms")
                     .and_then(Value::as_i64)
                     .unwrap_or(i64::MIN);
-                if latest.state == "OPEN" && beat > missed {
+                if latest.notification.state == "OPEN" && beat > missed {
                     own::resolve(store, &id, json!({"heartbeat": hb.name, "beat_ms": beat}))
                         .await?;
                 }

@@ -49,7 +49,7 @@ pub async fn is_open(store: &Store, problem_id: &str) -> Result<bool, StoreError
     Ok(store
         .latest_notification(Source::Hub, problem_id)
         .await?
-        .is_some_and(|n| n.state == "OPEN"))
+        .is_some_and(|n| n.notification.state == "OPEN"))
 }
 
 /// Opens the problem unless it is open already. `episode` tells this opening from earlier ones
@@ -82,10 +82,10 @@ pub async fn resolve(store: &Store, problem_id: &str, detail: Value) -> Result<b
     let Some(latest) = store.latest_notification(Source::Hub, problem_id).await? else {
         return Ok(false);
     };
-    if latest.state != "OPEN" {
+    if latest.notification.state != "OPEN" {
         return Ok(false);
     }
-    let opened: Value = serde_json::from_slice(&latest.body).unwrap_or(Value::Null);
+    let opened: Value = serde_json::from_slice(&latest.notification.body).unwrap_or(Value::Null);
     let text = |k: &str| {
         opened
             .get(k)

@@ -20,13 +20,14 @@ pub async fn current(
     latest: &crate::store::StoredNotification,
     runs: &[crate::store::RunRow],
 ) -> Result<Vec<crate::store::RunRow>, crate::store::StoreError> {
-    let closed = crate::store::is_closed(&latest.state, latest.is_test);
+    let n = &latest.notification;
+    let closed = crate::store::is_closed(&n.state, n.is_test);
     let episode = store
-        .episode(latest.source, &latest.problem_key, latest.id, closed)
+        .episode(n.source, &n.problem_key, latest.id, closed)
         .await?;
     Ok(runs
         .iter()
-        .filter(|r| r.state == latest.state && crate::actions::episode_of(&r.idem_key) == episode)
+        .filter(|r| r.state == n.state && crate::actions::episode_of(&r.idem_key) == episode)
         .cloned()
         .collect())
 }
@@ -53,7 +54,7 @@ pub async fn replay(
         let names: Vec<&str> = all.iter().map(|r| r.action.as_str()).collect();
         anyhow::bail!(
             "problem {problem_id} ({}) has no run{} to replay{}",
-            latest.state,
+            latest.notification.state,
             action
                 .map(|a| format!(" of action {a}"))
                 .unwrap_or_default(),

@@ -7,9 +7,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use crate::domain::Entity;
-use crate::domain::{dedup_entities, Facts};
+use crate::domain::{dedup_entities, Notification};
 use crate::store::StoredNotification;
 
+/// What templates render, routes and silences match, and the pages list: a view made from a
+/// [`Notification`] and its details, kept as a shape of its own because it carries what neither
+/// holds alone. Its title, severity, impact, tags and entities merge the notification's facts with
+/// what Dynatrace's details add; its body and details are parsed JSON for templates to walk; its
+/// link may be made on the tenant. Templates see its field names (`problem_id`, `title`, ...).
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     pub source: Source,
@@ -30,18 +35,23 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// The notification's facts, with what Dynatrace's details add (their entities, levels, tags).
+    /// A stored notification's problem, with what its details add.
     pub fn from_stored(n: &StoredNotification) -> Problem {
+        Problem::of(&n.notification, n.received_at_ms, n.details.as_deref())
+    }
+
+    /// The problem as actions see `n` when it arrives, before any details are fetched: what
+    /// ingest matches heartbeats with, `hub explain` routes and `hub test-action` sends.
+    pub fn arriving(n: &Notification, tenant: Option<&str>) -> Problem {
+        Problem::of(n, crate::clock::now_ms(), None).with_tenant_link(tenant)
+    }
+
+    /// The notification's facts, with what Dynatrace's details (JSON) add: their entities, levels
+    /// and tags.
+    fn of(n: &Notification, received_at_ms: i64, details: Option<&str>) -> Problem {
         let notification: Value = serde_json::from_slice(&n.body).unwrap_or(Value::Null);
-        let facts: Facts = match n.facts.as_deref().map(serde_json::from_str) {
-            Some(Ok(f)) => f,
-            // Stored before sources recorded their facts: only Dynatrace existed then.
-            _ => crate::sources::dynatrace::facts(&notification),
-        };
-        let details: Option<Value> = n
-            .details
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok());
+        let facts = &n.facts;
+        let details: Option<Value> = details.and_then(|d| serde_json::from_str(d).ok());
         let d = details.as_ref();
         let from_details = |key: &str| d.map(|d| text(d, key)).filter(|t| !t.is_empty());
         let title = n
@@ -49,12 +59,12 @@ impl Problem {
             .clone()
             .filter(|t| !t.is_empty())
             .or_else(|| from_details("title"))
-            .unwrap_or(facts.title);
+            .unwrap_or_else(|| facts.title.clone());
         let mut entities = d.map(entities_from_details).unwrap_or_default();
         if entities.is_empty() {
-            entities = facts.entities;
+            entities = facts.entities.clone();
         }
-        let mut tags = facts.tags;
+        let mut tags = facts.tags.clone();
         for t in d.map(detail_tags).unwrap_or_default() {
             if !tags.contains(&t) {
                 tags.push(t);
@@ -66,34 +76,15 @@ impl Problem {
             pid: n.pid.clone(),
             state: n.state.clone(),
             title,
-            severity: from_details("severityLevel").unwrap_or(facts.severity),
-            impact: from_details("impactLevel").unwrap_or(facts.impact),
+            severity: from_details("severityLevel").unwrap_or_else(|| facts.severity.clone()),
+            impact: from_details("impactLevel").unwrap_or_else(|| facts.impact.clone()),
             tags,
-            url: facts.url,
+            url: facts.url.clone(),
             entities,
-            received_at_ms: n.received_at_ms,
+            received_at_ms,
             notification,
             details,
         }
-    }
-
-    /// The problem as actions see `n` when it arrives, before any details are fetched: what
-    /// ingest matches heartbeats with, `hub explain` routes and `hub test-action` sends.
-    pub fn arriving(n: &crate::domain::Notification, tenant: Option<&str>) -> Problem {
-        let stored = StoredNotification {
-            id: 0,
-            source: n.source,
-            problem_key: n.problem_key.clone(),
-            state: n.state.clone(),
-            pid: n.pid.clone(),
-            title: n.title.clone(),
-            is_test: n.is_test,
-            body: n.body.clone(),
-            received_at_ms: crate::clock::now_ms(),
-            details: None,
-            facts: serde_json::to_string(&n.facts).ok(),
-        };
-        Problem::from_stored(&stored).with_tenant_link(tenant)
     }
 
     /// A problem with every field filled (two entities, tags, a link), to render a template with

@@ -549,7 +549,7 @@ impl Dispatcher {
             .into_iter()
             .map(|n| {
                 let problem = s.problem(&n);
-                let decision = route(&s.actions, &s.registry, &problem, n.is_test);
+                let decision = route(&s.actions, &s.registry, &problem, n.notification.is_test);
                 (n, problem, decision)
             })
             .collect();
@@ -590,14 +590,15 @@ impl Dispatcher {
         let batch: Vec<(&StoredNotification, Vec<NewRun>)> =
             planned.iter().map(|(n, r)| (n, r.clone())).collect();
         let new = d.store.insert_runs(&batch).await?;
-        for ((n, runs), new) in planned.iter().zip(new) {
+        for ((stored, runs), new) in planned.iter().zip(new) {
             if runs.is_empty() {
                 continue;
             }
+            let n = &stored.notification;
             tracing::info!(
                 source = %n.source, problem_id = n.problem_key.as_str(), state = n.state.as_str(),
                 runs = runs.len(), new, already_known = runs.len() - new,
-                with_details = n.details.is_some(),
+                with_details = stored.details.is_some(),
                 "routed"
             );
             // No file yet: `problems_sent/` shows what was done, so a problem's file is written
@@ -677,9 +678,10 @@ impl Inner {
                     return Ok(());
                 };
                 let opened: serde_json::Value =
-                    serde_json::from_slice(&latest.body).unwrap_or_default();
+                    serde_json::from_slice(&latest.notification.body).unwrap_or_default();
                 let failed_on = opened.pointer("/detail/target").and_then(|t| t.as_str());
-                if latest.state == "OPEN" && failed_on.is_none_or(|t| t == run.target) {
+                if latest.notification.state == "OPEN" && failed_on.is_none_or(|t| t == run.target)
+                {
                     crate::own::resolve(
                         &self.store,
                         &id,
@@ -911,14 +913,15 @@ fn log_finish(run: &RunRow, attempt: i64, manual: bool, finish: &Finish) {
 /// it runs no action.
 async fn opening(
     store: &Store,
-    n: &StoredNotification,
+    stored: &StoredNotification,
     runs_actions: bool,
 ) -> Result<Option<i64>, StoreError> {
     if !runs_actions {
         return Ok(None);
     }
+    let (id, n) = (stored.id, &stored.notification);
     let closed = crate::store::is_closed(&n.state, false);
-    store.episode(n.source, &n.problem_key, n.id, closed).await
+    store.episode(n.source, &n.problem_key, id, closed).await
 }
 
 #[cfg(test)]

@@ -169,9 +169,10 @@ async fn settle_holder(
         let latest = store
             .latest_notification(run.source, &run.problem_key)
             .await?;
-        let still_open = latest
-            .as_ref()
-            .is_some_and(|n| n.state == run.state && !is_closed(&n.state, n.is_test));
+        let still_open = latest.as_ref().is_some_and(|n| {
+            n.notification.state == run.state
+                && !is_closed(&n.notification.state, n.notification.is_test)
+        });
         match latest {
             Some(n) if renotify && still_open => {
                 let problem = Problem::from_stored(&n).with_tenant_link(tenant);

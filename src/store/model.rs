@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::domain::Source;
+use crate::domain::{Facts, Notification, Source};
 
 /// Reads a row type by its columns' names on either database.
 macro_rules! read_by_name {
@@ -12,21 +12,35 @@ macro_rules! read_by_name {
     };
 }
 
-/// A notification as the dispatcher reads it back, with its enriched details when there are any.
+/// A notification as the store hands it back: the notification as received, and what the store
+/// adds to it (its id, when it came, the enriched details when there are any).
 #[derive(Debug, Clone)]
 pub struct StoredNotification {
     pub id: i64,
-    pub source: Source,
-    pub problem_key: String,
-    pub state: String,
-    pub pid: Option<String>,
-    pub title: Option<String>,
-    pub is_test: bool,
-    pub body: Vec<u8>,
+    /// As received, its facts read back once here. Its `identity` is `None`: the store keeps only
+    /// the hash it tells redeliveries by.
+    pub notification: Notification,
     pub received_at_ms: i64,
+    /// The Problems API's answer as JSON, when Dynatrace was asked and answered.
     pub details: Option<String>,
-    /// The source's facts as JSON (see `domain::Facts`).
-    pub facts: Option<String>,
+}
+
+/// A stored notification's facts, from its `facts` column (JSON of [`Facts`]). A notification
+/// stored before sources recorded their facts has none, and only Dynatrace existed then: its facts
+/// are read from its body. So are those of a row whose JSON cannot be read, with a warning: one
+/// bad row costs its problem what the body does not say, never the read.
+pub(crate) fn stored_facts(id: i64, facts: Option<&str>, body: &[u8]) -> Facts {
+    if let Some(json) = facts {
+        match serde_json::from_str(json) {
+            Ok(facts) => return facts,
+            Err(e) => tracing::warn!(
+                notification_id = id, error = %e,
+                "cannot read a stored notification's facts; reading them from its body"
+            ),
+        }
+    }
+    let body = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    crate::sources::dynatrace::facts(&body)
 }
 
 /// An action that can start runs now: how many, and whether each of its runs must wait for its
@@ -502,19 +516,6 @@ read_by_name!(RunRow {
     updated_at_ms,
     summary,
 });
-read_by_name!(StoredNotification {
-    id,
-    source,
-    problem_key,
-    state,
-    pid,
-    title,
-    is_test,
-    body,
-    received_at_ms,
-    details,
-    facts,
-});
 
 /// What a prune removed (or, dry, would remove). Each notification had one received file.
 #[derive(Debug, Default, Clone)]
@@ -716,3 +717,25 @@ read_by_name!(StepRow {
     notified,
     actions
 });
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_read_from_their_json_else_from_the_body() {
+        let body = br#"{"ProblemTitle":"CPU saturation","ProblemSeverity":"RESOURCE_CONTENTION"}"#;
+        let from_body = crate::sources::dynatrace::facts(&serde_json::from_slice(body).unwrap());
+        assert_eq!(from_body.title, "CPU saturation");
+        let recorded = Facts {
+            title: "recorded".into(),
+            ..Facts::default()
+        };
+        let json = serde_json::to_string(&recorded).unwrap();
+        assert_eq!(stored_facts(1, Some(&json), body), recorded);
+        // Stored before sources recorded their facts.
+        assert_eq!(stored_facts(1, None, body), from_body);
+        // A row whose facts cannot be read, or whose body is not JSON either: no panic.
+        assert_eq!(stored_facts(1, Some("{not json"), body), from_body);
+        assert_eq!(stored_facts(1, Some("[]"), b"\xff"), Facts::default());
+    }
+}

@@ -75,8 +75,12 @@ on_both!(
     silences_hold_runs_until_they_end,
     a_flap_wait_is_held_and_suppressed,
     an_open_and_its_close_routed_together_run_nothing,
+<<<<<<< HEAD
     tokens_overrides_and_the_audit_are_kept,
     an_escalation_climbs_once_and_stops_when_acknowledged,
+=======
+    a_notification_is_read_back_as_it_came,
+>>>>>>> f04b921 (A stored notification carries the notification instead of restating it)
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -216,6 +220,53 @@ async fn routed_run(store: &Store) -> i64 {
     let due = store.due_runs(0, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     due[0].id
+}
+
+/// Every read hands back the notification as it was accepted, facts and all (less its identity,
+/// of which the store keeps only the hash).
+async fn a_notification_is_read_back_as_it_came(store: &Store, _: &Path) {
+    let sent = Notification {
+        pid: Some("-123".into()),
+        facts: Facts {
+            title: "CPU saturation".into(),
+            severity: "RESOURCE_CONTENTION".into(),
+            impact: "INFRASTRUCTURE".into(),
+            tags: vec!["env:prod".into()],
+            url: Some("https://tenant.example/#problems".into()),
+            entities: vec![crate::domain::Entity::named("host-1", "HOST")],
+        },
+        identity: Some(b"one alert of the group".to_vec()),
+        ..notification("P-1", 0)
+    };
+    let kept = Notification {
+        identity: None,
+        ..sent.clone()
+    };
+    store.accept(sent).await.unwrap();
+    let plans = store.due_plans(0, 10).await.unwrap();
+    let by_id = store.notification(plans[0]).await.unwrap();
+    assert_eq!(by_id.notification, kept);
+    assert!(by_id.received_at_ms > 0 && by_id.details.is_none());
+    let latest = store
+        .latest_notification(Source::Dynatrace, "P-1")
+        .await
+        .unwrap();
+    assert_eq!(latest.unwrap().notification, kept);
+    let run = NewRun {
+        idem_key: "dynatrace/P-1/OPEN/script/".into(),
+        action: "script".into(),
+        target: String::new(),
+        target_label: String::new(),
+        priority: 3,
+        start: Default::default(),
+    };
+    store.insert_runs(&[(&by_id, vec![run])]).await.unwrap();
+    let due = store.due_runs(0, 10).await.unwrap();
+    let claim = store.claim_many(vec![(due[0].id, None)]).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(claim.notification.notification, kept);
+    assert_eq!(claim.notification.id, by_id.id);
 }
 
 async fn a_run_goes_from_routed_to_done(store: &Store, _: &Path) {
@@ -366,7 +417,7 @@ async fn a_thread_is_kept_with_its_run_and_replaced_by_a_later_one(store: &Store
         .clone()
         .unwrap();
     assert_eq!(claim.thread, thread("C1/1.1"));
-    assert_eq!(claim.notification.problem_key, "P-1");
+    assert_eq!(claim.notification.notification.problem_key, "P-1");
     assert_eq!(
         claim.notification.id,
         store.run(id).await.unwrap().notification_id
@@ -550,7 +601,10 @@ async fn an_open_and_its_close_routed_together_run_nothing(store: &Store, _: &Pa
     assert_eq!(ids.len(), 3);
     let plans = store.notifications(&ids).await.unwrap();
     let run = |n: &StoredNotification, start: RunStart| NewRun {
-        idem_key: format!("dynatrace/{}/{}/page/", n.problem_key, n.state),
+        idem_key: format!(
+            "dynatrace/{}/{}/page/",
+            n.notification.problem_key, n.notification.state
+        ),
         action: "page".into(),
         target: String::new(),
         target_label: String::new(),

@@ -382,7 +382,7 @@ pub async fn problems(app: &App, filters: &Filters) -> Result<Value, ApiError> {
             continue;
         }
         let latest = store.notification(p.newest_id).await?;
-        let open = !is_closed(&latest.state, latest.is_test);
+        let open = !is_closed(&latest.notification.state, latest.notification.is_test);
         if !filters.all && !open {
             continue;
         }
@@ -431,7 +431,7 @@ pub async fn problems(app: &App, filters: &Filters) -> Result<Value, ApiError> {
             "link": problem_link(p.source, &p.problem_key),
             "source": p.source,
             "problem_key": p.problem_key,
-            "state": latest.state,
+            "state": latest.notification.state,
             "open": open,
             "title": view.title,
             "severity": view.severity,

@@ -229,7 +229,7 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
     for n in &notifications {
         let full = store.notification(n.id).await?;
         // As received, byte for byte (what problems_received/ holds).
-        let body = String::from_utf8_lossy(&full.body).into_owned();
+        let body = String::from_utf8_lossy(&full.notification.body).into_owned();
         let mut v = json!(n);
         v["received"] = json!(utc(n.received_at_ms));
         v["body"] = json!(body);
@@ -294,7 +294,7 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
         v["attempt_list"] = json!(attempts);
         runs.push(v);
     }
-    let open = !crate::store::is_closed(&latest.state, stored.is_test);
+    let open = !crate::store::is_closed(&latest.state, stored.notification.is_test);
     let last_ms = notifications.last().map_or(0, |n| n.received_at_ms);
     // Dynatrace's own start and end when its details say; else the current opening's first
     // notification, and the last one for a problem that ended.

@@ -3,8 +3,9 @@
 use super::clock::{takeover, DB_NOW_MS};
 use super::rows;
 use super::Postgres;
-use crate::domain::Source;
+use crate::domain::{Notification, Source};
 use crate::store::concerns::Queue;
+use crate::store::model::stored_facts;
 use crate::store::{Claim, DueEnrichment, EnrichmentOutcome, Room};
 use crate::store::{Finish, NewRun, RunRow, SentView, StoreError, StoredNotification, ThreadRef};
 use rows::{all, optional, FromRow};
@@ -19,6 +20,31 @@ const CANDIDATES: i64 = 4;
 const NOTIFICATION: &str = "SELECT n.id, n.source, n.problem_key, n.state, n.pid, n.title,
         n.is_test, n.body, n.received_at_ms, e.details, n.facts
      FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id";
+
+/// By its columns' names, as [`NOTIFICATION`] and the claim read them.
+impl FromRow for StoredNotification {
+    fn from_row(r: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        let id = r.try_get("id")?;
+        let body: Vec<u8> = r.try_get("body")?;
+        let facts: Option<String> = r.try_get("facts")?;
+        Ok(StoredNotification {
+            id,
+            notification: Notification {
+                source: r.try_get("source")?,
+                problem_key: r.try_get("problem_key")?,
+                state: r.try_get("state")?,
+                pid: r.try_get("pid")?,
+                title: r.try_get("title")?,
+                is_test: r.try_get("is_test")?,
+                facts: stored_facts(id, facts.as_deref(), &body),
+                body,
+                identity: None,
+            },
+            received_at_ms: r.try_get("received_at_ms")?,
+            details: r.try_get("details")?,
+        })
+    }
+}
 
 impl Queue for Postgres {
     /// Enrichments due now, claimed for this instance: each is held back from the others for a
@@ -187,7 +213,8 @@ impl Queue for Postgres {
             // A close ends every flap wait of its problem: what waited never happens, and
             // neither do this notification's runs of the same actions. The runs routed before
             // it in this pass are written first, so that their waits end too.
-            let suppressed: Vec<String> = if !n.is_test && crate::store::is_closed(&n.state, false)
+            let suppressed: Vec<String> = if !n.notification.is_test
+                && crate::store::is_closed(&n.notification.state, false)
             {
                 pending.flush(&tx, now, &mut inserted).await?;
                 all(
@@ -198,8 +225,8 @@ impl Queue for Postgres {
                         AND held_by = 'wait' AND attempts = 0 AND next_attempt_at_ms > $5
                      RETURNING action",
                     &[
-                        &n.source,
-                        &n.problem_key,
+                        &n.notification.source,
+                        &n.notification.problem_key,
                         &crate::store::FLAP_NOTE,
                         &now,
                         &n.received_at_ms,
@@ -742,9 +769,9 @@ impl RunRows {
         let (status, due, held_by, note) = start.columns();
         self.notification_id.push(n.id);
         self.idem_key.push(r.idem_key.clone());
-        self.source.push(n.source);
-        self.problem_key.push(n.problem_key.clone());
-        self.state.push(n.state.clone());
+        self.source.push(n.notification.source);
+        self.problem_key.push(n.notification.problem_key.clone());
+        self.state.push(n.notification.state.clone());
         self.action.push(r.action.clone());
         self.target.push(r.target.clone());
         self.target_label.push(r.target_label.clone());

@@ -4,7 +4,7 @@
 //! thread and back. The pages', the API's and the commands' reads may scan a whole table, so they
 //! run on blocking threads ([`ReadPool`]), never on the runtime's own.
 
-use crate::domain::Source;
+use crate::domain::{Notification, Source};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{DueEnrichment, StoreError};
+use crate::store::model::stored_facts;
 use crate::store::{Room, RunRow, SentView, StoredNotification};
 
 pub(super) const RUN_COLUMNS: &str =
@@ -95,18 +96,23 @@ const NOTIFICATION: &str =
 
 pub(super) fn notification(c: &Connection, id: i64) -> rusqlite::Result<StoredNotification> {
     c.prepare_cached(NOTIFICATION)?.query_row([id], |r| {
+        let body: Vec<u8> = r.get(7)?;
+        let facts: Option<String> = r.get(10)?;
         Ok(StoredNotification {
             id: r.get(0)?,
-            source: r.get(1)?,
-            problem_key: r.get(2)?,
-            state: r.get(3)?,
-            pid: r.get(4)?,
-            title: r.get(5)?,
-            is_test: r.get(6)?,
-            body: r.get(7)?,
+            notification: Notification {
+                source: r.get(1)?,
+                problem_key: r.get(2)?,
+                state: r.get(3)?,
+                pid: r.get(4)?,
+                title: r.get(5)?,
+                is_test: r.get(6)?,
+                facts: stored_facts(id, facts.as_deref(), &body),
+                body,
+                identity: None,
+            },
             received_at_ms: r.get(8)?,
             details: r.get(9)?,
-            facts: r.get(10)?,
         })
     })
 }

@@ -148,16 +148,17 @@ impl Queue for Sqlite {
         type Plan = (i64, Source, String, String, bool, i64, Vec<NewRun>);
         let plans: Vec<Plan> = plans
             .iter()
-            .map(|(n, runs)| {
+            .map(|(stored, runs)| {
+                let n = &stored.notification;
                 let (source, key, state) = (n.source, n.problem_key.clone(), n.state.clone());
                 let closes = !n.is_test && crate::store::is_closed(&n.state, false);
                 (
-                    n.id,
+                    stored.id,
                     source,
                     key,
                     state,
                     closes,
-                    n.received_at_ms,
+                    stored.received_at_ms,
                     runs.clone(),
                 )
             })
