@@ -2,7 +2,10 @@
 //! sender post, is the body JSON within the size limit, does the source accept it? Then store, and
 //! only then answer, in the shape that source's senders read.
 
+use std::sync::Mutex;
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use rocket::data::{ByteUnit, Data};
 use rocket::http::{ContentType, Method, Status};
@@ -31,6 +34,35 @@ pub fn routes() -> Vec<Route> {
 
 #[derive(Clone)]
 struct Ingest(Source);
+
+/// An ingest request's body as the listener read it, kept in the request for its route to take.
+struct HandedOver(Mutex<Option<Bytes>>);
+
+/// Gives an ingest request (a POST to a source's path) its body without copying it: Rocket's
+/// in-process requests take their body only as a copy (`LocalRequest::set_body` copies the bytes
+/// into a `Vec` of its own), and a route reads it out of Rocket's `Data` only as another (through
+/// `tokio::io::copy`'s buffer). So the body is kept in the request's local cache, which the route
+/// takes it from, and Rocket's body stays empty. Any other request's body is given back, for
+/// Rocket's `Data`, which the other routes' guards (forms, JSON) read.
+pub(super) fn hand_over(req: &Request<'_>, body: Bytes) -> Result<(), Bytes> {
+    let path = req.uri().path();
+    let ingest = req.method() == Method::Post
+        && Source::ALL
+            .iter()
+            .any(|s| s.paths().contains(&path.as_str()));
+    if !ingest {
+        return Err(body);
+    }
+    req.local_cache(|| HandedOver(Mutex::new(Some(body))));
+    Ok(())
+}
+
+/// The body [`hand_over`] kept, taken out of the request; `None` for a request that came another
+/// way (with its body in Rocket's `Data`).
+fn handed_over(req: &Request<'_>) -> Option<Bytes> {
+    let kept = req.local_cache(|| HandedOver(Mutex::new(None)));
+    kept.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
 
 #[rocket::async_trait]
 impl Handler for Ingest {
@@ -65,7 +97,7 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
     );
     let settings = app.settings.get();
     let plugin = settings.sources.get(source);
-    let mut body = Vec::new();
+    let mut body = Bytes::new();
     let mut refusal = None;
     let result = async {
         let plugin = plugin.ok_or_else(|| {
@@ -82,7 +114,10 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
             .check(&headers)
             .map_err(|r| refused(r, &mut refusal))?;
         check_json_content_type(req.content_type())?;
-        body = read_capped(data, app.max_body_bytes).await?;
+        body = match handed_over(req) {
+            Some(body) => within(body, app.max_body_bytes)?,
+            None => read_capped(data, app.max_body_bytes).await?,
+        };
         plugin
             .verify(&headers, &body)
             .map_err(|r| refused(r, &mut refusal))?;
@@ -227,16 +262,28 @@ fn check_json_content_type(content_type: Option<&ContentType>) -> Result<(), Api
     }
 }
 
-async fn read_capped(body: Data<'_>, limit: u64) -> Result<Vec<u8>, ApiError> {
+/// The body, unless it is over the limit (the listener reads one byte past it, so that shows).
+fn within(body: Bytes, limit: u64) -> Result<Bytes, ApiError> {
+    if body.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    Ok(body)
+}
+
+async fn read_capped(body: Data<'_>, limit: u64) -> Result<Bytes, ApiError> {
     let capped = body
         .open(ByteUnit::from(limit))
         .into_bytes()
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
     if !capped.is_complete() {
-        return Err(ApiError::payload_too_large(format!(
-            "body is larger than the limit of {limit} bytes (webhook.max_body_bytes)"
-        )));
+        return Err(too_large(limit));
     }
-    Ok(capped.into_inner())
+    Ok(Bytes::from(capped.into_inner()))
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::payload_too_large(format!(
+        "body is larger than the limit of {limit} bytes (webhook.max_body_bytes)"
+    ))
 }

@@ -16,7 +16,9 @@
 //!   interval however many there are.
 //!
 //! Each request, its body read within the limits, is handed to Rocket's routes in process, so the
-//! routes, guards and catchers are exactly those of the rest of hub.
+//! routes, guards and catchers are exactly those of the rest of hub. An ingest request's body
+//! reaches its route without a copy when it came in one frame, with one when it came in several
+//! (see [`read_capped`] and `ingest::hand_over`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -461,7 +463,11 @@ async fn handle(
             String::from_utf8_lossy(value.as_bytes()).into_owned(),
         ));
     }
-    local.set_body(bytes);
+    // An ingest request's body is handed to its route as read (see `ingest::hand_over`); any
+    // other request's is copied into Rocket's own body, which its guards (forms, JSON) read.
+    if let Err(bytes) = super::ingest::hand_over(local.inner(), bytes) {
+        local.set_body(bytes);
+    }
     let response = local.dispatch().await;
     let mut answer = hyper::Response::builder().status(response.status().code);
     for header in response.headers().iter() {
@@ -484,20 +490,32 @@ async fn handle(
         })
 }
 
-/// At most `cap` bytes of the body, and whether that is all of it.
-async fn read_capped(mut body: Incoming, cap: u64) -> Result<(Vec<u8>, bool), hyper::Error> {
-    let mut bytes = Vec::new();
+/// At most `cap` bytes of the body, and whether that is all of it. A body that came in one frame
+/// (a small one usually does: it arrived with its headers) is that frame, a slice of the
+/// connection's read buffer, not copied; the frames of a longer one are joined into one buffer,
+/// the one copy.
+async fn read_capped(mut body: Incoming, cap: u64) -> Result<(Bytes, bool), hyper::Error> {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let (mut frames, mut len, mut whole) = (Vec::<Bytes>::new(), 0, true);
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            let room = (cap as usize).saturating_sub(bytes.len());
+        if let Ok(mut data) = frame?.into_data() {
+            let room = cap.saturating_sub(len);
             if data.len() > room {
-                bytes.extend_from_slice(&data[..room]);
-                return Ok((bytes, false));
+                data.truncate(room);
+                whole = false;
             }
-            bytes.extend_from_slice(&data);
+            len += data.len();
+            frames.push(data);
+            if !whole {
+                break;
+            }
         }
     }
-    Ok((bytes, true))
+    let bytes = match frames.as_slice() {
+        [one] => one.clone(),
+        several => Bytes::from(several.concat()),
+    };
+    Ok((bytes, whole))
 }
 
 /// Answers a plain HTTP request sent to the TLS port (a TLS client opens with a handshake record,
