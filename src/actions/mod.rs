@@ -83,6 +83,9 @@ impl Job<'_> {
     }
 }
 
+/// How an escalation's runs name the person they notify (`person:ana`).
+pub const PERSON_TARGET: &str = "person:";
+
 /// How the run ids of `hub test-action` start.
 pub const TEST_RUN_PREFIX: &str = "run_test_";
 

@@ -42,6 +42,9 @@ pub fn severity_priority(severity: &str) -> u8 {
 pub struct Decision {
     pub chosen: Vec<Chosen>,
     pub skipped: Vec<(String, String)>,
+    /// The escalation policy of the first matching route that names one, with that route's
+    /// flap wait.
+    pub escalate: Option<(String, Option<std::time::Duration>)>,
 }
 
 pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test: bool) -> Decision {
@@ -114,6 +117,12 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
             Some(r) => d.skipped.push((a.name.clone(), r)),
             None => matched.push(&a.name),
         }
+    }
+    if problem.source != Source::Hub {
+        d.escalate = actions.routes.iter().flatten().find_map(|r| {
+            let policy = r.escalate.as_ref()?;
+            matches(r, problem).then(|| (policy.clone(), r.wait))
+        });
     }
     for a in &actions.actions {
         if !matched.contains(&a.name.as_str()) {

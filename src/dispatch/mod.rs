@@ -6,6 +6,7 @@
 //! loses nothing, and only a run that was in flight can run a second time.
 
 mod enrich;
+mod escalate;
 pub mod sent;
 
 use std::collections::{HashMap, HashSet};
@@ -83,6 +84,8 @@ pub struct Settings {
     rates: HashMap<String, Arc<Mutex<crate::rate::Window>>>,
     maintenance: Vec<crate::noise::config::Maintenance>,
     heartbeats: Vec<crate::noise::config::Heartbeat>,
+    people: crate::people::PeopleConfig,
+    escalation: crate::escalate::EscalationConfig,
 }
 
 impl Settings {
@@ -133,6 +136,8 @@ impl Settings {
             rates,
             maintenance: config.maintenance.clone(),
             heartbeats: config.heartbeats.clone(),
+            people: config.people.clone(),
+            escalation: config.escalation.clone(),
         })
     }
 
@@ -365,6 +370,7 @@ impl Dispatcher {
             self.plan(&s, &plans).await?;
             done += plans.len();
         }
+        done += escalate::tick(d, &s).await?;
         // Everything that can start now is claimed in one write (one commit for the lot).
         let mut chosen = Vec::new();
         let max_wait_ms = (s.actions.dispatch.max_retry_secs * 1000) as i64;
@@ -563,7 +569,9 @@ impl Dispatcher {
                 .map(|(n, _, decision)| opening(&d.store, n, !decision.chosen.is_empty()));
             episodes.extend(futures_util::future::try_join_all(lookups).await?);
         }
+        let mut escalations = Vec::with_capacity(routed.len());
         for ((n, problem, decision), episode) in routed.into_iter().zip(episodes) {
+            escalations.push(decision.escalate.clone());
             let covered = quiet.covering(&problem);
             let mut runs = Vec::new();
             for c in &decision.chosen {
@@ -603,6 +611,12 @@ impl Dispatcher {
             );
             // No file yet: `problems_sent/` shows what was done, so a problem's file is written
             // at its first outcome. Writing it here too cost each run a second file under load.
+        }
+        // Without policies nothing escalates, and nothing is left running to stop.
+        let escalating = !s.escalation.policies.is_empty();
+        for ((stored, _), policy) in planned.iter().zip(escalations).filter(|_| escalating) {
+            let policy = policy.as_ref().map(|(p, w)| (p.as_str(), *w));
+            escalate::routed(&d.store, stored, policy, now).await?;
         }
         Ok(())
     }

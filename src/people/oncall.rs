@@ -81,6 +81,12 @@ pub async fn on_call(
     Ok(out)
 }
 
+/// Who is on call in `schedule` at `at_ms`, overrides considered.
+pub async fn who(store: &Store, schedule: &Schedule, at_ms: i64) -> Result<Option<String>, StoreError> {
+    let rows = store.overrides(Some(schedule.name.clone()), at_ms).await?;
+    Ok(schedule.on_call(&as_overrides(&rows), at_ms).person)
+}
+
 /// Puts `person` on call in `schedule_name` from `from` until `until`, in the actor's name.
 pub async fn add_override(
     store: &Store,

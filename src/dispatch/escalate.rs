@@ -1,0 +1,228 @@
+//! The dispatcher's escalation stage. Routing starts an escalation (or ends one, when the
+//! problem resolves); each pass, every step that is due goes to whoever it names at the moment
+//! the step was due, through its actions, as ordinary runs; then the escalation moves on.
+//!
+//! A step is sent once: its runs' keys name the escalation, pass, step, action and person, so a
+//! second try inserts nothing, and only one instance moves the escalation on (a conditional
+//! update). The runs are inserted first, so a crash between the two sends the step's runs at
+//! the next pass rather than losing them.
+
+use serde_json::json;
+
+use super::{Inner, Settings};
+use crate::clock::now_ms;
+use crate::escalate::{Recipient, Step};
+use crate::store::{Advance, EscalationRow, NewRun, RunStart, StepRow, Store, StoreError};
+
+/// How often a held escalation is looked at again.
+const HOLD_RECHECK_MS: i64 = 5_000;
+/// Escalations moved on in one pass at most.
+const BATCH: i64 = 64;
+
+/// What routing found for a notification: start the escalation its route names (after the
+/// route's flap wait), or end the running one when the problem resolved.
+pub(super) async fn routed(
+    store: &Store,
+    n: &crate::store::StoredNotification,
+    policy: Option<(&str, Option<std::time::Duration>)>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let note = &n.notification;
+    if note.is_test {
+        return Ok(());
+    }
+    if crate::store::is_closed(&note.state, false) {
+        let ended = store
+            .end_escalations(note.source, note.problem_key.clone(), "resolved".into(), now)
+            .await?;
+        if ended > 0 {
+            tracing::info!(
+                source = %note.source, problem_id = note.problem_key.as_str(),
+                "escalation stopped: the problem resolved"
+            );
+        }
+        return Ok(());
+    }
+    let Some((policy, wait)) = policy else {
+        return Ok(());
+    };
+    let first_at = now + wait.map_or(0, |w| w.as_millis() as i64);
+    let started = store
+        .start_escalation(EscalationRow {
+            id: 0,
+            source: note.source,
+            problem_key: note.problem_key.clone(),
+            notification_id: n.id,
+            policy: policy.to_string(),
+            state: "open".into(),
+            pass: 0,
+            step: 0,
+            next_at_ms: Some(first_at),
+            held_by: None,
+            code: crate::escalate::fresh_code(),
+            started_at_ms: now,
+            updated_at_ms: now,
+            acked_at_ms: None,
+            acked_by: None,
+            acked_via: None,
+        })
+        .await?;
+    if started {
+        tracing::info!(
+            source = %note.source, problem_id = note.problem_key.as_str(), policy,
+            "escalation started"
+        );
+    }
+    Ok(())
+}
+
+/// Sends every due step and moves its escalation on; how many were looked at.
+pub(super) async fn tick(d: &Inner, s: &Settings) -> Result<usize, StoreError> {
+    let now = now_ms();
+    let due = d.store.due_escalations(now, BATCH).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let quiet = crate::noise::Quiet::now(&d.store, &s.maintenance, now).await?;
+    for e in &due {
+        let to = match next(d, s, &quiet, e, now).await? {
+            Some(to) => to,
+            None => continue,
+        };
+        d.store
+            .advance_escalation(e.id, e.pass, e.step, to, now)
+            .await?;
+    }
+    Ok(due.len())
+}
+
+/// Sends `e`'s due step (unless held or gone) and says where it goes next; `None` when it
+/// stopped here (the problem resolved).
+async fn next(
+    d: &Inner,
+    s: &Settings,
+    quiet: &crate::noise::Quiet<'_>,
+    e: &EscalationRow,
+    now: i64,
+) -> Result<Option<Advance>, StoreError> {
+    let Some(policy) = s.escalation.policies.get(&e.policy) else {
+        tracing::warn!(
+            problem_id = e.problem_key.as_str(), policy = e.policy,
+            "escalation stopped: its policy is no longer in the config"
+        );
+        return Ok(Some(Advance::Ended));
+    };
+    let latest = d.store.latest_notification(e.source, &e.problem_key).await?;
+    let Some(latest) = latest else {
+        return Ok(Some(Advance::Ended));
+    };
+    if crate::store::is_closed(&latest.notification.state, false) {
+        d.store
+            .end_escalations(e.source, e.problem_key.clone(), "resolved".into(), now)
+            .await?;
+        return Ok(None);
+    }
+    if let Some((holder, why)) = quiet.covering(&s.problem(&latest)) {
+        if e.held_by.as_deref() != Some(holder.as_str()) {
+            tracing::info!(problem_id = e.problem_key.as_str(), why, "escalation held");
+        }
+        return Ok(Some(Advance::Held {
+            by: holder,
+            at_ms: now + HOLD_RECHECK_MS,
+        }));
+    }
+    let Some(step) = policy.steps.get(e.step as usize) else {
+        return Ok(Some(Advance::Ended));
+    };
+    // The step is someone's as of when it was due, so every instance picks the same people.
+    let at = e.next_at_ms.unwrap_or(now);
+    let people = whom(&d.store, s, step, at).await?;
+    let opening = d.store.notification(e.notification_id).await?;
+    let runs: Vec<NewRun> = step
+        .actions
+        .iter()
+        .flat_map(|action| {
+            people.iter().map(move |(id, name)| NewRun {
+                idem_key: format!(
+                    "esc/{}/{}/{}/{action}/{id}/after-{}",
+                    e.id, e.pass, e.step, e.notification_id
+                ),
+                action: action.clone(),
+                target: format!("{}{id}", crate::actions::PERSON_TARGET),
+                target_label: name.clone(),
+                priority: 1,
+                start: RunStart::Now,
+            })
+        })
+        .collect();
+    if people.is_empty() {
+        tracing::warn!(
+            problem_id = e.problem_key.as_str(), policy = e.policy, step = e.step + 1,
+            "an escalation step names nobody on call now; it goes on to the next"
+        );
+    }
+    d.store.insert_runs(&[(&opening, runs)]).await?;
+    let notified: Vec<_> = people
+        .iter()
+        .map(|(id, name)| json!({"person": id, "name": name}))
+        .collect();
+    d.store
+        .record_step(StepRow {
+            escalation_id: e.id,
+            pass: e.pass,
+            step: e.step,
+            started_at_ms: now,
+            notified: json!(notified).to_string(),
+            actions: json!(step.actions).to_string(),
+        })
+        .await?;
+    tracing::info!(
+        source = %e.source, problem_id = e.problem_key.as_str(), policy = e.policy,
+        pass = e.pass + 1, step = e.step + 1, people = people.len(),
+        "escalation step sent"
+    );
+    let at_ms = now + step.wait.as_millis() as i64;
+    Ok(Some(if (e.step as usize) + 1 < policy.steps.len() {
+        Advance::To {
+            pass: e.pass,
+            step: e.step + 1,
+            at_ms,
+        }
+    } else if e.pass < i64::from(policy.repeat) {
+        Advance::To {
+            pass: e.pass + 1,
+            step: 0,
+            at_ms,
+        }
+    } else {
+        Advance::Ended
+    }))
+}
+
+/// The people a step names at `at`: its persons, and whoever is on call in its schedules then
+/// (each once, in the order named).
+async fn whom(
+    store: &Store,
+    s: &Settings,
+    step: &Step,
+    at: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for r in &step.notify {
+        let id = match r {
+            Recipient::Person(p) => Some(p.clone()),
+            Recipient::Schedule(name) => match s.people.schedules.get(name) {
+                Some(schedule) => {
+                    crate::people::oncall::who(store, schedule, at).await?
+                }
+                None => None,
+            },
+        };
+        if let Some(id) = id {
+            if !out.iter().any(|(known, _)| *known == id) {
+                out.push((id.clone(), s.people.name_of(&id)));
+            }
+        }
+    }
+    Ok(out)
+}
