@@ -2,6 +2,9 @@
 //! a temporary data folder and stopped when the process ends, however it ends (a watcher stops it
 //! once the process is gone). As root it runs as the `postgres` user, since PostgreSQL refuses to
 //! run as root. Each caller gets a database of its own.
+//!
+//! [`shared_database`] is for the end-to-end suite's PostgreSQL pass instead: one server for the
+//! whole test run, shared by every test process (see there why).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,25 +43,96 @@ pub fn tls_database() -> (String, PathBuf) {
 }
 
 fn create(server: &Server) -> String {
+    create_on(&server.bin, server.port)
+}
+
+/// A new database on the server at `port`: named by this process and a count, and, since a shared
+/// server outlives its test processes and process ids come round again, by the time too.
+fn create_on(bin: &Path, port: u16) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let name = format!(
-        "t{}_{}",
+        "t{}_{}_{nanos}",
         std::process::id(),
         DATABASES.fetch_add(1, Ordering::Relaxed)
     );
-    let status = Command::new(server.bin.join("psql"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port.to_string(),
-            "-U",
-            "postgres",
-        ])
+    let status = Command::new(bin.join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
         .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
         .status()
         .expect("run psql");
     assert!(status.success(), "cannot create database {name}");
-    format!("postgres://postgres@127.0.0.1:{}/{name}", server.port)
+    format!("postgres://postgres@127.0.0.1:{port}/{name}")
+}
+
+/// The URL of a new, empty database on the server every process of this test run shares.
+///
+/// nextest runs each test in a process of its own, and a server of its own would cost each test
+/// an initdb and a start (seconds, a few hundred times over). So the first test process to ask
+/// starts one, under a lock, in a folder named by the process that runs the tests (the parent of
+/// every test process: nextest, or cargo for `cargo test`), and leaves its port there for the
+/// others; a watcher stops it and removes the folder once that runner is gone, however it ends.
+/// Started by the tests themselves rather than by `tools/test`, a single test runs against
+/// PostgreSQL with nothing more than `HUB_TEST_STORE=postgres cargo nextest run --test it NAME`.
+pub fn shared_database() -> String {
+    static SHARED: OnceLock<(PathBuf, u16)> = OnceLock::new();
+    let (bin, port) = SHARED.get_or_init(start_shared);
+    create_on(bin, *port)
+}
+
+fn start_shared() -> (PathBuf, u16) {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let runner = unsafe { libc::getppid() } as u32;
+    let dir = std::env::temp_dir().join(format!("hub-pg-shared-{runner}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open for as long as `lock` lives; closing it unlocks.
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "{}", std::io::Error::last_os_error());
+    }
+    let bin = bin_dir();
+    let port_file = dir.join("port");
+    let started = std::fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    if let Some(port) = started.filter(|&port| is_ready(&bin, port)) {
+        return (bin, port);
+    }
+    // None yet (or one left by an earlier runner with the same process id): a new one.
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let data = dir.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    initdb(&bin, &data);
+    let port = free_port();
+    let server = Server {
+        port,
+        bin: bin.clone(),
+        dir: dir.clone(),
+        // A test server: what a crash of the machine would lose does not matter here.
+        options: " -c fsync=off".to_string(),
+        _watcher: watch(runner, &bin, &data, &dir),
+    };
+    server.pg_ctl(&["start", "-w", "-l", dir.join("log").to_str().unwrap()]);
+    wait_ready(&bin, port, &dir);
+    let partial = dir.join("port.partial");
+    std::fs::write(&partial, port.to_string()).unwrap();
+    std::fs::rename(&partial, &port_file).unwrap();
+    (bin, port)
 }
 
 /// Runs `psql -c sql` on a database of [`database`].
@@ -156,26 +230,7 @@ fn start(kind: &str, tls: bool) -> Server {
         assert!(status.success());
     }
     let data = dir.join("data");
-    let initdb = bin.join("initdb");
-    let out = as_postgres(&[
-        initdb.to_str().unwrap(),
-        "-D",
-        data.to_str().unwrap(),
-        "-U",
-        "postgres",
-        "-A",
-        "trust",
-        "-E",
-        "UTF8",
-        "--no-sync",
-    ])
-    .output()
-    .expect("run initdb");
-    assert!(
-        out.status.success(),
-        "initdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    initdb(&bin, &data);
     let mut options = String::new();
     if tls {
         make_certificates(&dir.join("certs"), &dir);
@@ -196,25 +251,52 @@ fn start(kind: &str, tls: bool) -> Server {
         bin: bin.clone(),
         dir: dir.clone(),
         options,
-        _watcher: watch(&bin, &data, &dir),
+        _watcher: watch(std::process::id(), &bin, &data, &dir),
     };
     server.pg_ctl(&["start", "-w", "-l", dir.join("log").to_str().unwrap()]);
     wait_ready(&bin, port, &dir);
     server
 }
 
-/// A process that outlives this one only to stop the server and remove its folder once this
-/// process is gone, even after a `kill -9`.
-fn watch(bin: &Path, data: &Path, dir: &Path) -> std::process::Child {
+/// A new cluster in `data`, its superuser `postgres`, trusting every local connection.
+fn initdb(bin: &Path, data: &Path) {
+    let initdb = bin.join("initdb");
+    let out = as_postgres(&[
+        initdb.to_str().unwrap(),
+        "-D",
+        data.to_str().unwrap(),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    ])
+    .output()
+    .expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A process that outlives this one only to stop the server and remove its folder once the
+/// process `pid` is gone (this one, or the test runner for the shared server), even after a
+/// `kill -9`. In a process group of its own, so that a runner stopping this process's group (as
+/// nextest does with a test that timed out) does not stop the watcher with it.
+fn watch(pid: u32, bin: &Path, data: &Path, dir: &Path) -> std::process::Child {
     let script = format!(
-        "while [ -d /proc/{watch} ]; do sleep 1; done; \
+        "while [ -d /proc/{pid} ]; do sleep 1; done; \
          {pg_ctl} -D {data} stop -m immediate >/dev/null 2>&1; rm -rf {dir}",
         pg_ctl = bin.join("pg_ctl").display(),
         data = data.display(),
         dir = dir.display(),
-        watch = std::process::id(),
     );
+    use std::os::unix::process::CommandExt;
     as_postgres(&["sh", "-c", &script])
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -268,14 +350,17 @@ pub fn outage(down: Duration) {
     wait_ready(&server.bin, server.port, &server.dir);
 }
 
+fn is_ready(bin: &Path, port: u16) -> bool {
+    Command::new(bin.join("pg_isready"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn wait_ready(bin: &Path, port: u16, dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let ready = Command::new(bin.join("pg_isready"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ready {
+        if is_ready(bin, port) {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
