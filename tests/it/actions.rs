@@ -97,7 +97,10 @@ async fn a_script_runs_once_per_entity_never_through_a_shell_and_never_twice() {
     assert_eq!(stdin["entities"].as_array().unwrap().len(), 2);
 
     eventually("both runs recorded", async || {
-        runs(dir.path()).await.iter().all(|r| r.2 == "succeeded")
+        runs(dir.path())
+            .await
+            .iter()
+            .all(|r| r.status == "succeeded")
     })
     .await;
     let sent = sent_when_all(dir.path(), "P-2411021.json", 2, "succeeded").await;
@@ -149,14 +152,16 @@ async fn a_hanging_script_is_stopped_and_exit_75_is_retried_until_it_succeeds() 
     deliver(&hub, fixture("dynatrace/minimal-open.json")).await;
     eventually("both runs final", async || {
         let r = runs(dir.path()).await;
-        r.len() == 2 && r.iter().all(|r| r.2 != "pending" && r.2 != "running")
+        r.len() == 2
+            && r.iter()
+                .all(|r| r.status != "pending" && r.status != "running")
     })
     .await;
     let r = runs(dir.path()).await;
-    let hang = r.iter().find(|r| r.0 == "hang").unwrap();
-    assert_eq!(hang.2, "failed");
-    assert_eq!(hang.3, 2, "retried once, then given up");
-    let error = hang.4.clone().unwrap();
+    let hang = r.iter().find(|r| r.action == "hang").unwrap();
+    assert_eq!(hang.status, "failed");
+    assert_eq!(hang.attempts, 2, "retried once, then given up");
+    let error = hang.last_error.clone().unwrap();
     assert!(
         error.contains("gave up after 2") && error.contains("timed out after 1 s"),
         "{error}"
@@ -169,8 +174,12 @@ async fn a_hanging_script_is_stopped_and_exit_75_is_retried_until_it_succeeds() 
         "the script's child still runs"
     );
 
-    let flaky = r.iter().find(|r| r.0 == "flaky").unwrap();
-    assert_eq!((flaky.2.as_str(), flaky.3), ("succeeded", 2), "{flaky:?}");
+    let flaky = r.iter().find(|r| r.action == "flaky").unwrap();
+    assert_eq!(
+        (flaky.status.as_str(), flaky.attempts),
+        ("succeeded", 2),
+        "{flaky:?}"
+    );
     assert_eq!(lines(&dir.path().join("flaky.log")).len(), 2);
 }
 
@@ -223,7 +232,7 @@ async fn an_sms_is_retried_after_a_twilio_500_and_its_number_is_masked() {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.2 == "succeeded")
+            .is_some_and(|r| r.status == "succeeded")
     })
     .await;
 
@@ -251,7 +260,7 @@ async fn an_sms_is_retried_after_a_twilio_500_and_its_number_is_masked() {
         );
     }
     let run = &runs(dir.path()).await[0];
-    assert_eq!(run.1, "+49*****1111");
+    assert_eq!(run.target_label, "+49*****1111");
     let sent = sent_when_all(dir.path(), "P-2411021.json", 1, "succeeded")
         .await
         .to_string();
@@ -298,20 +307,26 @@ async fn a_twilio_4xx_is_final_and_a_storm_is_held_back_not_dropped() {
     deliver(&hub, fixture("dynatrace/minimal-open.json")).await;
     eventually("three final runs", async || {
         let r = runs(dir.path()).await;
-        r.len() == 3 && r.iter().all(|r| r.2 != "pending" && r.2 != "running")
+        r.len() == 3
+            && r.iter()
+                .all(|r| r.status != "pending" && r.status != "running")
     })
     .await;
     let r = runs(dir.path()).await;
-    let statuses: Vec<&str> = r.iter().map(|r| r.2.as_str()).collect();
+    let statuses: Vec<&str> = r.iter().map(|r| r.status.as_str()).collect();
     assert_eq!(statuses, ["failed", "succeeded", "held_back"], "{r:?}");
-    assert_eq!(r[0].3, 1, "a 400 is not retried");
-    let error = r[0].4.clone().unwrap();
+    assert_eq!(r[0].attempts, 1, "a 400 is not retried");
+    let error = r[0].last_error.clone().unwrap();
     assert!(
         error.contains("error 21211") && error.contains("+49*****0002"),
         "{error}"
     );
     assert!(!error.contains("+4915100000002"));
-    assert!(r[2].4.clone().unwrap().contains("at most 2 SMS a minute"));
+    assert!(r[2]
+        .last_error
+        .clone()
+        .unwrap()
+        .contains("at most 2 SMS a minute"));
     assert_eq!(twilio.received_requests().await.unwrap().len(), 2);
 }
 
@@ -370,7 +385,7 @@ async fn comment_after_the_script(version: u8) -> Value {
         runs(dir.path())
             .await
             .iter()
-            .any(|r| r.0 == "incident_notification_comment" && r.2 == "succeeded")
+            .any(|r| r.action == "incident_notification_comment" && r.status == "succeeded")
     })
     .await;
     // The script ran on the entity from the details, then the comment reported it.
@@ -439,7 +454,7 @@ async fn a_webhook_is_signed_and_keeps_its_id_across_a_retry() {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.2 == "succeeded")
+            .is_some_and(|r| r.status == "succeeded")
     })
     .await;
     let requests = receiver.received_requests().await.unwrap();
@@ -508,7 +523,9 @@ async fn a_webhook_template_cannot_be_made_to_forge_fields() {
     }
     eventually("four finished runs", async || {
         let r = runs(dir.path()).await;
-        r.len() == 4 && r.iter().all(|r| r.2 == "succeeded" || r.2 == "failed")
+        r.len() == 4
+            && r.iter()
+                .all(|r| r.status == "succeeded" || r.status == "failed")
     })
     .await;
     let requests = receiver.received_requests().await.unwrap();
@@ -542,12 +559,12 @@ async fn a_webhook_template_cannot_be_made_to_forge_fields() {
     let failed: Vec<_> = runs(dir.path())
         .await
         .into_iter()
-        .filter(|r| r.2 == "failed")
+        .filter(|r| r.status == "failed")
         .collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
-    assert_eq!(failed[0].0, "raw");
-    assert_eq!(failed[0].3, 1, "a permanent error is not retried");
-    let error = failed[0].4.as_deref().unwrap_or_default();
+    assert_eq!(failed[0].action, "raw");
+    assert_eq!(failed[0].attempts, 1, "a permanent error is not retried");
+    let error = failed[0].last_error.as_deref().unwrap_or_default();
     assert!(
         error.starts_with("the template made a body that is not JSON"),
         "{error}"
@@ -716,7 +733,7 @@ async fn replay_runs_again_on_purpose_and_says_so() {
         runs(dir.path())
             .await
             .iter()
-            .filter(|r| r.2 == "succeeded")
+            .filter(|r| r.status == "succeeded")
             .count()
             == 2
     })
@@ -740,8 +757,7 @@ async fn replay_runs_again_on_purpose_and_says_so() {
     );
     assert_eq!(lines(&calls).len(), 4);
     let db = support::db(dir.path()).await;
-    let manual: i64 = db.one("SELECT COUNT(*) FROM action_attempts WHERE manual = 1", []);
-    assert_eq!(manual, 2);
+    assert_eq!(db.count("action_attempts WHERE manual = TRUE").await, 2);
 
     let out = hub_command(dir.path())
         .args(["replay", "P-404"])
@@ -766,12 +782,12 @@ async fn sigterm_lets_a_running_action_finish() {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.2 == "running")
+            .is_some_and(|r| r.status == "running")
     })
     .await;
     assert_eq!(hub.terminate(), Some(0));
     assert_eq!(lines(&dir.path().join("done.log")).len(), 1);
-    assert_eq!(runs(dir.path()).await[0].2, "succeeded");
+    assert_eq!(runs(dir.path()).await[0].status, "succeeded");
 }
 
 fn feed_problem(n: u32, status: &str) -> Value {
@@ -847,13 +863,16 @@ async fn poll_run_actions_handles_each_problem_state_once() {
         .collect();
     called.sort();
     assert_eq!(called, ["svc-2", "svc-3", "svc-85"]);
-    let states: Vec<String> = {
-        let db = support::db(dir.path()).await;
-        db.all(
-            "SELECT problem_key || '-' || state FROM action_runs ORDER BY problem_key",
-            [],
+    let states: Vec<String> = support::db(dir.path())
+        .await
+        .rows(
+            "SELECT problem_key || '-' || state AS change FROM action_runs ORDER BY problem_key",
+            &[],
         )
-    };
+        .await
+        .iter()
+        .map(|r| r.get("change"))
+        .collect();
     assert_eq!(states, ["2-OPEN", "3-RESOLVED", "85-OPEN"]);
 
     // Again: everything is handled in its current state; nothing runs twice.
@@ -882,8 +901,11 @@ async fn a_run_past_the_shutdown_deadline_is_left_for_the_next_start() {
     eventually("the run to start", async || lines(&starts).len() == 1).await;
     assert_eq!(hub.terminate(), Some(0));
     let r = runs(dir.path()).await;
-    assert_eq!(r[0].2, "pending", "{r:?}");
-    assert!(r[0].4.clone().unwrap().contains("interrupted"), "{r:?}");
+    assert_eq!(r[0].status, "pending", "{r:?}");
+    assert!(
+        r[0].last_error.clone().unwrap().contains("interrupted"),
+        "{r:?}"
+    );
     // The script's group was stopped with it.
     let sleep_pid = std::fs::read_to_string(dir.path().join("sleep.pid")).unwrap();
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", sleep_pid.trim()));
@@ -894,12 +916,15 @@ async fn a_run_past_the_shutdown_deadline_is_left_for_the_next_start() {
 
     let _hub = start_with(dir.path(), config, &[]);
     eventually("the run to finish after the restart", async || {
-        runs(dir.path()).await[0].2 == "succeeded"
+        runs(dir.path()).await[0].status == "succeeded"
     })
     .await;
     assert_eq!(lines(&dir.path().join("done.log")).len(), 1);
     let db = support::db(dir.path()).await;
-    let results: Vec<String> = db.all("SELECT result FROM action_attempts ORDER BY id", []);
+    let attempts = db
+        .rows("SELECT result FROM action_attempts ORDER BY id", &[])
+        .await;
+    let results: Vec<String> = attempts.iter().map(|r| r.get("result")).collect();
     assert_eq!(results, ["interrupted", "succeeded"]);
 }
 
@@ -927,16 +952,19 @@ async fn script_output_is_bounded_and_a_webhook_4xx_is_final() {
     deliver(&hub, fixture("dynatrace/minimal-open.json")).await;
     eventually("both runs failed", async || {
         let r = runs(dir.path()).await;
-        r.len() == 2 && r.iter().all(|r| r.2 == "failed")
+        r.len() == 2 && r.iter().all(|r| r.status == "failed")
     })
     .await;
     let r = runs(dir.path()).await;
     assert!(
-        r.iter().all(|r| r.3 == 1),
+        r.iter().all(|r| r.attempts == 1),
         "permanent failures are not retried: {r:?}"
     );
-    assert_eq!(r[0].4.as_deref(), Some("exit 3"));
-    assert_eq!(r[1].4.as_deref(), Some("the receiver answered 410"));
+    assert_eq!(r[0].last_error.as_deref(), Some("exit 3"));
+    assert_eq!(
+        r[1].last_error.as_deref(),
+        Some("the receiver answered 410")
+    );
     let sent = sent_when_all(dir.path(), "85.json", 2, "failed").await;
     let stdout = sent["runs"][0]["outcome"]["stdout"].as_str().unwrap();
     assert!(
@@ -991,8 +1019,8 @@ async fn with_no_action_configured_plans_close_without_runs() {
     deliver(&hub, fixture("dynatrace/full-open.json")).await;
     eventually("both plans closed", async || {
         let db = support::db(dir.path()).await;
-        let open: i64 = db.one("SELECT COUNT(*) FROM plans WHERE status != 'done'", []);
-        let done: i64 = db.one("SELECT COUNT(*) FROM plans WHERE status = 'done'", []);
+        let open = db.count("plans WHERE status != 'done'").await;
+        let done = db.count("plans WHERE status = 'done'").await;
         open == 0 && done == 2
     })
     .await;
@@ -1035,11 +1063,11 @@ async fn an_sms_is_retried_after_408_and_425_as_the_one_policy_says() {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.2 == "succeeded")
+            .is_some_and(|r| r.status == "succeeded")
     })
     .await;
     let run = &runs(dir.path()).await[0];
-    assert_eq!(run.3, 3, "408, then 425, then sent");
+    assert_eq!(run.attempts, 3, "408, then 425, then sent");
     assert_eq!(twilio.received_requests().await.unwrap().len(), 3);
     // The API shows the run by its id, never by a key that ends with the number.
     let api = client()
@@ -1081,7 +1109,7 @@ async fn the_samples_sms_section_takes_a_gateway_and_a_template() {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.2 == "succeeded")
+            .is_some_and(|r| r.status == "succeeded")
     })
     .await;
     let requests = gateway.received_requests().await.unwrap();
@@ -1109,7 +1137,7 @@ async fn replay_beside_a_running_hub_is_run_by_that_hub() {
         runs(dir.path())
             .await
             .iter()
-            .filter(|r| r.2 == "succeeded")
+            .filter(|r| r.status == "succeeded")
             .count()
             == 2
     })

@@ -27,12 +27,30 @@ fn amtool(am_url: &str, args: &[&str]) {
     );
 }
 
-/// (source, problem_key, state, duplicates) of every stored notification.
-async fn stored(dir: &Path) -> Vec<(String, String, String, i64)> {
-    support::db(dir).await.all(
-        "SELECT source, problem_key, state, duplicates FROM notifications ORDER BY id",
-        [],
-    )
+/// A stored notification.
+#[derive(Debug)]
+struct Stored {
+    source: String,
+    state: String,
+    duplicates: i64,
+}
+
+/// Every stored notification, oldest first.
+async fn stored(dir: &Path) -> Vec<Stored> {
+    let rows = support::db(dir)
+        .await
+        .rows(
+            "SELECT source, state, duplicates FROM notifications ORDER BY id",
+            &[],
+        )
+        .await;
+    rows.iter()
+        .map(|r| Stored {
+            source: r.get("source"),
+            state: r.get("state"),
+            duplicates: r.get("duplicates"),
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -99,7 +117,7 @@ async fn a_real_alertmanager_fires_and_resolves_through_webhook_and_pagerduty() 
         let s = stored(dir.path()).await;
         ["alertmanager", "pagerduty"]
             .iter()
-            .all(|src| s.iter().any(|r| r.0 == *src && r.2 == "OPEN"))
+            .all(|src| s.iter().any(|r| r.source == *src && r.state == "OPEN"))
     })
     .await;
 
@@ -107,7 +125,7 @@ async fn a_real_alertmanager_fires_and_resolves_through_webhook_and_pagerduty() 
         stored(dir.path())
             .await
             .iter()
-            .any(|r| r.0 == "alertmanager" && r.2 == "OPEN" && r.3 >= 1)
+            .any(|r| r.source == "alertmanager" && r.state == "OPEN" && r.duplicates >= 1)
     })
     .await;
 
@@ -127,7 +145,7 @@ async fn a_real_alertmanager_fires_and_resolves_through_webhook_and_pagerduty() 
         let s = stored(dir.path()).await;
         ["alertmanager", "pagerduty"]
             .iter()
-            .all(|src| s.iter().any(|r| r.0 == *src && r.2 == "RESOLVED"))
+            .all(|src| s.iter().any(|r| r.source == *src && r.state == "RESOLVED"))
     })
     .await;
     let calls = dir.path().join("calls.log");
@@ -136,7 +154,10 @@ async fn a_real_alertmanager_fires_and_resolves_through_webhook_and_pagerduty() 
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let s = stored(dir.path()).await;
-    let mut changes: Vec<(String, String)> = s.iter().map(|r| (r.0.clone(), r.2.clone())).collect();
+    let mut changes: Vec<(String, String)> = s
+        .iter()
+        .map(|r| (r.source.clone(), r.state.clone()))
+        .collect();
     changes.sort();
     assert_eq!(
         changes,

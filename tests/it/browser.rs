@@ -90,7 +90,11 @@ async fn a_browser_sees_text_where_the_payload_had_html_and_can_replay() {
         .unwrap();
     let listed = text_of(&browser, "replay-runs").await;
     assert!(listed.contains("page"), "{listed}");
-    assert_eq!(runs(dir.path()).await[0].3, 1, "nothing ran before yes");
+    assert_eq!(
+        runs(dir.path()).await[0].attempts,
+        1,
+        "nothing ran before yes"
+    );
     browser
         .find(Locator::Id("replay-yes"))
         .await
@@ -305,10 +309,14 @@ async fn a_browser_triages_filters_silences_and_confirms_a_replay() {
     );
     keep_screenshot(&browser, "problem-page.png").await;
     let attempts = async || -> i64 {
-        support::db(dir.path()).await.one(
-            "SELECT attempts FROM action_runs WHERE problem_key = 'P-FAIL'",
-            [],
-        )
+        support::db(dir.path())
+            .await
+            .row(
+                "SELECT attempts FROM action_runs WHERE problem_key = 'P-FAIL'",
+                &[],
+            )
+            .await
+            .get("attempts")
     };
     click_once_there(&browser, Locator::Css("a.replay-action")).await;
     keep_screenshot(&browser, "replay-confirm.png").await;

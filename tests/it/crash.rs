@@ -62,10 +62,13 @@ async fn every_acknowledged_notification_survives_kill_9_at_full_load() {
         let file = hub.received().join(format!("P-{i}-OPEN.json"));
         let on_disk = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert_eq!(on_disk, body.as_bytes(), "file for P-{i}");
-        let stored: Vec<u8> = db.one(
-            "SELECT body FROM notifications WHERE problem_key = ? AND state = 'OPEN'",
-            [format!("P-{i}")],
-        );
+        let stored: Vec<u8> = db
+            .row(
+                "SELECT body FROM notifications WHERE problem_key = $1 AND state = 'OPEN'",
+                &[format!("P-{i}").into()],
+            )
+            .await
+            .get("body");
         assert_eq!(stored, body.as_bytes(), "row for P-{i}");
     }
     assert!(
@@ -129,10 +132,15 @@ async fn actions_survive_kill_9_and_only_runs_in_flight_repeat() {
     let _ = burst.await;
 
     let db = support::db(tmp.path()).await;
-    let in_flight: Vec<String> = db.all(
-        "SELECT idem_key FROM action_runs WHERE status = 'running'",
-        [],
-    );
+    let in_flight: Vec<String> = db
+        .rows(
+            "SELECT idem_key FROM action_runs WHERE status = 'running'",
+            &[],
+        )
+        .await
+        .iter()
+        .map(|r| r.get("idem_key"))
+        .collect();
     assert!(
         in_flight.len() <= 4,
         "at most max_concurrent in flight: {in_flight:?}"
@@ -146,7 +154,7 @@ async fn actions_survive_kill_9_and_only_runs_in_flight_repeat() {
     send_all(hub.url("/")).await.unwrap();
     support::eventually("every run done", async || {
         let r = support::runs(tmp.path()).await;
-        r.len() == TOTAL && r.iter().all(|r| r.2 == "succeeded")
+        r.len() == TOTAL && r.iter().all(|r| r.status == "succeeded")
     })
     .await;
     let mut counts = std::collections::HashMap::new();

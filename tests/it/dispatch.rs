@@ -37,8 +37,9 @@ fn alerts(first: usize, n: usize) -> Value {
            "commonAnnotations": {}, "externalURL": "", "alerts": alerts})
 }
 
-async fn count(dir: &Path, sql: &str) -> i64 {
-    db(dir).await.one(sql, [])
+/// `SELECT COUNT(*) FROM <from>` on the hub's store.
+async fn count(dir: &Path, from: &str) -> i64 {
+    db(dir).await.count(from).await
 }
 
 #[tokio::test]
@@ -79,7 +80,7 @@ async fn a_page_to_an_idle_action_runs_while_a_slow_action_has_500_runs_pending(
         assert_eq!(r.status().as_u16(), 200);
     }
     eventually("the storm routed to the slow action", async || {
-        count(d, "SELECT COUNT(*) FROM action_runs WHERE action = 'slow'").await == 500
+        count(d, "action_runs WHERE action = 'slow'").await == 500
     })
     .await;
     let r = post(&c, &hub.url("/"), page("P-URGENT", "AVAILABILITY", ""))
@@ -94,7 +95,7 @@ async fn a_page_to_an_idle_action_runs_while_a_slow_action_has_500_runs_pending(
     // It did not wait its turn behind the storm: the slow action's runs are still there.
     let pending = count(
         d,
-        "SELECT COUNT(*) FROM action_runs WHERE action = 'slow' AND status = 'pending'",
+        "action_runs WHERE action = 'slow' AND status = 'pending'",
     )
     .await;
     assert!(pending >= 498, "{pending} slow runs left pending");
@@ -155,12 +156,7 @@ printf '%s\n' "$HUB_PROBLEM_ID" >> order.log"#,
     };
     send("P-FIRST", "PERFORMANCE", "").await;
     eventually("the first run holds the slot", async || {
-        count(
-            d,
-            "SELECT COUNT(*) FROM action_runs WHERE status = 'running'",
-        )
-        .await
-            == 1
+        count(d, "action_runs WHERE status = 'running'").await == 1
     })
     .await;
     // Arrival order: neither severity nor route priority is on their side.
@@ -171,12 +167,7 @@ printf '%s\n' "$HUB_PROBLEM_ID" >> order.log"#,
     send("P-DOWN", "AVAILABILITY", "").await; // P1
     send("P-ERR", "ERROR", "").await; // P1
     eventually("every run routed", async || {
-        count(
-            d,
-            "SELECT COUNT(*) FROM action_runs WHERE status = 'pending'",
-        )
-        .await
-            == 6
+        count(d, "action_runs WHERE status = 'pending'").await == 6
     })
     .await;
     std::fs::write(d.join("gate"), "").unwrap();

@@ -105,7 +105,7 @@ async fn a_second_hub_on_the_same_store_exits_and_pages_nobody_twice() {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.2 == "running")
+            .is_some_and(|r| r.status == "running")
     })
     .await;
     let second = hub_command(dir.path()).arg("run").output().unwrap();
@@ -120,7 +120,7 @@ async fn a_second_hub_on_the_same_store_exits_and_pages_nobody_twice() {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.2 == "succeeded")
+            .is_some_and(|r| r.status == "succeeded")
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -143,7 +143,10 @@ async fn paging_does_not_wait_on_an_unreachable_dynatrace() {
     })
     .await;
     let db = support::db(dir.path()).await;
-    let status: String = db.one("SELECT status FROM enrichments", []);
+    let status: String = db
+        .row("SELECT status FROM enrichments", &[])
+        .await
+        .get("status");
     assert_eq!(status, "pending", "the details are still asked for");
     assert!(
         hub.stderr().contains("with_details=false"),
@@ -353,22 +356,21 @@ async fn a_store_that_refuses_writes_is_waited_out_without_running_twice() {
         calls(dir.path()).len() == 1
     })
     .await;
-    let db = rusqlite::Connection::open(dir.path().join("hub.db")).unwrap();
-    db.busy_timeout(Duration::from_secs(10)).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER full BEFORE UPDATE ON action_runs
+    let db = support::db(dir.path()).await;
+    db.batch(
+        "CREATE TRIGGER refuse_writes BEFORE UPDATE ON action_runs
          BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
     )
-    .unwrap();
+    .await;
     assert_eq!(send(&hub, dynatrace("72", "OPEN")).await.status(), 200);
     let before = hub.stderr().lines().count();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = hub.stderr().lines().count() - before;
     assert!(during <= 12, "{during} lines in 4 s:\n{}", hub.stderr());
-    db.execute_batch("DROP TRIGGER full").unwrap();
+    db.batch("DROP TRIGGER refuse_writes").await;
     eventually("both runs succeeded", async || {
         let r = runs(dir.path()).await;
-        r.len() == 2 && r.iter().all(|r| r.2 == "succeeded")
+        r.len() == 2 && r.iter().all(|r| r.status == "succeeded")
     })
     .await;
     let mut done = calls(dir.path());
@@ -456,7 +458,7 @@ async fn runs_of_a_removed_action_are_named() {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.3 == 1 && r.2 == "pending")
+            .is_some_and(|r| r.attempts == 1 && r.status == "pending")
     })
     .await;
     hub.terminate();
@@ -492,22 +494,22 @@ async fn a_retry_set_by_a_clock_that_jumped_ahead_is_not_held() {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.3 == 1 && r.2 == "pending")
+            .is_some_and(|r| r.attempts == 1 && r.status == "pending")
     })
     .await;
     // What a clock a year ahead at the moment of scheduling would have written.
-    let db = rusqlite::Connection::open(dir.path().join("hub.db")).unwrap();
-    db.busy_timeout(Duration::from_secs(10)).unwrap();
-    db.execute(
-        "UPDATE action_runs SET next_attempt_at_ms = next_attempt_at_ms + 365 * 86400000",
-        [],
-    )
-    .unwrap();
+    support::db(dir.path())
+        .await
+        .execute(
+            "UPDATE action_runs SET next_attempt_at_ms = next_attempt_at_ms + $1",
+            &[(365 * 86_400_000_i64).into()],
+        )
+        .await;
     eventually("the retry", async || {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.2 == "succeeded")
+            .is_some_and(|r| r.status == "succeeded")
     })
     .await;
     drop(hub);

@@ -215,7 +215,7 @@ async fn the_mails_of_one_problem_form_one_thread() {
     eventually("the second mail", async || relay.mails().len() == 2).await;
     eventually("both runs recorded", async || {
         let r = runs(dir.path()).await;
-        r.len() == 2 && r.iter().all(|r| r.2 == "succeeded")
+        r.len() == 2 && r.iter().all(|r| r.status == "succeeded")
     })
     .await;
 
@@ -277,7 +277,12 @@ async fn the_mails_of_one_problem_form_one_thread() {
 
     // The first mail is the problem's thread, and stays it.
     let db = support::db(dir.path()).await;
-    let kept: Vec<String> = db.all("SELECT ref FROM threads WHERE action = 'mail'", []);
+    let kept: Vec<String> = db
+        .rows("SELECT ref FROM threads WHERE action = 'mail'", &[])
+        .await
+        .iter()
+        .map(|r| r.get("ref"))
+        .collect();
     assert_eq!(kept, [first_id]);
     let sent = dir.path().join("problems_sent/P-2411021.json");
     eventually("the sent file", async || {
@@ -315,14 +320,19 @@ async fn a_refused_mail_fails_at_once_and_an_absent_relay_is_tried_again() {
     );
     deliver(&hub, fixture("dynatrace/minimal-open.json")).await;
 
-    let run = async |name: &str| runs(dir.path()).await.into_iter().find(|r| r.0 == name);
+    let run = async |name: &str| {
+        runs(dir.path())
+            .await
+            .into_iter()
+            .find(|r| r.action == name)
+    };
     eventually("the refused run to fail", async || {
-        run("refused").await.is_some_and(|r| r.2 == "failed")
+        run("refused").await.is_some_and(|r| r.status == "failed")
     })
     .await;
     let refused = run("refused").await.unwrap();
-    assert_eq!(refused.3, 1, "a 5xx is not tried again: {refused:?}");
-    let error = refused.4.unwrap();
+    assert_eq!(refused.attempts, 1, "a 5xx is not tried again: {refused:?}");
+    let error = refused.last_error.unwrap();
     assert!(
         error.contains(&format!("127.0.0.1:{refusing_port} answered 550"))
             && error.contains("no such user"),
@@ -332,17 +342,17 @@ async fn a_refused_mail_fails_at_once_and_an_absent_relay_is_tried_again() {
     eventually("the first attempt at the absent relay", async || {
         run("later")
             .await
-            .is_some_and(|r| r.3 >= 1 && r.4.is_some())
+            .is_some_and(|r| r.attempts >= 1 && r.last_error.is_some())
     })
     .await;
     let waiting = run("later").await.unwrap();
     assert!(
-        matches!(waiting.2.as_str(), "pending" | "running"),
+        matches!(waiting.status.as_str(), "pending" | "running"),
         "{waiting:?}"
     );
     assert!(
         waiting
-            .4
+            .last_error
             .as_deref()
             .unwrap()
             .contains(&format!("127.0.0.1:{later_port}")),
@@ -350,10 +360,10 @@ async fn a_refused_mail_fails_at_once_and_an_absent_relay_is_tried_again() {
     );
     let relay = Relay::accepting(dir.path(), later_port);
     eventually("the retry to get through", async || {
-        run("later").await.is_some_and(|r| r.2 == "succeeded")
+        run("later").await.is_some_and(|r| r.status == "succeeded")
     })
     .await;
-    assert!(run("later").await.unwrap().3 >= 2);
+    assert!(run("later").await.unwrap().attempts >= 2);
     let mails = relay.mails();
     assert_eq!(mails.len(), 1);
     assert_eq!(

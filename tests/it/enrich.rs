@@ -81,9 +81,15 @@ async fn an_unreachable_tenant_keeps_the_problem_pending_across_a_restart() {
     let dir = tmp.path().to_path_buf();
     eventually("a recorded failed attempt", async || {
         let db = support::db(&dir).await;
-        let row: Option<(String, i64, Option<String>)> =
-            db.optional("SELECT status, attempts, last_error FROM enrichments", []);
-        matches!(row, Some((s, n, Some(e))) if s == "pending" && n >= 1 && e.contains("503"))
+        let row = db
+            .optional_row("SELECT status, attempts, last_error FROM enrichments", &[])
+            .await;
+        row.is_some_and(|r| {
+            r.get::<String>("status") == "pending"
+                && r.get::<i64>("attempts") >= 1
+                && r.get::<Option<String>>("last_error")
+                    .is_some_and(|e| e.contains("503"))
+        })
     })
     .await;
     hub.kill9();
@@ -101,8 +107,9 @@ async fn an_unreachable_tenant_keeps_the_problem_pending_across_a_restart() {
     let sent = hub.dir.join("problems_sent/P-2411021.json");
     eventually("enrichment after the restart", async || sent.exists()).await;
     let db = support::db(tmp.path()).await;
-    let (status, error): (String, Option<String>) =
-        db.one("SELECT status, last_error FROM enrichments", []);
-    assert_eq!(status, "done");
-    assert!(error.is_none());
+    let row = db
+        .row("SELECT status, last_error FROM enrichments", &[])
+        .await;
+    assert_eq!(row.get::<String>("status"), "done");
+    assert_eq!(row.get::<Option<String>>("last_error"), None);
 }

@@ -156,7 +156,7 @@ async fn store_commands_need_no_password_and_replay_says_when_a_run_failed() {
     .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     eventually("the run to fail", async || {
-        runs(d).await.first().is_some_and(|r| r.2 == "failed")
+        runs(d).await.first().is_some_and(|r| r.status == "failed")
     })
     .await;
     hub_run.terminate();

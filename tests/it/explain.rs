@@ -142,10 +142,16 @@ async fn explain_and_the_real_ingest_agree() {
 
     // What the hub did with each, read from its store beside it.
     let real = async || -> Vec<(String, String, Option<String>)> {
-        crate::support::db(d).await.all(
-            "SELECT problem_key, status, held_by FROM action_runs ORDER BY id",
-            [],
-        )
+        let rows = crate::support::db(d)
+            .await
+            .rows(
+                "SELECT problem_key, status, held_by FROM action_runs ORDER BY id",
+                &[],
+            )
+            .await;
+        rows.iter()
+            .map(|r| (r.get("problem_key"), r.get("status"), r.get("held_by")))
+            .collect()
     };
     eventually(
         "every notification routed and the plain one run",

@@ -38,42 +38,23 @@ async fn stores_the_notification_then_answers() {
     );
 
     let db = support::db(&hub.dir).await;
-    struct Row {
-        source: String,
-        problem_key: String,
-        state: String,
-        pid: Option<String>,
-        is_test: bool,
-        body: Vec<u8>,
-    }
-    let rows: Vec<Row> = db
-        .all(
+    let rows = db
+        .rows(
             "SELECT source, problem_key, state, pid, is_test, body FROM notifications ORDER BY id",
-            [],
+            &[],
         )
-        .into_iter()
-        .map(|(source, problem_key, state, pid, is_test, body)| Row {
-            source,
-            problem_key,
-            state,
-            pid,
-            is_test,
-            body,
-        })
-        .collect();
+        .await;
     assert_eq!(rows.len(), 2);
     let first = &rows[0];
-    assert_eq!(first.source, "dynatrace");
+    assert_eq!(first.get::<String>("source"), "dynatrace");
+    assert_eq!(first.get::<String>("problem_key"), "P-2411021");
+    assert_eq!(first.get::<String>("state"), "OPEN");
     assert_eq!(
-        (first.problem_key.as_str(), first.state.as_str()),
-        ("P-2411021", "OPEN")
-    );
-    assert_eq!(
-        first.pid.as_deref(),
+        first.get::<Option<String>>("pid").as_deref(),
         Some("-5289617462338813532_1606920000000V2")
     );
-    assert!(!first.is_test);
-    assert_eq!(first.body, body);
+    assert!(!first.get::<bool>("is_test"));
+    assert_eq!(first.get::<Vec<u8>>("body"), body);
 }
 
 #[tokio::test]
@@ -322,7 +303,12 @@ async fn redelivery_is_a_duplicate_and_a_new_body_never_overwrites() {
     );
 
     let db = support::db(&hub.dir).await;
-    let dups: Vec<i64> = db.all("SELECT duplicates FROM notifications ORDER BY id", []);
+    let dups: Vec<i64> = db
+        .rows("SELECT duplicates FROM notifications ORDER BY id", &[])
+        .await
+        .iter()
+        .map(|r| r.get("duplicates"))
+        .collect();
     assert_eq!(dups, [2, 0]);
 }
 
@@ -352,10 +338,15 @@ async fn test_notifications_are_stored_and_marked_exactly() {
     assert_eq!(answer["status"], "stored");
 
     let db = support::db(&hub.dir).await;
-    let flags: Vec<(String, bool)> = db.all(
-        "SELECT problem_key, is_test FROM notifications ORDER BY id",
-        [],
-    );
+    let flags: Vec<(String, bool)> = db
+        .rows(
+            "SELECT problem_key, is_test FROM notifications ORDER BY id",
+            &[],
+        )
+        .await
+        .iter()
+        .map(|r| (r.get("problem_key"), r.get("is_test")))
+        .collect();
     assert_eq!(
         flags,
         [("999".to_string(), true), ("1999".to_string(), false)]

@@ -38,16 +38,18 @@ async fn deliver(hub: &Hub, body: Vec<u8>) {
 async fn runs_reach(dir: &Path, n: usize, status: &str) {
     eventually(&format!("{n} run(s) {status}"), async || {
         let r = runs(dir).await;
-        r.len() == n && r.iter().all(|r| r.2 == status)
+        r.len() == n && r.iter().all(|r| r.status == status)
     })
     .await;
 }
 
 /// The hub's runs once there are `n` and none is pending or running.
-async fn final_runs(dir: &Path, n: usize) -> Vec<(String, String, String, i64, Option<String>)> {
+async fn final_runs(dir: &Path, n: usize) -> Vec<support::Run> {
     eventually(&format!("{n} final runs"), async || {
         let r = runs(dir).await;
-        r.len() == n && r.iter().all(|r| r.2 != "pending" && r.2 != "running")
+        r.len() == n
+            && r.iter()
+                .all(|r| r.status != "pending" && r.status != "running")
     })
     .await;
     runs(dir).await
@@ -239,18 +241,22 @@ async fn slack_errors_are_sorted_by_slack_s_own_codes() {
     );
     deliver(&hub, minimal(7)).await;
     let r = final_runs(dir.path(), 2).await;
-    let revoked = r.iter().find(|r| r.0 == "revoked").unwrap();
+    let revoked = r.iter().find(|r| r.action == "revoked").unwrap();
     assert_eq!(
-        (revoked.2.as_str(), revoked.3),
+        (revoked.status.as_str(), revoked.attempts),
         ("failed", 1),
         "{revoked:?}"
     );
     assert_eq!(
-        revoked.4.as_deref(),
+        revoked.last_error.as_deref(),
         Some("Slack chat.postMessage: invalid_auth")
     );
-    let busy = r.iter().find(|r| r.0 == "busy").unwrap();
-    assert_eq!((busy.2.as_str(), busy.3), ("succeeded", 2), "{busy:?}");
+    let busy = r.iter().find(|r| r.action == "busy").unwrap();
+    assert_eq!(
+        (busy.status.as_str(), busy.attempts),
+        ("succeeded", 2),
+        "{busy:?}"
+    );
     drop(hub);
 }
 
@@ -396,12 +402,20 @@ async fn pagerduty_answers_429_as_later_and_400_as_never() {
     );
     deliver(&hub, minimal(8)).await;
     let r = final_runs(dir.path(), 2).await;
-    let busy = r.iter().find(|r| r.0 == "busy").unwrap();
-    assert_eq!((busy.2.as_str(), busy.3), ("succeeded", 2), "{busy:?}");
-    let bad = r.iter().find(|r| r.0 == "bad").unwrap();
-    assert_eq!((bad.2.as_str(), bad.3), ("failed", 1), "{bad:?}");
+    let busy = r.iter().find(|r| r.action == "busy").unwrap();
+    assert_eq!(
+        (busy.status.as_str(), busy.attempts),
+        ("succeeded", 2),
+        "{busy:?}"
+    );
+    let bad = r.iter().find(|r| r.action == "bad").unwrap();
+    assert_eq!(
+        (bad.status.as_str(), bad.attempts),
+        ("failed", 1),
+        "{bad:?}"
+    );
     assert!(
-        bad.4
+        bad.last_error
             .as_deref()
             .unwrap()
             .contains("Length of 'routing_key' is incorrect"),
@@ -430,11 +444,11 @@ async fn runs_over_a_rate_limit_wait_and_say_why() {
     eventually("one sent, one held back", async || {
         let r = runs(dir.path()).await;
         r.len() == 2
-            && r.iter().any(|r| r.2 == "succeeded")
+            && r.iter().any(|r| r.status == "succeeded")
             && r.iter().any(|r| {
-                r.2 == "pending"
-                    && r.3 == 0
-                    && r.4
+                r.status == "pending"
+                    && r.attempts == 0
+                    && r.last_error
                         .as_deref()
                         .is_some_and(|e| e.starts_with("held back by rate_limit_per_minute (1)"))
             })

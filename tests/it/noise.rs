@@ -130,12 +130,12 @@ async fn a_silence_runs_nothing_and_its_expiry_runs_what_it_held() {
     deliver(&hub, fixture("dynatrace/full-open.json")).await;
     eventually("two silenced runs", async || {
         let r = runs(d).await;
-        r.len() == 2 && r.iter().all(|r| r.2 == "silenced")
+        r.len() == 2 && r.iter().all(|r| r.status == "silenced")
     })
     .await;
     let r = runs(d).await;
     assert!(r[0]
-        .4
+        .last_error
         .as_deref()
         .unwrap()
         .starts_with(&format!("silenced by {id} (ops: patching)")));
@@ -193,7 +193,7 @@ async fn a_silence_added_without_renotify_lets_what_it_held_go() {
         .to_string();
     deliver(&hub, minimal("7", "OPEN")).await;
     eventually("silenced", async || {
-        runs(d).await.iter().any(|r| r.2 == "silenced")
+        runs(d).await.iter().any(|r| r.status == "silenced")
     })
     .await;
     let r = client()
@@ -205,7 +205,7 @@ async fn a_silence_added_without_renotify_lets_what_it_held_go() {
     assert_eq!(r.status().as_u16(), 200);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(calls(d).is_empty(), "nothing renotified");
-    assert_eq!(runs(d).await[0].2, "silenced");
+    assert_eq!(runs(d).await[0].status, "silenced");
 }
 
 #[tokio::test]
@@ -223,10 +223,10 @@ async fn a_maintenance_window_that_covers_now_silences_and_is_listed() {
     eventually("routed", async || runs(d).await.len() == 3).await;
     eventually("the untagged problem ran", async || calls(d).len() == 1).await;
     let r = runs(d).await;
-    let silenced: Vec<_> = r.iter().filter(|r| r.2 == "silenced").collect();
+    let silenced: Vec<_> = r.iter().filter(|r| r.status == "silenced").collect();
     assert_eq!(silenced.len(), 2, "{r:?}");
     assert_eq!(
-        silenced[0].4.as_deref(),
+        silenced[0].last_error.as_deref(),
         Some("silenced by maintenance window always")
     );
     let (code, out, _) = hub_cli(d, &["silence", "list", "--json"]);
@@ -256,11 +256,11 @@ async fn a_flap_inside_the_wait_runs_nothing_and_one_outside_it_runs_even_after_
     deliver(&hub, minimal("1", "RESOLVED")).await;
     eventually("the open's run suppressed", async || {
         let r = runs(d).await;
-        r.len() == 1 && r[0].2 == "suppressed"
+        r.len() == 1 && r[0].status == "suppressed"
     })
     .await;
     assert_eq!(
-        runs(d).await[0].4.as_deref(),
+        runs(d).await[0].last_error.as_deref(),
         Some("resolved within its flap wait")
     );
 
@@ -393,7 +393,7 @@ async fn a_permanent_failure_alarms_once_and_a_success_resolves_it() {
         runs(d)
             .await
             .iter()
-            .filter(|r| r.0 == "hook" && r.2 == "failed")
+            .filter(|r| r.action == "hook" && r.status == "failed")
             .count()
             == 2
     })

@@ -64,7 +64,7 @@ pub async fn hub_with_tenant() -> (tempfile::TempDir, Hub, MockServer) {
         runs(dir.path())
             .await
             .first()
-            .is_some_and(|r| r.2 == "succeeded")
+            .is_some_and(|r| r.status == "succeeded")
     })
     .await;
     (dir, hub, server)
@@ -74,7 +74,7 @@ pub async fn hub_with_tenant() -> (tempfile::TempDir, Hub, MockServer) {
 pub async fn second_attempt_succeeded(dir: &std::path::Path) {
     eventually("the replayed run to succeed", async || {
         let r = runs(dir).await;
-        r[0].3 == 2 && r[0].2 == "succeeded"
+        r[0].attempts == 2 && r[0].status == "succeeded"
     })
     .await;
 }
@@ -319,7 +319,7 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
     expect_error(r, 403, "forbidden").await;
     let r = replay(&csrf, Some("http://evil.example")).await.unwrap();
     expect_error(r, 403, "forbidden").await;
-    assert_eq!(runs(dir.path()).await[0].3, 1, "nothing ran again");
+    assert_eq!(runs(dir.path()).await[0].attempts, 1, "nothing ran again");
 
     let no_redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -340,7 +340,7 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
         "/problems/P-31337/replay?source=dynatrace"
     );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(runs(dir.path()).await[0].3, 1, "nothing ran again");
+    assert_eq!(runs(dir.path()).await[0].attempts, 1, "nothing ran again");
     let r = no_redirect
         .post(hub.url("/problems/P-31337/replay?source=dynatrace"))
         .basic_auth(USER, Some(PASSWORD))
@@ -356,8 +356,7 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
     assert_eq!(r.status(), 303);
     second_attempt_succeeded(dir.path()).await;
     let db = support::db(dir.path()).await;
-    let manual: i64 = db.one("SELECT COUNT(*) FROM action_attempts WHERE manual = 1", []);
-    assert_eq!(manual, 1);
+    assert_eq!(db.count("action_attempts WHERE manual = TRUE").await, 1);
 }
 
 #[tokio::test]

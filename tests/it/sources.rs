@@ -134,7 +134,7 @@ async fn alertmanager_groups_become_one_problem_per_alert_and_resends_run_nothin
     })
     .await;
     let r = runs(dir.path()).await;
-    assert!(r.iter().all(|r| r.0 == "page"), "{r:?}");
+    assert!(r.iter().all(|r| r.action == "page"), "{r:?}");
     assert_eq!(count(dir.path()).await, 2 + resolved_alerts());
 }
 
@@ -276,14 +276,22 @@ async fn pagerduty_events_are_validated_and_answered_as_pagerduty_does() {
     let (status, _) = json_of(send(&hub, "/v2/enqueue", resolve).await).await;
     assert_eq!(status, 202);
     let db = support::db(dir.path()).await;
-    let states: Vec<(String, String)> = db.all(
-        "SELECT problem_key, state FROM notifications ORDER BY id",
-        [],
-    );
-    assert_eq!(states[1].0, states[0].0);
+    let rows = db
+        .rows(
+            "SELECT problem_key, state FROM notifications ORDER BY id",
+            &[],
+        )
+        .await;
     assert_eq!(
-        (states[0].1.as_str(), states[1].1.as_str()),
-        ("OPEN", "RESOLVED")
+        rows[1].get::<String>("problem_key"),
+        rows[0].get::<String>("problem_key")
+    );
+    assert_eq!(
+        (
+            rows[0].get::<String>("state"),
+            rows[1].get::<String>("state")
+        ),
+        ("OPEN".to_string(), "RESOLVED".to_string())
     );
 
     // Past the per-key rate: 429 as PagerDuty answers it.
@@ -388,10 +396,15 @@ async fn cloudstack_deliveries_must_be_signed_and_are_kept_once_per_event() {
     }
     assert_eq!(count(dir.path()).await, 1);
     let db = support::db(dir.path()).await;
-    let (key, state, facts): (String, String, String) =
-        db.one("SELECT problem_key, state, facts FROM notifications", []);
-    assert_eq!(key, "0f5c3a8e-7d21-4c1b-9a4e-2b6d8f0e1a3c");
-    assert_eq!(state, "COMPLETED");
+    let row = db
+        .row("SELECT problem_key, state, facts FROM notifications", &[])
+        .await;
+    assert_eq!(
+        row.get::<String>("problem_key"),
+        "0f5c3a8e-7d21-4c1b-9a4e-2b6d8f0e1a3c"
+    );
+    assert_eq!(row.get::<String>("state"), "COMPLETED");
+    let facts: String = row.get("facts");
     assert!(
         facts.contains("event:VM.START")
             && facts.contains("account:a1b2c3d4-0000-4000-8000-000000000001"),

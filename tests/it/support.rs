@@ -251,68 +251,340 @@ pub fn check_config(dir: &Path, config: &Value) -> (Option<i32>, String) {
     )
 }
 
-/// The store, opened read-only beside the running hub.
-pub async fn db(dir: &Path) -> Db {
-    let conn = rusqlite::Connection::open_with_flags(
-        dir.join("hub.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    Db(conn)
+/// The store of the hub in `dir`: the one its `config.json` names, else `hub.db`.
+fn store_url(dir: &Path) -> String {
+    std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|c| c.pointer("/store/url")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "sqlite://hub.db".to_string())
 }
 
-/// A read-only connection to a store, with rows read as tuples or single values.
-pub struct Db(rusqlite::Connection);
+/// The store of the hub in `dir`, opened beside it (SQLite read-only).
+pub async fn db(dir: &Path) -> Db {
+    let url = store_url(dir);
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        tokio::spawn(connection);
+        return Db::Postgres(client);
+    }
+    let file = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(&url);
+    let path = dir.join(file.split('?').next().unwrap_or_default());
+    let conn =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    Db::Sqlite { conn, path }
+}
+
+/// A connection to a hub's store, whichever it is. Queries are written once, with `$1`-style
+/// parameters and SQL both stores take; rows are read by column name.
+pub enum Db {
+    Sqlite {
+        conn: rusqlite::Connection,
+        path: PathBuf,
+    },
+    Postgres(tokio_postgres::Client),
+}
+
+/// A query parameter.
+#[derive(Debug, Clone)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl From<&str> for Param {
+    fn from(s: &str) -> Param {
+        Param::Text(s.to_string())
+    }
+}
+
+impl From<String> for Param {
+    fn from(s: String) -> Param {
+        Param::Text(s)
+    }
+}
+
+impl From<i64> for Param {
+    fn from(n: i64) -> Param {
+        Param::Int(n)
+    }
+}
 
 impl Db {
-    pub fn all<T: FromRow>(&self, sql: &str, params: impl rusqlite::Params) -> Vec<T> {
-        let mut statement = self.0.prepare(sql).unwrap();
-        let rows = statement.query_map(params, T::from_row).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
-    }
-
-    pub fn one<T: FromRow>(&self, sql: &str, params: impl rusqlite::Params) -> T {
-        self.0.query_row(sql, params, T::from_row).unwrap()
-    }
-
-    pub fn optional<T: FromRow>(&self, sql: &str, params: impl rusqlite::Params) -> Option<T> {
-        use rusqlite::OptionalExtension;
-        self.0
-            .query_row(sql, params, T::from_row)
-            .optional()
-            .unwrap()
-    }
-}
-
-pub trait FromRow: Sized {
-    fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Self>;
-}
-
-macro_rules! scalars {
-    ($($t:ty),*) => {
-        $(impl FromRow for $t {
-            fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Self> {
-                r.get(0)
+    /// Every row `sql` selects.
+    pub async fn rows(&self, sql: &str, params: &[Param]) -> Vec<Row> {
+        match self {
+            Db::Sqlite { conn, .. } => {
+                let mut statement = conn
+                    .prepare(&sqlite_sql(sql))
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let names: Vec<String> = statement
+                    .column_names()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                let mut rows = statement
+                    .query(rusqlite::params_from_iter(params.iter().map(sqlite_value)))
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let mut all = Vec::new();
+                while let Some(row) = rows.next().unwrap_or_else(|e| panic!("{sql}: {e}")) {
+                    let cells = (0..names.len())
+                        .map(|i| sqlite_cell(row.get_ref(i).unwrap()))
+                        .collect::<Vec<_>>();
+                    all.push(Row(names.iter().cloned().zip(cells).collect()));
+                }
+                all
             }
-        })*
-    };
-}
-scalars!(i64, bool, String, Vec<u8>);
-
-macro_rules! tuples {
-    ($(($($t:ident $i:tt),+)),*) => {
-        $(impl<$($t: rusqlite::types::FromSql),+> FromRow for ($($t,)+) {
-            fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Self> {
-                Ok(($(r.get::<_, $t>($i)?,)+))
+            Db::Postgres(client) => {
+                let values = postgres_values(params);
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    values.iter().map(|v| v.as_ref()).collect();
+                let rows = client
+                    .query(sql, &refs)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.iter().map(postgres_row).collect()
             }
-        })*
-    };
-}
-tuples!((A 0, B 1), (A 0, B 1, C 2), (A 0, B 1, C 2, D 3), (A 0, B 1, C 2, D 3, E 4), (A 0, B 1, C 2, D 3, E 4, F 5));
+        }
+    }
 
+    /// The one row `sql` selects.
+    pub async fn row(&self, sql: &str, params: &[Param]) -> Row {
+        let mut rows = self.rows(sql, params).await;
+        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+        rows.remove(0)
+    }
+
+    /// The row `sql` selects, if any.
+    pub async fn optional_row(&self, sql: &str, params: &[Param]) -> Option<Row> {
+        let mut rows = self.rows(sql, params).await;
+        assert!(rows.len() <= 1, "{sql}: {rows:?}");
+        rows.pop()
+    }
+
+    /// `SELECT COUNT(*) FROM <from>`, e.g. `db.count("plans WHERE status = 'done'")`.
+    pub async fn count(&self, from: &str) -> i64 {
+        self.row(&format!("SELECT COUNT(*) AS n FROM {from}"), &[])
+            .await
+            .get("n")
+    }
+
+    /// Runs a statement that changes the store (SQLite: on a connection of its own that may
+    /// write); the number of rows it changed.
+    pub async fn execute(&self, sql: &str, params: &[Param]) -> u64 {
+        match self {
+            Db::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                conn.execute(
+                    &sqlite_sql(sql),
+                    rusqlite::params_from_iter(params.iter().map(sqlite_value)),
+                )
+                .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64
+            }
+            Db::Postgres(client) => {
+                let values = postgres_values(params);
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    values.iter().map(|v| v.as_ref()).collect();
+                client
+                    .execute(sql, &refs)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+        }
+    }
+
+    /// Runs statements with no parameters and no rows (SQLite: on a connection that may write).
+    pub async fn batch(&self, sql: &str) {
+        match self {
+            Db::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                conn.execute_batch(sql)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            Db::Postgres(client) => client
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+}
+
+/// `$1`, `$2`… as SQLite numbers its parameters: `?1`, `?2`…
+fn sqlite_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn sqlite_value(p: &Param) -> rusqlite::types::Value {
+    match p {
+        Param::Text(s) => rusqlite::types::Value::Text(s.clone()),
+        Param::Int(n) => rusqlite::types::Value::Integer(*n),
+    }
+}
+
+fn sqlite_cell(v: rusqlite::types::ValueRef) -> Cell {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(n) => Cell::Int(n),
+        ValueRef::Real(x) => Cell::Real(x),
+        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Cell::Bytes(b.to_vec()),
+    }
+}
+
+fn postgres_values(params: &[Param]) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync> {
+            match p {
+                Param::Text(s) => Box::new(s.clone()),
+                Param::Int(n) => Box::new(*n),
+            }
+        })
+        .collect()
+}
+
+fn postgres_row(row: &tokio_postgres::Row) -> Row {
+    use tokio_postgres::types::Type;
+    let cells = row.columns().iter().enumerate().map(|(i, column)| {
+        let ty = column.type_();
+        let cell = if *ty == Type::BOOL {
+            row.get::<_, Option<bool>>(i).map(Cell::Bool)
+        } else if *ty == Type::INT2 {
+            row.get::<_, Option<i16>>(i).map(|n| Cell::Int(n.into()))
+        } else if *ty == Type::INT4 {
+            row.get::<_, Option<i32>>(i).map(|n| Cell::Int(n.into()))
+        } else if *ty == Type::INT8 {
+            row.get::<_, Option<i64>>(i).map(Cell::Int)
+        } else if *ty == Type::FLOAT8 {
+            row.get::<_, Option<f64>>(i).map(Cell::Real)
+        } else if [Type::TEXT, Type::VARCHAR, Type::NAME, Type::BPCHAR].contains(ty) {
+            row.get::<_, Option<String>>(i).map(Cell::Text)
+        } else if *ty == Type::BYTEA {
+            row.get::<_, Option<Vec<u8>>>(i).map(Cell::Bytes)
+        } else {
+            panic!("column {}: type {ty}; cast it in the query", column.name())
+        };
+        (column.name().to_string(), cell.unwrap_or(Cell::Null))
+    });
+    Row(cells.collect())
+}
+
+/// One value of a row, as either store gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Bool(bool),
+}
+
+/// A row, its values read by column name.
+#[derive(Debug, Clone)]
+pub struct Row(Vec<(String, Cell)>);
+
+impl Row {
+    pub fn get<T: FromCell>(&self, column: &str) -> T {
+        let (_, cell) = self
+            .0
+            .iter()
+            .find(|(name, _)| name == column)
+            .unwrap_or_else(|| panic!("no column {column} in {self:?}"));
+        T::from_cell(cell).unwrap_or_else(|| {
+            panic!(
+                "column {column}: {cell:?} is no {}",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+}
+
+/// What a [`Cell`] can be read as. A boolean is an integer on SQLite.
+pub trait FromCell: Sized {
+    fn from_cell(cell: &Cell) -> Option<Self>;
+}
+
+impl FromCell for i64 {
+    fn from_cell(cell: &Cell) -> Option<i64> {
+        match cell {
+            Cell::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for f64 {
+    fn from_cell(cell: &Cell) -> Option<f64> {
+        match cell {
+            Cell::Real(x) => Some(*x),
+            Cell::Int(n) => Some(*n as f64),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for bool {
+    fn from_cell(cell: &Cell) -> Option<bool> {
+        match cell {
+            Cell::Bool(b) => Some(*b),
+            Cell::Int(0) => Some(false),
+            Cell::Int(1) => Some(true),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for String {
+    fn from_cell(cell: &Cell) -> Option<String> {
+        match cell {
+            Cell::Text(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for Vec<u8> {
+    fn from_cell(cell: &Cell) -> Option<Vec<u8>> {
+        match cell {
+            Cell::Bytes(b) => Some(b.clone()),
+            Cell::Text(s) => Some(s.clone().into_bytes()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromCell> FromCell for Option<T> {
+    fn from_cell(cell: &Cell) -> Option<Option<T>> {
+        match cell {
+            Cell::Null => Some(None),
+            other => T::from_cell(other).map(Some),
+        }
+    }
+}
+
+/// How many notifications the hub in `dir` stored.
 pub async fn count(dir: &Path) -> i64 {
-    db(dir).await.one("SELECT COUNT(*) FROM notifications", [])
+    db(dir).await.count("notifications").await
 }
 
 /// Asserts an error answer: status, JSON body with `error` and `detail`.
@@ -360,12 +632,34 @@ pub fn lines(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `(action, target_label, status, attempts, last_error)` of every run, oldest first.
-pub async fn runs(dir: &Path) -> Vec<(String, String, String, i64, Option<String>)> {
-    db(dir).await.all(
-        "SELECT action, target_label, status, attempts, last_error FROM action_runs ORDER BY id",
-        [],
-    )
+/// A run as the tests look at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub action: String,
+    pub target_label: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// Every run of the hub in `dir`, oldest first.
+pub async fn runs(dir: &Path) -> Vec<Run> {
+    let rows = db(dir)
+        .await
+        .rows(
+            "SELECT action, target_label, status, attempts, last_error FROM action_runs ORDER BY id",
+            &[],
+        )
+        .await;
+    rows.iter()
+        .map(|r| Run {
+            action: r.get("action"),
+            target_label: r.get("target_label"),
+            status: r.get("status"),
+            attempts: r.get("attempts"),
+            last_error: r.get("last_error"),
+        })
+        .collect()
 }
 
 /// A helper process (Alertmanager, chromedriver) stopped when the test ends, however it ends.

@@ -71,14 +71,17 @@ pub async fn triage_hub() -> (tempfile::TempDir, Hub) {
         .unwrap();
     assert_eq!(r.status(), 200);
     eventually("every run to settle", async || {
-        let r: Vec<(String, String)> = support::db(dir.path()).await.all(
-            "SELECT problem_key, status FROM action_runs ORDER BY id",
-            [],
-        );
+        let r = support::db(dir.path())
+            .await
+            .rows(
+                "SELECT problem_key, status FROM action_runs ORDER BY id",
+                &[],
+            )
+            .await;
         let status = |id: &str| {
             r.iter()
-                .filter(|r| r.0 == id)
-                .map(|r| r.1.clone())
+                .filter(|r| r.get::<String>("problem_key") == id)
+                .map(|r| r.get::<String>("status"))
                 .collect::<Vec<_>>()
         };
         status("P-FAIL") == ["failed"]

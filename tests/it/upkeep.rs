@@ -287,7 +287,7 @@ async fn a_reload_takes_new_actions_and_credentials_and_refuses_a_bad_config() {
         support::runs(dir.path())
             .await
             .iter()
-            .any(|r| r.2 == "running")
+            .any(|r| r.status == "running")
     })
     .await;
 
@@ -417,13 +417,14 @@ async fn reloads_under_load_refuse_no_connection_and_lose_no_notification() {
 }
 
 /// Makes every notification of the store at `dir` look `days` older.
-fn age(dir: &std::path::Path, days: i64) {
-    let db = rusqlite::Connection::open(dir.join("hub.db")).unwrap();
-    db.execute(
-        "UPDATE notifications SET received_at_ms = received_at_ms - ?1",
-        [days * 86_400_000],
-    )
-    .unwrap();
+async fn age(dir: &std::path::Path, days: i64) {
+    support::db(dir)
+        .await
+        .execute(
+            "UPDATE notifications SET received_at_ms = received_at_ms - $1",
+            &[(days * 86_400_000).into()],
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -442,12 +443,13 @@ async fn retention_prunes_problems_that_ended_long_ago_and_keeps_open_ones() {
     support::eventually("routed", async || {
         support::db(dir.path())
             .await
-            .one::<i64>("SELECT COUNT(*) FROM plans WHERE status = 'pending'", [])
+            .count("plans WHERE status = 'pending'")
+            .await
             == 0
     })
     .await;
     hub.terminate();
-    age(dir.path(), 100);
+    age(dir.path(), 100).await;
     let received = dir.path().join("problems_received");
     let files = || support::list_files(&received);
     assert_eq!(files().len(), 3);
@@ -492,7 +494,12 @@ async fn retention_prunes_problems_that_ended_long_ago_and_keeps_open_ones() {
     support::eventually("P-A pruned", async || files().len() == 1).await;
     assert_eq!(files(), vec!["P-B-OPEN.json"]);
     let db = support::db(dir.path()).await;
-    let left: Vec<String> = db.all("SELECT problem_key FROM notifications", []);
+    let left: Vec<String> = db
+        .rows("SELECT problem_key FROM notifications", &[])
+        .await
+        .iter()
+        .map(|r| r.get("problem_key"))
+        .collect();
     assert_eq!(left, vec!["P-B"]);
     support::eventually("counted", async || {
         metric_as(
