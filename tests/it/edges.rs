@@ -97,6 +97,7 @@ async fn a_long_id_is_stored_under_a_name_that_fits_and_hub_starts_again() {
 ///    the first one's run is not started twice.
 #[tokio::test]
 async fn a_second_hub_on_the_same_store_exits_and_pages_nobody_twice() {
+    sqlite_pass_only!("one hub per SQLite file; hubs share a PostgreSQL store by design");
     let dir = tempfile::tempdir().unwrap();
     script(dir.path(), "record.sh", &format!("sleep 2\n{RECORD}"));
     let hub = Hub::start_in(dir.path(), &config_with(record_action()), &[]);
@@ -357,17 +358,31 @@ async fn a_store_that_refuses_writes_is_waited_out_without_running_twice() {
     })
     .await;
     let db = support::db(dir.path()).await;
-    db.batch(
-        "CREATE TRIGGER refuse_writes BEFORE UPDATE ON action_runs
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    )
-    .await;
+    if db.is_postgres() {
+        db.batch(
+            "CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$;
+             CREATE TRIGGER refuse_writes BEFORE UPDATE ON action_runs
+             FOR EACH ROW EXECUTE FUNCTION refuse_writes();",
+        )
+        .await;
+    } else {
+        db.batch(
+            "CREATE TRIGGER refuse_writes BEFORE UPDATE ON action_runs
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+        )
+        .await;
+    }
     assert_eq!(send(&hub, dynatrace("72", "OPEN")).await.status(), 200);
     let before = hub.stderr().lines().count();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = hub.stderr().lines().count() - before;
     assert!(during <= 12, "{during} lines in 4 s:\n{}", hub.stderr());
-    db.batch("DROP TRIGGER refuse_writes").await;
+    if db.is_postgres() {
+        db.batch("DROP TRIGGER refuse_writes ON action_runs").await;
+    } else {
+        db.batch("DROP TRIGGER refuse_writes").await;
+    }
     eventually("both runs succeeded", async || {
         let r = runs(dir.path()).await;
         r.len() == 2 && r.iter().all(|r| r.status == "succeeded")
@@ -381,6 +396,7 @@ async fn a_store_that_refuses_writes_is_waited_out_without_running_twice() {
 /// 8. After SIGTERM everything acknowledged is in `hub.db` itself, not only in its WAL.
 #[tokio::test]
 async fn a_graceful_stop_leaves_everything_in_hub_db() {
+    sqlite_pass_only!("checks SQLite's write-ahead log");
     let (dir, mut hub) = support::start(json!({}));
     for i in 0..30 {
         assert_eq!(

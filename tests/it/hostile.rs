@@ -41,6 +41,7 @@ fn check_config(dir: &Path, config: &Value) -> (Option<i32>, String) {
 /// `/api/stats` or `/metrics`; the URL is still shown, masked.
 #[tokio::test]
 async fn a_store_password_is_shown_nowhere() {
+    sqlite_pass_only!("starts its own PostgreSQL; the SQLite pass ran it");
     const SECRET: &str = "Pw-7f3q";
     // The server trusts local connections, so each URL connects whatever its password.
     let with_password = {
@@ -101,6 +102,7 @@ fn run_to_end(dir: &Path, config: &Value) -> (Option<i32>, String) {
 /// symlink, a hard link or a path with `./` in it, exits at once naming the process that holds it.
 #[tokio::test]
 async fn a_second_hub_through_another_path_to_the_store_exits_at_once() {
+    sqlite_pass_only!("one hub per SQLite file, whatever path names it");
     let first = tempfile::tempdir().unwrap();
     let hub = Hub::start_in(first.path(), &config_with(json!({})), &[]);
     let db = first.path().join("hub.db");

@@ -3,6 +3,17 @@
 // Tests fail loudly on purpose: an unwrap is the assertion.
 #![allow(clippy::unwrap_used)]
 
+/// Ends the test at once in the PostgreSQL pass (`HUB_TEST_STORE=postgres`) and says why: for what
+/// only SQLite has, and for tests that choose their own store, which the first pass ran already.
+macro_rules! sqlite_pass_only {
+    ($why:expr) => {
+        if $crate::support::on_postgres() {
+            $crate::support::skipped($why);
+            return;
+        }
+    };
+}
+
 mod actions;
 mod alertmanager;
 mod browser;

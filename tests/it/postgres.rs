@@ -55,6 +55,10 @@ fn shared_with_note(root: &Path, pause: &str) -> (PathBuf, PathBuf) {
     (shared, log)
 }
 
+/// Why these tests run in the SQLite pass only: each starts the PostgreSQL it needs (and some
+/// stop and start it), so the PostgreSQL pass would run them again as they were.
+const OWN_SERVER: &str = "starts its own PostgreSQL; the SQLite pass ran it";
+
 fn body(i: usize) -> String {
     json!({"State": "OPEN", "ProblemID": format!("P-{i}"), "PID": format!("{i}V2")}).to_string()
 }
@@ -69,6 +73,7 @@ fn lines_of(log: &Path, what: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn two_hubs_on_one_store_store_each_notification_once_and_run_it_once() {
+    sqlite_pass_only!(OWN_SERVER);
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
     let shared = root.path().join("shared");
@@ -209,6 +214,7 @@ async fn two_hubs_on_one_store_store_each_notification_once_and_run_it_once() {
 /// after a graceful stop the name is free again at once.
 #[tokio::test]
 async fn two_live_instances_may_not_share_a_name() {
+    sqlite_pass_only!(OWN_SERVER);
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("shared")).unwrap();
@@ -235,6 +241,7 @@ async fn two_live_instances_may_not_share_a_name() {
 /// runs over; every run completes, and only those in flight at the kill started twice.
 #[tokio::test]
 async fn a_killed_instances_runs_are_taken_over_when_its_lease_ends() {
+    sqlite_pass_only!(OWN_SERVER);
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
     let (_, log) = shared_with_note(root.path(), "1");
@@ -357,6 +364,7 @@ fn assert_kept(url: &str, received: &Path, acknowledged: &[usize]) {
 /// flight at the kill ran twice.
 #[tokio::test]
 async fn two_hubs_behind_haproxy_lose_nothing_when_one_is_killed() {
+    sqlite_pass_only!(OWN_SERVER);
     const N: usize = 2000;
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
@@ -440,6 +448,7 @@ async fn two_hubs_behind_haproxy_lose_nothing_when_one_is_killed() {
 /// back within seconds without a restart of hub.
 #[tokio::test]
 async fn a_postgres_outage_under_load_loses_nothing() {
+    sqlite_pass_only!(OWN_SERVER);
     const N: usize = 1000;
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
@@ -520,6 +529,7 @@ fn faketime() -> String {
 /// database's clock, and the instances whose clocks are off say so.
 #[tokio::test]
 async fn instances_whose_clocks_are_minutes_off_run_every_run_once() {
+    sqlite_pass_only!(OWN_SERVER);
     const N: usize = 48;
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
@@ -576,6 +586,7 @@ async fn instances_whose_clocks_are_minutes_off_run_every_run_once() {
 /// instance takes over the other's runs meanwhile: every run runs once.
 #[tokio::test]
 async fn an_outage_longer_than_the_lease_runs_nothing_twice() {
+    sqlite_pass_only!(OWN_SERVER);
     const N: usize = 16;
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
@@ -606,6 +617,7 @@ async fn an_outage_longer_than_the_lease_runs_nothing_twice() {
 /// through HAProxy succeed again within 10 s, with no request sent to an instance directly.
 #[tokio::test]
 async fn behind_the_readmes_haproxy_requests_succeed_again_soon_after_a_database_restart() {
+    sqlite_pass_only!(OWN_SERVER);
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
     let shared = root.path().join("shared");
@@ -715,6 +727,7 @@ async fn behind_the_readmes_haproxy_requests_succeed_again_soon_after_a_database
 /// action saturated on both with 200 runs queued, then a page to another action runs at once.
 #[tokio::test]
 async fn two_hubs_run_a_page_while_a_slow_action_has_200_runs_queued() {
+    sqlite_pass_only!(OWN_SERVER);
     let url = pg::database();
     let root = tempfile::tempdir().unwrap();
     let shared = root.path().join("shared");
@@ -787,6 +800,7 @@ async fn two_hubs_run_a_page_while_a_slow_action_has_200_runs_queued() {
 /// its tables in: `check-config --connect` says so, and `hub explain` goes on without silences.
 #[tokio::test]
 async fn reading_commands_leave_a_database_hub_never_used_as_it_was() {
+    sqlite_pass_only!(OWN_SERVER);
     let url = pg::database();
     let dir = tempfile::tempdir().unwrap();
     let config = support::config_with(json!({"store": {"url": url, "instance": "reader"}}));

@@ -1,5 +1,6 @@
 //! Starts the real `hub` binary in a temporary folder and talks to it over real HTTP.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,9 +74,32 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Writes `config.json` into `dir` and starts hub there.
+    /// Writes `config.json` into `dir` and starts hub there, on the store of this pass (see
+    /// [`with_store`]).
+    ///
+    /// On PostgreSQL a hub started again soon after a `kill -9` finds its instance name still
+    /// taken by the one killed, whose heartbeat goes stale in a few seconds, and exits saying so
+    /// (as a service manager restarting a crashed hub sees). Then it is started again until the
+    /// name is free, as that manager would.
     pub fn start_in(dir: &Path, config: &Value, env: &[(&str, &str)]) -> Hub {
-        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        write_config(dir, config);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match Hub::try_start(dir, env) {
+                Ok(hub) => return hub,
+                Err(said)
+                    if said.contains("another hub runs as instance")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(said) => panic!("hub did not start:\n{said}"),
+            }
+        }
+    }
+
+    /// Starts hub in `dir` on its `config.json`; what it said if it did not start.
+    fn try_start(dir: &Path, env: &[(&str, &str)]) -> Result<Hub, String> {
         let mut cmd = hub_command(dir);
         cmd.arg("run")
             .envs(env.iter().copied())
@@ -105,16 +129,18 @@ impl Hub {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
-                panic!("hub did not start:\n{}", stderr.lock().unwrap());
+                let _ = child.wait();
+                let _ = reader.join();
+                return Err(stderr.lock().unwrap().clone());
             }
         };
-        Hub {
+        Ok(Hub {
             child: Some(child),
             dir: dir.to_path_buf(),
             base_url,
             stderr,
             reader: Some(reader),
-        }
+        })
     }
 
     /// The hub's process id.
@@ -251,13 +277,78 @@ pub fn check_config(dir: &Path, config: &Value) -> (Option<i32>, String) {
     )
 }
 
-/// The store of the hub in `dir`: the one its `config.json` names, else `hub.db`.
+/// Whether this is the PostgreSQL pass: with `HUB_TEST_STORE=postgres` every hub the suite starts
+/// (and every command run beside it) uses a PostgreSQL database of its own instead of `hub.db`.
+pub fn on_postgres() -> bool {
+    match std::env::var("HUB_TEST_STORE").as_deref() {
+        Err(_) | Ok("" | "sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("HUB_TEST_STORE={other}: expected sqlite or postgres"),
+    }
+}
+
+/// Says that the test running is skipped in the PostgreSQL pass, and why: on stderr, and as a line
+/// added to the file `HUB_TEST_SKIPPED` names, which `tools/test` lists after that pass (nextest
+/// shows nothing a passing test printed).
+pub fn skipped(why: &str) {
+    let line = format!(
+        "{}: {why}",
+        std::thread::current().name().unwrap_or("a test")
+    );
+    eprintln!("skipped in the PostgreSQL pass: {line}");
+    if let Some(list) = std::env::var_os("HUB_TEST_SKIPPED") {
+        use std::io::Write;
+        let mut file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(list)
+            .unwrap();
+        file.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+}
+
+/// The PostgreSQL database of each folder a hub was started in: a hub started again there, and a
+/// command run there, use the same one.
+static DATABASES: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+
+/// `config` with the store of this pass: as it is on SQLite, or when it names a store itself (the
+/// test is about that store); else with the PostgreSQL database of `dir`, made at first use.
+pub fn with_store(dir: &Path, config: &Value) -> Value {
+    let mut config = config.clone();
+    if on_postgres() && config.pointer("/store/url").is_none() {
+        let url = DATABASES
+            .lock()
+            .unwrap()
+            .entry(dir.to_path_buf())
+            .or_insert_with(crate::postgres::pg::shared_database)
+            .clone();
+        merge(&mut config, json!({"store": {"url": url}}));
+    }
+    config
+}
+
+/// Writes `config` as `dir/config.json`, on the store of this pass (see [`with_store`]).
+pub fn write_config(dir: &Path, config: &Value) {
+    std::fs::write(dir.join("config.json"), with_store(dir, config).to_string()).unwrap();
+}
+
+/// The store of the hub in `dir`: the one its `config.json` names, else the PostgreSQL database
+/// this pass gave it (a test may have left a config that does not parse), else `hub.db`.
 fn store_url(dir: &Path) -> String {
     std::fs::read(dir.join("config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|c| c.pointer("/store/url")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| "sqlite://hub.db".to_string())
+        .or_else(|| DATABASES.lock().unwrap().get(dir).cloned())
+        .unwrap_or_else(|| {
+            assert!(
+                !on_postgres(),
+                "the PostgreSQL pass reads hub.db in {}: start its hub with Hub::start_in, or \
+                 write its config with write_config",
+                dir.display()
+            );
+            "sqlite://hub.db".to_string()
+        })
 }
 
 /// The store of the hub in `dir`, opened beside it (SQLite read-only).
@@ -318,6 +409,10 @@ impl From<i64> for Param {
 }
 
 impl Db {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
     /// Every row `sql` selects.
     pub async fn rows(&self, sql: &str, params: &[Param]) -> Vec<Row> {
         match self {

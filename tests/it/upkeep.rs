@@ -42,6 +42,7 @@ fn load(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_taken_under_load_holds_everything_acknowledged_before_it() {
+    sqlite_pass_only!("hub backup copies a SQLite store; PostgreSQL has pg_dump");
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::start_in(dir.path(), &config_with(json!({})), &[]);
     let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::default());
@@ -218,10 +219,6 @@ fn sighup(hub: &Hub) {
     assert!(status.success());
 }
 
-fn write_config(dir: &std::path::Path, config: &serde_json::Value) {
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-}
-
 async fn metric(hub: &Hub, name: &str) -> String {
     metric_as(hub, "viewer", "view-pass-1", name).await
 }
@@ -295,7 +292,7 @@ async fn a_reload_takes_new_actions_and_credentials_and_refuses_a_bad_config() {
     let mut second = with("./new.sh", json!({}));
     second["webhook"]["password"] = json!("second-password-9");
     second["webhook"]["port"] = json!(1);
-    write_config(dir.path(), &second);
+    support::write_config(dir.path(), &second);
     sighup(&hub);
     // The warning naming the key that needs a restart follows the line that says it reloaded.
     support::eventually("reloaded, naming webhook.port", async || {
@@ -331,7 +328,7 @@ async fn a_reload_takes_new_actions_and_credentials_and_refuses_a_bad_config() {
     // So does a config that parses but is invalid, and a reload asked without credentials.
     let mut invalid = second.clone();
     invalid["actions"]["page"]["command"] = json!(["./missing.sh"]);
-    write_config(dir.path(), &invalid);
+    support::write_config(dir.path(), &invalid);
     support::expect_error(
         reload("viewer", "wrong").await.unwrap(),
         401,
@@ -348,7 +345,7 @@ async fn a_reload_takes_new_actions_and_credentials_and_refuses_a_bad_config() {
     // Fixed, and asked over HTTP: it takes, and the gauges say so.
     let mut third = second.clone();
     third["webhook"]["port"] = first["webhook"]["port"].clone();
-    write_config(dir.path(), &third);
+    support::write_config(dir.path(), &third);
     let ok = reload("viewer", "view-pass-1").await.unwrap();
     assert_eq!(ok.status(), 200);
     let ok: serde_json::Value = serde_json::from_str(&ok.text().await.unwrap()).unwrap();
@@ -548,7 +545,8 @@ fn a_retention_that_would_delete_too_much_or_makes_no_sense_is_refused() {
         ),
         (json!("90d"), "retention"),
     ] {
-        write_config(dir.path(), &config_with(json!({"retention": retention})));
+        let config = config_with(json!({"retention": retention}));
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
         let out = hub_command(dir.path())
             .arg("check-config")
             .output()
