@@ -350,6 +350,12 @@ pub fn outage(down: Duration) {
     wait_ready(&server.bin, server.port, &server.dir);
 }
 
+/// Whether the tests' server (of [`database`]) takes connections: not during an [`outage`].
+pub fn is_up() -> bool {
+    let server = SERVER.get().expect("a database was made first");
+    is_ready(&server.bin, server.port)
+}
+
 fn is_ready(bin: &Path, port: u16) -> bool {
     Command::new(bin.join("pg_isready"))
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])

@@ -113,7 +113,7 @@ async fn a_script_runs_once_per_entity_never_through_a_shell_and_never_twice() {
     hub.terminate();
     let hub = start_with(dir.path(), config, &[]);
     deliver(&hub, fixture("dynatrace/full-open.json")).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    support::all_routed(dir.path()).await;
     assert_eq!(lines(&calls).len(), 2, "{:?}", lines(&calls));
     assert_eq!(runs(dir.path()).await.len(), 2);
 
@@ -605,7 +605,7 @@ async fn routes_choose_actions_and_tests_run_nothing() {
         lines(&dir.path().join("calls.log")).len() == 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    support::all_routed(dir.path()).await;
     let r = runs(dir.path()).await;
     assert_eq!(
         r.len(),
@@ -1003,7 +1003,8 @@ async fn a_problem_gets_its_sent_file_at_its_first_outcome() {
         runs(dir.path()).await.len() == 2
     })
     .await;
-    // Long enough for the file writer, which used to write a routed problem's file at once.
+    // Nothing must happen here, which no condition can show: a wait long enough for the file
+    // writer, which used to write a routed problem's file at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = dir.path().join("problems_sent");
     assert_eq!(support::list_files(&sent), Vec::<String>::new());

@@ -150,7 +150,8 @@ async fn a_real_alertmanager_fires_and_resolves_through_webhook_and_pagerduty() 
     .await;
     let calls = dir.path().join("calls.log");
     eventually("the four runs", async || lines(&calls).len() >= 4).await;
-    // Give Alertmanager time for re-sends (group_interval is 2 s): they change nothing.
+    // Re-sends must change nothing, which no condition can show: a wait that gives Alertmanager
+    // time for them (group_interval is 2 s).
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let s = stored(dir.path()).await;

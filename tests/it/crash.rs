@@ -147,7 +147,10 @@ async fn actions_survive_kill_9_and_only_runs_in_flight_repeat() {
     );
     let in_flight: Vec<String> = in_flight.iter().map(|k| hub::actions::run_id(k)).collect();
     // Scripts started before the kill finish on their own.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    support::eventually("the scripts started before the kill to end", async || {
+        !anything_runs_in(tmp.path())
+    })
+    .await;
 
     // The senders retry what was not acknowledged; hub picks up where it stopped.
     let hub = support::Hub::start_in(tmp.path(), &config, &[]);
@@ -171,6 +174,15 @@ async fn actions_survive_kill_9_and_only_runs_in_flight_repeat() {
             assert_eq!(*n, 2, "{id}");
         }
     }
+}
+
+/// Whether a process still runs in `dir` (a script the hub there started).
+fn anything_runs_in(dir: &std::path::Path) -> bool {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|p| std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == dir))
 }
 
 /// A file cut short (as a power cut can leave one) is written again from the store at start.

@@ -203,7 +203,14 @@ async fn a_silence_added_without_renotify_lets_what_it_held_go() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    eventually("the silence's end handled", async || {
+        crate::support::db(d)
+            .await
+            .count("silences WHERE settled_at_ms IS NOT NULL")
+            .await
+            == 1
+    })
+    .await;
     assert!(calls(d).is_empty(), "nothing renotified");
     assert_eq!(runs(d).await[0].status, "silenced");
 }
@@ -281,7 +288,14 @@ async fn a_flap_inside_the_wait_runs_nothing_and_one_outside_it_runs_even_after_
         c == ["dynatrace 1 OPEN ", "dynatrace 2 OPEN "]
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    crate::support::all_routed(d).await;
+    eventually("every run final", async || {
+        runs(d)
+            .await
+            .iter()
+            .all(|r| r.status != "pending" && r.status != "running")
+    })
+    .await;
     assert_eq!(calls(d).len(), 2, "the flap ran nothing");
     drop(hub);
 }
@@ -539,6 +553,7 @@ async fn notifications_a_heartbeat_matches_are_beats_redeliveries_included() {
     // answered duplicate, and a beat each time.
     for _ in 0..5 {
         deliver(&hub, watchdog.clone()).await;
+        // The beats' pace is what is tested: one a second, for longer than every + grace.
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
     assert!(calls(d).is_empty(), "fed, so never silent: {:?}", calls(d));

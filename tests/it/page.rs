@@ -339,6 +339,7 @@ async fn the_problem_page_shows_everything_and_replays_only_from_itself() {
         r.headers()["location"],
         "/problems/P-31337/replay?source=dynatrace"
     );
+    // Nothing must run, which no condition can show: a wait long enough for a run to start.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(runs(dir.path()).await[0].attempts, 1, "nothing ran again");
     let r = no_redirect

@@ -119,6 +119,7 @@ async fn two_hubs_on_one_store_store_each_notification_once_and_run_it_once() {
 
     let log = shared.join("runs.log");
     support::eventually("every run done", async || lines_of(&log, "done").len() >= N).await;
+    // A run done twice would add a line later, which no condition can rule out: a wait for it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut done = lines_of(&log, "done");
     done.sort();
@@ -673,7 +674,7 @@ async fn behind_the_readmes_haproxy_requests_succeed_again_soon_after_a_database
         pg::outage(Duration::from_secs(8));
         Instant::now()
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    support::eventually("the database down", async || !pg::is_up()).await;
     // Each instance's last write fails, as it would under traffic.
     for h in [&a, &b] {
         let r = post(&c, &h.url("/"), body(1000)).send().await.unwrap();

@@ -737,6 +737,15 @@ pub struct Run {
     pub last_error: Option<String>,
 }
 
+/// Waits until the hub in `dir` has routed every notification it stored (each one's plan is
+/// done, its runs recorded): after that nothing more is run for what was sent before.
+pub async fn all_routed(dir: &Path) {
+    eventually("every notification routed", async || {
+        db(dir).await.count("plans WHERE status != 'done'").await == 0
+    })
+    .await;
+}
+
 /// Every run of the hub in `dir`, oldest first.
 pub async fn runs(dir: &Path) -> Vec<Run> {
     let rows = db(dir)
