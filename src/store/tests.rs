@@ -75,12 +75,9 @@ on_both!(
     silences_hold_runs_until_they_end,
     a_flap_wait_is_held_and_suppressed,
     an_open_and_its_close_routed_together_run_nothing,
-<<<<<<< HEAD
     tokens_overrides_and_the_audit_are_kept,
     an_escalation_climbs_once_and_stops_when_acknowledged,
-=======
     a_notification_is_read_back_as_it_came,
->>>>>>> f04b921 (A stored notification carries the notification instead of restating it)
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
