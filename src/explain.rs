@@ -204,6 +204,7 @@ fn one(config: &Config, registry: &Registry, quiet: &Quiet, n: &Notification, no
                 target: target.clone(),
                 reports: Vec::new(),
                 thread: None,
+                escalated: None,
             };
             // The key ends with the target; a phone number there is shown masked, as everywhere.
             let masked = crate::actions::mask_number(&target.id);

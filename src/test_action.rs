@@ -104,6 +104,7 @@ pub async fn test_action(
             target: target.clone(),
             reports: Vec::new(),
             thread: None,
+            escalated: None,
         };
         let sent = action.explain(&job);
         let answer = match action.run(&job).await {

@@ -67,6 +67,8 @@ pub struct EmailConfig {
     pub smtp: SmtpConfig,
     pub from: Mailbox,
     pub to: Vec<Mailbox>,
+    /// `"to": "person"`: whoever an escalation step notifies (see [`super::TO_PERSON`]).
+    pub to_person: bool,
     pub cc: Vec<Mailbox>,
     pub subject: String,
     pub template: String,
@@ -147,8 +149,13 @@ fn read_email(s: &mut Section, env: &Env, issues: &mut Issues) -> Option<EmailCo
         }
     };
     let to_given = s.value("to").is_some();
-    let to = mailboxes(s, "to", issues);
-    if !to_given || to.as_ref().is_some_and(Vec::is_empty) {
+    let to_person = s.value("to").and_then(Value::as_str) == Some(super::TO_PERSON);
+    let to = if to_person {
+        Some(Vec::new())
+    } else {
+        mailboxes(s, "to", issues)
+    };
+    if !to_person && (!to_given || to.as_ref().is_some_and(Vec::is_empty)) {
         issues.push(
             s.path_of("to"),
             "missing: at least one recipient, such as \"ops@example.com\"",
@@ -169,11 +176,12 @@ fn read_email(s: &mut Section, env: &Env, issues: &mut Issues) -> Option<EmailCo
     let subject = template("subject", issues).unwrap_or_else(|| DEFAULT_SUBJECT.to_string());
     let text = template("template", issues).unwrap_or_else(|| DEFAULT_TEXT.to_string());
     let html_template = template("html_template", issues);
-    let to = to.filter(|t| !t.is_empty());
+    let to = to.filter(|t| !t.is_empty() || to_person);
     Some(EmailConfig {
         smtp: smtp?,
         from: from?,
         to: to?,
+        to_person,
         cc: cc?,
         subject,
         template: text,
@@ -307,6 +315,7 @@ fn mailboxes(s: &mut Section, key: &'static str, issues: &mut Issues) -> Option<
 pub struct Email {
     from: Mailbox,
     to: Vec<Mailbox>,
+    to_person: bool,
     cc: Vec<Mailbox>,
     subject: Template,
     text: Template,
@@ -318,6 +327,8 @@ pub struct Email {
 
 /// What one run sends, before it becomes a MIME message.
 struct Draft {
+    /// The configured recipients, or the notified person.
+    to: Vec<Mailbox>,
     message_id: String,
     /// The first mail of the problem, which this one answers.
     answers: Option<ThreadRef>,
@@ -348,6 +359,7 @@ impl Email {
         Ok(Email {
             from: c.from.clone(),
             to: c.to.clone(),
+            to_person: c.to_person,
             cc: c.cc.clone(),
             subject: Template::new(&c.subject)?,
             text: Template::new(&c.template)?,
@@ -360,10 +372,6 @@ impl Email {
 
     fn server(&self) -> String {
         format!("{}:{}", self.smtp.host, self.smtp.port)
-    }
-
-    fn recipients(&self) -> impl Iterator<Item = &Mailbox> {
-        self.to.iter().chain(&self.cc)
     }
 
     fn draft(&self, job: &Job) -> Result<Draft, ActionError> {
@@ -379,7 +387,23 @@ impl Email {
             t.render(&data)
                 .map_err(|e| ActionError::permanent(format!("cannot render the {what}: {e}")))
         };
+        let to = if self.to_person {
+            let person = job.person()?;
+            let Some(address) = &person.email else {
+                return Err(ActionError::permanent(format!(
+                    "{} has no email in \"people\"",
+                    person.id
+                )));
+            };
+            let address = address.parse().map_err(|e| {
+                ActionError::permanent(format!("{}'s email cannot be used: {e}", person.id))
+            })?;
+            vec![Mailbox::new(Some(person.name.clone()), address)]
+        } else {
+            self.to.clone()
+        };
         Ok(Draft {
+            to,
             subject: one_line(&render(&self.subject, "subject")?),
             text: render(&self.text, "text body")?,
             html: match &self.html {
@@ -393,7 +417,7 @@ impl Email {
 
     fn message(&self, d: &Draft) -> Result<Message, lettre::error::Error> {
         let mut b = Message::builder().from(self.from.clone());
-        for m in &self.to {
+        for m in &d.to {
             b = b.to(m.clone());
         }
         for m in &self.cc {
@@ -438,7 +462,7 @@ impl Email {
                 )))
             }
         };
-        let recipients = self.recipients().count();
+        let recipients = draft.to.len() + self.cc.len();
         let thread = draft.answers.unwrap_or_else(|| ThreadRef {
             reference: draft.message_id.clone(),
             url: None,
@@ -464,6 +488,10 @@ impl Action for Email {
         true
     }
 
+    fn refuses(&self, _problem: &super::Problem) -> Option<String> {
+        self.to_person.then(|| super::PERSONAL_ONLY.to_string())
+    }
+
     fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
         Box::pin(self.send(job))
     }
@@ -476,7 +504,7 @@ impl Action for Email {
         let shown = |list: &[Mailbox]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
         let mut headers = json!({
             "From": self.from.to_string(),
-            "To": shown(&self.to),
+            "To": shown(&draft.to),
             "Subject": draft.subject,
             "Message-ID": draft.message_id,
         });
@@ -496,7 +524,7 @@ impl Action for Email {
             },
             "envelope": {
                 "from": self.from.email.to_string(),
-                "to": self.recipients().map(|m| m.email.to_string()).collect::<Vec<_>>(),
+                "to": draft.to.iter().chain(&self.cc).map(|m| m.email.to_string()).collect::<Vec<_>>(),
             },
             "headers": headers,
             "text": draft.text,
@@ -638,6 +666,7 @@ mod tests {
                 reference: r.into(),
                 url: None,
             }),
+            escalated: None,
         }
     }
 

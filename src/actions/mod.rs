@@ -41,6 +41,38 @@ impl Target {
     }
 }
 
+/// `"to": "person"`: an `sms`, `email` or `slack` action that addresses whoever an escalation
+/// step notifies (their phone, e-mail or Slack user).
+pub const TO_PERSON: &str = "person";
+
+/// Why an action that addresses a person is not routed on its own.
+pub const PERSONAL_ONLY: &str =
+    "it addresses the person an escalation step notifies (\"to\": \"person\"): name it in an escalation";
+
+/// A person as templates and personal actions see them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PersonView {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub slack: Option<String>,
+}
+
+/// What a run of an escalation step adds to its job: whom it notifies, which step, and how
+/// they answer.
+#[derive(Debug, Clone, Default)]
+pub struct Escalated {
+    pub person: PersonView,
+    /// The step's number as people count (1 first), and the pass.
+    pub step: i64,
+    pub pass: i64,
+    /// A link that acknowledges (signed, single-problem, for `escalation_link_ttl`).
+    pub ack_url: String,
+    /// What to text back.
+    pub ack_code: String,
+}
+
 /// One attempt of one run.
 pub struct Job<'a> {
     /// Derived from the idempotency key: the same for every attempt, after a restart too.
@@ -52,11 +84,14 @@ pub struct Job<'a> {
     pub reports: Vec<RunRow>,
     /// What an earlier run of this action created for this problem and target, to continue.
     pub thread: Option<ThreadRef>,
+    /// Set for a run of an escalation step.
+    pub escalated: Option<Escalated>,
 }
 
 impl Job<'_> {
     /// Variables for templates: `problem`, `entity`, `run`, and `thread` (`ref` and `url`, empty
-    /// before the first run kept one, so a template can test `{% if thread.ref %}`).
+    /// before the first run kept one, so a template can test `{% if thread.ref %}`); and for an
+    /// escalation's run `person`, `step`, `ack_url` and `ack_code` (empty otherwise).
     pub fn template_data(&self) -> Value {
         let (reference, url) = match &self.thread {
             Some(t) => (t.reference.as_str(), t.url.as_deref().unwrap_or_default()),
@@ -69,7 +104,19 @@ impl Job<'_> {
             "entity": self.target.entity,
             "run": {"id": self.run_id, "attempt": self.attempt},
             "thread": {"ref": reference, "url": url},
+            "person": self.escalated.as_ref().map(|e| json!(e.person)).unwrap_or(json!({})),
+            "step": self.escalated.as_ref().map_or(0, |e| e.step),
+            "ack_url": self.escalated.as_ref().map_or("", |e| e.ack_url.as_str()),
+            "ack_code": self.escalated.as_ref().map_or("", |e| e.ack_code.as_str()),
         })
+    }
+
+    /// The person an escalation's run notifies.
+    pub fn person(&self) -> Result<&PersonView, ActionError> {
+        self.escalated
+            .as_ref()
+            .map(|e| &e.person)
+            .ok_or_else(|| ActionError::permanent(PERSONAL_ONLY))
     }
 
     /// A run of `hub test-action`: it must touch nothing a real run keeps (a PagerDuty incident).

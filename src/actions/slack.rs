@@ -32,6 +32,8 @@ pub struct SlackConfig {
     pub mode: Mode,
     pub template: Option<String>,
     pub timeout_secs: u64,
+    /// `"to": "person"` (see [`super::TO_PERSON`]).
+    pub to_person: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,18 @@ impl ActionType for SlackConfig {
             .filter(|u| !u.is_empty())
             .map(|u| u.expose().to_string());
         let channel = s.string("channel", issues).unwrap_or_default();
+        // `"to": "person"`: a direct message to whoever an escalation step notifies.
+        let to_person = match s.string("to", issues) {
+            None => false,
+            Some(t) if t == super::TO_PERSON => true,
+            Some(t) => {
+                issues.push(
+                    s.path_of("to"),
+                    format!("{t:?}: to is \"person\" (a direct message to whoever an escalation step notifies) or absent (the channel)"),
+                );
+                false
+            }
+        };
         let api_url = s
             .string("api_url", issues)
             .unwrap_or_else(|| SLACK_API_URL.to_string());
@@ -84,7 +98,7 @@ impl ActionType for SlackConfig {
                 return None;
             }
             (None, false) => {
-                if channel.trim().is_empty() {
+                if channel.trim().is_empty() && !to_person {
                     issues.push(
                         s.path_of("channel"),
                         "missing: the channel's id (C…) or name to post in",
@@ -102,15 +116,23 @@ impl ActionType for SlackConfig {
             check_template(&s.path_of("template"), t, issues);
         }
         let timeout_secs = s.integer("timeout_secs", 1, 600, issues).unwrap_or(15);
+        if to_person && matches!(mode, Mode::Webhook { .. }) {
+            issues.push(
+                s.path_of("to"),
+                "a direct message needs a bot token (token), not webhook_url",
+            );
+        }
         Some(SlackConfig {
             mode,
             template,
             timeout_secs,
+            to_person,
         })
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Action>, BuildError> {
         Ok(Arc::new(Slack {
+            to_person: self.to_person,
             mode: self.mode.clone(),
             template: self.template.as_deref().map(Template::new).transpose()?,
             timeout: Duration::from_secs(self.timeout_secs),
@@ -120,6 +142,8 @@ impl ActionType for SlackConfig {
 }
 
 pub struct Slack {
+    /// Messages whoever an escalation step notifies, not the channel.
+    to_person: bool,
     mode: Mode,
     template: Option<Template>,
     timeout: Duration,
@@ -321,6 +345,10 @@ impl Action for Slack {
         matches!(self.mode, Mode::Api { .. })
     }
 
+    fn refuses(&self, _problem: &Problem) -> Option<String> {
+        self.to_person.then(|| super::PERSONAL_ONLY.to_string())
+    }
+
     fn run<'a>(&'a self, job: &'a Job<'a>) -> RunFuture<'a> {
         Box::pin(async move {
             match &self.mode {
@@ -328,7 +356,20 @@ impl Action for Slack {
                     token,
                     channel,
                     api_url,
-                } => self.post_api(job, token, channel, api_url).await,
+                } => {
+                    let channel = if self.to_person {
+                        let person = job.person()?;
+                        person.slack.clone().ok_or_else(|| {
+                            ActionError::permanent(format!(
+                                "{} has no slack user in \"people\"",
+                                person.id
+                            ))
+                        })?
+                    } else {
+                        channel.clone()
+                    };
+                    self.post_api(job, token, &channel, api_url).await
+                }
                 Mode::Webhook { url } => self.post_webhook(job, url).await,
             }
         })

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{mask_number, Action, ActionError, ActionType, BuildContext, BuildError, Job};
+use super::{PERSONAL_ONLY, TO_PERSON};
 use super::{Outcome, Problem, ReadContext, RunFuture, Target};
 use crate::keys::{check_template, check_url, secret, Env, Issues, Section};
 use crate::domain::Source;
@@ -51,6 +52,12 @@ fn read_sms(s: &mut Section, env: &Env, issues: &mut Issues) -> SmsConfig {
         .string("messaging_service_sid", issues)
         .filter(|f| !f.is_empty());
     let to = s.string_list("to", issues).unwrap_or_default();
+    if to.len() > 1 && to.iter().any(|t| t == TO_PERSON) {
+        issues.push(
+            s.path_of("to"),
+            "\"person\" stands alone: the person an escalation step notifies, or a list of numbers",
+        );
+    }
     let options = read_options(s, issues);
     for (key, missing) in [
         ("account_sid", account_sid.is_empty()),
@@ -126,6 +133,8 @@ pub struct Sms {
     from: Option<String>,
     messaging_service_sid: Option<String>,
     to: Vec<String>,
+    /// `"to": "person"`: the number of whoever an escalation step notifies.
+    to_person: bool,
     api_url: String,
     template: Option<Template>,
     timeout: Duration,
@@ -141,6 +150,7 @@ impl Sms {
             from: c.from.clone(),
             messaging_service_sid: c.messaging_service_sid.clone(),
             to: c.to.clone(),
+            to_person: c.to == [TO_PERSON],
             api_url: c.options.api_url.trim_end_matches('/').to_string(),
             template: c
                 .options
@@ -190,8 +200,19 @@ impl Sms {
         self.sent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The number a run texts: its target's, or the notified person's.
+    fn number(&self, job: &Job) -> Result<String, ActionError> {
+        if !self.to_person {
+            return Ok(job.target.id.clone());
+        }
+        let person = job.person()?;
+        person.phone.clone().ok_or_else(|| {
+            ActionError::permanent(format!("{} has no phone in \"people\"", person.id))
+        })
+    }
+
     async fn send(&self, job: &Job<'_>) -> Result<Outcome, ActionError> {
-        let to = job.target.id.clone();
+        let to = self.number(job)?;
         let masked = mask_number(&to);
         let body = self.body(job)?;
         if !self.take_slot() {
@@ -239,7 +260,14 @@ impl Sms {
 }
 
 impl Action for Sms {
+    fn refuses(&self, _problem: &Problem) -> Option<String> {
+        self.to_person.then(|| PERSONAL_ONLY.to_string())
+    }
+
     fn targets(&self, _problem: &Problem) -> Vec<Target> {
+        if self.to_person {
+            return Vec::new();
+        }
         self.to
             .iter()
             .map(|n| Target {
@@ -257,8 +285,12 @@ impl Action for Sms {
     fn explain(&self, job: &Job) -> Value {
         let body = self.body(job).unwrap_or_else(|e| format!("(error: {e})"));
         // Both numbers as they may be shown: the recipient is the target's masked label.
+        let to = match self.number(job) {
+            Ok(n) => mask_number(&n),
+            Err(_) => job.target.label.clone(),
+        };
         let form: Vec<(String, String)> = self
-            .form(&job.target.label, &body)
+            .form(&to, &body)
             .into_iter()
             .map(|(k, v)| match k {
                 "From" => (k.to_string(), mask_number(&v)),

@@ -85,6 +85,7 @@ fn check_json_template(path: &str, source: &str, issues: &mut Issues) {
         target: super::Target::whole(),
         reports: Vec::new(),
         thread: None,
+        escalated: None,
     };
     if let Ok(body) = template.render(&job.template_data()) {
         if let Err(e) = check_json(&body) {

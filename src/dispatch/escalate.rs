@@ -33,7 +33,12 @@ pub(super) async fn routed(
     }
     if crate::store::is_closed(&note.state, false) {
         let ended = store
-            .end_escalations(note.source, note.problem_key.clone(), "resolved".into(), now)
+            .end_escalations(
+                note.source,
+                note.problem_key.clone(),
+                "resolved".into(),
+                now,
+            )
             .await?;
         if ended > 0 {
             tracing::info!(
@@ -107,12 +112,16 @@ async fn next(
 ) -> Result<Option<Advance>, StoreError> {
     let Some(policy) = s.escalation.policies.get(&e.policy) else {
         tracing::warn!(
-            problem_id = e.problem_key.as_str(), policy = e.policy,
+            problem_id = e.problem_key.as_str(),
+            policy = e.policy,
             "escalation stopped: its policy is no longer in the config"
         );
         return Ok(Some(Advance::Ended));
     };
-    let latest = d.store.latest_notification(e.source, &e.problem_key).await?;
+    let latest = d
+        .store
+        .latest_notification(e.source, &e.problem_key)
+        .await?;
     let Some(latest) = latest else {
         return Ok(Some(Advance::Ended));
     };
@@ -157,7 +166,9 @@ async fn next(
         .collect();
     if people.is_empty() {
         tracing::warn!(
-            problem_id = e.problem_key.as_str(), policy = e.policy, step = e.step + 1,
+            problem_id = e.problem_key.as_str(),
+            policy = e.policy,
+            step = e.step + 1,
             "an escalation step names nobody on call now; it goes on to the next"
         );
     }
@@ -212,9 +223,7 @@ async fn whom(
         let id = match r {
             Recipient::Person(p) => Some(p.clone()),
             Recipient::Schedule(name) => match s.people.schedules.get(name) {
-                Some(schedule) => {
-                    crate::people::oncall::who(store, schedule, at).await?
-                }
+                Some(schedule) => crate::people::oncall::who(store, schedule, at).await?,
                 None => None,
             },
         };
@@ -225,4 +234,67 @@ async fn whom(
         }
     }
     Ok(out)
+}
+
+/// What an escalation's run adds to its job (whom, which step, how to answer); `None` for any
+/// other run.
+pub(super) async fn context(
+    d: &Inner,
+    s: &Settings,
+    run: &crate::store::RunRow,
+) -> Result<Option<crate::actions::Escalated>, StoreError> {
+    let Some(rest) = run.idem_key.strip_prefix("esc/") else {
+        return Ok(None);
+    };
+    let mut parts = rest.split('/');
+    let mut number = || parts.next().and_then(|p| p.parse::<i64>().ok());
+    let (Some(id), Some(pass), Some(step)) = (number(), number(), number()) else {
+        return Ok(None);
+    };
+    let person_id = run
+        .target
+        .strip_prefix(crate::actions::PERSON_TARGET)
+        .unwrap_or(&run.target);
+    let person = match s.people.people.get(person_id) {
+        Some(p) => crate::actions::PersonView {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            email: p.email.clone(),
+            phone: p.phone.clone(),
+            slack: p.slack.clone(),
+        },
+        // Taken out of the config since: the run says so when it needs what is gone.
+        None => crate::actions::PersonView {
+            id: person_id.to_string(),
+            name: run.target_label.clone(),
+            ..Default::default()
+        },
+    };
+    let code = d
+        .store
+        .escalation(id)
+        .await?
+        .map(|e| e.code)
+        .unwrap_or_default();
+    let key = d
+        .link_key
+        .get_or_try_init(|| {
+            d.store
+                .shared_key(crate::escalate::LINK_KEY, crate::escalate::fresh_key())
+        })
+        .await?;
+    let link = crate::escalate::Link {
+        escalation_id: id,
+        person: person.id.clone(),
+        expires_ms: now_ms() + s.escalation.link_ttl.as_millis() as i64,
+    }
+    .sign(key);
+    let base = s.escalation.public_url.as_deref().unwrap_or_default();
+    Ok(Some(crate::actions::Escalated {
+        person,
+        step: step + 1,
+        pass: pass + 1,
+        ack_url: format!("{base}/ack/{link}"),
+        ack_code: code,
+    }))
 }

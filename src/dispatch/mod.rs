@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     /// Failure alarms are checked and opened one at a time, so two runs failing together open
     /// one alarm, not two.
     alarms: tokio::sync::Mutex<()>,
+    /// The key acknowledgement links are signed with, read from the store once.
+    link_key: tokio::sync::OnceCell<String>,
 }
 
 /// The dispatcher's part of the config, made ready to use.
@@ -209,6 +211,7 @@ impl Dispatcher {
                 started_ms: now_ms(),
                 last_upkeep: Mutex::new(None),
                 alarms: tokio::sync::Mutex::new(()),
+                link_key: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -807,7 +810,9 @@ impl Inner {
                 entity: None,
             });
         let reports = self.reports(run, action.depends_on()).await?;
+        let escalated = escalate::context(self, s, run).await?;
         let job = Job {
+            escalated,
             run_id: run_id(&run.idem_key),
             attempt,
             problem: &problem,

@@ -82,7 +82,11 @@ pub async fn on_call(
 }
 
 /// Who is on call in `schedule` at `at_ms`, overrides considered.
-pub async fn who(store: &Store, schedule: &Schedule, at_ms: i64) -> Result<Option<String>, StoreError> {
+pub async fn who(
+    store: &Store,
+    schedule: &Schedule,
+    at_ms: i64,
+) -> Result<Option<String>, StoreError> {
     let rows = store.overrides(Some(schedule.name.clone()), at_ms).await?;
     Ok(schedule.on_call(&as_overrides(&rows), at_ms).person)
 }
