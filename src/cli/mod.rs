@@ -141,6 +141,25 @@ pub enum Command {
         #[command(subcommand)]
         command: SilenceCommand,
     },
+    /// Acknowledge a problem: its escalation stops, nobody else is paged for it.
+    Ack {
+        /// The problem's id as its notification carried it.
+        problem_id: String,
+        #[arg(long, default_value = "dynatrace")]
+        source: Source,
+    },
+    /// Start an acknowledged problem's escalation again from its first step.
+    Unack {
+        problem_id: String,
+        #[arg(long, default_value = "dynatrace")]
+        source: Source,
+    },
+    /// End a problem's escalation as resolved.
+    Resolve {
+        problem_id: String,
+        #[arg(long, default_value = "dynatrace")]
+        source: Source,
+    },
     /// Read a password from standard input (one trailing new line dropped) and print its argon2id
     /// hash, for a person's "password_hash".
     HashPassword,
@@ -210,6 +229,19 @@ pub fn main() -> ExitCode {
     let as_person = cli.as_person.clone();
     match cli.command.unwrap_or(Command::Run) {
         Command::HashPassword => print_result(people::hash_password()),
+        Command::Ack { problem_id, source } => store_command(&cli.config, false, move |config| {
+            Box::pin(people::ack(config, as_person, "ack", source, problem_id))
+        }),
+        Command::Unack { problem_id, source } => store_command(&cli.config, false, move |config| {
+            Box::pin(people::ack(config, as_person, "unack", source, problem_id))
+        }),
+        Command::Resolve { problem_id, source } => {
+            store_command(&cli.config, false, move |config| {
+                Box::pin(people::ack(
+                    config, as_person, "resolve", source, problem_id,
+                ))
+            })
+        }
         Command::Token { command } => store_command(&cli.config, false, move |config| {
             Box::pin(people::token(config, as_person, command))
         }),

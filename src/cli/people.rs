@@ -344,3 +344,43 @@ pub async fn audit(config: Config, since: Option<String>, json: bool) -> anyhow:
     }
     Ok(out.trim_end().to_string())
 }
+
+/// `hub ack`, `hub unack` and `hub resolve`.
+pub async fn ack(
+    config: Config,
+    as_person: Option<String>,
+    verb: &str,
+    source: crate::domain::Source,
+    problem_id: String,
+) -> anyhow::Result<String> {
+    use crate::escalate::ack;
+    let what = match verb {
+        "ack" => "an acknowledgement",
+        "unack" => "an unacknowledgement",
+        _ => "a resolve",
+    };
+    let actor = require(&config, as_person.as_deref(), Role::Responder, what)?;
+    let store = crate::app::open_store(&config).await?;
+    let done = match verb {
+        "ack" => ack::acknowledge(&store, &actor, source, &problem_id)
+            .await
+            .map(|e| {
+                format!(
+                    "acknowledged {problem_id} ({}): no further step is sent",
+                    e.policy
+                )
+            }),
+        "unack" => ack::unacknowledge(&store, &actor, source, &problem_id)
+            .await
+            .map(|e| {
+                format!(
+                    "{problem_id} ({}) pages again from its first step",
+                    e.policy
+                )
+            }),
+        _ => ack::resolve(&store, &actor, source, &problem_id)
+            .await
+            .map(|_| format!("resolved {problem_id}: its escalation stopped")),
+    };
+    done.map_err(|e| anyhow::anyhow!("{e}"))
+}

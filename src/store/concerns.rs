@@ -294,6 +294,9 @@ concern! {
         async fn escalation_steps(&self, id: i64) -> Result<Vec<StepRow>, StoreError>;
         /// How many escalations are climbing.
         async fn open_escalations(&self) -> Result<i64, StoreError>;
+        /// For the metrics: the steps sent, and how long each acknowledgement took (ms), in
+        /// `from_ms..to_ms`.
+        async fn escalation_activity(&self, from_ms: i64, to_ms: i64) -> Result<(i64, Vec<i64>), StoreError>;
         /// A key made once and shared by every instance (made now with `fresh` when there is none).
         async fn shared_key(&self, name: &str, fresh: String) -> Result<String, StoreError>;
     }

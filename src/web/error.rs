@@ -87,6 +87,11 @@ impl ApiError {
         ApiError::new(Status::Conflict, "nothing_to_replay", detail)
     }
 
+    /// An acknowledgement of a problem with no escalation it would change.
+    pub fn nothing_to_acknowledge(detail: impl Into<String>) -> Self {
+        ApiError::new(Status::Conflict, "nothing_to_acknowledge", detail)
+    }
+
     /// A beat for a heartbeat the config does not have.
     pub fn unknown_heartbeat(detail: impl Into<String>) -> Self {
         ApiError::new(Status::NotFound, "unknown_heartbeat", detail)

@@ -46,6 +46,11 @@ pub struct Metrics {
     backlog: Family<ActionLabels, Gauge>,
     oldest_due: Family<ActionLabels, Gauge<f64, AtomicU64>>,
     clock_offset: Gauge<f64, AtomicU64>,
+    escalations_open: Gauge,
+    escalation_steps: Counter,
+    time_to_ack: Histogram,
+    /// Up to when steps and acknowledgements were counted: each scrape counts what came since.
+    counted_to_ms: std::sync::Mutex<i64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,8 +122,31 @@ impl Default for Metrics {
             "How far this instance's clock is behind the shared store's (negative: ahead); 0 on SQLite",
             clock_offset.clone(),
         );
+        let escalations_open = Gauge::default();
+        registry.register(
+            "escalations_open",
+            "Escalations climbing now (not acknowledged, not resolved, steps left)",
+            escalations_open.clone(),
+        );
+        let escalation_steps = Counter::default();
+        registry.register(
+            "escalation_steps",
+            "Escalation steps sent since this instance started (by any instance on the store)",
+            escalation_steps.clone(),
+        );
+        // 5 s to about 11 hours.
+        let time_to_ack = Histogram::new(exponential_buckets(5.0, 2.0, 14));
+        registry.register(
+            "time_to_acknowledge_seconds",
+            "From an escalation's start to its acknowledgement, for those acknowledged since this instance started",
+            time_to_ack.clone(),
+        );
         Metrics {
             registry,
+            escalations_open,
+            escalation_steps,
+            time_to_ack,
+            counted_to_ms: std::sync::Mutex::new(crate::clock::now_ms()),
             clock_offset,
             backlog,
             oldest_due,
@@ -249,6 +277,19 @@ impl Metrics {
         }
         self.clock_offset
             .set(store.clock_offset_ms().unwrap_or(0) as f64 / 1000.0);
+        self.escalations_open.set(store.open_escalations().await?);
+        // Each scrape takes the window since the last one first, so two at once count nothing
+        // twice.
+        let from = {
+            let mut counted = self.counted_to_ms.lock().unwrap_or_else(|p| p.into_inner());
+            let to = now.max(*counted);
+            std::mem::replace(&mut *counted, to)
+        };
+        let (steps, took) = store.escalation_activity(from, now).await?;
+        self.escalation_steps.inc_by(steps.max(0) as u64);
+        for ms in took {
+            self.time_to_ack.observe(ms.max(0) as f64 / 1000.0);
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).map_err(|e| {
             StoreError::Encode {

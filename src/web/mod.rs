@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod error;
+mod escalation;
 mod ingest;
 mod metrics;
 mod noise;
@@ -302,6 +303,7 @@ fn build(
         .mount("/", api::routes())
         .mount("/", noise::routes())
         .mount("/", people::routes())
+        .mount("/", escalation::routes())
         .register("/", catchers![error::default_catcher]);
     Ok((rocket, refused))
 }

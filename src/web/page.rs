@@ -42,11 +42,13 @@ impl Templates {
             ("replay.html", include_str!("../../templates/replay.html")),
             ("error.html", include_str!("../../templates/error.html")),
             ("audit.html", include_str!("../../templates/audit.html")),
+            ("ack.html", include_str!("../../templates/ack.html")),
+            ("acked.html", include_str!("../../templates/acked.html")),
         ])?;
         Ok(tera)
     }
 
-    fn render(&self, name: &str, data: &Value) -> Result<Html, ApiError> {
+    pub(super) fn render(&self, name: &str, data: &Value) -> Result<Html, ApiError> {
         let tera = self
             .0
             .get_or_init(Templates::compile)
@@ -206,6 +208,7 @@ async fn problem(
     let actor = app.require(&caller, Role::Viewer, Via::Page).await?;
     let mut data = view::problem(app, id, source).await?;
     signed_in(app, &actor, &mut data);
+    data["csrf"] = json!(app.csrf_token());
     let source = data["source"].as_str().unwrap_or_default().to_string();
     data["replay_url"] = json!(replay_url(id, &source, None));
     let actions: Vec<Value> = data["replay_actions"]

@@ -204,7 +204,11 @@ pub async fn feed(app: &App, window: Window) -> Result<Value, FeedError> {
 }
 
 /// Which source a problem id belongs to: the one asked for, else whichever sent it last.
-async fn resolve_source(app: &App, id: &str, source: Option<&str>) -> Result<Source, ApiError> {
+pub(super) async fn resolve_source(
+    app: &App,
+    id: &str,
+    source: Option<&str>,
+) -> Result<Source, ApiError> {
     let not_found = || ApiError::not_found("hub has received no notification for this problem");
     match source.filter(|s| !s.is_empty()) {
         Some(s) => Ok(s.parse::<Source>()?),
@@ -329,7 +333,9 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
             actions.push(r.action);
         }
     }
+    let escalation = escalation_view(app, source, id).await?;
     Ok(json!({
+        "escalation": escalation,
         "source": source,
         "problem_id": id,
         "state": latest.state,
@@ -618,6 +624,51 @@ impl<'r> FromRequest<'r> for SameOrigin {
             };
         Outcome::Success(SameOrigin(same))
     }
+}
+
+/// The problem's latest escalation as a timeline: each step as it was sent (whom it notified,
+/// through what, and how each run went), then who acknowledged and how; `null` when it never
+/// escalated.
+pub async fn escalation_view(app: &App, source: Source, id: &str) -> Result<Value, ApiError> {
+    let Some(e) = app.store.escalation_of(source, id).await? else {
+        return Ok(Value::Null);
+    };
+    let runs = app.store.problem_runs(source, id).await?;
+    let mut steps = Vec::new();
+    for st in app.store.escalation_steps(e.id).await? {
+        let notified: Value = serde_json::from_str(&st.notified).unwrap_or(Value::Null);
+        let prefix = format!("esc/{}/{}/{}/", e.id, st.pass, st.step);
+        let answers: Vec<Value> = runs
+            .iter()
+            .filter(|r| r.idem_key.starts_with(&prefix))
+            .map(|r| {
+                json!({"action": r.action, "person": r.target_label, "status": r.status,
+                            "summary": r.summary, "error": r.last_error})
+            })
+            .collect();
+        steps.push(json!({
+            "pass": st.pass + 1, "step": st.step + 1, "started": utc(st.started_at_ms),
+            "notified": notified, "actions": serde_json::from_str::<Value>(&st.actions).unwrap_or(Value::Null),
+            "runs": answers,
+        }));
+    }
+    let settings = app.settings.get();
+    let acked_by = e
+        .acked_by
+        .as_deref()
+        .map(|p| settings.config.people.name_of(p));
+    Ok(json!({
+        "policy": e.policy,
+        "state": e.state,
+        "started": utc(e.started_at_ms),
+        "next": e.next_at_ms.filter(|_| e.state == "open").map(utc),
+        "next_step": (e.state == "open").then(|| json!({"pass": e.pass + 1, "step": e.step + 1})),
+        "held_by": e.held_by,
+        "acked_at": e.acked_at_ms.map(utc),
+        "acked_by": acked_by,
+        "acked_via": e.acked_via,
+        "steps": steps,
+    }))
 }
 
 #[cfg(test)]

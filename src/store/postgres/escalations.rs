@@ -208,6 +208,28 @@ impl Escalations for Postgres {
         .await
     }
 
+    async fn escalation_activity(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(i64, Vec<i64>), StoreError> {
+        let c = self.pool.get().await?;
+        let steps: i64 = one(
+            &c,
+            "SELECT COUNT(*) FROM escalation_steps WHERE started_at_ms >= $1 AND started_at_ms < $2",
+            &[&from_ms, &to_ms],
+        )
+        .await?;
+        let took: Vec<i64> = all(
+            &c,
+            "SELECT acked_at_ms - started_at_ms FROM escalations
+              WHERE acked_at_ms >= $1 AND acked_at_ms < $2",
+            &[&from_ms, &to_ms],
+        )
+        .await?;
+        Ok((steps, took))
+    }
+
     async fn shared_key(&self, name: &str, fresh: String) -> Result<String, StoreError> {
         let c = self.pool.get().await?;
         exec(
