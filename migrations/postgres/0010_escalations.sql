@@ -1,5 +1,6 @@
--- Escalations: one per opening of a problem whose route escalates. `pass` and `step` name the
--- next step to send, due at `next_at_ms`; a step is sent by whichever instance moves them on
+-- Escalations: one per opening of a problem whose route escalates. `round` counts its starts
+-- from the first step (an unacknowledgement, a hold that ended), `pass` and `step` name the next
+-- step to send, due at `next_at_ms`; a step is sent by whichever instance moves them on
 -- (a conditional update), and its runs' keys make sending it twice impossible.
 CREATE TABLE escalations (
     id              BIGSERIAL PRIMARY KEY,
@@ -9,6 +10,7 @@ CREATE TABLE escalations (
     policy          TEXT    NOT NULL,
     -- open (climbing), ended (every step sent, nobody answered), acked, resolved.
     state           TEXT    NOT NULL,
+    round           BIGINT  NOT NULL,
     pass            BIGINT  NOT NULL,
     step            BIGINT  NOT NULL,
     next_at_ms      BIGINT,
@@ -30,6 +32,7 @@ CREATE INDEX escalations_code ON escalations (code) WHERE state IN ('open', 'end
 -- Each step as it was sent: the timeline the problem page shows.
 CREATE TABLE escalation_steps (
     escalation_id BIGINT  NOT NULL,
+    round         BIGINT  NOT NULL,
     pass          BIGINT  NOT NULL,
     step          BIGINT  NOT NULL,
     started_at_ms BIGINT  NOT NULL,
@@ -37,7 +40,7 @@ CREATE TABLE escalation_steps (
     notified      TEXT    NOT NULL,
     -- JSON: ["text-person", …]
     actions       TEXT    NOT NULL,
-    PRIMARY KEY (escalation_id, pass, step)
+    PRIMARY KEY (escalation_id, round, pass, step)
 );
 
 -- Keys hub makes once and every instance shares (the acknowledgement links' signing key).

@@ -60,6 +60,7 @@ pub(super) async fn routed(
             notification_id: n.id,
             policy: policy.to_string(),
             state: "open".into(),
+            round: 0,
             pass: 0,
             step: 0,
             next_at_ms: Some(first_at),
@@ -95,7 +96,7 @@ pub(super) async fn tick(d: &Inner, s: &Settings) -> Result<usize, StoreError> {
             None => continue,
         };
         d.store
-            .advance_escalation(e.id, e.pass, e.step, to, now)
+            .advance_escalation(e.id, e.round, e.pass, e.step, to, now)
             .await?;
     }
     Ok(due.len())
@@ -153,8 +154,8 @@ async fn next(
         .flat_map(|action| {
             people.iter().map(move |(id, name)| NewRun {
                 idem_key: format!(
-                    "esc/{}/{}/{}/{action}/{id}/after-{}",
-                    e.id, e.pass, e.step, e.notification_id
+                    "esc/{}/{}/{}/{}/{action}/{id}/after-{}",
+                    e.id, e.round, e.pass, e.step, e.notification_id
                 ),
                 action: action.clone(),
                 target: format!("{}{id}", crate::actions::PERSON_TARGET),
@@ -180,6 +181,7 @@ async fn next(
     d.store
         .record_step(StepRow {
             escalation_id: e.id,
+            round: e.round,
             pass: e.pass,
             step: e.step,
             started_at_ms: now,
@@ -248,7 +250,8 @@ pub(super) async fn context(
     };
     let mut parts = rest.split('/');
     let mut number = || parts.next().and_then(|p| p.parse::<i64>().ok());
-    let (Some(id), Some(pass), Some(step)) = (number(), number(), number()) else {
+    let (Some(id), Some(_round), Some(pass), Some(step)) = (number(), number(), number(), number())
+    else {
         return Ok(None);
     };
     let person_id = run

@@ -110,7 +110,7 @@ pub(crate) fn read(
     let link_ttl = root
         .duration(
             "escalation_link_ttl",
-            Duration::from_secs(60),
+            Duration::from_secs(1),
             Duration::from_secs(30 * 86_400),
             issues,
         )
@@ -270,7 +270,7 @@ mod tests {
                 {"notify": ["schedule:nope", "person:zed", "cy", "$(touch x)"], "actions": ["page"], "wait": "0s"}
             ], "repeat": -1}},
             "public_url": "ftp://x",
-            "escalation_link_ttl": "1s"
+            "escalation_link_ttl": "0s"
         }));
         let all = issues.join("\n");
         for path in [

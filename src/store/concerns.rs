@@ -276,9 +276,10 @@ concern! {
         async fn due_escalations(&self, now: i64, limit: i64) -> Result<Vec<EscalationRow>, StoreError>;
         /// Records a step as sent (once: a second record of it changes nothing).
         async fn record_step(&self, row: StepRow) -> Result<(), StoreError>;
-        /// Moves an open escalation on from `(pass, step)`; `false` when it is no longer there
+        /// Moves an open escalation on from `(round, pass, step)` (a hold starting sets it back to
+        /// the first step of a new round); `false` when it is no longer there
         /// (another instance moved it, or it was acknowledged or resolved meanwhile).
-        async fn advance_escalation(&self, id: i64, pass: i64, step: i64, to: Advance, now: i64) -> Result<bool, StoreError>;
+        async fn advance_escalation(&self, id: i64, round: i64, pass: i64, step: i64, to: Advance, now: i64) -> Result<bool, StoreError>;
         /// Marks the problem's running escalation acknowledged; `None` when it has none running.
         async fn acknowledge(&self, source: Source, problem_key: &str, by: String, via: String, now: i64) -> Result<Option<EscalationRow>, StoreError>;
         /// Starts an acknowledged escalation again from its first step, due now.

@@ -652,6 +652,9 @@ pub struct EscalationRow {
     pub policy: String,
     /// `open` (climbing), `ended` (every step sent, nobody answered), `acked`, `resolved`.
     pub state: String,
+    /// How many times it started again from its first step (an unacknowledgement, a hold that
+    /// ended): its runs' keys name it, so a step sent again is a new run.
+    pub round: i64,
     /// The next step to send: the pass (0 first) and the step in it.
     pub pass: i64,
     pub step: i64,
@@ -671,6 +674,7 @@ pub struct EscalationRow {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StepRow {
     pub escalation_id: i64,
+    pub round: i64,
     pub pass: i64,
     pub step: i64,
     pub started_at_ms: i64,
@@ -698,6 +702,7 @@ read_by_name!(EscalationRow {
     notification_id,
     policy,
     state,
+    round,
     pass,
     step,
     next_at_ms,
@@ -711,6 +716,7 @@ read_by_name!(EscalationRow {
 });
 read_by_name!(StepRow {
     escalation_id,
+    round,
     pass,
     step,
     started_at_ms,

@@ -1030,6 +1030,7 @@ async fn an_escalation_climbs_once_and_stops_when_acknowledged(store: &Store, _:
         notification_id: 1,
         policy: "prod".into(),
         state: "open".into(),
+        round: 0,
         pass: 0,
         step: 0,
         next_at_ms: Some(100),
@@ -1057,12 +1058,16 @@ async fn an_escalation_climbs_once_and_stops_when_acknowledged(store: &Store, _:
         at_ms: 400,
     };
     assert!(store
-        .advance_escalation(e.id, 0, 0, to.clone(), 100)
+        .advance_escalation(e.id, 0, 0, 0, to.clone(), 100)
         .await
         .unwrap());
-    assert!(!store.advance_escalation(e.id, 0, 0, to, 100).await.unwrap());
+    assert!(!store
+        .advance_escalation(e.id, 0, 0, 0, to, 100)
+        .await
+        .unwrap());
     let step = StepRow {
         escalation_id: e.id,
+        round: 0,
         pass: 0,
         step: 0,
         started_at_ms: 100,
@@ -1078,14 +1083,20 @@ async fn an_escalation_climbs_once_and_stops_when_acknowledged(store: &Store, _:
         at_ms: 500,
     };
     assert!(store
-        .advance_escalation(e.id, 0, 1, held, 200)
+        .advance_escalation(e.id, 0, 0, 1, held.clone(), 200)
         .await
         .unwrap());
     let now = store.escalation(e.id).await.unwrap().unwrap();
     assert_eq!(
-        (now.pass, now.step, now.held_by.as_deref()),
-        (0, 0, Some("sil_1"))
+        (now.round, now.pass, now.step, now.held_by.as_deref()),
+        (1, 0, 0, Some("sil_1"))
     );
+    // Held again at the next look: the same round.
+    assert!(store
+        .advance_escalation(e.id, 1, 0, 0, held, 250)
+        .await
+        .unwrap());
+    assert_eq!(store.escalation(e.id).await.unwrap().unwrap().round, 1);
     assert_eq!(
         store
             .escalation_by_code("123456")
@@ -1120,11 +1131,12 @@ async fn an_escalation_climbs_once_and_stops_when_acknowledged(store: &Store, _:
     assert_eq!(
         (
             again.state.as_str(),
+            again.round,
             again.pass,
             again.step,
             again.next_at_ms
         ),
-        ("open", 0, 0, Some(400))
+        ("open", 2, 0, 0, Some(400))
     );
     // Resolved: ended, and a new opening may start another.
     assert_eq!(

@@ -209,6 +209,14 @@ async fn problem(
     let mut data = view::problem(app, id, source).await?;
     signed_in(app, &actor, &mut data);
     data["csrf"] = json!(app.csrf_token());
+    let shown_source = data["source"].as_str().unwrap_or_default().to_string();
+    for (key, verb) in [("ack_post", "ack"), ("unack_post", "unack")] {
+        data[key] = json!(format!(
+            "/problems/{}/{verb}?source={}",
+            view::encode(id),
+            view::encode(&shown_source)
+        ));
+    }
     let source = data["source"].as_str().unwrap_or_default().to_string();
     data["replay_url"] = json!(replay_url(id, &source, None));
     let actions: Vec<Value> = data["replay_actions"]

@@ -637,7 +637,7 @@ pub async fn escalation_view(app: &App, source: Source, id: &str) -> Result<Valu
     let mut steps = Vec::new();
     for st in app.store.escalation_steps(e.id).await? {
         let notified: Value = serde_json::from_str(&st.notified).unwrap_or(Value::Null);
-        let prefix = format!("esc/{}/{}/{}/", e.id, st.pass, st.step);
+        let prefix = format!("esc/{}/{}/{}/{}/", e.id, st.round, st.pass, st.step);
         let answers: Vec<Value> = runs
             .iter()
             .filter(|r| r.idem_key.starts_with(&prefix))
@@ -647,7 +647,7 @@ pub async fn escalation_view(app: &App, source: Source, id: &str) -> Result<Valu
             })
             .collect();
         steps.push(json!({
-            "pass": st.pass + 1, "step": st.step + 1, "started": utc(st.started_at_ms),
+            "round": st.round + 1, "pass": st.pass + 1, "step": st.step + 1, "started": utc(st.started_at_ms),
             "notified": notified, "actions": serde_json::from_str::<Value>(&st.actions).unwrap_or(Value::Null),
             "runs": answers,
         }));

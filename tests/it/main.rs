@@ -25,6 +25,7 @@ mod edges;
 mod email;
 mod enrich;
 mod errors;
+mod escalation;
 mod explain;
 mod hostile;
 mod ingest;

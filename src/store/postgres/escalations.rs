@@ -8,16 +8,16 @@ use crate::store::concerns::Escalations;
 use crate::store::{Advance, EscalationRow, StepRow, StoreError};
 
 const ESCALATION_COLUMNS: &str =
-    "id, source, problem_key, notification_id, policy, state, pass, step, next_at_ms, held_by,
+    "id, source, problem_key, notification_id, policy, state, round, pass, step, next_at_ms, held_by,
      code, started_at_ms, updated_at_ms, acked_at_ms, acked_by, acked_via";
 
 impl Escalations for Postgres {
     async fn start_escalation(&self, e: EscalationRow) -> Result<bool, StoreError> {
         Ok(exec(
             &self.pool.get().await?,
-            "INSERT INTO escalations (source, problem_key, notification_id, policy, state, pass,
+            "INSERT INTO escalations (source, problem_key, notification_id, policy, state, round, pass,
                                       step, next_at_ms, code, started_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, 'open', 0, 0, $5, $6, $7, $7)
+             VALUES ($1, $2, $3, $4, 'open', 0, 0, 0, $5, $6, $7, $7)
              ON CONFLICT DO NOTHING",
             &[
                 &e.source,
@@ -53,8 +53,8 @@ impl Escalations for Postgres {
         exec(
             &self.pool.get().await?,
             "INSERT INTO escalation_steps (escalation_id, pass, step, started_at_ms, notified,
-                                           actions)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                                           actions, round)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             &[
                 &r.escalation_id,
                 &r.pass,
@@ -62,6 +62,7 @@ impl Escalations for Postgres {
                 &r.started_at_ms,
                 &r.notified,
                 &r.actions,
+                &r.round,
             ],
         )
         .await?;
@@ -71,6 +72,7 @@ impl Escalations for Postgres {
     async fn advance_escalation(
         &self,
         id: i64,
+        round: i64,
         pass: i64,
         step: i64,
         to: Advance,
@@ -85,10 +87,12 @@ impl Escalations for Postgres {
         Ok(exec(
             &self.pool.get().await?,
             "UPDATE escalations SET state = $4, pass = $5, step = $6, next_at_ms = $7,
+                    round = round + CASE WHEN $8::TEXT IS NOT NULL AND held_by IS NULL
+                                         THEN 1 ELSE 0 END,
                     held_by = $8, updated_at_ms = $9
-              WHERE id = $1 AND pass = $2 AND step = $3 AND state = 'open'",
+              WHERE id = $1 AND pass = $2 AND step = $3 AND state = 'open' AND round = $10",
             &[
-                &id, &pass, &step, &state, &next_pass, &next_step, &at, &held, &now,
+                &id, &pass, &step, &state, &next_pass, &next_step, &at, &held, &now, &round,
             ],
         )
         .await?
@@ -126,7 +130,7 @@ impl Escalations for Postgres {
             &self.pool.get().await?,
             &format!(
                 "UPDATE escalations SET state = 'open', pass = 0, step = 0, next_at_ms = $3,
-                        held_by = NULL, acked_at_ms = NULL, acked_by = NULL, acked_via = NULL,
+                        held_by = NULL, round = round + 1, acked_at_ms = NULL, acked_by = NULL, acked_via = NULL,
                         updated_at_ms = $3
                   WHERE source = $1 AND problem_key = $2 AND state = 'acked'
                  RETURNING {ESCALATION_COLUMNS}"
@@ -192,8 +196,8 @@ impl Escalations for Postgres {
     async fn escalation_steps(&self, id: i64) -> Result<Vec<StepRow>, StoreError> {
         all(
             &self.pool.get().await?,
-            "SELECT escalation_id, pass, step, started_at_ms, notified, actions
-               FROM escalation_steps WHERE escalation_id = $1 ORDER BY pass, step",
+            "SELECT escalation_id, round, pass, step, started_at_ms, notified, actions
+               FROM escalation_steps WHERE escalation_id = $1 ORDER BY round, pass, step",
             &[&id],
         )
         .await

@@ -7,7 +7,7 @@ use crate::store::concerns::Escalations;
 use crate::store::{Advance, EscalationRow, StepRow, StoreError};
 
 const ESCALATION_COLUMNS: &str =
-    "id, source, problem_key, notification_id, policy, state, pass, step, next_at_ms, held_by,
+    "id, source, problem_key, notification_id, policy, state, round, pass, step, next_at_ms, held_by,
      code, started_at_ms, updated_at_ms, acked_at_ms, acked_by, acked_via";
 
 impl Escalations for Sqlite {
@@ -15,9 +15,9 @@ impl Escalations for Sqlite {
         self.write(move |c| {
             Ok(c.prepare_cached(
                 "INSERT INTO escalations (source, problem_key, notification_id, policy, state,
-                                          pass, step, next_at_ms, code, started_at_ms,
+                                          round, pass, step, next_at_ms, code, started_at_ms,
                                           updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, 'open', 0, 0, ?5, ?6, ?7, ?7)
+                 VALUES (?1, ?2, ?3, ?4, 'open', 0, 0, 0, ?5, ?6, ?7, ?7)
                  ON CONFLICT DO NOTHING",
             )?
             .execute(rusqlite::params![
@@ -54,8 +54,8 @@ impl Escalations for Sqlite {
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO escalation_steps (escalation_id, pass, step, started_at_ms, notified,
-                                               actions)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                                               actions, round)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
             )?
             .execute(rusqlite::params![
                 r.escalation_id,
@@ -63,7 +63,8 @@ impl Escalations for Sqlite {
                 r.step,
                 r.started_at_ms,
                 r.notified,
-                r.actions
+                r.actions,
+                r.round
             ])?;
             Ok(())
         })
@@ -73,6 +74,7 @@ impl Escalations for Sqlite {
     async fn advance_escalation(
         &self,
         id: i64,
+        round: i64,
         pass: i64,
         step: i64,
         to: Advance,
@@ -92,11 +94,12 @@ impl Escalations for Sqlite {
             };
             Ok(c.prepare_cached(
                 "UPDATE escalations SET state = ?4, pass = ?5, step = ?6, next_at_ms = ?7,
+                        round = round + (?8 IS NOT NULL AND held_by IS NULL),
                         held_by = ?8, updated_at_ms = ?9
-                  WHERE id = ?1 AND pass = ?2 AND step = ?3 AND state = 'open'",
+                  WHERE id = ?1 AND pass = ?2 AND step = ?3 AND state = 'open' AND round = ?10",
             )?
             .execute(rusqlite::params![
-                id, pass, step, state, next_pass, next_step, at, held, now
+                id, pass, step, state, next_pass, next_step, at, held, now, round
             ])? > 0)
         })
         .await
@@ -145,7 +148,7 @@ impl Escalations for Sqlite {
             let changed = c
                 .prepare_cached(
                     "UPDATE escalations SET state = 'open', pass = 0, step = 0, next_at_ms = ?3,
-                            held_by = NULL, acked_at_ms = NULL, acked_by = NULL,
+                            held_by = NULL, round = round + 1, acked_at_ms = NULL, acked_by = NULL,
                             acked_via = NULL, updated_at_ms = ?3
                       WHERE source = ?1 AND problem_key = ?2 AND state = 'acked'",
                 )?
@@ -226,8 +229,8 @@ impl Escalations for Sqlite {
         self.reader.read(|c| {
             all(
                 c,
-                "SELECT escalation_id, pass, step, started_at_ms, notified, actions
-                   FROM escalation_steps WHERE escalation_id = ?1 ORDER BY pass, step",
+                "SELECT escalation_id, round, pass, step, started_at_ms, notified, actions
+                   FROM escalation_steps WHERE escalation_id = ?1 ORDER BY round, pass, step",
                 [id],
             )
         })
