@@ -43,6 +43,19 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// HMAC-SHA1 of the concatenated `parts` under `key`: only for checking what others sign with it
+/// (Twilio's webhooks); hub's own signatures are [`hmac_sha256`].
+pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
+    use hmac::{Hmac, Mac};
+    // HMAC takes a key of any length, so this cannot fail.
+    let mut mac =
+        <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// Bytes as lowercase hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -71,5 +84,13 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn hmac_sha1_is_rfc_2202s() {
+        assert_eq!(
+            hex(&hmac_sha1(&[0x0b; 20], &[b"Hi ", b"There"])),
+            "b617318655057264e28bc0b6fb378c8ef146be00"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod ack;
 pub mod config;
+pub mod inbound;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

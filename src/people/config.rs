@@ -64,6 +64,21 @@ impl PeopleConfig {
         })
     }
 
+    /// The person with this phone number (E.164, as Twilio gives the sender of a text).
+    pub fn by_phone(&self, number: &str) -> Option<&Person> {
+        let number = number.trim();
+        self.people
+            .values()
+            .find(|p| !number.is_empty() && p.phone.as_deref() == Some(number))
+    }
+
+    /// The person with this Slack user id.
+    pub fn by_slack(&self, user: &str) -> Option<&Person> {
+        self.people
+            .values()
+            .find(|p| !user.is_empty() && p.slack.as_deref() == Some(user))
+    }
+
     /// The display name of a person id (the id itself for one the config no longer has).
     pub fn name_of(&self, id: &str) -> String {
         self.people
@@ -440,6 +455,12 @@ mod tests {
             p.by_email("ANA@example.com").map(|p| p.id.as_str()),
             Some("ana")
         );
+        assert_eq!(
+            p.by_phone(" +15550001111").map(|p| p.id.as_str()),
+            Some("ana")
+        );
+        assert_eq!(p.by_slack("U024BE7LH").map(|p| p.id.as_str()), Some("ana"));
+        assert!(p.by_phone("").is_none() && p.by_slack("u024be7lh").is_none());
         let proxy = p.proxy.unwrap();
         assert!(proxy.trusts("127.0.0.1".parse().unwrap()));
         assert!(proxy.trusts("::ffff:127.0.0.1".parse().unwrap()));
