@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod error;
 mod escalation;
+mod inbound;
 mod ingest;
 mod metrics;
 mod noise;
@@ -304,6 +305,7 @@ fn build(
         .mount("/", noise::routes())
         .mount("/", people::routes())
         .mount("/", escalation::routes())
+        .mount("/", inbound::routes())
         .register("/", catchers![error::default_catcher]);
     Ok((rocket, refused))
 }
