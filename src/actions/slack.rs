@@ -6,6 +6,10 @@
 //! reply under it (`thread_ts`). With an incoming webhook (`webhook_url`) Slack gives nothing back
 //! to update, so each state is a new message. Every value from the problem is escaped: a hostile
 //! entity name is text, never a link or a mention.
+//!
+//! An open problem's message carries an Acknowledge button (`action_id` `hub_ack`) when the action
+//! has `ack_button: true`, and on every escalation run: Slack posts its clicks to
+//! `/slack/interactions` (see `web::inbound`), which stops the problem's escalation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +19,7 @@ use serde_json::{json, Value};
 use super::http::{post_json, send, truncated, Answer};
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, ThreadRef};
+use crate::escalate::inbound;
 use crate::keys::{check_secret_url, check_template, check_url, secret};
 use crate::keys::{Issues, Section};
 use crate::secret::Secret;
@@ -26,7 +31,7 @@ const MAX_SECTION: usize = 3000;
 const MAX_HEADER: usize = 150;
 
 /// `type: "slack"`: `token` (or `token_env`) and `channel`, or `webhook_url`; optional `api_url`,
-/// `template` (the message's text) and `timeout_secs`.
+/// `template` (the message's text), `timeout_secs` and `ack_button`.
 #[derive(Debug, Clone)]
 pub struct SlackConfig {
     pub mode: Mode,
@@ -34,6 +39,9 @@ pub struct SlackConfig {
     pub timeout_secs: u64,
     /// `"to": "person"` (see [`super::TO_PERSON`]).
     pub to_person: bool,
+    /// Whether an open problem's message carries the Acknowledge button (an escalation run's
+    /// always does).
+    pub ack_button: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -122,11 +130,13 @@ impl ActionType for SlackConfig {
                 "a direct message needs a bot token (token), not webhook_url",
             );
         }
+        let ack_button = s.bool("ack_button", issues).unwrap_or(false);
         Some(SlackConfig {
             mode,
             template,
             timeout_secs,
             to_person,
+            ack_button,
         })
     }
 
@@ -136,6 +146,7 @@ impl ActionType for SlackConfig {
             mode: self.mode.clone(),
             template: self.template.as_deref().map(Template::new).transpose()?,
             timeout: Duration::from_secs(self.timeout_secs),
+            ack_button: self.ack_button,
             http: ctx.http.clone(),
         }))
     }
@@ -147,6 +158,7 @@ pub struct Slack {
     mode: Mode,
     template: Option<Template>,
     timeout: Duration,
+    ack_button: bool,
     http: reqwest::Client,
 }
 
@@ -163,8 +175,9 @@ fn default_text(p: &Problem) -> String {
     escape(&format!("[{}] {} ({})", p.state, p.headline(), p.display_id()))
 }
 
-/// Block Kit: a header, the facts, the entities, and a button to the problem.
-pub fn blocks(p: &Problem) -> Value {
+/// Block Kit: a header, the facts, the entities, and a button to the problem; with `ack`, an
+/// open problem's Acknowledge button too.
+pub fn blocks(p: &Problem, ack: bool) -> Value {
     let field = |name: &str, value: &str| {
         json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", escape(if value.is_empty() { "-" } else { value }))})
     };
@@ -191,10 +204,19 @@ pub fn blocks(p: &Problem) -> Value {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
             "text": truncated(&escape(&p.tags.join(", ")), MAX_SECTION)}]}));
     }
+    let mut buttons = Vec::new();
+    if ack && !crate::store::is_closed(&p.state, false) {
+        buttons.push(json!({"type": "button", "action_id": inbound::SLACK_ACK_ACTION,
+            "text": {"type": "plain_text", "text": "Acknowledge"}, "style": "primary",
+            "value": truncated(&inbound::button_value(p.source, &p.problem_id), 2000)}));
+    }
     // A button's URL is a JSON value Slack does not parse as markup, unlike a <url|text> link.
     if let Some(url) = p.url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://")) {
-        blocks.push(json!({"type": "actions", "elements": [{"type": "button",
-            "text": {"type": "plain_text", "text": "Open problem"}, "url": truncated(url, 3000)}]}));
+        buttons.push(json!({"type": "button",
+            "text": {"type": "plain_text", "text": "Open problem"}, "url": truncated(url, 3000)}));
+    }
+    if !buttons.is_empty() {
+        blocks.push(json!({"type": "actions", "elements": buttons}));
     }
     Value::Array(blocks)
 }
@@ -205,6 +227,12 @@ fn split_ref(reference: &str) -> Option<(&str, &str)> {
 }
 
 impl Slack {
+    /// The message's blocks; an escalation run's carry the Acknowledge button whatever
+    /// `ack_button` says.
+    fn blocks(&self, job: &Job) -> Value {
+        blocks(job.problem, self.ack_button || job.escalated.is_some())
+    }
+
     fn text(&self, job: &Job) -> Result<String, ActionError> {
         match &self.template {
             Some(t) => t
@@ -218,7 +246,7 @@ impl Slack {
     /// The calls a run makes, in order: `(method, body)`.
     fn calls(&self, job: &Job, channel: &str) -> Result<Vec<(&'static str, Value)>, ActionError> {
         let text = self.text(job)?;
-        let blocks = blocks(job.problem);
+        let blocks = self.blocks(job);
         let Some((at, ts)) = job.thread_ref().and_then(split_ref) else {
             return Ok(vec![(
                 "chat.postMessage",
@@ -297,7 +325,7 @@ impl Slack {
     }
 
     async fn post_webhook(&self, job: &Job<'_>, url: &Secret) -> Result<Outcome, ActionError> {
-        let body = json!({"text": self.text(job)?, "blocks": blocks(job.problem)});
+        let body = json!({"text": self.text(job)?, "blocks": self.blocks(job)});
         let answer = send(post_json(&self.http, url.expose(), &body, self.timeout), "Slack").await?;
         if answer.is_success() {
             return Ok(Outcome::new(
@@ -393,7 +421,7 @@ impl Action for Slack {
             Mode::Webhook { url } => json!({
                 "url": super::redact_secret_url(url.expose()),
                 "body": {"text": self.text(job).unwrap_or_else(|e| format!("(error: {e})")),
-                         "blocks": blocks(job.problem)},
+                         "blocks": self.blocks(job)},
                 "thread": "none: an incoming webhook posts a new message per state",
             }),
         }
@@ -410,6 +438,33 @@ mod tests {
             escape("<!channel> <https://evil|click> & co"),
             "&lt;!channel&gt; &lt;https://evil|click&gt; &amp; co"
         );
+    }
+
+    #[test]
+    fn an_open_problem_can_carry_the_acknowledge_button() {
+        let buttons = |p: &Problem, ack: bool| -> Vec<Value> {
+            blocks(p, ack)
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["type"] == "actions")
+                .flat_map(|b| b["elements"].as_array().unwrap().clone())
+                .collect()
+        };
+        let mut p = Problem::sample();
+        let shown = buttons(&p, true);
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert_eq!(shown[0]["action_id"], "hub_ack");
+        assert_eq!(shown[0]["value"], "dynatrace/P-TEST");
+        assert_eq!(shown[0]["text"]["text"], "Acknowledge");
+        assert_eq!(shown[1]["text"]["text"], "Open problem");
+        assert_eq!(buttons(&p, false).len(), 1);
+        p.state = "RESOLVED".into();
+        assert_eq!(buttons(&p, true).len(), 1, "a resolved problem has nothing to acknowledge");
+        p.state = "OPEN".into();
+        p.url = None;
+        assert_eq!(buttons(&p, true).len(), 1);
+        assert!(buttons(&p, false).is_empty());
     }
 
     #[test]
