@@ -28,6 +28,7 @@ mod errors;
 mod escalation;
 mod explain;
 mod hostile;
+mod inbound;
 mod ingest;
 mod integrations;
 mod noise;
