@@ -95,6 +95,7 @@ fn night(dir: &Path, twilio: &MockServer, wait: &str) -> Value {
         "actions": {"text-person": {
             "type": "sms", "account_sid": "AC123", "auth_token": "tw-token",
             "from": "+15005550006", "to": "person", "api_url": twilio.uri(),
+            "rate_limit_per_minute": 600,
             "template": "{{ problem.problem_id }} step {{ step }} for {{ person.name }}: reply {{ ack_code }} or open {{ ack_url }}"
         }},
         "escalations": {"prod": {"steps": [
@@ -448,4 +449,45 @@ async fn resolving_stops_and_a_silence_holds() {
         1,
         "nothing after the resolve"
     );
+}
+
+/// Two hubs on one PostgreSQL store: each step goes out once, whichever instance moves it on.
+#[tokio::test]
+async fn two_hubs_on_one_postgres_send_each_step_once() {
+    sqlite_pass_only!("starts its own PostgreSQL; the SQLite pass ran it");
+    let url = crate::postgres::pg::database();
+    let twilio = twilio().await;
+    let root = tempfile::tempdir().unwrap();
+    let start = |instance: &str| {
+        let dir = root.path().join(instance);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = night(&dir, &twilio, "1s");
+        merge(
+            &mut config,
+            json!({"store": {"url": url, "instance": instance},
+                   "dir_received": root.path().join("received")}),
+        );
+        Hub::start_in(&dir, &config, &[])
+    };
+    let (a, b) = (start("a"), start("b"));
+    for i in 0..5 {
+        open(if i % 2 == 0 { &a } else { &b }, &format!("T-{i}")).await;
+    }
+    for i in 0..5 {
+        let key = format!("T-{i}");
+        eventually("every escalation to end", async || {
+            escalation(&a, &key).await["state"] == "ended"
+        })
+        .await;
+    }
+    eventually("every text", async || texts(&twilio).await.len() >= 30).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = texts(&twilio).await;
+    for i in 0..5 {
+        let mine = for_problem(&sent, &format!("T-{i}"));
+        let mut to: Vec<&str> = mine.iter().map(|(t, _)| t.as_str()).collect();
+        to.sort();
+        assert_eq!(to, [ANA, ANA, BO, BO, CY, CY], "T-{i}: {mine:#?}");
+    }
+    assert_eq!(sent.len(), 30);
 }
