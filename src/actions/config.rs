@@ -339,7 +339,17 @@ fn read_action(
         webhook_user: legacy.webhook_user,
         tenant_set: legacy.tenant_set,
     };
-    let known = ActionKind::TYPES.join(", ");
+    // The types hub makes itself are not offered.
+    let made_by_hub = [
+        <crate::actions::dynatrace_sync::DynatraceSyncConfig as crate::actions::ActionType>::TYPE,
+        <crate::actions::alertmanager_silence::AlertmanagerSilenceConfig as crate::actions::ActionType>::TYPE,
+    ];
+    let known = ActionKind::TYPES
+        .iter()
+        .filter(|t| !made_by_hub.contains(t))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     let kind = match kind_name.as_deref() {
         Some(type_name) => match ActionKind::read(type_name, &mut s, &ctx, issues) {
             Some(kind) => kind,

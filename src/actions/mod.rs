@@ -304,6 +304,19 @@ actions! {
     Slack = slack::SlackConfig;
     Teams = teams::TeamsConfig;
     Email = email::EmailConfig;
+    DynatraceSync = dynatrace_sync::DynatraceSyncConfig;
+    AlertmanagerSilence = alertmanager_silence::AlertmanagerSilenceConfig;
+}
+
+impl ActionKind {
+    /// The actions hub makes itself to tell a source what people did (`dynatrace.sync`,
+    /// `alertmanager.silence_on_ack`): no route chooses them.
+    pub fn tells_source(&self) -> bool {
+        matches!(
+            self,
+            ActionKind::DynatraceSync(_) | ActionKind::AlertmanagerSilence(_)
+        )
+    }
 }
 
 /// An action type's config: read from its `actions.<name>` entry (every problem reported to

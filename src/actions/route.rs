@@ -73,7 +73,9 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
         _ => Vec::new(),
     };
     for a in &actions.actions {
-        let reason = if problem.source == Source::Hub {
+        let reason = if a.kind.tells_source() {
+            Some("runs when someone acknowledges or resolves in hub, not by routing".to_string())
+        } else if problem.source == Source::Hub {
             let by_route = actions.routes.iter().flatten().any(|r| {
                 r.sources.contains(&Source::Hub)
                     && r.actions.iter().any(|n| n == &a.name)

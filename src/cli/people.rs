@@ -361,8 +361,9 @@ pub async fn ack(
     };
     let actor = require(&config, as_person.as_deref(), Role::Responder, what)?;
     let store = crate::app::open_store(&config).await?;
+    let tells = crate::escalate::tell::Tell::of(&config.actions, &config.people);
     let done = match verb {
-        "ack" => ack::acknowledge(&store, &actor, source, &problem_id)
+        "ack" => ack::acknowledge(&store, &tells, &actor, source, &problem_id)
             .await
             .map(|e| {
                 format!(
@@ -378,7 +379,7 @@ pub async fn ack(
                     e.policy
                 )
             }),
-        _ => ack::resolve(&store, &actor, source, &problem_id)
+        _ => ack::resolve(&store, &tells, &actor, source, &problem_id)
             .await
             .map(|_| format!("resolved {problem_id}: its escalation stopped")),
     };

@@ -418,7 +418,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     let sms_notification =
         crate::actions::config::read_sms(root.section("sms_notification", issues), issues);
 
-    let actions = crate::actions::config::read(
+    let mut actions = crate::actions::config::read(
         &mut root,
         crate::actions::config::Legacy {
             incident: &incident_notification,
@@ -458,6 +458,10 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
             }
         }
     }
+
+    let silence =
+        crate::escalate::tell::read_alertmanager(root.section("alertmanager", issues), issues);
+    crate::escalate::tell::add_actions(&mut actions, dynatrace.sync, silence, issues);
 
     if dir_received == dir_sent {
         issues.push("dir_sent", "must be a different folder from dir_received");

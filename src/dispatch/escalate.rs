@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{Inner, Settings};
 use crate::clock::now_ms;
+use crate::escalate::tell::{self, Event, Tell};
 use crate::escalate::{Recipient, Step};
 use crate::store::{Advance, EscalationRow, NewRun, RunStart, StepRow, Store, StoreError};
 
@@ -23,6 +24,7 @@ const BATCH: i64 = 64;
 /// route's flap wait), or end the running one when the problem resolved.
 pub(super) async fn routed(
     store: &Store,
+    tells: &Tell,
     n: &crate::store::StoredNotification,
     policy: Option<(&str, Option<std::time::Duration>)>,
     now: i64,
@@ -32,6 +34,15 @@ pub(super) async fn routed(
         return Ok(());
     }
     if crate::store::is_closed(&note.state, false) {
+        // An acknowledged alert's silence ends with it.
+        let silence = tells.silence_only();
+        let acked = match silence.is_empty() {
+            true => None,
+            false => store
+                .escalation_of(note.source, &note.problem_key)
+                .await?
+                .filter(|e| e.state == "acked"),
+        };
         let ended = store
             .end_escalations(
                 note.source,
@@ -45,6 +56,9 @@ pub(super) async fn routed(
                 source = %note.source, problem_id = note.problem_key.as_str(),
                 "escalation stopped: the problem resolved"
             );
+        }
+        if let Some(e) = acked {
+            tell::tell(store, &silence, &e, Event::Resolve, "the source").await?;
         }
         return Ok(());
     }

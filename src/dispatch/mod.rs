@@ -617,9 +617,10 @@ impl Dispatcher {
         }
         // Without policies nothing escalates, and nothing is left running to stop.
         let escalating = !s.escalation.policies.is_empty();
+        let tells = crate::escalate::tell::Tell::of(&s.actions, &s.people);
         for ((stored, _), policy) in planned.iter().zip(escalations).filter(|_| escalating) {
             let policy = policy.as_ref().map(|(p, w)| (p.as_str(), *w));
-            escalate::routed(&d.store, stored, policy, now).await?;
+            escalate::routed(&d.store, &tells, stored, policy, now).await?;
         }
         Ok(())
     }
@@ -793,7 +794,11 @@ impl Inner {
             notification,
             thread,
         } = claim;
-        let problem = s.problem(&notification);
+        let mut problem = s.problem(&notification);
+        // A run that tells the source of an acknowledgement or a resolve speaks of that state.
+        if let Some(event) = crate::escalate::tell::event_of(&run.idem_key) {
+            problem.state = event.state().to_string();
+        }
         let Some((_, action)) = s.registry.get(&run.action) else {
             return Ok(Finish::Failed {
                 error: format!("action {} is no longer configured", run.action),

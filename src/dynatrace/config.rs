@@ -21,6 +21,9 @@ pub struct DynatraceConfig {
     pub max_rate_limit_wait_secs: u64,
     /// How long actions wait for a problem's details before they run on the notification alone.
     pub enrich_wait: std::time::Duration,
+    /// Acknowledgements become comments on the problem and `hub resolve` closes it (see
+    /// `crate::actions::dynatrace_sync`).
+    pub sync: bool,
 }
 
 pub(crate) fn read(mut s: Section, issues: &mut Issues) -> DynatraceConfig {
@@ -54,8 +57,16 @@ pub(crate) fn read(mut s: Section, issues: &mut Issues) -> DynatraceConfig {
             issues,
         )
         .unwrap_or(DEFAULT_ENRICH_WAIT);
+    let sync = s.bool("sync", issues).unwrap_or(false);
+    if sync && (tenant.is_none() || api_token.is_empty()) {
+        issues.push(
+            s.path_of("sync"),
+            "needs dynatrace.tenant and dynatrace.api_token (with problems.write) to tell Dynatrace",
+        );
+    }
     s.finish(issues);
     DynatraceConfig {
+        sync,
         tenant,
         api_token,
         api_version,

@@ -224,6 +224,23 @@ impl Client {
         self.call(Method::POST, url, Some(body)).await.map(|_| ())
     }
 
+    /// Closes the problem with a closing comment (v2 `close`; v1's deprecated `close` takes the
+    /// comment as a query parameter). Closing a problem that is closed already is no error.
+    pub async fn close(&self, pid: &str, message: &str) -> Result<(), DynatraceError> {
+        let (url, body) = match self.version {
+            ApiVersion::V2 => (
+                self.url(&["api", "v2", "problems", pid, "close"]),
+                Some(json!({ "message": message })),
+            ),
+            ApiVersion::V1 => {
+                let mut url = self.url(&["api", "v1", "problem", "details", pid, "close"]);
+                url.query_pairs_mut().append_pair("content", message);
+                (url, None)
+            }
+        };
+        self.call(Method::POST, url, body).await.map(|_| ())
+    }
+
     async fn call(
         &self,
         method: Method,

@@ -2,6 +2,7 @@
 //! in (the command line, the API, the page, a link, an SMS reply, a Slack button), each recorded
 //! in the audit log.
 
+use super::tell::{self, Event, Tell};
 use crate::domain::Source;
 use crate::people::audit::record;
 use crate::people::Actor;
@@ -16,9 +17,11 @@ pub enum AckError {
     Store(#[from] StoreError),
 }
 
-/// Stops the problem's escalation: no further step is sent.
+/// Stops the problem's escalation: no further step is sent. The source hears of it through the
+/// actions `tells` names.
 pub async fn acknowledge(
     store: &Store,
+    tells: &Tell,
     actor: &Actor,
     source: Source,
     problem_key: &str,
@@ -62,7 +65,25 @@ pub async fn acknowledge(
         ),
     )
     .await;
+    told(store, tells, &e, Event::Ack, actor).await;
     Ok(e)
+}
+
+/// Inserts the runs that tell the source; the acknowledgement or resolve stands either way, so a
+/// failure here is logged, not answered.
+async fn told(store: &Store, tells: &Tell, e: &EscalationRow, event: Event, actor: &Actor) {
+    let by = format!("{} via {}", tells.name_of(&actor.name), actor.via.as_str());
+    match tell::tell(store, tells, e, event, &by).await {
+        Ok(0) => {}
+        Ok(runs) => tracing::info!(
+            source = %e.source, problem_id = e.problem_key.as_str(), runs,
+            event = event.state(), "telling the source"
+        ),
+        Err(err) => tracing::error!(
+            source = %e.source, problem_id = e.problem_key.as_str(), error = %err,
+            "cannot queue the runs that tell the source"
+        ),
+    }
 }
 
 /// Starts an acknowledged escalation again from its first step.
@@ -90,13 +111,15 @@ pub async fn unacknowledge(
     Ok(e)
 }
 
-/// Ends the problem's escalation as resolved, in a person's name.
+/// Ends the problem's escalation as resolved, in a person's name, and tells the source.
 pub async fn resolve(
     store: &Store,
+    tells: &Tell,
     actor: &Actor,
     source: Source,
     problem_key: &str,
 ) -> Result<u64, AckError> {
+    let before = store.escalation_of(source, problem_key).await?;
     let ended = store
         .end_escalations(
             source,
@@ -118,5 +141,8 @@ pub async fn resolve(
         String::new(),
     )
     .await;
+    if let Some(e) = before {
+        told(store, tells, &e, Event::Resolve, actor).await;
+    }
     Ok(ended)
 }

@@ -5,6 +5,7 @@
 pub mod ack;
 pub mod config;
 pub mod inbound;
+pub mod tell;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

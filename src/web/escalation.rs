@@ -70,7 +70,7 @@ async fn api_ack(
     let actor = app.require(&caller, Role::Responder, Via::Api).await?;
     json_only(content_type)?;
     let source = view::resolve_source(app, id, source).await?;
-    let e = ack::acknowledge(&app.store, &actor, source, id).await?;
+    let e = ack::acknowledge(&app.store, &app.tells(), &actor, source, id).await?;
     Ok(JsonOk(shown(&e)))
 }
 
@@ -102,7 +102,7 @@ async fn api_resolve(
     let actor = app.require(&caller, Role::Responder, Via::Api).await?;
     json_only(content_type)?;
     let source = view::resolve_source(app, id, source).await?;
-    ack::resolve(&app.store, &actor, source, id).await?;
+    ack::resolve(&app.store, &app.tells(), &actor, source, id).await?;
     Ok(JsonOk(
         json!({"status": "resolved", "source": source, "problem_id": id}),
     ))
@@ -140,7 +140,7 @@ async fn page_ack(
 ) -> Result<Redirect, ApiError> {
     let actor = from_page(app, &caller, &origin, form.csrf).await?;
     let source = view::resolve_source(app, id, source).await?;
-    ack::acknowledge(&app.store, &actor, source, id).await?;
+    ack::acknowledge(&app.store, &app.tells(), &actor, source, id).await?;
     Ok(Redirect::to(view::problem_link(source, id)))
 }
 
@@ -230,7 +230,7 @@ async fn link_ack(
     if !actor.may(Role::Responder) {
         return Err(ApiError::needs_role(Role::Responder, &actor).into());
     }
-    let result = ack::acknowledge(&app.store, &actor, e.source, &e.problem_key).await;
+    let result = ack::acknowledge(&app.store, &app.tells(), &actor, e.source, &e.problem_key).await;
     let (done, note) = match result {
         Ok(_) => (true, None),
         Err(AckError::Nothing(why)) => (false, Some(why)),

@@ -206,7 +206,7 @@ async fn twilio_sms(
             return Ok(format!("no running page has code {code}"));
         };
         let actor = actor(person, Via::Sms, masked);
-        let (_, text) = answer_ack(&app.store, &actor, person, e.source, &e.problem_key).await?;
+        let (_, text) = answer_ack(app, &actor, person, e.source, &e.problem_key).await?;
         Ok::<_, StoreError>(text)
     };
     match answer.await {
@@ -274,7 +274,7 @@ async fn slack_interactions(
             None => escalating_source(&app.store, key).await?,
         };
         match source {
-            Some(source) => answer_ack(&app.store, &actor, person, source, key).await,
+            Some(source) => answer_ack(app, &actor, person, source, key).await,
             None => Ok((
                 false,
                 format!("problem {key} has no escalation to acknowledge"),
@@ -309,7 +309,7 @@ fn actor(person: &Person, via: Via, from: String) -> Actor {
 /// Acknowledges the problem's escalation as `actor`: whether it was, and the sentence to answer
 /// with.
 async fn answer_ack(
-    store: &Store,
+    app: &App,
     actor: &Actor,
     person: &Person,
     source: Source,
@@ -320,7 +320,7 @@ async fn answer_ack(
         Via::Slack => "Slack",
         other => other.as_str(),
     };
-    match acknowledge(store, actor, source, key).await {
+    match acknowledge(&app.store, &app.tells(), actor, source, key).await {
         Ok(e) => Ok((
             true,
             format!(

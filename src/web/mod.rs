@@ -83,6 +83,12 @@ impl Settings {
 }
 
 impl App {
+    /// The actions that tell a source what people did, as the config stands now.
+    pub fn tells(&self) -> crate::escalate::tell::Tell {
+        let settings = self.settings.get();
+        crate::escalate::tell::Tell::of(&settings.config.actions, &settings.config.people)
+    }
+
     pub fn csrf_token(&self) -> String {
         crate::secret::hex(&crate::secret::hmac_sha256(
             &self.csrf_key,

@@ -37,6 +37,7 @@ mod people;
 mod postgres;
 mod sources;
 mod support;
+mod tell;
 mod tls;
 mod triage;
 mod upkeep;
