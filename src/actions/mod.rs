@@ -311,6 +311,17 @@ actions! {
 impl ActionKind {
     /// The actions hub makes itself to tell a source what people did (`dynatrace.sync`,
     /// `alertmanager.silence_on_ack`): no route chooses them.
+    /// An action that can address someone other than an escalation's person: named in a step,
+    /// it would send to `person:ID` as if that were an address.
+    pub fn addresses_others(&self) -> bool {
+        match self {
+            ActionKind::Sms(c) => c.to != [TO_PERSON],
+            ActionKind::Email(c) => !c.to_person,
+            ActionKind::Slack(c) => !c.to_person,
+            _ => false,
+        }
+    }
+
     pub fn tells_source(&self) -> bool {
         matches!(
             self,

@@ -448,6 +448,21 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
     let people = crate::people::config::read(&mut root, issues);
     let names: Vec<&str> = actions.actions.iter().map(|a| a.name.as_str()).collect();
     let escalation = crate::escalate::config::read(&mut root, &names, &people, &Env(env), issues);
+    for (policy, p) in &escalation.policies {
+        for (i, step) in p.steps.iter().enumerate() {
+            for name in &step.actions {
+                if actions.get(name).is_some_and(|a| a.kind.addresses_others()) {
+                    issues.push(
+                        format!("escalations.{policy}.steps[{i}].actions"),
+                        format!(
+                            "{name:?} sends to its own recipients; a step pages whoever it \
+                             notifies through an sms, email or slack action with \"to\": \"person\""
+                        ),
+                    );
+                }
+            }
+        }
+    }
     for (i, route) in actions.routes.iter().flatten().enumerate() {
         if let Some(name) = &route.escalate {
             if !escalation.policies.contains_key(name) {

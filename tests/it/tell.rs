@@ -435,6 +435,22 @@ fn telling_the_source_refuses_what_it_cannot_do() {
         assert_ne!(code, Some(0), "{patch} passed: {out}");
         assert!(out.contains(key) && out.contains(says), "{patch}: {out}");
     }
+    // A step's sms action must text the person it pages, not its own numbers.
+    let far = "http://127.0.0.1:9";
+    let own_numbers = json!({
+        "public_url": "http://hub.example.test",
+        "people": {"ana": {"name": "Ana", "phone": "+15550001111"}},
+        "actions": {"text": {"type": "sms", "account_sid": "AC1", "auth_token": "t",
+                             "from": "+15005550006", "to": ["+15550009999"], "api_url": far}},
+        "escalations": {"prod": {"steps": [{"notify": ["person:ana"], "actions": ["text"], "wait": "1m"}]}}
+    });
+    let (code, out) = check_config(dir.path(), &config_with(own_numbers));
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("escalations.prod.steps[0].actions") && out.contains("\"to\": \"person\""),
+        "{out}"
+    );
+
     // Off, or on with what it needs: fine.
     let fine = json!({"alertmanager": {"url": "http://am:9093", "silence_on_ack": false}});
     let (code, out) = check_config(dir.path(), &config_with(fine));
