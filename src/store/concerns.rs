@@ -10,6 +10,7 @@ use super::{
     SilenceRow, SourceCounts, Store, StoreError, StoredNotification, ThreadRef, ThreadRow,
 };
 use super::{Advance, AuditRow, EscalationRow, OverrideRow, StepRow, TokenRow};
+use super::{GroupJoin, GroupRow, MemberRow};
 use crate::domain::Source;
 
 /// Declares a concern's trait and the `Store` methods that forward each of its methods to the
@@ -300,5 +301,32 @@ concern! {
         async fn escalation_activity(&self, from_ms: i64, to_ms: i64) -> Result<(i64, Vec<i64>), StoreError>;
         /// A key made once and shared by every instance (made now with `fresh` when there is none).
         async fn shared_key(&self, name: &str, fresh: String) -> Result<String, StoreError>;
+    }
+}
+
+concern! {
+    /// Groups: grouped routes fold their problems into one send per group (see `dispatch::group`).
+    trait Groups {
+        /// Puts an open problem in the open group of its route and key, opening the group (its
+        /// first send due after `wait_ms`) when there is none. A member that joins after a send,
+        /// or opens again, makes the next send due, `interval_ms` after the last at the earliest.
+        /// The group's id, and whether this opened it.
+        async fn join_group(&self, join: GroupJoin) -> Result<(i64, bool), StoreError>;
+        /// Marks a problem resolved in its open groups. A group whose members have all resolved
+        /// is due at once, or, when it never sent, resolves without a send. How many groups.
+        async fn leave_groups(&self, source: Source, problem_key: String, now: i64) -> Result<u64, StoreError>;
+        /// Open groups whose next send is due at `now`, oldest due first.
+        async fn due_groups(&self, now: i64, limit: i64) -> Result<Vec<GroupRow>, StoreError>;
+        /// Records send `sends + 1` of a group (`sent`), or that nothing was left to send: every
+        /// member not yet carried is now carried by it, nothing is due, and `resolved` ends the
+        /// group. `false` when another instance recorded it first.
+        async fn mark_group_sent(&self, id: i64, sends: i64, sent: bool, resolved: bool, now: i64) -> Result<bool, StoreError>;
+        async fn group(&self, id: i64) -> Result<Option<GroupRow>, StoreError>;
+        /// A group's members, in the order they joined.
+        async fn group_members(&self, id: i64) -> Result<Vec<MemberRow>, StoreError>;
+        /// The newest groups first (open ones only when asked), at most `limit`.
+        async fn groups(&self, open_only: bool, limit: i64) -> Result<Vec<GroupRow>, StoreError>;
+        /// The groups a problem is or was in, newest first.
+        async fn groups_of(&self, source: Source, problem_key: &str) -> Result<Vec<GroupRow>, StoreError>;
     }
 }

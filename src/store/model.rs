@@ -745,3 +745,82 @@ mod tests {
         assert_eq!(stored_facts(1, Some("[]"), b"\xff"), Facts::default());
     }
 }
+
+/// A group: the problems a grouped route folds into one send, in one thread.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupRow {
+    pub id: i64,
+    /// The route that groups (`routes[0]`).
+    pub route: String,
+    /// Its `by` values (`alertname=DiskFull,cluster=eu`).
+    pub key: String,
+    /// `open` or `resolved`.
+    pub state: String,
+    /// The first member: the group's runs hang on its notification.
+    pub source: Source,
+    pub problem_key: String,
+    pub notification_id: i64,
+    pub opened_at_ms: i64,
+    pub next_send_at_ms: Option<i64>,
+    pub last_sent_at_ms: Option<i64>,
+    /// Sends made so far.
+    pub sends: i64,
+    pub resolved_at_ms: Option<i64>,
+}
+
+read_by_name!(GroupRow {
+    id,
+    route,
+    key,
+    state,
+    source,
+    problem_key,
+    notification_id,
+    opened_at_ms,
+    next_send_at_ms,
+    last_sent_at_ms,
+    sends,
+    resolved_at_ms,
+});
+
+/// A problem in a group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemberRow {
+    pub group_id: i64,
+    pub source: Source,
+    pub problem_key: String,
+    /// `OPEN` or `RESOLVED`.
+    pub state: String,
+    pub title: String,
+    pub joined_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// The send that first carried it (1 for the first); `None` until one has.
+    pub first_send: Option<i64>,
+}
+
+read_by_name!(MemberRow {
+    group_id,
+    source,
+    problem_key,
+    state,
+    title,
+    joined_at_ms,
+    updated_at_ms,
+    first_send,
+});
+
+/// An open problem joining its group on a grouped route.
+#[derive(Debug, Clone)]
+pub struct GroupJoin {
+    pub route: String,
+    pub key: String,
+    pub source: Source,
+    pub problem_key: String,
+    pub notification_id: i64,
+    pub title: String,
+    pub now: i64,
+    /// How long a new group waits for more members before its first send.
+    pub wait_ms: i64,
+    /// The least time between two sends of a group.
+    pub interval_ms: i64,
+}

@@ -46,6 +46,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../../migrations/postgres/0010_escalations.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/postgres/0011_groups.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

@@ -7,6 +7,7 @@
 
 mod clock;
 mod escalations;
+mod groups;
 mod migrate;
 mod noise;
 mod prune;

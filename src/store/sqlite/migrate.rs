@@ -71,6 +71,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         16,
         include_str!("../../../migrations/sqlite/0016_escalations.sql"),
     ),
+    (
+        17,
+        include_str!("../../../migrations/sqlite/0017_groups.sql"),
+    ),
 ];
 
 /// Whether the store's tables are this hub's, changing nothing.

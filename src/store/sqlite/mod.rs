@@ -4,6 +4,7 @@
 
 pub mod backup;
 mod escalations;
+mod groups;
 pub mod lock;
 mod migrate;
 mod noise;
