@@ -58,9 +58,18 @@ pub async fn explain(config: &Config, body: &[u8], source: Source) -> Result<Val
         },
         None => Quiet::windows_only(&config.maintenance, now),
     };
+    // The open groups a notification could join; without a store, every group would be new.
+    let open_groups = match &store {
+        Some(store) => store.groups(true, 10_000).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let explained: Vec<Value> = notifications
         .iter()
-        .map(|n| one(config, &registry, &quiet, n, now))
+        .map(|n| {
+            let mut v = one(config, &registry, &quiet, n, now);
+            v["groups"] = groups(config, &registry, n, &open_groups);
+            v
+        })
         .collect();
     Ok(json!({
         "notifications": explained,
@@ -69,6 +78,49 @@ pub async fn explain(config: &Config, body: &[u8], source: Source) -> Result<Val
         "maintenance_in_progress": quiet.windows_in_progress(),
         "note": "a dry run: nothing was run, sent or stored, and Dynatrace was not asked for details",
     }))
+}
+
+/// The group of each grouped route the notification matches: the open one it would join, or a
+/// new one; a resolve leaves its groups instead.
+fn groups(
+    config: &Config,
+    registry: &Registry,
+    n: &Notification,
+    open: &[crate::store::GroupRow],
+) -> Value {
+    let problem = Problem::arriving(n, config.dynatrace.tenant.as_deref());
+    let decision = route(&config.actions, registry, &problem, n.is_test);
+    let closed = crate::store::is_closed(&problem.state, false);
+    let shown: Vec<Value> = decision
+        .groups
+        .iter()
+        .map(|(i, key, spec)| {
+            let name = crate::group::route_name(*i);
+            let found = open.iter().find(|g| g.route == name && &g.key == key);
+            let would = match (closed, found) {
+                (true, _) => "leaves its groups: when every member has resolved, the group's RESOLVED send goes out".to_string(),
+                (false, Some(g)) => format!(
+                    "joins open group {} (first send {}); it goes out in the next update, at most one per {}",
+                    g.id,
+                    if g.sends > 0 { "made" } else { "still waiting" },
+                    crate::keys::short_duration(spec.interval)
+                ),
+                (false, None) => format!(
+                    "opens a new group: its first send goes out after {}",
+                    crate::keys::short_duration(spec.wait)
+                ),
+            };
+            json!({
+                "route": i + 1,
+                "group_route": name,
+                "key": key,
+                "actions": config.actions.routes.as_ref().and_then(|r| r.get(*i)).map(|r| r.actions.clone()),
+                "open_group": found.map(|g| g.id),
+                "would": would,
+            })
+        })
+        .collect();
+    json!(shown)
 }
 
 /// The configured store, opened beside a running hub to read its silences, and what to say about
@@ -131,6 +183,14 @@ pub fn summary(plan: &Value) -> String {
                 None => out.push_str(&format!("  {which} matched\n")),
                 Some(why) => out.push_str(&format!("  {which} did not match: {why}\n")),
             }
+        }
+        for g in n["groups"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  group {} of route {}: {}\n",
+                text(&g["key"]),
+                g["route"],
+                text(&g["would"])
+            ));
         }
         for r in n["runs"].as_array().into_iter().flatten() {
             out.push_str(&format!(
@@ -205,6 +265,7 @@ fn one(config: &Config, registry: &Registry, quiet: &Quiet, n: &Notification, no
                 reports: Vec::new(),
                 thread: None,
                 escalated: None,
+                group: None,
             };
             // The key ends with the target; a phone number there is shown masked, as everywhere.
             let masked = crate::actions::mask_number(&target.id);

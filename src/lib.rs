@@ -14,6 +14,7 @@ pub mod escalate;
 pub mod explain;
 pub mod export;
 pub mod feed;
+pub mod group;
 pub mod heartbeat;
 pub mod import;
 pub mod keys;

@@ -105,6 +105,7 @@ pub async fn test_action(
             reports: Vec::new(),
             thread: None,
             escalated: None,
+            group: None,
         };
         let sent = action.explain(&job);
         let answer = match action.run(&job).await {

@@ -49,6 +49,9 @@ pub struct RouteConfig {
     pub priority: Option<u8>,
     /// The escalation policy an open problem this route matches climbs (see `crate::escalate`).
     pub escalate: Option<String>,
+    /// Folds the problems it matches into groups, and runs its actions once per group send
+    /// (see `crate::group`).
+    pub group: Option<crate::group::GroupSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -405,7 +408,17 @@ fn read_route(mut s: Section, given: &[&str], index: usize, issues: &mut Issues)
         ),
         priority: read_priority(&mut s, issues),
         escalate: s.string("escalate", issues),
+        group: match s.value("group") {
+            Some(_) => crate::group::config::read(s.section("group", issues), issues),
+            None => None,
+        },
     };
+    if route.group.is_some() && route.actions.is_empty() {
+        issues.push(
+            format!("routes[{index}].group"),
+            "a grouped route needs actions to run for its groups",
+        );
+    }
     if route.actions.is_empty() && route.escalate.is_none() {
         issues.push(
             format!("routes[{index}].actions"),

@@ -667,6 +667,7 @@ mod tests {
                 url: None,
             }),
             escalated: None,
+            group: None,
         }
     }
 

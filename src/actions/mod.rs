@@ -86,6 +86,8 @@ pub struct Job<'a> {
     pub thread: Option<ThreadRef>,
     /// Set for a run of an escalation step.
     pub escalated: Option<Escalated>,
+    /// Set for a run of a group's send: the group as that send carries it.
+    pub group: Option<crate::group::GroupView>,
 }
 
 impl Job<'_> {
@@ -108,6 +110,7 @@ impl Job<'_> {
             "step": self.escalated.as_ref().map_or(0, |e| e.step),
             "ack_url": self.escalated.as_ref().map_or("", |e| e.ack_url.as_str()),
             "ack_code": self.escalated.as_ref().map_or("", |e| e.ack_code.as_str()),
+            "group": self.group.as_ref().map_or(json!({}), crate::group::GroupView::json),
         })
     }
 

@@ -45,6 +45,9 @@ pub struct Decision {
     /// The escalation policy of the first matching route that names one, with that route's
     /// flap wait.
     pub escalate: Option<(String, Option<std::time::Duration>)>,
+    /// The grouped routes that match: each one's index, the group key the problem has there,
+    /// and its `group`.
+    pub groups: Vec<(usize, String, crate::group::GroupSpec)>,
 }
 
 pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test: bool) -> Decision {
@@ -92,11 +95,24 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
             match &actions.routes {
                 None => None,
                 Some(routes) => {
+                    let naming = |r: &&RouteConfig| r.actions.iter().any(|n| n == &a.name);
                     let named: Vec<&RouteConfig> = routes
                         .iter()
-                        .filter(|r| r.actions.iter().any(|n| n == &a.name))
+                        .filter(naming)
+                        .filter(|r| r.group.is_none())
                         .collect();
-                    if named.is_empty() {
+                    let grouped = routes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.group.is_some() && naming(r) && matches(r, problem))
+                        .map(|(i, _)| crate::group::route_name(i))
+                        .collect::<Vec<_>>();
+                    if !grouped.is_empty() && !named.iter().any(|r| matches(r, problem)) {
+                        Some(format!(
+                            "runs once per group of {}, not per problem",
+                            grouped.join(", ")
+                        ))
+                    } else if named.is_empty() {
                         Some("no route names this action".into())
                     } else if !named.iter().any(|r| matches(r, problem)) {
                         Some("no route that names this action matches".into())
@@ -121,6 +137,17 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
         }
     }
     if problem.source != Source::Hub {
+        d.groups = actions
+            .routes
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let spec = r.group.as_ref()?;
+                matches(r, problem)
+                    .then(|| (i, crate::group::key_of(&spec.by, problem), spec.clone()))
+            })
+            .collect();
         d.escalate = actions.routes.iter().flatten().find_map(|r| {
             let policy = r.escalate.as_ref()?;
             matches(r, problem).then(|| (policy.clone(), r.wait))

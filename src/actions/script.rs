@@ -309,8 +309,19 @@ impl Script {
             // A NUL cannot be passed in an environment; it is the one character that is dropped.
             env.push((k.to_string(), v.replace('\0', "")));
         }
+        // A group's send runs once for the group: its number and size, and the group (with each
+        // member's problem id) on stdin instead of the one problem.
+        let stdin = match &job.group {
+            Some(g) => {
+                env.push(("HUB_GROUP_ID".into(), g.id.to_string()));
+                env.push(("HUB_GROUP_COUNT".into(), g.count.to_string()));
+                let mut group = g.json();
+                group["problem"] = serde_json::to_value(p).unwrap_or_default();
+                serde_json::to_vec(&group).unwrap_or_default()
+            }
+            None => serde_json::to_vec(p).unwrap_or_default(),
+        };
         env.extend(self.env.iter().cloned());
-        let stdin = serde_json::to_vec(p).unwrap_or_default();
         for a in &mut argv {
             if a.contains('\0') {
                 *a = a.replace('\0', "");

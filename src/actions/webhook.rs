@@ -86,6 +86,7 @@ fn check_json_template(path: &str, source: &str, issues: &mut Issues) {
         reports: Vec::new(),
         thread: None,
         escalated: None,
+        group: None,
     };
     if let Ok(body) = template.render(&job.template_data()) {
         if let Err(e) = check_json(&body) {

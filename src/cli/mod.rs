@@ -178,6 +178,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The groups grouped routes made: their key, state, sends and members.
+    Groups {
+        /// Only the groups still open.
+        #[arg(long)]
+        open: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one problem's details from the Dynatrace API.
     Problem {
         /// The problem's PID (Dynatrace's {PID} placeholder, v2 problemId). PIDs often start with
@@ -250,6 +258,9 @@ pub fn main() -> ExitCode {
         }),
         Command::Audit { since, json } => store_command(&cli.config, false, move |config| {
             Box::pin(people::audit(config, since, json))
+        }),
+        Command::Groups { open, json } => store_command(&cli.config, false, move |config| {
+            Box::pin(groups(config, open, json))
         }),
         Command::CheckConfig { connect } => check_config(&cli.config, connect),
         Command::Run => run(&cli.config),
@@ -817,4 +828,42 @@ async fn prune_now(config: Config, max_age: Option<Duration>, dry: bool) -> anyh
         totals.runs,
         if dry { " (dry run: nothing was deleted)" } else { "" }
     ))
+}
+
+/// `hub groups`: one line per group, newest first; `--json` as `GET /api/groups`.
+async fn groups(config: Config, open: bool, json: bool) -> anyhow::Result<String> {
+    let store = crate::app::open_store(&config).await?;
+    let listed = crate::group::listed(&store, open, 1000).await?;
+    if json {
+        return Ok(serde_json::to_string_pretty(
+            &serde_json::json!({ "groups": listed }),
+        )?);
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "{:<6} {:<9} {:<8} {:<6} {:<6} {:<20} {:<20} KEY\n",
+        "ID", "STATE", "MEMBERS", "OPEN", "SENDS", "OPENED", "LAST SENT"
+    );
+    for g in &listed {
+        out.push_str(&format!(
+            "{:<6} {:<9} {:<8} {:<6} {:<6} {:<20} {:<20} {} ({})\n",
+            text(&g["id"]),
+            text(&g["state"]),
+            text(&g["count"]),
+            text(&g["open"]),
+            text(&g["sends"]),
+            text(&g["opened_at"]),
+            text(&g["last_sent_at"]),
+            text(&g["key"]),
+            text(&g["route"])
+        ));
+    }
+    if listed.is_empty() {
+        out.push_str("(no group yet: a route with \"group\" makes them)\n");
+    }
+    Ok(out.trim_end().to_string())
 }

@@ -7,6 +7,7 @@
 
 mod enrich;
 mod escalate;
+mod group;
 pub mod sent;
 
 use std::collections::{HashMap, HashSet};
@@ -374,6 +375,7 @@ impl Dispatcher {
             done += plans.len();
         }
         done += escalate::tick(d, &s).await?;
+        done += group::tick(d, &s).await?;
         // Everything that can start now is claimed in one write (one commit for the lot).
         let mut chosen = Vec::new();
         let max_wait_ms = (s.actions.dispatch.max_retry_secs * 1000) as i64;
@@ -549,6 +551,7 @@ impl Dispatcher {
             return d.store.close_plans(notification_ids.to_vec()).await;
         }
         let mut planned = Vec::with_capacity(notification_ids.len());
+        let grouping = s.actions.routes.iter().flatten().any(|r| r.group.is_some());
         let now = now_ms();
         let quiet = crate::noise::Quiet::now(&d.store, &s.maintenance, now).await?;
         let routed: Vec<_> = d
@@ -571,6 +574,11 @@ impl Dispatcher {
                 .iter()
                 .map(|(n, _, decision)| opening(&d.store, n, !decision.chosen.is_empty()));
             episodes.extend(futures_util::future::try_join_all(lookups).await?);
+        }
+        for (n, problem, decision) in &routed {
+            if grouping {
+                group::routed(d, n, problem, &decision.groups, now).await?;
+            }
         }
         let mut escalations = Vec::with_capacity(routed.len());
         for ((n, problem, decision), episode) in routed.into_iter().zip(episodes) {
@@ -795,6 +803,13 @@ impl Inner {
             thread,
         } = claim;
         let mut problem = s.problem(&notification);
+        let group = match crate::group::send_of(&run.idem_key) {
+            Some((id, send)) => group::view(self, id, send).await?,
+            None => None,
+        };
+        if let Some(g) = &group {
+            problem = g.problem(&problem);
+        }
         // A run that tells the source of an acknowledgement or a resolve speaks of that state.
         if let Some(event) = crate::escalate::tell::event_of(&run.idem_key) {
             problem.state = event.state().to_string();
@@ -817,6 +832,7 @@ impl Inner {
         let reports = self.reports(run, action.depends_on()).await?;
         let escalated = escalate::context(self, s, run).await?;
         let job = Job {
+            group,
             escalated,
             run_id: run_id(&run.idem_key),
             attempt,

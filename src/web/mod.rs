@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod error;
 mod escalation;
+mod groups;
 mod inbound;
 mod ingest;
 mod metrics;
@@ -308,6 +309,7 @@ fn build(
         .mount("/", ingest::routes())
         .mount("/", page::routes())
         .mount("/", api::routes())
+        .mount("/", groups::routes())
         .mount("/", noise::routes())
         .mount("/", people::routes())
         .mount("/", escalation::routes())

@@ -27,6 +27,7 @@ mod enrich;
 mod errors;
 mod escalation;
 mod explain;
+mod groups;
 mod hostile;
 mod inbound;
 mod ingest;

@@ -1,0 +1,201 @@
+//! One incident per storm, with Debian's real Alertmanager: 300 alerts of one `alertname` become
+//! one send after `wait` listing all 300, 20 more become one update after `interval`, and one
+//! RESOLVED goes out when every alert has resolved; another `alertname` is another group.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+/// What each send of the grouped script saw: `(group id, state, count, the group on stdin)`.
+fn sends(dir: &Path) -> Vec<(String, String, usize, Value)> {
+    lines(&dir.join("sends.log"))
+        .iter()
+        .map(|l| {
+            let mut f = l.split(' ');
+            let (id, state, count, run) = (
+                f.next().unwrap().to_string(),
+                f.next().unwrap().to_string(),
+                f.next().unwrap().parse().unwrap(),
+                f.next().unwrap(),
+            );
+            let stdin = std::fs::read(dir.join(format!("{run}.json"))).unwrap();
+            (id, state, count, serde_json::from_slice(&stdin).unwrap())
+        })
+        .collect()
+}
+
+fn alerts(name: &str, from: usize, to: usize, ended: bool) -> Vec<Value> {
+    (from..to)
+        .map(|i| {
+            let mut a = json!({
+                "labels": {"alertname": name, "instance": format!("host{i}:9100"),
+                           "severity": "critical", "cluster": "eu-1"},
+                "annotations": {"summary": format!("host{i} is down")},
+            });
+            if ended {
+                a["endsAt"] = json!(hub::clock::rfc3339(hub::clock::now_ms() - 1000));
+            }
+            a
+        })
+        .collect()
+}
+
+async fn fire(am: &str, alerts: Vec<Value>) {
+    let r = client()
+        .post(format!("{am}/api/v2/alerts"))
+        .header("content-type", "application/json")
+        .body(Value::Array(alerts).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+fn start_alertmanager(dir: &Path, hub: &Hub) -> (Running, String) {
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: hub\n  group_by: ['alertname']\n  group_wait: 1s\n  \
+             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hub\n    \
+             webhook_configs:\n      - url: {}/hooks/alertmanager\n        send_resolved: true\n",
+            hub.base_url
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let am = Running(
+        Command::new(ALERTMANAGER)
+            .current_dir(dir)
+            .args([
+                "--config.file=alertmanager.yml",
+                "--storage.path=am-data",
+                &format!("--web.listen-address=127.0.0.1:{port}"),
+                "--cluster.listen-address=",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start alertmanager"),
+    );
+    (am, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn a_storm_of_300_alerts_is_one_send_one_update_and_one_resolve() {
+    assert!(
+        Path::new(ALERTMANAGER).exists(),
+        "this test needs Debian's prometheus-alertmanager package; tools/test installs it"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        "send.sh",
+        r#"cat > "$HUB_RUN_ID.json"; printf '%s %s %s %s\n' "$HUB_GROUP_ID" "$HUB_STATE" "$HUB_GROUP_COUNT" "$HUB_RUN_ID" >> sends.log"#,
+    );
+    let config = config_with(json!({
+        "sources": {"alertmanager": {}},
+        "actions": {"page": {"type": "script", "command": ["./send.sh"]}},
+        "routes": [{"actions": ["page"],
+                    "group": {"by": ["source", "tag:alertname"], "wait": "4s", "interval": "4s"}}]
+    }));
+    let hub = Hub::start_in(dir.path(), &config, &[]);
+    let (_am, am) = start_alertmanager(dir.path(), &hub);
+    eventually("alertmanager to be ready", async || {
+        client()
+            .get(format!("{am}/-/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+
+    let mut storm = alerts("InstanceDown", 0, 300, false);
+    storm.extend(alerts("DiskFull", 0, 5, false));
+    fire(&am, storm).await;
+    eventually("the first send of each group", async || {
+        lines(&dir.path().join("sends.log")).len() >= 2
+    })
+    .await;
+    let first = sends(dir.path());
+    assert_eq!(first.len(), 2, "{first:?}");
+    let (down, disk) = if first[0].2 == 300 {
+        (&first[0], &first[1])
+    } else {
+        (&first[1], &first[0])
+    };
+    assert_eq!((down.1.as_str(), down.2), ("OPEN", 300));
+    assert_eq!((disk.1.as_str(), disk.2), ("OPEN", 5));
+    assert_ne!(down.0, disk.0);
+    let group = &down.3;
+    assert_eq!(group["key"], "source=alertmanager,alertname=InstanceDown");
+    assert_eq!(group["new"], 300);
+    assert_eq!(group["problems"].as_array().unwrap().len(), 300);
+    assert!(group["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["problem_id"].as_str().is_some_and(|id| !id.is_empty())));
+    assert!(group["problem"]["title"]
+        .as_str()
+        .unwrap()
+        .starts_with("300 problem(s), 300 open"));
+
+    // The storm goes on: 20 more are one update, no sooner than `interval` after the first send.
+    fire(&am, alerts("InstanceDown", 300, 320, false)).await;
+    eventually("the update", async || {
+        lines(&dir.path().join("sends.log")).len() >= 3
+    })
+    .await;
+    let update = &sends(dir.path())[2];
+    assert_eq!(update.0, down.0);
+    assert_eq!((update.1.as_str(), update.2), ("OPEN", 320));
+    assert_eq!(update.3["new"], 20);
+
+    // Everything resolves: one RESOLVED per group.
+    let mut all = alerts("InstanceDown", 0, 320, true);
+    all.extend(alerts("DiskFull", 0, 5, true));
+    fire(&am, all).await;
+    eventually("the resolves", async || {
+        lines(&dir.path().join("sends.log")).len() >= 5
+    })
+    .await;
+    let all_sends = sends(dir.path());
+    let resolved: Vec<_> = all_sends[3..]
+        .iter()
+        .map(|s| (s.0.clone(), s.1.clone(), s.2))
+        .collect();
+    assert!(
+        resolved.contains(&(down.0.clone(), "RESOLVED".into(), 320)),
+        "{resolved:?}"
+    );
+    assert!(
+        resolved.contains(&(disk.0.clone(), "RESOLVED".into(), 5)),
+        "{resolved:?}"
+    );
+    // Nothing more comes, however Alertmanager re-sends.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(lines(&dir.path().join("sends.log")).len(), 5);
+
+    // The groups, from the API and the command line.
+    let (status, api) = get_json(&hub, "/api/groups").await;
+    assert_eq!(status, 200);
+    let listed = api["groups"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|g| g["state"] == "resolved"));
+    let out = hub_command(dir.path())
+        .args(["groups", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["groups"].as_array().unwrap().len(), 2);
+}
