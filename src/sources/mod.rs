@@ -98,6 +98,11 @@ impl Source {
         (self != Source::Dynatrace).then(|| self.as_str())
     }
 
+    /// Whether `path` is one of its paths (a `<name>` segment of one stands for any segment).
+    pub fn takes(self, path: &str) -> bool {
+        self.paths().iter().any(|p| path_matches(p, path))
+    }
+
     /// Whether its problems have details to fetch: Dynatrace's, from its Problems API.
     pub fn is_enriched(self) -> bool {
         self == Source::Dynatrace
@@ -175,6 +180,8 @@ pub struct Receipt {
     /// `stored`, `test` (stored; a sender's self-test, never acted on) or `duplicate`.
     pub outcome: &'static str,
     pub file: String,
+    /// How long the request had taken when it was stored (Opsgenie's answers say).
+    pub took: std::time::Duration,
 }
 
 /// A request that was not stored: its HTTP status, why, and the source's own reason if it gave one.
@@ -183,6 +190,8 @@ pub struct Failure<'a> {
     pub status: u16,
     pub detail: &'a str,
     pub refusal: Option<&'a Refusal>,
+    /// How long the request had taken when it was refused.
+    pub took: std::time::Duration,
 }
 
 /// An answer in the shape a source's senders read.
@@ -260,9 +269,17 @@ impl SourcePlugin for Plain {
     }
 }
 
-/// Request headers, looked up without regard to case.
+/// Request headers, looked up without regard to case. A request's path and query come with them
+/// as [`PATH`] and [`QUERY`], for a source whose URL names what it acts on (Opsgenie's
+/// `/v2/alerts/{id}/close`).
 #[derive(Debug, Clone, Default)]
 pub struct Headers(pub Vec<(String, String)>);
+
+/// The request's path, as sent (percent-encoded). HTTP/2 calls it so; no HTTP/1 header can have
+/// this name (a `:` is not allowed in one), so no sender can forge it.
+pub const PATH: &str = ":path";
+/// The request's query, as sent, when it has one.
+pub const QUERY: &str = ":query";
 
 impl Headers {
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -270,6 +287,20 @@ impl Headers {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Whether `path` matches `pattern`, segment by segment; a pattern's `<name>` segment matches any
+/// one segment that is not empty (as the route made from it does).
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let (mut want, mut got) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w.starts_with('<') && w.ends_with('>') && !g.is_empty() => {}
+            (Some(w), Some(g)) if w == g => {}
+            _ => return false,
+        }
     }
 }
 
@@ -380,6 +411,24 @@ mod tests {
             .collect();
         files.sort();
         files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn paths_match_segment_by_segment() {
+        let p = "/v2/alerts/<identifier>/close";
+        assert!(path_matches(p, "/v2/alerts/a%2Fb/close"));
+        for other in [
+            "/v2/alerts//close",
+            "/v2/alerts/a/b/close",
+            "/v2/alerts/a/close/",
+            "/v2/alerts/a",
+            "/v2/alerts",
+        ] {
+            assert!(!path_matches(p, other), "{other}");
+        }
+        assert!(path_matches("/hooks/ucloud", "/hooks/ucloud"));
+        assert!(!path_matches("/hooks/ucloud", "/hooks/ucloud2"));
+        assert!(Source::Pagerduty.takes("/v2/enqueue"));
     }
 
     /// No byte string makes any source's parser panic: truncations, mutations and garbage of every

@@ -16,7 +16,7 @@ use rocket::route::{Handler, Outcome, Route};
 use super::error::ApiError;
 use super::{App, StatusJson};
 use crate::domain::Notification;
-use crate::sources::{Failure, Headers, Receipt, Refusal, Reply, Source};
+use crate::sources::{Failure, Headers, Receipt, Refusal, Reply, Source, PATH, QUERY};
 use crate::store::Accepted;
 
 /// A route for each path of each source; a source that is not enabled answers 404 saying so.
@@ -46,10 +46,7 @@ struct HandedOver(Mutex<Option<Bytes>>);
 /// Rocket's `Data`, which the other routes' guards (forms, JSON) read.
 pub(super) fn hand_over(req: &Request<'_>, body: Bytes) -> Result<(), Bytes> {
     let path = req.uri().path();
-    let ingest = req.method() == Method::Post
-        && Source::ALL
-            .iter()
-            .any(|s| s.paths().contains(&path.as_str()));
+    let ingest = req.method() == Method::Post && Source::ALL.iter().any(|s| s.takes(path.as_str()));
     if !ingest {
         return Err(body);
     }
@@ -89,12 +86,7 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
             .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
         started: Instant::now(),
     };
-    let headers = Headers(
-        req.headers()
-            .iter()
-            .map(|h| (h.name().to_string(), h.value().to_string()))
-            .collect(),
-    );
+    let headers = headers_of(req);
     let settings = app.settings.get();
     let plugin = settings.sources.get(source);
     let mut body = Bytes::new();
@@ -135,6 +127,7 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
                 status: e.status.code,
                 detail: &e.detail,
                 refusal: refusal.as_ref(),
+                took: sender.started.elapsed(),
             };
             let own = settings
                 .sources
@@ -153,6 +146,21 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
             }
         }
     }
+}
+
+/// A request's headers, with its path and query under the names no header can have (see
+/// [`crate::sources::PATH`]).
+pub(super) fn headers_of(req: &Request<'_>) -> Headers {
+    let mut headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|h| (h.name().to_string(), h.value().to_string()))
+        .collect();
+    headers.push((PATH.to_string(), req.uri().path().to_string()));
+    if let Some(query) = req.uri().query() {
+        headers.push((QUERY.to_string(), query.to_string()));
+    }
+    Headers(headers)
 }
 
 /// The heartbeats whose `match` covers one of these notifications.
@@ -214,6 +222,7 @@ async fn store(
                 state,
                 outcome,
                 file: a.file_name().to_string(),
+                took: sender.started.elapsed(),
             }
         })
         .collect();
@@ -232,7 +241,7 @@ async fn store(
 }
 
 /// A source's own answer, or hub's error answer.
-enum Answer {
+pub(super) enum Answer {
     Reply(Reply),
     Error(ApiError),
 }
@@ -250,7 +259,7 @@ impl<'r> Responder<'r, 'static> for Answer {
 
 /// JSON bodies only. A missing Content-Type is accepted (some senders omit it); a form or any other
 /// declared type is refused, since it is almost always a misconfigured sender (curl's default `-d`).
-fn check_json_content_type(content_type: Option<&ContentType>) -> Result<(), ApiError> {
+pub(super) fn check_json_content_type(content_type: Option<&ContentType>) -> Result<(), ApiError> {
     match content_type {
         None => Ok(()),
         Some(ct) if ct.is_json() || ct.sub().as_str().ends_with("+json") => Ok(()),
@@ -270,7 +279,7 @@ fn within(body: Bytes, limit: u64) -> Result<Bytes, ApiError> {
     Ok(body)
 }
 
-async fn read_capped(body: Data<'_>, limit: u64) -> Result<Bytes, ApiError> {
+pub(super) async fn read_capped(body: Data<'_>, limit: u64) -> Result<Bytes, ApiError> {
     let capped = body
         .open(ByteUnit::from(limit))
         .into_bytes()
