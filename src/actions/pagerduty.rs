@@ -89,15 +89,15 @@ pub fn event_action(state: &str) -> &'static str {
 }
 
 /// PagerDuty's four severities, from what sources call theirs (Dynatrace's categories,
-/// Alertmanager's labels, Monasca's levels). Anything unknown pages as `error`.
+/// Alertmanager's labels, Monasca's levels, Opsgenie's priorities). Anything unknown pages as
+/// `error`.
 pub fn severity(problem: &Problem) -> &'static str {
     match problem.severity.to_ascii_lowercase().as_str() {
-        "critical" | "availability" | "monitoring_unavailable" | "fatal" | "page" | "high" => {
-            "critical"
-        }
+        "critical" | "availability" | "monitoring_unavailable" | "fatal" | "page" | "high" | "p1"
+        | "p2" => "critical",
         "warning" | "warn" | "performance" | "resource_contention" | "custom_alert" | "medium"
-        | "low" | "minor" => "warning",
-        "info" | "informational" | "ok" | "none" => "info",
+        | "low" | "minor" | "p4" => "warning",
+        "info" | "informational" | "ok" | "none" | "p5" => "info",
         _ => "error",
     }
 }

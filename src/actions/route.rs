@@ -27,9 +27,13 @@ pub fn priority(problem: &Problem) -> u8 {
     severity_priority(&problem.severity)
 }
 
-/// [`priority`] by the severity alone (the status page ranks problems with it too).
+/// [`priority`] by the severity alone (the status page ranks problems with it too). A severity
+/// that is a priority already (`P1`…`P5`, an Opsgenie alert's) is that priority.
 pub fn severity_priority(severity: &str) -> u8 {
     const URGENT: [&str; 3] = ["availability", "error", "critical"];
+    if let [b'P' | b'p', level @ b'1'..=b'5'] = severity.as_bytes() {
+        return level - b'0';
+    }
     if URGENT.iter().any(|u| severity.eq_ignore_ascii_case(u)) {
         MOST_URGENT
     } else {
@@ -238,4 +242,25 @@ pub fn mismatch(r: &RouteConfig, p: &Problem) -> Option<String> {
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_priority_as_severity_is_that_priority() {
+        for (severity, want) in [
+            ("P1", 1),
+            ("p2", 2),
+            ("P5", 5),
+            ("AVAILABILITY", MOST_URGENT),
+            ("critical", MOST_URGENT),
+            ("P0", DEFAULT_PRIORITY),
+            ("P12", DEFAULT_PRIORITY),
+            ("warning", DEFAULT_PRIORITY),
+        ] {
+            assert_eq!(severity_priority(severity), want, "{severity}");
+        }
+    }
 }

@@ -19,6 +19,8 @@ pub enum SourceAuth {
     Basic(BasicAuth),
     /// `X-Auth-Token: <token>` (OpenStack's header).
     Token(Secret),
+    /// `Authorization: GenieKey <key>` with any one of these keys (Opsgenie's API keys).
+    GenieKey(Vec<Secret>),
 }
 
 /// A source's auth and what to tell a sender it refuses.
@@ -36,6 +38,11 @@ impl Gate {
         }
     }
 
+    /// Whether anything is asked of a sender (an `auth` other than none).
+    pub fn asks(&self) -> bool {
+        !matches!(self.auth, SourceAuth::None)
+    }
+
     pub fn check(&self, headers: &Headers) -> Result<(), Refusal> {
         let authorization = headers.get("Authorization");
         let ok = match &self.auth {
@@ -49,6 +56,15 @@ impl Gate {
             }
             SourceAuth::Basic(basic) => basic.allows(&Presented::parse(authorization)),
             SourceAuth::Token(token) => token_matches(headers.get("X-Auth-Token"), token),
+            SourceAuth::GenieKey(keys) => {
+                let presented = authorization.and_then(|h| {
+                    let (scheme, value) = h.trim().split_once(' ')?;
+                    scheme
+                        .eq_ignore_ascii_case("geniekey")
+                        .then_some(value.trim())
+                });
+                keys.iter().any(|k| token_matches(presented, k))
+            }
         };
         if ok {
             return Ok(());
@@ -56,6 +72,7 @@ impl Gate {
         let scheme = match self.auth {
             SourceAuth::Basic(_) => "Basic",
             SourceAuth::Token(_) => "X-Auth-Token",
+            SourceAuth::GenieKey(_) => "GenieKey",
             _ => "Bearer",
         };
         Err(Refusal::Unauthorized {

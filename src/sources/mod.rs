@@ -84,6 +84,7 @@ sources! {
     Monasca = monasca, "#a40000";
     Cloudstack = cloudstack, "#75507b";
     Ucloud = ucloud, "#c4a000";
+    Opsgenie = opsgenie, "#06989a";
     Hub = hub, "#555753";
 }
 
@@ -428,7 +429,8 @@ mod tests {
         }
         assert!(path_matches("/hooks/ucloud", "/hooks/ucloud"));
         assert!(!path_matches("/hooks/ucloud", "/hooks/ucloud2"));
-        assert!(Source::Pagerduty.takes("/v2/enqueue"));
+        assert!(Source::Opsgenie.takes("/hooks/opsgenie/v2/alerts/x/acknowledge"));
+        assert!(!Source::Opsgenie.takes("/v2/alerts/x/notes"));
     }
 
     /// No byte string makes any source's parser panic: truncations, mutations and garbage of every
