@@ -58,6 +58,8 @@ pub enum Via {
     Sms,
     Slack,
     Link,
+    /// An Opsgenie client's acknowledgement or note (see `sources::opsgenie`).
+    Opsgenie,
 }
 
 impl Via {
@@ -69,6 +71,7 @@ impl Via {
             Via::Sms => "sms",
             Via::Slack => "slack",
             Via::Link => "link",
+            Via::Opsgenie => "opsgenie",
         }
     }
 }

@@ -9,6 +9,7 @@ mod inbound;
 mod ingest;
 mod metrics;
 mod noise;
+mod opsgenie;
 mod page;
 mod people;
 mod server;
@@ -307,6 +308,7 @@ fn build(
         .manage(app)
         .mount("/", routes![healthz, reload])
         .mount("/", ingest::routes())
+        .mount("/", opsgenie::routes())
         .mount("/", page::routes())
         .mount("/", api::routes())
         .mount("/", groups::routes())
