@@ -12,7 +12,9 @@ use serde_json::json;
 use super::{Inner, Settings};
 use crate::clock::now_ms;
 use crate::escalate::tell::{self, Event, Tell};
+use crate::escalate::ack::{self, AckError};
 use crate::escalate::{Recipient, Step};
+use crate::people::{Actor, Role, Via};
 use crate::store::{Advance, EscalationRow, NewRun, RunStart, StepRow, Store, StoreError};
 
 /// How often a held escalation is looked at again.
@@ -62,6 +64,9 @@ pub(super) async fn routed(
         }
         return Ok(());
     }
+    if let Some(by) = crate::sources::opsgenie::acknowledged_by(note) {
+        return acknowledged(store, tells, note, by).await;
+    }
     let Some((policy, wait)) = policy else {
         return Ok(());
     };
@@ -94,6 +99,36 @@ pub(super) async fn routed(
         );
     }
     Ok(())
+}
+
+/// An Opsgenie client acknowledged the problem: its escalation stops as with any other
+/// acknowledgement, in the name the request gave (unverified: an API key names no person).
+/// Routed in order, the acknowledgement comes after the create that started the escalation.
+async fn acknowledged(
+    store: &Store,
+    tells: &Tell,
+    note: &crate::domain::Notification,
+    by: String,
+) -> Result<(), StoreError> {
+    let actor = Actor {
+        name: by,
+        role: Role::Responder,
+        token: None,
+        verified: false,
+        via: Via::Opsgenie,
+        from: note.source.to_string(),
+    };
+    match ack::acknowledge(store, tells, &actor, note.source, &note.problem_key).await {
+        Ok(_) => Ok(()),
+        Err(AckError::Nothing(why)) => {
+            tracing::info!(
+                source = %note.source, problem_id = note.problem_key.as_str(), why,
+                "acknowledgement changed no escalation"
+            );
+            Ok(())
+        }
+        Err(AckError::Store(e)) => Err(e),
+    }
 }
 
 /// Sends every due step and moves its escalation on; how many were looked at.
