@@ -33,6 +33,7 @@ mod inbound;
 mod ingest;
 mod integrations;
 mod noise;
+mod opsgenie;
 mod page;
 mod people;
 mod postgres;
