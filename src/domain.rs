@@ -24,7 +24,8 @@ pub struct Notification {
     /// What routes and actions need, read from the body by its source.
     pub facts: Facts,
     /// The bytes that make two deliveries "the same one" when that is not the whole body: one alert
-    /// of an Alertmanager group, CloudStack's event id, UCloud's session id. `None`: the body.
+    /// of an Alertmanager group, CloudStack's event id, UCloud's session id, an Opsgenie request's
+    /// fresh id (each request is its own). `None`: the body.
     pub identity: Option<Vec<u8>>,
 }
 

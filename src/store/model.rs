@@ -598,7 +598,7 @@ pub struct AuditRow {
     pub actor: String,
     pub token_id: Option<String>,
     pub verified: bool,
-    /// `page`, `api`, `cli`, `sms`, `slack` or `link`.
+    /// `page`, `api`, `cli`, `sms`, `slack`, `link` or `opsgenie`.
     pub via: String,
     pub from_addr: String,
     /// What was done: `silence.add`, `replay`, `token.create`, …
