@@ -157,8 +157,17 @@ impl<'r> Responder<'r, 'static> for Text {
 #[get("/metrics")]
 async fn metrics(app: &State<App>, caller: Caller) -> Result<Text, ApiError> {
     app.require(&caller, Role::Viewer, Via::Api).await?;
+    let heartbeats: Vec<String> = {
+        let settings = app.settings.get();
+        settings
+            .config
+            .heartbeats
+            .iter()
+            .map(|h| h.name.clone())
+            .collect()
+    };
     app.metrics
-        .render(&app.store)
+        .render(&app.store, &heartbeats)
         .await
         .map(Text)
         .map_err(ApiError::from)

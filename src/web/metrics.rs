@@ -43,6 +43,8 @@ pub struct Metrics {
     refused: Family<ReasonLabels, Counter>,
     silences: Gauge,
     beats: Family<NameLabels, Gauge>,
+    silent: Family<NameLabels, Gauge>,
+    store_healthy: Gauge,
     backlog: Family<ActionLabels, Gauge>,
     oldest_due: Family<ActionLabels, Gauge<f64, AtomicU64>>,
     clock_offset: Gauge<f64, AtomicU64>,
@@ -104,6 +106,18 @@ impl Default for Metrics {
             "When each heartbeat last beat, in seconds since the epoch (absent before its first beat)",
             beats.clone(),
         );
+        let silent = Family::<NameLabels, Gauge>::default();
+        registry.register(
+            "heartbeat_silent",
+            "1 while a heartbeat is silent (no beat within its every + grace: its problem is open), else 0",
+            silent.clone(),
+        );
+        let store_healthy = Gauge::default();
+        registry.register(
+            "store_healthy",
+            "1 while a notification posted now would be stored (what /healthz says), else 0",
+            store_healthy.clone(),
+        );
         let backlog = Family::<ActionLabels, Gauge>::default();
         registry.register(
             "action_backlog",
@@ -157,6 +171,8 @@ impl Default for Metrics {
             refused,
             silences,
             beats,
+            silent,
+            store_healthy,
         }
     }
 }
@@ -222,7 +238,10 @@ impl Metrics {
         );
     }
 
-    pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
+    /// The metrics now; `heartbeats` are the names of the configured heartbeats.
+    pub async fn render(&self, store: &Store, heartbeats: &[String]) -> Result<String, StoreError> {
+        // First, before any read: a store that refuses writes may still answer them.
+        self.store_healthy.set(i64::from(store.health().is_ok()));
         self.runs.clear();
         let counts = store.action_counts().await?;
         for a in &counts {
@@ -274,6 +293,14 @@ impl Metrics {
             self.beats
                 .get_or_create(&NameLabels { name })
                 .set(at / 1000);
+        }
+        // Every configured heartbeat has a series, 0 included, so an alert on it has one.
+        self.silent.clear();
+        for name in heartbeats {
+            let open = crate::own::is_open(store, &crate::heartbeat::problem_id(name)).await?;
+            self.silent
+                .get_or_create(&NameLabels { name: name.clone() })
+                .set(i64::from(open));
         }
         self.clock_offset
             .set(store.clock_offset_ms().unwrap_or(0) as f64 / 1000.0);
