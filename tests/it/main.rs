@@ -18,6 +18,7 @@ mod actions;
 mod alertmanager;
 mod browser;
 mod cli;
+mod contrib;
 mod crash;
 mod dispatch;
 mod dynatrace;
