@@ -82,14 +82,14 @@ async fn acks(dir: &Path) -> Vec<Row> {
 }
 
 /// A form body, encoded as Twilio and Slack send theirs.
-fn form(fields: &[(&str, &str)]) -> String {
+pub(crate) fn form(fields: &[(&str, &str)]) -> String {
     let mut url = reqwest::Url::parse("http://x/").unwrap();
     url.query_pairs_mut().extend_pairs(fields);
     url.query().unwrap_or_default().to_string()
 }
 
 /// Twilio's signature: base64 HMAC-SHA1 over the URL and the fields sorted by name.
-fn twilio_signature(token: &str, url: &str, fields: &[(&str, &str)]) -> String {
+pub(crate) fn twilio_signature(token: &str, url: &str, fields: &[(&str, &str)]) -> String {
     let mut sorted = fields.to_vec();
     sorted.sort();
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
@@ -237,7 +237,7 @@ async fn a_text_with_the_code_from_a_persons_phone_acknowledges_its_page() {
     expect_error(r, 415, "unsupported_media_type").await;
 }
 
-fn slack_signature(secret: &str, ts: &str, body: &str) -> String {
+pub(crate) fn slack_signature(secret: &str, ts: &str, body: &str) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("v0:{ts}:{body}").as_bytes());
     let hex: String = mac
@@ -249,7 +249,7 @@ fn slack_signature(secret: &str, ts: &str, body: &str) -> String {
     format!("v0={hex}")
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -276,7 +276,7 @@ async fn click(hub: &Hub, payload: &Value, signed: Option<(&str, i64)>) -> (u16,
     )
 }
 
-fn ack_click(user: &str, value: &str) -> Value {
+pub(crate) fn ack_click(user: &str, value: &str) -> Value {
     json!({
         "type": "block_actions",
         "user": {"id": user, "username": "someone"},

@@ -34,6 +34,8 @@ mod inbound;
 mod ingest;
 mod integrations;
 mod noise;
+mod openapi;
+mod opsgenie;
 mod opsgenie;
 mod page;
 mod people;
