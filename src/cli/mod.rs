@@ -1,8 +1,10 @@
 //! The command line: `hub run`, `hub check-config`, `hub poll`, `hub problem`, `hub replay`,
 //! `hub explain`, `hub import`, `hub export`, `hub backup`, `hub prune`, and people's commands
-//! (`people`: `hub hash-password`, `hub token`, `hub oncall`, `hub audit`).
+//! (`people`: `hub hash-password`, `hub token`, `hub oncall`, `hub audit`), and what a package
+//! installs beside the binary (`shell`: `hub completions`, `hub man`).
 
 mod people;
+mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -196,6 +198,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell whose completion script to print.
+        shell: clap_complete::Shell,
+    },
+    /// Print hub's manual page (roff: hub man | man -l -).
+    Man {
+        /// Instead, write hub.1 and one page per command (hub-run.1, hub-silence-add.1, …) into
+        /// this folder, creating it.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +251,13 @@ pub fn main() -> ExitCode {
     let as_person = cli.as_person.clone();
     match cli.command.unwrap_or(Command::Run) {
         Command::HashPassword => print_result(people::hash_password()),
+        // Neither reads the config: a package build runs them where there is none.
+        Command::Completions { shell } => exit_with(shell::emit(shell::completions(shell))),
+        Command::Man { dir: None } => exit_with(shell::emit(shell::man_page())),
+        Command::Man { dir: Some(dir) } => exit_with(
+            shell::write_man_pages(&dir)
+                .map(|names| eprintln!("wrote {} pages into {}", names.len(), dir.display())),
+        ),
         Command::Ack { problem_id, source } => store_command(&cli.config, false, move |config| {
             Box::pin(people::ack(config, as_person, "ack", source, problem_id))
         }),
@@ -556,6 +577,17 @@ fn store_command(
         return ExitCode::FAILURE;
     };
     print_result(runtime.block_on(command(config)))
+}
+
+/// Exit 0, or 1 with the error on one line.
+fn exit_with(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", crate::logging::error_text(&e));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn print_result(result: anyhow::Result<String>) -> ExitCode {

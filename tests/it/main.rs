@@ -36,7 +36,7 @@ mod integrations;
 mod noise;
 mod openapi;
 mod opsgenie;
-mod opsgenie;
+mod packages;
 mod page;
 mod people;
 mod postgres;
