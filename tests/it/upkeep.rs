@@ -182,7 +182,7 @@ fn the_service_unit_passes_systemd_analyze_verify() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/hub.service"))
             .unwrap();
     for line in [
-        "ExecStart=/usr/local/bin/hub run",
+        "ExecStart=hub run",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
         "User=hub",
@@ -192,12 +192,16 @@ fn the_service_unit_passes_systemd_analyze_verify() {
     ] {
         assert!(shipped.lines().any(|l| l == line), "{line} missing");
     }
-    // The unit as shipped, with the binary where this build put it: verify checks it exists.
+    // The unit as shipped, with the binary where this build put it rather than where systemd's
+    // search path would find it (/usr/local/bin, /usr/bin): verify checks it exists.
     let dir = tempfile::tempdir().unwrap();
     let unit = dir.path().join("hub.service");
     std::fs::write(
         &unit,
-        shipped.replace("/usr/local/bin/hub", support::hub_bin()),
+        shipped.replace(
+            "ExecStart=hub run",
+            &format!("ExecStart={} run", support::hub_bin()),
+        ),
     )
     .unwrap();
     let out = std::process::Command::new("systemd-analyze")
@@ -740,7 +744,10 @@ async fn the_readmes_service_steps_give_a_hub_that_starts_and_runs_the_shipped_s
     std::fs::write(
         &unit,
         shipped
-            .replace("/usr/local/bin/hub", bin.to_str().unwrap())
+            .replace(
+                "ExecStart=hub run",
+                &format!("ExecStart={} run", bin.display()),
+            )
             .replace(
                 "/etc/hub/config.json",
                 etc.join("config.json").to_str().unwrap(),
