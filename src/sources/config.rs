@@ -77,7 +77,12 @@ pub(crate) fn read(
             }
         };
         let mut s = Section::at(path, value, issues);
-        let gate = gate::read(&mut s, env, issues);
+        let mut gate = gate::read(&mut s, env, issues);
+        // PagerDuty's own limit is per routing key, as PagerDuty's is (see its source).
+        if source != Source::Pagerduty {
+            let per_minute = s.integer("rate_limit_per_minute", 1, 1_000_000, issues);
+            gate = gate.limited(per_minute.map(|n| n as u32));
+        }
         enabled.push(source.build(gate, &mut s, env, issues));
         s.finish(issues);
     }

@@ -28,6 +28,8 @@ pub enum SourceAuth {
 pub struct Gate {
     auth: SourceAuth,
     hint: String,
+    /// `rate_limit_per_minute`: the source's requests of the last minute, when limited.
+    rate: Option<std::sync::Arc<std::sync::Mutex<crate::rate::Window>>>,
 }
 
 impl Gate {
@@ -35,7 +37,33 @@ impl Gate {
         Gate {
             auth,
             hint: hint.into(),
+            rate: None,
         }
+    }
+
+    /// At most `per_minute` requests a minute; more are refused with 429 until there is room.
+    pub fn limited(mut self, per_minute: Option<u32>) -> Gate {
+        self.rate = per_minute
+            .map(|n| std::sync::Arc::new(std::sync::Mutex::new(crate::rate::Window::new(n))));
+        self
+    }
+
+    /// Counts a request against the source's rate limit; beyond it, how long until there is
+    /// room. Checked after the credentials, so a stranger cannot use up a sender's minute.
+    pub fn admit(&self) -> Result<(), Refusal> {
+        let Some(window) = &self.rate else {
+            return Ok(());
+        };
+        let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
+        let per_minute = w.per_minute();
+        w.take(std::time::Instant::now())
+            .map_err(|wait| Refusal::OverRate {
+                detail: format!(
+                    "more than {per_minute} requests in a minute (rate_limit_per_minute); retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+                retry_after_secs: wait.as_secs().max(1),
+            })
     }
 
     /// Whether anything is asked of a sender (an `auth` other than none).

@@ -171,6 +171,12 @@ pub enum Refusal {
     /// The sender sends faster than its configured rate (429).
     #[error("{0}")]
     Throttled(String),
+    /// The source's `rate_limit_per_minute` is spent (429 with `Retry-After`); nothing is read.
+    #[error("{detail}")]
+    OverRate {
+        detail: String,
+        retry_after_secs: u64,
+    },
 }
 
 /// What became of one notification of a request once the store took it.

@@ -148,7 +148,8 @@ impl SourcePlugin for Opsgenie {
 pub fn refusal(failure: &Failure) -> Option<Reply> {
     let took = failure.took.as_secs_f64();
     let (status, body) = match failure.refusal {
-        Some(Refusal::Unauthorized { .. }) => return None,
+        // hub's own answers: the challenge, and `Retry-After` for a sender over its rate.
+        Some(Refusal::Unauthorized { .. } | Refusal::OverRate { .. }) => return None,
         Some(Refusal::Parse(ParseError::Fields(errors))) => {
             let mut body = message(NOT_PROCESSABLE, took);
             body["errors"] = Value::Object(by_field(errors));

@@ -120,7 +120,7 @@ impl SourcePlugin for Pagerduty {
                     body: json!({"status": "throttle event", "message": message}),
                 })
             }
-            Refusal::Unauthorized { .. } => return None,
+            Refusal::Unauthorized { .. } | Refusal::OverRate { .. } => return None,
         };
         Some(Reply { status: 400, body })
     }

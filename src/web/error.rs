@@ -21,6 +21,8 @@ pub struct ApiError {
     pub detail: String,
     /// Adds `WWW-Authenticate` with this scheme, so clients know what to send.
     pub challenge: Option<&'static str>,
+    /// Adds `Retry-After` (seconds): when a sender over its rate may send again.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -30,6 +32,7 @@ impl ApiError {
             error,
             detail: detail.into(),
             challenge: None,
+            retry_after_secs: None,
         }
     }
 
@@ -147,6 +150,9 @@ impl<'r> Responder<'r, 'static> for ApiError {
             .status(self.status)
             .header(ContentType::JSON)
             .sized_body(body.len(), Cursor::new(body));
+        if let Some(secs) = self.retry_after_secs {
+            response.header(Header::new("Retry-After", secs.to_string()));
+        }
         if let Some(scheme) = self.challenge {
             response.header(Header::new(
                 "WWW-Authenticate",
@@ -174,6 +180,13 @@ impl From<Refusal> for ApiError {
             Refusal::Throttled(detail) => {
                 ApiError::new(Status::TooManyRequests, "rate_limited", detail)
             }
+            Refusal::OverRate {
+                detail,
+                retry_after_secs,
+            } => ApiError {
+                retry_after_secs: Some(retry_after_secs),
+                ..ApiError::new(Status::TooManyRequests, "rate_limited", detail)
+            },
         }
     }
 }

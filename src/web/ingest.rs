@@ -105,6 +105,10 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
             .gate()
             .check(&headers)
             .map_err(|r| refused(r, &mut refusal))?;
+        plugin
+            .gate()
+            .admit()
+            .map_err(|r| refused(r, &mut refusal))?;
         check_json_content_type(req.content_type())?;
         body = match handed_over(req) {
             Some(body) => within(body, app.max_body_bytes)?,
@@ -134,10 +138,14 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
                 .answering(source)
                 .and_then(|p| p.refused(&body, &failure));
             let status = own.as_ref().map_or(e.status.code, |r| r.status);
+            let outcome = match refusal {
+                Some(Refusal::OverRate { .. } | Refusal::Throttled(_)) => "rate_limited",
+                _ => "rejected",
+            };
             app.metrics
-                .answered(source, "rejected", sender.started.elapsed().as_secs_f64());
+                .answered(source, outcome, sender.started.elapsed().as_secs_f64());
             tracing::warn!(
-                %source, outcome = "rejected", status, error = e.error, detail = %e.detail,
+                %source, outcome, status, error = e.error, detail = %e.detail,
                 remote = %sender.remote, "notification"
             );
             match own {

@@ -102,6 +102,7 @@ fn allowed(app: &App, headers: &Headers, refusal: &mut Option<Refusal>) -> Resul
     plugin
         .gate()
         .check(headers)
+        .and_then(|()| plugin.gate().admit())
         .map_err(|r| refused(r, refusal))
 }
 

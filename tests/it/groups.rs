@@ -199,3 +199,138 @@ async fn a_storm_of_300_alerts_is_one_send_one_update_and_one_resolve() {
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cli["groups"].as_array().unwrap().len(), 2);
 }
+
+fn webhook(fingerprint: &str) -> String {
+    json!({
+        "version": "4", "status": "firing", "receiver": "hub", "groupLabels": {},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am", "groupKey": "{}",
+        "alerts": [{"status": "firing", "fingerprint": fingerprint,
+                    "labels": {"alertname": "Down", "instance": fingerprint},
+                    "annotations": {}, "startsAt": "2026-12-07T01:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": ""}]
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_source_over_its_rate_is_told_when_to_retry_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(json!({
+        "sources": {"alertmanager": {"rate_limit_per_minute": 2, "auth": {"bearer": "am-token"}}}
+    }));
+    let hub = Hub::start_in(dir.path(), &config, &[]);
+    let send = |fingerprint: &str, token: &str| {
+        client()
+            .post(hub.url("/hooks/alertmanager"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(webhook(fingerprint))
+            .send()
+    };
+    // A stranger's requests do not use up the sender's minute.
+    for _ in 0..3 {
+        assert_eq!(send("f0", "wrong").await.unwrap().status(), 401);
+    }
+    assert_eq!(send("f1", "am-token").await.unwrap().status(), 200);
+    assert_eq!(send("f2", "am-token").await.unwrap().status(), 200);
+    let r = send("f3", "am-token").await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("rate_limit_per_minute"));
+    assert_eq!(count(dir.path()).await, 2);
+    let metrics = client()
+        .get(hub.url("/metrics"))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"hub_notifications_total{source="alertmanager",outcome="rate_limited"} 1"#),
+        "{metrics}"
+    );
+    // Another source has its own minute; Dynatrace has no limit.
+    let r = post(
+        &client(),
+        &hub.url("/"),
+        json!({"State": "OPEN", "ProblemID": "9", "PID": "9V2", "ProblemTitle": "down"})
+            .to_string(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn groups_and_rate_limits_refuse_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let action = json!({"page": {"type": "script", "command": ["true"]}});
+    for (patch, key, says) in [
+        (
+            json!({"routes": [{"actions": ["page"], "group": {"by": ["tag:alertname", "$(touch x)"]}}]}),
+            "routes[0].group.by",
+            "unknown key",
+        ),
+        (
+            json!({"routes": [{"actions": ["page"], "group": {"by": ["cluster"]}}]}),
+            "routes[0].group.by",
+            "tag:NAME",
+        ),
+        (
+            json!({"routes": [{"actions": ["page"], "group": {"wait": "30s"}}]}),
+            "routes[0].group.by",
+            "missing",
+        ),
+        (
+            json!({"routes": [{"actions": ["page"], "group": {"by": [], "interval": "0s"}}]}),
+            "routes[0].group.interval",
+            "",
+        ),
+        (
+            json!({"routes": [{"actions": ["page"], "group": {"by": [], "wiat": "1s"}}]}),
+            "routes[0].group.wiat",
+            "",
+        ),
+        (
+            json!({"routes": [{"actions": ["page"], "group": ["source"]}]}),
+            "routes[0].group",
+            "expected an object",
+        ),
+        (
+            json!({"routes": [{"escalate": "x", "group": {"by": []}}]}),
+            "routes[0].group",
+            "needs actions",
+        ),
+        (
+            json!({"sources": {"alertmanager": {"rate_limit_per_minute": 0}}}),
+            "sources.alertmanager.rate_limit_per_minute",
+            "",
+        ),
+        (
+            json!({"sources": {"alertmanager": {"rate_limit_per_minute": "many"}}}),
+            "sources.alertmanager.rate_limit_per_minute",
+            "",
+        ),
+    ] {
+        let mut patch = patch;
+        patch["actions"] = action.clone();
+        let (code, out) = check_config(dir.path(), &config_with(patch.clone()));
+        assert_ne!(code, Some(0), "{patch} passed: {out}");
+        assert!(out.contains(key) && out.contains(says), "{patch}: {out}");
+    }
+    assert!(!dir.path().join("x").exists());
+}
