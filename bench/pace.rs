@@ -4,12 +4,16 @@
 //!
 //!     pace steady --hub URL --auth USER:PASS --listen ADDR --rate 1000 --seconds 10
 //!     pace storm  --hub URL --auth USER:PASS --listen ADDR --alerts 10000 --slow ACTION
+//!     pace fold   --hub URL --auth USER:PASS --listen ADDR --alerts 10000 --seconds 10 --groups 5
 //!
 //! `steady` sends Dynatrace notifications at a fixed rate (open loop: each one at its scheduled
 //! time, whatever hub answers, so a queue that builds up shows in the figures instead of slowing
 //! the sender down) and times each from its scheduled send to its receipt. `storm` first fills the
 //! `--slow` action's queue with Alertmanager alerts, waits until hub has routed them all, then
-//! sends one Dynatrace page a second and times those. Prints one JSON line.
+//! sends one Dynatrace page a second and times those. `fold` sends `--alerts` Alertmanager alerts
+//! over `--seconds`, their `alertname` one of `--groups`, to a route that groups by it, and counts
+//! the group sends that reach the receiver: how many, the members the last of each carried, and
+//! the time from the first alert to the first send. Prints one JSON line.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +32,8 @@ use hyper_util::rt::TokioIo;
 struct Clock {
     sent: HashMap<u64, Instant>,
     received: HashMap<u64, Instant>,
+    /// Each group send received: when, and its body.
+    groups: Vec<(Instant, serde_json::Value)>,
 }
 
 type Shared = Arc<Mutex<Clock>>;
@@ -46,6 +52,7 @@ struct Args {
     alerts: u64,
     slow: String,
     pages: u64,
+    groups: u64,
 }
 
 fn args() -> Result<Args, String> {
@@ -61,6 +68,7 @@ fn args() -> Result<Args, String> {
         alerts: 10_000,
         slow: "slow".into(),
         pages: 5,
+        groups: 5,
     };
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -82,6 +90,7 @@ fn args() -> Result<Args, String> {
             "--alerts" => a.alerts = number()?,
             "--slow" => a.slow = value,
             "--pages" => a.pages = number()?.max(1),
+            "--groups" => a.groups = number()?.max(1),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -117,6 +126,10 @@ async fn receive(listener: tokio::net::TcpListener, clock: Shared) {
                     if let Some(n) = marked(&body) {
                         let mut c = clock.lock().unwrap_or_else(|p| p.into_inner());
                         c.received.entry(n).or_insert(at);
+                    } else if body.windows(7).any(|w| w == b"\"group-") {
+                        let value = serde_json::from_slice(&body).unwrap_or_default();
+                        let mut c = clock.lock().unwrap_or_else(|p| p.into_inner());
+                        c.groups.push((at, value));
                     }
                     Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"{}"))))
                 }
@@ -311,6 +324,89 @@ async fn storm(a: &Args, client: reqwest::Client, clock: Shared) -> serde_json::
     )
 }
 
+/// The members a group send carried (the webhook action's body has the group beside the problem).
+fn carried(body: &serde_json::Value) -> u64 {
+    body["group"]["count"].as_u64().unwrap_or(0)
+}
+
+async fn fold(a: &Args, client: reqwest::Client, clock: Shared) -> serde_json::Value {
+    const PER_REQUEST: u64 = 100;
+    let requests = a.alerts.div_ceil(PER_REQUEST);
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut refused = 0;
+    for r in 0..requests {
+        let at = start + Duration::from_nanos(r * a.seconds * 1_000_000_000 / requests.max(1));
+        tokio::time::sleep_until(at.into()).await;
+        let alerts: Vec<serde_json::Value> = (r * PER_REQUEST..((r + 1) * PER_REQUEST).min(a.alerts))
+            .map(|i| {
+                serde_json::json!({
+                    "status": "firing",
+                    "labels": {"alertname": format!("Fold{}", i % a.groups),
+                               "instance": format!("node-{i}:9100"), "severity": "critical"},
+                    "annotations": {"summary": format!("node-{i} is down")},
+                    "startsAt": "2026-12-07T01:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prometheus:9090/graph",
+                    "fingerprint": format!("f{i:015x}"),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "version": "4", "groupKey": "{}", "truncatedAlerts": 0, "status": "firing",
+            "receiver": "hub", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093", "alerts": alerts,
+        });
+        let ok = client
+            .post(format!("{}/hooks/alertmanager", a.hubs[0]))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if !ok {
+            refused += 1;
+        }
+    }
+    let stormed_s = start.elapsed().as_secs_f64();
+    // Until every group's last send has carried every member of it (or a minute has gone by).
+    let per_group = a.alerts / a.groups;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = {
+            let c = clock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last: HashMap<String, u64> = HashMap::new();
+            for (_, b) in &c.groups {
+                let id = b["group"]["id"].to_string();
+                last.insert(id, carried(b));
+            }
+            last.len() as u64 == a.groups && last.values().all(|n| *n >= per_group)
+        };
+        if done || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = clock.lock().unwrap_or_else(|p| p.into_inner());
+    let first_ms = c
+        .groups
+        .iter()
+        .map(|(at, _)| at.saturating_duration_since(start).as_secs_f64() * 1000.0)
+        .fold(f64::NAN, f64::min);
+    let carried_last: u64 = {
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for (_, b) in &c.groups {
+            let id = b["group"]["id"].to_string();
+            last.insert(id, carried(b));
+        }
+        last.values().sum()
+    };
+    serde_json::json!({
+        "mode": "fold", "alerts": a.alerts, "seconds": a.seconds, "groups": a.groups,
+        "requests_not_accepted": refused, "sent_in_s": stormed_s,
+        "sends": c.groups.len(), "members_in_last_sends": carried_last,
+        "first_send_ms": first_ms,
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let a = match args() {
@@ -343,8 +439,9 @@ async fn main() {
     let result = match a.mode.as_str() {
         "steady" => steady(&a, client, clock).await,
         "storm" => storm(&a, client, clock).await,
+        "fold" => fold(&a, client, clock).await,
         other => {
-            eprintln!("pace: unknown mode {other} (steady or storm)");
+            eprintln!("pace: unknown mode {other} (steady, storm or fold)");
             std::process::exit(2);
         }
     };

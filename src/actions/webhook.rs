@@ -179,12 +179,16 @@ impl Webhook {
             }
             None => {
                 let p = job.problem;
-                let doc = json!({
+                let mut doc = json!({
                     "type": format!("problem.{}", p.state.to_lowercase()),
                     "timestamp": crate::clock::rfc3339(crate::clock::now_ms()),
                     "thread_ref": job.thread_ref(),
                     "data": p,
                 });
+                // A group's send: the group, with its members, beside its problem.
+                if let Some(g) = &job.group {
+                    doc["group"] = g.json();
+                }
                 serde_json::to_vec(&doc).map_err(|e| ActionError::permanent(e.to_string()))
             }
         }

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::{Inner, Settings};
 use crate::clock::now_ms;
-use crate::escalate::tell::{self, Event, Tell};
 use crate::escalate::ack::{self, AckError};
+use crate::escalate::tell::{self, Event, Tell};
 use crate::escalate::{Recipient, Step};
 use crate::people::{Actor, Role, Via};
 use crate::store::{Advance, EscalationRow, NewRun, RunStart, StepRow, Store, StoreError};
