@@ -334,8 +334,19 @@ pub async fn problem(app: &App, id: &str, source: Option<&str>) -> Result<Value,
         }
     }
     let escalation = escalation_view(app, source, id).await?;
+    // The groups a grouped route put it in: the page links them.
+    let groups: Vec<Value> = store
+        .groups_of(source, id)
+        .await?
+        .iter()
+        .map(|g| {
+            json!({"id": g.id, "key": g.key, "state": g.state, "route": g.route,
+                        "url": format!("/api/groups/{}", g.id)})
+        })
+        .collect();
     Ok(json!({
         "escalation": escalation,
+        "groups": groups,
         "source": source,
         "problem_id": id,
         "state": latest.state,

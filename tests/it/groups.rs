@@ -187,6 +187,11 @@ async fn a_storm_of_300_alerts_is_one_send_one_update_and_one_resolve() {
     let listed = api["groups"].as_array().unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|g| g["state"] == "resolved"));
+    let member = group["problems"][0]["problem_id"].as_str().unwrap();
+    let (_, problem) = get_json(&hub, &format!("/api/problems/{member}?source=alertmanager")).await;
+    assert_eq!(problem["groups"][0]["id"].to_string(), down.0, "{problem}");
+    let page = get_text(&hub, &format!("/problems/{member}?source=alertmanager")).await;
+    assert!(page.contains(&format!("group {}", down.0)), "{page}");
     let out = hub_command(dir.path())
         .args(["groups", "--json"])
         .output()
