@@ -337,7 +337,8 @@ async fn fold(a: &Args, client: reqwest::Client, clock: Shared) -> serde_json::V
     for r in 0..requests {
         let at = start + Duration::from_nanos(r * a.seconds * 1_000_000_000 / requests.max(1));
         tokio::time::sleep_until(at.into()).await;
-        let alerts: Vec<serde_json::Value> = (r * PER_REQUEST..((r + 1) * PER_REQUEST).min(a.alerts))
+        let alerts: Vec<serde_json::Value> = (r * PER_REQUEST
+            ..((r + 1) * PER_REQUEST).min(a.alerts))
             .map(|i| {
                 serde_json::json!({
                     "status": "firing",
