@@ -149,36 +149,6 @@ impl GroupView {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_runs_key_names_its_group_and_send() {
-        let g = GroupRow {
-            id: 7,
-            route: "routes[0]".into(),
-            key: "alertname=Down".into(),
-            state: "open".into(),
-            source: crate::domain::Source::Alertmanager,
-            problem_key: "f1".into(),
-            notification_id: 40,
-            opened_at_ms: 0,
-            next_send_at_ms: None,
-            last_sent_at_ms: None,
-            sends: 0,
-            resolved_at_ms: None,
-        };
-        let key = run_key(&g, 2, "page", "");
-        assert_eq!(key, "grp/7/2/page//after-39");
-        assert_eq!(send_of(&key), Some((7, 2)));
-        assert_eq!(crate::actions::episode_of(&key), Some(39));
-        assert_eq!(send_of("esc/7/0/0/0/sms/person:ana"), None);
-        assert_eq!(route_index(&route_name(12)), Some(12));
-        assert_eq!(route_index("routes[x]"), None);
-    }
-}
-
 /// A group as the API and `hub groups` show it: when it opened and sent, and its members
 /// (each member's problem id and state), the first one being the problem its runs hang on.
 pub fn shown(g: &GroupRow, members: &[MemberRow]) -> Value {
@@ -215,4 +185,34 @@ pub async fn listed(
         out.push(shown(&g, &members));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_key_names_its_group_and_send() {
+        let g = GroupRow {
+            id: 7,
+            route: "routes[0]".into(),
+            key: "alertname=Down".into(),
+            state: "open".into(),
+            source: crate::domain::Source::Alertmanager,
+            problem_key: "f1".into(),
+            notification_id: 40,
+            opened_at_ms: 0,
+            next_send_at_ms: None,
+            last_sent_at_ms: None,
+            sends: 0,
+            resolved_at_ms: None,
+        };
+        let key = run_key(&g, 2, "page", "");
+        assert_eq!(key, "grp/7/2/page//after-39");
+        assert_eq!(send_of(&key), Some((7, 2)));
+        assert_eq!(crate::actions::episode_of(&key), Some(39));
+        assert_eq!(send_of("esc/7/0/0/0/sms/person:ana"), None);
+        assert_eq!(route_index(&route_name(12)), Some(12));
+        assert_eq!(route_index("routes[x]"), None);
+    }
 }
