@@ -152,7 +152,11 @@ pub fn route(actions: &Actions, registry: &Registry, problem: &Problem, is_test:
                     .then(|| (i, crate::group::key_of(&spec.by, problem), spec.clone()))
             })
             .collect();
+        // A grouped route's escalation belongs to the group: its first send starts it.
         d.escalate = actions.routes.iter().flatten().find_map(|r| {
+            if r.group.is_some() {
+                return None;
+            }
             let policy = r.escalate.as_ref()?;
             matches(r, problem).then(|| (policy.clone(), r.wait))
         });

@@ -24,6 +24,41 @@ const BATCH: i64 = 64;
 
 /// What routing found for a notification: start the escalation its route names (after the
 /// route's flap wait), or end the running one when the problem resolved.
+/// Starts `policy` for a group at its first send, on its first member, due now (the group's wait
+/// was its flap wait).
+pub(super) async fn start_for_group(
+    store: &Store,
+    g: &crate::store::GroupRow,
+    policy: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let started = store
+        .start_escalation(EscalationRow {
+            id: 0,
+            source: g.source,
+            problem_key: g.problem_key.clone(),
+            notification_id: g.notification_id,
+            policy: policy.to_string(),
+            state: "open".into(),
+            round: 0,
+            pass: 0,
+            step: 0,
+            next_at_ms: Some(now),
+            held_by: None,
+            code: crate::escalate::fresh_code(),
+            started_at_ms: now,
+            updated_at_ms: now,
+            acked_at_ms: None,
+            acked_by: None,
+            acked_via: None,
+        })
+        .await?;
+    if started {
+        tracing::info!(group = g.id, policy, "escalation started for the group");
+    }
+    Ok(())
+}
+
 pub(super) async fn routed(
     store: &Store,
     tells: &Tell,
@@ -36,6 +71,13 @@ pub(super) async fn routed(
         return Ok(());
     }
     if crate::store::is_closed(&note.state, false) {
+        // The first member of a group carries the group's escalation, which ends with the group.
+        if crate::group::carrying(store, note.source, &note.problem_key)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
         // An acknowledged alert's silence ends with it.
         let silence = tells.silence_only();
         let acked = match silence.is_empty() {
@@ -175,7 +217,10 @@ async fn next(
     let Some(latest) = latest else {
         return Ok(Some(Advance::Ended));
     };
-    if crate::store::is_closed(&latest.notification.state, false) {
+    let grouped = crate::group::carrying(&d.store, e.source, &e.problem_key)
+        .await?
+        .is_some();
+    if crate::store::is_closed(&latest.notification.state, false) && !grouped {
         d.store
             .end_escalations(e.source, e.problem_key.clone(), "resolved".into(), now)
             .await?;

@@ -144,6 +144,20 @@ async fn send(
     }
     let count = runs.len();
     d.store.insert_runs(&[(&first, runs)]).await?;
+    // The group's escalation: started by its first send, ended by its last.
+    if let Some(policy) = route
+        .escalate
+        .as_deref()
+        .filter(|_| !s.escalation.policies.is_empty())
+    {
+        if resolved {
+            d.store
+                .end_escalations(g.source, g.problem_key.clone(), "resolved".into(), now)
+                .await?;
+        } else if number == 1 {
+            super::escalate::start_for_group(&d.store, g, policy, now).await?;
+        }
+    }
     if d.store
         .mark_group_sent(g.id, g.sends, true, resolved, now)
         .await?

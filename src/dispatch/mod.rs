@@ -805,6 +805,13 @@ impl Inner {
         let mut problem = s.problem(&notification);
         let group = match crate::group::send_of(&run.idem_key) {
             Some((id, send)) => group::view(self, id, send).await?,
+            // An escalation's step for a group speaks of the group, as its sends do.
+            None if run.idem_key.starts_with("esc/") => {
+                match crate::group::carrying(&self.store, run.source, &run.problem_key).await? {
+                    Some(g) => group::view(self, g.id, g.sends).await?,
+                    None => None,
+                }
+            }
             None => None,
         };
         if let Some(g) = &group {

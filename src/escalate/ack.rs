@@ -27,6 +27,15 @@ pub async fn acknowledge(
     problem_key: &str,
 ) -> Result<EscalationRow, AckError> {
     let now = crate::clock::now_ms();
+    // A member of a group acknowledges the group's escalation, which its first member carries.
+    let (source, problem_key) = match store.escalation_of(source, problem_key).await? {
+        Some(_) => (source, problem_key.to_string()),
+        None => match crate::group::first_of(store, source, problem_key).await? {
+            Some(g) => (g.source, g.problem_key),
+            None => (source, problem_key.to_string()),
+        },
+    };
+    let problem_key = problem_key.as_str();
     let Some(e) = store
         .acknowledge(
             source,

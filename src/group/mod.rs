@@ -149,6 +149,34 @@ impl GroupView {
     }
 }
 
+/// The open group whose escalation `problem` carries: the problem is the group's first member,
+/// and the group has sent. Such an escalation lasts as long as the group, not the problem.
+pub async fn carrying(
+    store: &crate::store::Store,
+    source: crate::domain::Source,
+    problem_key: &str,
+) -> Result<Option<GroupRow>, crate::store::StoreError> {
+    Ok(store
+        .groups_of(source, problem_key)
+        .await?
+        .into_iter()
+        .find(|g| g.state == "open" && g.source == source && g.problem_key == problem_key))
+}
+
+/// The first member of the open group `problem` is in, when it is another problem: where the
+/// group's escalation is acknowledged.
+pub async fn first_of(
+    store: &crate::store::Store,
+    source: crate::domain::Source,
+    problem_key: &str,
+) -> Result<Option<GroupRow>, crate::store::StoreError> {
+    Ok(store
+        .groups_of(source, problem_key)
+        .await?
+        .into_iter()
+        .find(|g| g.state == "open" && !(g.source == source && g.problem_key == problem_key)))
+}
+
 /// A group as the API and `hub groups` show it: when it opened and sent, and its members
 /// (each member's problem id and state), the first one being the problem its runs hang on.
 pub fn shown(g: &GroupRow, members: &[MemberRow]) -> Value {

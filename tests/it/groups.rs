@@ -339,3 +339,98 @@ fn groups_and_rate_limits_refuse_bad_config() {
     }
     assert!(!dir.path().join("x").exists());
 }
+
+/// A grouped route's escalation belongs to the group: one text for three problems, speaking of
+/// the group; any member acknowledges it; it ends when the last member resolves, not the first.
+#[tokio::test]
+async fn a_groups_escalation_pages_once_and_any_member_acknowledges_it() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/AC123/Messages.json"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM1"})))
+        .mount(&twilio)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        "send.sh",
+        r#"printf '%s %s\n' "$HUB_STATE" "$HUB_GROUP_COUNT" >> sends.log"#,
+    );
+    let config = config_with(json!({
+        "public_url": "http://hub.example.test",
+        "status_page": {"username": USER, "password": PASSWORD},
+        "sources": {"alertmanager": {}},
+        "people": {"ana": {"name": "Ana", "phone": "+15550001111", "role": "responder"}},
+        "actions": {
+            "page": {"type": "script", "command": ["./send.sh"]},
+            "text": {"type": "sms", "account_sid": "AC123", "auth_token": "t", "from": "+15005550006",
+                     "to": "person", "api_url": twilio.uri(),
+                     "template": "{{ problem.problem_id }}: {{ group.count }} problems, reply {{ ack_code }}"}
+        },
+        "escalations": {"night": {"steps": [{"notify": ["person:ana"], "actions": ["text"], "wait": "1h"}]}},
+        "routes": [{"actions": ["page"], "escalate": "night",
+                    "group": {"by": ["tag:alertname"], "wait": "2s", "interval": "2s"}}]
+    }));
+    let hub = Hub::start_in(dir.path(), &config, &[]);
+    let send = |fingerprint: &'static str, status: &'static str| {
+        let body = json!({
+            "version": "4", "status": status, "receiver": "hub", "groupLabels": {},
+            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am", "groupKey": "{}",
+            "alerts": [{"status": status, "fingerprint": fingerprint,
+                        "labels": {"alertname": "Down", "instance": fingerprint},
+                        "annotations": {}, "startsAt": "2026-12-07T01:00:00Z",
+                        "endsAt": "0001-01-01T00:00:00Z", "generatorURL": ""}]
+        });
+        post(&client(), &hub.url("/hooks/alertmanager"), body.to_string()).send()
+    };
+    for f in ["g1", "g2", "g3"] {
+        assert_eq!(send(f, "firing").await.unwrap().status(), 200);
+    }
+    eventually("one text for the group", async || {
+        twilio.received_requests().await.unwrap().len() == 1
+    })
+    .await;
+    let text =
+        String::from_utf8(twilio.received_requests().await.unwrap()[0].body.clone()).unwrap();
+    assert!(
+        text.contains("group-") && text.contains("3+problems"),
+        "{text}"
+    );
+    assert_eq!(lines(&dir.path().join("sends.log")), ["OPEN 3"]);
+
+    // The second member acknowledges the group's escalation.
+    let out = hub_command(dir.path())
+        .args(["--as", "ana", "ack", "g2", "--source", "alertmanager"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, first) = get_json(&hub, "/api/problems/g1?source=alertmanager").await;
+    assert_eq!(first["escalation"]["state"], "acked", "{first}");
+
+    // The first member resolving does not end the group's escalation; the last one does.
+    assert_eq!(send("g1", "resolved").await.unwrap().status(), 200);
+    all_routed(dir.path()).await;
+    let (_, first) = get_json(&hub, "/api/problems/g1?source=alertmanager").await;
+    assert_eq!(first["escalation"]["state"], "acked", "{first}");
+    assert_eq!(send("g2", "resolved").await.unwrap().status(), 200);
+    assert_eq!(send("g3", "resolved").await.unwrap().status(), 200);
+    eventually("the group's resolve", async || {
+        lines(&dir.path().join("sends.log")).len() == 2
+    })
+    .await;
+    assert_eq!(lines(&dir.path().join("sends.log"))[1], "RESOLVED 3");
+    eventually("the escalation to end with the group", async || {
+        get_json(&hub, "/api/problems/g1?source=alertmanager")
+            .await
+            .1["escalation"]["state"]
+            == "resolved"
+    })
+    .await;
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+}
