@@ -145,6 +145,36 @@ async fn a_storm_of_300_alerts_is_one_send_one_update_and_one_resolve() {
         .unwrap()
         .starts_with("300 problem(s), 300 open"));
 
+    // A dry run says which group a payload would join, and that another alertname opens one.
+    let payload = |name: &str| {
+        json!({"version": "4", "status": "firing", "receiver": "hub", "groupLabels": {},
+               "commonLabels": {}, "commonAnnotations": {}, "externalURL": "", "groupKey": "{}",
+               "alerts": [{"status": "firing", "fingerprint": "dry1",
+                           "labels": {"alertname": name, "instance": "dry:1"}, "annotations": {},
+                           "startsAt": "2026-12-07T01:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                           "generatorURL": ""}]})
+        .to_string()
+    };
+    for (name, says) in [
+        ("InstanceDown", format!("joins open group {}", down.0)),
+        ("Other", "opens a new group".to_string()),
+    ] {
+        std::fs::write(dir.path().join("dry.json"), payload(name)).unwrap();
+        let out = hub_command(dir.path())
+            .args(["explain", "dry.json", "--source", "alertmanager"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let g = &plan["notifications"][0]["groups"][0];
+        assert!(g["would"].as_str().unwrap().starts_with(&says), "{plan:#}");
+        assert_eq!(g["key"], format!("source=alertmanager,alertname={name}"));
+    }
+
     // The storm goes on: 20 more are one update, no sooner than `interval` after the first send.
     fire(&am, alerts("InstanceDown", 300, 320, false)).await;
     eventually("the update", async || {
