@@ -413,6 +413,13 @@ fn read_route(mut s: Section, given: &[&str], index: usize, issues: &mut Issues)
             None => None,
         },
     };
+    if route.group.is_some() && route.wait.is_some() {
+        issues.push(
+            format!("routes[{index}].wait"),
+            "a grouped route waits with group.wait: its first send goes out then, and a group \
+             whose problems all resolved before sends nothing",
+        );
+    }
     if route.group.is_some() && route.actions.is_empty() {
         issues.push(
             format!("routes[{index}].group"),
