@@ -351,6 +351,11 @@ fn groups_and_rate_limits_refuse_bad_config() {
             "needs actions",
         ),
         (
+            json!({"routes": [{"actions": ["page"], "wait": "1m", "group": {"by": []}}]}),
+            "routes[0].wait",
+            "group.wait",
+        ),
+        (
             json!({"sources": {"alertmanager": {"rate_limit_per_minute": 0}}}),
             "sources.alertmanager.rate_limit_per_minute",
             "",
