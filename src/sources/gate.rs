@@ -41,6 +41,14 @@ impl Gate {
         }
     }
 
+    /// The same gate (its rate limit kept) asking for other credentials: a source whose keys are
+    /// its own (Opsgenie's `api_keys`).
+    pub fn with_auth(mut self, auth: SourceAuth, hint: impl Into<String>) -> Gate {
+        self.auth = auth;
+        self.hint = hint.into();
+        self
+    }
+
     /// At most `per_minute` requests a minute; more are refused with 429 until there is room.
     pub fn limited(mut self, per_minute: Option<u32>) -> Gate {
         self.rate = per_minute

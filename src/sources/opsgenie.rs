@@ -95,7 +95,7 @@ pub(super) fn build(
     }
     let keys = keys.into_iter().map(Secret::new).collect();
     Arc::new(Opsgenie {
-        gate: Gate::new(
+        gate: gate.with_auth(
             SourceAuth::GenieKey(keys),
             "send Authorization: GenieKey <key> with one of sources.opsgenie.api_keys",
         ),
