@@ -213,11 +213,16 @@ const AM_TOKEN: &str = "am-bearer-token-1";
 const MONASCA_TOKEN: &str = "monasca-token-1";
 const TWILIO_TOKEN: &str = "twilio-token-1";
 const SLACK_SECRET: &str = "slack-secret-1";
+/// What Opsgenie's senders send as `Authorization: GenieKey …`.
+const GENIE_KEY: &str = "eb243592-faa2-4ba2-a551-1afdf565c889";
+/// The alias of Opsgenie's documented create (`opsgenie/01-create.json`), as a path segment.
+const GENIE_ALIAS: &str = "Life%20is%20too%20short%20for%20no%20alias";
 /// Monasca's alarm in the fixture: it escalates.
 const ALARM: &str = "20a54a65-44b8-4ac9-a398-1f2d888827d2";
 
 /// A hub with people (a viewer, a responder, an admin) and a schedule, every source enabled, a
-/// tenant, an action, a heartbeat, a maintenance window, and Monasca's problems escalating.
+/// tenant, an action, a heartbeat, a maintenance window, Monasca's problems escalating, and
+/// Opsgenie's problems folded into a group by a grouped route (its first send at once).
 fn config(dir: &Path, tenant: &MockServer, cloudstack_secret: &str) -> Value {
     script(dir, "ok.sh", "echo done");
     let mut config = crate::people::team(dir, None);
@@ -240,14 +245,17 @@ fn config(dir: &Path, tenant: &MockServer, cloudstack_secret: &str) -> Value {
             ]}},
             "routes": [
                 {"sources": ["dynatrace"], "actions": ["page"]},
-                {"sources": ["monasca"], "escalate": "prod"}
+                {"sources": ["monasca"], "escalate": "prod"},
+                {"sources": ["opsgenie"], "actions": ["page"],
+                 "group": {"by": ["source"], "wait": "0s", "interval": "1s"}}
             ],
             "sources": {
                 "alertmanager": {"auth": {"bearer": AM_TOKEN}},
                 "pagerduty": {"routing_keys": ["0123456789abcdef0123456789abcdef"]},
                 "monasca": {"auth": {"token": MONASCA_TOKEN}},
                 "cloudstack": {"secret": cloudstack_secret},
-                "ucloud": {}
+                "ucloud": {},
+                "opsgenie": {"api_keys": [GENIE_KEY]}
             },
             "heartbeats": {"nightly": {"every": "1h", "actions": ["page"]}},
             "maintenance": [{"name": "sunday-patching", "match": {"tag": "env:prod"},
@@ -468,6 +476,252 @@ async fn every_operation_answers_as_the_document_says() {
         assert_eq!(answer["RetCode"], code);
     }
 
+    // --- Opsgenie's Alert API, under Opsgenie's paths and hub's, with its notes and pings.
+    let genie = |m: M, path: &str, key: Option<&str>| {
+        let r = c.request(m, hub.url(path));
+        match key {
+            Some(k) => r.header("authorization", format!("GenieKey {k}")),
+            None => r,
+        }
+    };
+    let genie_json = |path: &str, body: String| {
+        genie(M::POST, path, Some(GENIE_KEY))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let create: Value = serde_json::from_slice(&fixture("opsgenie/01-create.json")).unwrap();
+    let minimal: Value =
+        serde_json::from_slice(&fixture("opsgenie/02-create-minimal.json")).unwrap();
+    let acted: Value = serde_json::from_slice(&fixture("opsgenie/06-acknowledge.json")).unwrap();
+    let noted: Value = serde_json::from_slice(&fixture("opsgenie/07-add-note.json")).unwrap();
+    spec.request("post", "/v2/alerts", &create);
+    spec.request("post", "/hooks/opsgenie/v2/alerts", &minimal);
+    for prefix in ["", "/hooks/opsgenie"] {
+        spec.request(
+            "post",
+            &format!("{prefix}/v2/alerts/{{identifier}}/acknowledge"),
+            &acted,
+        );
+        spec.request(
+            "post",
+            &format!("{prefix}/v2/alerts/{{identifier}}/notes"),
+            &noted,
+        );
+    }
+    let r = genie_json("/v2/alerts", create.to_string()).await.unwrap();
+    let taken = spec.answer("post", "/v2/alerts", r, 202).await;
+    assert_eq!(taken["result"], "Request will be processed");
+    // Created without an alias: the answer's request id names the alert.
+    let r = genie_json("/hooks/opsgenie/v2/alerts", minimal.to_string())
+        .await
+        .unwrap();
+    let taken = spec
+        .answer("post", "/hooks/opsgenie/v2/alerts", r, 202)
+        .await;
+    let unnamed = taken["requestId"].as_str().unwrap().to_string();
+    for (prefix, id, kind) in [
+        ("", GENIE_ALIAS, "alias"),
+        ("/hooks/opsgenie", unnamed.as_str(), "id"),
+    ] {
+        for (verb, body) in [("acknowledge", &acted), ("notes", &noted)] {
+            let r = genie_json(
+                &format!("{prefix}/v2/alerts/{id}/{verb}?identifierType={kind}"),
+                body.to_string(),
+            )
+            .await
+            .unwrap();
+            let template = format!("{prefix}/v2/alerts/{{identifier}}/{verb}");
+            spec.answer("post", &template, r, 202).await;
+        }
+    }
+    // A close with no body; the alert created without an alias stays open, in its group.
+    for prefix in ["", "/hooks/opsgenie"] {
+        let path = format!("{prefix}/v2/alerts/{GENIE_ALIAS}/close?identifierType=alias");
+        let r = genie(M::POST, &path, Some(GENIE_KEY)).send().await.unwrap();
+        let template = format!("{prefix}/v2/alerts/{{identifier}}/close");
+        spec.answer("post", &template, r, 202).await;
+    }
+    // Pings, by every method Opsgenie takes; for a heartbeat the config has not; without a key.
+    for prefix in ["", "/hooks/opsgenie"] {
+        let template = format!("{prefix}/v2/heartbeats/{{name}}/ping");
+        for m in [M::GET, M::POST, M::PUT, M::PATCH] {
+            let method = m.as_str().to_lowercase();
+            let ping = |name: &str, key| {
+                genie(
+                    m.clone(),
+                    &format!("{prefix}/v2/heartbeats/{name}/ping"),
+                    key,
+                )
+                .send()
+            };
+            let r = ping("nightly", Some(GENIE_KEY)).await.unwrap();
+            let pong = spec.answer(&method, &template, r, 202).await;
+            assert_eq!(pong["result"], "PONG - Heartbeat received");
+            let r = ping("..%2Fnope", Some(GENIE_KEY)).await.unwrap();
+            let refused = spec.answer(&method, &template, r, 404).await;
+            assert!(
+                refused["message"].as_str().unwrap().contains("heartbeat"),
+                "{refused}"
+            );
+            let r = ping("nightly", None).await.unwrap();
+            spec.answer(&method, &template, r, 401).await;
+        }
+    }
+    // No key, or a wrong one: hub's 401, whatever the request.
+    for prefix in ["", "/hooks/opsgenie"] {
+        for (template, key) in [
+            ("/v2/alerts", None),
+            ("/v2/alerts/{identifier}/close", Some("wrong")),
+            ("/v2/alerts/{identifier}/acknowledge", None),
+            ("/v2/alerts/{identifier}/notes", Some("wrong")),
+        ] {
+            let path = format!("{prefix}{}", template.replace("{identifier}", "x"));
+            let r = genie(M::POST, &path, key)
+                .header("content-type", "application/json")
+                .body(minimal.to_string())
+                .send()
+                .await
+                .unwrap();
+            spec.answer("post", &format!("{prefix}{template}"), r, 401)
+                .await;
+        }
+    }
+    // Requests Opsgenie refuses, refused in its shape: 422 with the errors by field.
+    let huge = json!({"message": "m", "note": "$(touch x)".repeat(8_000)}).to_string();
+    for (template, path, body, status, field) in [
+        (
+            "/v2/alerts",
+            "/v2/alerts",
+            r#"{"message": "m", "priority": "P9"}"#.to_string(),
+            422,
+            Some("priority"),
+        ),
+        ("/v2/alerts", "/v2/alerts", "[1, 2]".to_string(), 422, None),
+        (
+            "/hooks/opsgenie/v2/alerts",
+            "/hooks/opsgenie/v2/alerts",
+            "{not json".to_string(),
+            400,
+            None,
+        ),
+        ("/v2/alerts", "/v2/alerts", huge.clone(), 413, None),
+        (
+            "/v2/alerts/{identifier}/close",
+            "/v2/alerts/x/close?identifierType=name",
+            "{}".to_string(),
+            422,
+            Some("identifierType"),
+        ),
+        (
+            "/hooks/opsgenie/v2/alerts/{identifier}/close",
+            "/hooks/opsgenie/v2/alerts/a%0Ab/close",
+            "{}".to_string(),
+            422,
+            Some("identifier"),
+        ),
+        (
+            "/v2/alerts/{identifier}/acknowledge",
+            "/v2/alerts/x/acknowledge",
+            r#"{"user": 7}"#.to_string(),
+            422,
+            Some("user"),
+        ),
+        (
+            "/hooks/opsgenie/v2/alerts/{identifier}/acknowledge",
+            "/hooks/opsgenie/v2/alerts/x/acknowledge",
+            "<script>".to_string(),
+            400,
+            None,
+        ),
+        (
+            "/v2/alerts/{identifier}/notes",
+            "/v2/alerts/x/notes",
+            r#"{"user": "u"}"#.to_string(),
+            422,
+            Some("note"),
+        ),
+        (
+            "/v2/alerts/{identifier}/notes",
+            "/v2/alerts/x/notes",
+            "{".to_string(),
+            400,
+            None,
+        ),
+        (
+            "/hooks/opsgenie/v2/alerts/{identifier}/notes",
+            "/hooks/opsgenie/v2/alerts/x/notes",
+            huge,
+            413,
+            None,
+        ),
+    ] {
+        let r = genie_json(path, body).await.unwrap();
+        let refused = spec.answer("post", template, r, status).await;
+        assert!(refused["message"].is_string(), "{path}: {refused}");
+        if let Some(field) = field {
+            assert!(refused["errors"][field].is_string(), "{path}: {refused}");
+        }
+    }
+    for (template, path) in [
+        ("/v2/alerts", "/v2/alerts"),
+        (
+            "/hooks/opsgenie/v2/alerts/{identifier}/notes",
+            "/hooks/opsgenie/v2/alerts/x/notes",
+        ),
+    ] {
+        let r = genie(M::POST, path, Some(GENIE_KEY))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("message=m&note=n")
+            .send()
+            .await
+            .unwrap();
+        spec.answer("post", template, r, 415).await;
+    }
+
+    // Past the source's rate: hub's own 429 with Retry-After, for every request of the minute.
+    let (_limited_dir, limited) = support::start(json!({
+        "sources": {"opsgenie": {"api_keys": [GENIE_KEY], "rate_limit_per_minute": 1}}
+    }));
+    let alert = json!({"message": "m", "note": "n"}).to_string();
+    for (m, template, path, status) in [
+        (M::POST, "/v2/alerts", "/v2/alerts", 202),
+        (M::POST, "/v2/alerts", "/v2/alerts", 429),
+        (
+            M::POST,
+            "/hooks/opsgenie/v2/alerts/{identifier}/acknowledge",
+            "/hooks/opsgenie/v2/alerts/x/acknowledge",
+            429,
+        ),
+        (
+            M::POST,
+            "/v2/alerts/{identifier}/notes",
+            "/v2/alerts/x/notes",
+            429,
+        ),
+        (
+            M::GET,
+            "/v2/heartbeats/{name}/ping",
+            "/v2/heartbeats/nightly/ping",
+            429,
+        ),
+    ] {
+        let method = m.as_str().to_lowercase();
+        let mut r = c
+            .request(m.clone(), limited.url(path))
+            .header("authorization", format!("GenieKey {GENIE_KEY}"));
+        if m == M::POST {
+            r = r
+                .header("content-type", "application/json")
+                .body(alert.clone());
+        }
+        let r = r.send().await.unwrap();
+        let answer = spec.answer(&method, template, r, status).await;
+        if status == 429 {
+            assert_eq!(answer["error"], "rate_limited", "{answer}");
+        }
+    }
+
     // A source not enabled: 404, in the source's own shape where it has one.
     let (_plain_dir, plain) = support::start(json!({}));
     for (template, body) in [
@@ -483,6 +737,40 @@ async fn every_operation_answers_as_the_document_says() {
             .await
             .unwrap();
         spec.answer("post", template, r, 404).await;
+    }
+    for (m, template, path) in [
+        (M::POST, "/v2/alerts", "/v2/alerts"),
+        (
+            M::POST,
+            "/hooks/opsgenie/v2/alerts/{identifier}/close",
+            "/hooks/opsgenie/v2/alerts/x/close",
+        ),
+        (
+            M::POST,
+            "/v2/alerts/{identifier}/notes",
+            "/v2/alerts/x/notes",
+        ),
+        (
+            M::PUT,
+            "/hooks/opsgenie/v2/heartbeats/{name}/ping",
+            "/hooks/opsgenie/v2/heartbeats/nightly/ping",
+        ),
+    ] {
+        let method = m.as_str().to_lowercase();
+        let r = c
+            .request(m, plain.url(path))
+            .header("authorization", format!("GenieKey {GENIE_KEY}"))
+            .send()
+            .await
+            .unwrap();
+        let refused = spec.answer(&method, template, r, 404).await;
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("sources.opsgenie"),
+            "{refused}"
+        );
     }
 
     // --- Heartbeats.
@@ -542,6 +830,55 @@ async fn every_operation_answers_as_the_document_says() {
         .await
         .unwrap();
     spec.answer("get", "/api/problems/{id}", r, 400).await;
+
+    // --- Groups: Opsgenie's problems, grouped by their route (once it has routed them).
+    let groups = async |path: &str| -> Value {
+        let r = get(path).await.unwrap();
+        serde_json::from_str(&r.text().await.unwrap()).unwrap_or_default()
+    };
+    let holding = |listed: &Value| -> Option<Value> {
+        listed["groups"].as_array()?.iter().find_map(|g| {
+            let members = g["members"].as_array()?;
+            members
+                .iter()
+                .any(|m| m["problem_id"] == unnamed.as_str())
+                .then(|| g.clone())
+        })
+    };
+    eventually("the group of the open Opsgenie alert", async || {
+        holding(&groups("/api/groups").await).is_some()
+    })
+    .await;
+    let r = get("/api/groups").await.unwrap();
+    let listed = spec.answer("get", "/api/groups", r, 200).await;
+    let group = holding(&listed).unwrap();
+    assert_eq!(
+        (group["route"].as_str(), group["key"].as_str()),
+        (Some("routes[2]"), Some("source=opsgenie")),
+        "{group:#}"
+    );
+    let r = get("/api/groups?state=open").await.unwrap();
+    let open = spec.answer("get", "/api/groups", r, 200).await;
+    assert!(holding(&open).is_some(), "{open:#}");
+    let r = get("/api/groups?state=all").await.unwrap();
+    spec.answer("get", "/api/groups", r, 200).await;
+    let r = get("/api/groups?state=%3Cscript%3E").await.unwrap();
+    spec.answer("get", "/api/groups", r, 400).await;
+    let r = client().get(hub.url("/api/groups")).send().await.unwrap();
+    spec.answer("get", "/api/groups", r, 401).await;
+    let r = get(&format!("/api/groups/{}", group["id"])).await.unwrap();
+    let one = spec.answer("get", "/api/groups/{id}", r, 200).await;
+    assert_eq!(one["id"], group["id"]);
+    for nope in ["999999", "nope", "1%20OR%201=1"] {
+        let r = get(&format!("/api/groups/{nope}")).await.unwrap();
+        spec.answer("get", "/api/groups/{id}", r, 404).await;
+    }
+    let r = client()
+        .get(hub.url(&format!("/api/groups/{}", group["id"])))
+        .send()
+        .await
+        .unwrap();
+    spec.answer("get", "/api/groups/{id}", r, 401).await;
     let r = get("/api/feed?relative=week").await.unwrap();
     let feed = spec.answer("get", "/api/feed", r, 200).await;
     assert_eq!(feed["problems"][0]["received_by_hub"], true);
