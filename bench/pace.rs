@@ -392,6 +392,11 @@ async fn fold(a: &Args, client: reqwest::Client, clock: Shared) -> serde_json::V
         .iter()
         .map(|(at, _)| at.saturating_duration_since(start).as_secs_f64() * 1000.0)
         .fold(f64::NAN, f64::min);
+    let last_ms = c
+        .groups
+        .iter()
+        .map(|(at, _)| at.saturating_duration_since(start).as_secs_f64() * 1000.0)
+        .fold(f64::NAN, f64::max);
     let carried_last: u64 = {
         let mut last: HashMap<String, u64> = HashMap::new();
         for (_, b) in &c.groups {
@@ -404,7 +409,7 @@ async fn fold(a: &Args, client: reqwest::Client, clock: Shared) -> serde_json::V
         "mode": "fold", "alerts": a.alerts, "seconds": a.seconds, "groups": a.groups,
         "requests_not_accepted": refused, "sent_in_s": stormed_s,
         "sends": c.groups.len(), "members_in_last_sends": carried_last,
-        "first_send_ms": first_ms,
+        "first_send_ms": first_ms, "last_send_ms": last_ms,
     })
 }
 
