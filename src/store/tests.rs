@@ -78,6 +78,7 @@ on_both!(
     tokens_overrides_and_the_audit_are_kept,
     an_escalation_climbs_once_and_stops_when_acknowledged,
     a_notification_is_read_back_as_it_came,
+    a_group_sends_once_and_goes_with_its_first_member,
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -1160,4 +1161,92 @@ async fn an_escalation_climbs_once_and_stops_when_acknowledged(store: &Store, _:
     let k = store.shared_key("links", "a".into()).await.unwrap();
     assert_eq!(k, "a");
     assert_eq!(store.shared_key("links", "b".into()).await.unwrap(), "a");
+}
+
+async fn a_group_sends_once_and_goes_with_its_first_member(store: &Store, _dir: &Path) {
+    let done = || {
+        Some(Finish::Succeeded {
+            summary: "exit 0".into(),
+            outcome: "{}".into(),
+            thread: None,
+        })
+    };
+    let now = crate::clock::now_ms();
+    let mut group = 0;
+    for key in ["G1", "G2"] {
+        handled(store, with_state(key, "OPEN"), done()).await;
+        let n = store
+            .latest_notification(Source::Dynatrace, key)
+            .await
+            .unwrap()
+            .unwrap();
+        let (id, opened) = store
+            .join_group(crate::store::GroupJoin {
+                route: "routes[0]".into(),
+                key: "alertname=Down".into(),
+                source: Source::Dynatrace,
+                problem_key: key.into(),
+                notification_id: n.id,
+                title: key.into(),
+                now,
+                wait_ms: 0,
+                interval_ms: 60_000,
+            })
+            .await
+            .unwrap();
+        assert_eq!(opened, key == "G1");
+        group = id;
+    }
+    assert_eq!(store.due_groups(now, 10).await.unwrap().len(), 1);
+    // One instance records the send; a second one, too late, does not.
+    assert!(store
+        .mark_group_sent(group, 0, true, false, now)
+        .await
+        .unwrap());
+    assert!(!store
+        .mark_group_sent(group, 0, true, false, now)
+        .await
+        .unwrap());
+    let members = store.group_members(group).await.unwrap();
+    assert!(members.iter().all(|m| m.first_send == Some(1)));
+    assert!(store
+        .due_groups(now + 3_600_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // The first member resolving leaves the group open and not due; the last makes it due.
+    store
+        .leave_groups(Source::Dynatrace, "G1".into(), now)
+        .await
+        .unwrap();
+    assert!(store.due_groups(now, 10).await.unwrap().is_empty());
+    store
+        .leave_groups(Source::Dynatrace, "G2".into(), now)
+        .await
+        .unwrap();
+    assert_eq!(store.due_groups(now, 10).await.unwrap()[0].id, group);
+    assert!(store
+        .mark_group_sent(group, 1, true, true, now)
+        .await
+        .unwrap());
+    assert_eq!(store.group(group).await.unwrap().unwrap().state, "resolved");
+
+    for key in ["G1", "G2"] {
+        handled(store, with_state(key, "RESOLVED"), done()).await;
+    }
+    let later = now + 3_600_000;
+    let problems = store
+        .prune_candidates(later, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, s, k)| (s, k))
+        .collect();
+    store.prune(problems, later, false).await.unwrap();
+    assert!(store.group(group).await.unwrap().is_none());
+    assert!(store
+        .groups_of(Source::Dynatrace, "G2")
+        .await
+        .unwrap()
+        .is_empty());
 }

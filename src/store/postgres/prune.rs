@@ -67,6 +67,16 @@ impl Retention for Postgres {
             )
             .await?;
             if !dry {
+                // The groups it first joined (resolved: an open one keeps it) go with it, and it
+                // leaves the others.
+                for sql in [
+                    "DELETE FROM group_members WHERE group_id IN
+                         (SELECT id FROM problem_groups WHERE source = $1 AND problem_key = $2)",
+                    "DELETE FROM problem_groups WHERE source = $1 AND problem_key = $2",
+                    "DELETE FROM group_members WHERE source = $1 AND problem_key = $2",
+                ] {
+                    super::rows::exec(&tx, sql, &[&source, &key]).await?;
+                }
                 for sql in [
                     "DELETE FROM threads WHERE run_id IN
                          (SELECT id FROM action_runs WHERE notification_id = ANY($1))",
@@ -126,7 +136,9 @@ async fn may_go(
                         WHERE source = $1 AND problem_key = $2
                           AND (status IN ('pending', 'running') OR updated_at_ms >= $3))
              OR EXISTS (SELECT 1 FROM plans p JOIN notifications n ON n.id = p.notification_id
-                        WHERE n.source = $1 AND n.problem_key = $2 AND p.status = 'pending')",
+                        WHERE n.source = $1 AND n.problem_key = $2 AND p.status = 'pending')
+             OR EXISTS (SELECT 1 FROM group_members m JOIN problem_groups g ON g.id = m.group_id
+                        WHERE m.source = $1 AND m.problem_key = $2 AND g.state = 'open')",
         &[&source, &key, &cutoff_ms],
     )
     .await?;

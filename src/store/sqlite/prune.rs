@@ -79,6 +79,12 @@ fn prune_in(
         )?;
         if let Some(dir) = &delete_in {
             for sql in [
+                // The groups it first joined (resolved: an open one keeps it) go with it, and it
+                // leaves the others.
+                "DELETE FROM group_members WHERE group_id IN
+                     (SELECT id FROM problem_groups WHERE source = ?1 AND problem_key = ?2)",
+                "DELETE FROM problem_groups WHERE source = ?1 AND problem_key = ?2",
+                "DELETE FROM group_members WHERE source = ?1 AND problem_key = ?2",
                 "DELETE FROM threads WHERE source = ?1 AND problem_key = ?2",
                 "DELETE FROM action_attempts WHERE run_id IN
                      (SELECT id FROM action_runs WHERE source = ?1 AND problem_key = ?2)",
@@ -126,7 +132,9 @@ fn may_go(c: &Connection, source: Source, key: &str, cutoff_ms: i64) -> rusqlite
                         WHERE source = ?1 AND problem_key = ?2
                           AND (status IN ('pending', 'running') OR updated_at_ms >= ?3))
              OR EXISTS (SELECT 1 FROM plans p JOIN notifications n ON n.id = p.notification_id
-                        WHERE n.source = ?1 AND n.problem_key = ?2 AND p.status = 'pending')",
+                        WHERE n.source = ?1 AND n.problem_key = ?2 AND p.status = 'pending')
+             OR EXISTS (SELECT 1 FROM group_members m JOIN problem_groups g ON g.id = m.group_id
+                        WHERE m.source = ?1 AND m.problem_key = ?2 AND g.state = 'open')",
         (source, key, cutoff_ms),
     )?;
     Ok(!busy)
