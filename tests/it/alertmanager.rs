@@ -3,12 +3,12 @@
 //! however often Alertmanager re-sends its groups.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{self, eventually, free_port, lines, script, Hub, Running};
+use crate::support::{self, eventually, lines, script, Hub};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 const AMTOOL: &str = "/usr/bin/amtool";
@@ -78,31 +78,7 @@ async fn a_real_alertmanager_fires_and_resolves_through_webhook_and_pagerduty() 
     .replace("http://127.0.0.1:5000", &hub.base_url)
     // Re-send firing groups every few seconds, as a long-lived alert is re-sent for real.
     .replace("repeat_interval: 1h", "repeat_interval: 3s");
-    std::fs::write(dir.path().join("alertmanager.yml"), am_config).unwrap();
-    let port = free_port();
-    let am_url = format!("http://127.0.0.1:{port}");
-    let _am = Running(
-        Command::new(ALERTMANAGER)
-            .current_dir(dir.path())
-            .args([
-                "--config.file=alertmanager.yml",
-                "--storage.path=am-data",
-                &format!("--web.listen-address=127.0.0.1:{port}"),
-                "--cluster.listen-address=",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start alertmanager"),
-    );
-    let http = support::client();
-    eventually("alertmanager to be ready", async || {
-        http.get(format!("{am_url}/-/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    let (_am, am_url) = support::alertmanager(dir.path(), &am_config).await;
 
     let labels = [
         "alertname=HubE2E",

@@ -5,16 +5,14 @@
 //! `opsgenie_configs` pointed at hub.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{
-    self, client, count, eventually, expect_error, fixture, free_port, lines, script, Hub, Running,
-};
+use crate::support::{self, client, count, eventually, expect_error, fixture, lines, script, Hub};
 
 const KEY: &str = "eb243592-faa2-4ba2-a551q-1afdf565c889";
 /// The key Alertmanager's fixture config sends.
@@ -641,31 +639,7 @@ async fn a_real_alertmanager_fires_and_resolves_through_opsgenie_configs() {
         .replace("http://127.0.0.1:5000/", &format!("{}/", hub.base_url))
         // Re-send firing groups every few seconds, as a long-lived alert is re-sent for real.
         .replace("repeat_interval: 1h", "repeat_interval: 3s");
-    std::fs::write(dir.path().join("alertmanager.yml"), am_config).unwrap();
-    let port = free_port();
-    let am_url = format!("http://127.0.0.1:{port}");
-    let _am = Running(
-        Command::new(ALERTMANAGER)
-            .current_dir(dir.path())
-            .args([
-                "--config.file=alertmanager.yml",
-                "--storage.path=am-data",
-                &format!("--web.listen-address=127.0.0.1:{port}"),
-                "--cluster.listen-address=",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start alertmanager"),
-    );
-    let http = client();
-    eventually("alertmanager to be ready", async || {
-        http.get(format!("{am_url}/-/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    let (_am, am_url) = support::alertmanager(dir.path(), &am_config).await;
     let amtool = |args: &[&str]| {
         let out = Command::new(AMTOOL)
             .arg(format!("--alertmanager.url={am_url}"))

@@ -796,3 +796,40 @@ impl JsonValue for reqwest::Response {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 }
+
+/// Debian's Alertmanager (package prometheus-alertmanager), started in `dir` with `config` as its
+/// alertmanager.yml on a free loopback port, stopped when the returned guard drops; ready (its
+/// `/-/ready` answers) when this returns, with its base URL.
+pub async fn alertmanager(dir: &Path, config: &str) -> (Running, String) {
+    const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+    assert!(
+        Path::new(ALERTMANAGER).exists(),
+        "this test needs Debian's prometheus-alertmanager package; tools/test installs it"
+    );
+    std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let running = Running(
+        Command::new(ALERTMANAGER)
+            .current_dir(dir)
+            .args([
+                "--config.file=alertmanager.yml",
+                "--storage.path=am-data",
+                &format!("--web.listen-address=127.0.0.1:{port}"),
+                "--cluster.listen-address=",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start alertmanager"),
+    );
+    let http = client();
+    eventually("alertmanager to be ready", async || {
+        http.get(format!("{url}/-/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    (running, url)
+}

@@ -4,7 +4,7 @@
 //! run that retries. Dynatrace and PagerDuty are local stand-ins checking the documented requests.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
@@ -228,8 +228,6 @@ async fn an_acknowledgement_tells_dynatrace_and_pagerduty_and_a_resolve_closes_b
     );
 }
 
-const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
-
 fn alert(status: &str) -> String {
     json!({
         "version": "4", "groupKey": "{}:{alertname=\"DiskFull\"}", "status": status,
@@ -258,39 +256,11 @@ async fn silences(am: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn an_acknowledged_alert_is_silenced_in_alertmanager_until_it_resolves() {
-    assert!(
-        Path::new(ALERTMANAGER).exists(),
-        "this test needs Debian's prometheus-alertmanager package; tools/test installs it"
-    );
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("alertmanager.yml"),
+    let (_am, am) = alertmanager(
+        dir.path(),
         "route:\n  receiver: none\nreceivers:\n  - name: none\n",
     )
-    .unwrap();
-    let port = free_port();
-    let am = format!("http://127.0.0.1:{port}");
-    let _am = Running(
-        Command::new(ALERTMANAGER)
-            .current_dir(dir.path())
-            .args([
-                "--config.file=alertmanager.yml",
-                "--storage.path=am-data",
-                &format!("--web.listen-address=127.0.0.1:{port}"),
-                "--cluster.listen-address=",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start alertmanager"),
-    );
-    eventually("alertmanager to be ready", async || {
-        client()
-            .get(format!("{am}/-/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
     .await;
     let far = far_side().await;
     let config = on_call(
