@@ -61,25 +61,7 @@ fn for_problem<'a>(all: &'a [(String, String)], key: &str) -> Vec<&'a (String, S
 /// Ana is on call in `primary`, Bo in `secondary`; Cy is named by person. Two steps of `wait`,
 /// repeated once: Ana; then Bo and Cy; then Ana; then Bo and Cy.
 fn night(dir: &Path, twilio: &MockServer, wait: &str) -> Value {
-    let hash = {
-        let mut child = hub_command(dir)
-            .arg("hash-password")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(PW.as_bytes())
-            .unwrap();
-        String::from_utf8(child.wait_with_output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let hash = password_hash(dir, PW);
     config_with(json!({
         "public_url": "http://hub.example.test",
         "people": {

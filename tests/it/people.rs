@@ -1,9 +1,7 @@
 //! People: roles on every changing endpoint, passwords, API tokens, the sign-on proxy, schedules
 //! with overrides, the audit log, and the commands that manage them. The real binary throughout.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 
 use serde_json::{json, Value};
 
@@ -24,29 +22,6 @@ impl SendJson for reqwest::RequestBuilder {
 
 async fn json_of(r: reqwest::Response) -> Value {
     serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null)
-}
-
-/// `hub hash-password` as an operator runs it: the password on standard input.
-fn hash_password(dir: &Path, input: &str) -> (Option<i32>, String, String) {
-    let mut child = hub_command(dir)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Three people, one of each role, a schedule, and (with `proxy_from`) a sign-on proxy trusted

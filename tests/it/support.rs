@@ -833,3 +833,34 @@ pub async fn alertmanager(dir: &Path, config: &str) -> (Running, String) {
     .await;
     (running, url)
 }
+
+/// `hub hash-password` as an operator runs it: the password on standard input.
+pub fn hash_password(dir: &Path, input: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = hub_command(dir)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A hash of `password` for a person's `password_hash`.
+pub fn password_hash(dir: &Path, password: &str) -> String {
+    let (code, hash, err) = hash_password(dir, password);
+    assert_eq!(code, Some(0), "{err}");
+    hash
+}

@@ -4,7 +4,6 @@
 //! run that retries. Dynatrace and PagerDuty are local stand-ins checking the documented requests.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
@@ -35,7 +34,7 @@ fn on_call(dir: &Path, far: &MockServer, patch: Value) -> Value {
     let mut c = config_with(json!({
         "public_url": "http://hub.example.test",
         "people": {"ana": {"name": "Ana Lima", "phone": "+15550001111", "role": "responder",
-                           "password_hash": password_hash(dir)}},
+                           "password_hash": password_hash(dir, PW)}},
         "actions": {
             "pd": {"type": "pagerduty", "routing_key": ROUTING_KEY, "api_url": far.uri()},
             "text": {"type": "sms", "account_sid": "AC123", "auth_token": "tw", "from": "+15005550006",
@@ -50,24 +49,6 @@ fn on_call(dir: &Path, far: &MockServer, patch: Value) -> Value {
 }
 
 const PW: &str = "a long pass phrase";
-
-fn password_hash(dir: &Path) -> String {
-    use std::io::Write;
-    let mut child = hub_command(dir)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(PW.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 async fn answer(hub: &Hub, key: &str, verb: &str) -> u16 {
     client()
