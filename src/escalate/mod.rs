@@ -30,6 +30,19 @@ pub fn fresh_code() -> String {
     format!("{n:06}")
 }
 
+/// A fresh code no running escalation has: a reply must name one escalation only (with a
+/// thousand open, one new code in two thousand would otherwise repeat one).
+pub async fn unused_code(store: &crate::store::Store) -> Result<String, crate::store::StoreError> {
+    let mut code = fresh_code();
+    for _ in 0..8 {
+        if store.escalation_by_code(&code).await?.is_none() {
+            break;
+        }
+        code = fresh_code();
+    }
+    Ok(code)
+}
+
 /// What a link acknowledges: one escalation, in one person's name, until a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
