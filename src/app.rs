@@ -41,6 +41,10 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         tracing::info!("dynatrace.tenant is not set: notifications are not enriched");
     }
 
+    if let Some(telemetry) = &config.telemetry {
+        crate::telemetry::start(telemetry, &config.store.instance)
+            .context("cannot start exporting traces (telemetry)")?;
+    }
     let dispatcher = crate::dispatch::Dispatcher::new(&config, store.clone())?;
     dispatcher.recover().await?;
     let retention = Arc::new(Live::new(config.retention));
@@ -100,6 +104,8 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     if let Err(e) = checkpoint.leave().await {
         tracing::warn!(error = %e, "cannot leave the table of instances; a restart under this name waits a few seconds");
     }
+    // The last notifications' spans, before the process and its queue are gone.
+    crate::telemetry::flush(std::time::Duration::from_secs(3)).await;
     match served {
         Ok(()) => {
             tracing::info!("stopped");

@@ -27,6 +27,9 @@ pub struct Notification {
     /// of an Alertmanager group, CloudStack's event id, UCloud's session id, an Opsgenie request's
     /// fresh id (each request is its own). `None`: the body.
     pub identity: Option<Vec<u8>>,
+    /// The `traceparent` of the span that stored it, when traces are on: its routing and runs
+    /// are that trace's (see `crate::telemetry`).
+    pub trace: Option<String>,
 }
 
 impl Notification {

@@ -266,6 +266,7 @@ fn one(config: &Config, registry: &Registry, quiet: &Quiet, n: &Notification, no
                 thread: None,
                 escalated: None,
                 group: None,
+                trace: None,
             };
             // The key ends with the target; a phone number there is shown masked, as everywhere.
             let masked = crate::actions::mask_number(&target.id);

@@ -35,6 +35,7 @@ pub mod silences;
 pub mod small_file;
 pub mod sources;
 pub mod store;
+pub mod telemetry;
 pub mod template;
 pub mod test_action;
 pub mod tls;

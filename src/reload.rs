@@ -198,6 +198,7 @@ fn restart_needed(started: &Config, new: &Config) -> Vec<&'static str> {
         ("log_dir", a.log_dir != b.log_dir),
         ("log_file", a.log_file != b.log_file),
         ("log_format", a.log_format != b.log_format),
+        ("telemetry", a.telemetry != b.telemetry),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

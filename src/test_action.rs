@@ -106,6 +106,7 @@ pub async fn test_action(
             thread: None,
             escalated: None,
             group: None,
+            trace: None,
         };
         let sent = action.explain(&job);
         let answer = match action.run(&job).await {

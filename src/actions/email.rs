@@ -668,6 +668,7 @@ mod tests {
             }),
             escalated: None,
             group: None,
+            trace: None,
         }
     }
 

@@ -88,6 +88,15 @@ pub fn post_json(
         .timeout(timeout)
 }
 
+/// Adds an attempt's `traceparent` (see `Job::trace`), so the far side's trace continues the
+/// notification's.
+pub fn traced(request: reqwest::RequestBuilder, trace: Option<&str>) -> reqwest::RequestBuilder {
+    match trace {
+        Some(t) => request.header("traceparent", t),
+        None => request,
+    }
+}
+
 /// At most `max` characters of `text`, with an ellipsis when cut (services refuse longer fields).
 pub fn truncated(text: &str, max: usize) -> String {
     if text.chars().count() <= max {

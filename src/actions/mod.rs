@@ -88,6 +88,8 @@ pub struct Job<'a> {
     pub escalated: Option<Escalated>,
     /// Set for a run of a group's send: the group as that send carries it.
     pub group: Option<crate::group::GroupView>,
+    /// The `traceparent` of this attempt's span, when traces are on: the HTTP actions send it.
+    pub trace: Option<String>,
 }
 
 impl Job<'_> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::http::{post_json, send, truncated};
+use super::http::{post_json, send, traced, truncated};
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, ThreadRef};
 use crate::keys::{check_url, secret, Issues, Section};
@@ -187,7 +187,10 @@ impl Pagerduty {
         let action = event["event_action"].as_str().unwrap_or_default().to_string();
         let sent_key = event["dedup_key"].as_str().unwrap_or_default().to_string();
         let answer = send(
-            post_json(&self.http, &self.url, &event, self.timeout),
+            traced(
+                post_json(&self.http, &self.url, &event, self.timeout),
+                job.trace.as_deref(),
+            ),
             "PagerDuty",
         )
         .await?;

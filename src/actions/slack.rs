@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::http::{post_json, send, truncated, Answer};
+use super::http::{post_json, send, traced, truncated, Answer};
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, ThreadRef};
 use crate::escalate::inbound;
@@ -267,10 +267,10 @@ impl Slack {
         ])
     }
 
-    async fn call(&self, token: &Secret, api_url: &str, method: &str, body: &Value) -> Result<Value, ActionError> {
+    async fn call(&self, job: &Job<'_>, token: &Secret, api_url: &str, method: &str, body: &Value) -> Result<Value, ActionError> {
+        let request = post_json(&self.http, &format!("{api_url}/{method}"), body, self.timeout);
         let answer = send(
-            post_json(&self.http, &format!("{api_url}/{method}"), body, self.timeout)
-                .bearer_auth(token.expose()),
+            traced(request, job.trace.as_deref()).bearer_auth(token.expose()),
             "Slack",
         )
         .await?;
@@ -285,7 +285,7 @@ impl Slack {
         let mut thread = job.thread.clone();
         let mut done = Vec::new();
         for (method, body) in self.calls(job, channel)? {
-            let doc = self.call(token, api_url, method, &body).await?;
+            let doc = self.call(job, token, api_url, method, &body).await?;
             if thread.is_none() {
                 let (Some(at), Some(ts)) = (
                     doc.get("channel").and_then(Value::as_str),
@@ -326,7 +326,8 @@ impl Slack {
 
     async fn post_webhook(&self, job: &Job<'_>, url: &Secret) -> Result<Outcome, ActionError> {
         let body = json!({"text": self.text(job)?, "blocks": self.blocks(job)});
-        let answer = send(post_json(&self.http, url.expose(), &body, self.timeout), "Slack").await?;
+        let request = post_json(&self.http, url.expose(), &body, self.timeout);
+        let answer = send(traced(request, job.trace.as_deref()), "Slack").await?;
         if answer.is_success() {
             return Ok(Outcome::new(
                 "posted to the incoming webhook",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::http::{post_json, send, truncated};
+use super::http::{post_json, send, traced, truncated};
 use super::{Action, ActionError, ActionType, BuildContext, BuildError, Job, Outcome};
 use super::{Problem, ReadContext, RunFuture, ThreadRef};
 use crate::keys::{check_secret_url, Issues, Section};
@@ -119,8 +119,9 @@ impl Teams {
     }
 
     async fn post(&self, job: &Job<'_>) -> Result<Outcome, ActionError> {
+        let request = post_json(&self.http, self.url.expose(), &self.message(job), self.timeout);
         let answer = send(
-            post_json(&self.http, self.url.expose(), &self.message(job), self.timeout),
+            traced(request, job.trace.as_deref()),
             "Teams",
         )
         .await?;

@@ -87,6 +87,7 @@ fn check_json_template(path: &str, source: &str, issues: &mut Issues) {
         thread: None,
         escalated: None,
         group: None,
+        trace: None,
     };
     if let Ok(body) = template.render(&job.template_data()) {
         if let Err(e) = check_json(&body) {
@@ -207,6 +208,7 @@ impl Webhook {
             .header("webhook-signature", signature)
             .timeout(self.timeout)
             .body(body);
+        let request = super::http::traced(request, job.trace.as_deref());
         let answer = super::http::send(request, "the receiver").await?;
         let status = answer.status;
         let detail = json!({"http_status": status, "response": answer.shown()});

@@ -68,6 +68,8 @@ pub struct Config {
     pub people: crate::people::PeopleConfig,
     /// `escalations`, `public_url`, `escalation_link_ttl`, `slack`.
     pub escalation: crate::escalate::EscalationConfig,
+    /// `telemetry`: where traces go; `None`: nowhere (the default).
+    pub telemetry: Option<crate::telemetry::TelemetryConfig>,
 }
 
 /// The `webhook` section (the sample's name for it): hub's own listener, its credentials and
@@ -258,7 +260,7 @@ impl Config {
             None => "not configured".to_string(),
         };
         format!(
-            "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, sources {}, actions {}, retention {}",
+            "listen {}:{}, store {}, received {}, sent {}, log {}, dynatrace {}, sources {}, actions {}, retention {}, traces {}",
             self.webhook.interface,
             self.webhook.port,
             if self.store.is_postgres() {
@@ -279,6 +281,10 @@ impl Config {
                     crate::keys::short_duration(r.interval)
                 ),
                 None => "none (everything is kept)".to_string(),
+            },
+            match &self.telemetry {
+                Some(t) => t.traces_url(),
+                None => "off".to_string(),
             },
         )
     }
@@ -474,6 +480,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         }
     }
 
+    let telemetry = crate::telemetry::read(root.section("telemetry", issues), issues);
     let silence =
         crate::escalate::tell::read_alertmanager(root.section("alertmanager", issues), issues);
     crate::escalate::tell::add_actions(&mut actions, dynatrace.sync, silence, issues);
@@ -502,6 +509,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         heartbeats,
         people,
         escalation,
+        telemetry,
     }
 }
 

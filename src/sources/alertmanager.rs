@@ -128,5 +128,6 @@ fn one(
         body: body.to_vec(),
         facts,
         identity: serde_json::to_vec(a).ok(),
+        trace: None,
     })
 }

@@ -147,6 +147,7 @@ pub fn parse(headers: &Headers, body: &[u8]) -> Result<Notification, ParseError>
             entities,
         },
         identity: event_id.map(String::into_bytes),
+        trace: None,
     })
 }
 

@@ -91,6 +91,7 @@ pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
         body: body.to_vec(),
         facts,
         identity: None,
+        trace: None,
     })
 }
 

@@ -44,6 +44,7 @@ pub(super) fn read(_: &Headers, body: &[u8]) -> Result<Vec<Notification>, ParseE
             entities: Vec::new(),
         },
         identity: None,
+        trace: None,
     }])
 }
 

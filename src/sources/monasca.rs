@@ -87,5 +87,6 @@ pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
         body: body.to_vec(),
         facts,
         identity: None,
+        trace: None,
     })
 }

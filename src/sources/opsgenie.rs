@@ -325,6 +325,7 @@ pub fn notification(
         body: body.to_vec(),
         facts,
         identity: request.map(|r| format!("opsgenie request {r}").into_bytes()),
+        trace: None,
     })
 }
 

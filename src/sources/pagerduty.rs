@@ -243,6 +243,7 @@ pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
             body: body.to_vec(),
             facts,
             identity: None,
+            trace: None,
         },
         routing_key,
         dedup_key,

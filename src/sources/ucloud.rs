@@ -130,5 +130,6 @@ pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
             entities: vec![entity],
         },
         identity: Some(session.into_bytes()),
+        trace: None,
     })
 }

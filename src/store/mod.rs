@@ -277,6 +277,14 @@ impl Store {
         Ok(Store { backend })
     }
 
+    /// The database, as traces name it (`db.system.name`).
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgresql",
+        }
+    }
+
     /// How often a running run's lease must be renewed; `None` where one instance owns the store.
     pub fn lease(&self) -> Option<std::time::Duration> {
         match &self.backend {

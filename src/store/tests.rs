@@ -92,6 +92,7 @@ fn notification(key: &str, variant: u32) -> Notification {
         body: format!("{{\"ProblemID\":\"{key}\",\"variant\":{variant}}}").into_bytes(),
         facts: Facts::default(),
         identity: None,
+        trace: None,
     }
 }
 
@@ -234,6 +235,7 @@ async fn a_notification_is_read_back_as_it_came(store: &Store, _: &Path) {
             entities: vec![crate::domain::Entity::named("host-1", "HOST")],
         },
         identity: Some(b"one alert of the group".to_vec()),
+        trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         ..notification("P-1", 0)
     };
     let kept = Notification {
@@ -265,6 +267,20 @@ async fn a_notification_is_read_back_as_it_came(store: &Store, _: &Path) {
         .unwrap();
     assert_eq!(claim.notification.notification, kept);
     assert_eq!(claim.notification.id, by_id.id);
+    // A request's notifications are written together (in one statement on PostgreSQL).
+    let traced = |key: &str| Notification {
+        trace: Some(format!("00-0af7651916cd43dd8448eb211c80319c-{key}-01")),
+        ..notification(key, 0)
+    };
+    let batch = vec![traced("b7ad6b7169203331"), traced("b7ad6b7169203332")];
+    store.accept_all(batch.clone()).await.unwrap();
+    for n in batch {
+        let latest = store
+            .latest_notification(Source::Dynatrace, &n.problem_key)
+            .await
+            .unwrap();
+        assert_eq!(latest.unwrap().notification.trace, n.trace);
+    }
 }
 
 async fn a_run_goes_from_routed_to_done(store: &Store, _: &Path) {

@@ -18,6 +18,7 @@ use super::{App, StatusJson};
 use crate::domain::Notification;
 use crate::sources::{Failure, Headers, Receipt, Refusal, Reply, Source, PATH, QUERY};
 use crate::store::Accepted;
+use crate::telemetry::{Kind, Span, SpanContext};
 
 /// A route for each path of each source; a source that is not enabled answers 404 saying so.
 pub fn routes() -> Vec<Route> {
@@ -76,17 +77,22 @@ struct Sender {
     source: Source,
     remote: String,
     started: Instant,
+    /// The request's span, when traces are on: what it stores belongs to its trace.
+    trace: Option<SpanContext>,
 }
 
 async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -> Answer {
+    let headers = headers_of(req);
+    let remote = req
+        .client_ip()
+        .map_or_else(|| "-".to_string(), |ip| ip.to_string());
+    let span = crate::telemetry::on().then(|| ingest_span(source, req, &headers, &remote));
     let sender = Sender {
         source,
-        remote: req
-            .client_ip()
-            .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        remote,
         started: Instant::now(),
+        trace: span.as_ref().map(|s| s.context),
     };
-    let headers = headers_of(req);
     let settings = app.settings.get();
     let plugin = settings.sources.get(source);
     let mut body = Bytes::new();
@@ -121,11 +127,22 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
             .receive(&headers, &body)
             .map_err(|r| refused(r, &mut refusal))?;
         let receipts = store(app, &sender, notifications).await?;
-        Ok::<_, ApiError>(plugin.accepted(&body, &receipts))
+        let problems = span.is_some().then(|| problem_ids(&receipts));
+        Ok::<_, ApiError>((plugin.accepted(&body, &receipts), problems))
     }
     .await;
     match result {
-        Ok(reply) => Answer::Reply(reply),
+        Ok((reply, problems)) => {
+            if let Some(mut span) = span {
+                span.set("http.response.status_code", i64::from(reply.status));
+                if let Some((problems, outcome)) = problems {
+                    set_problems(&mut span, problems);
+                    span.set("hub.outcome", outcome);
+                }
+                span.end();
+            }
+            Answer::Reply(reply)
+        }
         Err(e) => {
             let failure = Failure {
                 status: e.status.code,
@@ -148,11 +165,60 @@ async fn receive(app: &App, source: Source, req: &Request<'_>, data: Data<'_>) -
                 %source, outcome, status, error = e.error, detail = %e.detail,
                 remote = %sender.remote, "notification"
             );
+            if let Some(mut span) = span {
+                span.set("http.response.status_code", i64::from(status));
+                span.set("hub.outcome", outcome);
+                span.set("error.type", e.error);
+                // As HTTP servers do: a sender's mistake (4xx) is not a failure of hub's.
+                if status >= 500 {
+                    span.fail(e.detail.clone());
+                }
+                span.end();
+            }
             match own {
                 Some(reply) => Answer::Reply(reply),
                 None => Answer::Error(e),
             }
         }
+    }
+}
+
+/// The span of one ingest request: a child of the sender's `traceparent` when it sent a valid
+/// one, else the first of a new trace.
+fn ingest_span(source: Source, req: &Request<'_>, headers: &Headers, remote: &str) -> Span {
+    let parent = headers.get("traceparent").and_then(SpanContext::parse);
+    let mut span = Span::start(format!("ingest {source}"), Kind::Server, parent);
+    span.set("hub.source", source.as_str());
+    span.set("http.request.method", "POST");
+    span.set("url.path", req.uri().path().to_string());
+    span.set("client.address", remote);
+    span
+}
+
+/// The problems a request carried, and what became of it (`stored` when anything was).
+fn problem_ids(receipts: &[Receipt]) -> (Vec<String>, &'static str) {
+    let mut ids: Vec<String> = Vec::new();
+    for r in receipts {
+        if !ids.contains(&r.problem_key) {
+            ids.push(r.problem_key.clone());
+        }
+    }
+    let outcome = if receipts.iter().any(|r| r.outcome == "stored") {
+        "stored"
+    } else {
+        receipts.first().map_or("empty", |r| r.outcome)
+    };
+    (ids, outcome)
+}
+
+/// `hub.problem_id`: one problem's id; a request with several (an Alertmanager group) names
+/// them all in `hub.problem_ids`.
+fn set_problems(span: &mut Span, mut problems: Vec<String>) {
+    if problems.len() == 1 {
+        span.set("hub.problem_id", problems.remove(0));
+    } else {
+        span.set("hub.notifications", problems.len());
+        span.set("hub.problem_ids", problems);
     }
 }
 
@@ -206,7 +272,33 @@ async fn store(
         .map(|n| (n.problem_key.clone(), n.state.clone(), n.is_test))
         .collect();
     let beats = heartbeats_fed(app, &notifications);
-    let accepted = app.store.accept_all(notifications).await?;
+    let mut notifications = notifications;
+    let span = sender.trace.map(|ingest| {
+        let traceparent = ingest.traceparent();
+        for n in &mut notifications {
+            n.trace = Some(traceparent.clone());
+        }
+        let mut span = Span::start("store", Kind::Internal, Some(ingest));
+        span.set("hub.source", sender.source.as_str());
+        span.set("db.system.name", app.store.kind());
+        span
+    });
+    let accepted = app.store.accept_all(notifications).await;
+    if let Some(mut span) = span {
+        match &accepted {
+            Ok(a) => {
+                let duplicates = a
+                    .iter()
+                    .filter(|a| matches!(a, Accepted::Duplicate { .. }))
+                    .count();
+                span.set("hub.stored", a.len() - duplicates);
+                span.set("hub.duplicates", duplicates);
+            }
+            Err(e) => span.fail(e.to_string()),
+        }
+        span.end();
+    }
+    let accepted = accepted?;
     // A redelivery beats too: Alertmanager sends an always-firing Watchdog identically.
     for name in beats {
         // The notification is stored: a beat that cannot be written must not make its sender

@@ -136,6 +136,17 @@ impl Default for Metrics {
             "How far this instance's clock is behind the shared store's (negative: ahead); 0 on SQLite",
             clock_offset.clone(),
         );
+        let spans = crate::telemetry::counters();
+        registry.register(
+            "telemetry_spans_exported",
+            "Trace spans the OTLP collector took since start (0 while telemetry is off)",
+            spans.exported.clone(),
+        );
+        registry.register(
+            "telemetry_spans_dropped",
+            "Trace spans lost since start: the queue was full, or the collector refused them or stayed away",
+            spans.dropped.clone(),
+        );
         let escalations_open = Gauge::default();
         registry.register(
             "escalations_open",

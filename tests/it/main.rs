@@ -42,6 +42,7 @@ mod people;
 mod postgres;
 mod sources;
 mod support;
+mod telemetry;
 mod tell;
 mod tls;
 mod triage;

@@ -50,6 +50,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../../migrations/postgres/0011_groups.sql"),
     ),
+    (
+        12,
+        include_str!("../../../migrations/postgres/0012_trace.sql"),
+    ),
 ];
 
 /// The advisory lock's key: any fixed number no other program on the database uses.

@@ -18,7 +18,7 @@ pub(super) const RUN_COLUMNS: &str =
 const CANDIDATES: i64 = 4;
 
 const NOTIFICATION: &str = "SELECT n.id, n.source, n.problem_key, n.state, n.pid, n.title,
-        n.is_test, n.body, n.received_at_ms, e.details, n.facts
+        n.is_test, n.body, n.received_at_ms, e.details, n.facts, n.trace_parent
      FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id";
 
 /// By its columns' names, as [`NOTIFICATION`] and the claim read them.
@@ -39,6 +39,7 @@ impl FromRow for StoredNotification {
                 facts: stored_facts(id, facts.as_deref(), &body),
                 body,
                 identity: None,
+                trace: r.try_get("trace_parent")?,
             },
             received_at_ms: r.try_get("received_at_ms")?,
             details: r.try_get("details")?,
@@ -458,7 +459,7 @@ impl Queue for Postgres {
         let needs = rows::query(
             &tx,
             "SELECT k.id AS run_id, n.id, n.source, n.problem_key, n.state, n.pid, n.title,
-                    n.is_test, n.body, n.received_at_ms, e.details, n.facts,
+                    n.is_test, n.body, n.received_at_ms, e.details, n.facts, n.trace_parent,
                     t.ref AS thread_ref, t.url AS thread_url
              FROM unnest($1::bigint[], $2::bigint[]) AS k(id, after)
              JOIN action_runs r ON r.id = k.id

@@ -35,6 +35,7 @@ fn notification(key: &str, variant: u32) -> Notification {
         body: format!("{{\"alert\":\"{key}\",\"variant\":{variant}}}").into_bytes(),
         facts: Facts::default(),
         identity: None,
+        trace: None,
     }
 }
 

@@ -210,6 +210,7 @@ impl Writer {
         let pids = pick(&|n| n.pid.clone());
         let titles = pick(&|n| n.title.clone());
         let facts = pick(&|n| serde_json::to_string(&n.facts).ok());
+        let traces = pick(&|n| n.trace.clone());
         let tests: Vec<bool> = fresh
             .iter()
             .map(|&i| batch[i].notification.is_test)
@@ -234,13 +235,14 @@ impl Writer {
                 "WITH ins AS (
                  INSERT INTO notifications
                    (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name,
-                    received_at_ms, facts)
+                    received_at_ms, facts, trace_parent)
                  SELECT source, problem_key, state, pid, title, is_test, body, sha, file_name, $10,
-                        facts
+                        facts, trace_parent
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::bool[], $7::bytea[], $8::bytea[], $9::text[], $11::text[])
+                             $6::bool[], $7::bytea[], $8::bytea[], $9::text[], $11::text[],
+                             $14::text[])
                       AS u(source, problem_key, state, pid, title, is_test, body, sha, file_name,
-                           facts)
+                           facts, trace_parent)
                  ON CONFLICT (source, problem_key, state, body_sha256) DO NOTHING
                  RETURNING id, file_name, source, is_test, pid),
              e AS (INSERT INTO enrichments (notification_id, next_attempt_at_ms, updated_at_ms)
@@ -266,6 +268,7 @@ impl Writer {
                 &facts,
                 &enriched,
                 &redelivered,
+                &traces,
             ],
         )
         .await?;
@@ -540,8 +543,8 @@ async fn insert_one(
         c,
         "INSERT INTO notifications
                (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name,
-                received_at_ms, facts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                received_at_ms, facts, trace_parent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (source, problem_key, state, body_sha256) DO NOTHING
              RETURNING id",
         &[
@@ -556,6 +559,7 @@ async fn insert_one(
             &file_name,
             &received_at_ms,
             &facts,
+            &n.trace,
         ],
     )
     .await?;

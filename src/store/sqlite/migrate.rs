@@ -75,6 +75,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         17,
         include_str!("../../../migrations/sqlite/0017_groups.sql"),
     ),
+    (
+        18,
+        include_str!("../../../migrations/sqlite/0018_trace.sql"),
+    ),
 ];
 
 /// Whether the store's tables are this hub's, changing nothing.

@@ -495,6 +495,7 @@ mod tests {
             body: format!("{{\"ProblemID\":\"{key}\"}}").into_bytes(),
             facts: Facts::default(),
             identity: None,
+            trace: None,
         }
     }
 

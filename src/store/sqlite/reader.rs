@@ -90,7 +90,7 @@ impl ReadPool {
 
 const NOTIFICATION: &str =
     "SELECT n.id, n.source, n.problem_key, n.state, n.pid, n.title, n.is_test,
-        n.body, n.received_at_ms, e.details, n.facts
+        n.body, n.received_at_ms, e.details, n.facts, n.trace_parent
      FROM notifications n LEFT JOIN enrichments e ON e.notification_id = n.id
      WHERE n.id = ?1";
 
@@ -110,6 +110,7 @@ pub(super) fn notification(c: &Connection, id: i64) -> rusqlite::Result<StoredNo
                 facts: stored_facts(id, facts.as_deref(), &body),
                 body,
                 identity: None,
+                trace: r.get(11)?,
             },
             received_at_ms: r.get(8)?,
             details: r.get(9)?,

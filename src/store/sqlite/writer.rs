@@ -509,8 +509,8 @@ fn insert_one(
         .prepare_cached(
             "INSERT INTO notifications
                (source, problem_key, state, pid, title, is_test, body, body_sha256, file_name,
-                received_at_ms, facts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                received_at_ms, facts, trace_parent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              RETURNING id",
         )?
         .query_row(
@@ -525,7 +525,8 @@ fn insert_one(
                 sha,
                 file_name,
                 received_at_ms,
-                facts
+                facts,
+                n.trace
             ],
             |r| r.get(0),
         )?;
