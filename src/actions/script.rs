@@ -309,6 +309,10 @@ impl Script {
             // A NUL cannot be passed in an environment; it is the one character that is dropped.
             env.push((k.to_string(), v.replace('\0', "")));
         }
+        // OpenTelemetry's carrier for a child process: a script that traces continues the run's.
+        if let Some(t) = &job.trace {
+            env.push(("TRACEPARENT".into(), t.clone()));
+        }
         // A group's send runs once for the group: its number and size, and the group (with each
         // member's problem id) on stdin instead of the one problem.
         let stdin = match &job.group {

@@ -480,7 +480,7 @@ fn read(doc: &Value, env: &[(String, String)], base: &Path, issues: &mut Issues)
         }
     }
 
-    let telemetry = crate::telemetry::read(root.section("telemetry", issues), issues);
+    let telemetry = crate::telemetry::read(root.section("telemetry", issues), &Env(env), issues);
     let silence =
         crate::escalate::tell::read_alertmanager(root.section("alertmanager", issues), issues);
     crate::escalate::tell::add_actions(&mut actions, dynatrace.sync, silence, issues);

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use context::SpanContext;
 pub use span::{now_ns, Attr, Kind, Span};
 
-use crate::keys::{Issues, Section};
+use crate::keys::{Env, Issues, Section};
 use crate::secret::Secret;
 
 /// The `telemetry` section.
@@ -48,7 +48,7 @@ impl TelemetryConfig {
 }
 
 /// Reads `telemetry`; `None` when it is absent or its endpoint is empty (traces off).
-pub fn read(mut s: Section, issues: &mut Issues) -> Option<TelemetryConfig> {
+pub fn read(mut s: Section, env: &Env, issues: &mut Issues) -> Option<TelemetryConfig> {
     let endpoint = s.string("otlp_endpoint", issues);
     let service_name = s
         .string("service_name", issues)
@@ -67,16 +67,37 @@ pub fn read(mut s: Section, issues: &mut Issues) -> Option<TelemetryConfig> {
             issues,
         )
         .unwrap_or(Duration::from_secs(10));
-    let mut headers = Vec::new();
+    let mut given: Vec<(String, String, Option<String>)> = Vec::new();
     for (name, value) in s.entries("headers", issues) {
         let path = format!("{}.{name}", s.path_of("headers"));
-        let Some(value) = value.as_str() else {
+        given.push((path, name, value.as_str().map(str::to_string)));
+    }
+    // A header's value from a variable (a collector's key), as every secret can be.
+    for (name, variable) in s.entries("headers_env", issues) {
+        let path = format!("{}.{name}", s.path_of("headers_env"));
+        let value = match variable.as_str() {
+            Some(v) => match env.get(v) {
+                Some(value) => Some(value.to_string()),
+                None => {
+                    issues.push(path, format!("the variable {v} is not set"));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        given.push((path, name, value));
+    }
+    let mut headers: Vec<(String, Secret)> = Vec::new();
+    for (path, name, value) in given {
+        let Some(value) = value else {
             issues.push(path, "expected a string");
             continue;
         };
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            issues.push(path, "given twice (in headers and headers_env?)");
+        } else if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             issues.push(path, "is not a valid HTTP header name");
-        } else if reqwest::header::HeaderValue::from_str(value).is_err() {
+        } else if reqwest::header::HeaderValue::from_str(&value).is_err() {
             issues.push(
                 path,
                 "is not a valid HTTP header value (no line breaks or control characters)",
@@ -214,10 +235,9 @@ mod tests {
 
     fn read_json(v: serde_json::Value) -> (Option<TelemetryConfig>, Vec<String>) {
         let mut issues = Issues::default();
-        let config = read(
-            Section::at("telemetry".into(), &v, &mut issues),
-            &mut issues,
-        );
+        let env = [("COLLECTOR_KEY".to_string(), "k-123".to_string())];
+        let section = Section::at("telemetry".into(), &v, &mut issues);
+        let config = read(section, &Env(&env), &mut issues);
         (config, issues.0.iter().map(|i| i.to_string()).collect())
     }
 
@@ -233,6 +253,19 @@ mod tests {
         assert!(c.is_none() && issues.is_empty(), "empty is off");
         let (c, issues) = read_json(json!({}));
         assert!(c.is_none() && issues.is_empty(), "absent is off");
+        let (c, issues) = read_json(json!({"otlp_endpoint": "https://c", "headers": {"a": "1"},
+                                           "headers_env": {"x-key": "COLLECTOR_KEY"}}));
+        assert!(issues.is_empty(), "{issues:?}");
+        let headers: Vec<(String, String)> = c
+            .unwrap()
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect();
+        assert_eq!(
+            headers,
+            [("a".into(), "1".into()), ("x-key".into(), "k-123".into())]
+        );
     }
 
     #[test]
@@ -270,6 +303,15 @@ mod tests {
             (
                 json!({"otlp_endpoint": "http://c", "endpoint": "x"}),
                 "endpoint",
+            ),
+            (
+                json!({"otlp_endpoint": "http://c", "headers_env": {"x": "UNSET"}}),
+                "UNSET is not set",
+            ),
+            (
+                json!({"otlp_endpoint": "http://c", "headers": {"X": "1"},
+                    "headers_env": {"x": "COLLECTOR_KEY"}}),
+                "given twice",
             ),
         ] {
             let (_, issues) = read_json(v.clone());

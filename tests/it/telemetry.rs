@@ -177,7 +177,11 @@ async fn a_notification_is_one_trace_from_the_senders_span_to_each_attempt_and_i
     let collector = collector().await;
     let receiver = flaky_receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    support::script(dir.path(), "note.sh", "exit 0");
+    support::script(
+        dir.path(),
+        "note.sh",
+        "echo \"$TRACEPARENT\" >> traceparents",
+    );
     let hub = Hub::start_in(
         dir.path(),
         &traced(
@@ -258,6 +262,17 @@ async fn a_notification_is_one_trace_from_the_senders_span_to_each_attempt_and_i
         .iter()
         .filter(|s| s.name() == "action note")
         .all(|s| !s.failed()));
+
+    // A script gets its attempt's as TRACEPARENT.
+    let mut given = support::lines(&dir.path().join("traceparents"));
+    let mut notes: Vec<String> = spans
+        .iter()
+        .filter(|s| s.name() == "action note")
+        .map(|s| format!("00-{TRACE}-{}-01", s.id()))
+        .collect();
+    given.sort();
+    notes.sort();
+    assert_eq!(given, notes);
 
     // Each attempt's request names that attempt's span as its parent.
     let sent: Vec<String> = receiver
