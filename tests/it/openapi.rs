@@ -58,20 +58,14 @@ fn the_document_is_valid_by_the_openapi_3_1_schema() {
     assert!(!validator.is_valid(&broken));
 }
 
-/// The Python with openapi-spec-validator: `HUB_TEST_PYTHON` (`tools/test` makes a virtual
-/// environment with it when the first python3 lacks it), else python3.
-fn python() -> String {
-    std::env::var("HUB_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
 #[test]
 fn openapi_spec_validator_finds_the_document_valid() {
     let check = |file: &Path| {
-        Command::new(python())
+        Command::new(support::python())
             .args(["-m", "openapi_spec_validator"])
             .arg(file)
             .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", python()))
+            .unwrap_or_else(|e| panic!("{}: {e}", support::python()))
     };
     let out = check(&repo().join("src/web/openapi.json"));
     let said = format!(

@@ -864,3 +864,10 @@ pub fn password_hash(dir: &Path, password: &str) -> String {
     assert_eq!(code, Some(0), "{err}");
     hash
 }
+
+/// The Python with the packages the tests read documents with (openapi-spec-validator,
+/// opentelemetry-proto): `HUB_TEST_PYTHON` (`tools/test` makes a virtual environment with them
+/// when the first python3 lacks them), else python3.
+pub fn python() -> String {
+    std::env::var("HUB_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}

@@ -118,6 +118,45 @@ fn one<'a>(spans: &'a [Exported], name: &str) -> &'a Exported {
     found[0]
 }
 
+/// Every body the receiver got, read by OpenTelemetry's published definitions of the request
+/// (`tests/otlp/check.py`): a check of the encoding by something other than what wrote it.
+async fn read_by_the_protocols_definitions(collector: &MockServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, r) in collector
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let file = dir.path().join(format!("export-{i}.json"));
+        std::fs::write(&file, &r.body).unwrap();
+        files.push(file);
+    }
+    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp/check.py");
+    let out = std::process::Command::new(support::python())
+        .arg(check)
+        .args(&files)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !said.contains("No module named"),
+        "opentelemetry-proto is missing: run tools/test, or pip install \
+         'opentelemetry-proto>=1.20,<2' (or set HUB_TEST_PYTHON to a Python that has it)\n{said}"
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("spans read as ExportTraceServiceRequest"),
+        "{said}"
+    );
+}
+
 fn traceparent_of(r: &Request) -> Option<String> {
     r.headers
         .get("traceparent")
@@ -262,6 +301,8 @@ async fn a_notification_is_one_trace_from_the_senders_span_to_each_attempt_and_i
         .iter()
         .filter(|s| s.name() == "action note")
         .all(|s| !s.failed()));
+
+    read_by_the_protocols_definitions(&collector).await;
 
     // A script gets its attempt's as TRACEPARENT.
     let mut given = support::lines(&dir.path().join("traceparents"));
