@@ -138,6 +138,21 @@ mod tests {
     }
 
     #[test]
+    fn every_source_path_takes_a_traceparent() {
+        let doc = document();
+        for source in crate::domain::Source::ALL {
+            for path in source.paths() {
+                let path = path.replace('<', "{").replace('>', "}");
+                let operation = &doc["paths"][&path]["post"];
+                assert!(
+                    parameters(&doc, operation, "header").contains("traceparent"),
+                    "POST {path} ({source}) does not say it takes a traceparent"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_document_describes_only_routes_that_are_mounted() {
         let doc = document();
         let mounted: BTreeSet<(String, String)> = super::super::routes()
