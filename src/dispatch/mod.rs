@@ -90,6 +90,8 @@ pub struct Settings {
     heartbeats: Vec<crate::noise::config::Heartbeat>,
     people: crate::people::PeopleConfig,
     escalation: crate::escalate::EscalationConfig,
+    /// What an acknowledgement tells the sources, made once per config (not once per pass).
+    tells: crate::escalate::tell::Tell,
 }
 
 impl Settings {
@@ -142,6 +144,7 @@ impl Settings {
             heartbeats: config.heartbeats.clone(),
             people: config.people.clone(),
             escalation: config.escalation.clone(),
+            tells: crate::escalate::tell::Tell::of(&config.actions, &config.people),
         })
     }
 
@@ -630,10 +633,9 @@ impl Dispatcher {
         }
         // Without policies nothing escalates, and nothing is left running to stop.
         let escalating = !s.escalation.policies.is_empty();
-        let tells = crate::escalate::tell::Tell::of(&s.actions, &s.people);
         for ((stored, _), policy) in planned.iter().zip(escalations).filter(|_| escalating) {
             let policy = policy.as_ref().map(|(p, w)| (p.as_str(), *w));
-            escalate::routed(&d.store, &tells, stored, policy, now).await?;
+            escalate::routed(&d.store, &s.tells, stored, policy, now).await?;
         }
         Ok(())
     }
