@@ -554,7 +554,7 @@ impl Dispatcher {
             // spent a fifth of its request threads' time reading and parsing them for nothing).
             return d.store.close_plans(notification_ids.to_vec()).await;
         }
-        let began = crate::telemetry::now_ns();
+        let began = crate::telemetry::on().then(crate::telemetry::now_ns);
         let mut planned = Vec::with_capacity(notification_ids.len());
         let grouping = s.actions.routes.iter().flatten().any(|r| r.group.is_some());
         let now = now_ms();
@@ -614,7 +614,7 @@ impl Dispatcher {
         let batch: Vec<(&StoredNotification, Vec<NewRun>)> =
             planned.iter().map(|(n, r)| (n, r.clone())).collect();
         let new = d.store.insert_runs(&batch).await?;
-        if crate::telemetry::on() {
+        if let Some(began) = began {
             trace_routing(&planned, &new, began);
         }
         for ((stored, runs), &new) in planned.iter().zip(&new) {

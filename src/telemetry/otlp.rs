@@ -7,10 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::context::hex;
 use super::{Attr, Message, Span, TelemetryConfig, COUNTERS};
 use crate::logging::Throttle;
 
@@ -46,9 +47,9 @@ impl Otlp {
                 .map(|(k, v)| (k.clone(), v.expose().to_string()))
                 .collect(),
             resource: json!({"attributes": [
-                attribute("service.name", &Attr::Str(config.service_name.clone())),
-                attribute("service.version", &Attr::from(env!("CARGO_PKG_VERSION"))),
-                attribute("service.instance.id", &Attr::from(instance)),
+                {"key": "service.name", "value": {"stringValue": config.service_name}},
+                {"key": "service.version", "value": {"stringValue": env!("CARGO_PKG_VERSION")}},
+                {"key": "service.instance.id", "value": {"stringValue": instance}},
             ]}),
             errors: Throttle::new(Duration::from_secs(60)),
         })
@@ -78,7 +79,7 @@ impl Otlp {
     }
 
     async fn post(&mut self, spans: &[Span]) -> Sent {
-        let body = encode(&self.resource, spans).to_string();
+        let body = encode(&self.resource, spans);
         let mut request = self
             .client
             .post(&self.url)
@@ -208,53 +209,169 @@ pub(super) async fn run(mut out: Otlp, mut rx: mpsc::Receiver<Message>) {
     }
 }
 
-/// An `ExportTraceServiceRequest` in OTLP's JSON encoding.
-fn encode(resource: &Value, spans: &[Span]) -> Value {
-    json!({"resourceSpans": [{
-        "resource": resource,
-        "scopeSpans": [{
-            "scope": {"name": "hub", "version": env!("CARGO_PKG_VERSION")},
-            "spans": spans.iter().map(encode_span).collect::<Vec<_>>(),
+/// An `ExportTraceServiceRequest` in OTLP's JSON encoding, written straight from the spans (the
+/// exporter encodes every span hub makes: no tree of values in between).
+fn encode(resource: &Value, spans: &[Span]) -> Vec<u8> {
+    let request = Request {
+        resource_spans: [ResourceSpans {
+            resource,
+            scope_spans: [ScopeSpans {
+                scope: Scope {
+                    name: "hub",
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+                spans: spans.iter().map(Encoded).collect(),
+            }],
         }],
-    }]})
+    };
+    // Serializing these types cannot fail: every map key is a string.
+    serde_json::to_vec(&request).unwrap_or_default()
 }
 
-fn encode_span(s: &Span) -> Value {
-    let mut v = json!({
-        "traceId": hex(&s.context.trace_id),
-        "spanId": hex(&s.context.span_id),
-        "name": s.name,
-        "kind": s.kind as i32,
-        "startTimeUnixNano": s.start_ns.to_string(),
-        "endTimeUnixNano": s.end_ns.to_string(),
-        "attributes": s.attributes.iter().map(|(k, a)| attribute(k, a)).collect::<Vec<_>>(),
-    });
-    if let Some(parent) = &s.parent {
-        v["parentSpanId"] = json!(hex(parent));
-    }
-    if let Some(message) = &s.error {
-        // STATUS_CODE_ERROR
-        v["status"] = json!({"code": 2, "message": message});
-    }
-    v
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    resource_spans: [ResourceSpans<'a>; 1],
 }
 
-fn attribute(key: &str, value: &Attr) -> Value {
-    json!({"key": key, "value": any_value(value)})
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceSpans<'a> {
+    resource: &'a Value,
+    scope_spans: [ScopeSpans<'a>; 1],
 }
 
-fn any_value(value: &Attr) -> Value {
-    match value {
-        Attr::Str(s) => json!({"stringValue": s}),
-        Attr::Int(i) => json!({"intValue": i.to_string()}),
-        Attr::List(items) => json!({"arrayValue": {"values":
-            items.iter().map(|s| json!({"stringValue": s})).collect::<Vec<_>>()}}),
+#[derive(Serialize)]
+struct ScopeSpans<'a> {
+    scope: Scope,
+    spans: Vec<Encoded<'a>>,
+}
+
+#[derive(Serialize)]
+struct Scope {
+    name: &'static str,
+    version: &'static str,
+}
+
+/// One span as OTLP's JSON has it.
+struct Encoded<'a>(&'a Span);
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let s = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("traceId", &Hex(&s.context.trace_id))?;
+        map.serialize_entry("spanId", &Hex(&s.context.span_id))?;
+        if let Some(parent) = &s.parent {
+            map.serialize_entry("parentSpanId", &Hex(parent))?;
+        }
+        map.serialize_entry("name", &s.name)?;
+        map.serialize_entry("kind", &(s.kind as i32))?;
+        // 64-bit integers are strings in OTLP's JSON, as in proto3's.
+        map.serialize_entry("startTimeUnixNano", &Text(s.start_ns))?;
+        map.serialize_entry("endTimeUnixNano", &Text(s.end_ns))?;
+        map.serialize_entry("attributes", &Attributes(&s.attributes))?;
+        if let Some(message) = &s.error {
+            // STATUS_CODE_ERROR
+            map.serialize_entry("status", &Status { code: 2, message })?;
+        }
+        map.end()
     }
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    code: i32,
+    message: &'a str,
+}
+
+/// Ids in lower-case hex, written without a string of their own.
+struct Hex<'a>(&'a [u8]);
+
+impl Serialize for Hex<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}", HexDigits(self.0)))
+    }
+}
+
+struct HexDigits<'a>(&'a [u8]);
+
+impl std::fmt::Display for HexDigits<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// A number written as a JSON string.
+struct Text<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+struct Attributes<'a>(&'a [(&'static str, Attr)]);
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|(key, value)| KeyValue {
+            key,
+            value: AnyValue(value),
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct KeyValue<'a> {
+    key: &'a str,
+    value: AnyValue<'a>,
+}
+
+/// OTLP's `AnyValue`: one field named by the value's type.
+struct AnyValue<'a>(&'a Attr);
+
+impl Serialize for AnyValue<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        match self.0 {
+            Attr::Str(s) => map.serialize_entry("stringValue", s)?,
+            Attr::Int(i) => map.serialize_entry("intValue", &Text(i))?,
+            Attr::List(items) => map.serialize_entry("arrayValue", &Strings(items))?,
+        }
+        map.end()
+    }
+}
+
+/// An `ArrayValue` of strings.
+struct Strings<'a>(&'a [String]);
+
+impl Serialize for Strings<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("values", &StringValues(self.0))?;
+        map.end()
+    }
+}
+
+struct StringValues<'a>(&'a [String]);
+
+impl Serialize for StringValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|s| StringValue { string_value: s }))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StringValue<'a> {
+    string_value: &'a str,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::context::hex;
     use crate::telemetry::{Kind, SpanContext};
 
     #[test]
@@ -267,7 +384,8 @@ mod tests {
         span.set("hub.actions", vec!["page".to_string()]);
         span.fail("boom");
         span.end_ns = span.start_ns + 5;
-        let v = encode(&json!({"attributes": []}), &[span.clone()]);
+        let v: Value =
+            serde_json::from_slice(&encode(&json!({"attributes": []}), &[span.clone()])).unwrap();
         let s = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
         assert_eq!(s["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(s["parentSpanId"], "00f067aa0ba902b7");

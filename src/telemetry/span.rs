@@ -1,5 +1,7 @@
 //! A span as hub records it: started, given attributes, ended, then handed to the exporter.
 
+use std::borrow::Cow;
+
 use super::SpanContext;
 
 /// OTLP's span kinds (the numbers are the protocol's).
@@ -12,22 +14,24 @@ pub enum Kind {
     Client = 3,
 }
 
+/// An attribute's value. Names and values known when hub is built are borrowed, not copied:
+/// a span is made on the path of every request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attr {
-    Str(String),
+    Str(Cow<'static, str>),
     Int(i64),
     List(Vec<String>),
 }
 
-impl From<&str> for Attr {
-    fn from(s: &str) -> Attr {
-        Attr::Str(s.to_string())
+impl From<&'static str> for Attr {
+    fn from(s: &'static str) -> Attr {
+        Attr::Str(Cow::Borrowed(s))
     }
 }
 
 impl From<String> for Attr {
     fn from(s: String) -> Attr {
-        Attr::Str(s)
+        Attr::Str(Cow::Owned(s))
     }
 }
 
@@ -53,7 +57,7 @@ impl From<Vec<String>> for Attr {
 pub struct Span {
     pub context: SpanContext,
     pub parent: Option<[u8; 8]>,
-    pub name: String,
+    pub name: Cow<'static, str>,
     pub kind: Kind,
     pub start_ns: u64,
     pub end_ns: u64,
@@ -64,14 +68,18 @@ pub struct Span {
 
 impl Span {
     /// A span starting now, as a child of `parent` (`None`: the first of its trace).
-    pub fn start(name: impl Into<String>, kind: Kind, parent: Option<SpanContext>) -> Span {
+    pub fn start(
+        name: impl Into<Cow<'static, str>>,
+        kind: Kind,
+        parent: Option<SpanContext>,
+    ) -> Span {
         let context = parent.map_or_else(SpanContext::root, |p| p.child());
         Span::with_context(name, kind, context, parent.map(|p| p.span_id))
     }
 
     /// A span with an id already chosen (see [`SpanContext::derived`]).
     pub fn with_context(
-        name: impl Into<String>,
+        name: impl Into<Cow<'static, str>>,
         kind: Kind,
         context: SpanContext,
         parent: Option<[u8; 8]>,

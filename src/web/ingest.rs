@@ -191,24 +191,30 @@ fn ingest_span(source: Source, req: &Request<'_>, headers: &Headers, remote: &st
     span.set("hub.source", source.as_str());
     span.set("http.request.method", "POST");
     span.set("url.path", req.uri().path().to_string());
-    span.set("client.address", remote);
+    span.set("client.address", remote.to_string());
     span
 }
 
 /// The problems a request carried, and what became of it (`stored` when anything was).
 fn problem_ids(receipts: &[Receipt]) -> (Vec<String>, &'static str) {
-    let mut ids: Vec<String> = Vec::new();
-    for r in receipts {
-        if !ids.contains(&r.problem_key) {
-            ids.push(r.problem_key.clone());
-        }
-    }
+    let ids = distinct(receipts.iter().map(|r| &r.problem_key));
     let outcome = if receipts.iter().any(|r| r.outcome == "stored") {
         "stored"
     } else {
         receipts.first().map_or("empty", |r| r.outcome)
     };
     (ids, outcome)
+}
+
+/// Each problem id once, in the order they came.
+fn distinct<'a>(keys: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for key in keys {
+        if !ids.contains(key) {
+            ids.push(key.clone());
+        }
+    }
+    ids
 }
 
 /// `hub.problem_id`: one problem's id; a request with several (an Alertmanager group) names
@@ -281,6 +287,7 @@ async fn store(
         let mut span = Span::start("store", Kind::Internal, Some(ingest));
         span.set("hub.source", sender.source.as_str());
         span.set("db.system.name", app.store.kind());
+        set_problems(&mut span, distinct(described.iter().map(|(key, _, _)| key)));
         span
     });
     let accepted = app.store.accept_all(notifications).await;

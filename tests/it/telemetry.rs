@@ -264,6 +264,7 @@ async fn a_notification_is_one_trace_from_the_senders_span_to_each_attempt_and_i
     let store = one(&spans, "store");
     assert_eq!(store.parent(), Some(ingest.id()));
     assert_eq!(store.attr("hub.stored").as_deref(), Some("1"));
+    assert_eq!(store.attr("hub.problem_id").as_deref(), Some("P-2411021"));
     let route = one(&spans, "route");
     assert_eq!(route.parent(), Some(ingest.id()));
     assert_eq!(route.attr("hub.problem_id").as_deref(), Some("P-2411021"));
