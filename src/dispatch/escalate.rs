@@ -106,8 +106,8 @@ pub(super) async fn routed(
         }
         return Ok(());
     }
-    if let Some(by) = crate::sources::opsgenie::acknowledged_by(note) {
-        return acknowledged(store, tells, note, by).await;
+    if let Some((by, via)) = acknowledged_by(note) {
+        return acknowledged(store, tells, note, by, via).await;
     }
     let Some((policy, wait)) = policy else {
         return Ok(());
@@ -143,7 +143,20 @@ pub(super) async fn routed(
     Ok(())
 }
 
-/// An Opsgenie client acknowledged the problem: its escalation stops as with any other
+/// Who acknowledged, for a stored acknowledgement from a source that has them: an Opsgenie
+/// client's (in the name its request gave) or a PagerDuty Events API `acknowledge` (which names
+/// nobody: `pagerduty`).
+fn acknowledged_by(note: &crate::domain::Notification) -> Option<(String, Via)> {
+    if let Some(by) = crate::sources::opsgenie::acknowledged_by(note) {
+        return Some((by, Via::Opsgenie));
+    }
+    let pagerduty = note.source == crate::domain::Source::Pagerduty
+        && note.state == "ACKNOWLEDGED"
+        && !note.is_test;
+    pagerduty.then(|| ("pagerduty".to_string(), Via::Pagerduty))
+}
+
+/// A source's client acknowledged the problem: its escalation stops as with any other
 /// acknowledgement, in the name the request gave (unverified: an API key names no person).
 /// Routed in order, the acknowledgement comes after the create that started the escalation.
 async fn acknowledged(
@@ -151,13 +164,14 @@ async fn acknowledged(
     tells: &Tell,
     note: &crate::domain::Notification,
     by: String,
+    via: Via,
 ) -> Result<(), StoreError> {
     let actor = Actor {
         name: by,
         role: Role::Responder,
         token: None,
         verified: false,
-        via: Via::Opsgenie,
+        via,
         from: note.source.to_string(),
     };
     match ack::acknowledge(store, tells, &actor, note.source, &note.problem_key).await {

@@ -60,6 +60,8 @@ pub enum Via {
     Link,
     /// An Opsgenie client's acknowledgement or note (see `sources::opsgenie`).
     Opsgenie,
+    /// A PagerDuty Events API `acknowledge` (see `sources::pagerduty`).
+    Pagerduty,
 }
 
 impl Via {
@@ -72,6 +74,7 @@ impl Via {
             Via::Slack => "slack",
             Via::Link => "link",
             Via::Opsgenie => "opsgenie",
+            Via::Pagerduty => "pagerduty",
         }
     }
 }

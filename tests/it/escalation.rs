@@ -473,3 +473,61 @@ async fn two_hubs_on_one_postgres_send_each_step_once() {
     }
     assert_eq!(sent.len(), 30);
 }
+
+#[tokio::test]
+async fn a_pagerduty_acknowledge_stops_the_escalation_as_any_other_does() {
+    let twilio = twilio().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = night(dir.path(), &twilio, "2s");
+    let key = "0123456789abcdef0123456789abcdef";
+    merge(
+        &mut config,
+        json!({"sources": {"pagerduty": {"routing_keys": [key]}}}),
+    );
+    let hub = Hub::start_in(dir.path(), &config, &[]);
+    let event = |action: &str| {
+        json!({"routing_key": key, "event_action": action, "dedup_key": "checkout",
+               "payload": {"summary": "checkout is down", "source": "web-1",
+                           "severity": "critical"}})
+        .to_string()
+    };
+    let enqueue = async |body: String| {
+        let r = client()
+            .post(hub.url("/v2/enqueue"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    };
+    enqueue(event("trigger")).await;
+    eventually("Ana's first text", async || {
+        !texts(&twilio).await.is_empty()
+    })
+    .await;
+    enqueue(event("acknowledge")).await;
+    let state = async || {
+        let r = client()
+            .get(hub.url("/api/problems/checkout?source=pagerduty"))
+            .basic_auth("ana", Some(PW))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        v["escalation"].clone()
+    };
+    eventually("the escalation acknowledged", async || {
+        state().await["state"] == "acked"
+    })
+    .await;
+    let e = state().await;
+    assert_eq!(
+        (e["acked_by"].as_str(), e["acked_via"].as_str()),
+        (Some("pagerduty"), Some("pagerduty")),
+        "{e:#}"
+    );
+    // Bo and Cy were due two seconds later, and the pass after: none of them is texted.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(texts(&twilio).await.len(), 1);
+}
