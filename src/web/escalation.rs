@@ -49,11 +49,14 @@ fn json_only(content_type: Option<&ContentType>) -> Result<(), ApiError> {
     }
 }
 
-/// What the API answers about an escalation after a change.
-fn shown(e: &crate::store::EscalationRow) -> Value {
+/// What the API answers about an escalation after a change: who acknowledged by name, as the
+/// problem's escalation reads, and by id.
+fn shown(app: &App, e: &crate::store::EscalationRow) -> Value {
+    let people = &app.settings.get().config.people;
     json!({
         "source": e.source, "problem_id": e.problem_key, "policy": e.policy, "state": e.state,
-        "acked_by": e.acked_by, "acked_via": e.acked_via,
+        "acked_by": e.acked_by.as_deref().map(|p| people.name_of(p)),
+        "acked_by_id": e.acked_by, "acked_via": e.acked_via,
         "acked_at": e.acked_at_ms.map(crate::clock::rfc3339),
     })
 }
@@ -71,7 +74,7 @@ async fn api_ack(
     json_only(content_type)?;
     let source = view::resolve_source(app, id, source).await?;
     let e = ack::acknowledge(&app.store, &app.tells(), &actor, source, id).await?;
-    Ok(JsonOk(shown(&e)))
+    Ok(JsonOk(shown(app, &e)))
 }
 
 /// Starts an acknowledged escalation again from its first step.
@@ -87,7 +90,7 @@ async fn api_unack(
     json_only(content_type)?;
     let source = view::resolve_source(app, id, source).await?;
     let e = ack::unacknowledge(&app.store, &actor, source, id).await?;
-    Ok(JsonOk(shown(&e)))
+    Ok(JsonOk(shown(app, &e)))
 }
 
 /// Ends the problem's escalation as resolved, in the caller's name.

@@ -677,6 +677,7 @@ pub async fn escalation_view(app: &App, source: Source, id: &str) -> Result<Valu
         "held_by": e.held_by,
         "acked_at": e.acked_at_ms.map(utc),
         "acked_by": acked_by,
+        "acked_by_id": e.acked_by,
         "acked_via": e.acked_via,
         "steps": steps,
     }))

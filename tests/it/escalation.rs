@@ -194,7 +194,8 @@ async fn each_way_of_acknowledging_stops_the_next_step() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The API; a viewer may not.
+    // The API; a viewer may not. It answers who as the problem's escalation does: by name,
+    // and by id.
     for (user, status) in [("vi", 403), ("ana", 200), ("ana", 409)] {
         let r = c
             .post(hub.url("/api/problems/A-API/ack"))
@@ -204,6 +205,13 @@ async fn each_way_of_acknowledging_stops_the_next_step() {
             .await
             .unwrap();
         assert_eq!(r.status(), status, "{user}");
+        if status == 200 {
+            let e: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            assert_eq!(
+                (&e["acked_by"], &e["acked_by_id"]),
+                (&json!("Ana Lima"), &json!("ana"))
+            );
+        }
     }
     // The page's button, with the page's form token.
     let page = c
@@ -260,6 +268,7 @@ async fn each_way_of_acknowledging_stops_the_next_step() {
         assert_eq!(e["state"], "acked", "{key}: {e:#}");
         assert_eq!(e["acked_via"], via, "{key}");
         assert_eq!(e["acked_by"], "Ana Lima", "{key}");
+        assert_eq!(e["acked_by_id"], "ana", "{key}");
     }
     // Longer than a step's wait: still one text per problem.
     tokio::time::sleep(Duration::from_secs(4)).await;
