@@ -85,7 +85,9 @@ impl AlertmanagerSilence {
 
     async fn tell(&self, job: &Job<'_>) -> Result<Outcome, ActionError> {
         let timeout = Duration::from_secs(self.config.timeout_secs);
-        if crate::store::is_closed(&job.problem.state, false) {
+        // Its runs tell of an acknowledgement (a silence), or of a resolve or an unacknowledgement
+        // (the silence expired).
+        if job.problem.state != crate::escalate::tell::Event::Ack.state() {
             let Some(id) = job.thread_ref() else {
                 return Ok(Outcome::new("no silence to expire", Value::Null));
             };

@@ -371,7 +371,7 @@ pub async fn ack(
                     e.policy
                 )
             }),
-        "unack" => ack::unacknowledge(&store, &actor, source, &problem_id)
+        "unack" => ack::unacknowledge(&store, &tells, &actor, source, &problem_id)
             .await
             .map(|e| {
                 format!(

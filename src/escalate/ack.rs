@@ -95,9 +95,11 @@ async fn told(store: &Store, tells: &Tell, e: &EscalationRow, event: Event, acto
     }
 }
 
-/// Starts an acknowledged escalation again from its first step.
+/// Starts an acknowledged escalation again from its first step, and expires the Alertmanager
+/// silence its acknowledgement made: the alert's other receivers hear of it again too.
 pub async fn unacknowledge(
     store: &Store,
+    tells: &Tell,
     actor: &Actor,
     source: Source,
     problem_key: &str,
@@ -116,6 +118,9 @@ pub async fn unacknowledge(
         format!("escalation {} starts again at its first step", e.policy),
     )
     .await;
+    // Of the sources, only a silence can be taken back: PagerDuty's events have no
+    // unacknowledge, and a Dynatrace comment stays said.
+    told(store, &tells.silence_only(), &e, Event::Unack, actor).await;
     store.committed().notify_one();
     Ok(e)
 }

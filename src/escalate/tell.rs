@@ -2,7 +2,7 @@
 //! the actions that speak back to where the problem came from. A PagerDuty action that forwarded
 //! the problem sends `acknowledge` (or `resolve`) on the same `dedup_key`; `dynatrace-sync`
 //! comments on the Dynatrace problem or closes it; `alertmanager-silence` silences the alert until
-//! it resolves.
+//! it resolves or the acknowledgement is taken back.
 //!
 //! They are ordinary runs, inserted once (their keys name the escalation, its round and the
 //! event), so they retry, show on the pages and survive a restart like any other. The dispatcher
@@ -21,6 +21,8 @@ use crate::store::{EscalationRow, NewRun, RunStart, Store, StoreError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Ack,
+    /// An acknowledgement taken back: the escalation pages again.
+    Unack,
     Resolve,
 }
 
@@ -28,6 +30,7 @@ impl Event {
     fn word(self) -> &'static str {
         match self {
             Event::Ack => "ack",
+            Event::Unack => "unack",
             Event::Resolve => "resolve",
         }
     }
@@ -36,6 +39,7 @@ impl Event {
     pub fn state(self) -> &'static str {
         match self {
             Event::Ack => "ACKNOWLEDGED",
+            Event::Unack => "OPEN",
             Event::Resolve => "RESOLVED",
         }
     }
@@ -48,6 +52,7 @@ pub fn event_of(idem_key: &str) -> Option<Event> {
     let rest = idem_key.strip_prefix(PREFIX)?;
     match rest.split('/').nth(2)? {
         "ack" => Some(Event::Ack),
+        "unack" => Some(Event::Unack),
         "resolve" => Some(Event::Resolve),
         _ => None,
     }
@@ -143,6 +148,7 @@ pub async fn tell(
     };
     let label = match event {
         Event::Ack => format!("acknowledged by {by}"),
+        Event::Unack => format!("unacknowledged by {by}"),
         Event::Resolve => format!("resolved by {by}"),
     };
     let run = |action: &str, target: &str| NewRun {

@@ -89,7 +89,7 @@ async fn api_unack(
     let actor = app.require(&caller, Role::Responder, Via::Api).await?;
     json_only(content_type)?;
     let source = view::resolve_source(app, id, source).await?;
-    let e = ack::unacknowledge(&app.store, &actor, source, id).await?;
+    let e = ack::unacknowledge(&app.store, &app.tells(), &actor, source, id).await?;
     Ok(JsonOk(shown(app, &e)))
 }
 
@@ -158,7 +158,7 @@ async fn page_unack(
 ) -> Result<Redirect, ApiError> {
     let actor = from_page(app, &caller, &origin, form.csrf).await?;
     let source = view::resolve_source(app, id, source).await?;
-    ack::unacknowledge(&app.store, &actor, source, id).await?;
+    ack::unacknowledge(&app.store, &app.tells(), &actor, source, id).await?;
     Ok(Redirect::to(view::problem_link(source, id)))
 }
 

@@ -301,6 +301,32 @@ async fn an_acknowledged_alert_is_silenced_in_alertmanager_until_it_resolves() {
         .unwrap()
         .contains("acknowledged by Ana Lima via api"));
 
+    // Taken back: the escalation pages again, and the alert is no longer silenced there either.
+    let texts = async || {
+        requests_to(&far, "POST", "/2010-04-01/Accounts/AC123/Messages.json")
+            .await
+            .len()
+    };
+    let texted = texts().await;
+    assert_eq!(answer(&hub, "f00dfeed", "unack").await, 200);
+    eventually("the silence to expire when unacknowledged", async || {
+        silences(&am)
+            .await
+            .iter()
+            .all(|s| s["status"]["state"] == "expired")
+    })
+    .await;
+    eventually("a page again", async || texts().await > texted).await;
+    // Acknowledged again: a new silence.
+    assert_eq!(answer(&hub, "f00dfeed", "ack").await, 200);
+    eventually("a second silence", async || {
+        silences(&am)
+            .await
+            .iter()
+            .any(|s| s["status"]["state"] == "active")
+    })
+    .await;
+
     let r = post(
         &client(),
         &hub.url("/hooks/alertmanager"),
@@ -325,7 +351,8 @@ async fn an_acknowledged_alert_is_silenced_in_alertmanager_until_it_resolves() {
         .iter()
         .filter(|r| r.action == "alertmanager-silence")
         .collect();
-    assert_eq!(silence.len(), 2, "{runs:?}");
+    // Made, expired by the unacknowledgement, made again, expired by the resolve.
+    assert_eq!(silence.len(), 4, "{runs:?}");
     assert!(silence.iter().all(|r| r.status == "succeeded"), "{runs:?}");
 }
 
