@@ -12,34 +12,43 @@ use super::{Inner, Settings};
 use crate::actions::Problem;
 use crate::clock::now_ms;
 use crate::group::{self, GroupSpec, GroupView};
-use crate::store::{GroupJoin, GroupRow, NewRun, StoreError, StoredNotification};
+use crate::store::{GroupChange, GroupJoin, GroupRow, NewRun, StoreError, StoredNotification};
 
 /// Groups sent in one pass at most.
 const BATCH: i64 = 32;
 
-/// What routing found for a notification on grouped routes: an open problem joins the group of
-/// each grouped route that matched; a resolved one leaves all of its groups.
-pub(super) async fn routed(
+/// What routing found in a pass on grouped routes: an open problem joins the group of each
+/// grouped route that matched; a resolved one leaves all of its groups. All of a pass's changes
+/// go to the store at once, in the order their notifications came.
+pub(super) async fn routed<'a>(
     d: &Inner,
-    n: &StoredNotification,
-    problem: &Problem,
-    groups: &[(usize, String, GroupSpec)],
+    decided: impl Iterator<
+        Item = (
+            &'a StoredNotification,
+            &'a Problem,
+            &'a [(usize, String, GroupSpec)],
+        ),
+    >,
     now: i64,
 ) -> Result<(), StoreError> {
-    let note = &n.notification;
-    if note.is_test {
-        return Ok(());
-    }
-    if crate::store::is_closed(&note.state, false) {
-        d.store
-            .leave_groups(note.source, note.problem_key.clone(), now)
-            .await?;
-        return Ok(());
-    }
-    for (route, key, spec) in groups {
-        let (id, opened) = d
-            .store
-            .join_group(GroupJoin {
+    let mut changes = Vec::new();
+    let mut joined = Vec::new();
+    for (n, problem, groups) in decided {
+        let note = &n.notification;
+        if note.is_test {
+            continue;
+        }
+        if crate::store::is_closed(&note.state, false) {
+            changes.push(GroupChange::Leave {
+                source: note.source,
+                problem_key: note.problem_key.clone(),
+                now,
+            });
+            continue;
+        }
+        for (route, key, spec) in groups {
+            joined.push((*route, key.as_str(), spec, note.problem_key.as_str()));
+            changes.push(GroupChange::Join(GroupJoin {
                 route: group::route_name(*route),
                 key: key.clone(),
                 source: note.source,
@@ -49,18 +58,26 @@ pub(super) async fn routed(
                 now,
                 wait_ms: spec.wait.as_millis() as i64,
                 interval_ms: spec.interval.as_millis() as i64,
-            })
-            .await?;
-        if opened {
-            tracing::info!(
-                group = id,
-                route = group::route_name(*route),
-                key = key.as_str(),
-                first = note.problem_key.as_str(),
-                wait_ms = spec.wait.as_millis() as u64,
-                "group opened"
-            );
+            }));
         }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let done = d.store.change_groups(changes).await?;
+    for ((route, key, spec, first), (id, _)) in joined
+        .into_iter()
+        .zip(done.into_iter().flatten())
+        .filter(|(_, (_, opened))| *opened)
+    {
+        tracing::info!(
+            group = id,
+            route = group::route_name(route),
+            key,
+            first,
+            wait_ms = spec.wait.as_millis() as u64,
+            "group opened"
+        );
     }
     Ok(())
 }

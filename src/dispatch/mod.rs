@@ -580,10 +580,11 @@ impl Dispatcher {
                 .map(|(n, _, decision)| opening(&d.store, n, !decision.chosen.is_empty()));
             episodes.extend(futures_util::future::try_join_all(lookups).await?);
         }
-        for (n, problem, decision) in &routed {
-            if grouping {
-                group::routed(d, n, problem, &decision.groups, now).await?;
-            }
+        if grouping {
+            let decided = routed
+                .iter()
+                .map(|(n, p, decision)| (n, p, &decision.groups[..]));
+            group::routed(d, decided, now).await?;
         }
         let mut escalations = Vec::with_capacity(routed.len());
         for ((n, problem, decision), episode) in routed.into_iter().zip(episodes) {

@@ -10,7 +10,7 @@ use super::{
     SilenceRow, SourceCounts, Store, StoreError, StoredNotification, ThreadRef, ThreadRow,
 };
 use super::{Advance, AuditRow, EscalationRow, OverrideRow, StepRow, TokenRow};
-use super::{GroupJoin, GroupRow, MemberRow};
+use super::{GroupChange, GroupJoin, GroupRow, MemberRow};
 use crate::domain::Source;
 
 /// Declares a concern's trait and the `Store` methods that forward each of its methods to the
@@ -315,6 +315,9 @@ concern! {
         /// Marks a problem resolved in its open groups. A group whose members have all resolved
         /// is due at once, or, when it never sent, resolves without a send. How many groups.
         async fn leave_groups(&self, source: Source, problem_key: String, now: i64) -> Result<u64, StoreError>;
+        /// A routing pass's joins and leaves, in order: for each join, its group's id and whether
+        /// it opened the group; `None` for a leave.
+        async fn change_groups(&self, changes: Vec<GroupChange>) -> Result<Vec<Option<(i64, bool)>>, StoreError>;
         /// Open groups whose next send is due at `now`, oldest due first.
         async fn due_groups(&self, now: i64, limit: i64) -> Result<Vec<GroupRow>, StoreError>;
         /// Records send `sends + 1` of a group (`sent`), or that nothing was left to send: every

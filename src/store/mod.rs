@@ -24,7 +24,7 @@ pub use model::{
 };
 pub use model::{Advance, AuditRow, EscalationRow, OverrideRow, StepRow, TokenRow};
 pub(crate) use model::{Finished, EARLIER_UNFINISHED};
-pub use model::{GroupJoin, GroupRow, MemberRow};
+pub use model::{GroupChange, GroupJoin, GroupRow, MemberRow};
 pub use sqlite::backup::{Backup, BackupError};
 pub use sqlite::lock::{LockError, StoreLock};
 

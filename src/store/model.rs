@@ -809,6 +809,19 @@ read_by_name!(MemberRow {
     first_send,
 });
 
+/// What routing changes in groups, in the order its notifications came.
+#[derive(Debug, Clone)]
+pub enum GroupChange {
+    /// An open problem joins the group of a grouped route that matched it.
+    Join(GroupJoin),
+    /// A resolved problem leaves all of its open groups.
+    Leave {
+        source: Source,
+        problem_key: String,
+        now: i64,
+    },
+}
+
 /// An open problem joining its group on a grouped route.
 #[derive(Debug, Clone)]
 pub struct GroupJoin {

@@ -79,6 +79,7 @@ on_both!(
     an_escalation_climbs_once_and_stops_when_acknowledged,
     a_notification_is_read_back_as_it_came,
     a_group_sends_once_and_goes_with_its_first_member,
+    a_routing_pass_changes_groups_in_the_order_its_notifications_came,
 );
 
 fn notification(key: &str, variant: u32) -> Notification {
@@ -1265,4 +1266,69 @@ async fn a_group_sends_once_and_goes_with_its_first_member(store: &Store, _dir: 
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn a_routing_pass_changes_groups_in_the_order_its_notifications_came(
+    store: &Store,
+    _: &Path,
+) {
+    use crate::store::{GroupChange, GroupJoin};
+    let now = crate::clock::now_ms();
+    let mut ids = Vec::new();
+    for key in ["H1", "H2"] {
+        store.accept(with_state(key, "OPEN")).await.unwrap();
+        let n = store
+            .latest_notification(Source::Dynatrace, key)
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(n.id);
+    }
+    let join = |key: &str, id: i64| {
+        GroupChange::Join(GroupJoin {
+            route: "routes[0]".into(),
+            key: "alertname=Down".into(),
+            source: Source::Dynatrace,
+            problem_key: key.into(),
+            notification_id: id,
+            title: key.into(),
+            now,
+            wait_ms: 60_000,
+            interval_ms: 60_000,
+        })
+    };
+    let leave = |key: &str| GroupChange::Leave {
+        source: Source::Dynatrace,
+        problem_key: key.into(),
+        now,
+    };
+    // H1 opens the group, H2 joins it, H1 resolves, all in one pass.
+    let done = store
+        .change_groups(vec![join("H1", ids[0]), join("H2", ids[1]), leave("H1")])
+        .await
+        .unwrap();
+    let group = done[0].unwrap().0;
+    assert_eq!(done, [Some((group, true)), Some((group, false)), None]);
+    let members: Vec<(String, String)> = store
+        .group_members(group)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.problem_key, m.state))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("H1".into(), "RESOLVED".into()),
+            ("H2".into(), "OPEN".into())
+        ]
+    );
+    // H2 resolves too, before any send: the group ends without one.
+    assert_eq!(
+        store.change_groups(vec![leave("H2")]).await.unwrap(),
+        [None]
+    );
+    let g = store.group(group).await.unwrap().unwrap();
+    assert_eq!((g.state.as_str(), g.sends), ("resolved", 0));
+    assert!(store.change_groups(Vec::new()).await.unwrap().is_empty());
 }

@@ -5,7 +5,7 @@ use super::rows::{all, exec, one, optional};
 use super::Postgres;
 use crate::domain::Source;
 use crate::store::concerns::Groups;
-use crate::store::{GroupJoin, GroupRow, MemberRow, StoreError};
+use crate::store::{GroupChange, GroupJoin, GroupRow, MemberRow, StoreError};
 
 const GROUP_COLUMNS: &str = "id, route, key, state, source, problem_key, notification_id,
      opened_at_ms, next_send_at_ms, last_sent_at_ms, sends, resolved_at_ms";
@@ -67,6 +67,30 @@ impl Groups for Postgres {
         }
         tx.commit().await?;
         Ok((id, opened))
+    }
+
+    /// One transaction each, as they were: one transaction holding several groups' rows, locked
+    /// in the order notifications came, could deadlock with another instance routing the same
+    /// groups in another order.
+    async fn change_groups(
+        &self,
+        changes: Vec<GroupChange>,
+    ) -> Result<Vec<Option<(i64, bool)>>, StoreError> {
+        let mut done = Vec::with_capacity(changes.len());
+        for change in changes {
+            done.push(match change {
+                GroupChange::Join(j) => Some(self.join_group(j).await?),
+                GroupChange::Leave {
+                    source,
+                    problem_key,
+                    now,
+                } => {
+                    self.leave_groups(source, problem_key, now).await?;
+                    None
+                }
+            });
+        }
+        Ok(done)
     }
 
     async fn leave_groups(

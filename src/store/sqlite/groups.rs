@@ -6,7 +6,7 @@ use super::rows::{all, optional};
 use super::Sqlite;
 use crate::domain::Source;
 use crate::store::concerns::Groups;
-use crate::store::{GroupJoin, GroupRow, MemberRow, StoreError};
+use crate::store::{GroupChange, GroupJoin, GroupRow, MemberRow, StoreError};
 
 const GROUP_COLUMNS: &str = "id, route, key, state, source, problem_key, notification_id,
      opened_at_ms, next_send_at_ms, last_sent_at_ms, sends, resolved_at_ms";
@@ -95,6 +95,27 @@ fn leave(c: &Connection, source: Source, key: &str, now: i64) -> rusqlite::Resul
 impl Groups for Sqlite {
     async fn join_group(&self, j: GroupJoin) -> Result<(i64, bool), StoreError> {
         self.write(move |c| join(c, &j)).await
+    }
+
+    /// In one write: a storm's joins are one commit a pass, not one each.
+    async fn change_groups(
+        &self,
+        changes: Vec<GroupChange>,
+    ) -> Result<Vec<Option<(i64, bool)>>, StoreError> {
+        self.write(move |c| {
+            changes
+                .iter()
+                .map(|change| match change {
+                    GroupChange::Join(j) => join(c, j).map(Some),
+                    GroupChange::Leave {
+                        source,
+                        problem_key,
+                        now,
+                    } => leave(c, *source, problem_key, *now).map(|_| None),
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn leave_groups(
