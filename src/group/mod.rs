@@ -207,12 +207,23 @@ pub async fn listed(
     open_only: bool,
     limit: i64,
 ) -> Result<Vec<Value>, crate::store::StoreError> {
-    let mut out = Vec::new();
-    for g in store.groups(open_only, limit).await? {
-        let members = store.group_members(g.id).await?;
-        out.push(shown(&g, &members));
+    let groups = store.groups(open_only, limit).await?;
+    if groups.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    // Two reads for the whole list, not one more per group.
+    let mut by_group: std::collections::HashMap<i64, Vec<MemberRow>> =
+        std::collections::HashMap::new();
+    for m in store
+        .members_of_groups(groups.iter().map(|g| g.id).collect())
+        .await?
+    {
+        by_group.entry(m.group_id).or_default().push(m);
+    }
+    Ok(groups
+        .iter()
+        .map(|g| shown(g, by_group.get(&g.id).map_or(&[][..], Vec::as_slice)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -327,6 +327,8 @@ concern! {
         async fn group(&self, id: i64) -> Result<Option<GroupRow>, StoreError>;
         /// A group's members, in the order they joined.
         async fn group_members(&self, id: i64) -> Result<Vec<MemberRow>, StoreError>;
+        /// The members of several groups in one read, by group, each in the order they joined.
+        async fn members_of_groups(&self, ids: Vec<i64>) -> Result<Vec<MemberRow>, StoreError>;
         /// The newest groups first (open ones only when asked), at most `limit`.
         async fn groups(&self, open_only: bool, limit: i64) -> Result<Vec<GroupRow>, StoreError>;
         /// The groups a problem is or was in, newest first.

@@ -1323,6 +1323,20 @@ async fn a_routing_pass_changes_groups_in_the_order_its_notifications_came(
             ("H2".into(), "OPEN".into())
         ]
     );
+    // Read with other groups' members in one go: the same, and nothing of a group that is not.
+    let together: Vec<(i64, String)> = store
+        .members_of_groups(vec![group, group + 1000])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.group_id, m.problem_key))
+        .collect();
+    assert_eq!(together, [(group, "H1".into()), (group, "H2".into())]);
+    assert!(store
+        .members_of_groups(Vec::new())
+        .await
+        .unwrap()
+        .is_empty());
     // H2 resolves too, before any send: the group ends without one.
     assert_eq!(
         store.change_groups(vec![leave("H2")]).await.unwrap(),

@@ -200,6 +200,18 @@ impl Groups for Postgres {
         .await
     }
 
+    async fn members_of_groups(&self, ids: Vec<i64>) -> Result<Vec<MemberRow>, StoreError> {
+        all(
+            &self.pool.get().await?,
+            &format!(
+                "SELECT {MEMBER_COLUMNS} FROM group_members WHERE group_id = ANY($1)
+                  ORDER BY group_id, joined_at_ms, problem_key"
+            ),
+            &[&ids],
+        )
+        .await
+    }
+
     async fn groups(&self, open_only: bool, limit: i64) -> Result<Vec<GroupRow>, StoreError> {
         all(
             &self.pool.get().await?,

@@ -197,6 +197,22 @@ impl Groups for Sqlite {
         })
     }
 
+    async fn members_of_groups(&self, ids: Vec<i64>) -> Result<Vec<MemberRow>, StoreError> {
+        // The ids as one JSON array: one statement for any number of them.
+        let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        self.reader.read(move |c| {
+            all(
+                c,
+                &format!(
+                    "SELECT {MEMBER_COLUMNS} FROM group_members
+                      WHERE group_id IN (SELECT value FROM json_each(?1))
+                      ORDER BY group_id, joined_at_ms, problem_key"
+                ),
+                [ids],
+            )
+        })
+    }
+
     async fn groups(&self, open_only: bool, limit: i64) -> Result<Vec<GroupRow>, StoreError> {
         self.reader.read(|c| {
             all(
