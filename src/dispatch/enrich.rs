@@ -9,6 +9,7 @@
 use crate::clock::now_ms;
 use crate::domain::Source;
 use crate::store::{DueEnrichment, EnrichmentOutcome, StoreError};
+use crate::telemetry::{Kind, Span};
 
 use super::{Inner, Settings};
 
@@ -31,7 +32,29 @@ pub(super) async fn enrich(
             .record_enrichment(item.notification_id, EnrichmentOutcome::Failed(why))
             .await;
     };
-    let (error, transient) = match client.problem(pid).await {
+    let mut span = crate::telemetry::stored(item.trace.as_deref()).map(|ingest| {
+        let mut span = Span::start("enrich", Kind::Client, Some(ingest));
+        span.set("hub.problem_id", item.problem_key.clone());
+        span.set("hub.source", Source::Dynatrace.as_str());
+        span.set("hub.pid", pid.clone());
+        span.set("hub.attempt", item.attempts + 1);
+        span
+    });
+    let fetched = client.problem(pid).await;
+    if let Some(mut span) = span.take() {
+        match &fetched {
+            Ok(_) => span.set("hub.outcome", "enriched"),
+            Err(e) => {
+                span.set(
+                    "hub.outcome",
+                    if e.is_transient() { "retry" } else { "failed" },
+                );
+                span.fail(e.to_string());
+            }
+        }
+        span.end();
+    }
+    let (error, transient) = match fetched {
         Ok(details) => {
             d.store
                 .store_details(item.notification_id, &details.to_string())

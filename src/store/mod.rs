@@ -206,6 +206,8 @@ pub struct DueEnrichment {
     pub state: String,
     pub pid: Option<String>,
     pub attempts: i64,
+    /// The notification's trace (see `Notification::trace`).
+    pub trace: Option<String>,
 }
 
 pub enum EnrichmentOutcome<'a> {

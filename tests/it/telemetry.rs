@@ -568,3 +568,51 @@ async fn a_bad_telemetry_section_is_refused_with_its_key() {
         assert!(out.contains(says), "{telemetry}: {out}");
     }
 }
+
+#[tokio::test]
+async fn a_dynatrace_problems_details_are_fetched_under_its_ingest() {
+    let collector = collector().await;
+    let dynatrace = MockServer::start().await;
+    let pid = "-5289617462338813532_1606920000000V2";
+    // Busy once (the fetch is tried again), then the details.
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v2/problems/{pid}")))
+        .respond_with(ResponseTemplate::new(503).set_body_string("busy"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&dynatrace)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v2/problems/{pid}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "problemId": pid, "displayId": "P-2411021", "title": "Response time degradation",
+            "status": "OPEN", "severityLevel": "PERFORMANCE", "impactLevel": "SERVICES",
+            "startTime": 1_700_000_000_000_i64, "endTime": -1, "impactedEntities": [],
+            "affectedEntities": [], "managementZones": [], "problemFilters": []})))
+        .with_priority(2)
+        .mount(&dynatrace)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start_in(
+        dir.path(),
+        &traced(
+            &collector,
+            json!({"dynatrace": {"tenant": dynatrace.uri(), "api_token": "dt0c01.T",
+                                 "max_attempts": 1}}),
+        ),
+        &[],
+    );
+    deliver(&hub, Some(&format!("00-{TRACE}-{SENDER_SPAN}-01"))).await;
+    let spans = wait_for(&collector, &["ingest dynatrace", "enrich", "enrich"]).await;
+    let ingest = one(&spans, "ingest dynatrace");
+    let fetches: Vec<&Exported> = spans.iter().filter(|s| s.name() == "enrich").collect();
+    for (fetch, (attempt, outcome)) in fetches.iter().zip([("1", "retry"), ("2", "enriched")]) {
+        assert_eq!(fetch.trace(), TRACE);
+        assert_eq!(fetch.parent(), Some(ingest.id()), "{fetch:#?}");
+        assert_eq!(fetch.span["kind"], 3, "CLIENT");
+        assert_eq!(fetch.attr("hub.pid").as_deref(), Some(pid));
+        assert_eq!(fetch.attr("hub.attempt").as_deref(), Some(attempt));
+        assert_eq!(fetch.attr("hub.outcome").as_deref(), Some(outcome));
+        assert_eq!(fetch.failed(), outcome == "retry");
+    }
+}

@@ -70,7 +70,8 @@ impl Queue for Postgres {
              UPDATE enrichments e SET next_attempt_at_ms = $1::BIGINT + $4::BIGINT
              FROM due, notifications n
              WHERE e.notification_id = due.notification_id AND n.id = e.notification_id
-             RETURNING e.notification_id, n.problem_key, n.state, n.pid, e.attempts",
+             RETURNING e.notification_id, n.problem_key, n.state, n.pid, e.attempts,
+                       n.trace_parent",
             &[&now, &(now + max_wait_ms), &limit, &hold],
         )
         .await?;
@@ -82,6 +83,7 @@ impl Queue for Postgres {
                     state: r.try_get(2)?,
                     pid: r.try_get(3)?,
                     attempts: r.try_get(4)?,
+                    trace: r.try_get(5)?,
                 })
             })
             .collect()

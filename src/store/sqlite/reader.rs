@@ -270,7 +270,7 @@ pub(super) fn due_enrichments(
     limit: i64,
 ) -> rusqlite::Result<Vec<DueEnrichment>> {
     let mut stmt = c.prepare_cached(
-        "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts
+        "SELECT e.notification_id, n.problem_key, n.state, n.pid, e.attempts, n.trace_parent
          FROM enrichments e JOIN notifications n ON n.id = e.notification_id
          WHERE e.status = 'pending' AND (e.next_attempt_at_ms <= ?1 OR e.next_attempt_at_ms > ?2)
          ORDER BY e.next_attempt_at_ms, e.notification_id LIMIT ?3",
@@ -282,6 +282,7 @@ pub(super) fn due_enrichments(
             state: r.get(2)?,
             pid: r.get(3)?,
             attempts: r.get(4)?,
+            trace: r.get(5)?,
         })
     })?;
     rows.collect()
