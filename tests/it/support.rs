@@ -871,3 +871,23 @@ pub fn password_hash(dir: &Path, password: &str) -> String {
 pub fn python() -> String {
     std::env::var("HUB_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
+
+/// Runs `python` (see [`python`]) with `args`: whether it succeeded, and what it said on stdout
+/// and stderr. A missing package fails with how to install it (`package`, as pip names it).
+pub fn run_python(args: &[&std::ffi::OsStr], package: &str) -> (bool, String) {
+    let out = Command::new(python())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python()));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !said.contains("No module named"),
+        "{package} is missing: run tools/test, or pip install '{package}' (or set \
+         HUB_TEST_PYTHON to a Python that has it)\n{said}"
+    );
+    (out.status.success(), said)
+}

@@ -135,22 +135,10 @@ async fn read_by_the_protocols_definitions(collector: &MockServer) {
         files.push(file);
     }
     let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp/check.py");
-    let out = std::process::Command::new(support::python())
-        .arg(check)
-        .args(&files)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !said.contains("No module named"),
-        "opentelemetry-proto is missing: run tools/test, or pip install \
-         'opentelemetry-proto>=1.20,<2' (or set HUB_TEST_PYTHON to a Python that has it)\n{said}"
-    );
-    assert!(out.status.success(), "{said}");
+    let mut args = vec![check.as_os_str()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let (read, said) = support::run_python(&args, "opentelemetry-proto>=1.20,<2");
+    assert!(read, "{said}");
     assert!(
         said.contains("spans read as ExportTraceServiceRequest"),
         "{said}"
@@ -191,6 +179,16 @@ async fn all_succeeded(dir: &Path, n: usize) {
         r.len() == n && r.iter().all(|r| r.status == "succeeded")
     })
     .await;
+}
+
+/// A receiver for the webhook action that takes every request.
+async fn receiver() -> MockServer {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    receiver
 }
 
 /// A receiver for the webhook action: the first request fails (so the run is tried twice), the
@@ -406,11 +404,7 @@ async fn slack_teams_and_pagerduty_requests_carry_their_attempts_traceparent() {
 #[tokio::test]
 async fn a_traceparent_hub_cannot_read_starts_a_new_trace_and_an_unsampled_one_records_nothing() {
     let collector = collector().await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start_in(
         dir.path(),
@@ -455,11 +449,7 @@ async fn a_traceparent_hub_cannot_read_starts_a_new_trace_and_an_unsampled_one_r
 
 #[tokio::test]
 async fn without_telemetry_no_traceparent_is_sent_on() {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start_in(
         dir.path(),
