@@ -9,6 +9,7 @@ mod enrich;
 mod escalate;
 mod group;
 pub mod sent;
+mod trace;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,7 @@ use crate::dynatrace::Client;
 use crate::live::Live;
 use crate::logging::{SharedThrottle, Throttle};
 use crate::store::{Claim, Finish, NewRun, Room, RunRow, Store, StoreError, StoredNotification};
-use crate::telemetry::{Kind, Span, SpanContext};
+use crate::telemetry::SpanContext;
 
 /// How often the queue is looked at when nothing wakes the dispatcher.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -616,7 +617,7 @@ impl Dispatcher {
             planned.iter().map(|(n, r)| (n, r.clone())).collect();
         let new = d.store.insert_runs(&batch).await?;
         if let Some(began) = began {
-            trace_routing(&planned, &new, began);
+            trace::routing(&planned, &new, began);
         }
         for ((stored, runs), &new) in planned.iter().zip(&new) {
             if runs.is_empty() {
@@ -668,7 +669,7 @@ impl Inner {
         permit: OwnedSemaphorePermit,
     ) {
         let attempt = claim.attempt;
-        let mut span = action_span(&run, &claim);
+        let span = trace::action_span(&run, &claim);
         let trace = span.as_ref().map(|s| s.context);
         let finish = match self.holding_lease(s, &run, claim, trace).await {
             Ok(f) => f,
@@ -679,23 +680,8 @@ impl Inner {
             },
         };
         drop(permit);
-        if let Some(mut span) = span.take() {
-            span.set("hub.attempt", attempt);
-            span.set("hub.manual", i64::from(manual));
-            let outcome = match &finish {
-                Finish::Succeeded { .. } => "succeeded",
-                Finish::Retry { error, .. } => {
-                    span.fail(error.clone());
-                    "retry"
-                }
-                Finish::Failed { error, .. } => {
-                    span.fail(error.clone());
-                    "failed"
-                }
-                Finish::HeldBack { .. } => "held_back",
-            };
-            span.set("hub.outcome", outcome);
-            span.end();
+        if let Some(span) = span {
+            trace::attempted(span, attempt, manual, &finish);
         }
         // The run stays in flight (and claimed in the store) until its outcome is recorded, so
         // the freed slot never starts it again; wake the dispatcher to give the slot to the next.
@@ -984,49 +970,6 @@ fn log_finish(run: &RunRow, attempt: i64, manual: bool, finish: &Finish) {
         Finish::HeldBack { reason } => tracing::warn!(
             action = %action, target, problem_id = problem, reason = %reason, "action held back"
         ),
-    }
-}
-
-/// The span of one attempt of a run, under its notification's routing; `None` when traces are
-/// off or the notification belongs to no trace.
-fn action_span(run: &RunRow, claim: &Claim) -> Option<Span> {
-    let stored = &claim.notification;
-    let ingest = crate::telemetry::stored(stored.notification.trace.as_deref())?;
-    let route = crate::telemetry::route_context(&ingest, stored.id);
-    let mut span = Span::start(
-        format!("action {}", run.action),
-        Kind::Internal,
-        Some(route),
-    );
-    span.set("hub.action", run.action.clone());
-    span.set("hub.problem_id", run.problem_key.clone());
-    span.set("hub.source", run.source.as_str());
-    span.set("hub.state", run.state.clone());
-    span.set("hub.run_id", run_id(&run.idem_key));
-    Some(span)
-}
-
-/// The routing span of each notification of a pass that belongs to a trace: which actions it
-/// chose, and how many runs were new (a redelivery's are already known).
-fn trace_routing(planned: &[(StoredNotification, Vec<NewRun>)], new: &[usize], began: u64) {
-    for ((stored, runs), new) in planned.iter().zip(new) {
-        let n = &stored.notification;
-        let Some(ingest) = crate::telemetry::stored(n.trace.as_deref()) else {
-            continue;
-        };
-        let context = crate::telemetry::route_context(&ingest, stored.id);
-        let mut span = Span::with_context("route", Kind::Internal, context, Some(ingest.span_id));
-        span.start_ns = began;
-        let mut actions: Vec<String> = runs.iter().map(|r| r.action.clone()).collect();
-        actions.sort();
-        actions.dedup();
-        span.set("hub.problem_id", n.problem_key.clone());
-        span.set("hub.source", n.source.as_str());
-        span.set("hub.state", n.state.clone());
-        span.set("hub.actions", actions);
-        span.set("hub.runs", runs.len());
-        span.set("hub.new_runs", *new);
-        span.end();
     }
 }
 

@@ -207,9 +207,13 @@ fn export(span: Span) {
 pub async fn flush(within: Duration) {
     let Some(tx) = EXPORTER.get() else { return };
     let (done, flushed) = oneshot::channel();
-    if tx.send(Message::Flush(done)).await.is_ok() {
-        let _ = tokio::time::timeout(within, flushed).await;
-    }
+    // Within the time given, waiting for room in a full queue included.
+    let _ = tokio::time::timeout(within, async {
+        if tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    })
+    .await;
 }
 
 /// The context a stored notification's routing and runs hang under: the ingest span's, as kept
