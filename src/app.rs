@@ -60,7 +60,11 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         retention.clone(),
         tls,
     ));
-    tokio::spawn(crate::reload::on_sighup(reloader.clone(), hangups));
+    tokio::spawn(crate::reload::on_sighup(
+        reloader.clone(),
+        hangups,
+        store.clone(),
+    ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let pruned = crate::retention::Counters::default();
     let pruning = tokio::spawn(crate::retention::run(

@@ -144,10 +144,28 @@ impl Reloader {
 }
 
 /// Reloads at every SIGHUP (a service manager's reload) until the process ends.
-pub async fn on_sighup(reloader: Arc<Reloader>, mut hangups: tokio::signal::unix::Signal) {
+pub async fn on_sighup(
+    reloader: Arc<Reloader>,
+    mut hangups: tokio::signal::unix::Signal,
+    store: crate::store::Store,
+) {
+    // Who sent the signal is not known (a service manager's reload, or anyone who may signal the
+    // process): the audit log says it was a signal, unverified, as it does a command's system user.
+    let actor = crate::people::Actor {
+        name: "SIGHUP".to_string(),
+        role: crate::people::Role::Admin,
+        token: None,
+        verified: false,
+        via: crate::people::Via::Signal,
+        from: "local".to_string(),
+    };
     while hangups.recv().await.is_some() {
         // The outcome is logged by `reload` itself.
-        let _ = reloader.reload("SIGHUP").await;
+        let outcome = match reloader.reload("SIGHUP").await {
+            Ok(_) => "reloaded".to_string(),
+            Err(e) => format!("refused: {e}"),
+        };
+        crate::people::audit::record(&store, &actor, "reload", "config", outcome).await;
     }
 }
 

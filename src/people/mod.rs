@@ -62,6 +62,8 @@ pub enum Via {
     Opsgenie,
     /// A PagerDuty Events API `acknowledge` (see `sources::pagerduty`).
     Pagerduty,
+    /// A signal to the process (SIGHUP: reload).
+    Signal,
 }
 
 impl Via {
@@ -75,6 +77,7 @@ impl Via {
             Via::Link => "link",
             Via::Opsgenie => "opsgenie",
             Via::Pagerduty => "pagerduty",
+            Via::Signal => "signal",
         }
     }
 }

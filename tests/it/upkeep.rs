@@ -304,6 +304,23 @@ async fn a_reload_takes_new_actions_and_credentials_and_refuses_a_bad_config() {
         said.contains("reloaded the config") && said.contains("webhook.port")
     })
     .await;
+    // The audit log has it, as a signal's: who sent it is not known.
+    let db = support::db(dir.path()).await;
+    let sql = "SELECT actor, via, detail FROM audit WHERE action = 'reload'";
+    support::eventually("the reload in the audit log", async || {
+        !db.rows(sql, &[]).await.is_empty()
+    })
+    .await;
+    let reloads = db.rows(sql, &[]).await;
+    assert_eq!(reloads.len(), 1);
+    assert_eq!(
+        (
+            reloads[0].get::<String>("actor"),
+            reloads[0].get::<String>("via"),
+            reloads[0].get::<String>("detail")
+        ),
+        ("SIGHUP".into(), "signal".into(), "reloaded".into())
+    );
     // Still listening where it started; the old password is refused, the new one taken.
     assert_eq!(deliver("R-2", support::PASSWORD).await, 401);
     assert_eq!(deliver("R-2", "second-password-9").await, 200);
