@@ -231,16 +231,22 @@ async fn next(
     let Some(latest) = latest else {
         return Ok(Some(Advance::Ended));
     };
-    let grouped = crate::group::carrying(&d.store, e.source, &e.problem_key)
-        .await?
-        .is_some();
-    if crate::store::is_closed(&latest.notification.state, false) && !grouped {
+    let group = crate::group::carrying(&d.store, e.source, &e.problem_key).await?;
+    if crate::store::is_closed(&latest.notification.state, false) && group.is_none() {
         d.store
             .end_escalations(e.source, e.problem_key.clone(), "resolved".into(), now)
             .await?;
         return Ok(None);
     }
-    if let Some((holder, why)) = quiet.covering(&s.problem(&latest)) {
+    // A group's escalation is held by what holds the group's sends: silences and windows that
+    // match the group's problem (its `by` values as tags), not only its first member.
+    let mut problem = s.problem(&latest);
+    if let Some(g) = &group {
+        if let Some(view) = super::group::view(d, g.id, g.sends).await? {
+            problem = view.problem(&problem);
+        }
+    }
+    if let Some((holder, why)) = quiet.covering(&problem) {
         if e.held_by.as_deref() != Some(holder.as_str()) {
             tracing::info!(problem_id = e.problem_key.as_str(), why, "escalation held");
         }

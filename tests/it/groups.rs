@@ -435,3 +435,77 @@ async fn a_groups_escalation_pages_once_and_any_member_acknowledges_it() {
     .await;
     assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
 }
+
+/// A group's escalation is held by what holds the group: a silence of one member's own labels
+/// does not hold it, one of the group's `by` values does.
+#[tokio::test]
+async fn a_groups_escalation_is_held_by_silences_of_the_group_not_of_its_first_member() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/AC123/Messages.json"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM1"})))
+        .mount(&twilio)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(json!({
+        "public_url": "http://hub.example.test",
+        "status_page": {"username": USER, "password": PASSWORD},
+        "sources": {"alertmanager": {}},
+        "people": {"ana": {"name": "Ana", "phone": "+15550001111", "role": "responder"}},
+        "actions": {
+            "page": {"type": "script", "command": ["./send.sh"]},
+            "text": {"type": "sms", "account_sid": "AC123", "auth_token": "t", "from": "+15005550006",
+                     "to": "person", "api_url": twilio.uri(),
+                     "template": "{{ problem.problem_id }}: {{ group.count }} problems"}
+        },
+        "escalations": {"night": {"steps": [{"notify": ["person:ana"], "actions": ["text"], "wait": "1h"}]}},
+        "routes": [{"actions": ["page"], "escalate": "night",
+                    "group": {"by": ["tag:alertname"], "wait": "1s", "interval": "1s"}}]
+    }));
+    script(dir.path(), "send.sh", "exit 0");
+    let hub = Hub::start_in(dir.path(), &config, &[]);
+    for matcher in ["tag=instance:d1", "tag=alertname:Up"] {
+        let r = client()
+            .post(hub.url("/api/silences"))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", "application/json")
+            .body(json!({"matchers": [matcher], "duration": "1h", "comment": "test"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{matcher}: {}", r.status());
+    }
+    let fire = |alertname: &str, instance: &str| {
+        let body = json!({
+            "version": "4", "status": "firing", "receiver": "hub", "groupLabels": {},
+            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am", "groupKey": "{}",
+            "alerts": [{"status": "firing", "fingerprint": instance,
+                        "labels": {"alertname": alertname, "instance": instance},
+                        "annotations": {}, "startsAt": "2026-12-07T01:00:00Z",
+                        "endsAt": "0001-01-01T00:00:00Z", "generatorURL": ""}]
+        });
+        post(&client(), &hub.url("/hooks/alertmanager"), body.to_string()).send()
+    };
+    // Down's first member is silenced by its own labels; the group is not.
+    for (alertname, instance) in [("Down", "d1"), ("Down", "d2"), ("Up", "u1"), ("Up", "u2")] {
+        assert_eq!(fire(alertname, instance).await.unwrap().status(), 200);
+    }
+    eventually("Down's group paged", async || {
+        twilio.received_requests().await.unwrap().len() == 1
+    })
+    .await;
+    eventually("Up's group's escalation held", async || {
+        get_json(&hub, "/api/problems/u1?source=alertmanager")
+            .await
+            .1["escalation"]["held_by"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sil_"))
+    })
+    .await;
+    let (_, down) = get_json(&hub, "/api/problems/d1?source=alertmanager").await;
+    assert_eq!(down["escalation"]["held_by"], Value::Null, "{down}");
+    // Only Down's group was texted, once.
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+}
