@@ -66,16 +66,32 @@ pub async fn acknowledge(
         actor,
         "ack",
         &format!("{source}/{problem_key}"),
-        format!(
-            "escalation {} at pass {} step {}",
-            e.policy,
-            e.pass + 1,
-            e.step + 1
-        ),
+        answered(store, &e).await,
     )
     .await;
     told(store, tells, &e, Event::Ack, actor).await;
     Ok(e)
+}
+
+/// What an acknowledgement answered, for the audit log: the last step sent (the escalation's own
+/// `pass` and `step` name the next one), or that none had gone out yet.
+async fn answered(store: &Store, e: &EscalationRow) -> String {
+    let sent = match store.escalation_steps(e.id).await {
+        Ok(steps) => steps.into_iter().filter(|s| s.round == e.round).last(),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read an escalation's steps for the audit log");
+            None
+        }
+    };
+    match sent {
+        Some(s) => format!(
+            "escalation {} after pass {} step {}",
+            e.policy,
+            s.pass + 1,
+            s.step + 1
+        ),
+        None => format!("escalation {} before its first step", e.policy),
+    }
 }
 
 /// Inserts the runs that tell the source; the acknowledgement or resolve stands either way, so a

@@ -284,13 +284,22 @@ async fn each_way_of_acknowledging_stops_the_next_step() {
         .await
         .unwrap();
     let audit: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-    let acks = audit["audit"]
+    let acks: Vec<&Value> = audit["audit"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|a| a["action"] == "ack")
-        .count();
-    assert_eq!(acks, 4);
+        .collect();
+    assert_eq!(acks.len(), 4);
+    // Each names the step it answered: the link came in the first step's text.
+    let link = acks
+        .iter()
+        .find(|a| a["target"] == "dynatrace/A-LINK")
+        .unwrap();
+    assert_eq!(
+        link["detail"], "escalation prod after pass 1 step 1",
+        "{link}"
+    );
     // Unacknowledged: it pages again from its first step.
     let out = hub_command(dir.path())
         .args(["--as", "ana", "unack", "A-CLI"])
