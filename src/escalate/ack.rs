@@ -77,7 +77,7 @@ pub async fn acknowledge(
 /// `pass` and `step` name the next one), or that none had gone out yet.
 async fn answered(store: &Store, e: &EscalationRow) -> String {
     let sent = match store.escalation_steps(e.id).await {
-        Ok(steps) => steps.into_iter().filter(|s| s.round == e.round).last(),
+        Ok(steps) => steps.into_iter().rev().find(|s| s.round == e.round),
         Err(err) => {
             tracing::warn!(error = %err, "cannot read an escalation's steps for the audit log");
             None
