@@ -22,8 +22,37 @@ const HOLD_RECHECK_MS: i64 = 5_000;
 /// Escalations moved on in one pass at most.
 const BATCH: i64 = 64;
 
-/// What routing found for a notification: start the escalation its route names (after the
-/// route's flap wait), or end the running one when the problem resolved.
+/// A new escalation of `policy` for a problem, open, its first step due at `first_at`, with a
+/// reply code no running escalation has.
+async fn opening(
+    store: &Store,
+    (source, problem_key): (crate::domain::Source, &str),
+    notification_id: i64,
+    policy: &str,
+    first_at: i64,
+    now: i64,
+) -> Result<EscalationRow, StoreError> {
+    Ok(EscalationRow {
+        id: 0,
+        source,
+        problem_key: problem_key.to_string(),
+        notification_id,
+        policy: policy.to_string(),
+        state: "open".into(),
+        round: 0,
+        pass: 0,
+        step: 0,
+        next_at_ms: Some(first_at),
+        held_by: None,
+        code: crate::escalate::unused_code(store).await?,
+        started_at_ms: now,
+        updated_at_ms: now,
+        acked_at_ms: None,
+        acked_by: None,
+        acked_via: None,
+    })
+}
+
 /// Starts `policy` for a group at its first send, on its first member, due now (the group's wait
 /// was its flap wait).
 pub(super) async fn start_for_group(
@@ -33,25 +62,17 @@ pub(super) async fn start_for_group(
     now: i64,
 ) -> Result<(), StoreError> {
     let started = store
-        .start_escalation(EscalationRow {
-            id: 0,
-            source: g.source,
-            problem_key: g.problem_key.clone(),
-            notification_id: g.notification_id,
-            policy: policy.to_string(),
-            state: "open".into(),
-            round: 0,
-            pass: 0,
-            step: 0,
-            next_at_ms: Some(now),
-            held_by: None,
-            code: crate::escalate::unused_code(store).await?,
-            started_at_ms: now,
-            updated_at_ms: now,
-            acked_at_ms: None,
-            acked_by: None,
-            acked_via: None,
-        })
+        .start_escalation(
+            opening(
+                store,
+                (g.source, &g.problem_key),
+                g.notification_id,
+                policy,
+                now,
+                now,
+            )
+            .await?,
+        )
         .await?;
     if started {
         tracing::info!(group = g.id, policy, "escalation started for the group");
@@ -59,6 +80,8 @@ pub(super) async fn start_for_group(
     Ok(())
 }
 
+/// What routing found for a notification: start the escalation its route names (after the
+/// route's flap wait), or end the running one when the problem resolved.
 pub(super) async fn routed(
     store: &Store,
     tells: &Tell,
@@ -113,26 +136,9 @@ pub(super) async fn routed(
         return Ok(());
     };
     let first_at = now + wait.map_or(0, |w| w.as_millis() as i64);
+    let key = (note.source, note.problem_key.as_str());
     let started = store
-        .start_escalation(EscalationRow {
-            id: 0,
-            source: note.source,
-            problem_key: note.problem_key.clone(),
-            notification_id: n.id,
-            policy: policy.to_string(),
-            state: "open".into(),
-            round: 0,
-            pass: 0,
-            step: 0,
-            next_at_ms: Some(first_at),
-            held_by: None,
-            code: crate::escalate::unused_code(store).await?,
-            started_at_ms: now,
-            updated_at_ms: now,
-            acked_at_ms: None,
-            acked_by: None,
-            acked_via: None,
-        })
+        .start_escalation(opening(store, key, n.id, policy, first_at, now).await?)
         .await?;
     if started {
         tracing::info!(

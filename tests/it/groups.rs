@@ -341,10 +341,8 @@ fn groups_and_rate_limits_refuse_bad_config() {
     assert!(!dir.path().join("x").exists());
 }
 
-/// A grouped route's escalation belongs to the group: one text for three problems, speaking of
-/// the group; any member acknowledges it; it ends when the last member resolves, not the first.
-#[tokio::test]
-async fn a_groups_escalation_pages_once_and_any_member_acknowledges_it() {
+/// A stand-in for Twilio's Messages API that takes every text.
+async fn twilio() -> wiremock::MockServer {
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let twilio = MockServer::start().await;
@@ -353,13 +351,13 @@ async fn a_groups_escalation_pages_once_and_any_member_acknowledges_it() {
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM1"})))
         .mount(&twilio)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    script(
-        dir.path(),
-        "send.sh",
-        r#"printf '%s %s\n' "$HUB_STATE" "$HUB_GROUP_COUNT" >> sends.log"#,
-    );
-    let config = config_with(json!({
+    twilio
+}
+
+/// Alertmanager's alerts grouped by alertname (`wait` and `interval` as given), each group sent
+/// to `./send.sh` and escalated to Ana by text.
+fn grouped_on_call(twilio: &wiremock::MockServer, wait: &str) -> Value {
+    config_with(json!({
         "public_url": "http://hub.example.test",
         "status_page": {"username": USER, "password": PASSWORD},
         "sources": {"alertmanager": {}},
@@ -372,8 +370,22 @@ async fn a_groups_escalation_pages_once_and_any_member_acknowledges_it() {
         },
         "escalations": {"night": {"steps": [{"notify": ["person:ana"], "actions": ["text"], "wait": "1h"}]}},
         "routes": [{"actions": ["page"], "escalate": "night",
-                    "group": {"by": ["tag:alertname"], "wait": "2s", "interval": "2s"}}]
-    }));
+                    "group": {"by": ["tag:alertname"], "wait": wait, "interval": wait}}]
+    }))
+}
+
+/// A grouped route's escalation belongs to the group: one text for three problems, speaking of
+/// the group; any member acknowledges it; it ends when the last member resolves, not the first.
+#[tokio::test]
+async fn a_groups_escalation_pages_once_and_any_member_acknowledges_it() {
+    let twilio = twilio().await;
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        "send.sh",
+        r#"printf '%s %s\n' "$HUB_STATE" "$HUB_GROUP_COUNT" >> sends.log"#,
+    );
+    let config = grouped_on_call(&twilio, "2s");
     let hub = Hub::start_in(dir.path(), &config, &[]);
     let send = |fingerprint: &'static str, status: &'static str| {
         let body = json!({
@@ -440,30 +452,9 @@ async fn a_groups_escalation_pages_once_and_any_member_acknowledges_it() {
 /// does not hold it, one of the group's `by` values does.
 #[tokio::test]
 async fn a_groups_escalation_is_held_by_silences_of_the_group_not_of_its_first_member() {
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let twilio = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/2010-04-01/Accounts/AC123/Messages.json"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM1"})))
-        .mount(&twilio)
-        .await;
+    let twilio = twilio().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config_with(json!({
-        "public_url": "http://hub.example.test",
-        "status_page": {"username": USER, "password": PASSWORD},
-        "sources": {"alertmanager": {}},
-        "people": {"ana": {"name": "Ana", "phone": "+15550001111", "role": "responder"}},
-        "actions": {
-            "page": {"type": "script", "command": ["./send.sh"]},
-            "text": {"type": "sms", "account_sid": "AC123", "auth_token": "t", "from": "+15005550006",
-                     "to": "person", "api_url": twilio.uri(),
-                     "template": "{{ problem.problem_id }}: {{ group.count }} problems"}
-        },
-        "escalations": {"night": {"steps": [{"notify": ["person:ana"], "actions": ["text"], "wait": "1h"}]}},
-        "routes": [{"actions": ["page"], "escalate": "night",
-                    "group": {"by": ["tag:alertname"], "wait": "1s", "interval": "1s"}}]
-    }));
+    let config = grouped_on_call(&twilio, "1s");
     script(dir.path(), "send.sh", "exit 0");
     let hub = Hub::start_in(dir.path(), &config, &[]);
     for matcher in ["tag=instance:d1", "tag=alertname:Up"] {
